@@ -1,0 +1,317 @@
+"""What runs inside the sandboxed child: load the submission and answer requests.
+
+Imports only torch, numpy and the other `grader.sandbox` modules (never `reference`, the rubric
+or the checks). Student code runs here and can tamper with anything in this process; that is
+why results leave as plain arrays and all judging happens in the grader.
+
+Requests (see `client.Sandbox`):
+  {"op": "load"}                                   import the submission's module
+  {"op": "new", "name": N, "value": V}            build an object (e.g. a student class) and keep it as N
+  {"op": "call", "target": T, "args": [...], "kwargs": {...}, "seed": s, "grad": {...}}
+  {"op": "params", "name": N}                      the named object's parameters as arrays
+  {"op": "train", ...}                             train a student model with the reference loop
+Values V are arrays (-> tensors), numbers, strings, or {"__net__": spec}, {"__new__": {...}}, {"__ref__": N}.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import importlib.util
+import os
+import socket
+import sys
+import time
+import traceback
+
+import numpy as np
+import torch
+
+from grader.sandbox import isolation, nets, protocol
+
+MAX_TEXT = 4000
+
+
+class RequestError(Exception):
+    """The request cannot be served because of how the student's code is shaped (not a crash)."""
+
+
+class Child:
+    def __init__(self, config: dict):
+        self.config = config
+        self.device = torch.device(config.get("device", "cpu"))
+        self.module = None
+        self.objects: dict[str, object] = {}
+        self.scratch = config["scratch"]
+
+    # ---- values -------------------------------------------------------------------------
+    def materialize(self, v):
+        if isinstance(v, np.ndarray):
+            return torch.from_numpy(v.copy()).to(self.device)
+        if isinstance(v, list):
+            return [self.materialize(x) for x in v]
+        if isinstance(v, dict):
+            if "__net__" in v:
+                return nets.build(v["__net__"], self.device, _dtype(v.get("dtype", "float32")))
+            if "__ref__" in v:
+                return self.objects[v["__ref__"]]
+            if "__new__" in v:
+                return self.construct(v["__new__"])
+            if "__tuple__" in v:
+                return tuple(self.materialize(x) for x in v["__tuple__"])
+            return {k: self.materialize(x) for k, x in v.items()}
+        return v
+
+    def construct(self, spec: dict):
+        cls = self.resolve(spec["class"])
+        obj = cls(*self.materialize(spec.get("args", [])), **self.materialize(spec.get("kwargs", {})))
+        if isinstance(obj, torch.nn.Module):
+            obj = obj.to(self.device)
+        for name, value in (spec.get("state") or {}).items():
+            self.assign(obj, spec["class"], name, value)
+        return obj
+
+    def assign(self, obj, cls_name: str, name: str, value: np.ndarray) -> None:
+        target = obj
+        *path, leaf = name.split(".")
+        for part in path:
+            target = getattr(target, part)
+        current = getattr(target, leaf, None)
+        if not isinstance(current, torch.Tensor):
+            raise RequestError(f"{cls_name} has no tensor attribute `{name}` (the assignment asks for one)")
+        if tuple(current.shape) != tuple(value.shape):
+            raise RequestError(
+                f"{cls_name}.{name} has shape {tuple(current.shape)}, but the assignment specifies {tuple(value.shape)}"
+            )
+        with torch.no_grad():
+            current.copy_(torch.from_numpy(value.copy()).to(current.device, current.dtype))
+
+    def resolve(self, dotted: str):
+        if self.module is None:
+            raise RequestError("the submission's module is not loaded")
+        obj = self.module
+        for part in dotted.split("."):
+            if not hasattr(obj, part):
+                where = "the module" if obj is self.module else dotted.rsplit(".", 1)[0]
+                raise RequestError(f"`{dotted}` is missing: {where} defines no `{part}`")
+            obj = getattr(obj, part)
+        return obj
+
+    # ---- ops ----------------------------------------------------------------------------
+    def op_load(self, req):
+        path = os.path.join(self.scratch, self.config.get("module_file", "vae.py"))
+        if not os.path.exists(path):
+            raise RequestError(f"the submission has no `{os.path.basename(path)}`")
+        name = os.path.splitext(os.path.basename(path))[0]
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        self.module = module
+        return {"names": sorted(n for n in vars(module) if not n.startswith("_"))}
+
+    def op_new(self, req):
+        self.objects[req["name"]] = self.materialize(req["value"])
+        return {}
+
+    def op_params(self, req):
+        obj = self.objects[req["name"]]
+        return {k: _to_numpy(v) for k, v in obj.state_dict().items()}
+
+    def op_call(self, req):
+        target = req["target"]
+        if isinstance(target, dict):
+            fn = getattr(self.materialize(target["object"]), target["method"], None)
+            if fn is None:
+                raise RequestError(f"`{target.get('label', target['method'])}` is missing")
+        else:
+            fn = self.resolve(target)
+        args = self.materialize(req.get("args", []))
+        kwargs = self.materialize(req.get("kwargs", {}))
+        grad = req.get("grad") or {}
+        wrt = []
+        for path in grad.get("inputs", []):
+            kind, key = path.split(".", 1)
+            t = args[int(key)] if kind == "args" else kwargs[key]
+            t.requires_grad_(True)
+            wrt.append((path, t))
+        if req.get("seed") is not None:
+            torch.manual_seed(int(req["seed"]))
+        if req.get("no_grad"):
+            with torch.no_grad():
+                out = fn(*args, **kwargs)
+        else:
+            out = fn(*args, **kwargs)
+        reply = {"result": export(out)}
+        params = []
+        if grad.get("params"):
+            params = [(n, p) for n, p in self.objects[grad["params"]].named_parameters()]
+        if (wrt or params) and isinstance(out, torch.Tensor) and out.requires_grad:
+            cot = grad.get("cotangent")
+            cot = torch.ones_like(out) if cot is None else torch.from_numpy(cot.copy()).to(out.device, out.dtype)
+            if tuple(cot.shape) == tuple(out.shape):
+                tensors = [t for _, t in wrt] + [p for _, p in params]
+                grads = torch.autograd.grad((out * cot).sum(), tensors, allow_unused=True)
+                names = [p for p, _ in wrt] + ["param:" + n for n, _ in params]
+                reply["grads"] = {n: (None if g is None else _to_numpy(g)) for n, g in zip(names, grads)}
+        return reply
+
+    def op_train(self, req):
+        from grader import training  # harness only: no reference code
+
+        return training.train_in_child(self, req)
+
+    def handle(self, req):
+        op = getattr(self, "op_" + str(req.get("op")), None)
+        if op is None:
+            raise RequestError(f"unknown op {req.get('op')!r}")
+        return op(req)
+
+
+def _dtype(name: str) -> torch.dtype:
+    return {"float32": torch.float32, "float64": torch.float64}[name]
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    with torch._C.DisableTorchFunctionSubclass():
+        t = torch.Tensor.detach(t)
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        return torch.Tensor.numpy(torch.Tensor.contiguous(torch.Tensor.cpu(t))).copy()
+
+
+def export(o, depth: int = 0):
+    """A student's return value as plain data, with what the grader needs to judge its type."""
+    if depth > 4:
+        return {"__object__": "nested too deep"}
+    if isinstance(o, torch.Tensor):
+        with torch._C.DisableTorchFunctionSubclass():
+            return {
+                "__tensor__": _to_numpy(o),
+                "dtype": str(o.dtype).replace("torch.", ""),
+                "device": str(o.device),
+                "requires_grad": bool(torch.Tensor.requires_grad.__get__(o)),
+                "subclass": None if type(o) in (torch.Tensor, torch.nn.Parameter) else type(o).__name__,
+            }
+    if isinstance(o, np.ndarray):
+        if o.dtype.name in protocol.ALLOWED_DTYPES:
+            return {"__numpy__": np.array(o, copy=True)}
+        return {"__object__": f"numpy array of dtype {o.dtype}"}
+    if isinstance(o, (bool, int, float)) and type(o) in (bool, int, float):
+        return o
+    if isinstance(o, (list, tuple)) and type(o) in (list, tuple):
+        return {"__seq__": [export(x, depth + 1) for x in o[:64]], "kind": type(o).__name__, "len": len(o)}
+    return {"__object__": type(o).__module__ + "." + type(o).__qualname__}
+
+
+def describe_exception(e: BaseException, scratch: str) -> dict:
+    frames = traceback.extract_tb(e.__traceback__)
+    own = [f for f in frames if f.filename.startswith(scratch)]
+    where = ""
+    if own:
+        f = own[-1]
+        where = f"{os.path.basename(f.filename)}, line {f.lineno}, in {f.name}"
+    tb = "".join(traceback.format_list(own)) if own else ""
+    msg = f"{type(e).__name__}: {e}"
+    if isinstance(e, SyntaxError):
+        where = f"{os.path.basename(e.filename or '')}, line {e.lineno}"
+    return {"type": type(e).__name__, "message": msg[:MAX_TEXT], "where": where, "traceback": tb[-MAX_TEXT:]}
+
+
+def serve(sock: socket.socket, config: dict) -> None:
+    child = Child(config)
+    protocol.send(sock, {"ok": True, "ready": True, "pid": os.getpid()})
+    while True:
+        try:
+            req = protocol.recv(sock)
+        except (EOFError, OSError):
+            return
+        t0 = time.perf_counter()
+        try:
+            reply = {"ok": True, **child.handle(req)}
+        except RequestError as e:
+            reply = {"ok": False, "error": {"type": "RequestError", "message": str(e)[:MAX_TEXT], "where": "", "traceback": ""}}
+        except BaseException as e:  # SystemExit, KeyboardInterrupt and MemoryError included
+            reply = {"ok": False, "error": describe_exception(e, child.scratch)}
+        reply["seconds"] = time.perf_counter() - t0
+        try:
+            protocol.send(sock, reply)
+        except TypeError as e:  # something unsendable slipped into the reply
+            protocol.send(sock, {"ok": False, "error": {"type": "ReplyError", "message": str(e), "where": "", "traceback": ""}})
+        except OSError:
+            return
+
+
+def run(sock_fd: int, config: dict) -> None:
+    """Entry point in the forked child (called by the zygote). Never returns."""
+    status = 0
+    try:
+        os.setsid()  # own process group: the grader kills the whole group
+        sock = socket.socket(fileno=sock_fd)
+        protections = {"process_group": True}
+        if config.get("namespaces", True):
+            protections.update(isolation.enter_namespaces())
+        else:
+            protections.update(network_isolated=False, filesystem_masking=False, pid_namespace=False)
+        if protections.get("filesystem_masking"):
+            protections["masked_paths"] = isolation.mask_paths(config.get("hide", []))
+        protections.update(isolation.apply_limits(int(config.get("memory_mb", 4096))))
+        if protections.get("pid_namespace"):
+            # The first process forked in the new PID namespace is its init: when it dies, the
+            # kernel kills every process left in the namespace (orphans, daemons, double forks).
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid:
+                os.close(r)
+                protocol.send(sock, {"ok": True, "init_pid": pid})
+                os.close(w)
+                sock.close()
+                _, st = os.waitpid(pid, 0)
+                _write_status(config, st)
+                os._exit(0)
+            os.close(w)
+            os.read(r, 1)  # wait until the parent announced our pid
+            os.close(r)
+        _enter_scratch(config)
+        torch.set_num_threads(max(1, int(config.get("threads", 1))))
+        protocol.send(sock, {"ok": True, "protections": protections})
+        serve(sock, config)
+    except BaseException:
+        status = 70
+        try:
+            traceback.print_exc()
+        except BaseException:
+            pass
+    finally:
+        os._exit(status)
+
+
+def _write_status(config: dict, status: int) -> None:
+    """Leave the served process's wait status where the grader can read why it died."""
+    try:
+        with open(os.path.join(config["log_dir"], "exit_status"), "w") as f:
+            f.write(str(status))
+    except OSError:
+        pass
+
+
+def _enter_scratch(config: dict) -> None:
+    scratch = config["scratch"]
+    os.chdir(scratch)
+    log = os.open(os.path.join(config["log_dir"], "output.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    sys.stdout = open(1, "w", buffering=1, closefd=False, errors="replace")
+    sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")
+    faulthandler.enable(file=sys.stderr)  # a segfault leaves "Fatal Python error: ..." in the log
+    # The submission imports from its own folder and installed packages only, never from the repo.
+    repo = config.get("repo_root")
+    sys.path[:] = [scratch] + [p for p in sys.path if p and os.path.realpath(p) != repo]
+    # An editable install maps `grader` and `reference` to the repo through import hooks: drop them.
+    editable = lambda f: "__editable__" in (getattr(f, "__module__", "") or "") + repr(f)
+    sys.meta_path[:] = [f for f in sys.meta_path if not editable(f)]
+    sys.path_hooks[:] = [h for h in sys.path_hooks if not editable(h)]
+    sys.path_importer_cache.clear()
+    for name in list(sys.modules):
+        if name == "reference" or name.startswith("reference."):
+            del sys.modules[name]
