@@ -1,0 +1,247 @@
+"""The check framework: what a `check_<name>(ctx)` function gets and returns.
+
+A check is a small function in `grader/checks/<assignment>.py` with its own deterministic inputs.
+It calls the student's code through `ctx.call` (inside the sandbox), computes what the reference
+gives on the same inputs (here, in the grader), and records cases with `ctx.expect_close` /
+`ctx.expect`. Its score is the fraction of cases that passed. A mismatch is explained with
+`ctx.diagnose`, which tries the known mistakes of the component (mutants of the reference declared
+in the rubric's [[mistakes]]) and names the one the student's output matches.
+
+Composite checks (encoder log-prob, ELBO...) use the student's own components together. To charge
+each mistake only once, they accept the reference *with the mistakes already diagnosed in other
+components* as correct too (`ctx.reference_variants`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from grader.rubric import CheckSpec, Mistake, Rubric
+from grader.sandbox.client import Sandbox
+
+
+class StudentValueError(Exception):
+    """The student's return value is not what the contract asks (type, shape, dtype)."""
+
+
+@dataclass
+class Case:
+    name: str
+    passed: bool
+    message: str = ""
+
+
+@dataclass
+class Outcome:
+    fraction: float
+    message: str
+    mistakes: list[Mistake] = field(default_factory=list)
+
+
+class CheckContext:
+    def __init__(self, spec: CheckSpec, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict[str, Mistake],
+                 call_timeout: float):
+        self.spec = spec
+        self.rubric = rubric
+        self.sandbox = sandbox
+        self.device = torch.device(device)
+        self.ref = importlib.import_module(rubric.reference)
+        self.mutants = _load_mutants(rubric)
+        self.diagnosed = diagnosed  # component -> mistake found by earlier checks
+        self.call_timeout = call_timeout
+        self.cases: list[Case] = []
+        self.mistakes: list[Mistake] = []
+        self.notes: list[str] = []
+        seed = int.from_bytes(hashlib.sha256(spec.id.encode()).digest()[:4], "little")
+        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+
+    # ---- talking to the student's code ------------------------------------------------------
+    def call(self, target, *args, seed: int | None = None, grad: dict | None = None, **kwargs) -> dict:
+        """Call the student's `target` (a dotted name, or {"object": .., "method": ..}) in the sandbox."""
+        req = {"op": "call", "target": target, "args": list(args), "kwargs": kwargs, "seed": seed, "grad": grad}
+        return self.sandbox.request(req, timeout=self.call_timeout)
+
+    def new(self, name: str, cls: str, *args, state: dict | None = None, **kwargs) -> dict:
+        """Build the student's class `cls` in the sandbox and keep it under `name`."""
+        value = {"__new__": {"class": cls, "args": list(args), "kwargs": kwargs, "state": state or {}}}
+        self.sandbox.request({"op": "new", "name": name, "value": value}, timeout=self.call_timeout)
+        return {"__ref__": name}
+
+    @staticmethod
+    def method(obj: dict, name: str, label: str) -> dict:
+        return {"object": obj, "method": name, "label": label}
+
+    # ---- judging ----------------------------------------------------------------------------
+    def expect(self, ok: bool, case: str, message: str = "") -> bool:
+        self.cases.append(Case(case, bool(ok), "" if ok else message))
+        return bool(ok)
+
+    def expect_close(self, got: np.ndarray, want: np.ndarray, case: str, rtol: float | None = None,
+                     atol: float | None = None, diagnose: Callable[[Callable], bool] | None = None) -> bool:
+        """Record whether `got` matches `want` (shape, finiteness, values)."""
+        problem = mismatch(got, want, self.spec.rtol if rtol is None else rtol, self.spec.atol if atol is None else atol)
+        if problem and diagnose is not None:
+            self.diagnose(diagnose)
+        return self.expect(problem is None, case, problem or "")
+
+    def diagnose(self, matches: Callable[[dict], bool], components: list[str] | None = None) -> Mistake | None:
+        """Try each known mistake of the component(s): `matches(patches)` says whether the student's
+        output equals the reference's with those patches applied. Records and returns the first hit."""
+        for mistake in self.rubric.mistakes:
+            if mistake.component not in (components or [self.spec.component]):
+                continue
+            mutant = self.mutants.get(mistake.id)
+            if mutant is None:
+                continue
+            try:
+                with np.errstate(all="ignore"):
+                    hit = matches({mutant.component: mutant.fn})
+            except Exception:
+                hit = False
+            if hit:
+                if mistake not in self.mistakes:
+                    self.mistakes.append(mistake)
+                return mistake
+        return None
+
+    def reference_variants(self) -> Iterator[tuple[str, dict]]:
+        """The clean reference, then the reference with every mistake diagnosed in *other*
+        components patched in (so a composite check does not charge those mistakes again)."""
+        yield "", {}
+        upstream = {m.component: m for c, m in self.diagnosed.items() if c != self.spec.component}
+        patches = {}
+        for m in upstream.values():
+            mutant = self.mutants.get(m.id)
+            if mutant is not None:
+                patches[mutant.component] = mutant.fn
+        if patches:
+            names = ", ".join(sorted(m.id for m in upstream.values()))
+            yield names, patches
+
+    @contextlib.contextmanager
+    def patched(self, patches: dict) -> Iterator[None]:
+        """Temporarily replace reference functions/methods ("name" or "Class.method") by mutants."""
+        saved = []
+        try:
+            for dotted, fn in patches.items():
+                owner = self.ref
+                *path, leaf = dotted.split(".")
+                for p in path:
+                    owner = getattr(owner, p)
+                original = owner.__dict__[leaf] if isinstance(owner, type) else getattr(owner, leaf)
+                saved.append((owner, leaf, original))
+                if isinstance(owner, type) and isinstance(original, staticmethod):
+                    fn = staticmethod(fn)
+                setattr(owner, leaf, fn)
+            yield
+        finally:
+            for owner, leaf, original in reversed(saved):
+                setattr(owner, leaf, original)
+
+    def outcome(self) -> Outcome:
+        if not self.cases:
+            return Outcome(0.0, "the check recorded no result (a grader bug: please report it)")
+        passed = sum(c.passed for c in self.cases)
+        failed = [c for c in self.cases if not c.passed]
+        lines = []
+        if failed:
+            lines.append(f"{passed}/{len(self.cases)} cases passed.")
+            for c in failed[:5]:
+                lines.append(f"- {c.name}: {c.message}")
+            if len(failed) > 5:
+                lines.append(f"- ... and {len(failed) - 5} more failing cases")
+        else:
+            lines.append(f"All {len(self.cases)} cases passed.")
+        lines += self.notes
+        return Outcome(passed / len(self.cases), "\n".join(lines), list(self.mistakes))
+
+
+# ---- values ---------------------------------------------------------------------------------
+
+def tensor(reply_value, what: str, dtype: str | None = None) -> np.ndarray:
+    """The array inside a student's return value, insisting it is a torch.Tensor."""
+    v = reply_value
+    if isinstance(v, dict) and "__tensor__" in v:
+        if dtype is not None and v["dtype"] != dtype:
+            raise StudentValueError(f"{what} returned a {v['dtype']} tensor for {dtype} inputs (keep the inputs' dtype)")
+        return v["__tensor__"]
+    raise StudentValueError(f"{what} must return a torch.Tensor, but returned {describe(v)}")
+
+
+def sequence(reply_value, what: str, length: int) -> list:
+    v = reply_value
+    if isinstance(v, dict) and "__seq__" in v and v["len"] == length:
+        return v["__seq__"]
+    raise StudentValueError(f"{what} must return a tuple/list of {length} tensors, but returned {describe(v)}")
+
+
+def describe(v) -> str:
+    if isinstance(v, dict):
+        if "__tensor__" in v:
+            return f"a {v['dtype']} tensor of shape {tuple(v['__tensor__'].shape)}"
+        if "__numpy__" in v:
+            return f"a numpy.ndarray of shape {v['__numpy__'].shape} (convert with torch operations, not numpy)"
+        if "__seq__" in v:
+            return f"a {v['kind']} of length {v['len']}"
+        if "__object__" in v:
+            return f"an object of type {v['__object__']}"
+    if v is None:
+        return "None (did you forget `return`?)"
+    return f"a Python {type(v).__name__} ({v!r})"[:200]
+
+
+def mismatch(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> str | None:
+    """None when `got` matches `want`; else a sentence saying how it differs."""
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape:
+        return f"shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+    g, w = got.astype(np.float64), want.astype(np.float64)
+    bad_nan = np.isnan(g) & ~np.isnan(w)
+    if bad_nan.any():
+        return f"{int(bad_nan.sum())} NaN value(s) where the reference is finite"
+    bad_inf = ~np.isfinite(g) & np.isfinite(w)
+    if bad_inf.any():
+        return f"{int(bad_inf.sum())} infinite value(s) where the reference is finite (e.g. log(0): clamp, or use log-sum-exp)"
+    both = np.isfinite(g) & np.isfinite(w)
+    if (np.isfinite(g) != np.isfinite(w)).any():
+        return "finite values where the reference is infinite"
+    err = np.abs(g - w)
+    tol = atol + rtol * np.abs(w)
+    if (err[both] > tol[both]).any():
+        i = np.unravel_index(int(np.argmax(np.where(both, err - tol, -np.inf))), g.shape)
+        return (f"values differ: max abs error {err[both].max():.4g}; e.g. at index {tuple(int(j) for j in i)} "
+                f"got {g[i]:.6g}, expected {w[i]:.6g}")
+    return None
+
+
+def close(got, want, rtol: float, atol: float) -> bool:
+    try:
+        return mismatch(np.asarray(got), np.asarray(want), rtol, atol) is None
+    except Exception:
+        return False
+
+
+# ---- mutants ------------------------------------------------------------------------------
+
+_MUTANTS: dict[str, dict] = {}
+
+
+def _load_mutants(rubric: Rubric) -> dict:
+    if not rubric.mistakes_module:
+        return {}
+    if rubric.mistakes_module not in _MUTANTS:
+        module = importlib.import_module(rubric.mistakes_module)
+        _MUTANTS[rubric.mistakes_module] = dict(getattr(module, "MUTANTS", {}))
+    return _MUTANTS[rubric.mistakes_module]
+
+
+def to_torch(a: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(np.array(a, copy=True)).to(device)

@@ -1,0 +1,203 @@
+"""Grading one submission: submission -> sandboxed run -> plain arrays -> comparison -> results.
+
+`grade_submission` never raises for anything the student did: broken, slow or hostile code ends as
+zero points on the checks it affects, with the reason in the feedback. It raises `GradingError`
+only for problems of the grader's inputs (no such folder, unknown assignment, bad rubric).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import re
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from grader import __version__
+from grader.checks import CheckContext, Outcome, StudentValueError
+from grader.results import GradeResult, QuestionResult, TestResult
+from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available_rubrics
+from grader.sandbox.client import REPO_ROOT, Sandbox, SandboxConfig, StudentCodeError
+
+MAX_ANSWER_CHARS = 100_000
+
+
+class GradingError(Exception):
+    """The grader cannot grade this input at all (message says what to do)."""
+
+
+@dataclass
+class GradeOptions:
+    only: list[str] = field(default_factory=list)
+    public_only: bool = False
+    device: str = "auto"
+    out_dir: Path | None = None  # hidden from the student's code
+    threads: int | None = None
+    namespaces: bool = True
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GradingError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise GradingError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return device
+
+
+def find_assignment(submission: Path, assignment: str | None, rubrics_dir: Path = RUBRICS_DIR) -> Rubric:
+    try:
+        rubrics = available_rubrics(rubrics_dir)
+    except RubricError as e:
+        raise GradingError(str(e)) from None
+    if assignment:
+        if assignment not in rubrics:
+            raise GradingError(f"unknown assignment {assignment!r}; known: {', '.join(sorted(rubrics)) or 'none'} (see `grade list`)")
+        return rubrics[assignment]
+    fitting = [r for r in rubrics.values() if (submission / r.module).is_file()]
+    if len(fitting) == 1:
+        return fitting[0]
+    if not fitting:
+        wanted = ", ".join(f"{r.module} ({r.id})" for r in rubrics.values())
+        raise GradingError(f"{submission} holds none of the files an assignment expects ({wanted}); "
+                           "check the folder, or name the assignment with --assignment")
+    raise GradingError(f"{submission} fits several assignments ({', '.join(r.id for r in fitting)}): choose one with --assignment")
+
+
+def submission_hash(submission: Path) -> str:
+    """sha256 over the submission's file names and contents (regrades can be matched to it)."""
+    h = hashlib.sha256()
+    for p in sorted(submission.rglob("*")):
+        if p.is_file() and not p.is_symlink() and "__pycache__" not in p.parts:
+            h.update(str(p.relative_to(submission)).encode() + b"\0")
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def parse_answers(path: Path) -> dict[str, str]:
+    """`## Q<n>` sections of answers.md -> {"Q<n>": markdown}. Lenient about bytes and size."""
+    if not path.is_file():
+        return {}
+    text = path.read_bytes()[: 4 * MAX_ANSWER_CHARS].decode("utf-8", errors="replace")
+    answers: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        m = re.match(r"^\s{0,3}#{1,6}\s*(?:Question\s*)?Q?(\d+)\b[\s.:)-]*(.*)$", line, re.IGNORECASE)
+        if m:
+            current = f"Q{int(m.group(1))}"
+            answers.setdefault(current, [])
+            continue
+        if current:
+            answers[current].append(line)
+    out = {}
+    for qid, lines in answers.items():
+        body = "\n".join(lines).strip()
+        if len(body) > MAX_ANSWER_CHARS:
+            body = body[:MAX_ANSWER_CHARS] + "\n\n[... answer truncated ...]"
+        out[qid] = body
+    return out
+
+
+def _hide_list(rubric: Rubric, submission: Path, out_dir: Path | None) -> list[str]:
+    paths = [REPO_ROOT / "reference", REPO_ROOT / "rubrics", REPO_ROOT / "grader" / "checks", REPO_ROOT / "tests",
+             submission.parent, submission]
+    if out_dir is not None:
+        paths.append(out_dir)
+    return [str(p) for p in paths]
+
+
+def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | None = None) -> GradeResult:
+    options = options or GradeOptions()
+    submission = Path(submission).resolve()
+    if not submission.is_dir():
+        raise GradingError(f"{submission} is not a folder: pass the folder that holds {rubric.module}")
+    device = resolve_device(options.device)
+    selected = rubric.select(options.only, public_only=options.public_only)
+    if not selected:
+        raise GradingError(f"--only {','.join(options.only)} matches no check of {rubric.id}; "
+                           f"tags: {', '.join(rubric.components)}")
+    t0 = time.monotonic()
+    answers = parse_answers(submission / rubric.answers)
+    result = GradeResult(
+        student=submission.name, assignment=rubric.id, tests=[], grader_version=__version__,
+        submission_hash=submission_hash(submission),
+        graded_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), device=device,
+        questions=[QuestionResult(q.id, q.title, q.points, answers.get(q.id)) for q in rubric.questions],
+    )
+    if not (submission / rubric.module).is_file():
+        result.errors.append(f"the submission has no {rubric.module}: nothing could be graded")
+    config = SandboxConfig(module_file=rubric.module, device=device, memory_mb=rubric.limits.memory_mb,
+                           threads=options.threads or torch.get_num_threads(), namespaces=options.namespaces,
+                           load_timeout_s=rubric.limits.call_timeout_s,
+                           hide=_hide_list(rubric, submission, options.out_dir))
+    with Sandbox(submission, config) as sandbox:
+        sandbox.start()
+        result.sandbox = dict(sandbox.protections)
+        if sandbox.load_error is not None:
+            e = sandbox.load_error
+            result.errors.append(f"{rubric.module} could not be imported: {e.message}" + (f" ({e.where})" if e.where else ""))
+        diagnosed: dict = {}
+        deadline = t0 + rubric.limits.submission_timeout_s
+        for number, spec in enumerate(selected, 1):
+            result.tests.append(_run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result))
+        result.student_output = sandbox.output()
+    result.execution_time = time.monotonic() - t0
+    return result
+
+
+def _run_check(spec: CheckSpec, number: int, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict,
+               deadline: float, result: GradeResult) -> TestResult:
+    test = TestResult(name=spec.name, number=f"{rubric.components.index(spec.component) + 1}.{number}",
+                      score=0.0, max_score=spec.points, tags=spec.all_tags, check=spec.id, component=spec.component,
+                      visibility="visible" if spec.public else "after_published", hint=spec.hint)
+    t0 = time.monotonic()
+    if sandbox.load_error is not None:
+        e = sandbox.load_error
+        test.output = f"Not run: {rubric.module} could not be imported.\n{e.message}" + (f"\n  at {e.where}" if e.where else "")
+        test.error = "import"
+        return test
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        test.output = f"Not run: the submission used up its time budget of {rubric.limits.submission_timeout_s:g} s."
+        test.error = "budget"
+        return test
+    ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, min(rubric.limits.call_timeout_s, remaining))
+    try:
+        rubric.check_function(spec)(ctx)
+        outcome = ctx.outcome()
+    except StudentCodeError as e:
+        where = f"\n  at {e.where}" if e.where else ""
+        ctx.expect(False, "your code", f"{e.message}{where}")
+        outcome = ctx.outcome()
+        test.error = e.kind
+        if e.kind == "timeout":
+            outcome.message += f"\n(limit: {ctx.call_timeout:g} s per call)"
+    except StudentValueError as e:
+        ctx.expect(False, "return value", str(e))
+        outcome = ctx.outcome()
+        test.error = "value"
+    except RubricError:
+        raise
+    except Exception as e:  # a grader bug must not take the batch down: record it loudly
+        outcome = Outcome(0.0, f"Internal grader error in check {spec.id}: {type(e).__name__}: {e}. "
+                               "This is not your fault; the course staff has been told.")
+        result.errors.append(f"internal error in {spec.id}: {traceback.format_exc(limit=-3)}")
+        test.error = "internal"
+    test.score = round(spec.points * outcome.fraction, 4)
+    test.mistakes = [{"id": m.id, "message": m.message, "hint": m.hint} for m in outcome.mistakes]
+    lines = [outcome.message]
+    for m in outcome.mistakes:
+        lines.append(f"Diagnosis: {m.message}." + (f" Hint: {m.hint}" if m.hint else ""))
+        diagnosed.setdefault(spec.component, m)
+    if test.score < test.max_score and spec.hint and not outcome.mistakes:
+        lines.append(f"Hint: {spec.hint}")
+    test.output = "\n".join(l for l in lines if l)
+    test.duration = time.monotonic() - t0
+    return test

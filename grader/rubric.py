@@ -1,0 +1,197 @@
+"""Assignments as data: a rubric TOML file per assignment under `rubrics/`.
+
+    [assignment]  id, title, course, module (file a submission must hold), reference (module),
+                  checks (module with check_<name> functions), mistakes (module with MUTANTS), answers
+    [limits]      call_timeout_s, submission_timeout_s, memory_mb
+    [[checks]]    id, name, component, check (function name), points, visibility (public|hidden),
+                  rtol, atol, hint, tags (extra tags)
+    [[mistakes]]  id, component (as tagged in checks), message, hint
+    [[questions]] id ("Q1"), title, points
+
+`load_rubric` validates everything it reads and raises `RubricError` naming the file, the entry
+and what to fix. See docs/authoring.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+RUBRICS_DIR = Path(__file__).resolve().parents[1] / "rubrics"
+VISIBILITIES = ("public", "hidden")
+
+
+class RubricError(ValueError):
+    """A rubric file is malformed; the message says where and what to fix."""
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    id: str
+    name: str
+    component: str
+    check: str
+    points: float
+    visibility: str = "public"
+    rtol: float = 1e-4
+    atol: float = 1e-5
+    hint: str = ""
+    tags: tuple[str, ...] = ()
+
+    @property
+    def public(self) -> bool:
+        return self.visibility == "public"
+
+    @property
+    def all_tags(self) -> list[str]:
+        return [self.component, *[t for t in self.tags if t != self.component]]
+
+
+@dataclass(frozen=True)
+class Mistake:
+    id: str
+    component: str
+    message: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    title: str
+    points: float
+
+
+@dataclass(frozen=True)
+class Limits:
+    call_timeout_s: float = 20.0
+    submission_timeout_s: float = 600.0
+    memory_mb: int = 4096
+
+
+@dataclass(frozen=True)
+class Rubric:
+    id: str
+    title: str
+    course: str
+    module: str
+    reference: str
+    checks_module: str
+    mistakes_module: str
+    answers: str
+    limits: Limits
+    checks: tuple[CheckSpec, ...]
+    mistakes: tuple[Mistake, ...]
+    questions: tuple[Question, ...]
+    path: Path = field(default=Path("."), compare=False)
+
+    @property
+    def components(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for c in self.checks:
+            seen.setdefault(c.component, None)
+        return list(seen)
+
+    @property
+    def max_points(self) -> float:
+        return sum(c.points for c in self.checks)
+
+    def select(self, only: list[str] | None = None, public_only: bool = False) -> list[CheckSpec]:
+        """Checks whose tags (or id) match any of `only`; all when `only` is empty."""
+        out = []
+        for c in self.checks:
+            if public_only and not c.public:
+                continue
+            if only and not any(t in c.all_tags or c.id == t or c.id.startswith(t + ".") for t in only):
+                continue
+            out.append(c)
+        return out
+
+    def check_function(self, spec: CheckSpec):
+        module = importlib.import_module(self.checks_module)
+        fn = getattr(module, "check_" + spec.check, None)
+        if fn is None:
+            raise RubricError(f"{self.path}: check {spec.id!r} names check_{spec.check}, which {self.checks_module} does not define")
+        return fn
+
+
+def _req(table: dict, key: str, where: str, kind=str):
+    if key not in table:
+        raise RubricError(f"{where}: missing required key {key!r}")
+    value = table[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind):
+        raise RubricError(f"{where}: {key!r} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def load_rubric(path: Path) -> Rubric:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RubricError(f"rubric file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise RubricError(f"{path}: not valid TOML ({e}); fix the syntax at that line") from None
+    a = data.get("assignment")
+    if not isinstance(a, dict):
+        raise RubricError(f"{path}: missing the [assignment] table")
+    where = f"{path} [assignment]"
+    lim = data.get("limits", {})
+    try:
+        limits = Limits(**{k: lim[k] for k in lim})
+    except TypeError as e:
+        raise RubricError(f"{path} [limits]: {e}; known keys: call_timeout_s, submission_timeout_s, memory_mb") from None
+    checks, ids = [], set()
+    for i, c in enumerate(data.get("checks", [])):
+        w = f"{path} [[checks]] #{i + 1}" + (f" ({c.get('id')})" if isinstance(c, dict) and "id" in c else "")
+        unknown = set(c) - {"id", "name", "component", "check", "points", "visibility", "rtol", "atol", "hint", "tags"}
+        if unknown:
+            raise RubricError(f"{w}: unknown key(s) {sorted(unknown)}")
+        spec = CheckSpec(
+            id=_req(c, "id", w), name=c.get("name", c.get("id", "")), component=_req(c, "component", w),
+            check=_req(c, "check", w), points=_req(c, "points", w, float),
+            visibility=c.get("visibility", "public"), rtol=float(c.get("rtol", 1e-4)), atol=float(c.get("atol", 1e-5)),
+            hint=c.get("hint", ""), tags=tuple(c.get("tags", ())),
+        )
+        if spec.visibility not in VISIBILITIES:
+            raise RubricError(f"{w}: visibility must be one of {VISIBILITIES}, got {spec.visibility!r}")
+        if spec.points < 0:
+            raise RubricError(f"{w}: points must be >= 0")
+        if spec.id in ids:
+            raise RubricError(f"{w}: duplicate check id {spec.id!r}")
+        ids.add(spec.id)
+        checks.append(spec)
+    if not checks:
+        raise RubricError(f"{path}: no [[checks]] defined")
+    mistakes = []
+    for i, m in enumerate(data.get("mistakes", [])):
+        w = f"{path} [[mistakes]] #{i + 1}"
+        mistakes.append(Mistake(id=_req(m, "id", w), component=_req(m, "component", w), message=_req(m, "message", w), hint=m.get("hint", "")))
+    questions = []
+    for i, q in enumerate(data.get("questions", [])):
+        w = f"{path} [[questions]] #{i + 1}"
+        questions.append(Question(id=_req(q, "id", w), title=_req(q, "title", w), points=_req(q, "points", w, float)))
+    return Rubric(
+        id=_req(a, "id", where), title=a.get("title", a["id"]), course=a.get("course", ""),
+        module=_req(a, "module", where), reference=_req(a, "reference", where), checks_module=_req(a, "checks", where),
+        mistakes_module=a.get("mistakes", ""), answers=a.get("answers", "answers.md"), limits=limits,
+        checks=tuple(checks), mistakes=tuple(mistakes), questions=tuple(questions), path=path,
+    )
+
+
+def available_rubrics(directory: Path = RUBRICS_DIR) -> dict[str, Rubric]:
+    """Every rubric under `directory`, keyed by assignment id."""
+    out = {}
+    for p in sorted(Path(directory).glob("*.toml")):
+        r = load_rubric(p)
+        out[r.id] = r
+    return out
