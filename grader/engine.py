@@ -145,16 +145,19 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             result.errors.append(f"{rubric.module} could not be imported: {e.message}" + (f" ({e.where})" if e.where else ""))
         diagnosed: dict = {}
         deadline = t0 + rubric.limits.submission_timeout_s
-        for number, spec in enumerate(selected, 1):
+        per_component: dict[str, int] = {}
+        for spec in selected:
+            per_component[spec.component] = per_component.get(spec.component, 0) + 1
+            number = f"{rubric.components.index(spec.component) + 1}.{per_component[spec.component]}"
             result.tests.append(_run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result))
         result.student_output = sandbox.output()
     result.execution_time = time.monotonic() - t0
     return result
 
 
-def _run_check(spec: CheckSpec, number: int, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict,
+def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict,
                deadline: float, result: GradeResult) -> TestResult:
-    test = TestResult(name=spec.name, number=f"{rubric.components.index(spec.component) + 1}.{number}",
+    test = TestResult(name=spec.name, number=number,
                       score=0.0, max_score=spec.points, tags=spec.all_tags, check=spec.id, component=spec.component,
                       visibility="visible" if spec.public else "after_published", hint=spec.hint)
     t0 = time.monotonic()

@@ -145,6 +145,8 @@ def load_rubric(path: Path) -> Rubric:
     if not isinstance(a, dict):
         raise RubricError(f"{path}: missing the [assignment] table")
     where = f"{path} [assignment]"
+    for key in ("id", "module", "reference", "checks"):
+        _req(a, key, where)
     lim = data.get("limits", {})
     try:
         limits = Limits(**{k: lim[k] for k in lim})

@@ -27,7 +27,7 @@ def encode(obj) -> bytes:
 
     def walk(o):
         if isinstance(o, np.ndarray):
-            arrays.append(np.ascontiguousarray(o))
+            arrays.append(np.array(o, order="C", copy=True))  # (ascontiguousarray turns 0-d into 1-d)
             return {"__nd__": len(arrays) - 1}
         if isinstance(o, dict):
             return {str(k): walk(v) for k, v in o.items()}

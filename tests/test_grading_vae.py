@@ -1,0 +1,95 @@
+"""The engine on correct, buggy and broken `vae` submissions.
+
+The grader is honest only if a wrong implementation loses points: every known mistake (mutant of
+the reference) is planted in an otherwise correct submission, and must cost points on its own
+component, be named in the feedback, and cost nothing anywhere else.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from grader.engine import GradeOptions, grade_submission
+from reference.vae_mistakes import MUTANTS
+from tests.conftest import SUBMISSIONS, make_submission, mutant_source
+
+
+def _by_component(result):
+    out: dict[str, list[float]] = {}
+    for t in result.tests:
+        lost = t.max_score - t.score
+        out.setdefault(t.component, []).append(lost)
+    return {c: sum(v) for c, v in out.items()}
+
+
+def test_reference_copy_gets_full_marks(tmp_path, vae_rubric):
+    sub = make_submission(tmp_path, "refcopy")
+    result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu"))
+    failed = [(t.check, t.output) for t in result.tests if t.status != "passed"]
+    assert not failed, failed
+    assert result.autograded_score == vae_rubric.max_points
+    assert result.sandbox.get("process_group") is True
+
+
+MISTAKE_COMPONENT = {}
+
+
+def _mistake_component(vae_rubric, mistake_id):
+    return next(m.component for m in vae_rubric.mistakes if m.id == mistake_id)
+
+
+@pytest.mark.parametrize("mistake_id", sorted(MUTANTS))
+def test_each_planted_mistake_costs_points_on_its_component_only_and_is_named(tmp_path, vae_rubric, mistake_id):
+    mutant = MUTANTS[mistake_id]
+    component = _mistake_component(vae_rubric, mistake_id)
+    sub = make_submission(tmp_path, f"m_{mistake_id}", mutant_source(mutant))
+    result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu"))
+    assert not result.errors, result.errors
+    lost = _by_component(result)
+    assert lost[component] > 0, f"{mistake_id}: no points lost on {component}"
+    elsewhere = {c: v for c, v in lost.items() if c != component and v > 0}
+    assert not elsewhere, f"{mistake_id}: points also lost on {elsewhere}: " + "; ".join(
+        f"{t.check}: {t.output}" for t in result.tests if t.component in elsewhere and t.status != "passed")
+    named = {m["id"] for t in result.tests for m in t.mistakes}
+    assert mistake_id in named, f"{mistake_id} not diagnosed; feedback: " + " | ".join(
+        t.output for t in result.tests if t.component == component and t.status != "passed")
+
+
+def test_only_selects_components(tmp_path, vae_rubric):
+    sub = make_submission(tmp_path, "only")
+    result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu", only=["log_bernoulli", "elbo"]))
+    assert {t.component for t in result.tests} == {"log_bernoulli", "elbo"}
+
+
+@pytest.mark.parametrize("extra, component, message", [
+    ("\ndel log_categorical\n", "log_categorical", "`log_categorical` is missing"),
+    ("\ndef log_bernoulli(x, p, reduction=None, dim=None):\n    return x * float('nan')\n", "log_bernoulli", "NaN"),
+    ("\ndef log_standard_normal(x, reduction=None, dim=None):\n    return (-0.5 * x**2).numpy()\n", "log_standard_normal", "numpy"),
+    ("\ndef log_normal_diag(x, mu, log_var):\n    return x\n", "log_normal_diag", "TypeError"),
+    ("\nMoGPrior.sample = lambda self, batch_size: self.means[:1].expand(batch_size, -1).detach().numpy()\n", "mog_prior.sample", "numpy"),
+    ("\ndef _boom(self, x, z):\n    raise NotImplementedError('TODO')\nDecoder.log_prob = _boom\n", "decoder", "NotImplementedError"),
+    ("\ndef _shape(self, z):\n    return z[:, :1]\nMoGPrior.log_prob = _shape\n", "mog_prior.log_prob", "shape"),
+])
+def test_broken_components_get_zero_there_with_a_clear_message(tmp_path, vae_rubric, extra, component, message):
+    sub = make_submission(tmp_path, "broken", extra)
+    result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu", only=[component]))
+    assert result.tests and all(t.component == component for t in result.tests)
+    assert sum(t.score for t in result.tests) < sum(t.max_score for t in result.tests)
+    text = " ".join(t.output for t in result.tests)
+    assert message in text, text
+
+
+def test_syntax_error_grades_zero_everywhere_and_says_where(tmp_path, vae_rubric):
+    sub = make_submission(tmp_path, "syntax", "\ndef broken(:\n    pass\n")
+    result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu"))
+    assert result.autograded_score == 0
+    assert any("SyntaxError" in e for e in result.errors)
+    assert all(t.error == "import" for t in result.tests)
+    assert "line" in result.tests[0].output
+
+
+def test_missing_module_file(tmp_path, vae_rubric):
+    (tmp_path / "empty").mkdir()
+    result = grade_submission(tmp_path / "empty", vae_rubric, GradeOptions(device="cpu"))
+    assert result.autograded_score == 0
+    assert any("no vae.py" in e for e in result.errors)
