@@ -81,6 +81,10 @@ def submission_hash(submission: Path) -> str:
     return h.hexdigest()
 
 
+def rubric_hash(rubric: Rubric) -> str:
+    return hashlib.sha256(Path(rubric.path).read_bytes()).hexdigest()
+
+
 def parse_answers(path: Path) -> dict[str, str]:
     """`## Q<n>` sections of answers.md -> {"Q<n>": markdown}. Lenient about bytes and size."""
     if not path.is_file():
@@ -127,7 +131,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
     answers = parse_answers(submission / rubric.answers)
     result = GradeResult(
         student=submission.name, assignment=rubric.id, tests=[], grader_version=__version__,
-        submission_hash=submission_hash(submission),
+        submission_hash=submission_hash(submission), rubric_hash=rubric_hash(rubric),
         graded_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), device=device,
         questions=[QuestionResult(q.id, q.title, q.points, answers.get(q.id)) for q in rubric.questions],
     )

@@ -94,6 +94,7 @@ class GradeResult:
     execution_time: float = 0.0
     grader_version: str = ""
     submission_hash: str = ""
+    rubric_hash: str = ""  # sha256 of the rubric file: a changed rubric means a regrade
     graded_at: str = ""  # ISO 8601, UTC
     device: str = "cpu"
     sandbox: dict = field(default_factory=dict)  # protections that were active: {name: bool|str}
@@ -134,6 +135,7 @@ class GradeResult:
                     "assignment": self.assignment,
                     "grader_version": self.grader_version,
                     "submission_hash": self.submission_hash,
+                    "rubric_hash": self.rubric_hash,
                     "graded_at": self.graded_at,
                     "device": self.device,
                     "sandbox": self.sandbox,
@@ -163,7 +165,7 @@ class GradeResult:
             tests=[TestResult.from_json(t) for t in d.get("tests", [])],
             questions=[QuestionResult(**q) for q in g.get("questions", [])],
             execution_time=float(d.get("execution_time", 0.0)), grader_version=g.get("grader_version", ""),
-            submission_hash=g.get("submission_hash", ""), graded_at=g.get("graded_at", ""),
+            submission_hash=g.get("submission_hash", ""), rubric_hash=g.get("rubric_hash", ""), graded_at=g.get("graded_at", ""),
             device=g.get("device", "cpu"), sandbox=g.get("sandbox", {}), student_output=g.get("student_output", ""),
             errors=list(g.get("errors", [])), figures=list(g.get("figures", [])), metrics=dict(g.get("metrics", {})),
         )
