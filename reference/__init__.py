@@ -1,0 +1,1 @@
+"""Reference implementations; the standard students are held to. Never imported by the sandboxed child."""
