@@ -253,6 +253,7 @@ def run(sock_fd: int, config: dict) -> None:
         else:
             protections.update(network_isolated=False, filesystem_masking=False, pid_namespace=False)
         if protections.get("filesystem_masking"):
+            protections.update(isolation.lock_down_filesystem(config["run_dir"], config["tmp_root"], config.get("needed", [])))
             protections["masked_paths"] = isolation.mask_paths(config.get("hide", []))
         protections.update(isolation.apply_limits(int(config.get("memory_mb", 4096))))
         if protections.get("pid_namespace"):

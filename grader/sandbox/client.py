@@ -164,6 +164,7 @@ class Sandbox:
             "scratch": str(self.scratch), "log_dir": str(self.log_dir), "module_file": self.config.module_file,
             "device": self.config.device, "memory_mb": self.config.memory_mb, "threads": self.config.threads,
             "namespaces": self.config.namespaces, "hide": self._hide_list(), "repo_root": str(REPO_ROOT),
+            "run_dir": str(self.tmp), "tmp_root": tempfile.gettempdir(), "needed": [sys.prefix, sys.base_prefix, str(REPO_ROOT)],
         }
 
     def _hide_list(self) -> list[str]:

@@ -114,3 +114,52 @@ def apply_limits(memory_mb: int, file_mb: int = 256) -> dict:
     except (ValueError, OSError):
         pass
     return applied
+
+
+MS_REMOUNT = 32
+_PSEUDO_FS = {"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "mqueue", "securityfs", "debugfs",
+              "tracefs", "bpf", "pstore", "configfs", "fusectl", "hugetlbfs", "autofs", "binfmt_misc", "nsfs"}
+
+
+def _mount_points() -> list[tuple[str, str]]:
+    """(mount point, fs type) of every mount visible to this process, parents first."""
+    out = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                point = left.split()[4].encode().decode("unicode_escape")
+                out.append((point, right.split()[0]))
+    except OSError:
+        pass
+    return sorted(out, key=lambda p: p[0].count("/"))
+
+
+def lock_down_filesystem(run_dir: str, tmp_root: str, needed: list[str]) -> dict:
+    """Make every mount read-only and give the child a private, empty `tmp_root` holding only its
+    own `run_dir` (writable). Needs a private mount namespace. `needed` are paths that must stay
+    visible (the interpreter and its packages): if one lives under `tmp_root`, /tmp stays shared."""
+    got = {"read_only_filesystem": False, "private_tmp": False}
+    keep_fd = os.open(run_dir, os.O_PATH | os.O_DIRECTORY)
+    try:
+        # 1. The writable places first (a bind mount inherits its source's read-only flag).
+        tmp_real = os.path.realpath(tmp_root)
+        if not any(os.path.realpath(p).startswith(tmp_real + os.sep) for p in needed):
+            if _mount("tmpfs", tmp_real, "tmpfs", 0, "size=1g,mode=1777"):
+                os.makedirs(run_dir, exist_ok=True)
+                got["private_tmp"] = _mount(f"/proc/self/fd/{keep_fd}", run_dir, None, MS_BIND, None)
+        if not got["private_tmp"]:
+            _mount(run_dir, run_dir, None, MS_BIND, None)
+        if os.path.isdir("/dev/shm"):  # shared memory is per-child too
+            _mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=256m,mode=1777")
+        writable = {tmp_real, os.path.realpath(run_dir)}
+        # 2. Everything else read-only.
+        ok = True
+        for point, fstype in _mount_points():
+            if fstype in _PSEUDO_FS or point in writable or point.startswith(("/proc", "/sys", "/dev")):
+                continue
+            ok &= _mount("none", point, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+        got["read_only_filesystem"] = bool(ok)
+    finally:
+        os.close(keep_fd)
+    return got
