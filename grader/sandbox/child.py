@@ -232,6 +232,9 @@ def serve(sock: socket.socket, config: dict) -> None:
             reply = {"ok": False, "error": {"type": "RequestError", "message": str(e)[:MAX_TEXT], "where": "", "traceback": ""}}
         except BaseException as e:  # SystemExit, KeyboardInterrupt and MemoryError included
             reply = {"ok": False, "error": describe_exception(e, child.scratch)}
+            if isinstance(e, MemoryError):
+                reply["error"]["message"] = (f"MemoryError: the code tried to use more than the sandbox's memory "
+                                             f"limit of {config.get('memory_mb')} MiB")
         reply["seconds"] = time.perf_counter() - t0
         try:
             protocol.send(sock, reply)
