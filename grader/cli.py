@@ -138,6 +138,28 @@ def list_cmd():
         console.print(f"submission file: {r.module}; answers: {r.answers}; total {r.max_points + sum(q.points for q in r.questions):g} points")
 
 
+@main.command("lint-rubric")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def lint_rubric_cmd(paths):
+    """Validate rubric files (default: all under rubrics/)."""
+    from grader.rubric import RUBRICS_DIR, RubricError, lint_rubric, load_rubric
+
+    paths = paths or sorted(RUBRICS_DIR.glob("*.toml"))
+    bad = 0
+    for p in paths:
+        try:
+            problems = lint_rubric(load_rubric(p))
+        except RubricError as e:
+            problems = [str(e)]
+        for problem in problems:
+            console.print(f"[red]{p}[/]: {problem}")
+        bad += bool(problems)
+        if not problems:
+            console.print(f"[green]{p}: ok[/]")
+    if bad:
+        raise UsageError(f"{bad} rubric file(s) have problems (listed above)")
+
+
 def _register_optional_commands() -> None:
     try:
         from grader.commands.report import report_cmd, summary_cmd

@@ -2,6 +2,7 @@
 
     [assignment]  id, title, course, module (file a submission must hold), reference (module),
                   checks (module with check_<name> functions), mistakes (module with MUTANTS), answers
+    [components]  tag = "dotted name in the reference" (what each component grades)
     [limits]      call_timeout_s, submission_timeout_s, memory_mb
     [[checks]]    id, name, component, check (function name), points, visibility (public|hidden),
                   rtol, atol, hint, tags (extra tags)
@@ -90,6 +91,7 @@ class Rubric:
     checks: tuple[CheckSpec, ...]
     mistakes: tuple[Mistake, ...]
     questions: tuple[Question, ...]
+    component_targets: dict = field(default_factory=dict, compare=False)  # tag -> reference dotted name
     path: Path = field(default=Path("."), compare=False)
 
     @property
@@ -186,7 +188,8 @@ def load_rubric(path: Path) -> Rubric:
         id=_req(a, "id", where), title=a.get("title", a["id"]), course=a.get("course", ""),
         module=_req(a, "module", where), reference=_req(a, "reference", where), checks_module=_req(a, "checks", where),
         mistakes_module=a.get("mistakes", ""), answers=a.get("answers", "answers.md"), limits=limits,
-        checks=tuple(checks), mistakes=tuple(mistakes), questions=tuple(questions), path=path,
+        checks=tuple(checks), mistakes=tuple(mistakes), questions=tuple(questions),
+        component_targets=dict(data.get("components", {})), path=path,
     )
 
 
@@ -197,3 +200,52 @@ def available_rubrics(directory: Path = RUBRICS_DIR) -> dict[str, Rubric]:
         r = load_rubric(p)
         out[r.id] = r
     return out
+
+
+def lint_rubric(rubric: Rubric) -> list[str]:
+    """Problems that loading alone does not catch: every entry must point at something real."""
+    problems = []
+    try:
+        ref = importlib.import_module(rubric.reference)
+    except Exception as e:
+        return [f"reference module {rubric.reference!r} cannot be imported: {e}"]
+    for tag in rubric.components:
+        target = rubric.component_targets.get(tag)
+        if target is None:
+            problems.append(f"component {tag!r} has checks but no entry in [components] naming what it grades")
+            continue
+        obj = ref
+        for part in target.split("."):
+            obj = getattr(obj, part, None)
+        if obj is None:
+            problems.append(f"component {tag!r} names {target!r}, which {rubric.reference} does not define")
+    for tag in rubric.component_targets:
+        if tag not in rubric.components:
+            problems.append(f"[components] lists {tag!r}, but no check is tagged with it")
+    for spec in rubric.checks:
+        try:
+            rubric.check_function(spec)
+        except (RubricError, ImportError) as e:
+            problems.append(str(e))
+        if spec.points == 0:
+            problems.append(f"check {spec.id!r} is worth 0 points")
+    mutants = {}
+    if rubric.mistakes_module:
+        try:
+            mutants = getattr(importlib.import_module(rubric.mistakes_module), "MUTANTS", {})
+        except Exception as e:
+            problems.append(f"mistakes module {rubric.mistakes_module!r} cannot be imported: {e}")
+    for m in rubric.mistakes:
+        if m.component not in rubric.components:
+            problems.append(f"mistake {m.id!r} is tagged {m.component!r}, which no check grades (known: {', '.join(rubric.components)})")
+        if mutants and m.id not in mutants:
+            problems.append(f"mistake {m.id!r} has no mutant in {rubric.mistakes_module} (it can never be diagnosed)")
+    for mid in set(mutants) - {m.id for m in rubric.mistakes}:
+        problems.append(f"mutant {mid!r} in {rubric.mistakes_module} has no [[mistakes]] entry with its message")
+    qids = [q.id for q in rubric.questions]
+    for q in set(qids):
+        if qids.count(q) > 1:
+            problems.append(f"question {q!r} is declared twice")
+    if not any(c.public for c in rubric.checks):
+        problems.append("no check is public: `grade check` would have nothing to run")
+    return problems

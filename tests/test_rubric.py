@@ -52,3 +52,25 @@ def test_bad_rubrics_are_reported_clearly(tmp_path, text, message):
     with pytest.raises(RubricError, match=message.replace("[", r"\[").replace("]", r"\]")) as e:
         load_rubric(p)
     assert str(p) in str(e.value)
+
+
+def test_shipped_rubrics_lint_clean():
+    from grader.rubric import lint_rubric
+
+    for r in available_rubrics().values():
+        assert lint_rubric(r) == [], r.id
+
+
+def test_lint_catches_dangling_references(tmp_path):
+    from grader.rubric import RUBRICS_DIR, lint_rubric
+
+    text = (RUBRICS_DIR / "vae.toml").read_text()
+    text = text.replace('elbo = "VAE.forward"', 'elbo = "VAE.fwd"')
+    text = text.replace('check = "elbo_gradients"', 'check = "elbo_gradientz"')
+    text += '\n[[mistakes]]\nid = "made_up"\ncomponent = "nonexistent"\nmessage = "x"\n'
+    p = tmp_path / "vae.toml"
+    p.write_text(text)
+    problems = "\n".join(lint_rubric(load_rubric(p)))
+    assert "'VAE.fwd'" in problems
+    assert "check_elbo_gradientz" in problems
+    assert "'made_up'" in problems and "no mutant" in problems and "'nonexistent'" in problems
