@@ -33,6 +33,9 @@ def main() -> None:
 
 
 def _grade(path: str, assignment: str | None, only: str | None, device: str, out: Path | None, public_only: bool):
+    from grader.sandbox.client import Zygote
+
+    Zygote.shared().launch()  # imports torch in parallel with this process's own imports
     from grader.engine import GradeOptions, GradingError, find_assignment, grade_submission
     from grader.rubric import RubricError
 

@@ -76,6 +76,7 @@ class Zygote:
     def __init__(self):
         self.proc: subprocess.Popen | None = None
         self.ctl: socket.socket | None = None
+        self.ready = False
         self.workdir = tempfile.mkdtemp(prefix="gradekit-zygote-")
 
     @classmethod
@@ -85,7 +86,8 @@ class Zygote:
                 cls._instance = Zygote()
             return cls._instance
 
-    def start(self, timeout: float = 120.0) -> None:
+    def launch(self) -> None:
+        """Start the zygote without waiting for it (it imports torch while the caller does too)."""
         if self.proc is not None and self.proc.poll() is None:
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -97,11 +99,21 @@ class Zygote:
         )
         theirs.close()
         self.ctl = ours
-        ready, _, _ = select.select([ours], [], [], timeout)
-        msg = ours.recv(1 << 16) if ready else b""
+        self.ready = False
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Make sure the zygote runs and has finished its imports."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.stop()
+            self.launch()
+        if self.ready:
+            return
+        ready, _, _ = select.select([self.ctl], [], [], timeout)
+        msg = self.ctl.recv(1 << 16) if ready else b""
         if not msg:
             self.stop()
             raise SandboxUnavailable("the sandbox's template process did not start (is torch importable?)")
+        self.ready = True
 
     def fork(self, config: dict) -> tuple[int, socket.socket]:
         with self._lock:
@@ -124,6 +136,7 @@ class Zygote:
         raise AssertionError("unreachable")
 
     def stop(self) -> None:
+        self.ready = False
         if self.ctl is not None:
             self.ctl.close()
             self.ctl = None
