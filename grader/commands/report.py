@@ -1,0 +1,91 @@
+"""`grade report` and `grade summary`: re-render reports from results.json (no student code runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command(name="report")
+@click.argument("results_dir", default="reports", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--student", "students", multiple=True, metavar="NAME",
+              help="Only this student (repeatable). Default: every */results.json under RESULTS_DIR.")
+@click.option("--manual", "manual", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Manual grades CSV (student,question,score,comment). Default: RESULTS_DIR/manual.csv if it exists.")
+def report_cmd(results_dir: Path, students: tuple[str, ...], manual: Path | None) -> None:
+    """Write report.html and report.pdf for each student from RESULTS_DIR/<student>/results.json.
+
+    Manual scores of written answers in manual.csv are validated (every row) and written into
+    results.json first; a bad row stops everything before any file changes.
+    """
+    from grader.report.manual import ManualGradeError, apply_manual, check_manual_csv, load_results, save_in_place
+    from grader.report.render import render_report
+
+    if not results_dir.is_dir():
+        raise click.ClickException(f"{results_dir} is not a folder; pass the folder `grade run --out` wrote "
+                                   "(default: reports)")
+    if manual is None and (results_dir / "manual.csv").is_file():
+        manual = results_dir / "manual.csv"
+    if manual is not None and not manual.is_file():
+        raise click.ClickException(f"{manual}: no such file; create it with the columns "
+                                   "student,question,score,comment or leave out --manual")
+
+    broken: list[tuple[Path, str]] = []
+    loaded = load_results(results_dir, broken)
+    wanted = set(students) if students else None
+    if wanted is not None:
+        unknown = sorted(wanted - set(loaded))
+        if unknown:
+            known = ", ".join(sorted(loaded)[:20]) or "none"
+            raise click.ClickException(f"no results.json for {', '.join(unknown)} under {results_dir} "
+                                       f"(students found: {known}); run `grade run` for them first")
+    if not loaded and not broken:
+        raise click.ClickException(f"no */results.json under {results_dir}; run `grade run SUBMISSION --out "
+                                   f"{results_dir}` first")
+
+    entries = []
+    if manual is not None:
+        try:
+            entries = check_manual_csv(manual, {s: r for s, (_, r) in loaded.items()})
+        except ManualGradeError as e:
+            raise click.ClickException(str(e)) from None
+
+    failures = []
+    for student, (path, result) in sorted(loaded.items()):
+        if wanted is not None and student not in wanted:
+            continue
+        if entries and apply_manual(result, entries, student):
+            save_in_place(result, path)
+            click.echo(f"{student}: applied manual grades from {manual} -> {path}")
+        try:
+            html, pdf = render_report(result, path.parent)
+        except Exception as e:  # one broken report must not stop the others
+            failures.append(f"{student}: {type(e).__name__}: {e}")
+            click.echo(f"{student}: FAILED to render ({type(e).__name__}: {e})", err=True)
+            continue
+        pending = [q.id for q in result.questions if q.score is None]
+        note = f" (written {', '.join(pending)} not graded yet)" if pending else ""
+        click.echo(f"{student}: {result.score:g}/{result.max_score:g}{note} -> {pdf} (+ {html.name})")
+    for path, why in broken:
+        if wanted is None or path.parent.name in wanted:
+            failures.append(f"{path}: unreadable ({why})")
+            click.echo(f"{path}: unreadable, skipped ({why})", err=True)
+    if failures:
+        raise click.ClickException(f"{len(failures)} report(s) not written:\n  " + "\n  ".join(failures) +
+                                   "\nRe-run `grade run` for these students, or fix the file named.")
+
+
+@click.command(name="summary")
+@click.argument("results_dir", default="reports", type=click.Path(path_type=Path, file_okay=False))
+def summary_cmd(results_dir: Path) -> None:
+    """Write RESULTS_DIR/summary.html and summary.pdf: score histogram, pass rate per check, common mistakes."""
+    from grader.report.summary import render_summary
+
+    if not results_dir.is_dir():
+        raise click.ClickException(f"{results_dir} is not a folder; pass the folder `grade run --out` wrote "
+                                   "(default: reports)")
+    if not any(results_dir.glob("*/results.json")):
+        raise click.ClickException(f"no */results.json under {results_dir}; run `grade run` first")
+    pdf = render_summary(results_dir)
+    click.echo(f"wrote {pdf.with_suffix('.html')} and {pdf}")

@@ -1,0 +1,494 @@
+"""Per-student report: results.json -> report.html + report.pdf (jinja2 + WeasyPrint; no LaTeX, no browser).
+
+`render_report(result, result_dir)` needs only the GradeResult and the folder that holds its results.json
+(figures are read from there); it never runs or reads the student's submission.
+
+Safety: every field is escaped (jinja2 autoescape; Markdown with raw HTML disabled), text is cleaned of
+lone surrogates/control characters and truncated, and WeasyPrint loads nothing but local files under
+the results folder or templates/ and data: URLs (`LocalOnlyFetcher`), so a report never touches the network.
+
+Students' Markdown answers: `$…$`, `$$…$$`, `\\(…\\)` and `\\[…\\]` outside code are cut out before
+Markdown sees them (so `_` and `\\\\` inside math are not taken for emphasis or escapes), drawn with
+matplotlib's mathtext into SVG and put back as `<img src="data:image/svg+xml;base64,…">` sitting on the
+text baseline. TeX that mathtext cannot parse is shown as its source in monospace.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import mimetypes
+import os
+import re
+import secrets
+import tempfile
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+from urllib.request import url2pathname
+
+import jinja2
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+from grader.results import GradeResult, TestResult
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+HIDDEN_VISIBILITIES = ("after_published", "hidden")
+
+OUTPUT_MAX_LINES, OUTPUT_MAX_CHARS = 200, 20_000  # the student's captured stdout/stderr
+CHECK_OUTPUT_MAX_LINES, CHECK_OUTPUT_MAX_CHARS = 80, 6_000  # one check's feedback
+ANSWER_MAX_LINES, ANSWER_MAX_CHARS = 600, 30_000  # one written answer
+FIELD_MAX_CHARS = 2_000  # names, messages, hints, comments, captions
+FIGURE_MAX_BYTES = 25 * 1024 * 1024
+FIGURE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
+
+MAX_MATH_PER_ANSWER = 300  # beyond this, math is shown as TeX source (keeps huge answers fast)
+MAX_MATH_CHARS = 800  # longer expressions are shown as TeX source
+MATH_FONT_PT = 10.5
+
+
+# ---- text hygiene -------------------------------------------------------------------------------
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_text(text: object, max_chars: int | None = None) -> str:
+    """Any value -> a str safe for HTML/XML/PDF: lone surrogates replaced, control characters dropped."""
+    if text is None:
+        return ""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = str(text)
+    if max_chars is not None and len(text) > max_chars + 1000:
+        text = text[: max_chars + 1000]  # don't clean megabytes we'll cut anyway
+    text = text.encode("utf-8", "replace").decode("utf-8", "replace")  # lone surrogates -> '?'
+    text = _CONTROL_RE.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    if max_chars is not None and len(text) > max_chars:
+        text = text[: max_chars - 1] + "…"
+    return text
+
+
+def truncate(text: str, max_chars: int, max_lines: int, original: str | None = None) -> tuple[str, str]:
+    """Cut `text` to at most `max_lines` lines and `max_chars` characters; return (text, note or '').
+
+    `original` (the raw text before cleaning/pre-cutting) is what the note measures, when given."""
+    lines = text.count("\n") + 1
+    cut = text
+    if lines > max_lines:
+        cut = "\n".join(cut.split("\n", max_lines)[:max_lines])
+    if len(cut) > max_chars:
+        cut = cut[:max_chars]
+    if cut == text:
+        return text, ""
+    full = str(original) if original is not None else text
+    full = full.rstrip("\n")
+    return cut, (f"Truncated for the report: showing {cut.count(chr(10)) + 1:,} of {full.count(chr(10)) + 1:,} lines "
+                 f"({_size(len(cut.encode('utf-8')))} of {_size(len(full.encode('utf-8', 'replace')))}).")
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    return f"{n / 1024:,.1f} kB" if n < 1024 * 1024 else f"{n / 1024 / 1024:,.1f} MB"
+
+
+def fmt_points(x: float | None) -> str:
+    """17.5 -> '17.5', 2.0 -> '2', 1/3 -> '0.3333' (the precision results.json keeps)."""
+    if x is None:
+        return "–"
+    text = f"{round(float(x), 4):.4f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def fmt_number(x: object) -> str:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return clean_text(x, 80)
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def fmt_date(iso: str) -> str:
+    if not iso:
+        return "unknown"
+    try:
+        dt = datetime.fromisoformat(iso)
+    except ValueError:
+        return clean_text(iso, 60)
+    if dt.tzinfo is None:
+        return dt.strftime("%d %b %Y, %H:%M")
+    if dt.utcoffset() == timezone.utc.utcoffset(None):
+        return dt.strftime("%d %b %Y, %H:%M UTC")
+    return dt.strftime("%d %b %Y, %H:%M UTC%z")
+
+
+# ---- math ---------------------------------------------------------------------------------------
+@lru_cache(maxsize=4096)
+def math_svg(tex: str, display: bool = False) -> tuple[str, float, float, float] | None:
+    """TeX (no dollars) -> (svg text, width pt, height pt, depth pt), or None when mathtext can't draw it."""
+    import matplotlib
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+    from matplotlib.figure import Figure
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.mathtext import MathTextParser
+
+    tex = " ".join(tex.split())
+    if not tex or len(tex) > MAX_MATH_CHARS:
+        return None
+    size = MATH_FONT_PT * (1.1 if display else 1.0)
+    rc = {"mathtext.fontset": "cm", "svg.fonttype": "path", "svg.hashsalt": "gradekit", "text.usetex": False}
+    try:
+        with matplotlib.rc_context(rc):
+            prop = FontProperties(size=size)
+            width, height, depth, _, _ = MathTextParser("path").parse(f"${tex}$", dpi=72, prop=prop)
+            if not (0 < width <= 2000 and 0 < height <= 1000):
+                return None
+            fig = Figure(figsize=(width / 72, height / 72))
+            FigureCanvasSVG(fig)
+            fig.text(0, depth / height, f"${tex}$", fontproperties=prop)
+            buf = io.StringIO()
+            fig.savefig(buf, dpi=72, format="svg", transparent=True, metadata={"Date": None, "Creator": None})
+    except Exception:  # ValueError on bad TeX; anything else also means "show the source"
+        return None
+    svg = buf.getvalue()
+    return svg[svg.index("<svg"):], float(width), float(height), float(depth)
+
+
+def math_html(tex: str, display: bool) -> Markup:
+    source = f"$${tex}$$" if display else f"${tex}$"
+    drawn = math_svg(tex, display)
+    if drawn is None:
+        cls = "tex-src display" if display else "tex-src"
+        return Markup('<code class="{}" title="TeX that could not be rendered">{}</code>').format(cls, source)
+    svg, w, h, d = drawn
+    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    img = Markup('<img class="math" alt="{}" src="data:image/svg+xml;base64,{}" '
+                 'style="width:{:.2f}pt;height:{:.2f}pt;vertical-align:{:.2f}pt">').format(source, data, w, h, -d)
+    return Markup('<span class="math-display">{}</span>').format(img) if display else img
+
+
+# ---- Markdown -----------------------------------------------------------------------------------
+_FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_INLINE_CODE_RE = re.compile(r"(`+)(?!`).+?(?<!`)\1(?!`)", re.S)
+_MATH_RE = re.compile(
+    r"\$\$(?P<d1>.+?)\$\$"  # $$ display $$
+    r"|\\\[(?P<d2>.+?)\\\]"  # \[ display \]
+    r"|\\\((?P<i2>.+?)\\\)"  # \( inline \)
+    # $inline$: not after a backslash, no space just inside the dollars, not followed by a digit ($5 and $6)
+    r"|(?<![\\$])\$(?![\s$])(?P<i1>(?:\\.|[^$\\\n])+?)(?<![\s\\])\$(?!\d)",
+    re.S,
+)
+
+
+def _make_md() -> MarkdownIt:
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+    md.enable(["table", "strikethrough"])
+
+    def image(self, tokens, idx, options, env):  # never fetch an image an answer names
+        tok = tokens[idx]
+        alt = "".join(c.content for c in (tok.children or [])) or tok.content
+        src = clean_text(tok.attrGet("src") or "", 200)
+        return str(Markup('<span class="md-image">[image not shown: {} {}]</span>').format(alt, src))
+
+    md.add_render_rule("image", image)
+    return md
+
+
+_MD = _make_md()
+
+
+def _split_code(text: str) -> list[tuple[bool, str]]:
+    """Split Markdown into (is_code, chunk): fenced code blocks and inline code spans are code."""
+    blocks: list[tuple[bool, list[str]]] = []
+    fence = ""
+    for line in text.split("\n"):
+        if fence:
+            blocks[-1][1].append(line)
+            s = line.strip()
+            if s.startswith(fence) and s.strip(fence[0]) == "":
+                fence = ""
+            continue
+        m = _FENCE_RE.match(line)
+        if m:
+            fence = m.group(1)
+            blocks.append((True, [line]))
+        elif blocks and not blocks[-1][0]:
+            blocks[-1][1].append(line)
+        else:
+            blocks.append((False, [line]))
+    out: list[tuple[bool, str]] = []
+    for i, (is_code, lines) in enumerate(blocks):
+        chunk = "\n".join(lines) + ("\n" if i < len(blocks) - 1 else "")
+        if is_code:
+            out.append((True, chunk))
+            continue
+        pos = 0
+        for m in _INLINE_CODE_RE.finditer(chunk):
+            out.append((False, chunk[pos:m.start()]))
+            out.append((True, m.group(0)))
+            pos = m.end()
+        out.append((False, chunk[pos:]))
+    return out
+
+
+def markdown_to_html(text: str) -> Markup:
+    """Markdown with TeX math -> HTML that is safe to embed (raw HTML in the source comes out escaped)."""
+    text = clean_text(text)
+    nonce = secrets.token_hex(4)
+    pieces: dict[str, Markup] = {}
+
+    def replace(m: re.Match) -> str:
+        display = m.group("d1") is not None or m.group("d2") is not None
+        tex = next(g for g in (m.group("d1"), m.group("d2"), m.group("i1"), m.group("i2")) if g is not None)
+        key = f"gkmath{nonce}n{len(pieces)}x"
+        if len(pieces) >= MAX_MATH_PER_ANSWER or not tex.strip():
+            pieces[key] = Markup('<code class="tex-src">{}</code>').format(m.group(0))
+        else:
+            pieces[key] = math_html(tex.strip(), display)
+        return key
+
+    parts = [chunk if is_code else _MATH_RE.sub(replace, chunk) for is_code, chunk in _split_code(text)]
+    html = _MD.render("".join(parts))
+    if pieces:
+        html = re.sub(rf"gkmath{nonce}n\d+x", lambda m: pieces.get(m.group(0), m.group(0)), html)
+    return Markup(html)
+
+
+# ---- the page's data ----------------------------------------------------------------------------
+def _status(t: TestResult) -> tuple[str, str]:
+    if t.status == "passed":
+        return "passed", "✓"
+    return ("partial", "◐") if t.score > 0 else ("failed", "✗")
+
+
+def _mistake(m: object) -> dict:
+    if not isinstance(m, dict):
+        return {"id": "", "message": clean_text(m, FIELD_MAX_CHARS), "hint": ""}
+    return {k: clean_text(m.get(k, ""), FIELD_MAX_CHARS) for k in ("id", "message", "hint")}
+
+
+def _check(t: TestResult) -> dict:
+    status, symbol = _status(t)
+    hidden = t.visibility in HIDDEN_VISIBILITIES
+    output, note = truncate(clean_text(t.output, CHECK_OUTPUT_MAX_CHARS + 1).rstrip("\n"), CHECK_OUTPUT_MAX_CHARS,
+                            CHECK_OUTPUT_MAX_LINES, original=t.output)
+    return {
+        "number": clean_text(t.number, 20), "name": clean_text(t.name, FIELD_MAX_CHARS),
+        "score": fmt_points(t.score), "max": fmt_points(t.max_score), "status": status, "symbol": symbol,
+        "hidden": hidden, "output": "" if hidden else output.strip("\n"), "output_note": "" if hidden else note,
+        "mistakes": [] if hidden else [_mistake(m) for m in t.mistakes],
+        "hint": "" if hidden else clean_text(t.hint, FIELD_MAX_CHARS),
+        "error": "" if hidden else clean_text(t.error, 60),
+    }
+
+
+def _components(result: GradeResult) -> list[dict]:
+    groups: dict[str, list[TestResult]] = {}
+    for t in result.tests:
+        name = t.component or (t.tags[0] if t.tags else "") or "other"
+        groups.setdefault(clean_text(name, 200), []).append(t)
+    out = []
+    for name, tests in groups.items():
+        score, top = sum(t.score for t in tests), sum(t.max_score for t in tests)
+        frac = score / top if top > 0 else 1.0
+        out.append({
+            "name": name, "score": fmt_points(score), "max": fmt_points(top), "n": len(tests),
+            "passed": sum(t.status == "passed" for t in tests), "pct": round(100 * max(0.0, min(1.0, frac))),
+            "level": _level(frac), "checks": [_check(t) for t in tests],
+        })
+    return out
+
+
+def _level(frac: float) -> str:
+    return "good" if frac >= 0.85 else "ok" if frac >= 0.6 else "low"
+
+
+def _figures(result: GradeResult, result_dir: Path) -> list[dict]:
+    out = []
+    for i, fig in enumerate(result.figures, 1):
+        fig = fig if isinstance(fig, dict) else {"path": str(fig)}
+        rel = clean_text(fig.get("path", ""), 500)
+        item = {"n": i, "caption": clean_text(fig.get("caption", ""), FIELD_MAX_CHARS),
+                "tag": clean_text(fig.get("tag", ""), 200), "path": rel, "src": "", "note": ""}
+        path = (result_dir / rel).resolve() if rel else None
+        if path is None or not rel:
+            item["note"] = "Figure entry without a path."
+        elif not path.is_relative_to(result_dir):
+            item["note"] = f"Figure {rel} lies outside the results folder; not shown."
+        elif not path.is_file():
+            item["note"] = f"Figure file {rel} is missing; it was not produced or has been moved."
+        elif path.suffix.lower() not in FIGURE_SUFFIXES:
+            item["note"] = f"Figure {rel} has an unsupported format ({path.suffix or 'no extension'})."
+        elif path.stat().st_size > FIGURE_MAX_BYTES:
+            item["note"] = f"Figure {rel} is too large to embed ({_size(path.stat().st_size)})."
+        else:
+            item["src"] = quote(path.relative_to(result_dir).as_posix())
+        out.append(item)
+    return out
+
+
+def _questions(result: GradeResult) -> list[dict]:
+    out = []
+    for q in result.questions:
+        item = {"id": clean_text(q.id, 40), "title": clean_text(q.title, FIELD_MAX_CHARS),
+                "max": fmt_points(q.max_score), "score": None if q.score is None else fmt_points(q.score),
+                "comment": clean_text(q.comment, FIELD_MAX_CHARS * 2), "answer_html": None, "note": "",
+                "level": "pending" if q.score is None else _level(q.score / q.max_score if q.max_score else 1.0)}
+        if q.answer is not None and str(q.answer).strip():
+            answer, item["note"] = truncate(clean_text(q.answer, ANSWER_MAX_CHARS + 1), ANSWER_MAX_CHARS,
+                                            ANSWER_MAX_LINES)
+            if item["note"]:  # report the true size of what was submitted
+                full = str(q.answer)
+                item["note"] = (f"This answer is long ({_size(len(full.encode('utf-8', 'replace')))}, "
+                                f"{full.count(chr(10)) + 1:,} lines); the report shows its first "
+                                f"{_size(len(answer.encode('utf-8')))}.")
+            item["answer_html"] = markdown_to_html(answer)
+        out.append(item)
+    return out
+
+
+def _metrics(result: GradeResult) -> list[dict]:
+    rows = []
+    for name, value in (result.metrics or {}).items():
+        if isinstance(value, dict):
+            rows.append({"name": clean_text(name, 100), "student": fmt_number(value.get("student", "")),
+                         "reference": fmt_number(value.get("reference", ""))})
+        else:
+            rows.append({"name": clean_text(name, 100), "student": fmt_number(value), "reference": ""})
+    return rows
+
+
+def _sandbox(result: GradeResult) -> list[dict]:
+    out = []
+    for name, value in (result.sandbox or {}).items():
+        label = clean_text(name, 80).replace("_", " ")
+        active = bool(value) and str(value).lower() not in ("0", "false", "no", "off", "none")
+        detail = "" if isinstance(value, bool) or value is None else clean_text(value, 80)
+        out.append({"label": label, "active": active, "detail": detail})
+    return out
+
+
+def _short_hash(h: str) -> str:
+    h = clean_text(h, 200)
+    if ":" in h:
+        h = h.split(":", 1)[1]
+    return h[:12] if h else "unknown"
+
+
+def report_context(result: GradeResult, result_dir: Path) -> dict:
+    """Everything the template shows, as plain escaped-on-output strings, lists and dicts."""
+    result_dir = Path(result_dir).resolve()
+    total, top = result.score, result.max_score
+    frac = total / top if top > 0 else 0.0
+    pending = [q for q in result.questions if q.score is None]
+    written_max = sum(q.max_score for q in result.questions)
+    output, output_note = truncate(clean_text(result.student_output, OUTPUT_MAX_CHARS + 1).rstrip("\n"),
+                                   OUTPUT_MAX_CHARS, OUTPUT_MAX_LINES, original=result.student_output)
+    return {
+        "student": clean_text(result.student, 200) or "(unnamed student)",
+        "assignment": clean_text(result.assignment, 200) or "(unknown assignment)",
+        "graded_at": fmt_date(result.graded_at),
+        "grader_version": clean_text(result.grader_version, 40) or "unknown",
+        "submission_hash": _short_hash(result.submission_hash),
+        "submission_hash_full": clean_text(result.submission_hash, 200),
+        "device": clean_text(result.device, 80) or "unknown",
+        "execution_time": f"{result.execution_time:.1f} s",
+        "score": fmt_points(total), "max_score": fmt_points(top),
+        "pct": f"{100 * frac:.0f}", "level": _level(frac),
+        "auto_score": fmt_points(result.autograded_score), "auto_max": fmt_points(result.autograded_max),
+        "written_score": fmt_points(sum(q.score or 0.0 for q in result.questions)),
+        "written_max": fmt_points(written_max), "has_questions": bool(result.questions),
+        "pending": [clean_text(q.id, 40) for q in pending],
+        "pending_points": fmt_points(sum(q.max_score for q in pending)),
+        "sandbox": _sandbox(result),
+        "errors": [clean_text(e, FIELD_MAX_CHARS * 2) for e in result.errors],
+        "components": _components(result),
+        "n_checks": len(result.tests), "n_passed": sum(t.status == "passed" for t in result.tests),
+        "metrics": _metrics(result),
+        "figures": _figures(result, result_dir),
+        "questions": _questions(result),
+        "student_output": output, "student_output_note": output_note,
+        "generated_at": datetime.now(timezone.utc).strftime("%d %b %Y, %H:%M UTC"),
+    }
+
+
+# ---- templates & rendering ----------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _env() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def stylesheet() -> Markup:
+    """templates/report.css, to inline in a <style> (the HTML file then stands alone)."""
+    css = (TEMPLATES_DIR / "report.css").read_text(encoding="utf-8")
+    return Markup(css.replace("</", "<\\/"))
+
+
+def build_html(result: GradeResult, result_dir: Path) -> str:
+    return _env().get_template("report.html.j2").render(css=stylesheet(), **report_context(result, result_dir))
+
+
+def _local_fetcher_class():
+    from weasyprint.urls import URLFetcher, URLFetcherResponse
+
+    class LocalOnlyFetcher(URLFetcher):
+        """Serves data: URLs and files under the allowed folders; refuses everything else (no network)."""
+
+        def __init__(self, roots, **kwargs):
+            super().__init__(allowed_protocols=("file", "data"), **kwargs)
+            self.roots = [Path(r).resolve() for r in roots]
+            self.refused: list[str] = []
+
+        def fetch(self, url, headers=None):
+            scheme = url.split(":", 1)[0].lower()
+            if scheme == "data":
+                return super().fetch(url, headers)
+            if scheme == "file":
+                path = Path(url2pathname(urlsplit(url).path)).resolve()
+                if path.is_file() and any(path.is_relative_to(r) for r in self.roots):
+                    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+                    return URLFetcherResponse(path.as_uri(), path.read_bytes(), {"Content-Type": mime})
+            self.refused.append(url[:200])
+            raise ValueError(f"gradekit reports load only local files and data: URLs; refused {url[:200]!r}")
+
+    return LocalOnlyFetcher
+
+
+def local_only_fetcher(*roots: Path):
+    """A WeasyPrint url_fetcher that serves data: URLs and files under `roots` (and nothing else)."""
+    return _local_fetcher_class()(roots)
+
+
+def html_to_pdf(html: str, base_dir: Path, pdf_path: Path) -> Path:
+    import weasyprint
+
+    base_dir = Path(base_dir).resolve()
+    fetcher = local_only_fetcher(base_dir, TEMPLATES_DIR)
+    pdf = weasyprint.HTML(string=html, base_url=base_dir.as_uri() + "/", url_fetcher=fetcher).write_pdf()
+    write_bytes_atomic(pdf_path, pdf)
+    return pdf_path
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def render_report(result: GradeResult, result_dir: Path) -> tuple[Path, Path]:
+    """Write `result_dir/report.html` and `result_dir/report.pdf`; return both paths."""
+    result_dir = Path(result_dir).resolve()
+    html = build_html(result, result_dir)
+    html_path, pdf_path = result_dir / "report.html", result_dir / "report.pdf"
+    write_bytes_atomic(html_path, html.encode("utf-8"))
+    html_to_pdf(html, result_dir, pdf_path)
+    return html_path, pdf_path

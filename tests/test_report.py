@@ -1,0 +1,250 @@
+"""Per-student reports, manual grades and the class summary, from GradeResult objects built here."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("weasyprint")
+pypdf = pytest.importorskip("pypdf")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+from click.testing import CliRunner  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from grader.commands.report import report_cmd, summary_cmd  # noqa: E402
+from grader.report.manual import ManualGradeError, apply_manual_csv  # noqa: E402
+from grader.report.render import local_only_fetcher, markdown_to_html, render_report  # noqa: E402
+from grader.report.summary import render_summary  # noqa: E402
+from grader.results import GradeResult, QuestionResult, load_result, save_result  # noqa: E402
+from grader.results import TestResult as Check  # noqa: E402  (an alias: pytest would try to collect TestResult)
+
+MISTAKE_MSG = "log-density misses the constant per dimension"
+MISTAKE_HINT = "Add the normalising constant to every element."
+HIDDEN_OUTPUT = "SECRET-HIDDEN-OUTPUT-7731"
+
+
+def _figure(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(2, 1.5))
+    fig.add_subplot().plot([0, 1, 2], [2, 0, 1])
+    fig.savefig(path, dpi=50)
+
+
+def _questions(answers: list[str | None]) -> list[QuestionResult]:
+    return [QuestionResult(f"Q{i}", f"Question {i} title", 2.0, a) for i, a in enumerate(answers, 1)]
+
+
+def _base(student: str, tests: list[Check], answers: list[str | None], **kw) -> GradeResult:
+    return GradeResult(student=student, assignment="vae", tests=tests, questions=_questions(answers),
+                       execution_time=3.2, grader_version="0.1.0", submission_hash="ab" * 32,
+                       graded_at="2026-11-22T22:50:00+00:00", device="cpu",
+                       sandbox={"network_isolated": True, "pid_namespace": True, "memory_limit": "2048 MB"},
+                       figures=[{"path": "figures/samples.png", "caption": "Samples from your model", "tag": "model.samples"}],
+                       **kw)
+
+
+def passing() -> GradeResult:
+    tests = [Check("log_normal_diag: values", "1.1", 2.0, 2.0, output="All 5 cases match.", tags=["log_normal_diag"],
+                        component="log_normal_diag"),
+             Check("elbo: value", "2.1", 3.5, 3.5, output="Matches the reference.", tags=["elbo"], component="elbo")]
+    return _base("alice", tests, ["The trick writes $z = \\mu + \\sigma \\epsilon$ so gradients flow.",
+                                  "Gaussian log-density:\n\n$$\\log q(z|x) = -\\frac{1}{2}\\sum_i \\log 2\\pi\\sigma_i^2$$"])
+
+
+def with_mistakes() -> GradeResult:
+    tests = [Check("log_normal_diag: values", "1.1", 0.0, 2.0, output="3 of 5 cases differ.", tags=["log_normal_diag"],
+                        component="log_normal_diag", hint="Compare with the density formula.",
+                        mistakes=[{"id": "missing_log2pi", "message": MISTAKE_MSG, "hint": MISTAKE_HINT}]),
+             Check("log_normal_diag: shapes", "1.2", 1.0, 1.0, output="ok", tags=["log_normal_diag"],
+                        component="log_normal_diag"),
+             Check("encoder: hidden invariants", "2.1", 0.5, 2.0, output=HIDDEN_OUTPUT, visibility="after_published",
+                        tags=["encoder"], component="encoder",
+                        mistakes=[{"id": "secret", "message": "SECRET-MISTAKE-MESSAGE", "hint": ""}])]
+    return _base("bob", tests, ["Reparameterization lets gradients pass through sampling.", None])
+
+
+def hostile() -> GradeResult:
+    big = ("All work and no play makes Jack a dull boy. " * 24 + "\n") * 2000  # ~2 MB
+    tests = [Check("elbo: value <script>alert('t')</script>", "1.1", 0.0, 1.0,
+                        output="<script>alert('out')</script>\n" + "x" * 50_000, error="exception",
+                        tags=["elbo"], component="elbo<img src=x onerror=alert(1)>")]
+    return _base("mallory", tests, ["<script>alert('answer')</script> and invalid math $\\frac{$ here", big],
+                 student_output="<script>alert('stdout')</script>\n" + "line\n" * 5000,
+                 errors=["import failed: <b>boom</b> \udcff\x00"])
+
+
+def _write(result: GradeResult, out: Path, figure: bool = True) -> Path:
+    d = save_result(result, out).parent
+    if figure:
+        _figure(d / "figures" / "samples.png")
+    return d
+
+
+def _pdf_text(pdf: Path) -> str:
+    reader = pypdf.PdfReader(str(pdf))
+    return re.sub(r"\s+", " ", "\n".join(page.extract_text() or "" for page in reader.pages))
+
+
+def _has_image(pdf: Path) -> bool:
+    def walk(res, depth=0) -> bool:
+        xobjects = (res or {}).get("/XObject") or {}
+        for obj in xobjects.values():
+            obj = obj.get_object()
+            if obj.get("/Subtype") == "/Image":
+                return True
+            if obj.get("/Subtype") == "/Form" and depth < 5 and walk(obj.get("/Resources"), depth + 1):
+                return True
+        return False
+
+    return any(walk(page.get("/Resources")) for page in pypdf.PdfReader(str(pdf)).pages)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports")
+    paths = {}
+    for make in (passing, with_mistakes, hostile):
+        r = make()
+        d = _write(r, out, figure=r.student != "mallory")  # mallory's figure file is missing
+        paths[r.student] = (d, *render_report(load_result(d), d))
+    return out, paths
+
+
+def test_passing_report_has_name_score_answers_and_figure(rendered):
+    out, paths = rendered
+    d, html, pdf = paths["alice"]
+    assert html == d / "report.html" and pdf == d / "report.pdf"
+    text = _pdf_text(pdf)
+    score = json.loads((d / "results.json").read_text())["score"]
+    assert "alice" in text
+    assert f"{score:g}" in text and f"{score:g} / 9.5" in text  # 5.5 autograded + 0 of 4 written
+    assert "not graded yet" in text
+    assert "The trick writes" in text and "so gradients flow" in text
+    assert _has_image(pdf)
+    assert 'src="figures/samples.png"' in html.read_text()
+    assert 'class="math"' in html.read_text()  # math drawn as SVG
+
+
+def test_mistakes_shown_and_hidden_check_details_withheld(rendered):
+    _, paths = rendered
+    d, html, pdf = paths["bob"]
+    text = _pdf_text(pdf)
+    assert MISTAKE_MSG in text and MISTAKE_HINT in text
+    assert "Compare with the density formula." in text
+    assert "encoder: hidden invariants" in text and "Hidden check" in text
+    page = html.read_text()
+    assert HIDDEN_OUTPUT not in page and HIDDEN_OUTPUT not in text
+    assert "SECRET-MISTAKE-MESSAGE" not in page
+    assert "No answer submitted" in text
+
+
+def test_hostile_fields_are_escaped_truncated_and_do_not_crash(rendered):
+    _, paths = rendered
+    d, html, pdf = paths["mallory"]
+    page = html.read_text(encoding="utf-8")
+    body = page.split("<body>", 1)[1]
+    assert "<script" not in page.lower()
+    assert "&lt;script&gt;alert(" in body and "answer" in body
+    assert "<img src=x" not in body and "<b>boom</b>" not in body
+    assert "onerror" not in re.sub(r"&lt;[^<>]*&gt;", "", body).replace("elbo&lt;img src=x onerror=alert(1)&gt;", "")
+    assert len(page) < 400_000  # the 2 MB answer and 50 kB output were cut
+    assert "This answer is long" in page and "Truncated for the report" in page
+    assert "figures/samples.png is missing" in page
+    text = _pdf_text(pdf)
+    assert "mallory" in text
+    assert "<script>alert('answer')</script>" in text  # shown as text
+    assert "\\frac{" in text  # invalid math falls back to its TeX source
+    assert "All work and no play" in text
+
+
+def test_markdown_math_and_code():
+    html = markdown_to_html("Inline $x^2$, money $5 and $6, code `$y$`, bad $\\frac{$.\n\n```\n$z$\n```\n\n$$\\int_0^1 f$$")
+    assert html.count('class="math"') == 2  # $x^2$ and the display integral
+    assert "$5 and $6" in html and "<code>$y$</code>" in html and "$z$" in html
+    assert 'class="tex-src"' in html and "\\frac{" in html
+    assert "<img src=\"http" not in markdown_to_html("![t](http://example.com/x.png)")
+
+
+def test_fetcher_refuses_remote_and_outside_files(tmp_path):
+    inside = tmp_path / "a.png"
+    inside.write_bytes(b"x")
+    fetcher = local_only_fetcher(tmp_path)
+    assert fetcher.fetch(inside.as_uri()).read() == b"x"
+    assert fetcher.fetch("data:text/plain,hi").read() == b"hi"
+    for url in ("http://example.com/x.png", "https://example.com/", "ftp://example.com/f", "file:///etc/passwd",
+                (tmp_path / ".." / "elsewhere.png").as_uri()):
+        with pytest.raises(ValueError):
+            fetcher.fetch(url)
+
+
+def test_manual_csv_updates_results_and_pdf(tmp_path):
+    d = _write(with_mistakes(), tmp_path)
+    (tmp_path / "manual.csv").write_text('student,question,score,comment\nbob,Q1,1.5,"Good idea, but no formula."\n'
+                                         'bob,Q2,0,No answer given.\n', encoding="utf-8")
+    before = json.loads((d / "results.json").read_text())["score"]
+    written = apply_manual_csv(tmp_path / "manual.csv", tmp_path)
+    assert d / "results.json" in written and d / "report.pdf" in written
+    data = json.loads((d / "results.json").read_text())
+    assert data["score"] == pytest.approx(before + 1.5)
+    q1 = data["extra_data"]["gradekit"]["questions"][0]
+    assert (q1["score"], q1["comment"]) == (1.5, "Good idea, but no formula.")
+    text = _pdf_text(d / "report.pdf")
+    assert "Good idea, but no formula." in text and "1.5 / 2" in text
+    assert f"{data['score']:g}" in text
+    assert "not graded yet" not in text
+
+
+def test_bad_manual_csv_names_rows_and_changes_nothing(tmp_path):
+    d = _write(with_mistakes(), tmp_path, figure=False)
+    original = (d / "results.json").read_bytes()
+    (tmp_path / "manual.csv").write_text("student,question,score,comment\nbob,Q1,1,fine\nbob,Q2,5,too many\n"
+                                         "eve,Q1,1,\nbob,Q7,1,\nbob,Q1,x,\n", encoding="utf-8")
+    with pytest.raises(ManualGradeError) as e:
+        apply_manual_csv(tmp_path / "manual.csv", tmp_path)
+    msg = str(e.value)
+    assert "row 3" in msg and "outside [0, 2]" in msg
+    assert "row 4" in msg and "unknown student 'eve'" in msg
+    assert "row 5" in msg and "unknown question 'Q7'" in msg
+    assert "row 6" in msg and "not a number" in msg
+    assert (d / "results.json").read_bytes() == original
+    assert not (d / "report.pdf").exists()
+
+
+def test_cli_report_and_summary(tmp_path):
+    for make in (passing, with_mistakes):
+        _write(make(), tmp_path)
+    (tmp_path / "manual.csv").write_text("student,question,score,comment\nalice,Q1,2,Exact.\n", encoding="utf-8")
+    runner = CliRunner()
+    res = runner.invoke(report_cmd, [str(tmp_path), "--student", "alice"])
+    assert res.exit_code == 0, res.output
+    assert "alice" in res.output and "report.pdf" in res.output
+    assert (tmp_path / "alice" / "report.pdf").exists() and not (tmp_path / "bob" / "report.pdf").exists()
+    assert json.loads((tmp_path / "alice" / "results.json").read_text())["score"] == pytest.approx(7.5)
+
+    (tmp_path / "bad.csv").write_text("student,question,score\nalice,Q1,9\n", encoding="utf-8")
+    res = runner.invoke(report_cmd, [str(tmp_path), "--manual", str(tmp_path / "bad.csv")])
+    assert res.exit_code == 1 and "row 2" in res.output and "outside" in res.output
+
+    res = runner.invoke(report_cmd, [str(tmp_path), "--student", "nobody"])
+    assert res.exit_code == 1 and "nobody" in res.output
+
+    res = runner.invoke(summary_cmd, [str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    text = _pdf_text(tmp_path / "summary.pdf")
+    assert "alice" in text and "bob" in text and MISTAKE_MSG in text
+    assert _has_image(tmp_path / "summary.pdf")  # the histogram
+
+
+def test_summary_tolerates_broken_results(tmp_path):
+    _write(passing(), tmp_path, figure=False)
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "results.json").write_text("{not json", encoding="utf-8")
+    pdf = render_summary(tmp_path)
+    assert pdf == tmp_path / "summary.pdf" and pdf.exists()
+    assert "Unreadable results" in (tmp_path / "summary.html").read_text()
