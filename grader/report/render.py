@@ -280,6 +280,8 @@ def _check(t: TestResult) -> dict:
         "mistakes": [] if hidden else [_mistake(m) for m in t.mistakes],
         "hint": "" if hidden else clean_text(t.hint, FIELD_MAX_CHARS),
         "error": "" if hidden else clean_text(t.error, 60),
+        # long blocks may break across pages; short ones are kept whole
+        "long": not hidden and (len(output) > 1200 or output.count("\n") > 15 or len(t.mistakes) > 2),
     }
 
 

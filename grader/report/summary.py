@@ -103,7 +103,7 @@ def _histogram(values: list[float], max_score: float | None, xlabel: str) -> str
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.0, 2.6))
+    fig = Figure(figsize=(7.0, 2.6), facecolor="white")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     hi = max_score if max_score else (max(values) if values else 1.0)
