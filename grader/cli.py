@@ -165,6 +165,15 @@ def lint_rubric_cmd(paths):
 
 def _register_optional_commands() -> None:
     try:
+        from grader.commands.batch import batch_cmd, export_cmd, import_cmd, gradescope_group
+    except ImportError:
+        pass
+    else:
+        main.add_command(batch_cmd)
+        main.add_command(export_cmd)
+        main.add_command(import_cmd)
+        main.add_command(gradescope_group)
+    try:
         from grader.commands.report import report_cmd, summary_cmd
     except ImportError:
         return
