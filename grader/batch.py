@@ -1,0 +1,535 @@
+"""Grading a whole class: parallel, resumable, crash-tolerant.
+
+    summary = grade_batch(Path("class/"), Path("reports/"), jobs=2)
+
+- Every immediate, non-hidden subfolder of ROOT is a submission (its name is the student).
+- A submission is skipped when OUT/<student>/results.json exists and its submission hash, rubric
+  hash, grader version and set of checks all equal the current ones (`force=True` regrades).
+- The rest are graded in a pool of `spawn`ed worker processes (each with its own warm zygote);
+  each worker writes its result atomically (`save_result`) as soon as it is done, so an
+  interrupted or killed batch resumes where it stopped.
+- A submission whose grading raises is recorded as a failure (summary and OUT/<student>/error.txt);
+  a worker process that dies is replaced (fresh pool, the remaining submissions resubmitted; a
+  submission that was in flight during two deaths is given up); a submission running longer than
+  the rubric's `submission_timeout_s` + 60 s has its worker killed and is recorded as a failure.
+- Ctrl-C / SIGTERM: nothing more is submitted, the pool is shut down, finished results stay.
+- At the end OUT/gradebook.csv is (re)written atomically from every OUT/*/results.json.
+
+`executor="dask"` sends `grade_one` tasks to a `distributed` scheduler instead; the results come
+back as JSON and this process writes them (same skipping rules).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from concurrent.futures.process import BrokenProcessPool
+import multiprocessing
+import os
+import signal
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+GUARD_EXTRA_S = 60.0
+MAX_POOL_DEATHS_PER_SUBMISSION = 2
+
+
+# ---- data ------------------------------------------------------------------------------------
+@dataclass
+class StudentOutcome:
+    student: str
+    status: str  # "graded" | "skipped" | "failed"
+    score: float | None = None
+    max_score: float | None = None
+    seconds: float = 0.0
+    message: str = ""  # failure reason (first line) or submission-level problems
+
+
+@dataclass
+class BatchSummary:
+    root: Path
+    out: Path
+    total: int = 0
+    outcomes: list[StudentOutcome] = field(default_factory=list)
+    interrupted: bool = False
+    elapsed: float = 0.0
+    gradebook: Path | None = None
+    pool_restarts: int = 0
+
+    def _with(self, status: str) -> list[StudentOutcome]:
+        return [o for o in self.outcomes if o.status == status]
+
+    @property
+    def graded(self) -> list[StudentOutcome]:
+        return self._with("graded")
+
+    @property
+    def skipped(self) -> list[StudentOutcome]:
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[StudentOutcome]:
+        return self._with("failed")
+
+    @property
+    def not_done(self) -> int:
+        return self.total - len(self.outcomes)
+
+
+ProgressFn = Callable[[StudentOutcome, int, int], None]  # (outcome, done, total)
+
+
+# ---- discovery and skipping --------------------------------------------------------------------
+def find_submissions(root: Path) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        from grader.engine import GradingError
+
+        raise GradingError(f"{root} is not a folder: pass the folder that holds one subfolder per student")
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def _wanted_checks(rubric, only) -> set[str]:
+    return {c.id for c in rubric.select(list(only or []))}
+
+
+def is_up_to_date(submission: Path, rubric, out: Path, only=None) -> bool:
+    """True when OUT/<student>/results.json grades exactly this submission with this rubric and grader."""
+    from grader import __version__
+    from grader.engine import rubric_hash, submission_hash
+    from grader.results import load_result
+
+    path = Path(out) / submission.name / "results.json"
+    if not path.is_file():
+        return False
+    try:
+        old = load_result(path)
+    except Exception:  # unreadable or from another schema: regrade
+        return False
+    return (old.grader_version == __version__ and old.rubric_hash == rubric_hash(rubric)
+            and {t.check for t in old.tests} == _wanted_checks(rubric, only)
+            and old.submission_hash == submission_hash(submission))
+
+
+def _write_error(out: Path, student: str, text: str) -> None:
+    folder = Path(out) / student
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".error.txt.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text if text.endswith("\n") else text + "\n")
+    os.replace(tmp, folder / "error.txt")
+
+
+def _first_line(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0][:300]
+
+
+# ---- the work of one submission (runs in a worker process) ------------------------------------
+def grade_one(path: str, assignment: str | None = None, only: list[str] | None = None, device: str = "auto",
+              threads: int | None = None, out_dir: str | None = None, rubrics_dir: str | None = None) -> dict:
+    """Grade one submission; return {"ok": True, "result": results.json dict} or {"ok": False, "error": text}.
+
+    Never raises: the Dask executor ships this dict back to the parent, which writes it.
+    """
+    try:
+        from grader.sandbox.client import Zygote
+
+        Zygote.shared().launch()
+        from grader.engine import GradeOptions, find_assignment, grade_submission
+
+        submission = Path(path).resolve()
+        rubric = (find_assignment(submission, assignment, Path(rubrics_dir)) if rubrics_dir
+                  else find_assignment(submission, assignment))
+        result = grade_submission(submission, rubric, GradeOptions(
+            only=list(only or []), device=device, out_dir=Path(out_dir) if out_dir else None, threads=threads))
+        return {"ok": True, "result": result.to_json()}
+    except Exception as e:
+        return {"ok": False, "error": _error_text(e)}
+
+
+def _error_text(e: BaseException) -> str:
+    from grader.engine import GradingError
+
+    if isinstance(e, GradingError):
+        return f"cannot grade: {e}"
+    return f"internal error while grading: {type(e).__name__}: {e}\n\n{traceback.format_exc()}"
+
+
+def _worker_init(jobs: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what happens on Ctrl-C
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from grader.sandbox.client import Zygote
+
+    Zygote.shared().launch()  # imports torch in parallel with our own imports
+    import torch
+
+    if jobs > 1:
+        torch.set_num_threads(1)
+
+
+def _local_task(path: str, assignment, only, device, threads, out: str, marker: str, rubrics_dir) -> dict:
+    """Worker side of the local pool: grade, then write results.json (or error.txt) atomically."""
+    Path(marker).write_text(f"{os.getpid()} {time.time()}")
+    t0 = time.monotonic()
+    student = Path(path).name
+    reply = grade_one(path, assignment, only, device, threads, out, rubrics_dir)
+    seconds = time.monotonic() - t0
+    try:
+        if reply["ok"]:
+            return _store(reply["result"], Path(out), student, seconds)
+        _write_error(Path(out), student, reply["error"])
+        return {"student": student, "status": "failed", "seconds": seconds, "message": _first_line(reply["error"])}
+    except Exception as e:  # e.g. the disk is full: still a per-student failure
+        return {"student": student, "status": "failed", "seconds": seconds,
+                "message": f"could not write the result: {type(e).__name__}: {e}"}
+
+
+def _store(data: dict, out: Path, student: str, seconds: float) -> dict:
+    """Write results.json atomically (the student named by the folder) and drop a stale error.txt."""
+    from grader.results import write_json_atomic
+
+    write_json_atomic(out / student / "results.json", data)
+    (out / student / "error.txt").unlink(missing_ok=True)
+    errors = data.get("extra_data", {}).get("gradekit", {}).get("errors", [])
+    return {"student": student, "status": "graded", "seconds": seconds,
+            "score": data.get("score"), "max_score": data.get("max_score"),
+            "message": "; ".join(_first_line(e) for e in errors[:2])}
+
+
+# ---- process helpers ---------------------------------------------------------------------------
+def _descendants(pid: int) -> list[int]:
+    """pid's descendants (Linux /proc); the sandbox children are grandchildren of a worker."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read().decode(errors="replace")
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _kill_tree(pid: int) -> None:
+    for p in [pid] + _descendants(pid):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _kill_pool(pool: cf.ProcessPoolExecutor) -> None:
+    procs = dict(getattr(pool, "_processes", None) or {})
+    for pid in procs:
+        _kill_tree(pid)
+    try:
+        pool.shutdown(wait=False, cancel_futures=True)
+    except Exception:
+        pass
+    for p in procs.values():
+        try:
+            p.join(timeout=5)
+        except Exception:
+            pass
+
+
+def default_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# ---- the batch ---------------------------------------------------------------------------------
+def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = None, only=None,
+                device: str = "auto", force: bool = False, progress: ProgressFn | None = None,
+                executor: str = "local", scheduler: str | None = None, write_gradebook_csv: bool = True,
+                rubrics_dir: Path | None = None) -> BatchSummary:
+    """Grade every submission folder under `root` into `out` (see the module docstring)."""
+    from grader.engine import GradingError, find_assignment
+
+    root, out = Path(root), Path(out)
+    jobs = max(1, int(jobs))
+    only = list(only or [])
+    t_start = time.monotonic()
+    submissions = find_submissions(root)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = BatchSummary(root=root, out=out, total=len(submissions))
+
+    def report(o: StudentOutcome) -> None:
+        summary.outcomes.append(o)
+        if progress is not None:
+            try:
+                progress(o, len(summary.outcomes), summary.total)
+            except Exception:
+                pass
+
+    todo: list[tuple[Path, float]] = []  # (submission, wall-clock guard in s)
+    for sub in submissions:
+        try:
+            rubric = (find_assignment(sub.resolve(), assignment, Path(rubrics_dir)) if rubrics_dir
+                      else find_assignment(sub.resolve(), assignment))
+            if only and not rubric.select(only):
+                raise GradingError(f"--only {','.join(only)} matches no check of {rubric.id}; tags: {', '.join(rubric.components)}")
+        except Exception as e:
+            text = str(e) if isinstance(e, GradingError) else f"{type(e).__name__}: {e}"
+            _write_error(out, sub.name, f"cannot grade: {text}")
+            report(StudentOutcome(sub.name, "failed", message=_first_line(text)))
+            continue
+        if not force and is_up_to_date(sub, rubric, out, only):
+            from grader.results import load_result
+
+            old = load_result(out / sub.name / "results.json")
+            report(StudentOutcome(sub.name, "skipped", old.score, old.max_score, 0.0))
+            continue
+        todo.append((sub, rubric.limits.submission_timeout_s + GUARD_EXTRA_S))
+
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        def _on_term(signum, frame):
+            raise KeyboardInterrupt
+
+        old_handler = signal.signal(signal.SIGTERM, _on_term)
+    try:
+        if todo:
+            if executor == "dask":
+                _run_dask(todo, out, assignment, only, device, scheduler, report, summary, rubrics_dir)
+            elif executor == "local":
+                _run_local(todo, out, jobs, assignment, only, device, report, summary, rubrics_dir)
+            else:
+                raise GradingError(f"unknown executor {executor!r}: use local or dask")
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+    if write_gradebook_csv:
+        try:
+            summary.gradebook = write_gradebook(out)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+    summary.elapsed = time.monotonic() - t_start
+    return summary
+
+
+def _run_local(todo, out: Path, jobs: int, assignment, only, device, report, summary: BatchSummary, rubrics_dir=None) -> None:
+    rubrics_dir = str(Path(rubrics_dir).resolve()) if rubrics_dir else None
+    threads = max(1, default_cores() // jobs)
+    state = Path(tempfile.mkdtemp(prefix="gradekit-batch-"))
+    guard = {sub.name: g for sub, g in todo}
+    pending = [sub for sub, _ in todo]  # not yet finished, in order
+    deaths: dict[str, int] = {}
+    ctx = multiprocessing.get_context("spawn")
+    try:
+        while pending:
+            pool = cf.ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=ctx,
+                                          initializer=_worker_init, initargs=(jobs,))
+            futures: dict[cf.Future, Path] = {}
+            for sub in pending:
+                (state / sub.name).unlink(missing_ok=True)
+            try:
+                for sub in pending:
+                    futures[pool.submit(_local_task, str(sub.resolve()), assignment, only, device, threads,
+                                        str(out.resolve()), str(state / sub.name), rubrics_dir)] = sub
+                broken = False
+                while futures and not broken:
+                    done, _ = cf.wait(list(futures), timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                    for f in done:
+                        sub = futures.pop(f)
+                        try:
+                            r = f.result()
+                        except BrokenProcessPool:
+                            futures[f] = sub  # dealt with below, with the others in flight
+                            broken = True
+                            continue
+                        except Exception as e:  # pickling problems and the like: this student only
+                            r = {"student": sub.name, "status": "failed", "message": f"{type(e).__name__}: {e}"}
+                            _write_error(out, sub.name, f"internal error: {type(e).__name__}: {e}")
+                        pending.remove(sub)
+                        report(StudentOutcome(r["student"], r["status"], r.get("score"), r.get("max_score"),
+                                              r.get("seconds", 0.0), r.get("message", "")))
+                    if broken:
+                        break
+                    # wall-clock guard: kill the worker of a submission that runs too long
+                    now = time.time()
+                    for f, sub in list(futures.items()):
+                        started = _started(state / sub.name)
+                        if started and not f.done() and now - started[1] > guard[sub.name]:
+                            pending.remove(sub)
+                            futures.pop(f)
+                            msg = (f"grading took longer than {guard[sub.name]:g} s (the rubric's submission_timeout_s "
+                                   f"+ {GUARD_EXTRA_S:g} s): its worker was killed; regrade it alone with `grade run`")
+                            _write_error(out, sub.name, msg)
+                            report(StudentOutcome(sub.name, "failed", seconds=now - started[1], message=msg))
+                            _kill_tree(started[0])  # breaks the pool: the others are resubmitted
+                            broken = True
+                if broken:
+                    summary.pool_restarts += 1
+                    for sub in list(futures.values()):
+                        if sub in pending and _started(state / sub.name):
+                            deaths[sub.name] = deaths.get(sub.name, 0) + 1
+                            if deaths[sub.name] >= MAX_POOL_DEATHS_PER_SUBMISSION:
+                                pending.remove(sub)
+                                msg = ("the grading worker process died twice while grading this submission "
+                                       "(out of memory? a grader bug?); regrade it alone with `grade run`")
+                                _write_error(out, sub.name, msg)
+                                report(StudentOutcome(sub.name, "failed", message=msg))
+                _kill_pool(pool)
+            except BaseException:
+                _kill_pool(pool)
+                raise
+    finally:
+        import shutil
+
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _started(marker: Path) -> tuple[int, float] | None:
+    try:
+        pid, t = marker.read_text().split()
+        return int(pid), float(t)
+    except (OSError, ValueError):
+        return None
+
+
+def _run_dask(todo, out: Path, assignment, only, device, scheduler, report, summary: BatchSummary, rubrics_dir=None) -> None:
+    rubrics_dir = str(Path(rubrics_dir).resolve()) if rubrics_dir else None
+    from grader.engine import GradingError
+
+    try:
+        import distributed
+    except ImportError:
+        raise GradingError("--executor dask needs the `distributed` package: pip install 'dask[distributed]'") from None
+    if not scheduler:
+        raise GradingError("--executor dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.5:8786)")
+    try:
+        client = distributed.Client(scheduler, timeout="20s")
+    except Exception as e:
+        raise GradingError(f"cannot reach the Dask scheduler at {scheduler}: {e}; start one with `dask scheduler` "
+                           "and workers with `dask worker ADDRESS`") from None
+    try:
+        nthreads = client.nthreads()
+        slots = max(1, sum(nthreads.values()))
+        out_abs = str(out.resolve())
+        queue = list(todo)
+        running: dict = {}  # future -> (submission, guard, submitted_at)
+        while queue or running:
+            while queue and len(running) < slots:
+                sub, guard = queue.pop(0)
+                f = client.submit(grade_one, str(sub.resolve()), assignment, only, device, 1, out_abs, rubrics_dir, pure=False,
+                                  key=f"grade-{sub.name}-{time.time_ns()}")
+                running[f] = (sub, guard, time.monotonic())
+            try:
+                distributed.wait(list(running), timeout=0.5, return_when="FIRST_COMPLETED")
+            except (TimeoutError, distributed.TimeoutError if hasattr(distributed, "TimeoutError") else TimeoutError):
+                pass
+            now = time.monotonic()
+            for f, (sub, guard, t0) in list(running.items()):
+                if f.done():
+                    running.pop(f)
+                    try:
+                        reply = f.result()
+                    except Exception as e:  # KilledWorker and the like
+                        reply = {"ok": False, "error": f"the Dask task failed: {type(e).__name__}: {e}"}
+                    if reply.get("ok"):
+                        r = _store(reply["result"], out, sub.name, now - t0)
+                        report(StudentOutcome(sub.name, "graded", r["score"], r["max_score"], now - t0, r["message"]))
+                    else:
+                        _write_error(out, sub.name, reply["error"])
+                        report(StudentOutcome(sub.name, "failed", seconds=now - t0, message=_first_line(reply["error"])))
+                elif now - t0 > guard:
+                    running.pop(f)
+                    f.cancel()
+                    msg = f"grading took longer than {guard:g} s on the Dask cluster: cancelled"
+                    _write_error(out, sub.name, msg)
+                    report(StudentOutcome(sub.name, "failed", seconds=now - t0, message=msg))
+    finally:
+        client.close()
+
+
+# ---- gradebook ---------------------------------------------------------------------------------
+def collect_results(out: Path) -> list:
+    """Every OUT/*/results.json as GradeResult, sorted by student (unreadable files are skipped)."""
+    from grader.results import load_result
+
+    results = []
+    for p in sorted(Path(out).glob("*/results.json")):
+        try:
+            r = load_result(p)
+        except Exception:
+            continue
+        r.student = p.parent.name
+        results.append(r)
+    return results
+
+
+def gradebook_frame(out: Path):
+    import pandas as pd
+
+    rows, components, questions = [], [], []
+    results = collect_results(out)
+    for r in results:
+        for t in r.tests:
+            comp = t.component or (t.tags[0] if t.tags else t.check)
+            if comp not in components:
+                components.append(comp)
+        for q in r.questions:
+            if q.id not in questions:
+                questions.append(q.id)
+    questions.sort(key=lambda q: (len(q), q))
+    for r in results:
+        row = {"student": r.student, "assignment": r.assignment, "score": round(r.score, 4), "max_score": r.max_score,
+               "autograded_score": round(r.autograded_score, 4), "autograded_max": r.autograded_max}
+        qs = {q.id: q.score for q in r.questions}
+        for q in questions:
+            row[q] = qs.get(q)
+        per: dict[str, float] = {}
+        for t in r.tests:
+            comp = t.component or (t.tags[0] if t.tags else t.check)
+            per[comp] = per.get(comp, 0.0) + t.score
+        for c in components:
+            row[c] = round(per[c], 4) if c in per else None
+        row["errors"] = len(r.errors)
+        row["submission_hash"] = r.submission_hash
+        row["graded_at"] = r.graded_at
+        rows.append(row)
+    columns = (["student", "assignment", "score", "max_score", "autograded_score", "autograded_max"] + questions
+               + components + ["errors", "submission_hash", "graded_at"])
+    return pd.DataFrame(rows, columns=columns)
+
+
+def write_csv_atomic(df, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            df.to_csv(f, index=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_gradebook(out: Path) -> Path:
+    """OUT/gradebook.csv: one row per student with totals, per-question and per-component scores."""
+    return write_csv_atomic(gradebook_frame(out), Path(out) / "gradebook.csv")
