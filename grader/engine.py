@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from grader import __version__
-from grader.checks import CheckContext, Outcome, StudentValueError
+from grader.checks import CheckContext, Outcome, Session, StudentValueError
 from grader.results import GradeResult, QuestionResult, TestResult
 from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available_rubrics
 from grader.sandbox.client import REPO_ROOT, Sandbox, SandboxConfig, StudentCodeError
@@ -35,7 +35,10 @@ class GradeOptions:
     only: list[str] = field(default_factory=list)
     public_only: bool = False
     device: str = "auto"
-    out_dir: Path | None = None  # hidden from the student's code
+    out_dir: Path | None = None  # hidden from the student's code; figures go to out_dir/<student>/figures
+    data: str | None = None  # data set for model-level checks (overrides the rubric's [model] data)
+    model_overrides: dict = field(default_factory=dict)  # training budget etc. (tests use tiny ones)
+    write_figures: bool = True
     threads: int | None = None
     namespaces: bool = True
 
@@ -149,18 +152,25 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             result.errors.append(f"{rubric.module} could not be imported: {e.message}" + (f" ({e.where})" if e.where else ""))
         diagnosed: dict = {}
         deadline = t0 + rubric.limits.submission_timeout_s
+        figures_dir = None
+        if options.out_dir is not None and options.write_figures:
+            figures_dir = Path(options.out_dir) / result.student / "figures"
+        session = Session(data=options.data, model_overrides=dict(options.model_overrides), figures_dir=figures_dir,
+                          remaining_s=lambda: deadline - time.monotonic())
         per_component: dict[str, int] = {}
         for spec in selected:
             per_component[spec.component] = per_component.get(spec.component, 0) + 1
             number = f"{rubric.components.index(spec.component) + 1}.{per_component[spec.component]}"
-            result.tests.append(_run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result))
+            result.tests.append(_run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session))
         result.student_output = sandbox.output()
+        result.figures = session.figures
+        result.metrics = session.metrics
     result.execution_time = time.monotonic() - t0
     return result
 
 
 def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict,
-               deadline: float, result: GradeResult) -> TestResult:
+               deadline: float, result: GradeResult, session: Session) -> TestResult:
     test = TestResult(name=spec.name, number=number,
                       score=0.0, max_score=spec.points, tags=spec.all_tags, check=spec.id, component=spec.component,
                       visibility="visible" if spec.public else "after_published", hint=spec.hint)
@@ -175,7 +185,7 @@ def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, d
         test.output = f"Not run: the submission used up its time budget of {rubric.limits.submission_timeout_s:g} s."
         test.error = "budget"
         return test
-    ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, min(rubric.limits.call_timeout_s, remaining))
+    ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, min(rubric.limits.call_timeout_s, remaining), session)
     try:
         rubric.check_function(spec)(ctx)
         outcome = ctx.outcome()

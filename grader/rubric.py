@@ -3,6 +3,7 @@
     [assignment]  id, title, course, module (file a submission must hold), reference (module),
                   checks (module with check_<name> functions), mistakes (module with MUTANTS), answers
     [components]  tag = "dotted name in the reference" (what each component grades)
+    [model]       model-level grading: data, training budget, scoring thresholds (grader/checks/model_level.py)
     [limits]      call_timeout_s, submission_timeout_s, memory_mb
     [[checks]]    id, name, component, check (function name), points, visibility (public|hidden),
                   rtol, atol, hint, tags (extra tags)
@@ -92,6 +93,7 @@ class Rubric:
     mistakes: tuple[Mistake, ...]
     questions: tuple[Question, ...]
     component_targets: dict = field(default_factory=dict, compare=False)  # tag -> reference dotted name
+    model: dict = field(default_factory=dict, compare=False)  # [model]: data, training budget, thresholds
     path: Path = field(default=Path("."), compare=False)
 
     @property
@@ -189,7 +191,7 @@ def load_rubric(path: Path) -> Rubric:
         module=_req(a, "module", where), reference=_req(a, "reference", where), checks_module=_req(a, "checks", where),
         mistakes_module=a.get("mistakes", ""), answers=a.get("answers", "answers.md"), limits=limits,
         checks=tuple(checks), mistakes=tuple(mistakes), questions=tuple(questions),
-        component_targets=dict(data.get("components", {})), path=path,
+        component_targets=dict(data.get("components", {})), model=dict(data.get("model", {})), path=path,
     )
 
 

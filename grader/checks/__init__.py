@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
@@ -45,9 +46,25 @@ class Outcome:
     mistakes: list[Mistake] = field(default_factory=list)
 
 
+@dataclass
+class Session:
+    """What the checks of one submission share: options, an artifacts folder, computed results.
+
+    `cache` lets several checks reuse one expensive step (e.g. training the student's model once
+    for the `model.*` checks); `figures` and `metrics` end up in results.json."""
+
+    data: str | None = None  # data set spec chosen on the command line (overrides the rubric)
+    model_overrides: dict = field(default_factory=dict)  # e.g. a tiny training budget in tests
+    figures_dir: "Path | None" = None  # None: no figures are written (grade check)
+    cache: dict = field(default_factory=dict)
+    figures: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    remaining_s: "Callable[[], float]" = lambda: float("inf")
+
+
 class CheckContext:
     def __init__(self, spec: CheckSpec, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict[str, Mistake],
-                 call_timeout: float):
+                 call_timeout: float, session: "Session | None" = None):
         self.spec = spec
         self.rubric = rubric
         self.sandbox = sandbox
@@ -56,6 +73,7 @@ class CheckContext:
         self.mutants = _load_mutants(rubric)
         self.diagnosed = diagnosed  # component -> mistake found by earlier checks
         self.call_timeout = call_timeout
+        self.session = session or Session()
         self.cases: list[Case] = []
         self.mistakes: list[Mistake] = []
         self.notes: list[str] = []
