@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import importlib
 import re
 import time
 import traceback
@@ -144,6 +145,13 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
                            threads=options.threads or torch.get_num_threads(), namespaces=options.namespaces,
                            load_timeout_s=rubric.limits.call_timeout_s,
                            hide=_hide_list(rubric, submission, options.out_dir))
+    session = Session(data=options.data, model_overrides=dict(options.model_overrides), figures_dir=None)
+    preflight = getattr(importlib.import_module(rubric.checks_module), "preflight", None)
+    if preflight is not None:
+        try:
+            preflight(rubric, session, selected)
+        except ValueError as e:  # bad data folder, bad [model] settings: the instructor's to fix
+            raise GradingError(str(e)) from None
     with Sandbox(submission, config) as sandbox:
         sandbox.start()
         result.sandbox = dict(sandbox.protections)
@@ -155,8 +163,8 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         figures_dir = None
         if options.out_dir is not None and options.write_figures:
             figures_dir = Path(options.out_dir) / result.student / "figures"
-        session = Session(data=options.data, model_overrides=dict(options.model_overrides), figures_dir=figures_dir,
-                          remaining_s=lambda: deadline - time.monotonic())
+        session.figures_dir = figures_dir
+        session.remaining_s = lambda: deadline - time.monotonic()
         per_component: dict[str, int] = {}
         for spec in selected:
             per_component[spec.component] = per_component.get(spec.component, 0) + 1

@@ -37,6 +37,11 @@ class Case:
     name: str
     passed: bool
     message: str = ""
+    fraction: float | None = None  # partial credit for this case; None: 1 if passed else 0
+
+    @property
+    def credit(self) -> float:
+        return float(self.passed) if self.fraction is None else self.fraction
 
 
 @dataclass
@@ -101,6 +106,11 @@ class CheckContext:
     def expect(self, ok: bool, case: str, message: str = "") -> bool:
         self.cases.append(Case(case, bool(ok), "" if ok else message))
         return bool(ok)
+
+    def partial(self, fraction: float, case: str, message: str = "") -> None:
+        """Record a case worth `fraction` (in [0, 1]) of a passed one."""
+        fraction = min(1.0, max(0.0, float(fraction)))
+        self.cases.append(Case(case, fraction >= 1.0, "" if fraction >= 1.0 else message, fraction))
 
     def expect_close(self, got: np.ndarray, want: np.ndarray, case: str, rtol: float | None = None,
                      atol: float | None = None, diagnose: Callable[[Callable], bool] | None = None) -> bool:
@@ -168,6 +178,7 @@ class CheckContext:
         if not self.cases:
             return Outcome(0.0, "the check recorded no result (a grader bug: please report it)")
         passed = sum(c.passed for c in self.cases)
+        credit = sum(c.credit for c in self.cases)
         failed = [c for c in self.cases if not c.passed]
         lines = []
         if failed:
@@ -179,7 +190,7 @@ class CheckContext:
         else:
             lines.append(f"All {len(self.cases)} cases passed.")
         lines += self.notes
-        return Outcome(passed / len(self.cases), "\n".join(lines), list(self.mistakes))
+        return Outcome(credit / len(self.cases), "\n".join(lines), list(self.mistakes))
 
 
 # ---- values ---------------------------------------------------------------------------------

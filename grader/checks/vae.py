@@ -14,6 +14,13 @@ import numpy as np
 import torch
 
 from grader.checks import CheckContext, close, sequence, tensor, to_torch
+from grader.checks import model_level
+from grader.checks.model_level import (  # noqa: F401  (model-level checks of this assignment)
+    check_model_elbo,
+    check_model_nll,
+    check_model_reconstruction,
+    check_model_samples,
+)
 from grader.sandbox import nets
 
 FALSE_FAILURE_RATE = 1e-6  # per statistical check, for a correct implementation (Bonferroni-bounded)
@@ -642,3 +649,9 @@ def check_elbo_gradients(ctx: CheckContext) -> None:
         ctx.expect(bool(gs) and nonzero and finite, f"gradients reach the {group}",
                    f"no (finite, non-zero) gradient reaches self.{group}'s parameters"
                    + (" — the prior's parameters must enter the loss through prior.log_prob(z)" if group == "prior" else ""))
+
+
+def preflight(rubric, session, selected) -> None:
+    """Before grading: when model-level checks are selected, make sure their data set loads."""
+    if any(spec.component == "model" for spec in selected):
+        model_level.preflight(rubric, session)
