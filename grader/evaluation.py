@@ -216,7 +216,17 @@ def samples(model, n: int = 16, seed: int = 0, image_shape: tuple[int, int] | No
         raise ValueError(f"kind must be 'mean' or 'sample', got {kind!r}")
     with seeded(seed, _device(model)):
         z = model.prior.sample(n)
-        out = (_decoder_mean(model, z) if kind == "mean" else model.decoder.sample(z)).cpu().numpy()
+        if kind == "mean":
+            out = _decoder_mean(model, z)
+        else:  # drawn here rather than by Decoder.sample, so that non-finite weights give noise, not an error
+            probs = model.decoder.decode(z)[0]
+            if model.decoder.distribution == "categorical":
+                p = torch.nan_to_num(probs.reshape(-1, probs.shape[-1]), nan=0.0, posinf=0.0).clamp(min=0)
+                p[p.sum(1) <= 0] = 1.0
+                out = torch.multinomial(p, 1).reshape(probs.shape[:-1]).to(probs.dtype)
+            else:
+                out = torch.bernoulli(torch.nan_to_num(probs, nan=0.5).clamp(0, 1))
+        out = out.cpu().numpy()
     return out.reshape((n,) + tuple(image_shape)) if image_shape else out
 
 

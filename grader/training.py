@@ -51,8 +51,10 @@ class TrainConfig:
     M: int = 256
     num_components: int = 16
     eval_batch_size: int = 500  # validation batches (the value does not depend on it, only the speed)
-    num_threads: int | None = None  # torch CPU threads while training (restored after); None: leave as is.
-    # These nets are small: 1 thread is as fast as 2 on an idle 2-core machine and far faster on a busy one.
+    # torch CPU threads while training (restored afterwards); None leaves the process setting. These nets
+    # are small: on a busy 2-core machine 1 thread ran the digits default 23× faster than 2 (0.10 vs 2.2 s
+    # per epoch, bench/bench_training.py), and a time budget then cuts the 2-thread run short.
+    num_threads: int | None = 1
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":

@@ -247,3 +247,16 @@ def test_figures_write_pngs(trained, loaded, digits, tmp_path):
     ]
     for p in paths:
         assert p.is_file() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluation_of_non_finite_weights_does_not_raise(trained, digits, tmp_path):
+    from grader import evaluation as ev, figures
+
+    cfg, _, hist = trained
+    sd = {k: np.full_like(v, np.nan) if k.startswith("decoder") else v for k, v in hist.state_dict.items()}
+    m = ev.load_reference_model(sd, digits.D, cfg.L, cfg.M, digits.num_vals, digits.likelihood, cfg.num_components)
+    r = ev.evaluate(m, digits.x_test[:30], digits.y_test[:30], K=3)
+    assert not r["finite"] and math.isnan(r["nll"])
+    s = ev.samples(m, 8, kind="sample")
+    assert s.shape == (8, 64) and np.isfinite(s).all()
+    figures.image_grid(digits.x_test[:16], ev.reconstructions(m, digits.x_test[:16]), tmp_path / "nan.png", (8, 8))
