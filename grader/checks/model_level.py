@@ -255,8 +255,10 @@ def _diagnoses(run: ModelRun) -> list[str]:
     val = [v for v in h.get("val_loss", []) if v is not None and math.isfinite(v)]
     if len(val) >= 3 and val[-1] > min(val) * 1.05 and val[0] > 0 and val[-1] > val[0]:
         out.append("the validation loss rose during training (a wrong sign in the loss makes the optimiser climb)")
-    if m and m.get("posterior_collapse", 1.0) < 0.01 and r.get("posterior_collapse", 0) > 0.05:
-        out.append("posterior collapse: KL(q(z|x) ‖ p(z)) ≈ 0, the decoder ignores z (reconstructions look alike)")
+    kl, ref_kl = m.get("posterior_collapse", math.nan), r.get("posterior_collapse", math.nan)
+    if m and math.isfinite(kl) and math.isfinite(ref_kl) and kl < max(0.01, 0.2 * ref_kl):
+        out.append(f"posterior collapse: KL(q(z|x) ‖ p(z)) is {kl:.3g} nats per latent dimension against the "
+                   f"reference's {ref_kl:.3g}: the decoder largely ignores z (reconstructions look alike)")
     return out
 
 
@@ -275,15 +277,17 @@ def _grade_metric(ctx: CheckContext, metric: str, label: str, unit: str) -> None
     text = (f"{label}: yours {student:.4g}{unit}, reference {reference:.4g}{unit} "
             f"(full marks within {s[f'{metric}_full']:.0%}, none beyond {s[f'{metric}_zero']:.0%} worse)")
     ctx.partial(frac, label, text)
-    for d in _diagnoses(run):
-        ctx.notes.append(f"Diagnosis: {d}.")
-    if frac < 1 and ctx.diagnosed:
-        causes = "; ".join(f"{m.message} ({m.component})" for m in ctx.diagnosed.values())
-        ctx.notes.append(f"Likely cause, found by the unit checks: {causes}.")
-    if frac >= 1.0:
-        ctx.notes.append(text)
     if run.source == "checkpoint":
         ctx.notes.append("Evaluated from your submitted checkpoint (not retrained).")
+    if frac >= 1.0:
+        ctx.notes.append(text)
+        return
+    for d in _diagnoses(run):
+        ctx.notes.append(f"Diagnosis: {d}.")
+    if ctx.diagnosed:
+        causes = "; ".join(f"{m.message} ({m.component})" for m in ctx.diagnosed.values())
+        ctx.notes.append(f"Likely cause, found by the unit checks: {causes}.")
+
 
 
 def check_model_nll(ctx: CheckContext) -> None:

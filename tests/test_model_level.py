@@ -1,0 +1,126 @@
+"""Model-level grading on the real digits data, with tiny training budgets to stay fast."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from grader.engine import GradeOptions, GradingError, grade_submission
+from tests.conftest import make_submission
+
+TINY = {"max_epochs": 10, "M": 64, "K": 20, "time_budget_s": 20, "L": 8, "num_components": 4}
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADEKIT_CACHE", str(tmp_path / "cache"))
+
+
+def _grade(sub, **kw):
+    from grader.rubric import available_rubrics
+
+    opts = GradeOptions(device="cpu", only=["model"], model_overrides={**TINY, **kw.pop("overrides", {})}, **kw)
+    return grade_submission(sub, available_rubrics()["vae"], opts)
+
+
+def test_correct_submission_gets_full_model_marks_and_figures(tmp_path):
+    sub = make_submission(tmp_path, "good")
+    out = tmp_path / "out"
+    result = _grade(sub, out_dir=out)
+    assert [t.status for t in result.tests] == ["passed"] * 4, [t.output for t in result.tests]
+    assert {t.tags[1] for t in result.tests} == {"model.nll", "model.elbo", "model.reconstruction", "model.samples"}
+    m = result.metrics
+    assert m["nll"]["student"] > 0 and m["nll"]["reference"] > 0
+    assert m["nll"]["student"] <= m["negative_elbo"]["student"] + 1e-6  # IS bound is tighter than the ELBO
+    assert set(m["per_class_loglik"]["student"]) == {str(d) for d in range(10)} or len(m["per_class_loglik"]["student"]) == 10
+    for fig in result.figures:
+        assert (out / "good" / fig["path"]).is_file()
+    assert {f["tag"] for f in result.figures} >= {"model.samples", "model.reconstruction", "model.elbo"}
+
+
+def test_reference_is_cached_and_reused_then_invalidated_by_config(tmp_path):
+    sub = make_submission(tmp_path, "c")
+    first = _grade(sub)
+    assert first.metrics["reference_cache"] == "trained now"
+    second = _grade(sub)
+    assert second.metrics["reference_cache"] == "reused"
+    assert second.metrics["nll"]["reference"] == first.metrics["nll"]["reference"]
+    third = _grade(sub, overrides={"max_epochs": 9})
+    assert third.metrics["reference_cache"] == "trained now"
+
+
+def test_corrupt_cache_entry_is_retrained(tmp_path):
+    from grader import model_cache
+
+    sub = make_submission(tmp_path, "c")
+    _grade(sub)
+    for f in model_cache.cache_dir().glob("*/weights.safetensors"):
+        f.write_bytes(b"garbage")
+    assert _grade(sub).metrics["reference_cache"] == "trained now"
+
+
+def test_decoder_ignoring_z_loses_model_marks_with_collapse_diagnosis(tmp_path):
+    extra = "\n_orig_decode = Decoder.decode\ndef _ignore_z(self, z):\n    return _orig_decode(self, torch.zeros_like(z))\nDecoder.decode = _ignore_z\n"
+    sub = make_submission(tmp_path, "ignores_z", extra)
+    result = _grade(sub, overrides={"max_epochs": 40})
+    assert result.autograded_score < result.autograded_max
+    assert "posterior collapse" in " ".join(t.output for t in result.tests)
+
+
+def test_kl_wrong_sign_loses_model_marks_and_names_the_cause(tmp_path):
+    from reference.vae_mistakes import MUTANTS
+    from tests.conftest import mutant_source
+
+    sub = make_submission(tmp_path, "klsign", mutant_source(MUTANTS["kl_wrong_sign"]))
+    from grader.rubric import available_rubrics
+
+    opts = GradeOptions(device="cpu", only=["elbo", "model"], model_overrides=TINY)
+    result = grade_submission(sub, available_rubrics()["vae"], opts)
+    model = [t for t in result.tests if t.component == "model"]
+    assert sum(t.score for t in model) < sum(t.max_score for t in model)
+    assert "KL term has the wrong sign" in " ".join(t.output for t in model)
+
+
+def test_bad_data_path_is_a_clear_grading_error(tmp_path):
+    sub = make_submission(tmp_path, "c")
+    with pytest.raises(GradingError, match="nowhere"):
+        _grade(sub, data=f"mnist:{tmp_path / 'nowhere'}")
+
+
+def test_checkpoint_is_evaluated_instead_of_training(tmp_path):
+    from grader import training
+    import reference.vae as ref
+
+    sub = make_submission(tmp_path, "ckpt")
+    cfg = training.TrainConfig(**{k: v for k, v in TINY.items() if k != "K"})
+    model = training.build_vae(ref, 64, 17, "categorical", cfg)
+    torch.save(model.state_dict(), sub / "model.pt")
+    result = _grade(sub)
+    assert result.metrics["source"] == "checkpoint"
+    assert all("submitted checkpoint" in t.output for t in result.tests)
+
+
+def test_checkpoint_that_does_not_fit_gets_a_clear_message(tmp_path):
+    sub = make_submission(tmp_path, "badckpt")
+    torch.save({"encoder.encoder.0.weight": torch.zeros(3, 3)}, sub / "model.pt")
+    result = _grade(sub)
+    assert result.autograded_score == 0
+    assert "do not fit the reference VAE" in result.tests[0].output
+
+
+def test_pickle_checkpoint_is_refused_and_never_executed(tmp_path):
+    import pickle
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    sub = make_submission(tmp_path, "evilckpt")
+    (sub / "model.pt").write_bytes(pickle.dumps({"x": Evil()}))
+    result = _grade(sub)
+    assert not marker.exists()
+    assert "could not be loaded safely" in result.tests[0].output
