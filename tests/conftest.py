@@ -49,6 +49,25 @@ def make_submission(tmp_path: Path, name: str, extra: str = "", base: Path = REP
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_model_cache(tmp_path_factory):
+    """Tests never read or fill the user's reference-model cache."""
+    import os
+
+    old = os.environ.get("GRADEKIT_CACHE")
+    os.environ["GRADEKIT_CACHE"] = str(tmp_path_factory.mktemp("gradekit-cache"))
+    yield
+    if old is None:
+        os.environ.pop("GRADEKIT_CACHE", None)
+    else:
+        os.environ["GRADEKIT_CACHE"] = old
+
+
+def unit_tags(rubric) -> list[str]:
+    """Every component except the model-level one (which trains a model: slow, tested on its own)."""
+    return [c for c in rubric.components if c != "model"]
+
+
 @pytest.fixture(scope="session")
 def vae_rubric():
     from grader.rubric import available_rubrics

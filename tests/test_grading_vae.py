@@ -11,7 +11,7 @@ import pytest
 
 from grader.engine import GradeOptions, grade_submission
 from reference.vae_mistakes import MUTANTS
-from tests.conftest import SUBMISSIONS, make_submission, mutant_source
+from tests.conftest import make_submission, mutant_source, unit_tags
 
 
 def _by_component(result):
@@ -24,14 +24,11 @@ def _by_component(result):
 
 def test_reference_copy_gets_full_marks(tmp_path, vae_rubric):
     sub = make_submission(tmp_path, "refcopy")
-    result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu"))
+    result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu", only=unit_tags(vae_rubric)))
     failed = [(t.check, t.output) for t in result.tests if t.status != "passed"]
     assert not failed, failed
-    assert result.autograded_score == vae_rubric.max_points
+    assert result.autograded_score == sum(c.points for c in vae_rubric.select(unit_tags(vae_rubric)))
     assert result.sandbox.get("process_group") is True
-
-
-MISTAKE_COMPONENT = {}
 
 
 def _mistake_component(vae_rubric, mistake_id):
@@ -43,7 +40,8 @@ def test_each_planted_mistake_costs_points_on_its_component_only_and_is_named(tm
     mutant = MUTANTS[mistake_id]
     component = _mistake_component(vae_rubric, mistake_id)
     sub = make_submission(tmp_path, f"m_{mistake_id}", mutant_source(mutant))
-    result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu"))
+    # Model-level marks are meant to drop for any bug that spoils training: tests/test_model_level.py.
+    result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu", only=unit_tags(vae_rubric)))
     assert not result.errors, result.errors
     lost = _by_component(result)
     assert lost[component] > 0, f"{mistake_id}: no points lost on {component}"
@@ -81,7 +79,7 @@ def test_broken_components_get_zero_there_with_a_clear_message(tmp_path, vae_rub
 
 def test_syntax_error_grades_zero_everywhere_and_says_where(tmp_path, vae_rubric):
     sub = make_submission(tmp_path, "syntax", "\ndef broken(:\n    pass\n")
-    result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu"))
+    result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu", only=unit_tags(vae_rubric)))
     assert result.autograded_score == 0
     assert any("SyntaxError" in e for e in result.errors)
     assert all(t.error == "import" for t in result.tests)
@@ -90,6 +88,6 @@ def test_syntax_error_grades_zero_everywhere_and_says_where(tmp_path, vae_rubric
 
 def test_missing_module_file(tmp_path, vae_rubric):
     (tmp_path / "empty").mkdir()
-    result = grade_submission(tmp_path / "empty", vae_rubric, GradeOptions(device="cpu"))
+    result = grade_submission(tmp_path / "empty", vae_rubric, GradeOptions(device="cpu", only=unit_tags(vae_rubric)))
     assert result.autograded_score == 0
     assert any("no vae.py" in e for e in result.errors)

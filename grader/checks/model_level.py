@@ -254,7 +254,8 @@ def _diagnoses(run: ModelRun) -> list[str]:
         out.append(f"training stopped with an error: {h.get('message')}")
     val = [v for v in h.get("val_loss", []) if v is not None and math.isfinite(v)]
     if len(val) >= 3 and val[-1] > min(val) * 1.05 and val[0] > 0 and val[-1] > val[0]:
-        out.append("the validation loss rose during training (a wrong sign in the loss makes the optimiser climb)")
+        out.append("the validation loss rose during training: the optimiser made the model worse "
+                   "(check the sign of each term of the loss and that gradients reach mu and log_var)")
     kl, ref_kl = m.get("posterior_collapse", math.nan), r.get("posterior_collapse", math.nan)
     if m and math.isfinite(kl) and math.isfinite(ref_kl) and kl < max(0.01, 0.2 * ref_kl):
         out.append(f"posterior collapse: KL(q(z|x) ‖ p(z)) is {kl:.3g} nats per latent dimension against the "
