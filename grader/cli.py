@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from grader import __version__
@@ -58,13 +59,14 @@ def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
     table.add_column("feedback", overflow="fold")
     for t in result.tests:
         style = "green" if t.status == "passed" else ("yellow" if t.score > 0 else "red")
-        feedback = "" if t.status == "passed" else t.output
-        if t.mistakes:
-            feedback = "\n".join(f"Diagnosis: {m['message']}" for m in t.mistakes) + "\n" + feedback
-        table.add_row(t.number, t.name, f"[{style}]{t.score:g}/{t.max_score:g}[/]", feedback[:600])
+        feedback = ""
+        if t.status != "passed":  # the diagnosis first: it is the most useful line
+            lines = t.output.splitlines()
+            feedback = "\n".join([l for l in lines if l.startswith("Diagnosis")] + [l for l in lines if not l.startswith("Diagnosis")])
+        table.add_row(t.number, t.name, f"[{style}]{t.score:g}/{t.max_score:g}[/]", escape(feedback[:600]))
     console.print(table)
     for e in result.errors:
-        console.print(f"[red]! {e.splitlines()[0]}[/]")
+        console.print(f"[red]! {escape(e.splitlines()[0])}[/]")
 
 
 @main.command("run")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -103,6 +104,13 @@ class CheckContext:
         return {"object": obj, "method": name, "label": label}
 
     # ---- judging ----------------------------------------------------------------------------
+    def require(self, ok: bool, case: str, message: str) -> bool:
+        """A prerequisite (a shape, a scalar, a gradient existing): it costs when it fails but earns
+        nothing when it holds, so a wrong answer of the right shape gets no credit."""
+        if not ok:
+            self.cases.append(Case(case, False, message))
+        return bool(ok)
+
     def expect(self, ok: bool, case: str, message: str = "") -> bool:
         self.cases.append(Case(case, bool(ok), "" if ok else message))
         return bool(ok)
@@ -120,25 +128,37 @@ class CheckContext:
             self.diagnose(diagnose)
         return self.expect(problem is None, case, problem or "")
 
-    def diagnose(self, matches: Callable[[dict], bool], components: list[str] | None = None) -> Mistake | None:
-        """Try each known mistake of the component(s): `matches(patches)` says whether the student's
-        output equals the reference's with those patches applied. Records and returns the first hit."""
+    def diagnose(self, matches: Callable[[dict], "bool | float"], components: list[str] | None = None) -> Mistake | None:
+        """Name the known mistake of the component(s) that explains the student's output.
+
+        `matches(patches)` runs the reference with `patches` applied and says whether the student's
+        output equals it: True/False, or a distance where <= 1 means a match (the closest wins).
+        Each mutant is tried alone and on top of the mistakes already diagnosed in other components
+        (a student can make several). Records and returns the best match, if any."""
+        upstream = dict(list(self.reference_variants())[-1][1])
+        best: tuple[float, Mistake] | None = None
         for mistake in self.rubric.mistakes:
             if mistake.component not in (components or [self.spec.component]):
                 continue
             mutant = self.mutants.get(mistake.id)
             if mutant is None:
                 continue
-            try:
-                with np.errstate(all="ignore"):
-                    hit = matches({mutant.component: mutant.fn})
-            except Exception:
-                hit = False
-            if hit:
-                if mistake not in self.mistakes:
-                    self.mistakes.append(mistake)
-                return mistake
-        return None
+            for patches in ({mutant.component: mutant.fn}, {**upstream, mutant.component: mutant.fn}):
+                try:
+                    with np.errstate(all="ignore"):
+                        hit = matches(patches)
+                except Exception:
+                    hit = False
+                distance = (0.0 if hit is True else math.inf) if isinstance(hit, bool) else float(hit)
+                if distance <= 1.0 and (best is None or distance < best[0]):
+                    best = (distance, mistake)
+                if not upstream:
+                    break
+        if best is None:
+            return None
+        if best[1] not in self.mistakes:
+            self.mistakes.append(best[1])
+        return best[1]
 
     def reference_variants(self) -> Iterator[tuple[str, dict]]:
         """The clean reference, then the reference with every mistake diagnosed in *other*

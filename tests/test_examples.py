@@ -1,0 +1,53 @@
+"""The example submissions shipped in submissions/ grade as documented in the README."""
+
+from __future__ import annotations
+
+import pytest
+
+from grader.engine import GradeOptions, grade_submission
+from tests.conftest import SUBMISSIONS, unit_tags
+
+
+@pytest.fixture(scope="module")
+def graded(vae_rubric):
+    opts = GradeOptions(device="cpu", only=unit_tags(vae_rubric))
+    return {name: grade_submission(SUBMISSIONS / name, vae_rubric, opts) for name in ("alice", "bob", "carol")}
+
+
+def lost(result) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for t in result.tests:
+        if t.score < t.max_score:
+            out[t.component] = out.get(t.component, 0) + t.max_score - t.score
+    return out
+
+
+def named(result) -> set[str]:
+    return {m["id"] for t in result.tests for m in t.mistakes}
+
+
+def test_alice_written_differently_but_correct_gets_full_marks(graded):
+    alice = graded["alice"]
+    assert lost(alice) == {}, [(t.check, t.output) for t in alice.tests if t.status != "passed"]
+    assert all(q.answer for q in alice.questions)
+
+
+def test_bob_loses_points_exactly_where_his_four_mistakes_are_and_each_is_named(graded):
+    bob = graded["bob"]
+    assert set(lost(bob)) == {"log_normal_diag", "reparameterization", "mog_prior.log_prob", "elbo"}
+    assert named(bob) == {"missing_log2pi", "variance_squared", "weights_not_normalised", "kl_wrong_sign"}
+    assert [q.id for q in bob.questions if q.answer] == ["Q1", "Q2", "Q3", "Q4"]
+
+
+def test_carol_broken_parts_get_zero_with_clear_messages_and_the_rest_is_graded(graded):
+    carol = graded["carol"]
+    by = {}
+    for t in carol.tests:
+        by.setdefault(t.component, []).append(t)
+    text = lambda c: " ".join(t.output for t in by[c])
+    assert sum(t.score for t in by["log_categorical"]) == 0 and "`log_categorical` is missing" in text("log_categorical")
+    assert sum(t.score for t in by["log_bernoulli"]) == 0 and "NaN" in text("log_bernoulli")
+    assert sum(t.score for t in by["mog_prior.sample"]) == 0 and "numpy" in text("mog_prior.sample")
+    assert "NotImplementedError: TODO" in text("decoder")
+    for ok in ("log_normal_diag", "log_standard_normal", "reparameterization", "encoder", "mog_prior.log_prob"):
+        assert all(t.status == "passed" for t in by[ok]), ok
