@@ -51,6 +51,16 @@ def _grade(path: str, assignment: str | None, only: str | None, device: str, out
         raise UsageError(str(e)) from None
 
 
+def _brief(test, limit: int = 240) -> str:
+    """The terminal's short form of a check's feedback: the diagnosis, else the first failing case."""
+    if test.status == "passed":
+        return ""
+    lines = test.output.splitlines()
+    picked = [l for l in lines if l.startswith("Diagnosis")][:2] or [l for l in lines if l.startswith("- ")][:1] or lines[:1]
+    text = " ".join(l.removeprefix("- ") for l in picked)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
     table = Table(title=title, show_lines=False)
     table.add_column("#", justify="right", style="dim")
@@ -59,11 +69,7 @@ def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
     table.add_column("feedback", overflow="fold")
     for t in result.tests:
         style = "green" if t.status == "passed" else ("yellow" if t.score > 0 else "red")
-        feedback = ""
-        if t.status != "passed":  # the diagnosis first: it is the most useful line
-            lines = t.output.splitlines()
-            feedback = "\n".join([l for l in lines if l.startswith("Diagnosis")] + [l for l in lines if not l.startswith("Diagnosis")])
-        table.add_row(t.number, t.name, f"[{style}]{t.score:g}/{t.max_score:g}[/]", escape(feedback[:600]))
+        table.add_row(t.number, t.name, f"[{style}]{t.score:g}/{t.max_score:g}[/]", escape(_brief(t)))
     console.print(table)
     for e in result.errors:
         console.print(f"[red]! {escape(e.splitlines()[0])}[/]")

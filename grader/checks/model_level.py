@@ -275,13 +275,13 @@ def _grade_metric(ctx: CheckContext, metric: str, label: str, unit: str) -> None
     else:
         student, reference = run.student_metrics.get(key), run.reference_metrics.get(key)
     frac = relative_fraction(student, reference, s[f"{metric}_full"], s[f"{metric}_zero"])
-    text = (f"{label}: yours {student:.4g}{unit}, reference {reference:.4g}{unit} "
+    text = (f"yours {student:.4g}{unit}, reference {reference:.4g}{unit} "
             f"(full marks within {s[f'{metric}_full']:.0%}, none beyond {s[f'{metric}_zero']:.0%} worse)")
     ctx.partial(frac, label, text)
     if run.source == "checkpoint":
         ctx.notes.append("Evaluated from your submitted checkpoint (not retrained).")
     if frac >= 1.0:
-        ctx.notes.append(text)
+        ctx.notes.append(f"{label}: {text}")
         return
     for d in _diagnoses(run):
         ctx.notes.append(f"Diagnosis: {d}.")
