@@ -43,7 +43,8 @@ def loss_curves(student_hist, reference_hist, path) -> Path:
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.add_subplot()
     plotted = []
-    for label, h, color in (("student", _hist(student_hist), "tab:blue"), ("reference", _hist(reference_hist), "tab:gray")):
+    # The reference first, so the student's curves are drawn on top (they coincide for a reference copy).
+    for label, h, color in (("reference", _hist(reference_hist), "tab:gray"), ("student", _hist(student_hist), "tab:blue")):
         train, val = _finite(h.get("train_loss", [])), _finite(h.get("val_loss", []))
         epochs = np.asarray(h.get("epochs") or range(1, len(train) + 1), dtype=float)
         if len(train):

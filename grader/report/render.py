@@ -124,6 +124,17 @@ def fmt_date(iso: str) -> str:
 
 
 # ---- math ---------------------------------------------------------------------------------------
+# LaTeX commands students use that mathtext lacks, and their closest mathtext equivalent.
+_TEX_SUBSTITUTES = {r"\tfrac": r"\frac", r"\dfrac": r"\frac", r"\displaystyle": "", r"\textstyle": "",
+                    r"\boldsymbol": r"\mathbf", r"\bm": r"\mathbf", r"\lVert": r"\|", r"\rVert": r"\|",
+                    r"\middle": "", r"\nonumber": "", r"\notag": ""}
+_TEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+
+
+def _mathtext_dialect(tex: str) -> str:
+    return _TEX_COMMAND.sub(lambda m: _TEX_SUBSTITUTES.get(m.group(0), m.group(0)), tex)
+
+
 @lru_cache(maxsize=4096)
 def math_svg(tex: str, display: bool = False) -> tuple[str, float, float, float] | None:
     """TeX (no dollars) -> (svg text, width pt, height pt, depth pt), or None when mathtext can't draw it."""
@@ -133,7 +144,7 @@ def math_svg(tex: str, display: bool = False) -> tuple[str, float, float, float]
     from matplotlib.font_manager import FontProperties
     from matplotlib.mathtext import MathTextParser
 
-    tex = " ".join(tex.split())
+    tex = _mathtext_dialect(" ".join(tex.split()))
     if not tex or len(tex) > MAX_MATH_CHARS:
         return None
     size = MATH_FONT_PT * (1.1 if display else 1.0)
