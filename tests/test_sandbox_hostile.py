@@ -270,3 +270,22 @@ def test_slow_but_correct_code_keeps_full_marks(tmp_path, fast_rubric):
     """))
     result = grade(sub, fast_rubric)
     assert result.autograded_score == sum(t.max_score for t in result.tests)
+
+
+def test_harness_op_runs_grader_code_next_to_the_student_module(tmp_path):
+    """`ctx.harness` runs a grader.harnesses function in the child; only plain data comes back."""
+    import numpy as np
+
+    from grader.sandbox.client import Sandbox, SandboxConfig
+
+    sub = tmp_path / "h"
+    sub.mkdir()
+    (sub / "vae.py").write_text("import torch\ndef double(x):\n    return 2 * x\n")
+    with Sandbox(sub, SandboxConfig()) as sb:
+        sb.request({"op": "load"}, timeout=30)
+        x = np.arange(3, dtype=np.float32)
+        out = sb.request({"op": "harness", "function": "selftest.call_on", "kwargs": {"name": "double", "x": x}},
+                         timeout=30)["result"]
+        assert np.array_equal(out["value"], 2 * x) and out["device"] == "cpu"
+        with pytest.raises(Exception, match="bad harness name"):
+            sb.request({"op": "harness", "function": "../x", "kwargs": {}}, timeout=30)

@@ -93,6 +93,17 @@ class CheckContext:
         req = {"op": "call", "target": target, "args": list(args), "kwargs": kwargs, "seed": seed, "grad": grad}
         return self.sandbox.request(req, timeout=self.call_timeout)
 
+    def harness(self, function: str, timeout: float | None = None, **kwargs):
+        """Run `grader.harnesses.<function>(student_module, device, **kwargs)` in the sandbox.
+
+        For work bigger than one call (training a student's model with the course's loop). Array
+        kwargs arrive as tensors on the grading device; the reply is the harness's plain-data result.
+        `timeout` defaults to the rest of the submission's time budget."""
+        if timeout is None:
+            timeout = max(1.0, self.session.remaining_s())
+        req = {"op": "harness", "function": function, "kwargs": kwargs}
+        return self.sandbox.request(req, timeout=timeout)["result"]
+
     def new(self, name: str, cls: str, *args, state: dict | None = None, **kwargs) -> dict:
         """Build the student's class `cls` in the sandbox and keep it under `name`."""
         value = {"__new__": {"class": cls, "args": list(args), "kwargs": kwargs, "state": state or {}}}

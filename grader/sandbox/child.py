@@ -10,6 +10,7 @@ Requests (see `client.Sandbox`):
   {"op": "call", "target": T, "args": [...], "kwargs": {...}, "seed": s, "grad": {...}}
   {"op": "params", "name": N}                      the named object's parameters as arrays
   {"op": "train", ...}                             train a student model with the reference loop
+  {"op": "harness", "function": F, "kwargs": {...}} run grader.harnesses.F(module, device, **kwargs)
 Values V are arrays (-> tensors), numbers, strings, or {"__net__": spec}, {"__new__": {...}}, {"__ref__": N}.
 """
 
@@ -171,6 +172,22 @@ class Child:
         x_val = torch.from_numpy(req["x_val"]).to(self.device)
         history = training.train_vae(model, x_train, x_val, config, self.device)
         return {"history": history.to_dict()}
+
+    def op_harness(self, req):
+        """Run a grader-side harness (a training loop, an evaluation) on the student's module.
+
+        Harnesses live in `grader.harnesses` (no solution code: they are what students are given)
+        and return plain data: dicts/lists of numbers, strings and numpy arrays."""
+        name = str(req.get("function", ""))
+        mod_name, _, fn_name = name.rpartition(".")
+        if not mod_name or not fn_name.isidentifier() or not all(p.isidentifier() for p in mod_name.split(".")):
+            raise RequestError(f"bad harness name {name!r}")
+        import importlib
+
+        fn = getattr(importlib.import_module("grader.harnesses." + mod_name), fn_name)
+        kwargs = {k: (torch.from_numpy(v.copy()).to(self.device) if isinstance(v, np.ndarray) else v)
+                  for k, v in (req.get("kwargs") or {}).items()}
+        return {"result": fn(self.module, self.device, **kwargs)}
 
     def handle(self, req):
         op = getattr(self, "op_" + str(req.get("op")), None)
