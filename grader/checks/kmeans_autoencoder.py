@@ -1,0 +1,700 @@
+"""Checks of the `kmeans-autoencoder` assignment (rubric: rubrics/kmeans-autoencoder.toml,
+reference: reference/kmeans_autoencoder.py, mutants: reference/kmeans_autoencoder_mistakes.py).
+
+Unit checks: one `check_<name>(ctx)` per rubric entry with its own deterministic inputs, the
+student's code run in the sandbox, the reference run here on the same inputs; known mistakes are
+named through `ctx.diagnose`. Checks that use several of the student's functions together accept
+the reference with mistakes already charged elsewhere (`_expect_any_variant`).
+
+Model-level checks (component "model"): the course's loops (grader/harnesses/kmeans_autoencoder.py)
+train k-means with the student's `init_centres`/`minibatch_update` and the student's
+`ConvAutoencoder` with their `reconstruction_loss`, in the sandbox. Only arrays come back (centres,
+flat weights, reconstructions); they are judged here with reference code against the reference
+trained by the same loops (cached with grader/model_cache.py). Figures: k-means centres, confusion
+matrix, k-means test loss per epoch, reconstructions, images decoded from random codes, loss curves.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from grader.checks import CheckContext, close, tensor, to_torch
+from grader.sandbox.client import StudentCodeError
+
+LATENT, CHANNELS = 6, (4, 8)  # a small autoencoder for the unit checks
+
+
+def _f(a, dtype: str = "float32") -> np.ndarray:
+    return np.asarray(a, dtype=dtype)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _expect_any_variant(ctx: CheckContext, got: np.ndarray, reference, case: str, rtol=None, atol=None) -> bool:
+    """Pass when `got` matches the reference, or the reference with upstream mistakes patched in."""
+    rtol = ctx.spec.rtol if rtol is None else rtol
+    atol = ctx.spec.atol if atol is None else atol
+    first = None
+    for label, patches in ctx.reference_variants():
+        want = reference(patches)
+        if first is None:
+            first = want
+        if close(got, want, rtol, atol):
+            if label:
+                ctx.notes.append(f"Matches the reference once your mistakes already charged elsewhere ({label}) are "
+                                 "taken into account: no extra points lost here.")
+            return ctx.expect(True, case)
+    return ctx.expect_close(got, first, case, rtol, atol, diagnose=lambda p: close(got, reference(p), rtol, atol))
+
+
+def _points(ctx, n: int, d: int, dtype: str, scale: float = 1.0) -> np.ndarray:
+    return _f(ctx.rng.uniform(0, 1, (n, d)) * scale, dtype)
+
+
+# ---- k-means ---------------------------------------------------------------------------------------
+
+def check_squared_distances(ctx: CheckContext) -> None:
+    for label, n, k, d, dtype in [("float32, 6 points, 4 centres in 3-D", 6, 4, 3, "float32"),
+                                  ("float64, 9 points, 3 centres in 64-D", 9, 3, 64, "float64"),
+                                  ("float32, one point, one centre", 1, 1, 5, "float32")]:
+        x, c = _points(ctx, n, d, dtype), _points(ctx, k, d, dtype)
+        got = tensor(ctx.call("squared_distances", x, c)["result"], "squared_distances", dtype=dtype)
+
+        def reference(p, x=x, c=c):
+            with ctx.patched(p):
+                return _np(ctx.ref.squared_distances(to_torch(x, ctx.device), to_torch(c, ctx.device)))
+
+        ctx.expect_close(got, reference({}), f"{label}: (N, K) squared distances",
+                         diagnose=lambda p, g=got, r=reference: close(g, r(p), ctx.spec.rtol, ctx.spec.atol))
+
+
+def _separated(ctx, n: int, k: int, d: int, dtype: str):
+    """Points around k well-separated centres (no near-ties), shuffled."""
+    c = _f(ctx.rng.uniform(0, 1, (k, d)) + np.arange(k)[:, None] * 0.7, dtype)
+    lab = ctx.rng.integers(0, k, n)
+    x = _f(c[lab] + ctx.rng.normal(0, 0.1, (n, d)), dtype)
+    return x, c
+
+
+def check_assign(ctx: CheckContext) -> None:
+    for label, n, k, d, dtype in [("float32, 20 points, 5 centres", 20, 5, 3, "float32"),
+                                  ("float64, 30 points, 10 centres in 64-D", 30, 10, 64, "float64")]:
+        x, c = _separated(ctx, n, k, d, dtype)
+        res = ctx.call("assign", x, c)["result"]
+        got = tensor(res, "assign")
+        if not ctx.require(np.issubdtype(got.dtype, np.integer), f"{label}: integer indices",
+                           f"assign returned a {res['dtype']} tensor: return indices (int64), e.g. with argmin"):
+            continue
+
+        def reference(p, x=x, c=c):
+            with ctx.patched(p):
+                return _np(ctx.ref.assign(to_torch(x, ctx.device), to_torch(c, ctx.device)))
+
+        _expect_any_variant(ctx, got, reference, f"{label}: index of the nearest centre", 0, 0)
+
+
+def _scalar(ctx, res, what: str, case: str) -> float | None:
+    v = tensor(res, what)
+    if not ctx.require(v.size == 1, case, f"shape {v.shape}, expected a scalar (0-dim tensor)"):
+        return None
+    return v.reshape(())
+
+
+def check_kmeans_loss(ctx: CheckContext) -> None:
+    for label, n, k, d, dtype in [("float32, 20 points, 4 centres", 20, 4, 3, "float32"),
+                                  ("float64, 50 points, 10 centres in 64-D", 50, 10, 64, "float64"),
+                                  ("float32, 7 points, 1 centre", 7, 1, 5, "float32")]:
+        x, c = _points(ctx, n, d, dtype), _points(ctx, k, d, dtype)
+        got = _scalar(ctx, ctx.call("kmeans_loss", x, c)["result"], "kmeans_loss", label)
+        if got is None:
+            continue
+
+        def reference(p, x=x, c=c):
+            with ctx.patched(p):
+                return _np(ctx.ref.kmeans_loss(to_torch(x, ctx.device), to_torch(c, ctx.device)))
+
+        _expect_any_variant(ctx, got, reference, f"{label}: mean squared distance to the nearest centre")
+
+
+def _update_case(ctx, label, centres, x, lr, dtype):
+    centres, x = _f(centres, dtype), _f(x, dtype)
+    got = tensor(ctx.call("minibatch_update", centres, x, lr)["result"], "minibatch_update", dtype=dtype)
+
+    def reference(p):
+        with ctx.patched(p):
+            return _np(ctx.ref.minibatch_update(to_torch(centres, ctx.device), to_torch(x, ctx.device), lr))
+
+    _expect_any_variant(ctx, got, reference, label)
+
+
+def check_minibatch_update(ctx: CheckContext) -> None:
+    for label, n, k, d, dtype, lr in [("float32, 5 centres, batch of 20, lr 0.3", 20, 5, 3, "float32", 0.3),
+                                      ("float64, 10 centres, batch of 64 in 64-D, lr 0.05", 64, 10, 64, "float64", 0.05),
+                                      ("float32, 3 centres, batch of 12, lr 1 (a Lloyd step)", 12, 3, 4, "float32", 1.0)]:
+        x, c = _separated(ctx, n, k, d, dtype)
+        x = np.concatenate([c, x])  # every centre gets at least its own point
+        c = c + _f(ctx.rng.normal(0, 0.05, c.shape), dtype)
+        _update_case(ctx, label, c, x, lr, dtype)
+
+
+def check_minibatch_update_empty(ctx: CheckContext) -> None:
+    x, c = _separated(ctx, 16, 3, 4, "float32")
+    x = np.concatenate([c, x])
+    far = _f(np.full((1, 4), 50.0), "float32")
+    _update_case(ctx, "a centre far from every point (no point assigned) does not move", np.concatenate([c, far]),
+                 x, 0.5, "float32")
+    _update_case(ctx, "float64: two of four centres get no point, lr 0.2",
+                 np.concatenate([_f(c[:2], "float64"), _f([[40.0] * 4, [-40.0] * 4], "float64")]),
+                 _f(x, "float64"), 0.2, "float64")
+
+
+def _digits_like(ctx, n: int = 60, d: int = 16):
+    """Fake data: 10 classes, 6 images each, distinct rows (so a row identifies its image)."""
+    y = np.repeat(np.arange(10), n // 10)
+    ctx.rng.shuffle(y)
+    x = _f(ctx.rng.uniform(0, 1, (n, d)), "float32")
+    return x, y.astype("int64")
+
+
+def _per_digit_signature(out: np.ndarray, x: np.ndarray, y: np.ndarray, k: int) -> tuple:
+    """(shape ok, all rows are data rows, every row j is an image of digit j)."""
+    if out.shape != (k, x.shape[1]):
+        return (False, False, False)
+    match = [np.nonzero(np.all(np.isclose(x, row, rtol=0, atol=1e-6), axis=1))[0] for row in out]
+    rows = all(len(m) for m in match)
+    labels = rows and all(y[m[0]] == j for j, m in enumerate(match))
+    return (True, bool(rows), bool(labels))
+
+
+def check_init_centres_per_digit(ctx: CheckContext) -> None:
+    x, y = _digits_like(ctx)
+    k = 10
+    got = [tensor(ctx.call("init_centres", x, y, k, "per_digit", s)["result"], "init_centres", dtype="float32")
+           for s in (0, 0, 1, 2, 3)]
+    sig = _per_digit_signature(got[0], x, y, k)
+    if not ctx.require(sig[0], "shape (k, D)", f"shape {got[0].shape}, expected {(k, x.shape[1])}"):
+        return
+
+    def mutant_signature(p) -> bool:
+        with ctx.patched(p):
+            out = _np(ctx.ref.init_centres(to_torch(x, ctx.device), to_torch(y, ctx.device), k=k, how="per_digit", seed=0))
+        return _per_digit_signature(out, x, y, k) == sig
+
+    ok = ctx.expect(sig[1], "every centre is a copy of one of the images",
+                    "some centres are not images of x: 'per_digit' copies one image of each digit")
+    if ok and not sig[2]:
+        ctx.diagnose(mutant_signature)
+    ctx.expect(sig[2], "centre j is an image of digit j (j = 0..9)",
+               "centre j must be an image whose label is j")
+    ctx.expect(np.array_equal(got[0], got[1]), "the same seed gives the same centres",
+               "two calls with seed=0 gave different centres: draw from a torch.Generator seeded with `seed`")
+    ctx.expect(any(not np.array_equal(got[0], g) for g in got[2:]), "the images are picked at random (the seed matters)",
+               "seeds 0, 1, 2 and 3 all gave the same centres: pick a random image of each digit")
+
+
+def check_init_centres_random(ctx: CheckContext) -> None:
+    for dtype in ("float32", "float64"):
+        x, y = _digits_like(ctx)
+        x = _f(x, dtype)
+        k = 7
+        got = [tensor(ctx.call("init_centres", x, y, k, "random", s)["result"], "init_centres(how='random')",
+                      dtype=dtype) for s in (5, 5, 6)]
+        if not ctx.require(got[0].shape == (k, x.shape[1]), f"{dtype}: shape (k, D)",
+                           f"shape {got[0].shape}, expected {(k, x.shape[1])}"):
+            continue
+        a = got[0]
+        ctx.expect(bool(np.isfinite(a).all() and a.min() >= 0 and a.max() < 1 and np.unique(a).size > a.size // 2),
+                   f"{dtype}: random pixels uniform in [0, 1)",
+                   f"values from {a.min():.3g} to {a.max():.3g} with {np.unique(a).size} distinct: draw each pixel "
+                   "uniformly in [0, 1) (torch.rand)")
+        ctx.expect(np.array_equal(got[0], got[1]) and not np.array_equal(got[0], got[2]),
+                   f"{dtype}: the same seed gives the same centres, another seed others",
+                   "use a torch.Generator seeded with `seed`")
+
+
+def check_confusion(ctx: CheckContext) -> None:
+    for label, n, k, c in [("k = 4 clusters, 3 classes", 40, 4, 3), ("k = 10 clusters, 10 classes", 200, 10, 10)]:
+        a = ctx.rng.integers(0, k, n).astype("int64")
+        y = ctx.rng.integers(0, c, n).astype("int64")
+        res = ctx.call("confusion", a, y, k, c)["result"]
+        got = tensor(res, "confusion")
+
+        def reference(p, a=a, y=y, k=k, c=c):
+            with ctx.patched(p):
+                return _np(ctx.ref.confusion(to_torch(a, ctx.device), to_torch(y, ctx.device), k, c))
+
+        ctx.expect_close(got, reference({}), f"{label}: counts M[label, cluster], shape (n_classes, k)", 0, 0,
+                         diagnose=lambda p, g=got, r=reference: close(g, r(p), 0, 0))
+
+
+# ---- autoencoder -------------------------------------------------------------------------------------
+
+def _dedupe(shapes: list) -> list:
+    """Stage shapes without repeats (activations keep the shape, so their place does not matter)."""
+    out = []
+    for s in shapes:
+        if not out or list(s) != list(out[-1]):
+            out.append(list(s))
+    return out
+
+
+def _ref_stage_shapes(ctx, patches, x, z):
+    from grader.harnesses import kmeans_autoencoder as harness
+
+    with ctx.patched(patches):
+        r = harness.stage_shapes(ctx.ref, ctx.device, to_torch(x, ctx.device), to_torch(z, ctx.device), LATENT, CHANNELS)
+    return {k: _dedupe(v) for k, v in r.items()}
+
+
+def _fmt(shapes) -> str:
+    return " → ".join("(" + ", ".join(str(d) for d in s) + ")" for s in shapes)
+
+
+def check_autoencoder_shapes(ctx: CheckContext) -> None:
+    """The output shape of every stage of encoder and decoder, against the sketch."""
+    x = _f(ctx.rng.uniform(0, 1, (3, 1, 8, 8)))
+    z = _f(ctx.rng.normal(0, 1, (5, LATENT)))
+    got = ctx.harness("kmeans_autoencoder.stage_shapes", timeout=ctx.call_timeout, x=x, z=z, latent_dim=LATENT,
+                      channels=list(CHANNELS))
+    got = {k: _dedupe(v) for k, v in got.items()}
+    want = _ref_stage_shapes(ctx, {}, x, z)
+    for part, inp in (("encoder", "x (3, 1, 8, 8)"), ("decoder", f"z (5, {LATENT})")):
+        ok = ctx.expect(got[part] == want[part], f"{part} stages on {inp}",
+                        f"your stages: {_fmt(got[part])}; expected {_fmt(want[part])} (channels={CHANNELS}, "
+                        f"latent_dim={LATENT})")
+        if not ok:
+            ctx.diagnose(lambda p, part=part: _ref_stage_shapes(ctx, p, x, z)[part] == got[part])
+
+
+def _ae_weights(ctx) -> np.ndarray:
+    torch.manual_seed(ctx.seed % 2**31)
+    model = ctx.ref.ConvAutoencoder(latent_dim=LATENT, channels=CHANNELS)
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).numpy().astype("float32")
+
+
+def _ref_outputs(ctx, patches, flat, x, z, n_generate=0, seed=0) -> dict:
+    from grader.harnesses import kmeans_autoencoder as harness
+
+    with ctx.patched(patches):
+        return harness.run_with_params(ctx.ref, ctx.device, to_torch(flat, ctx.device), to_torch(x, ctx.device),
+                                       to_torch(z, ctx.device), LATENT, CHANNELS, n_generate, seed)
+
+
+def check_autoencoder_outputs(ctx: CheckContext) -> None:
+    """encode, decode and forward with given weights (loaded in the parameter order of the sketch)."""
+    flat = _ae_weights(ctx)
+    x = _f(ctx.rng.uniform(0, 1, (4, 1, 8, 8)))
+    z = _f(ctx.rng.normal(0, 2, (3, LATENT)))
+    got = ctx.harness("kmeans_autoencoder.run_with_params", timeout=ctx.call_timeout, flat=flat, x=x, z=z,
+                      latent_dim=LATENT, channels=list(CHANNELS))
+    want = _ref_outputs(ctx, {}, flat, x, z)
+    for key, case in (("encode", f"encode(x): codes (4, {LATENT})"),
+                      ("decode", "decode(z): images (3, 1, 8, 8) with values in (0, 1)"),
+                      ("forward", "forward(x) = decode(encode(x))")):
+        ctx.expect_close(got[key], want[key], case,
+                         diagnose=lambda p, key=key: close(got[key], _ref_outputs(ctx, p, flat, x, z)[key], 1e-4, 1e-5))
+
+
+def check_autoencoder_generate(ctx: CheckContext) -> None:
+    """generate(n): n images decoded from z ~ N(0, I); the same seed as the reference gives the same
+    images when drawn the same way, otherwise the mean and spread of 2,000 images must agree."""
+    flat = _ae_weights(ctx)
+    x, z = _f(np.zeros((1, 1, 8, 8))), _f(np.zeros((1, LATENT)))
+    n = 2000
+    got = ctx.harness("kmeans_autoencoder.run_with_params", timeout=ctx.call_timeout, flat=flat, x=x, z=z,
+                      latent_dim=LATENT, channels=list(CHANNELS), n_generate=n, seed=3)
+    g = got["generate"]
+    if not ctx.require(g.shape == (n, 1, 8, 8), "generate(n) has shape (n, 1, 8, 8)",
+                       f"shape {g.shape}, expected {(n, 1, 8, 8)}"):
+        return
+    ctx.expect(not np.array_equal(g, got["generate_again"]), "fresh codes on every call",
+               "two calls gave the same images: draw new codes z each call")
+    want = None
+    for label, patches in ctx.reference_variants():
+        w = _ref_outputs(ctx, patches, flat, x, z, n, 3)["generate"]
+        want = w if want is None else want
+        if w.shape == g.shape and (close(g, w, 1e-4, 1e-5) or (
+                np.abs(g.mean(0) - w.mean(0)).max() < 0.03 and np.abs(g.std(0) - w.std(0)).max() < 0.03)):
+            if label:
+                ctx.notes.append(f"Matches the reference once your mistakes already charged elsewhere ({label}) are "
+                                 "taken into account: no extra points lost here.")
+            ctx.expect(True, "images decoded from z ~ N(0, I)")
+            return
+    ctx.expect(False, "images decoded from z ~ N(0, I)",
+               f"mean pixel values differ from the reference's by up to {np.abs(g.mean(0) - want.mean(0)).max():.3g} "
+               f"and their spread by up to {np.abs(g.std(0) - want.std(0)).max():.3g} over {n} images: draw "
+               "z = torch.randn(n, latent_dim) and decode it")
+
+
+def check_reconstruction_loss(ctx: CheckContext) -> None:
+    for label, shape, dtype in [("float32 images (8, 1, 8, 8)", (8, 1, 8, 8), "float32"),
+                                ("float64 images (3, 1, 8, 8)", (3, 1, 8, 8), "float64")]:
+        x_hat, x = _f(ctx.rng.uniform(0, 1, shape), dtype), _f(ctx.rng.uniform(0, 1, shape), dtype)
+        got = _scalar(ctx, ctx.call("reconstruction_loss", x_hat, x)["result"], "reconstruction_loss", label)
+        if got is None:
+            continue
+
+        def reference(p, x_hat=x_hat, x=x):
+            with ctx.patched(p):
+                return _np(ctx.ref.reconstruction_loss(to_torch(x_hat, ctx.device), to_torch(x, ctx.device)))
+
+        ctx.expect_close(got, reference({}), f"{label}: mean squared error over all elements",
+                         diagnose=lambda p, g=got, r=reference: close(g, r(p), ctx.spec.rtol, ctx.spec.atol))
+
+
+# ---- model level -------------------------------------------------------------------------------------
+
+DEFAULTS = {
+    "data": "digits",
+    "k": 10, "kmeans_lr": 0.2, "kmeans_epochs": 10, "batch_size": 64, "seed": 0,
+    "latent_dim": 16, "channels": [16, 32], "ae_epochs": 15, "ae_lr": 3e-3, "time_budget_s": 30.0, "n_generate": 20,
+    # relative to the reference: full marks up to `*_full` worse, nothing from `*_zero` worse, linear between
+    "kmeans_full": 0.05, "kmeans_zero": 0.30,
+    "autoencoder_full": 0.25, "autoencoder_zero": 1.5,
+}
+CODE_FILES = ("reference/kmeans_autoencoder.py", "grader/harnesses/kmeans_autoencoder.py")
+
+
+def settings(rubric, session=None) -> dict:
+    s = {**DEFAULTS, **rubric.model}
+    if session is not None:
+        s.update(session.model_overrides)
+        if session.data:
+            s["data"] = session.data
+    unknown = set(s) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"{rubric.path} [model]: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    return s
+
+
+def preflight(rubric, session, selected) -> None:
+    """Before grading: model-level checks need the 8×8 digits (the autoencoder's input shape)."""
+    if not any(spec.component == "model" for spec in selected):
+        return
+    s = settings(rubric, session)
+    from grader.data import load_dataset
+
+    data = load_dataset(s["data"])
+    if data.image_shape != (8, 8):
+        raise ValueError(f"the kmeans-autoencoder assignment is sized for 8×8 images ('digits'); "
+                         f"{data.name} has {data.image_shape[0]}×{data.image_shape[1]} images")
+
+
+def _splits(data) -> dict:
+    """Images scaled to [0, 1]: flat (N, 64) for k-means, (N, 1, 8, 8) for the autoencoder."""
+    scale = float(data.num_vals - 1)
+    out = {}
+    for split in ("train", "val", "test"):
+        x, y = data.split(split)
+        out[split] = ((x / scale).numpy().astype("float32"), y.numpy().astype("int64"))
+    return out
+
+
+def _kmeans_kwargs(s, splits, how) -> dict:
+    x, y = splits["train"]
+    return dict(x=x, y=y, k=int(s["k"]), how=how, seed=int(s["seed"]), lr=float(s["kmeans_lr"]),
+                epochs=int(s["kmeans_epochs"]), batch_size=int(s["batch_size"]))
+
+
+def _ae_kwargs(s, splits) -> dict:
+    img = lambda a: a.reshape(-1, 1, 8, 8)
+    return dict(x_train=img(splits["train"][0]), x_val=img(splits["val"][0]), x_test=img(splits["test"][0]),
+                latent_dim=int(s["latent_dim"]), channels=[int(c) for c in s["channels"]], epochs=int(s["ae_epochs"]),
+                lr=float(s["ae_lr"]), batch_size=int(s["batch_size"]), seed=int(s["seed"]),
+                time_budget_s=float(s["time_budget_s"]), n_generate=int(s["n_generate"]))
+
+
+def _run_here(fn, ctx, kwargs) -> dict:
+    """Run a harness on the reference in this process (tensors on the grading device)."""
+    kw = {k: (to_torch(v, ctx.device) if isinstance(v, np.ndarray) else v) for k, v in kwargs.items()}
+    return fn(ctx.ref, ctx.device, **kw)
+
+
+def _reference(ctx, s, data, splits) -> dict:
+    """The reference's k-means centres (both inits) and autoencoder, from the cache or trained now."""
+    from grader import model_cache
+    from grader.harnesses import kmeans_autoencoder as harness
+
+    key = model_cache.cache_key({"assignment": ctx.rubric.id, "data": data.summary(), "settings": s,
+                                 "device": ctx.device.type}, code_files=CODE_FILES)
+    hit = model_cache.load(key)
+    if hit is not None:
+        ctx.session.metrics["reference_cache"] = "reused"
+        return {**hit["meta"], **{k: np.asarray(v) for k, v in hit["state_dict"].items()}}
+    ref = {}
+    for how in ("per_digit", "random"):
+        ref[f"centres_{how}"] = np.stack(_run_here(harness.train_kmeans, ctx, _kmeans_kwargs(s, splits, how))["centres"])
+    ae = _run_here(harness.train_autoencoder, ctx, _ae_kwargs(s, splits))
+    arrays = {**ref, "ae_params": ae["params"], "val_recon": np.stack(ae["val_recon"]), "test_recon": ae["test_recon"],
+              "generated": ae["generated"]}
+    meta = {"train_loss": ae["train_loss"], "stopped_because": ae["stopped_because"]}
+    model_cache.store(key, arrays, meta)
+    ctx.session.metrics["reference_cache"] = "trained now"
+    return {**meta, **arrays}
+
+
+class _Run:
+    def __init__(self, settings, splits):
+        self.settings, self.splits = settings, splits
+        self.reference: dict = {}
+        self.kmeans: dict = {}  # how -> (E+1, k, D) centres, or an error text
+        self.ae: dict | None = None
+        self.errors: dict = {}
+        self.ae_source = ""
+
+
+def _test_kmeans_loss(ctx, centres: np.ndarray, x: np.ndarray) -> float:
+    c = np.asarray(centres, dtype=np.float64)
+    if c.ndim != 2 or not np.isfinite(c).all():
+        return math.nan
+    return float(ctx.ref.kmeans_loss(to_torch(x.astype(np.float64), ctx.device), to_torch(c, ctx.device)))
+
+
+def _mse(a, b) -> float:
+    """Mean squared error of two image arrays, by the reference's reconstruction_loss (NaN on a shape mismatch)."""
+    from reference import kmeans_autoencoder as ref
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        return math.nan
+    return float(ref.reconstruction_loss(torch.from_numpy(a), torch.from_numpy(b)))
+
+
+def _student_test_recon(ctx, run: _Run) -> np.ndarray:
+    """The student's weights loaded into the reference architecture (evaluated by reference code),
+    else — when the parameters do not fit it — the reconstructions computed in the sandbox."""
+    from grader.harnesses import kmeans_autoencoder as harness
+
+    s = run.settings
+    x_test = run.splits["test"][0].reshape(-1, 1, 8, 8)
+    try:
+        model = ctx.ref.ConvAutoencoder(latent_dim=int(s["latent_dim"]), channels=tuple(s["channels"])).to(ctx.device)
+        harness.load_flat(model, to_torch(run.ae["params"].astype(np.float32), ctx.device))
+        run.ae_source = "your weights in the reference architecture"
+        with torch.no_grad():
+            model.eval()
+            return _np(model(to_torch(x_test, ctx.device)))
+    except (ValueError, RuntimeError):
+        run.ae_source = "your model's own reconstructions (its parameters do not fit the sketch's layers)"
+        return run.ae["test_recon"]
+
+
+def model_run(ctx: CheckContext) -> _Run:
+    if "ka_model" in ctx.session.cache:
+        return ctx.session.cache["ka_model"]
+    from grader.data import load_dataset
+
+    s = settings(ctx.rubric, ctx.session)
+    data = load_dataset(s["data"])
+    splits = _splits(data)
+    run = _Run(s, splits)
+    ctx.session.cache["ka_model"] = run
+    run.reference = _reference(ctx, s, data, splits)
+    for how in ("per_digit", "random"):
+        try:
+            reply = ctx.harness("kmeans_autoencoder.train_kmeans", timeout=min(ctx.session.remaining_s(), 60),
+                                **_kmeans_kwargs(s, splits, how))
+            run.kmeans[how] = np.stack([np.asarray(c, dtype=np.float64) for c in reply["centres"]])
+        except (StudentCodeError, ValueError, TypeError, KeyError) as e:
+            run.errors[how] = f"{getattr(e, 'message', str(e))}" + (f" (at {e.where})" if getattr(e, "where", "") else "")
+    try:
+        budget = min(ctx.session.remaining_s(), float(s["time_budget_s"]) * 2 + 30)
+        run.ae = ctx.harness("kmeans_autoencoder.train_autoencoder", timeout=budget, **_ae_kwargs(s, splits))
+        run.ae["student_test_recon"] = _student_test_recon(ctx, run)
+    except (StudentCodeError, ValueError, TypeError, KeyError) as e:
+        run.ae = None
+        run.errors["ae"] = f"{getattr(e, 'message', str(e))}" + (f" (at {e.where})" if getattr(e, "where", "") else "")
+    _record_metrics(ctx, run)
+    try:
+        _figures(ctx, run)
+    except Exception as e:  # a figure must never cost marks
+        ctx.session.metrics["figures_error"] = f"{type(e).__name__}: {e}"
+    return run
+
+
+def _record_metrics(ctx, run: _Run) -> None:
+    x_test = run.splits["test"][0]
+    m = ctx.session.metrics
+    for how, name in (("per_digit", "kmeans_test_loss"), ("random", "kmeans_test_loss_random_init")):
+        stu = _test_kmeans_loss(ctx, run.kmeans[how][-1], x_test) if how in run.kmeans else None
+        m[name] = {"student": stu, "reference": _test_kmeans_loss(ctx, run.reference[f"centres_{how}"][-1], x_test)}
+    x_img = x_test.reshape(-1, 1, 8, 8)
+    stu = _mse(run.ae["student_test_recon"], x_img) if run.ae else None
+    m["autoencoder_test_mse"] = {"student": stu, "reference": _mse(run.reference["test_recon"], x_img)}
+    if run.ae:
+        m["autoencoder_training"] = f"{run.ae['stopped_because']} after {len(run.ae['train_loss'])} epochs, " \
+                                    f"{run.ae['seconds']:.1f} s; evaluated with {run.ae_source}"
+    m["data"] = "digits scaled to [0, 1] (pixel / 16)"
+
+
+def relative_fraction(student, reference: float, full: float, zero: float) -> float:
+    """1 up to `full` (relative) worse than the reference, 0 from `zero` worse, linear between."""
+    if student is None or not math.isfinite(student):
+        return 0.0
+    r = (student - reference) / max(abs(reference), 1e-12)
+    if r <= full:
+        return 1.0
+    if r >= zero:
+        return 0.0
+    return (zero - r) / (zero - full)
+
+
+def _grade(ctx, label: str, metric: str, key: str, error: str | None, diagnoses) -> None:
+    s = ctx.session.cache["ka_model"].settings
+    if error:
+        ctx.expect(False, label, error)
+        return
+    v = ctx.session.metrics[key]
+    stu, ref = v["student"], v["reference"]
+    frac = relative_fraction(stu, ref, s[f"{metric}_full"], s[f"{metric}_zero"])
+    shown = "not finite" if stu is None or not math.isfinite(stu) else f"{stu:.4g}"
+    text = (f"yours {shown}, reference {ref:.4g} (full marks within {s[f'{metric}_full']:.0%}, "
+            f"none beyond {s[f'{metric}_zero']:.0%} worse)")
+    ctx.partial(frac, label, text)
+    if frac >= 1.0:
+        ctx.notes.append(f"{label}: {text}")
+        return
+    for d in diagnoses:
+        ctx.notes.append(f"Diagnosis: {d}.")
+    if ctx.diagnosed:
+        causes = "; ".join(f"{m.message} ({m.component})" for m in ctx.diagnosed.values())
+        ctx.notes.append(f"Likely cause, found by the unit checks: {causes}.")
+
+
+def check_model_kmeans(ctx: CheckContext) -> None:
+    """k-means trained with your init_centres('per_digit') and minibatch_update: test loss."""
+    run = model_run(ctx)
+    diagnoses = []
+    c = run.kmeans.get("per_digit")
+    if c is not None:
+        if not np.isfinite(c[-1]).all():
+            diagnoses.append("some centres became NaN or infinite during training (empty clusters?)")
+        else:
+            x = run.splits["train"][0]
+            used = np.unique(ctx.ref.assign(to_torch(x.astype(np.float64), ctx.device),
+                                            to_torch(c[-1], ctx.device)).cpu().numpy()).size
+            if used < len(c[-1]):
+                diagnoses.append(f"only {used} of {len(c[-1])} centres are the nearest to some training image")
+    _grade(ctx, f"test k-means loss after {run.settings['kmeans_epochs']} epochs (per-digit initialisation)", "kmeans",
+           "kmeans_test_loss", run.errors.get("per_digit"), diagnoses)
+    r = ctx.session.metrics.get("kmeans_test_loss_random_init", {})
+    if r.get("student") is not None:
+        ctx.notes.append(f"With random initialisation (not graded): yours {r['student']:.4g}, reference {r['reference']:.4g}.")
+
+
+def check_model_autoencoder(ctx: CheckContext) -> None:
+    """Your ConvAutoencoder trained with your reconstruction_loss: test reconstruction MSE."""
+    run = model_run(ctx)
+    diagnoses = []
+    if run.ae:
+        tl = [v for v in run.ae["train_loss"] if v is not None]
+        if run.ae["stopped_because"] == "diverged":
+            diagnoses.append("training diverged: the loss became NaN or infinite")
+        elif len(tl) >= 2 and tl[-1] >= tl[0]:
+            diagnoses.append("the training loss did not decrease")
+        rec = run.ae["student_test_recon"]
+        if np.isfinite(rec).all() and (rec.min() < -1e-6 or rec.max() > 1 + 1e-6):
+            diagnoses.append(f"reconstructions range from {rec.min():.3g} to {rec.max():.3g}: the decoder should end "
+                             "with a sigmoid so that pixels lie in (0, 1)")
+    _grade(ctx, f"test reconstruction MSE after {run.settings['ae_epochs']} epochs", "autoencoder",
+           "autoencoder_test_mse", run.errors.get("ae"), diagnoses)
+
+
+# ---- figures ---------------------------------------------------------------------------------------
+
+def _figures(ctx, run: _Run) -> None:
+    folder = ctx.session.figures_dir
+    if folder is None:
+        return
+    from grader import figures
+
+    folder.mkdir(parents=True, exist_ok=True)
+    add = lambda path, caption, tag: ctx.session.figures.append(
+        {"path": f"figures/{Path(path).name}", "caption": caption, "tag": tag})
+    x_test, y_test = run.splits["test"]
+    if "per_digit" in run.kmeans:
+        c = run.kmeans["per_digit"][-1]
+        ref_c = run.reference["centres_per_digit"][-1]
+        add(figures.image_grid(ref_c, c, folder / "kmeans_centres.png", (8, 8), vmax=1.0),
+            "Final k-means centres (per-digit initialisation): the reference's (top) and yours (bottom).", "model.kmeans")
+        if np.isfinite(c).all():
+            a = ctx.ref.assign(to_torch(x_test.astype(np.float64), ctx.device), to_torch(c, ctx.device))
+            m = _np(ctx.ref.confusion(a, to_torch(y_test, ctx.device), len(c), 10))
+            add(_confusion_figure(m, folder / "confusion.png"),
+                "Confusion matrix of your centres on the test images: true digit (rows) against cluster (columns).",
+                "model.kmeans")
+    if "random" in run.kmeans:
+        add(figures.image_grid(run.reference["centres_random"][-1], run.kmeans["random"][-1],
+                               folder / "kmeans_centres_random.png", (8, 8), vmax=1.0),
+            "Final centres with random initialisation: the reference's (top) and yours (bottom).", "model.kmeans")
+    curves = {}
+    for how in ("per_digit", "random"):
+        curves[f"reference, {how}"] = [_test_kmeans_loss(ctx, c, x_test) for c in run.reference[f"centres_{how}"]]
+        if how in run.kmeans:
+            curves[f"yours, {how}"] = [_test_kmeans_loss(ctx, c, x_test) for c in run.kmeans[how]]
+    add(_curves_figure(curves, "test k-means loss", folder / "kmeans_loss.png"),
+        "Test k-means loss after initialisation (epoch 0) and after each epoch, per-digit and random initialisation.",
+        "model.kmeans")
+    if run.ae:
+        x_img = x_test.reshape(-1, 1, 8, 8)
+        add(figures.image_grid(x_img[:16], run.ae["student_test_recon"][:16], folder / "reconstructions.png", (8, 8),
+                               vmax=1.0),
+            "16 test images (top) and their reconstructions by your autoencoder (bottom).", "model.autoencoder")
+        add(figures.sample_grid(run.ae["generated"], folder / "generated.png", (8, 8), vmax=1.0),
+            f"{len(run.ae['generated'])} images decoded by your model from random codes z ~ N(0, I).",
+            "model.autoencoder")
+        x_val = run.splits["val"][0].reshape(-1, 1, 8, 8)
+        curves = {"reference: training loss": run.reference["train_loss"],
+                  "reference: validation MSE": [_mse(r, x_val) for r in run.reference["val_recon"]],
+                  "yours: training loss": run.ae["train_loss"],
+                  "yours: validation MSE": [_mse(r, x_val) for r in run.ae["val_recon"]]}
+        add(_curves_figure(curves, "reconstruction loss", folder / "ae_loss_curves.png", start=1),
+            "Autoencoder: training loss (as computed by each reconstruction_loss) and validation MSE per epoch.",
+            "model.autoencoder")
+
+
+def _confusion_figure(m: np.ndarray, path) -> Path:
+    from matplotlib.figure import Figure
+
+    from grader.figures import _save
+
+    fig = Figure(figsize=(4.6, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    im = ax.imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        if v:
+            ax.text(j, i, str(int(v)), ha="center", va="center", fontsize=6,
+                    color="white" if v > m.max() / 2 else "black")
+    ax.set_xlabel("cluster")
+    ax.set_ylabel("true digit")
+    ax.set_xticks(range(m.shape[1]))
+    ax.set_yticks(range(m.shape[0]))
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return _save(fig, path)
+
+
+def _curves_figure(curves: dict, ylabel: str, path, start: int = 0) -> Path:
+    from matplotlib.figure import Figure
+
+    from grader.figures import _save
+
+    fig = Figure(figsize=(6.0, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    kinds = sorted({label.split(" ", 1)[1] for label in curves})
+    for label, values in curves.items():
+        v = np.asarray([np.nan if x is None else x for x in values], dtype=float)
+        ours = label.startswith("yours")
+        ax.plot(np.arange(start, start + len(v)), np.where(np.isfinite(v) & (v > 0), v, np.nan), "-" if ours else "--",
+                marker="." if ours else "", color=f"C{kinds.index(label.split(' ', 1)[1])}", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
