@@ -1,0 +1,222 @@
+"""`amortized-vs-lo`: the reference against independent computations, every planted mistake costs
+points on its own component only and is named, the example submissions, and model-level grading
+with a tiny training budget (digits)."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from torch import distributions as dist
+
+from grader.engine import GradeOptions, grade_submission
+from reference import amortized_vs_lo as ref
+from reference.amortized_vs_lo_mistakes import MUTANTS
+
+REPO = Path(__file__).resolve().parents[1]
+MODULE = "amortized_vs_lo.py"
+TINY = {"cnn_epochs": 3, "vae_epochs": 4, "lo_epochs": 4, "H": 64, "K": 32, "lo_test_steps": 20, "time_budget_s": 10}
+
+
+@pytest.fixture(scope="module")
+def rubric():
+    from grader.rubric import available_rubrics
+
+    return available_rubrics()["amortized-vs-lo"]
+
+
+def _unit(rubric) -> list[str]:
+    return [c for c in rubric.components if c != "model"]
+
+
+def _planted(mutant) -> str:
+    """Source that, appended to a copy of the reference, plants `mutant` (and the helpers it calls)."""
+    module = inspect.getmodule(mutant.fn)
+    registered = {m.fn for m in module.MUTANTS.values()}
+    helpers = [textwrap.dedent(inspect.getsource(o)) for n, o in vars(module).items()
+               if inspect.isfunction(o) and o.__module__ == module.__name__ and o not in registered and n != "mutant"]
+    src = textwrap.dedent(inspect.getsource(mutant.fn))
+    body = re.sub(r"def \w+\(", "def _planted(", "\n".join(l for l in src.splitlines() if not l.lstrip().startswith("@")),
+                  count=1)
+    owner, _, attr = mutant.component.rpartition(".")
+    install = f"{owner}.{attr} = _planted" if owner else f"{attr} = _planted"
+    prelude = "import sys as _sys\nref = _sys.modules[__name__]\n"
+    return f"\n\n# --- planted mistake: {mutant.id} ---\n{prelude}" + "\n".join(helpers) + f"\n{body}\n{install}\n"
+
+
+def _submission(tmp_path: Path, name: str, extra: str = "") -> Path:
+    folder = tmp_path / name
+    folder.mkdir(parents=True)
+    (folder / MODULE).write_text((REPO / "reference" / MODULE).read_text() + extra)
+    return folder
+
+
+def _lost(result) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for t in result.tests:
+        out[t.component] = out.get(t.component, 0.0) + t.max_score - t.score
+    return out
+
+
+# ---- the reference against independent computations ------------------------------------------------
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 6), st.floats(-6, 6), st.integers(0, 2 ** 31 - 1))
+def test_log_normal_diag_and_kl_match_torch_distributions(b, l, lv0, seed):
+    g = torch.Generator().manual_seed(seed)
+    z, mu = torch.randn(b, l, generator=g, dtype=torch.float64), torch.randn(b, l, generator=g, dtype=torch.float64)
+    lv = lv0 + torch.rand(b, l, generator=g, dtype=torch.float64)
+    q = dist.Independent(dist.Normal(mu, torch.exp(0.5 * lv)), 1)
+    p = dist.Independent(dist.Normal(torch.zeros_like(mu), torch.ones_like(mu)), 1)
+    torch.testing.assert_close(ref.log_normal_diag(z, mu, lv), q.log_prob(z))
+    torch.testing.assert_close(ref.kl_standard_normal(mu, lv), dist.kl_divergence(q, p))
+
+
+def test_decoder_log_prob_matches_torch_bernoulli():
+    torch.manual_seed(0)
+    dec = ref.BernoulliDecoder(torch.nn.Linear(3, 7))
+    x, z = torch.randint(0, 2, (4, 7)).float(), torch.randn(5, 4, 3)
+    want = dist.Independent(dist.Bernoulli(probs=dec(z)), 1).log_prob(x)
+    torch.testing.assert_close(dec.log_prob(x, z), want, rtol=1e-4, atol=1e-4)
+    assert dec.log_prob(x, z).shape == (5, 4)
+
+
+def _tiny_vae(seed=0, L=2, D=5):
+    torch.manual_seed(seed)
+    return ref.VAE(ref.GaussianEncoder(torch.nn.Linear(D, 2 * L)), ref.BernoulliDecoder(torch.nn.Linear(L, D)), L)
+
+
+def test_importance_sampling_against_numerical_integration():
+    """L = 1: log p(x) = log ∫ p(x|z) N(z; 0, 1) dz by quadrature; IS with many samples agrees, and
+    the mean estimate rises from the ELBO (M = 1) towards it."""
+    torch.manual_seed(0)
+    model = _tiny_vae(L=1, D=6).double()
+    with torch.no_grad():
+        model.decoder.net.weight.mul_(4)
+    x = torch.tensor([[1, 0, 1, 1, 0, 0], [0, 0, 1, 0, 1, 1]], dtype=torch.float64)
+    grid = torch.linspace(-9, 9, 20001, dtype=torch.float64).reshape(-1, 1, 1)
+    integrand = model.decoder.log_prob(x, grid.expand(-1, 2, 1)) + ref.log_normal_diag(grid, torch.zeros(1), torch.zeros(1))
+    exact = torch.logsumexp(integrand, 0) + math.log(float(grid[1, 0, 0] - grid[0, 0, 0]))
+    with torch.no_grad():
+        torch.manual_seed(1)
+        big = ref.log_px_importance(model, x, 200000)
+        means = [torch.stack([ref.log_px_importance(model, x, M) for _ in range(300)]).mean(0) for M in (1, 10, 100)]
+    torch.testing.assert_close(big, exact, rtol=0, atol=0.03)
+    print(means, exact)
+    assert bool(torch.all(means[0] < means[1])) and bool(torch.all(means[1] < means[2]))
+    assert bool(torch.all(means[2] <= exact + 0.05))
+    with torch.no_grad():  # M = 1 is one ELBO draw (the ELBO's KL is closed-form: same expectation)
+        torch.manual_seed(2)
+        elbo_mc = torch.stack([ref.elbo(model.decoder, x, *model.posterior(x)) for _ in range(3000)]).mean(0)
+    torch.testing.assert_close(means[0], elbo_mc, rtol=0, atol=0.15)
+
+
+def test_importance_is_stable_far_from_the_mode():
+    model = _tiny_vae(D=64)
+    with torch.no_grad():
+        model.decoder.net.bias.fill_(-30.0)
+    x = torch.ones(3, 64)
+    out = ref.log_px_importance(model, x, 50)
+    assert torch.isfinite(out).all() and (out < -700).all()  # p clamped to EPS: 64·log 1e-5
+    assert torch.isinf(MUTANTS["log_mean_exp_underflow"].fn(model, x, 50)).all()
+
+
+def test_lo_parameters_are_per_example():
+    torch.manual_seed(0)
+    lo = ref.LatentOptimizationVAE(ref.BernoulliDecoder(torch.nn.Linear(2, 5)), 7, 2)
+    assert lo.mu.shape == lo.log_var.shape == (7, 2) and isinstance(lo.mu, torch.nn.Parameter)
+    idx = torch.tensor([3, 5])
+    (-lo.elbo(torch.rand(2, 5), idx).sum()).backward()
+    assert set(torch.nonzero(lo.mu.grad.abs().sum(1)).flatten().tolist()) == {3, 5}
+
+
+def test_cnn_shapes_for_digits_and_mnist():
+    for s in (8, 28):
+        assert ref.CNNClassifier(image_size=s)(torch.rand(3, 1, s, s)).shape == (3, 10)
+
+
+# ---- grading: reference copy, planted mistakes ----------------------------------------------------------
+
+def test_reference_copy_gets_full_unit_marks(tmp_path, rubric):
+    result = grade_submission(_submission(tmp_path, "refcopy"), rubric, GradeOptions(device="cpu", only=_unit(rubric)))
+    failed = [(t.check, t.output) for t in result.tests if t.status != "passed"]
+    assert not failed, failed
+    assert not result.errors
+
+
+@pytest.mark.parametrize("mistake_id", sorted(MUTANTS))
+def test_each_planted_mistake_costs_points_on_its_component_only_and_is_named(tmp_path, rubric, mistake_id):
+    component = next(m.component for m in rubric.mistakes if m.id == mistake_id)
+    sub = _submission(tmp_path, f"m_{mistake_id}", _planted(MUTANTS[mistake_id]))
+    result = grade_submission(sub, rubric, GradeOptions(device="cpu", only=_unit(rubric)))
+    assert not result.errors, result.errors
+    lost = _lost(result)
+    assert lost[component] > 0, f"{mistake_id}: no points lost on {component}"
+    elsewhere = {c: v for c, v in lost.items() if c != component and v > 0}
+    assert not elsewhere, f"{mistake_id}: points also lost on {elsewhere}: " + "; ".join(
+        f"{t.check}: {t.output}" for t in result.tests if t.component in elsewhere and t.status != "passed")
+    named = {m["id"] for t in result.tests for m in t.mistakes}
+    assert mistake_id in named, f"{mistake_id} not diagnosed: " + " | ".join(
+        t.output for t in result.tests if t.component == component and t.status != "passed")
+
+
+# ---- example submissions -----------------------------------------------------------------------------------
+
+def test_correct_example_heidi_full_marks_including_model_level(rubric, tmp_path):
+    result = grade_submission(REPO / "submissions" / "heidi", rubric,
+                              GradeOptions(device="cpu", model_overrides=TINY, out_dir=tmp_path))
+    failed = [(t.check, t.output) for t in result.tests if t.status != "passed"]
+    assert not failed, failed
+    assert result.autograded_score == rubric.max_points
+    m = result.metrics
+    assert m["reference_cache"] in ("trained now", "reused")
+    for key in ("CNN validation accuracy", "VAE log p(x) test (IS)", "LO training −ELBO", "log p(x) digit 1, VAE test"):
+        assert m[key]["student"] is not None and math.isfinite(m[key]["student"]), key
+    assert m["VAE log p(x) train (IS)"]["student"] > m["VAE log p(x) test (IS)"]["student"] - 5
+    names = {Path(f["path"]).name for f in result.figures}
+    assert names == {"loss_curves.png", "reconstructions.png", "samples.png", "log_px_per_digit.png"}
+    for name in names:
+        assert (tmp_path / "heidi" / "figures" / name).stat().st_size > 1000
+
+
+BUGGY = {"softmax_output": "classifier", "kl_wrong_sign": "elbo", "lo_shared_posterior": "lo",
+         "mean_of_log_weights": "importance"}
+
+
+def test_buggy_example_ivan_loses_the_right_points_with_the_right_diagnoses(rubric):
+    result = grade_submission(REPO / "submissions" / "ivan", rubric,
+                              GradeOptions(device="cpu", model_overrides=TINY))
+    assert not result.errors, result.errors
+    lost = _lost(result)
+    named = {m["id"]: t.component for t in result.tests for m in t.mistakes}
+    for mistake, component in BUGGY.items():
+        assert lost[component] > 0, component
+        assert named.get(mistake) == component, (mistake, named)
+    unharmed = set(_unit(rubric)) - set(BUGGY.values())
+    assert not {c: v for c, v in lost.items() if c in unharmed and v > 0}
+    by_check = {t.check: t for t in result.tests}
+    # the KL sign spoils the amortized VAE, the shared q spoils latent optimization
+    assert by_check["model.vae"].score < by_check["model.vae"].max_score
+    assert by_check["model.lo"].score < by_check["model.lo"].max_score
+    assert "found by the unit checks" in by_check["model.vae"].output
+
+
+def test_optional_real_mnist_test_set_loads_for_the_classifier():
+    folder = Path("/work/shared/data/mnist")
+    if not folder.is_dir():
+        pytest.skip("no local MNIST")
+    from grader.checks.amortized_vs_lo import _prepare
+
+    try:
+        data = _prepare(f"mnist:{folder}")
+    except ValueError as e:
+        pytest.skip(f"local MNIST incomplete: {e}")
+    x = data.x_val[:4].reshape(4, 1, 28, 28)
+    assert float(x.max()) <= 1.0 and ref.CNNClassifier(image_size=28)(x).shape == (4, 10)
