@@ -182,6 +182,13 @@ def _register_optional_commands() -> None:
         main.add_command(import_cmd)
         main.add_command(gradescope_group)
     try:
+        from grader.commands.authoring import new_cmd, release_cmd
+    except ImportError:
+        pass
+    else:
+        main.add_command(new_cmd, "new")
+        main.add_command(release_cmd, "release")
+    try:
         from grader.commands.report import report_cmd, summary_cmd
     except ImportError:
         return

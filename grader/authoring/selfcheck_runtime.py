@@ -1,0 +1,149 @@
+"""The self-check of a release bundle (`python selfcheck.py [path/to/module.py]`).
+
+Runs the assignment's public checks with the course's engine (`grader.engine.grade_submission`,
+shipped next to this file) on the student's file, in this process. `ctx.ref` answers from the
+recordings made at release time (`grader.authoring.replay.ReplayRef`); a check that asks the
+reference something not recorded is reported as "not checked offline" and earns nothing here.
+Exit status: 0 when every public check passed, 1 otherwise, 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+BUNDLE = Path(__file__).resolve().parent
+UNVERIFIED: dict[str, str] = {}
+
+
+def _load():
+    import numpy as np
+
+    meta = json.loads((BUNDLE / "rubric.json").read_text(encoding="utf-8"))
+    records = json.loads((BUNDLE / "recordings.json").read_text(encoding="utf-8"))
+    with np.load(BUNDLE / "recordings.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return meta, records, arrays
+
+
+def _rubric(meta):
+    from grader.authoring.replay import NotRecorded
+    from grader.checks import Case
+    from grader.rubric import CheckSpec, Limits, Rubric
+
+    class BundleRubric(Rubric):
+        def check_function(self, spec):
+            fn = Rubric.check_function(self, spec)
+
+            def guarded(ctx):
+                try:
+                    fn(ctx)
+                except NotRecorded as e:
+                    UNVERIFIED[spec.id] = str(e)
+                    ctx.cases.append(Case("checked offline", False, str(e)))
+            return guarded
+
+    a = meta["assignment"]
+    checks = tuple(CheckSpec(id=c["id"], name=c["name"], component=c["component"], check=c["check"],
+                             points=float(c["points"]), visibility="public", rtol=c["rtol"], atol=c["atol"],
+                             hint=c.get("hint", ""), tags=tuple(c.get("tags", ()))) for c in meta["checks"])
+    return BundleRubric(id=a["id"], title=a["title"], course=a.get("course", ""), module=a["module"],
+                        reference="grader.authoring.replay", checks_module=a["checks"], mistakes_module="",
+                        answers=a.get("answers", "answers.md"), limits=Limits(**meta["limits"]), checks=checks,
+                        mistakes=(), questions=(), path=BUNDLE / "rubric.json")
+
+
+def _install_replay(records, arrays) -> None:
+    from grader import engine
+    from grader.authoring.replay import ReplayRef
+    from grader.checks import CheckContext
+
+    class ReplayContext(CheckContext):
+        def __init__(self, spec, *args, **kwargs):
+            super().__init__(spec, *args, **kwargs)
+            self.ref = ReplayRef(records.get(spec.id, {}), arrays, self.device).ref()
+
+    engine.CheckContext = ReplayContext
+
+
+def _submission(path: Path, module: str, tmp: Path) -> Path:
+    if path.is_dir():
+        if not (path / module).is_file():
+            raise SystemExit(f"error: {path} holds no {module}; pass the file, or the folder that holds it")
+        return path
+    if not path.is_file():
+        raise SystemExit(f"error: {path} does not exist")
+    if path.name == module:
+        return path.parent
+    shutil.copyfile(path, tmp / module)  # checked under the name the grader will use
+    return tmp
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="selfcheck.py", description="Run the public checks on your file, offline.")
+    parser.add_argument("path", nargs="?", default=".", help="your module file, or the folder that holds it (default: .)")
+    parser.add_argument("--only", default="", help="comma-separated components (tags) to check")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="device for your code (default: cpu)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+
+    import grader
+
+    if Path(grader.__file__).resolve().parent.parent != BUNDLE:
+        print(f"error: imported the wrong `grader` package ({grader.__file__}); run selfcheck.py from the bundle",
+              file=sys.stderr)
+        return 2
+    from grader.engine import GradeOptions, GradingError, grade_submission
+
+    meta, records, arrays = _load()
+    rubric = _rubric(meta)
+    _install_replay(records, arrays)
+    only = [t.strip() for t in args.only.split(",") if t.strip()]
+    with tempfile.TemporaryDirectory(prefix="selfcheck-") as tmp:
+        folder = _submission(Path(args.path), rubric.module, Path(tmp))
+        try:
+            result = grade_submission(folder, rubric, GradeOptions(only=only, public_only=True, device=args.device,
+                                                                   write_figures=False, namespaces=False))
+        except GradingError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    rows = []
+    for t in result.tests:
+        status = "not checked offline" if t.check in UNVERIFIED else t.status
+        output = UNVERIFIED.get(t.check, t.output)
+        if t.check in UNVERIFIED:
+            output = f"Only the course's grader can check this: {output}."
+        rows.append({"id": t.check, "number": t.number, "name": t.name, "component": t.component, "status": status,
+                     "score": t.score if status != "not checked offline" else None, "max_score": t.max_score,
+                     "output": output})
+    passed = sum(r["status"] == "passed" for r in rows)
+    unchecked = sum(r["status"] == "not checked offline" for r in rows)
+    if args.json:
+        print(json.dumps({"assignment": rubric.id, "bundle_root": str(BUNDLE), "checks": rows,
+                          "errors": result.errors, "passed": passed, "total": len(rows),
+                          "output": result.student_output[-4000:]}, indent=1))
+    else:
+        _print(rubric, rows, result, passed, unchecked)
+    return 0 if passed == len(rows) else 1
+
+
+def _print(rubric, rows, result, passed, unchecked) -> None:
+    print(f"Self-check — {rubric.title} (public checks only, offline)\n")
+    mark = {"passed": "PASS", "failed": "FAIL", "not checked offline": "N/A "}
+    for r in rows:
+        pts = "?" if r["score"] is None else f"{r['score']:g}"
+        print(f"[{mark.get(r['status'], r['status'])}] {r['number']:>5}  {r['name']}  ({pts}/{r['max_score']:g})")
+        if r["status"] != "passed":
+            for line in r["output"].splitlines():
+                print(f"            {line}")
+    for e in result.errors:
+        print(f"! {e.splitlines()[0]}")
+    total = sum(r["max_score"] for r in rows)
+    got = sum(r["score"] or 0 for r in rows)
+    print(f"\n{passed}/{len(rows)} public checks passed ({got:g}/{total:g} points)"
+          + (f"; {unchecked} could not be checked offline (the course's grader will)" if unchecked else "")
+          + ". Hidden checks and written answers are graded after the deadline.")

@@ -1,0 +1,390 @@
+"""`grade new` and `grade release` (grader/authoring/): scaffolding, starter code, the self-check bundle.
+
+Nothing here writes into the repository: releases go to tmp_path, and the scaffolded assignment is
+made in a temporary copy of the repository's layout.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import inspect
+import json
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from grader.authoring.release import ReleaseError, build_release, make_starter, public_checks_source, run_selfcheck, solution_blocks
+from grader.authoring.replay import NotRecorded, Recorder, ReplayRef, merge
+from grader.authoring.scaffold import ScaffoldError, scaffold
+
+REPO = Path(__file__).resolve().parents[1]
+SUBMISSIONS = REPO / "submissions"
+
+
+# ---- starter code --------------------------------------------------------------------------------
+
+SOURCE = textwrap.dedent('''\
+    """Module docstring."""
+    import torch
+
+    CONST = 1
+
+
+    def f(x, y=2):
+        """f's contract."""
+        # BEGIN SOLUTION
+        z = x + y + 41
+        return z
+        # END SOLUTION
+
+
+    class A:
+        # BEGIN SOLUTION
+        secret_attr = 7
+        # END SOLUTION
+
+        def m(self, x):
+            """m's contract."""
+            if x:
+                ### BEGIN SOLUTION
+                return x * 1234
+                ### END SOLUTION
+            return 2
+    ''')
+
+
+def test_starter_replaces_each_solution_block_by_a_todo_at_its_indentation():
+    out = make_starter(SOURCE)
+    assert '    raise NotImplementedError("TODO: implement f")' in out.splitlines()
+    assert '            raise NotImplementedError("TODO: implement A.m")' in out.splitlines()
+    assert "    pass  # TODO" in out.splitlines()  # a block outside any function
+    for secret in ("41", "secret_attr", "1234", "SOLUTION"):
+        assert secret not in out
+    for kept in ('"""Module docstring."""', "import torch", "CONST = 1", "def f(x, y=2):", '"""f\'s contract."""',
+                 "class A:", "def m(self, x):", "return 2"):
+        assert kept in out
+    module = types.ModuleType("starter")
+    exec(compile(out, "starter.py", "exec"), module.__dict__)
+    with pytest.raises(NotImplementedError, match="TODO: implement f"):
+        module.f(1)
+    with pytest.raises(NotImplementedError):
+        module.A().m(1)
+    assert module.A().m(0) == 2
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def f():\n    return 1\n", "no `# BEGIN SOLUTION`"),
+    ("def f():\n    # BEGIN SOLUTION\n    return 1\n", "never closed"),
+    ("def f():\n    return 1\n    # END SOLUTION\n", "without a `# BEGIN SOLUTION`"),
+    ("def f():\n    # BEGIN SOLUTION\n    # BEGIN SOLUTION\n    return 1\n    # END SOLUTION\n", "inside the block"),
+    ("def f():\n    if True:\n    # BEGIN SOLUTION\n        return 1\n    # END SOLUTION\n", "not valid Python"),
+])
+def test_starter_refuses_bad_markers_with_the_line(source, message):
+    with pytest.raises(ReleaseError, match=re.escape(message)):
+        make_starter(source, "ref.py")
+
+
+# ---- recording and replaying the reference -------------------------------------------------------
+
+FAKE_REFERENCE = '''
+import torch
+from torch import nn
+
+SCALE = 2.0
+
+
+def f(x, y=1.0):
+    return torch.sin(x) * y
+
+
+class Model(nn.Module):
+    def __init__(self, k):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(k))
+
+    def score(self, x):
+        return (x * self.w).sum(-1)
+'''
+
+
+def _fake_reference():
+    module = types.ModuleType("fake_reference")
+    exec(FAKE_REFERENCE, module.__dict__)
+    return module
+
+
+def _questions(ref, student_value: float, weights=(1.0, 2.0, 3.0, 4.0)):
+    """What a check might ask the reference: constants, values, gradients, a model set up in place."""
+    out = {"scale": ref.SCALE}
+    t = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64, requires_grad=True)
+    v = ref.f(t, y=3.0)
+    (g,) = torch.autograd.grad((v * torch.arange(1.0, 5.0, dtype=torch.float64)).sum(), [t])  # any cotangent
+    out["f"], out["grad"] = v.detach().numpy(), g.numpy()
+    model = ref.Model(4)
+    with torch.no_grad():
+        model.w.copy_(torch.tensor(weights))
+    out["score"] = model.score(torch.ones(2, 4)).detach().numpy()
+    out["from_student"] = ref.f(torch.tensor([student_value])).numpy()  # depends on the student's output
+    return out
+
+
+def test_replay_answers_what_was_recorded_gradients_included_and_refuses_the_rest():
+    recorder = Recorder(_fake_reference())
+    want = _questions(recorder.ref(), 1.0)
+    records: dict = {}
+    merge(records, recorder.export())
+    assert all("import" not in json.dumps(v) for v in records.values())  # plain data only
+    json.dumps(records)
+    got = _questions(ReplayRef(records, recorder.arrays, "cpu").ref(), 1.0)
+    for k in want:
+        np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]), err_msg=k)
+    np.testing.assert_allclose(want["grad"], 3.0 * np.cos([0.1, 0.2, 0.3, 0.4]) * np.arange(1, 5))
+    with pytest.raises(NotRecorded, match=r"f\(\.\.\.\)"):
+        _questions(ReplayRef(records, recorder.arrays, "cpu").ref(), 2.0)  # another student output
+    with pytest.raises(NotRecorded, match=r"w\.copy_"):  # the model is set up with other weights
+        _questions(ReplayRef(records, recorder.arrays, "cpu").ref(), 1.0, weights=(4.0, 3.0, 2.0, 1.0))
+    assert issubclass(NotRecorded, BaseException) and not issubclass(NotRecorded, Exception)
+
+
+def test_replay_refuses_questions_whose_recorded_answers_disagree():
+    """Two runs answering one key differently (here: a random initialisation) make it ambiguous."""
+    records: dict = {}
+    arrays: dict = {}
+    for _ in range(2):
+        recorder = Recorder(_fake_reference())
+        recorder.ref().Model(3).score(torch.ones(3)).detach()
+        merge(records, recorder.export())
+        arrays.update(recorder.arrays)
+    with pytest.raises(NotRecorded):
+        ReplayRef(records, arrays, "cpu").ref().Model(3).score(torch.ones(3))
+
+
+# ---- the public checks shipped ----------------------------------------------------------------
+
+def test_public_checks_source_holds_public_checks_and_their_helpers_only(vae_rubric):
+    source = public_checks_source(vae_rubric)
+    tree = ast.parse(source)
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    public = {"check_" + c.check for c in vae_rubric.checks if c.public}
+    hidden = {"check_" + c.check for c in vae_rubric.checks if not c.public}
+    assert public <= defined
+    assert not hidden & defined
+    for private in ("model_level", "_standard_normal_tests", "_mog_sample_matches", "_empirical_std_matches",
+                    "FALSE_FAILURE_RATE", "preflight", "reference."):
+        assert private not in source
+
+
+# ---- the release of `vae` --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def vae_release(tmp_path_factory, vae_rubric):
+    out = tmp_path_factory.mktemp("release") / "vae"
+    # Recorded on the reference alone: bob's and alice's runs below must need nothing else.
+    build_release(vae_rubric, out, record_with=[], verify=True)
+    return out
+
+
+def _text_files(folder: Path):
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix != ".npz":
+            yield p, p.read_text(encoding="utf-8")
+
+
+def test_release_holds_no_solution_mutant_or_hidden_check(vae_release, vae_rubric):
+    names = {p.relative_to(vae_release).as_posix() for p in vae_release.rglob("*") if p.is_file()}
+    assert {"vae.py", "answers.md", "README.md", "selfcheck.py", "_selfcheck/rubric.json",
+            "_selfcheck/recordings.json", "_selfcheck/recordings.npz", "_selfcheck/vae_public_checks.py"} <= names
+    assert not any(n.startswith("reference") or "/reference" in n or "mistakes" in n for n in names), names
+    assert not any(re.search(r"(^|/)(training|evaluation|model_cache|data|figures)\.py$", n) for n in names)
+    assert not any("harnesses" in n or n.endswith("model_level.py") for n in names)
+
+    reference = (REPO / "reference" / "vae.py").read_text()
+    lines = reference.splitlines()
+    solution = {l.strip() for b, e, _ in solution_blocks(reference) for l in lines[b:e - 1]
+                if len(l.strip()) >= 8 and not l.strip().startswith("#")}
+    assert len(solution) > 30
+    hidden = [c for c in vae_rubric.checks if not c.public]
+    for path, text in _text_files(vae_release):
+        found = solution & {l.strip() for l in text.splitlines()}
+        assert not found, f"{path} holds solution lines {found}"
+        assert "BEGIN SOLUTION" not in text or path.name == "README.md"
+        for c in hidden:
+            assert not re.search(rf"\bcheck_{c.check}\b", text), f"{path} names hidden check_{c.check}"
+            assert c.name not in text, f"{path} names hidden check {c.name!r}"
+        for m in vae_rubric.mistakes:
+            assert m.message not in text, f"{path} holds the message of mistake {m.id}"
+        assert not re.search(r"^\s*(from|import)\s+reference\b", text, re.M), path
+    rubric_json = json.loads((vae_release / "_selfcheck" / "rubric.json").read_text())
+    assert [c["id"] for c in rubric_json["checks"]] == [c.id for c in vae_rubric.checks if c.public]
+    assert set(rubric_json) == {"format", "assignment", "limits", "checks"}
+    assert set(rubric_json["assignment"]) == {"id", "title", "course", "module", "answers", "checks"}
+    answers = (vae_release / "answers.md").read_text()
+    assert [f"## {q.id}" for q in vae_rubric.questions] == re.findall(r"^## Q\d+", answers, re.M)
+
+
+def _todos(starter: str) -> list[str]:
+    return re.findall(r'raise NotImplementedError\("TODO: implement ([\w.]+)"\)', starter)
+
+
+def test_starter_imports_keeps_the_api_and_every_todo_raises(vae_release):
+    from reference import vae as ref
+
+    path = vae_release / "vae.py"
+    spec = importlib.util.spec_from_file_location("_starter_vae", path)
+    starter = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(starter)
+    todos = _todos(path.read_text())
+    assert {"log_normal_diag", "Encoder.reparameterization", "MoGPrior.log_prob", "VAE.forward"} <= set(todos)
+    for qualname in todos:
+        owner_name, _, fn_name = qualname.rpartition(".")
+        owner = getattr(starter, owner_name) if owner_name else starter
+        fn = inspect.getattr_static(owner, fn_name)
+        ref_fn = inspect.getattr_static(getattr(ref, owner_name) if owner_name else ref, fn_name)
+        fn, ref_fn = getattr(fn, "__func__", fn), getattr(ref_fn, "__func__", ref_fn)
+        assert inspect.signature(fn) == inspect.signature(ref_fn), qualname
+        assert fn.__doc__ == ref_fn.__doc__, qualname
+        params = [p for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty]
+        args = [object.__new__(owner) if (owner_name and p.name == "self") else None for p in params]
+        with pytest.raises(NotImplementedError, match=f"TODO: implement {re.escape(qualname)}"):
+            fn(*args)
+    # What is not a TODO is kept as it is: constructors, helpers, constants.
+    assert starter.EPS == ref.EPS and starter._reduce(torch.ones(2, 3), "sum", 1).tolist() == [3.0, 3.0]
+    assert isinstance(starter.MoGPrior(4, 3), torch.nn.Module)
+
+
+def test_selfcheck_passes_alice_on_every_public_check(vae_release, vae_rubric):
+    report = run_selfcheck(vae_release, SUBMISSIONS / "alice")
+    assert report["returncode"] == 0, report
+    assert report["bundle_root"] == str((vae_release / "_selfcheck").resolve())
+    assert [c["id"] for c in report["checks"]] == [c.id for c in vae_rubric.checks if c.public]
+    assert all(c["status"] == "passed" for c in report["checks"]), report["checks"]
+
+
+def test_selfcheck_fails_bob_where_grade_check_does(vae_release, vae_rubric):
+    from grader.engine import GradeOptions, grade_submission
+
+    report = run_selfcheck(vae_release, SUBMISSIONS / "bob" / "vae.py")  # a file path works too
+    check = grade_submission(SUBMISSIONS / "bob", vae_rubric, GradeOptions(public_only=True, device="cpu"))
+    offline = {c["id"]: c["score"] for c in report["checks"]}
+    online = {t.check: t.score for t in check.tests}
+    assert offline == online
+    failed = {c["id"] for c in report["checks"] if c["status"] != "passed"}
+    assert failed == {t.check for t in check.tests if t.status != "passed"}
+    assert {"log_normal_diag.values", "mog_prior.log_prob.values"} <= failed
+    assert report["returncode"] == 1
+    assert not any(c["status"] == "not checked offline" for c in report["checks"])
+
+
+def test_selfcheck_on_the_starter_fails_every_check_with_the_todo(vae_release, vae_rubric):
+    report = run_selfcheck(vae_release, vae_release / "vae.py")
+    assert report["returncode"] == 1
+    assert all(c["status"] == "failed" and c["score"] == 0 for c in report["checks"]), report["checks"]
+    assert sum("NotImplementedError: TODO" in c["output"] for c in report["checks"]) >= 10
+
+
+def test_release_refuses_a_reference_without_markers_and_an_existing_folder(tmp_path, vae_rubric, vae_release):
+    unmarked = dataclasses.replace(vae_rubric, reference="reference.vae_mistakes")
+    with pytest.raises(ReleaseError, match="no `# BEGIN SOLUTION` / `# END SOLUTION` blocks"):
+        build_release(unmarked, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ReleaseError, match="not empty"):
+        build_release(vae_rubric, vae_release)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ReleaseError, match="not a release folder"):
+        build_release(vae_rubric, tmp_path / "mine", force=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+# ---- grade new -------------------------------------------------------------------------------------
+
+def _repo_copy(root: Path) -> Path:
+    """The repository's layout with no assignment: grader/, reference/__init__.py, empty rubrics/."""
+    shutil.copytree(REPO / "grader", root / "grader", ignore=shutil.ignore_patterns("__pycache__"))
+    for d in ("reference", "rubrics", "tests", "submissions"):
+        (root / d).mkdir()
+    shutil.copyfile(REPO / "reference" / "__init__.py", root / "reference" / "__init__.py")
+    shutil.copyfile(REPO / "pyproject.toml", root / "pyproject.toml")
+    return root
+
+
+@pytest.mark.parametrize("name, message", [
+    ("Bad", "bad assignment name"), ("1abc", "bad assignment name"), ("a", "bad assignment name"),
+    ("x--y", "bad assignment name"), ("../evil", "bad assignment name"), ("math", "Python or gradekit"),
+    ("grader", "Python or gradekit"), ("torch", "shadows the installed module"), ("test-me", "reserved"),
+])
+def test_new_refuses_bad_names(tmp_path, name, message):
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "grader" / "checks").mkdir(parents=True)
+    with pytest.raises(ScaffoldError, match=re.escape(message)):
+        scaffold(name, root=tmp_path)
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+
+
+def test_new_never_overwrites(tmp_path):
+    (tmp_path / "reference").mkdir()
+    (tmp_path / "grader" / "checks").mkdir(parents=True)
+    made = scaffold("demo", root=tmp_path)
+    assert len(made.files) == 8
+    before = {p: p.read_text() for p in made.files}
+    with pytest.raises(ScaffoldError, match="refusing to overwrite"):
+        scaffold("demo", root=tmp_path)
+    (made.files[2]).unlink()  # one file gone: the others still block, nothing is rewritten
+    with pytest.raises(ScaffoldError, match="refusing to overwrite"):
+        scaffold("demo", root=tmp_path)
+    assert {p: p.read_text() for p in made.files if p.exists()} == {p: t for p, t in before.items() if p.exists()}
+    with pytest.raises(ScaffoldError, match="already defines"):  # the rubric file of another name holds the id
+        (tmp_path / "rubrics" / "other.toml").write_text('[assignment]\nid = "demo-two"\n')
+        scaffold("demo-two", root=tmp_path)
+
+
+SCAFFOLD_SCRIPT = r'''
+import json, sys
+from pathlib import Path
+from grader.authoring.release import build_release, run_selfcheck
+from grader.engine import GradeOptions, grade_submission
+from grader.rubric import available_rubrics, lint_rubric
+import grader
+assert Path(grader.__file__).resolve().parents[1] == Path.cwd().resolve(), grader.__file__
+rubric = available_rubrics()["demo-gen"]
+result = grade_submission(Path("submissions/demo-gen-example"), rubric, GradeOptions(device="cpu"))
+release = build_release(rubric, Path("release/demo-gen"))  # records with the example, verifies on the reference
+report = run_selfcheck(release.out, Path("submissions/demo-gen-example/demo_gen.py"))
+print(json.dumps({"lint": lint_rubric(rubric), "score": result.autograded_score, "max": result.autograded_max,
+                  "errors": result.errors, "recorded_with": release.recorded_with,
+                  "selfcheck": [c["status"] for c in report["checks"]],
+                  "starter": Path("release/demo-gen/demo_gen.py").read_text()}))
+'''
+
+
+def test_new_scaffolds_an_assignment_that_lints_grades_full_marks_and_releases(tmp_path):
+    root = _repo_copy(tmp_path / "repo")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    new = subprocess.run([sys.executable, "-m", "grader.cli", "new", "demo-gen", "--title", "A demo"],
+                         cwd=root, capture_output=True, text=True, env=env, timeout=60)
+    assert new.returncode == 0, new.stdout + new.stderr
+    assert "created rubrics/demo-gen.toml" in new.stdout
+    again = subprocess.run([sys.executable, "-m", "grader.cli", "new", "demo-gen"], cwd=root, capture_output=True,
+                           text=True, env=env, timeout=60)
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+    run = subprocess.run([sys.executable, "-c", SCAFFOLD_SCRIPT], cwd=root, capture_output=True, text=True, env=env,
+                         timeout=240)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["lint"] == [] and not out["errors"]
+    assert out["score"] == out["max"] == 3
+    assert out["recorded_with"] == ["reference-solution", "demo-gen-example"]
+    assert out["selfcheck"] == ["passed"]
+    assert 'raise NotImplementedError("TODO: implement log_normal")' in out["starter"]
+    assert "torch.exp(-log_var)" not in out["starter"]
+    assert not (REPO / "rubrics" / "demo-gen.toml").exists() and not (REPO / "reference" / "demo_gen.py").exists()
