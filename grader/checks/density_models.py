@@ -1,0 +1,887 @@
+"""Checks of the `density-models` assignment (rubric: rubrics/density-models.toml,
+reference: reference/density_models.py, mutants: reference/density_models_mistakes.py).
+
+Unit checks: one `check_<name>(ctx)` per rubric entry, each with its own deterministic inputs; the
+student's code runs in the sandbox, the reference here on the same inputs. Composite checks (the
+conv VAE's `elbo`, the EM step) accept the reference with mistakes already charged on other
+components (`_expect_any_variant`), so each mistake costs once.
+
+Model-level checks (component "model") live in the second half: the student's PPCA and EM are run
+on the training digits in the sandbox, the conv VAE is trained there with the course's loop
+(grader/harnesses/density_models.py); only arrays come back, and the grader evaluates them with the
+reference code against the reference models (the VAE one cached by grader/model_cache.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from grader.checks import CheckContext, close, sequence, tensor, to_torch
+from grader.sandbox.client import StudentException
+
+B = 5  # batch of the unit checks
+L = 2  # VAE latent size of the unit checks
+S = 8  # image side of the unit checks
+
+
+def _f(a, dtype: str) -> np.ndarray:
+    return np.asarray(a, dtype=dtype)
+
+
+def _expect_any_variant(ctx: CheckContext, got: np.ndarray, reference, case: str, rtol=None, atol=None,
+                        diagnose: bool = True) -> bool:
+    """Pass when `got` matches the reference, or the reference with upstream mistakes patched in."""
+    rtol = ctx.spec.rtol if rtol is None else rtol
+    atol = ctx.spec.atol if atol is None else atol
+    first = None
+    for label, patches in ctx.reference_variants():
+        try:
+            want = reference(patches)
+        except Exception:
+            if not label:
+                raise
+            continue
+        if first is None:
+            first = want
+        if close(got, want, rtol, atol):
+            if label:
+                ctx.notes.append(f"Matches the reference once your mistakes already charged elsewhere ({label}) are "
+                                 "taken into account: no extra points lost here.")
+            return ctx.expect(True, case)
+    return ctx.expect_close(got, first, case, rtol, atol,
+                            diagnose=(lambda p: close(got, reference(p), rtol, atol)) if diagnose else None)
+
+
+# ---- conv VAE: weights, student objects, reference models ----------------------------------------
+
+def _vae_state(ctx: CheckContext, latent_dim: int = L, image_size: int = S) -> dict[str, np.ndarray]:
+    """Deterministic weights for the architecture (the clean reference's initialisation, seeded),
+    with the posterior pushed away from the prior so that KL and reparameterisation mistakes show."""
+    torch.manual_seed(ctx.seed % (2 ** 31))
+    model = ctx.ref.ConvVAE(latent_dim, image_size)
+    state = {k: v.detach().cpu().numpy().astype("float32") for k, v in model.state_dict().items()}
+    state["fc_mu.bias"] = state["fc_mu.bias"] + 1.0
+    state["fc_log_var.bias"] = state["fc_log_var.bias"] - 1.0
+    return state
+
+
+def _student_vae(ctx: CheckContext, name: str, state: dict, latent_dim: int = L, image_size: int = S) -> dict:
+    return ctx.new(name, "ConvVAE", latent_dim=latent_dim, image_size=image_size, state=state)
+
+
+def _ref_vae(ctx: CheckContext, state: dict, latent_dim: int = L, image_size: int = S):
+    """The reference ConvVAE (built under whatever patches are active) holding `state`."""
+    model = ctx.ref.ConvVAE(latent_dim, image_size).to(ctx.device)
+    model.load_state_dict({k: to_torch(v, ctx.device) for k, v in state.items()})
+    return model.eval()
+
+
+def _images(ctx: CheckContext, n: int = B, side: int = S, binary: bool = False) -> np.ndarray:
+    x = ctx.rng.uniform(size=(n, 1, side, side))
+    return _f(x > 0.5 if binary else x, "float32")
+
+
+def _pair(reply, what: str) -> tuple[np.ndarray, np.ndarray]:
+    a, b = sequence(reply["result"], what, 2)
+    return tensor(a, what), tensor(b, what)
+
+
+def check_conv_vae_architecture(ctx: CheckContext) -> None:
+    """Parameter names/shapes of the specified layers; encode and decode output shapes (8×8 and 28×28)."""
+    for latent_dim, side in ((2, 8), (3, 28)):
+        label = f"ConvVAE(latent_dim={latent_dim}, image_size={side})"
+        name = f"arch_{latent_dim}_{side}"
+        ctx.new(name, "ConvVAE", latent_dim=latent_dim, image_size=side)
+        got = ctx.sandbox.request({"op": "params", "name": name}, timeout=ctx.call_timeout)
+        got_shapes = {k: tuple(v.shape) for k, v in got.items() if isinstance(v, np.ndarray)}
+        ref_shapes = {k: tuple(v.shape) for k, v in ctx.ref.ConvVAE(latent_dim, side).state_dict().items()}
+        missing = {k: v for k, v in ref_shapes.items() if got_shapes.get(k) != v}
+        ctx.expect(not missing, f"{label}: layers named and shaped as specified",
+                   "expected " + ", ".join(f"{k} {v}" for k, v in list(missing.items())[:6])
+                   + f"; found {', '.join(f'{k} {v}' for k, v in list(got_shapes.items())[:8]) or 'no parameters'}")
+        obj = {"__ref__": name}
+        x = _images(ctx, 3, side)
+        mu, lv = _pair(ctx.call(ctx.method(obj, "encode", "ConvVAE.encode"), x), "ConvVAE.encode")
+        ctx.expect(mu.shape == (3, latent_dim) and lv.shape == (3, latent_dim), f"{label}: encode shapes",
+                   f"mu {mu.shape}, log_var {lv.shape}, expected {(3, latent_dim)} each")
+        z = _f(ctx.rng.standard_normal((3, latent_dim)), "float32")
+        out = tensor(ctx.call(ctx.method(obj, "decode", "ConvVAE.decode"), z)["result"], "ConvVAE.decode")
+        want = (3, 1, side, side)
+
+        def same_shape(patches, z=z, latent_dim=latent_dim, side=side):
+            with ctx.patched(patches), torch.no_grad():
+                m = ctx.ref.ConvVAE(latent_dim, side).to(ctx.device)
+                return tuple(m.decode(to_torch(z, ctx.device)).shape) == tuple(out.shape)
+
+        if not ctx.expect(out.shape == want, f"{label}: decode shape",
+                          f"decoded images have shape {out.shape}, expected {want} "
+                          "(check padding=1 and output_padding=1 of the transposed convolutions)"):
+            ctx.diagnose(same_shape)
+
+
+def check_conv_vae_encode(ctx: CheckContext) -> None:
+    state = _vae_state(ctx)
+    obj = _student_vae(ctx, "enc", state)
+    x = _images(ctx)
+    mu, lv = _pair(ctx.call(ctx.method(obj, "encode", "ConvVAE.encode"), x), "ConvVAE.encode")
+    got = np.concatenate([mu, lv], axis=1) if mu.shape == lv.shape == (B, L) else np.stack([mu.ravel()])
+
+    def reference(patches):
+        with ctx.patched(patches), torch.no_grad():
+            m, v = _ref_vae(ctx, state).encode(to_torch(x, ctx.device))
+            return torch.cat([m, v], dim=1).cpu().numpy()
+
+    _expect_any_variant(ctx, got, reference, f"(mu, log_var) for {B} images with given weights")
+
+
+def check_conv_vae_decode(ctx: CheckContext) -> None:
+    state = _vae_state(ctx)
+    obj = _student_vae(ctx, "dec", state)
+    z = _f(ctx.rng.standard_normal((B, L)) * 1.5, "float32")
+    got = tensor(ctx.call(ctx.method(obj, "decode", "ConvVAE.decode"), z)["result"], "ConvVAE.decode", dtype="float32")
+
+    def reference(patches):
+        with ctx.patched(patches), torch.no_grad():
+            return _ref_vae(ctx, state).decode(to_torch(z, ctx.device)).cpu().numpy()
+
+    if _expect_any_variant(ctx, got, reference, f"Bernoulli means for {B} latents with given weights"):
+        return
+    ctx.expect(bool(np.all((got > 0) & (got < 1))), "values are probabilities in (0, 1)",
+               f"values range over [{np.nanmin(got):.3g}, {np.nanmax(got):.3g}]: apply a sigmoid to the last layer")
+
+
+# ---- vae_elbo --------------------------------------------------------------------------------------
+
+def _elbo_inputs(ctx, dtype: str, flat: bool, binary: bool, far: bool):
+    x = ctx.rng.uniform(size=(B, 1, S, S))
+    x = (x > 0.5).astype(float) if binary else x
+    probs = ctx.rng.uniform(0.02, 0.98, size=(B, 1, S, S))
+    if flat:
+        x, probs = x.reshape(B, -1), probs.reshape(B, -1)
+    mu = ctx.rng.standard_normal((B, L)) * (3.0 if far else 0.5)
+    lv = ctx.rng.uniform(-3.0, 2.0, size=(B, L)) if far else ctx.rng.uniform(-0.5, 0.5, size=(B, L))
+    return tuple(_f(a, dtype) for a in (x, probs, mu, lv))
+
+
+def check_vae_elbo_values(ctx: CheckContext) -> None:
+    cases = [("float32, binary x (B, 1, 8, 8)", "float32", False, True, False),
+             ("float64, soft x in [0, 1], flattened (B, 64)", "float64", True, False, False),
+             ("float32, posterior far from the prior (|mu| ~ 3, log_var in [-3, 2])", "float32", False, False, True)]
+    for label, dtype, flat, binary, far in cases:
+        args = _elbo_inputs(ctx, dtype, flat, binary, far)
+        got = tensor(ctx.call("vae_elbo", *args)["result"], "vae_elbo", dtype=dtype)
+        rtol, atol = (1e-4, 1e-3) if dtype == "float32" else (1e-8, 1e-8)
+
+        def reference(patches, args=args):
+            with ctx.patched(patches):
+                return ctx.ref.vae_elbo(*[to_torch(a, ctx.device) for a in args]).cpu().numpy()
+
+        ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: close(got, reference(p), rtol, atol))
+
+
+def check_vae_elbo_extremes(ctx: CheckContext) -> None:
+    x, probs, mu, lv = _elbo_inputs(ctx, "float32", False, True, False)
+    probs = probs.copy()
+    probs.flat[::3] = 0.0
+    probs.flat[1::3] = 1.0
+    got = tensor(ctx.call("vae_elbo", x, probs, mu, lv)["result"], "vae_elbo", dtype="float32")
+    ok = got.shape == (B,) and bool(np.isfinite(got).all())
+    ctx.expect(ok, "probabilities exactly 0 and 1 give a finite ELBO",
+               f"shape {got.shape}, values {np.round(got, 2).tolist()[:5]} (clamp probs to [1e-6, 1 - 1e-6] before the logs)")
+
+
+# ---- ConvVAE.elbo (composite) -----------------------------------------------------------------------
+
+def _elbo_reference(ctx, state, x, eps):
+    def reference(patches):
+        with ctx.patched(patches), torch.no_grad():
+            return _ref_vae(ctx, state).elbo(to_torch(x, ctx.device), to_torch(eps, ctx.device)).cpu().numpy()
+    return reference
+
+
+def _excused(ctx: CheckContext, reference, case: str, error: StudentException) -> bool:
+    """True (and a passed case) when the student's crash is what the reference does with the
+    mistakes already charged on other components (e.g. decoded images of the wrong size)."""
+    for label, patches in ctx.reference_variants():
+        if not label:
+            continue
+        try:
+            reference(patches)
+        except Exception:
+            ctx.notes.append(f"{case}: your code fails ({error.message.splitlines()[0][:160]}), as the reference does "
+                             f"with your mistakes charged elsewhere ({label}): not charged again here.")
+            ctx.expect(True, case)
+            return True
+    return False
+
+
+def check_conv_vae_elbo_value(ctx: CheckContext) -> None:
+    state = _vae_state(ctx)
+    obj = _student_vae(ctx, "elbo", state)
+    x = _images(ctx)
+    eps = _f(ctx.rng.standard_normal((B, L)), "float32")
+    reference = _elbo_reference(ctx, state, x, eps)
+    case = "per-example ELBO with the given noise eps"
+    try:
+        got = tensor(ctx.call(ctx.method(obj, "elbo", "ConvVAE.elbo"), x, eps)["result"], "ConvVAE.elbo", dtype="float32")
+    except StudentException as e:
+        if _excused(ctx, reference, case, e):
+            return
+        raise
+    _expect_any_variant(ctx, got, reference, case, rtol=1e-4, atol=1e-3)
+    # without eps: fresh noise on every call
+    draws = []
+    for seed in (1, 2):
+        v = tensor(ctx.call(ctx.method(obj, "elbo", "ConvVAE.elbo"), x, seed=seed)["result"], "ConvVAE.elbo")
+        draws.append(v)
+    ok = all(d.shape == (B,) and np.isfinite(d).all() for d in draws)
+    if ctx.require(ok, "elbo(x) without eps: finite, one value per example",
+                   f"shapes {[d.shape for d in draws]}, expected {(B,)}"):
+        ctx.expect(not np.allclose(draws[0], draws[1]), "elbo(x) without eps draws fresh noise",
+                   "two calls with different seeds gave the same ELBO: z must be sampled, z = mu + exp(log_var/2)·eps")
+
+
+def check_conv_vae_elbo_gradients(ctx: CheckContext) -> None:
+    state = _vae_state(ctx)
+    obj = _student_vae(ctx, "grad", state)
+    x = _images(ctx)
+    eps = _f(ctx.rng.standard_normal((B, L)), "float32")
+
+    def reference(patches):
+        with ctx.patched(patches):
+            m = _ref_vae(ctx, state)
+            out = m.elbo(to_torch(x, ctx.device), to_torch(eps, ctx.device)).sum()
+            grads = torch.autograd.grad(out, list(m.parameters()), allow_unused=True)
+            names = [n for n, _ in m.named_parameters()]
+            return np.concatenate([(np.zeros(p.shape) if g is None else g.cpu().numpy()).ravel()
+                                   for (n, p), g in zip(m.named_parameters(), grads) if n in names])
+
+    case = "gradients of Σ elbo w.r.t. every parameter"
+    try:
+        reply = ctx.call(ctx.method(obj, "elbo", "ConvVAE.elbo"), x, eps, grad={"params": "grad"})
+    except StudentException as e:
+        if _excused(ctx, reference, case, e):
+            return
+        raise
+    tensor(reply["result"], "ConvVAE.elbo")
+    grads = reply.get("grads") or {}
+    order = list(state)
+    have = [grads.get("param:" + n) for n in order]
+    if not ctx.require(all(g is not None for g in have), "every parameter receives a gradient",
+                       "no gradient for " + ", ".join(n for n, g in zip(order, have) if g is None)
+                       + " (is the ELBO computed with torch operations end to end?)"):
+        return
+    got = np.concatenate([np.asarray(g, dtype=np.float64).ravel() for g in have])
+    _expect_any_variant(ctx, got, reference, case, rtol=1e-3, atol=1e-3, diagnose=False)
+
+
+# ---- PPCA ------------------------------------------------------------------------------------------
+
+def _low_rank_data(ctx, N: int, D: int, rank: int, dtype: str) -> np.ndarray:
+    Z = ctx.rng.standard_normal((N, rank))
+    A = ctx.rng.standard_normal((rank, D)) * np.linspace(3, 1, rank)[:, None]
+    X = Z @ A + 0.5 * ctx.rng.standard_normal((N, D)) + ctx.rng.uniform(-2, 2, D)
+    return _f(X, dtype)
+
+
+def _ppca_summary(W, mu, sigma2) -> np.ndarray:
+    """Rotation-invariant summary of a PPCA fit: [mu, sigma2, W Wᵀ flattened]."""
+    W = np.asarray(W, dtype=np.float64)
+    return np.concatenate([np.asarray(mu, dtype=np.float64).ravel(), np.asarray(sigma2, dtype=np.float64).ravel(),
+                           (W @ W.T).ravel()])
+
+
+def check_ppca_fit(ctx: CheckContext) -> None:
+    for N, D, q, dtype in ((150, 6, 2, "float64"), (200, 10, 3, "float64"), (300, 8, 2, "float32")):
+        X = _low_rank_data(ctx, N, D, q + 1, dtype)
+        label = f"{dtype} X {N}×{D}, q={q}"
+        W, mu, s2 = (tensor(v, "fit_ppca", dtype=dtype) for v in sequence(ctx.call("fit_ppca", X, q)["result"], "fit_ppca", 3))
+        if not ctx.require(W.shape == (D, q) and mu.shape == (D,) and s2.size == 1, f"{label}: shapes",
+                           f"W {W.shape}, mu {mu.shape}, sigma2 {s2.shape}; expected {(D, q)}, {(D,)} and a scalar"):
+            continue
+
+        def reference(patches, X=X, q=q):
+            with ctx.patched(patches):
+                w, m, s = ctx.ref.fit_ppca(to_torch(X, ctx.device), q)
+            return w.cpu().numpy(), m.cpu().numpy(), s.cpu().numpy()
+
+        rtol, atol = (1e-7, 1e-9) if dtype == "float64" else (2e-3, 1e-4)
+        w_ref, mu_ref, s2_ref = reference({})
+        got = _ppca_summary(W, mu, s2)
+        matches = lambda p, got=got, reference=reference, rtol=rtol, atol=atol: close(got, _ppca_summary(*reference(p)), rtol, atol)
+        ok = [ctx.expect_close(mu, mu_ref, f"{label}: mu", rtol, atol),
+              ctx.expect_close(s2.reshape(()), s2_ref.reshape(()), f"{label}: sigma2", rtol, atol),
+              ctx.expect_close(W @ W.T, w_ref @ w_ref.T, f"{label}: W Wᵀ (W itself is defined up to a rotation)", rtol, atol)]
+        if not all(ok):
+            ctx.diagnose(matches)
+
+
+def _ppca_params(ctx, D: int, q: int, dtype: str):
+    W = ctx.rng.standard_normal((D, q)) * 1.5
+    mu = ctx.rng.uniform(-1, 1, D)
+    return _f(W, dtype), _f(mu, dtype), _f(ctx.rng.uniform(0.2, 0.6), dtype)
+
+
+def _fn_check(ctx: CheckContext, name: str, cases, variants: bool = False) -> None:
+    """Call `name` on each (label, args, rtol, atol) and compare with the reference function."""
+    for label, args, rtol, atol in cases:
+        dtype = args[0].dtype.name
+        got = tensor(ctx.call(name, *args)["result"], name, dtype=dtype)
+
+        def reference(patches, args=args):
+            with ctx.patched(patches):
+                return getattr(ctx.ref, name)(*[to_torch(a, ctx.device) for a in args]).cpu().numpy()
+
+        if variants:
+            _expect_any_variant(ctx, got, reference, label, rtol, atol)
+        else:
+            ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: close(got, reference(p), rtol, atol))
+
+
+def check_ppca_log_likelihood(ctx: CheckContext) -> None:
+    cases = []
+    for N, D, q, dtype in ((7, 6, 2, "float64"), (9, 64, 5, "float64"), (6, 16, 3, "float32")):
+        W, mu, s2 = _ppca_params(ctx, D, q, dtype)
+        X = _f(mu + ctx.rng.standard_normal((N, D)) * 1.2, dtype)
+        tol = (1e-8, 1e-8) if dtype == "float64" else (1e-4, 1e-3)
+        cases.append((f"{dtype}: N={N}, D={D}, q={q}", (X, W, mu, s2), *tol))
+    _fn_check(ctx, "ppca_log_likelihood", cases)
+
+
+def _posterior_cases(ctx):
+    cases = []
+    for N, D, q, dtype in ((6, 5, 2, "float64"), (8, 12, 3, "float32")):
+        W, mu, s2 = _ppca_params(ctx, D, q, dtype)
+        X = _f(mu + ctx.rng.standard_normal((N, D)), dtype)
+        tol = (1e-8, 1e-9) if dtype == "float64" else (1e-4, 1e-5)
+        cases.append((f"{dtype}: N={N}, D={D}, q={q}", (X, W, mu, s2), *tol))
+    return cases
+
+
+def check_ppca_posterior_mean(ctx: CheckContext) -> None:
+    _fn_check(ctx, "ppca_posterior_mean", _posterior_cases(ctx))
+
+
+def check_ppca_reconstruct(ctx: CheckContext) -> None:
+    _fn_check(ctx, "ppca_reconstruct", _posterior_cases(ctx))
+
+
+# ---- GMM -------------------------------------------------------------------------------------------
+
+def _spd(ctx, K: int, D: int, scale: float = 1.0) -> np.ndarray:
+    A = ctx.rng.standard_normal((K, D, D)) * 0.5
+    return scale * (A @ A.transpose(0, 2, 1) + 0.5 * np.eye(D))
+
+
+def _gmm_params(ctx, K: int, D: int, dtype: str, spread: float = 3.0):
+    w = ctx.rng.uniform(0.2, 1.0, K)
+    w = w / w.sum()
+    means = ctx.rng.standard_normal((K, D)) * spread
+    return _f(w, dtype), _f(means, dtype), _f(_spd(ctx, K, D), dtype)
+
+
+def check_gmm_log_likelihood_values(ctx: CheckContext) -> None:
+    cases = []
+    for N, K, D, dtype in ((8, 3, 2, "float64"), (10, 4, 5, "float64"), (6, 3, 3, "float32")):
+        w, means, covs = _gmm_params(ctx, K, D, dtype)
+        X = _f(means[ctx.rng.integers(0, K, N)] + ctx.rng.standard_normal((N, D)), dtype)
+        tol = (1e-8, 1e-8) if dtype == "float64" else (1e-4, 1e-4)
+        cases.append((f"{dtype}: N={N}, K={K}, D={D}, unequal weights", (X, w, means, covs), *tol))
+    _fn_check(ctx, "gmm_log_likelihood", cases)
+
+
+def check_gmm_log_likelihood_far(ctx: CheckContext) -> None:
+    w, means, covs = _gmm_params(ctx, 3, 4, "float64", spread=1.0)
+    X = _f(ctx.rng.standard_normal((6, 4)) * 60.0, "float64")
+    _fn_check(ctx, "gmm_log_likelihood", [("points far from every mode (log-densities below -1000)",
+                                           (X, w, means, covs), 1e-8, 1e-6)])
+
+
+def _em_data(ctx, N: int, K: int, D: int):
+    w, means, covs = _gmm_params(ctx, K, D, "float64", spread=2.5)
+    X = means[ctx.rng.integers(0, K, N)] + ctx.rng.standard_normal((N, D)) * 0.8
+    init_means = means + ctx.rng.standard_normal((K, D)) * 0.7
+    init_covs = np.stack([np.eye(D) * 1.5] * K)
+    init_w = np.linspace(1.0, 2.0, K) / np.linspace(1.0, 2.0, K).sum()
+    return X, init_w, init_means, init_covs
+
+
+def check_gmm_em_step(ctx: CheckContext) -> None:
+    for N, K, D, kwargs in ((120, 3, 2, {}), (200, 4, 3, {"reg": 1e-3})):
+        X, w, means, covs = _em_data(ctx, N, K, D)
+        label = f"N={N}, K={K}, D={D}" + (f", reg={kwargs['reg']}" if kwargs else "")
+        reply = ctx.call("gmm_em_step", X, w, means, covs, **kwargs)
+        nw, nm, nc = (tensor(v, "gmm_em_step", dtype="float64") for v in sequence(reply["result"], "gmm_em_step", 3))
+        if not ctx.require(nw.shape == (K,) and nm.shape == (K, D) and nc.shape == (K, D, D), f"{label}: shapes",
+                           f"weights {nw.shape}, means {nm.shape}, covs {nc.shape}; expected {(K,)}, {(K, D)}, {(K, D, D)}"):
+            continue
+        got = np.concatenate([nw.ravel(), nm.ravel(), nc.ravel()])
+
+        def reference(patches, X=X, w=w, means=means, covs=covs, kwargs=kwargs):
+            with ctx.patched(patches):
+                out = ctx.ref.gmm_em_step(*[to_torch(a, ctx.device) for a in (X, w, means, covs)], **kwargs)
+            return np.concatenate([o.cpu().numpy().ravel() for o in out])
+
+        _expect_any_variant(ctx, got, reference, f"{label}: new (weights, means, covs)", 1e-7, 1e-9)
+
+
+# =====================================================================================================
+# Model level: the three models fitted/trained on digits with the student's code
+# =====================================================================================================
+
+DEFAULTS = {
+    "data": "digits",
+    "latent_dim": 2, "epochs": 20, "batch_size": 128, "lr": 1e-3, "time_budget_s": 20.0, "seed": 0,
+    "elbo_samples": 8,
+    "ppca_q": 2,
+    "gmm_components": 8, "gmm_iterations": 15, "gmm_reg": 1e-2,
+    # relative to the reference: full marks up to `*_full` worse, nothing from `*_zero` worse, linear between
+    "elbo_full": 0.05, "elbo_zero": 0.25,
+    "reconstruction_full": 0.25, "reconstruction_zero": 1.0,
+    "ppca_full": 0.01, "ppca_zero": 0.10,
+    "gmm_full": 0.02, "gmm_zero": 0.20,
+}
+TRAIN_KEYS = ("latent_dim", "epochs", "batch_size", "lr", "time_budget_s", "seed")
+CODE_FILES = ("reference/density_models.py", "grader/harnesses/density_models.py")
+
+
+class ModelGradingError(Exception):
+    """A model could not be fitted/trained/evaluated from the student's code; the message says why."""
+
+
+def settings(ctx_or_rubric, session=None) -> dict:
+    rubric = getattr(ctx_or_rubric, "rubric", ctx_or_rubric)
+    session = session or getattr(ctx_or_rubric, "session", None)
+    s = {**DEFAULTS, **rubric.model}
+    if session is not None:
+        s.update(session.model_overrides)
+        if session.data:
+            s["data"] = session.data
+    unknown = set(s) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"{rubric.path} [model]: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    return s
+
+
+def preflight(rubric, session, selected=None) -> None:
+    """Fail early (before the sandbox starts) on bad [model] settings or data."""
+    if selected is not None and not any(spec.component == "model" for spec in selected):
+        return
+    s = settings(rubric, session)
+    _data(s)
+
+
+@dataclass
+class Data:
+    x_train: np.ndarray  # N×D float64 in [0, 1]
+    x_test: np.ndarray
+    y_test: np.ndarray
+    image_shape: tuple
+    summary: str
+
+
+_DATA: dict = {}
+
+
+def _data(s: dict) -> Data:
+    if s["data"] not in _DATA:
+        from grader.data import load_dataset
+
+        ds = load_dataset(s["data"])
+        h, w = ds.image_shape
+        if h != w or h % 4:
+            raise ValueError(f"data set {s['data']!r}: images must be square with a side divisible by 4, got {ds.image_shape}")
+        scale = float(ds.num_vals - 1)
+        x_train = np.concatenate([ds.x_train.numpy(), ds.x_val.numpy()]).astype(np.float64) / scale
+        _DATA[s["data"]] = Data(x_train, ds.x_test.numpy().astype(np.float64) / scale, ds.y_test.numpy(),
+                                tuple(ds.image_shape), ds.summary() + f", scaled to [0, 1] (÷{scale:g})")
+    return _DATA[s["data"]]
+
+
+@dataclass
+class Part:
+    student: dict | None = None   # metrics
+    reference: dict = field(default_factory=dict)
+    error: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def _relative(student, reference, full, zero) -> float:
+    """1 when `student` is at most `full` (relative) worse than `reference`, 0 from `zero`; lower is better."""
+    if student is None or not math.isfinite(student):
+        return 0.0
+    r = (student - reference) / max(abs(reference), 1e-12)
+    return 1.0 if r <= full else 0.0 if r >= zero else (zero - r) / (zero - full)
+
+
+def _record(ctx: CheckContext, model: str, part: Part, labels: dict) -> None:
+    comp = ctx.session.metrics.setdefault("comparison", {})
+    comp[model] = {"student": part.student, "reference": part.reference, "error": part.error or None, **labels}
+    ctx.session.metrics["data"] = _data(settings(ctx)).summary
+    _comparison_figure(ctx)
+
+
+# ---- PPCA ------------------------------------------------------------------------------------------
+
+def _ppca_part(ctx: CheckContext) -> Part:
+    if "ppca" in ctx.session.cache:
+        return ctx.session.cache["ppca"]
+    s = settings(ctx)
+    data = _data(s)
+    part = Part()
+    ctx.session.cache["ppca"] = part
+    ref = ctx.ref
+    Xtr, Xte = (torch.from_numpy(a).to(ctx.device) for a in (data.x_train, data.x_test))
+    with torch.no_grad():
+        rw, rmu, rs2 = ref.fit_ppca(Xtr, s["ppca_q"])
+        part.reference = _ppca_metrics(ref, Xte, rw, rmu, rs2)
+        part.extra["reference_latents"] = ref.ppca_posterior_mean(Xte, rw, rmu, rs2).cpu().numpy()
+    try:
+        reply = ctx.call("fit_ppca", data.x_train, s["ppca_q"])["result"]
+        W, mu, s2 = (tensor(v, "fit_ppca") for v in sequence(reply, "fit_ppca", 3))
+        D = data.x_train.shape[1]
+        if W.shape != (D, s["ppca_q"]) or mu.shape != (D,) or s2.size != 1:
+            raise ModelGradingError(f"fit_ppca returned W {W.shape}, mu {mu.shape}, sigma2 {s2.shape}")
+        W, mu, s2 = (torch.from_numpy(np.asarray(a, dtype=np.float64)).to(ctx.device) for a in (W, mu, s2.reshape(())))
+        if not (torch.isfinite(W).all() and torch.isfinite(mu).all() and float(s2) > 0):
+            raise ModelGradingError(f"fit_ppca returned non-finite W/mu or sigma2 = {float(s2):.3g} <= 0")
+        with torch.no_grad():
+            part.student = _ppca_metrics(ref, Xte, W, mu, s2)
+            part.extra["latents"] = ref.ppca_posterior_mean(Xte, W, mu, s2).cpu().numpy()
+            part.extra["recon"] = ref.ppca_reconstruct(Xte[:16], W, mu, s2).cpu().numpy()
+    except ModelGradingError as e:
+        part.error = str(e)
+    except Exception as e:  # a student crash, a non-PD covariance
+        part.error = f"{type(e).__name__}: {getattr(e, 'message', e)}"
+    _record(ctx, "ppca", part, {"log_likelihood": "exact test log-likelihood per example"})
+    return part
+
+
+def _ppca_metrics(ref, X, W, mu, s2) -> dict:
+    ll = ref.ppca_log_likelihood(X, W, mu, s2)
+    rec = ref.ppca_reconstruct(X, W, mu, s2)
+    return {"log_likelihood": float(ll.mean()), "reconstruction_mse": float(((rec - X) ** 2).mean()),
+            "sigma2": float(s2)}
+
+
+# ---- GMM -------------------------------------------------------------------------------------------
+
+def _gmm_init(s: dict, X: np.ndarray):
+    rng = np.random.default_rng(s["seed"])
+    K, D = s["gmm_components"], X.shape[1]
+    means = X[rng.choice(len(X), K, replace=False)]
+    covs = np.stack([np.diag(X.var(axis=0)) + 0.05 * np.eye(D)] * K)
+    return np.full(K, 1.0 / K), means, covs
+
+
+def _gmm_reference(ctx: CheckContext, s: dict, data: Data, start) -> dict:
+    """The reference's EM from the same start: parameters and metrics, cached like the VAE."""
+    from grader import model_cache
+    from grader.harnesses import density_models as harness
+
+    key = model_cache.cache_key({"assignment": ctx.rubric.id, "model": "gmm", "data": data.summary, "device": ctx.device.type,
+                                 **{k: s[k] for k in ("gmm_components", "gmm_iterations", "gmm_reg", "seed")}},
+                                code_files=CODE_FILES)
+    hit = model_cache.load(key)
+    if hit is not None:
+        return hit["state_dict"]
+    t = lambda a: torch.from_numpy(a).to(ctx.device)
+    out = harness.run_em(ctx.ref, ctx.device, X=t(data.x_train), weights=t(start[0]), means=t(start[1]), covs=t(start[2]),
+                         iterations=s["gmm_iterations"], reg=s["gmm_reg"])
+    params = {k: out[k] for k in ("weights", "means", "covs")}
+    model_cache.store(key, params, {"model": "gmm"})
+    return params
+
+
+def _gmm_part(ctx: CheckContext) -> Part:
+    if "gmm" in ctx.session.cache:
+        return ctx.session.cache["gmm"]
+    s = settings(ctx)
+    data = _data(s)
+    part = Part()
+    ctx.session.cache["gmm"] = part
+    ref = ctx.ref
+    start = _gmm_init(s, data.x_train)
+    Xte = torch.from_numpy(data.x_test).to(ctx.device)
+    part.reference = _gmm_metrics(ref, Xte, _gmm_reference(ctx, s, data, start), ctx.device)
+    try:
+        out = ctx.harness("density_models.run_em", X=data.x_train, weights=start[0], means=start[1], covs=start[2],
+                          iterations=s["gmm_iterations"], reg=s["gmm_reg"],
+                          timeout=max(1.0, min(ctx.session.remaining_s(), 60.0)))
+        if out.get("error"):
+            raise ModelGradingError(f"your EM failed at iteration {out.get('iteration')}: {out['error']}")
+        part.student = _gmm_metrics(ref, Xte, out, ctx.device)
+        Xtr = torch.from_numpy(data.x_train).to(ctx.device)
+        with torch.no_grad():
+            before = float(ref.gmm_log_likelihood(Xtr, *(torch.from_numpy(a).to(ctx.device) for a in start)).mean())
+            after = float(ref.gmm_log_likelihood(Xtr, *(torch.from_numpy(np.asarray(out[k])).to(ctx.device)
+                                                           for k in ("weights", "means", "covs"))).mean())
+        part.extra["train_log_likelihood"] = (before, after)
+    except ModelGradingError as e:
+        part.error = str(e)
+    except Exception as e:
+        part.error = f"{type(e).__name__}: {getattr(e, 'message', e)}"
+    _record(ctx, "gmm", part, {"log_likelihood": f"exact test log-likelihood per example after {s['gmm_iterations']} EM steps"})
+    return part
+
+
+def _gmm_metrics(ref, Xte, params: dict, device) -> dict:
+    w, m, c = (torch.as_tensor(np.asarray(params[k], dtype=np.float64)).to(device) for k in ("weights", "means", "covs"))
+    K, D = m.shape
+    if w.shape != (K,) or c.shape != (K, D, D):
+        raise ModelGradingError(f"EM returned weights {tuple(w.shape)}, means {tuple(m.shape)}, covs {tuple(c.shape)}")
+    if not (torch.isfinite(w).all() and torch.isfinite(m).all() and torch.isfinite(c).all()):
+        raise ModelGradingError("EM produced non-finite parameters")
+    if abs(float(w.sum()) - 1.0) > 1e-6 or float(w.min()) < 0:
+        raise ModelGradingError(f"EM produced mixing weights that do not sum to 1 (sum {float(w.sum()):.4g})")
+    with torch.no_grad():
+        ll = ref.gmm_log_likelihood(Xte, w, m, c)
+        best = (torch.log(w) + ref._log_gaussians(Xte, m, c)).argmax(dim=1)
+        mse = float(((m[best] - Xte) ** 2).mean())
+    return {"log_likelihood": float(ll.mean()), "reconstruction_mse": mse}
+
+
+# ---- conv VAE --------------------------------------------------------------------------------------
+
+def _train_kwargs(s: dict, data: Data) -> dict:
+    return {**{k: s[k] for k in TRAIN_KEYS}, "image_size": data.image_shape[0]}
+
+
+def _vae_reference(ctx: CheckContext, s: dict, data: Data):
+    from grader import model_cache
+    from grader.harnesses import density_models as harness
+
+    kw = _train_kwargs(s, data)
+    key = model_cache.cache_key({"assignment": ctx.rubric.id, "data": data.summary, "train": kw, "device": ctx.device.type,
+                                 "elbo_samples": s["elbo_samples"]}, code_files=CODE_FILES)
+    hit = model_cache.load(key)
+    if hit is None:
+        out = harness.train_conv_vae(ctx.ref, ctx.device, x_train=torch.from_numpy(data.x_train).float().to(ctx.device), **kw)
+        if out.get("error"):
+            raise RuntimeError(f"the reference conv VAE failed to train: {out['error']}")
+        model = _load_vae(ctx, out["state_dict"], s, data)
+        metrics = _vae_metrics(ctx, model, data, s)
+        model_cache.store(key, out["state_dict"], {"metrics": metrics, "history": out["history"]})
+        ctx.session.metrics["reference_cache"] = "trained now"
+        return metrics, out["history"], model
+    ctx.session.metrics["reference_cache"] = "reused"
+    return hit["meta"]["metrics"], hit["meta"]["history"], _load_vae(ctx, hit["state_dict"], s, data)
+
+
+def _load_vae(ctx: CheckContext, state: dict, s: dict, data: Data):
+    model = ctx.ref.ConvVAE(s["latent_dim"], data.image_shape[0]).to(ctx.device)
+    try:
+        model.load_state_dict({k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in state.items()})
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ModelGradingError("the trained weights do not fit the specified architecture (layer names and shapes "
+                                f"conv1, conv2, fc_mu, fc_log_var, fc_dec, deconv1, deconv2): {str(e)[:300]}") from None
+    return model.eval()
+
+
+@torch.no_grad()
+def _vae_metrics(ctx: CheckContext, model, data: Data, s: dict) -> dict:
+    x = torch.from_numpy(data.x_test).float().to(ctx.device).view(-1, 1, *data.image_shape)
+    g = torch.Generator(device="cpu").manual_seed(1234)
+    mu, log_var = model.encode(x)
+    elbos = []
+    for _ in range(s["elbo_samples"]):
+        eps = torch.randn(mu.shape, generator=g).to(ctx.device)
+        elbos.append(model.elbo(x, eps))
+    elbo = torch.stack(elbos).mean(0)
+    rec = model.decode(mu)
+    kl = 0.5 * (torch.exp(log_var) + mu ** 2 - 1.0 - log_var).sum(1)
+    return {"elbo": float(elbo.mean()), "negative_elbo": float(-elbo.mean()),
+            "log_likelihood": float(elbo.mean()),  # a lower bound: the comparison table's column
+            "reconstruction_mse": float(((rec - x) ** 2).mean()), "kl": float(kl.mean())}
+
+
+def _vae_part(ctx: CheckContext) -> Part:
+    if "vae" in ctx.session.cache:
+        return ctx.session.cache["vae"]
+    s = settings(ctx)
+    data = _data(s)
+    part = Part()
+    ctx.session.cache["vae"] = part
+    part.reference, ref_history, ref_model = _vae_reference(ctx, s, data)
+    part.extra["reference_history"] = ref_history
+    part.extra["reference_model"] = ref_model
+    try:
+        budget = min(ctx.session.remaining_s(), s["time_budget_s"] * 2 + 30)
+        out = ctx.harness("density_models.train_conv_vae", x_train=data.x_train.astype(np.float32),
+                          timeout=max(1.0, budget), **_train_kwargs(s, data))
+        part.extra["history"] = out.get("history", {})
+        if out.get("error") and not out.get("state_dict"):
+            raise ModelGradingError(f"training your ConvVAE failed: {out['error']}")
+        model = _load_vae(ctx, out["state_dict"], s, data)
+        part.student = _vae_metrics(ctx, model, data, s)
+        part.extra["model"] = model
+        _vae_figures(ctx, part, model, data)
+    except ModelGradingError as e:
+        part.error = str(e)
+    except Exception as e:  # a student crash or timeout inside the harness
+        part.error = f"{type(e).__name__}: {getattr(e, 'message', e)}"
+    _record(ctx, "conv_vae", part, {"log_likelihood": "test ELBO per example (a lower bound)"})
+    return part
+
+
+# ---- figures ---------------------------------------------------------------------------------------
+
+def _add_figure(ctx: CheckContext, path: Path, caption: str, tag: str) -> None:
+    rel = f"figures/{Path(path).name}"
+    if not any(f["path"] == rel for f in ctx.session.figures):
+        ctx.session.figures.append({"path": rel, "caption": caption, "tag": tag})
+
+
+def _comparison_figure(ctx: CheckContext) -> None:
+    folder = ctx.session.figures_dir
+    if folder is None:
+        return
+    from matplotlib.figure import Figure
+    from grader import figures
+
+    comp = ctx.session.metrics.get("comparison", {})
+    names = [n for n in ("conv_vae", "ppca", "gmm") if n in comp]
+    fig = Figure(figsize=(7.0, 2.4), layout="constrained")
+    axes = fig.subplots(1, 2)
+    xs = np.arange(len(names))
+    for ax, key, title in ((axes[0], "log_likelihood", "test log-lik. / ELBO per example (higher is better)"),
+                           (axes[1], "reconstruction_mse", "test reconstruction MSE (lower is better)")):
+        for j, who in enumerate(("student", "reference")):
+            vals = [(comp[n].get(who) or {}).get(key, np.nan) for n in names]
+            ax.bar(xs + (j - 0.5) * 0.38, np.nan_to_num(np.asarray(vals, dtype=float), nan=0.0), 0.38,
+                   label="yours" if who == "student" else "reference", color=f"C{j}")
+        ax.set_xticks(xs, [{"conv_vae": "conv VAE", "ppca": "PPCA", "gmm": "GMM"}[n] for n in names])
+        ax.set_title(title, fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = figures._save(fig, folder / "model_comparison.png")
+    _add_figure(ctx, path, "The three density models on the test digits: your fits and the reference's (the VAE's "
+                           "value is an ELBO, a lower bound; PPCA and the GMM give exact log-densities).", "model")
+
+
+def _vae_figures(ctx: CheckContext, part: Part, model, data: Data) -> None:
+    folder = ctx.session.figures_dir
+    if folder is None:
+        return
+    from matplotlib.figure import Figure
+    from grader import figures
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shape = data.image_shape
+    x = torch.from_numpy(data.x_test).float().to(ctx.device).view(-1, 1, *shape)
+    with torch.no_grad():
+        mu, _ = model.encode(x)
+        rec = model.decode(mu[:16]).cpu().numpy()
+        # latent grid: Gaussian quantiles over the first two latent dimensions
+        n = 10
+        q = torch.tensor([NormalQuantiles.at(p) for p in np.linspace(0.05, 0.95, n)], dtype=torch.float32)
+        zz = torch.zeros(n * n, model.latent_dim)
+        zz[:, 0] = q.repeat(n)
+        zz[:, 1 if model.latent_dim > 1 else 0] = q.repeat_interleave(n).flip(0)
+        grid = model.decode(zz.to(ctx.device)).cpu().numpy()
+    mu = mu.cpu().numpy()
+    labels = data.y_test
+    fig = Figure(figsize=(7.6, 3.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    panels = [(axes[0], mu[:, :2], "conv VAE: posterior means (first 2 latent dims)")]
+    lat = ctx.session.cache.get("ppca").extra.get("latents") if ctx.session.cache.get("ppca") else None
+    panels.append((axes[1], lat[:, :2] if lat is not None and lat.shape[1] >= 2 else None, "PPCA: E[z | x] (q = 2)"))
+    for ax, pts, title in panels:
+        ax.set_title(title, fontsize=8)
+        if pts is None or not np.isfinite(pts).all():
+            ax.text(0.5, 0.5, "not available", ha="center", va="center", transform=ax.transAxes)
+            continue
+        for c in np.unique(labels):
+            sel = labels == c
+            ax.scatter(pts[sel, 0], pts[sel, 1], s=5, alpha=0.7, color=f"C{int(c) % 10}", label=str(int(c)))
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=6, markerscale=2, ncol=2, loc="best")
+    made = [
+        (figures._save(fig, folder / "latent_clusters.png"),
+         "Test digits in latent space, coloured by label: your conv VAE's posterior means and your PPCA's posterior means.",
+         "model.vae_elbo"),
+        (figures.sample_grid(grid.reshape(n * n, *shape), folder / "latent_grid.png", shape),
+         "Your conv VAE's decoder on a 10×10 grid of latents (Gaussian quantiles 5 % … 95 % in z₁, z₂).", "model.vae_elbo"),
+        (figures.image_grid(data.x_test[:16].reshape(16, *shape), rec.reshape(-1, *shape), folder / "vae_reconstructions.png", shape),
+         "16 test digits (top) and your conv VAE's reconstructions at z = mu (bottom).", "model.reconstruction"),
+    ]
+    for path, caption, tag in made:
+        _add_figure(ctx, path, caption, tag)
+
+
+class NormalQuantiles:
+    @staticmethod
+    def at(p: float) -> float:
+        from statistics import NormalDist
+
+        return NormalDist().inv_cdf(float(p))
+
+
+VAE_FAMILY = ("conv_vae.", "vae_elbo")
+
+
+# ---- the model-level checks ------------------------------------------------------------------------
+
+def _grade(ctx: CheckContext, part: Part, key: str, metric: str, label: str, higher_is_better: bool,
+           family: tuple[str, ...]) -> None:
+    s = settings(ctx)
+    if part.error:
+        ctx.expect(False, label, part.error)
+        _causes(ctx, family)
+        return
+    st, rf = part.student[key], part.reference[key]
+    sign = -1.0 if higher_is_better else 1.0
+    frac = _relative(sign * st, sign * rf, s[f"{metric}_full"], s[f"{metric}_zero"])
+    text = (f"yours {st:.5g}, reference {rf:.5g} (full marks within {s[f'{metric}_full']:.0%}, "
+            f"none beyond {s[f'{metric}_zero']:.0%} worse)")
+    ctx.partial(frac, label, text)
+    if frac >= 1.0:
+        ctx.notes.append(f"{label}: {text}")
+    else:
+        _causes(ctx, family)
+
+
+def _causes(ctx: CheckContext, family: tuple[str, ...]) -> None:
+    """The mistakes found by the unit checks in the components this model is built from."""
+    found = [m for c, m in ctx.diagnosed.items() if c.startswith(family)]
+    if found:
+        causes = "; ".join(f"{m.message} ({m.component})" for m in found)
+        ctx.notes.append(f"Likely cause, found by the unit checks: {causes}.")
+
+
+def check_model_ppca(ctx: CheckContext) -> None:
+    part = _ppca_part(ctx)
+    _grade(ctx, part, "log_likelihood", "ppca", f"PPCA (q={settings(ctx)['ppca_q']}) fitted by your fit_ppca: "
+           "test log-likelihood per example", higher_is_better=True, family=("ppca.",))
+
+
+def check_model_gmm(ctx: CheckContext) -> None:
+    part = _gmm_part(ctx)
+    s = settings(ctx)
+    _grade(ctx, part, "log_likelihood", "gmm", f"GMM (K={s['gmm_components']}) after {s['gmm_iterations']} of your EM steps: "
+           "test log-likelihood per example", higher_is_better=True, family=("gmm.",))
+    before, after = part.extra.get("train_log_likelihood", (None, None))
+    if before is not None and not after >= before - 1e-6 * max(1.0, abs(before)):
+        ctx.notes.append(f"Diagnosis: the training log-likelihood fell from {before:.4g} to {after:.4g} per example over "
+                         "your EM steps: an exact EM step never decreases it.")
+
+
+def check_model_vae_elbo(ctx: CheckContext) -> None:
+    part = _vae_part(ctx)
+    _grade(ctx, part, "elbo", "elbo", "trained conv VAE: test ELBO per example (evaluated by the reference)",
+           higher_is_better=True, family=VAE_FAMILY)
+    if part.student and part.reference and part.student.get("kl", 1) < 0.05 * max(part.reference.get("kl", 0), 1e-6):
+        ctx.notes.append(f"Diagnosis: posterior collapse: KL(q(z|x) ‖ p(z)) is {part.student['kl']:.3g} nats against the "
+                         f"reference's {part.reference['kl']:.3g}: the decoder ignores z.")
+
+
+def check_model_reconstruction(ctx: CheckContext) -> None:
+    part = _vae_part(ctx)
+    _grade(ctx, part, "reconstruction_mse", "reconstruction", "trained conv VAE: test reconstruction MSE at z = mu",
+           higher_is_better=False, family=VAE_FAMILY)
