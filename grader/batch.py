@@ -171,7 +171,8 @@ def _worker_init(jobs: int) -> None:
         torch.set_num_threads(1)
 
 
-def _local_task(path: str, assignment, only, device, threads, out: str, marker: str, rubrics_dir) -> dict:
+def _local_task(path: str, assignment, only, device, threads, out: str, marker: str, rubrics_dir,
+                reports: bool = True) -> dict:
     """Worker side of the local pool: grade, then write results.json (or error.txt) atomically."""
     Path(marker).write_text(f"{os.getpid()} {time.time()}")
     t0 = time.monotonic()
@@ -180,7 +181,7 @@ def _local_task(path: str, assignment, only, device, threads, out: str, marker: 
     seconds = time.monotonic() - t0
     try:
         if reply["ok"]:
-            return _store(reply["result"], Path(out), student, seconds)
+            return _store(reply["result"], Path(out), student, seconds, reports)
         _write_error(Path(out), student, reply["error"])
         return {"student": student, "status": "failed", "seconds": seconds, "message": _first_line(reply["error"])}
     except Exception as e:  # e.g. the disk is full: still a per-student failure
@@ -188,16 +189,34 @@ def _local_task(path: str, assignment, only, device, threads, out: str, marker: 
                 "message": f"could not write the result: {type(e).__name__}: {e}"}
 
 
-def _store(data: dict, out: Path, student: str, seconds: float) -> dict:
-    """Write results.json atomically (the student named by the folder) and drop a stale error.txt."""
+def _store(data: dict, out: Path, student: str, seconds: float, reports: bool = True) -> dict:
+    """Write results.json atomically (the student named by the folder), drop a stale error.txt,
+    then render report.html/.pdf beside it (a report failure is noted, the result stays)."""
     from grader.results import write_json_atomic
 
     write_json_atomic(out / student / "results.json", data)
     (out / student / "error.txt").unlink(missing_ok=True)
     errors = data.get("extra_data", {}).get("gradekit", {}).get("errors", [])
+    notes = [_first_line(e) for e in errors[:2]]
+    if reports:
+        problem = render_student_report(out / student)
+        if problem:
+            notes.append(problem)
     return {"student": student, "status": "graded", "seconds": seconds,
             "score": data.get("score"), "max_score": data.get("max_score"),
-            "message": "; ".join(_first_line(e) for e in errors[:2])}
+            "message": "; ".join(notes)}
+
+
+def render_student_report(folder: Path) -> str:
+    """Render folder/report.html and report.pdf from folder/results.json; '' or what went wrong."""
+    try:
+        from grader.report.render import render_report
+        from grader.results import load_result
+
+        render_report(load_result(folder / "results.json"), folder)
+        return ""
+    except Exception as e:
+        return f"report not rendered: {type(e).__name__}: {e}"
 
 
 # ---- process helpers ---------------------------------------------------------------------------
@@ -260,7 +279,7 @@ def default_cores() -> int:
 def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = None, only=None,
                 device: str = "auto", force: bool = False, progress: ProgressFn | None = None,
                 executor: str = "local", scheduler: str | None = None, write_gradebook_csv: bool = True,
-                rubrics_dir: Path | None = None) -> BatchSummary:
+                rubrics_dir: Path | None = None, reports: bool = True) -> BatchSummary:
     """Grade every submission folder under `root` into `out` (see the module docstring)."""
     from grader.engine import GradingError, find_assignment
 
@@ -296,6 +315,8 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
             from grader.results import load_result
 
             old = load_result(out / sub.name / "results.json")
+            if reports and not (out / sub.name / "report.pdf").is_file():
+                render_student_report(out / sub.name)  # no student code runs: cheap and safe
             report(StudentOutcome(sub.name, "skipped", old.score, old.max_score, 0.0))
             continue
         todo.append((sub, rubric.limits.submission_timeout_s + GUARD_EXTRA_S))
@@ -309,9 +330,9 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
     try:
         if todo:
             if executor == "dask":
-                _run_dask(todo, out, assignment, only, device, scheduler, report, summary, rubrics_dir)
+                _run_dask(todo, out, assignment, only, device, scheduler, report, summary, rubrics_dir, reports)
             elif executor == "local":
-                _run_local(todo, out, jobs, assignment, only, device, report, summary, rubrics_dir)
+                _run_local(todo, out, jobs, assignment, only, device, report, summary, rubrics_dir, reports)
             else:
                 raise GradingError(f"unknown executor {executor!r}: use local or dask")
     except KeyboardInterrupt:
@@ -328,7 +349,8 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
     return summary
 
 
-def _run_local(todo, out: Path, jobs: int, assignment, only, device, report, summary: BatchSummary, rubrics_dir=None) -> None:
+def _run_local(todo, out: Path, jobs: int, assignment, only, device, report, summary: BatchSummary, rubrics_dir=None,
+               reports: bool = True) -> None:
     rubrics_dir = str(Path(rubrics_dir).resolve()) if rubrics_dir else None
     threads = max(1, default_cores() // jobs)
     state = Path(tempfile.mkdtemp(prefix="gradekit-batch-"))
@@ -346,7 +368,7 @@ def _run_local(todo, out: Path, jobs: int, assignment, only, device, report, sum
             try:
                 for sub in pending:
                     futures[pool.submit(_local_task, str(sub.resolve()), assignment, only, device, threads,
-                                        str(out.resolve()), str(state / sub.name), rubrics_dir)] = sub
+                                        str(out.resolve()), str(state / sub.name), rubrics_dir, reports)] = sub
                 broken = False
                 while futures and not broken:
                     done, _ = cf.wait(list(futures), timeout=0.5, return_when=cf.FIRST_COMPLETED)
@@ -408,7 +430,8 @@ def _started(marker: Path) -> tuple[int, float] | None:
         return None
 
 
-def _run_dask(todo, out: Path, assignment, only, device, scheduler, report, summary: BatchSummary, rubrics_dir=None) -> None:
+def _run_dask(todo, out: Path, assignment, only, device, scheduler, report, summary: BatchSummary, rubrics_dir=None,
+              reports: bool = True) -> None:
     rubrics_dir = str(Path(rubrics_dir).resolve()) if rubrics_dir else None
     from grader.engine import GradingError
 
@@ -448,7 +471,7 @@ def _run_dask(todo, out: Path, assignment, only, device, scheduler, report, summ
                     except Exception as e:  # KilledWorker and the like
                         reply = {"ok": False, "error": f"the Dask task failed: {type(e).__name__}: {e}"}
                     if reply.get("ok"):
-                        r = _store(reply["result"], out, sub.name, now - t0)
+                        r = _store(reply["result"], out, sub.name, now - t0, reports)
                         report(StudentOutcome(sub.name, "graded", r["score"], r["max_score"], now - t0, r["message"]))
                     else:
                         _write_error(out, sub.name, reply["error"])

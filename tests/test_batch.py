@@ -76,6 +76,9 @@ def test_batch_grades_everyone_and_survives_hostile_code(graded_class):
     assert set(status.values()) == {"graded"}
     assert "vae.py" in (out / "empty" / "error.txt").read_text()
     all_parse(out)
+    for s in status:  # each graded student gets a report beside results.json
+        assert (out / s / "report.pdf").stat().st_size > 10_000 and (out / s / "report.html").is_file()
+    assert not (out / "empty" / "report.pdf").exists()
     score = {s: json.loads((out / s / "results.json").read_text())["score"] for s in status}
     assert score["alice"] == score["anna"] > score["bob_bug"] > 0
     assert score["syntax"] == score["exiter"] == 0
