@@ -232,3 +232,31 @@ def test_eve_loses_points_exactly_at_her_four_mistakes(examples):
     assert ae.score < 0.5 * ae.max_score and "sigmoid" in ae.output
     assert 0 < by["model.kmeans"].score < by["model.kmeans"].max_score
     assert [q.id for q in eve.questions if q.answer] == ["Q1", "Q2", "Q3", "Q4"]
+
+
+def test_bugs_that_spoil_training_cost_model_marks_with_a_reason(tmp_path, rubric, monkeypatch):
+    """Empty clusters turning NaN ruin the trained centres; a decoder of the wrong output size
+    cannot be trained at all: both model checks get 0 and say why."""
+    monkeypatch.setenv("GRADEKIT_CACHE", str(tmp_path / "cache"))
+    extra = _planted(MUTANTS["empty_cluster_nan"]) + _planted(MUTANTS["no_output_padding"])
+    sub = _submission(tmp_path, "spoilt", extra)
+    result = grade_submission(sub, rubric, GradeOptions(device="cpu", only=["model"], model_overrides=TINY))
+    by = {t.check: t for t in result.tests}
+    assert by["model.kmeans"].score == 0 and "NaN" in by["model.kmeans"].output, by["model.kmeans"].output
+    assert by["model.autoencoder"].score == 0 and "size" in by["model.autoencoder"].output, by["model.autoencoder"].output
+
+
+def test_release_strips_every_solution_and_ships_only_public_checks(rubric):
+    from grader.authoring.release import make_starter, public_checks_source
+
+    starter = make_starter((REPO / "reference" / MODULE).read_text())
+    assert "BEGIN SOLUTION" not in starter and ".argmin(" not in starter and "index_add_" not in starter
+    namespace: dict = {}
+    exec(compile(starter, MODULE, "exec"), namespace)  # the starter imports and defines the API
+    for name in ("squared_distances", "assign", "kmeans_loss", "reconstruction_loss"):
+        with pytest.raises(NotImplementedError):
+            namespace[name](torch.zeros(2, 3), torch.zeros(2, 3))
+    with pytest.raises(NotImplementedError):
+        namespace["ConvAutoencoder"](4, (2, 4))
+    checks = public_checks_source(rubric)
+    assert "check_autoencoder_io" in checks and "harness" not in checks and "check_model_" not in checks

@@ -578,14 +578,17 @@ def model_run(ctx: CheckContext) -> _Run:
                                 **_kmeans_kwargs(s, splits, how))
             run.kmeans[how] = np.stack([np.asarray(c, dtype=np.float64) for c in reply["centres"]])
         except (StudentCodeError, ValueError, TypeError, KeyError) as e:
-            run.errors[how] = f"{getattr(e, 'message', str(e))}" + (f" (at {e.where})" if getattr(e, "where", "") else "")
+            run.errors[how] = (f"training k-means ({how} initialisation) with the course loop failed: "
+                               f"{getattr(e, 'message', str(e))}" + (f" (at {e.where})" if getattr(e, "where", "") else ""))
     try:
         budget = min(ctx.session.remaining_s(), float(s["time_budget_s"]) * 2 + 30)
         run.ae = ctx.harness("kmeans_autoencoder.train_autoencoder", timeout=budget, **_ae_kwargs(s, splits))
         run.ae["student_test_recon"] = _student_test_recon(ctx, run)
     except (StudentCodeError, ValueError, TypeError, KeyError) as e:
         run.ae = None
-        run.errors["ae"] = f"{getattr(e, 'message', str(e))}" + (f" (at {e.where})" if getattr(e, "where", "") else "")
+        run.errors["ae"] = (f"training your autoencoder with the course loop failed: {getattr(e, 'message', str(e))}"
+                            + (f" (at {e.where})" if getattr(e, "where", "") else "")
+                            + " — check that decode(encode(x)) has the shape of x, (N, 1, 8, 8)")
     _record_metrics(ctx, run)
     try:
         _figures(ctx, run)
