@@ -17,17 +17,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -e '.[test]'
 	touch $(STAMP)
 
+# One submission in detail, then the whole folder as a class (bob is up to date: not regraded).
 demo: $(STAMP)
 	$(VENV)/bin/grade list
-	$(VENV)/bin/grade run submissions/alice --out reports
 	$(VENV)/bin/grade run submissions/bob --out reports
-	$(VENV)/bin/grade run submissions/carol --out reports
+	$(VENV)/bin/grade batch submissions --out reports -j 2
+	$(VENV)/bin/grade summary reports
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) bench/bench_grading.py
+	$(PY) bench/bench_grading.py --model
+	$(PY) bench/bench_report.py
+	$(PY) bench/bench_training.py
+	$(PY) bench/bench_batch.py
 
 clean:
 	rm -rf reports .pytest_cache build *.egg-info

@@ -6,8 +6,10 @@ Rows:
 - sandbox start+load+close (warm zygote): fork an isolated child, import the submission, tear down;
   this is the grader's own overhead per submission (no checks run).
 - fresh process per submission (naive): `python -c "import torch; import vae"` in a new interpreter.
-- full `vae` grading of a correct submission (24 checks), warm zygote: end-to-end time.
+- `vae` unit checks of a correct submission (24 checks), warm zygote.
 - `grade check` equivalent (public checks only).
+- with --model: the whole `vae` rubric end to end, training the student's VAE on the embedded digits
+  (reference model cached: the first, cold run that trains and caches it is a row of its own).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def timed(fn, n):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--model", action="store_true", help="also time full grading with model training")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     sub = tmp / "student"
@@ -60,13 +64,21 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", "import torch, numpy, sys; sys.path.insert(0, sys.argv[1]); import vae", str(sub)],
                        check=True, capture_output=True)
 
+    units = [c for c in rubric.components if c != "model"]
     rows = [
         ("zygote start (once per grader process)", [zygote_start]),
         ("sandbox start+load+close, warm zygote", timed(sandbox_cycle, args.n)),
         ("fresh python process per submission (naive)", timed(fresh_process, max(3, args.n // 4))),
-        ("full vae grading, 24 checks, warm zygote", timed(lambda: grade_submission(sub, rubric, GradeOptions(device="cpu")), max(3, args.n // 4))),
-        ("grade check (public checks only), warm zygote", timed(lambda: grade_submission(sub, rubric, GradeOptions(device="cpu", public_only=True)), max(3, args.n // 4))),
+        ("vae unit checks (24), warm zygote", timed(lambda: grade_submission(sub, rubric, GradeOptions(device=args.device, only=units)), max(3, args.n // 4))),
+        ("grade check (public checks only), warm zygote", timed(lambda: grade_submission(sub, rubric, GradeOptions(device=args.device, public_only=True)), max(3, args.n // 4))),
     ]
+    if args.model:
+        import os
+
+        os.environ["GRADEKIT_CACHE"] = str(tmp / "cache")  # cold: this run trains the reference once
+        full = lambda: grade_submission(sub, rubric, GradeOptions(device=args.device))  # noqa: E731
+        rows.append(("whole rubric incl. training, reference NOT cached", timed(full, 1)))
+        rows.append(("whole rubric incl. training, reference cached", timed(full, 3)))
     print(f"{'what':48s} {'runs':>5s} {'median s':>10s} {'min s':>8s} {'max s':>8s}")
     for name, ts in rows:
         print(f"{name:48s} {len(ts):5d} {statistics.median(ts):10.3f} {min(ts):8.3f} {max(ts):8.3f}")

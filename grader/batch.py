@@ -97,7 +97,7 @@ def _wanted_checks(rubric, only) -> set[str]:
     return {c.id for c in rubric.select(list(only or []))}
 
 
-def is_up_to_date(submission: Path, rubric, out: Path, only=None) -> bool:
+def is_up_to_date(submission: Path, rubric, out: Path, only=None, data: str | None = None) -> bool:
     """True when OUT/<student>/results.json grades exactly this submission with this rubric and grader."""
     from grader import __version__
     from grader.engine import rubric_hash, submission_hash
@@ -112,6 +112,7 @@ def is_up_to_date(submission: Path, rubric, out: Path, only=None) -> bool:
         return False
     return (old.grader_version == __version__ and old.rubric_hash == rubric_hash(rubric)
             and {t.check for t in old.tests} == _wanted_checks(rubric, only)
+            and (old.metrics.get("data_spec") or None) == (data or None)
             and old.submission_hash == submission_hash(submission))
 
 
@@ -130,7 +131,8 @@ def _first_line(text: str) -> str:
 
 # ---- the work of one submission (runs in a worker process) ------------------------------------
 def grade_one(path: str, assignment: str | None = None, only: list[str] | None = None, device: str = "auto",
-              threads: int | None = None, out_dir: str | None = None, rubrics_dir: str | None = None) -> dict:
+              threads: int | None = None, out_dir: str | None = None, rubrics_dir: str | None = None,
+              data: str | None = None) -> dict:
     """Grade one submission; return {"ok": True, "result": results.json dict} or {"ok": False, "error": text}.
 
     Never raises: the Dask executor ships this dict back to the parent, which writes it.
@@ -145,7 +147,8 @@ def grade_one(path: str, assignment: str | None = None, only: list[str] | None =
         rubric = (find_assignment(submission, assignment, Path(rubrics_dir)) if rubrics_dir
                   else find_assignment(submission, assignment))
         result = grade_submission(submission, rubric, GradeOptions(
-            only=list(only or []), device=device, out_dir=Path(out_dir) if out_dir else None, threads=threads))
+            only=list(only or []), device=device, out_dir=Path(out_dir) if out_dir else None, threads=threads,
+            data=data))
         return {"ok": True, "result": result.to_json()}
     except Exception as e:
         return {"ok": False, "error": _error_text(e)}
@@ -172,12 +175,12 @@ def _worker_init(jobs: int) -> None:
 
 
 def _local_task(path: str, assignment, only, device, threads, out: str, marker: str, rubrics_dir,
-                reports: bool = True) -> dict:
+                reports: bool = True, data: str | None = None) -> dict:
     """Worker side of the local pool: grade, then write results.json (or error.txt) atomically."""
     Path(marker).write_text(f"{os.getpid()} {time.time()}")
     t0 = time.monotonic()
     student = Path(path).name
-    reply = grade_one(path, assignment, only, device, threads, out, rubrics_dir)
+    reply = grade_one(path, assignment, only, device, threads, out, rubrics_dir, data)
     seconds = time.monotonic() - t0
     try:
         if reply["ok"]:
@@ -279,7 +282,7 @@ def default_cores() -> int:
 def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = None, only=None,
                 device: str = "auto", force: bool = False, progress: ProgressFn | None = None,
                 executor: str = "local", scheduler: str | None = None, write_gradebook_csv: bool = True,
-                rubrics_dir: Path | None = None, reports: bool = True) -> BatchSummary:
+                rubrics_dir: Path | None = None, reports: bool = True, data: str | None = None) -> BatchSummary:
     """Grade every submission folder under `root` into `out` (see the module docstring)."""
     from grader.engine import GradingError, find_assignment
 
@@ -311,7 +314,7 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
             _write_error(out, sub.name, f"cannot grade: {text}")
             report(StudentOutcome(sub.name, "failed", message=_first_line(text)))
             continue
-        if not force and is_up_to_date(sub, rubric, out, only):
+        if not force and is_up_to_date(sub, rubric, out, only, data):
             from grader.results import load_result
 
             old = load_result(out / sub.name / "results.json")
@@ -330,9 +333,9 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
     try:
         if todo:
             if executor == "dask":
-                _run_dask(todo, out, assignment, only, device, scheduler, report, summary, rubrics_dir, reports)
+                _run_dask(todo, out, assignment, only, device, scheduler, report, summary, rubrics_dir, reports, data)
             elif executor == "local":
-                _run_local(todo, out, jobs, assignment, only, device, report, summary, rubrics_dir, reports)
+                _run_local(todo, out, jobs, assignment, only, device, report, summary, rubrics_dir, reports, data)
             else:
                 raise GradingError(f"unknown executor {executor!r}: use local or dask")
     except KeyboardInterrupt:
@@ -350,7 +353,7 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
 
 
 def _run_local(todo, out: Path, jobs: int, assignment, only, device, report, summary: BatchSummary, rubrics_dir=None,
-               reports: bool = True) -> None:
+               reports: bool = True, data: str | None = None) -> None:
     rubrics_dir = str(Path(rubrics_dir).resolve()) if rubrics_dir else None
     threads = max(1, default_cores() // jobs)
     state = Path(tempfile.mkdtemp(prefix="gradekit-batch-"))
@@ -368,7 +371,7 @@ def _run_local(todo, out: Path, jobs: int, assignment, only, device, report, sum
             try:
                 for sub in pending:
                     futures[pool.submit(_local_task, str(sub.resolve()), assignment, only, device, threads,
-                                        str(out.resolve()), str(state / sub.name), rubrics_dir, reports)] = sub
+                                        str(out.resolve()), str(state / sub.name), rubrics_dir, reports, data)] = sub
                 broken = False
                 while futures and not broken:
                     done, _ = cf.wait(list(futures), timeout=0.5, return_when=cf.FIRST_COMPLETED)
@@ -431,7 +434,7 @@ def _started(marker: Path) -> tuple[int, float] | None:
 
 
 def _run_dask(todo, out: Path, assignment, only, device, scheduler, report, summary: BatchSummary, rubrics_dir=None,
-              reports: bool = True) -> None:
+              reports: bool = True, data: str | None = None) -> None:
     rubrics_dir = str(Path(rubrics_dir).resolve()) if rubrics_dir else None
     from grader.engine import GradingError
 
@@ -455,7 +458,8 @@ def _run_dask(todo, out: Path, assignment, only, device, scheduler, report, summ
         while queue or running:
             while queue and len(running) < slots:
                 sub, guard = queue.pop(0)
-                f = client.submit(grade_one, str(sub.resolve()), assignment, only, device, 1, out_abs, rubrics_dir, pure=False,
+                f = client.submit(grade_one, str(sub.resolve()), assignment, only, device, 1, out_abs, rubrics_dir, data,
+                                  pure=False,
                                   key=f"grade-{sub.name}-{time.time_ns()}")
                 running[f] = (sub, guard, time.monotonic())
             try:

@@ -33,7 +33,8 @@ def main() -> None:
     """gradekit: grade deep-generative-model homework against reference implementations."""
 
 
-def _grade(path: str, assignment: str | None, only: str | None, device: str, out: Path | None, public_only: bool):
+def _grade(path: str, assignment: str | None, only: str | None, device: str, out: Path | None, public_only: bool,
+           data: str | None = None):
     from grader.sandbox.client import Zygote
 
     Zygote.shared().launch()  # imports torch in parallel with this process's own imports
@@ -45,7 +46,7 @@ def _grade(path: str, assignment: str | None, only: str | None, device: str, out
         raise UsageError(f"{path} is not a folder: pass a submission folder (e.g. submissions/alice)")
     try:
         rubric = find_assignment(submission.resolve(), assignment)
-        options = GradeOptions(only=_tags(only), public_only=public_only, device=device, out_dir=out)
+        options = GradeOptions(only=_tags(only), public_only=public_only, device=device, out_dir=out, data=data)
         return rubric, grade_submission(submission, rubric, options)
     except (GradingError, RubricError) as e:
         raise UsageError(str(e)) from None
@@ -82,11 +83,13 @@ def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
               help="Folder for <student>/results.json.")
 @click.option("--only", help="Comma-separated tags (components) to grade, e.g. log_normal_diag,elbo.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def run_cmd(path, assignment, out, only, device):
+@click.option("--data", metavar="SPEC", help="Data for model-level checks: digits (embedded), mnist:PATH (local "
+              "IDX files or a torchvision root) or mnist-binary:PATH. Default: the rubric's.")
+def run_cmd(path, assignment, out, only, device, data):
     """Grade one submission folder and write OUT/<student>/results.json."""
     from grader.results import save_result
 
-    rubric, result = _grade(path, assignment, only, device, out.resolve(), public_only=False)
+    rubric, result = _grade(path, assignment, only, device, out.resolve(), public_only=False, data=data)
     written = save_result(result, out)
     _print_table(result, f"{result.student} — {rubric.title}")
     auto = f"{result.autograded_score:g}/{result.autograded_max:g}"

@@ -173,6 +173,8 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         result.student_output = sandbox.output()
         result.figures = session.figures
         result.metrics = session.metrics
+        if options.data:
+            result.metrics["data_spec"] = options.data  # `grade batch` regrades when the data changes
     result.execution_time = time.monotonic() - t0
     return result
 

@@ -92,6 +92,16 @@ def test_batch_grades_everyone_and_survives_hostile_code(graded_class):
     assert row["log_standard_normal"] == 0 and row["log_bernoulli"] == 1.5
 
 
+def test_results_for_other_data_are_not_up_to_date(graded_class):
+    from grader.batch import is_up_to_date
+    from grader.rubric import available_rubrics
+
+    root, out, rubrics, _, _ = graded_class
+    rubric = available_rubrics(rubrics)["vae"]
+    assert is_up_to_date(root / "alice", rubric, out, ONLY)
+    assert not is_up_to_date(root / "alice", rubric, out, ONLY, data="mnist:/data/mnist")
+
+
 def test_batch_resumes_only_what_changed(graded_class):
     from grader.batch import grade_batch
 

@@ -65,3 +65,13 @@ def test_installed_entry_point_runs(tmp_path):
     exe = [str(grade)] if grade.exists() else [sys.executable, "-m", "grader.cli"]
     p = subprocess.run(exe + ["--version"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and "gradekit" in p.stdout
+
+
+def test_run_with_a_missing_data_folder_exits_2_naming_what_was_expected(tmp_path):
+    sub = make_submission(tmp_path, "datauser")
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["run", str(sub), "--out", str(out), "--only", "model", "--device", "cpu",
+                                  "--data", f"mnist:{tmp_path / 'no-such-folder'}"])
+    assert r.exit_code == 2, r.output
+    assert "no-such-folder" in r.output and "train-images-idx3-ubyte" in r.output.replace("\n", "")
+    assert not (out / "datauser" / "results.json").exists()

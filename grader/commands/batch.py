@@ -34,8 +34,10 @@ def _tags(value: str | None) -> list[str]:
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="local: a process pool on this machine; dask: tasks on a distributed scheduler.")
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address (with --executor dask).")
+@click.option("--data", metavar="SPEC", help="Data for model-level checks: digits, mnist:PATH or mnist-binary:PATH "
+              "(default: the rubric's).")
 @click.option("--no-reports", is_flag=True, help="Write results.json only (render later with `grade report`).")
-def batch_cmd(root, jobs, out, assignment, only, device, force, executor, scheduler, no_reports):
+def batch_cmd(root, jobs, out, assignment, only, device, force, executor, scheduler, data, no_reports):
     """Grade every submission folder under ROOT (one subfolder per student); resumable."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -63,7 +65,7 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
         try:
             summary = grade_batch(root, out, jobs=jobs, assignment=assignment, only=_tags(only), device=device,
                                   force=force, progress=progress, executor=executor, scheduler=scheduler,
-                                  reports=not no_reports)
+                                  reports=not no_reports, data=data)
         except (GradingError, RubricError) as e:
             raise BatchUsageError(str(e)) from None
 
