@@ -134,6 +134,9 @@ def _questions(ref, student_value: float, weights=(1.0, 2.0, 3.0, 4.0)):
     with torch.no_grad():
         model.w.copy_(torch.tensor(weights))
     out["score"] = model.score(torch.ones(2, 4)).detach().numpy()
+    (g_w,) = torch.autograd.grad(2 * model.score(torch.ones(2, 4)).sum(), list(model.parameters()))
+    out["param_grad"] = g_w.numpy()  # gradients w.r.t. the reference model's own parameters
+    out["state"] = {k: v.numpy() for k, v in model.state_dict().items()}["w"]
     out["from_student"] = ref.f(torch.tensor([student_value])).numpy()  # depends on the student's output
     return out
 
@@ -149,6 +152,7 @@ def test_replay_answers_what_was_recorded_gradients_included_and_refuses_the_res
     for k in want:
         np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]), err_msg=k)
     np.testing.assert_allclose(want["grad"], 3.0 * np.cos([0.1, 0.2, 0.3, 0.4]) * np.arange(1, 5))
+    np.testing.assert_array_equal(want["param_grad"], [4.0, 4.0, 4.0, 4.0])
     with pytest.raises(NotRecorded, match=r"f\(\.\.\.\)"):
         _questions(ReplayRef(records, recorder.arrays, "cpu").ref(), 2.0)  # another student output
     with pytest.raises(NotRecorded, match=r"w\.copy_"):  # the model is set up with other weights

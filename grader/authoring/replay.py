@@ -28,12 +28,13 @@ from __future__ import annotations
 import hashlib
 import operator
 import types
+from collections import OrderedDict
 
 import numpy as np
 import torch
 
-MAX_JACOBIAN_ELEMENTS = 4_000_000
-MAX_JACOBIAN_ROWS = 4096
+MAX_JACOBIAN_ELEMENTS = 2_000_000
+MAX_JACOBIAN_ROWS = 512
 
 
 class NotRecorded(BaseException):
@@ -102,6 +103,14 @@ class _Owner:
     def __init__(self, key: str, mutable: bool, real=None):
         self.key, self.mutable, self.real = key, mutable, real
         self.history = ""
+        self.leaves: dict[str, torch.Tensor] = {}  # replay: the model's parameters handed to the check
+        self.versions: dict[str, int] = {}
+
+    def params(self) -> dict:
+        """Record side: the object's trainable parameters by name (a torch module's), else none."""
+        if isinstance(self.real, torch.nn.Module):
+            return {n: p for n, p in self.real.named_parameters() if p.requires_grad}
+        return {}
 
 
 class _Proxy:
@@ -182,7 +191,7 @@ def _is_value(v) -> bool:
         return True
     if isinstance(v, (list, tuple)) and type(v) in (list, tuple):
         return all(_is_value(x) for x in v)
-    if isinstance(v, dict) and type(v) is dict:
+    if isinstance(v, dict) and type(v) in (dict, OrderedDict):  # state_dict() is an OrderedDict
         return all(isinstance(k, str) for k in v) and all(_is_value(x) for x in v.values())
     return False
 
@@ -239,18 +248,18 @@ class _Session:
         return out
 
 
-def _copy(v):
-    """A value the check may change freely (tensors keep their autograd graph)."""
+def _copy(v, keep=frozenset()):
+    """A value the check may change freely (tensors keep their autograd graph; those in `keep` stay)."""
     if isinstance(v, torch.Tensor):
-        return v.clone()
+        return v if id(v) in keep else v.clone()
     if isinstance(v, np.ndarray):
         return v.copy()
     if isinstance(v, list):
-        return [_copy(x) for x in v]
+        return [_copy(x, keep) for x in v]
     if isinstance(v, tuple) and not isinstance(v, torch.Size):
-        return tuple(_copy(x) for x in v)
+        return tuple(_copy(x, keep) for x in v)
     if isinstance(v, dict):
-        return {k: _copy(x) for k, x in v.items()}
+        return {k: _copy(x, keep) for k, x in v.items()}
     return v
 
 
@@ -300,9 +309,13 @@ class Recorder(_Session):
                 return _Proxy(self, _Owner(key, mutable=True, real=real), (), real)
             self._store(key, {"object": "path"})
             return _Proxy(self, proxy._owner, proxy._path + extend, real)
-        grads = _grad_inputs(*args) if args is not None and torch.is_grad_enabled() else []
-        self._store(key, {"value": self._encode(real, grads)})
-        return _copy(real)  # as in the replay: changing it in place cannot change the reference's objects
+        grad_on = args is not None and torch.is_grad_enabled()
+        grads = _grad_inputs(*args) if grad_on else []
+        params = proxy._owner.params() if grad_on or new_owner else {}
+        self._store(key, {"value": self._encode(real, grads, params)})
+        # As in the replay, the check gets copies: changing them in place cannot change the reference's
+        # objects (the model's own parameters excepted: they are the same objects in the replay).
+        return _copy(real, keep={id(t) for t in params.values()})
 
     @staticmethod
     def _is_object(real, proxy, attribute: bool) -> bool:
@@ -310,11 +323,23 @@ class Recorder(_Session):
             return True  # a model's parameter: in-place changes go through the proxy and are tracked
         return not _is_value(real)
 
-    def _encode(self, v, grads):
+    def _encode(self, v, grads, params):
         if isinstance(v, torch.Tensor):
             enc = {"tensor": self._array(_array_bytes(v)), "dtype": str(v.dtype).replace("torch.", "")}
-            if grads and v.requires_grad:
-                enc["jacobians"] = self._jacobians(v, grads)
+            name = next((n for n, p in params.items() if p is v), None)
+            if name is not None:
+                enc["param"] = name
+            elif v.requires_grad and torch.is_grad_enabled() and (grads or params):
+                names = list(params)
+                jac = self._jacobians(v, grads + [params[n] for n in names])
+                if jac is None:
+                    enc["gradient_not_recorded"] = True
+                else:
+                    enc["jacobians"] = jac[:len(grads)]
+                    used = {n: j for n, j in zip(names, jac[len(grads):]) if j is not None}
+                    if used:
+                        enc["param_jacobians"] = used
+                        enc["param_values"] = {n: self._array(_array_bytes(params[n])) for n in used}
             return enc
         if isinstance(v, torch.Size):
             return {"size": list(v)}
@@ -325,9 +350,9 @@ class Recorder(_Session):
         if isinstance(v, torch.device):
             return {"device": True}
         if isinstance(v, (list, tuple)):
-            return {type(v).__name__: [self._encode(x, grads) for x in v]}
+            return {type(v).__name__: [self._encode(x, grads, params) for x in v]}
         if isinstance(v, dict):
-            return {"dict": {k: self._encode(x, grads) for k, x in v.items()}}
+            return {"dict": [[k, self._encode(x, grads, params)] for k, x in v.items()]}  # keeps the order
         if isinstance(v, float) and not np.isfinite(v):
             return {"float": repr(v)}
         return {"plain": v}
@@ -378,6 +403,10 @@ def merge(into: dict, records: dict) -> None:
             into.setdefault(k, v)
 
 
+def owner_label(proxy) -> str:
+    return "model" if proxy._owner.key != "module" else "module"
+
+
 def _exc_name(e: BaseException) -> str:
     return type(e).__name__ if type(e).__name__ in _EXCEPTIONS else "RuntimeError"
 
@@ -394,11 +423,16 @@ class ReplayRef(_Session):
     def __init__(self, records: dict, arrays, device):
         super().__init__()
         self.records, self.arrays, self.device = records, arrays, torch.device(device)
+        self.gradient_not_recorded = False  # a tensor whose gradient was not recorded was handed out
 
     def ref(self) -> _Proxy:
         return _Proxy(self, self.root, ())
 
     def _answer(self, key, proxy, label, compute, extend=(), args=None, new_owner=False):
+        owner = proxy._owner
+        if any(owner.leaves[n]._version != v for n, v in owner.versions.items()):
+            raise NotRecorded(f"the check changed the parameters of the reference's {owner_label(proxy)} in place, "
+                              "which this release cannot replay")
         enc = self.records.get(key)
         if enc is None or enc.get("ambiguous"):
             raise NotRecorded(f"the reference was asked for {label} on inputs this release did not record "
@@ -412,19 +446,32 @@ class ReplayRef(_Session):
         if enc.get("object") == "path":
             return _Proxy(self, proxy._owner, proxy._path + extend)
         grads = _grad_inputs(*args) if args is not None else []
-        return self._decode(enc["value"], grads)
+        return self._decode(enc["value"], grads, owner)
 
-    def _decode(self, enc, grads):
+    def _leaf(self, owner: _Owner, name: str, array: str) -> torch.Tensor:
+        if name not in owner.leaves:
+            leaf = torch.from_numpy(np.array(self.arrays[array], copy=True)).to(self.device).requires_grad_(True)
+            owner.leaves[name], owner.versions[name] = leaf, leaf._version
+        return owner.leaves[name]
+
+    def _linear(self, value, jac_name, t):
+        """value + J·(t - t.detach()): the recorded value, with the recorded gradient w.r.t. t."""
+        jac = torch.from_numpy(np.array(self.arrays[jac_name], copy=True)).to(self.device, t.dtype)
+        return value + torch.tensordot(jac, t - t.detach(), dims=t.dim()).to(value.dtype)
+
+    def _decode(self, enc, grads, owner):
         if "tensor" in enc:
+            if "param" in enc:
+                return self._leaf(owner, enc["param"], enc["tensor"])
             value = torch.from_numpy(np.array(self.arrays[enc["tensor"]], copy=True)).to(self.device)
-            jacs = enc.get("jacobians")
-            if jacs and grads and torch.is_grad_enabled():
-                for t, name in zip(grads, jacs):
-                    if name is None:
-                        continue
-                    jac = torch.from_numpy(np.array(self.arrays[name], copy=True)).to(self.device, t.dtype)
-                    delta = t - t.detach()  # zero, with gradient the identity
-                    value = value + torch.tensordot(jac, delta, dims=t.dim()).to(value.dtype)
+            if torch.is_grad_enabled():
+                for t, name in zip(grads, enc.get("jacobians") or []):
+                    if name is not None:
+                        value = self._linear(value, name, t)
+                for pname, name in (enc.get("param_jacobians") or {}).items():
+                    value = self._linear(value, name, self._leaf(owner, pname, enc["param_values"][pname]))
+                if enc.get("gradient_not_recorded"):
+                    self.gradient_not_recorded = True
             return value
         if "size" in enc:
             return torch.Size(enc["size"])
@@ -436,11 +483,11 @@ class ReplayRef(_Session):
         if "device" in enc:
             return self.device
         if "tuple" in enc:
-            return tuple(self._decode(x, grads) for x in enc["tuple"])
+            return tuple(self._decode(x, grads, owner) for x in enc["tuple"])
         if "list" in enc:
-            return [self._decode(x, grads) for x in enc["list"]]
+            return [self._decode(x, grads, owner) for x in enc["list"]]
         if "dict" in enc:
-            return {k: self._decode(x, grads) for k, x in enc["dict"].items()}
+            return {k: self._decode(x, grads, owner) for k, x in enc["dict"]}
         if "float" in enc:
             return float(enc["float"])
         return enc["plain"]
