@@ -5,6 +5,7 @@ and model-level grading (tiny budgets) gives full marks to a correct submission.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import re
@@ -22,7 +23,9 @@ from reference import density_models as R
 from reference.density_models_mistakes import MUTANTS
 from tests.conftest import REPO, SUBMISSIONS, _helpers
 
-TINY = {"epochs": 3, "time_budget_s": 10, "gmm_iterations": 4, "gmm_components": 4, "elbo_samples": 2}
+# A tiny budget: 3 epochs at a higher learning rate are enough for a correct VAE to match the reference and
+# for a wrong KL sign to show.
+TINY = {"epochs": 3, "lr": 3e-3, "time_budget_s": 10, "gmm_iterations": 4, "gmm_components": 4, "elbo_samples": 2}
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +204,7 @@ FAMILIES = {  # components that can interact (composites); unrelated families ar
 }
 
 
+@functools.lru_cache(maxsize=None)
 def _component_of(mutant_id: str) -> str:
     from grader.rubric import available_rubrics
 
@@ -294,4 +298,29 @@ def test_grace_loses_points_exactly_where_her_mistakes_are_and_each_is_named(exa
     assert model["model.ppca"].score < model["model.ppca"].max_score  # a wrong sigma2 fits the test digits worse
     assert model["model.vae_elbo"].score < model["model.vae_elbo"].max_score  # maximising the KL spoils training
     assert model["model.gmm"].score == model["model.gmm"].max_score  # her EM step is right
+    assert grace.metrics["reference_cache"] == "reused"  # trained once for frank, cached
     assert "Likely cause" in model["model.vae_elbo"].output
+
+
+@pytest.mark.parametrize("latent_dim, side", [(2, 8), (3, 28)])
+def test_the_checks_parameter_table_is_the_references_architecture(latent_dim, side):
+    from grader.checks.density_models import param_shapes
+
+    got = {k: tuple(v.shape) for k, v in R.ConvVAE(latent_dim, side).state_dict().items()}
+    assert got == param_shapes(latent_dim, side)
+
+
+MNIST = Path("/work/shared/data/mnist")
+
+
+@pytest.mark.skipif(not MNIST.is_dir(), reason="no local MNIST (optional)")
+def test_mnist_scales_to_unit_interval_and_fits_the_28x28_architecture():
+    from grader.checks.density_models import DEFAULTS, _data
+
+    data = _data({**DEFAULTS, "data": f"mnist:{MNIST}"})
+    assert data.image_shape == (28, 28) and data.x_train.shape[1] == 784
+    assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
+    m = R.ConvVAE(latent_dim=2, image_size=28)
+    x = torch.from_numpy(data.x_test[:16]).float().view(-1, 1, 28, 28)
+    e = m.elbo(x)
+    assert e.shape == (16,) and torch.isfinite(e).all()

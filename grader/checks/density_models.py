@@ -59,14 +59,25 @@ def _expect_any_variant(ctx: CheckContext, got: np.ndarray, reference, case: str
 
 # ---- conv VAE: weights, student objects, reference models ----------------------------------------
 
+def param_shapes(latent_dim: int = L, image_size: int = S) -> dict[str, tuple]:
+    """The parameters the assignment specifies (names and shapes, in definition order)."""
+    f = 32 * (image_size // 4) ** 2
+    return {"conv1.weight": (16, 1, 3, 3), "conv1.bias": (16,), "conv2.weight": (32, 16, 3, 3), "conv2.bias": (32,),
+            "fc_mu.weight": (latent_dim, f), "fc_mu.bias": (latent_dim,),
+            "fc_log_var.weight": (latent_dim, f), "fc_log_var.bias": (latent_dim,),
+            "fc_dec.weight": (f, latent_dim), "fc_dec.bias": (f,),
+            "deconv1.weight": (32, 16, 3, 3), "deconv1.bias": (16,), "deconv2.weight": (16, 1, 3, 3), "deconv2.bias": (1,)}
+
+
 def _vae_state(ctx: CheckContext, latent_dim: int = L, image_size: int = S) -> dict[str, np.ndarray]:
-    """Deterministic weights for the architecture (the clean reference's initialisation, seeded),
-    with the posterior pushed away from the prior so that KL and reparameterisation mistakes show."""
-    torch.manual_seed(ctx.seed % (2 ** 31))
-    model = ctx.ref.ConvVAE(latent_dim, image_size)
-    state = {k: v.detach().cpu().numpy().astype("float32") for k, v in model.state_dict().items()}
-    state["fc_mu.bias"] = state["fc_mu.bias"] + 1.0
-    state["fc_log_var.bias"] = state["fc_log_var.bias"] - 1.0
+    """Deterministic weights for the specified layers (PyTorch-like scale), with the posterior pushed
+    away from the prior (mu ≈ 1, log_var ≈ −1) so that KL and reparameterisation mistakes show."""
+    state = {}
+    for name, shape in param_shapes(latent_dim, image_size).items():
+        bound = 1.0 / math.sqrt(float(np.prod(shape[1:]))) if len(shape) > 1 else 0.3
+        state[name] = _f(ctx.rng.uniform(-bound, bound, shape), "float32")
+    state["fc_mu.bias"] = state["fc_mu.bias"] + np.float32(1.0)
+    state["fc_log_var.bias"] = state["fc_log_var.bias"] - np.float32(1.0)
     return state
 
 
@@ -99,7 +110,7 @@ def check_conv_vae_architecture(ctx: CheckContext) -> None:
         ctx.new(name, "ConvVAE", latent_dim=latent_dim, image_size=side)
         got = ctx.sandbox.request({"op": "params", "name": name}, timeout=ctx.call_timeout)
         got_shapes = {k: tuple(v.shape) for k, v in got.items() if isinstance(v, np.ndarray)}
-        ref_shapes = {k: tuple(v.shape) for k, v in ctx.ref.ConvVAE(latent_dim, side).state_dict().items()}
+        ref_shapes = param_shapes(latent_dim, side)
         missing = {k: v for k, v in ref_shapes.items() if got_shapes.get(k) != v}
         ctx.expect(not missing, f"{label}: layers named and shaped as specified",
                    "expected " + ", ".join(f"{k} {v}" for k, v in list(missing.items())[:6])
@@ -115,6 +126,7 @@ def check_conv_vae_architecture(ctx: CheckContext) -> None:
 
         def same_shape(patches, z=z, latent_dim=latent_dim, side=side):
             with ctx.patched(patches), torch.no_grad():
+                torch.manual_seed(0)
                 m = ctx.ref.ConvVAE(latent_dim, side).to(ctx.device)
                 return tuple(m.decode(to_torch(z, ctx.device)).shape) == tuple(out.shape)
 
@@ -242,7 +254,16 @@ def check_conv_vae_elbo_value(ctx: CheckContext) -> None:
     ok = all(d.shape == (B,) and np.isfinite(d).all() for d in draws)
     if ctx.require(ok, "elbo(x) without eps: finite, one value per example",
                    f"shapes {[d.shape for d in draws]}, expected {(B,)}"):
-        ctx.expect(not np.allclose(draws[0], draws[1]), "elbo(x) without eps draws fresh noise",
+        case = "elbo(x) without eps draws fresh noise"
+        if np.allclose(draws[0], draws[1]):
+            # insensitive to the noise even with the mistakes charged elsewhere (e.g. saturated logits)?
+            e2 = _f(ctx.rng.standard_normal((B, L)), "float32")
+            for label, patches in ctx.reference_variants():
+                if label and np.allclose(reference(patches), _elbo_reference(ctx, state, x, e2)(patches)):
+                    ctx.notes.append(f"{case}: not judged, the ELBO ignores the noise with your mistakes charged "
+                                     f"elsewhere ({label}).")
+                    return
+        ctx.expect(not np.allclose(draws[0], draws[1]), case,
                    "two calls with different seeds gave the same ELBO: z must be sampled, z = mu + exp(log_var/2)·eps")
 
 
@@ -251,15 +272,16 @@ def check_conv_vae_elbo_gradients(ctx: CheckContext) -> None:
     obj = _student_vae(ctx, "grad", state)
     x = _images(ctx)
     eps = _f(ctx.rng.standard_normal((B, L)), "float32")
+    order = list(state)
 
     def reference(patches):
         with ctx.patched(patches):
             m = _ref_vae(ctx, state)
             out = m.elbo(to_torch(x, ctx.device), to_torch(eps, ctx.device)).sum()
-            grads = torch.autograd.grad(out, list(m.parameters()), allow_unused=True)
-            names = [n for n, _ in m.named_parameters()]
-            return np.concatenate([(np.zeros(p.shape) if g is None else g.cpu().numpy()).ravel()
-                                   for (n, p), g in zip(m.named_parameters(), grads) if n in names])
+            named = dict(m.named_parameters())
+            grads = torch.autograd.grad(out, [named[n] for n in order], allow_unused=True)
+            return np.concatenate([(np.zeros(named[n].shape) if g is None else g.cpu().numpy()).ravel()
+                                   for n, g in zip(order, grads)])
 
     case = "gradients of Σ elbo w.r.t. every parameter"
     try:
@@ -270,7 +292,6 @@ def check_conv_vae_elbo_gradients(ctx: CheckContext) -> None:
         raise
     tensor(reply["result"], "ConvVAE.elbo")
     grads = reply.get("grads") or {}
-    order = list(state)
     have = [grads.get("param:" + n) for n in order]
     if not ctx.require(all(g is not None for g in have), "every parameter receives a gradient",
                        "no gradient for " + ", ".join(n for n, g in zip(order, have) if g is None)
