@@ -787,9 +787,14 @@ def _curves_figure(curves: dict, ylabel: str, path, start: int = 0) -> Path:
         ours = label.startswith("yours")
         ax.plot(np.arange(start, start + len(v)), np.where(np.isfinite(v) & (v > 0), v, np.nan), "-" if ours else "--",
                 marker="." if ours else "", color=f"C{kinds.index(label.split(' ', 1)[1])}", label=label)
+    finite = np.concatenate([np.asarray([x for x in v if x is not None], dtype=float) for v in curves.values()] or [[]])
+    finite = finite[np.isfinite(finite)]
+    if finite.size:  # linear axis (no mathtext log ticks: slow); the first epochs would squash the rest
+        lo, hi = np.percentile(finite, [0, 90])
+        pad = 0.05 * ((hi - lo) or abs(hi) or 1.0)
+        ax.set_ylim(lo - pad, hi + 3 * pad)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
-    ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
