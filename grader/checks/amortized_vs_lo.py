@@ -312,7 +312,7 @@ def check_elbo_value(ctx: CheckContext) -> None:
     # (2) a broad posterior: the mean over many noise draws agrees with the reference's (Monte Carlo)
     n = 4000
     xr = np.repeat(x[:1], n, 0)
-    mur, lvr = np.repeat(mu[:1] * 0.3, n, 0), _f(np.repeat(ctx.rng.uniform(-1, 0.5, (1, L)), n, 0))
+    mur, lvr = np.repeat(mu[:1], n, 0), _f(np.repeat(ctx.rng.uniform(-1, 0.5, (1, L)), n, 0))
     got = tensor(ctx.call("elbo", dec, xr, mur, lvr, seed=6)["result"], "elbo", dtype="float32")
     if not ctx.require(got.shape == (n,), "shape", f"shape {got.shape}, expected ({n},)"):
         return
@@ -327,7 +327,7 @@ def check_elbo_value(ctx: CheckContext) -> None:
         if abs(got.mean() - want) <= 6 * math.sqrt(2) * se + 1e-4:
             ok = True
             break
-    if not ok:
+    if not ok and not ctx.mistakes:  # the narrow case names a mistake exactly; this one only statistically
         ctx.diagnose(lambda p: abs(got.mean() - mc(p)[0]) <= 6 * math.sqrt(2) * mc(p)[1] + 1e-4)
     want, se = mc({})
     ctx.expect(ok, "broad posterior: mean ELBO over 4000 draws",
@@ -516,15 +516,17 @@ def check_importance_reference(ctx: CheckContext) -> None:
         if not ctx.require(got.shape == (B,), f"{label}: shape", f"shape {got.shape}, expected ({B},)"):
             continue
 
-        def reference(patches, seed=21, make_ref=make_ref, extra=extra):
+        def reference(patches, seed=21, reps=1, make_ref=make_ref, extra=extra):
+            """The reference's estimates, (B,); with reps > 1, (reps, B) independent repetitions in one batch."""
             with ctx.patched(patches), torch.no_grad(), _seed(seed, ctx.device):
-                i = None if extra is None else to_torch(extra, ctx.device)
-                return _np(ctx.ref.log_px_importance(make_ref(), to_torch(x, ctx.device), M, i))
+                i = None if extra is None else to_torch(np.tile(extra, reps), ctx.device)
+                out = _np(ctx.ref.log_px_importance(make_ref(), to_torch(np.tile(x, (reps, 1)), ctx.device), M, i))
+            return out if reps == 1 else out.reshape(reps, B)
 
         def matches(patches, reference=reference):
             if close(got, reference(patches), 1e-4, 1e-3):  # same seed, same draws
                 return True
-            mean, sd = _is_stats([reference(patches, seed=100 + s) for s in range(12)])
+            mean, sd = _is_stats(list(reference(patches, seed=100, reps=16)))
             return bool(np.all(np.abs(got - mean) <= 6 * sd + 1e-3))
 
         ok = any(matches(p) for _, p in ctx.reference_variants())
@@ -539,23 +541,26 @@ def check_importance_bound(ctx: CheckContext) -> None:
     enc, dec = _enc_spec(ctx, scale=1.0), _dec_spec(ctx, scale=3.0)
     x = _images(ctx, 3)
     vae = _student_vae(ctx, "vae", enc, dec)
-    R = 24
+    R = 32  # repetitions, as R copies of the 3 images in one batch (independent noise per row)
+    xr = np.tile(x, (R, 1))
     means = {}
-    for M in (1, 16, 256):
-        vals = [_is_call(ctx, vae, x, M, seed=1000 * M + r) for r in range(R)]
-        if not ctx.require(all(v.shape == (3,) for v in vals), f"M={M}: shape", f"shape {vals[0].shape}, expected (3,)"):
+    for M in (1, 16, 128):
+        v = _is_call(ctx, vae, xr, M, seed=1000 + M)
+        if not ctx.require(v.shape == (3 * R,), f"M={M}: shape", f"shape {v.shape}, expected ({3 * R},)"):
             return
-        means[M] = _is_stats(vals)
+        means[M] = _is_stats(list(v.reshape(R, 3)))
+    cache = {}
 
     def ref_means(patches):
-        out = {}
-        for M in (1, 16, 256):
-            vals = []
-            for r in range(R):
-                with ctx.patched(patches), torch.no_grad(), _seed(1000 * M + r, ctx.device):
-                    vals.append(_np(ctx.ref.log_px_importance(_ref_vae(ctx, enc, dec), to_torch(x, ctx.device), M)))
-            out[M] = _is_stats(vals)
-        return out
+        key = tuple(sorted((k, id(f)) for k, f in patches.items()))
+        if key not in cache:
+            out = {}
+            for M in (1, 16, 128):
+                with ctx.patched(patches), torch.no_grad(), _seed(2000 + M, ctx.device):
+                    v = _np(ctx.ref.log_px_importance(_ref_vae(ctx, enc, dec), to_torch(xr, ctx.device), M))
+                out[M] = _is_stats(list(v.reshape(R, 3)))
+            cache[key] = out
+        return cache[key]
 
     def se(M):
         return means[M][1] / math.sqrt(R)
@@ -567,29 +572,29 @@ def check_importance_bound(ctx: CheckContext) -> None:
 
     variants = list(ctx.reference_variants())
     if any(distance(p) <= 1 for _, p in variants):
-        ctx.expect(True, "the estimate tightens as M grows, towards log p(x) (means over 24 repetitions)")
+        ctx.expect(True, "the estimate tightens as M grows, towards log p(x) (means over 32 repetitions)")
         return
     ref = ref_means({})
-    truth = ref[256][0]
+    truth = ref[128][0]
     elbo_gap = truth - ref[1][0]  # how much room there is between the ELBO and log p(x)
     grows = bool(np.all(means[16][0] - means[1][0] > np.maximum(3 * np.hypot(se(16), se(1)), 0.2 * elbo_gap)))
-    bounded = bool(np.all(means[256][0] <= truth + 6 * np.hypot(se(256), ref[256][1] / math.sqrt(R)) + 1e-3))
+    bounded = bool(np.all(means[128][0] <= truth + 6 * np.hypot(se(128), ref[128][1] / math.sqrt(R)) + 1e-3))
     ctx.diagnose(distance)
-    ctx.expect(grows, "the estimate tightens as M grows (mean over 24 repetitions, M = 1 → 16)",
+    ctx.expect(grows, "the estimate tightens as M grows (mean over 32 repetitions, M = 1 → 16)",
                f"means {np.round(means[1][0], 2)} (M=1) → {np.round(means[16][0], 2)} (M=16); expected an increase of "
                f"about {np.round(ref[16][0] - ref[1][0], 2)}")
-    ctx.expect(bounded, "stays below log p(x) in expectation (M = 256)",
-               f"mean {np.round(means[256][0], 2)} exceeds the reference's {np.round(truth, 2)}")
-    ctx.expect(False, "agrees with the reference in expectation for M = 1, 16, 256",
-               f"means at M=256 {np.round(means[256][0], 2)}, reference {np.round(truth, 2)}")
+    ctx.expect(bounded, "stays below log p(x) in expectation (M = 128)",
+               f"mean {np.round(means[128][0], 2)} exceeds the reference's {np.round(truth, 2)}")
+    ctx.expect(False, "agrees with the reference in expectation for M = 1, 16, 128",
+               f"means at M=128 {np.round(means[128][0], 2)}, reference {np.round(truth, 2)}")
 
 
 # ---- model level ------------------------------------------------------------------------------------
 
 DEFAULTS = {
     "data": "digits",
-    "cnn_epochs": 10, "vae_epochs": 30, "lo_epochs": 30, "L": 8, "H": 128,
-    "lr": 1e-3, "lr_latent": 1e-2, "batch_size": 64, "seed": 0, "time_budget_s": 20.0,
+    "cnn_epochs": 20, "vae_epochs": 30, "lo_epochs": 30, "L": 8, "H": 128,
+    "lr": 1e-3, "lr_latent": 1e-2, "batch_size": 64, "seed": 0, "time_budget_s": 30.0,
     "K": 256,  # importance samples per image
     "lo_test_steps": 150,  # Adam steps fitting q for unseen images (decoder frozen)
     # classifier: full marks within accuracy_full (absolute) of the reference, none from accuracy_zero below
@@ -908,9 +913,10 @@ def _figures(ctx, run: Run, models: dict, ref_models) -> None:
         if ax.lines:
             ax.legend(fontsize=6)
             vals = np.concatenate([l.get_ydata() for l in ax.lines])
-            vals = vals[np.isfinite(vals)]
-            if len(vals):
-                lo_, hi_ = np.percentile(vals, [0, 90])
+            later = np.concatenate([l.get_ydata()[1:] if len(l.get_ydata()) > 2 else l.get_ydata() for l in ax.lines])
+            vals, later = vals[np.isfinite(vals)], later[np.isfinite(later)]
+            if len(vals) and len(later):  # the first epoch's loss would squash the rest
+                lo_, hi_ = vals.min(), later.max()
                 ax.set_ylim(lo_ - 0.05 * (hi_ - lo_ + 1e-9), hi_ + 0.1 * (hi_ - lo_ + 1e-9))
     made.append((F._save(fig, folder / "loss_curves.png"),
                  "Loss per epoch (dashed: training, solid: validation; for LO the whole training set): yours and the reference.",
