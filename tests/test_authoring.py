@@ -123,7 +123,7 @@ def _fake_reference():
     return module
 
 
-def _questions(ref, student_value: float, weights=(1.0, 2.0, 3.0, 4.0)):
+def _questions(ref, student_value: float, weights=(1.0, 2.0, 3.0, 4.0), bump=1.0):
     """What a check might ask the reference: constants, values, gradients, a model set up in place."""
     out = {"scale": ref.SCALE}
     t = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64, requires_grad=True)
@@ -137,6 +137,9 @@ def _questions(ref, student_value: float, weights=(1.0, 2.0, 3.0, 4.0)):
     (g_w,) = torch.autograd.grad(2 * model.score(torch.ones(2, 4)).sum(), list(model.parameters()))
     out["param_grad"] = g_w.numpy()  # gradients w.r.t. the reference model's own parameters
     out["state"] = {k: v.numpy() for k, v in model.state_dict().items()}["w"]
+    with torch.no_grad():  # the check changes the model's parameters in place
+        list(model.parameters())[0].add_(bump)
+    out["bumped"] = model.score(torch.ones(1, 4)).detach().numpy()
     out["from_student"] = ref.f(torch.tensor([student_value])).numpy()  # depends on the student's output
     return out
 
@@ -153,8 +156,11 @@ def test_replay_answers_what_was_recorded_gradients_included_and_refuses_the_res
         np.testing.assert_array_equal(np.asarray(got[k]), np.asarray(want[k]), err_msg=k)
     np.testing.assert_allclose(want["grad"], 3.0 * np.cos([0.1, 0.2, 0.3, 0.4]) * np.arange(1, 5))
     np.testing.assert_array_equal(want["param_grad"], [4.0, 4.0, 4.0, 4.0])
+    np.testing.assert_array_equal(want["bumped"], [14.0])
     with pytest.raises(NotRecorded, match=r"f\(\.\.\.\)"):
         _questions(ReplayRef(records, recorder.arrays, "cpu").ref(), 2.0)  # another student output
+    with pytest.raises(NotRecorded, match=r"score\(\.\.\.\)"):  # changed in place by another amount
+        _questions(ReplayRef(records, recorder.arrays, "cpu").ref(), 1.0, bump=2.0)
     with pytest.raises(NotRecorded, match=r"w\.copy_"):  # the model is set up with other weights
         _questions(ReplayRef(records, recorder.arrays, "cpu").ref(), 1.0, weights=(4.0, 3.0, 2.0, 1.0))
     assert issubclass(NotRecorded, BaseException) and not issubclass(NotRecorded, Exception)
@@ -186,6 +192,62 @@ def test_public_checks_source_holds_public_checks_and_their_helpers_only(vae_rub
     for private in ("model_level", "_standard_normal_tests", "_mog_sample_matches", "_empirical_std_matches",
                     "FALSE_FAILURE_RATE", "preflight", "reference."):
         assert private not in source
+
+
+CRAFTED_CHECKS = """
+from __future__ import annotations
+import math
+import numpy as np
+from grader.checks import CheckContext, tensor
+
+SHARED = 3
+PRIVATE = 7
+
+
+def _shared(x):
+    return x * SHARED
+
+
+def _private(x):
+    return x + PRIVATE
+
+
+def check_public_one(ctx: CheckContext) -> None:
+    ctx.expect(_shared(1) == 3, "shared helper")
+
+
+def check_hidden_one(ctx: CheckContext) -> None:
+    ctx.expect(_private(_shared(1)) == 10, "private helper")
+
+
+def check_reads_reference(ctx: CheckContext) -> None:
+    from reference import vae
+    ctx.expect(vae is not None, "x")
+
+
+def check_needs_grader_data(ctx: CheckContext) -> None:
+    from grader.data import load_dataset
+    ctx.expect(load_dataset is not None, "x")
+"""
+
+
+def test_public_checks_source_drops_hidden_code_and_refuses_what_cannot_be_shipped(tmp_path, monkeypatch, vae_rubric):
+    from grader.rubric import CheckSpec
+
+    (tmp_path / "crafted_checks_mod.py").write_text(CRAFTED_CHECKS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec = lambda name, vis: CheckSpec(id=name, name=name, component="c", check=name, points=1, visibility=vis)
+    rubric = dataclasses.replace(vae_rubric, checks_module="crafted_checks_mod", checks=(
+        spec("public_one", "public"), spec("hidden_one", "hidden"), spec("reads_reference", "public"),
+        spec("needs_grader_data", "public")))
+    source = public_checks_source(rubric, {"check_public_one"})
+    assert "def check_public_one" in source and "def _shared" in source and "SHARED = 3" in source
+    for gone in ("check_hidden_one", "_private", "PRIVATE", "import math", "tensor"):
+        assert gone not in source, gone
+    with pytest.raises(ReleaseError, match="cannot ship reference code"):
+        public_checks_source(rubric, {"check_reads_reference"})
+    with pytest.raises(ReleaseError, match="grader.data, which the self-check bundle does not ship"):
+        public_checks_source(rubric, {"check_needs_grader_data"})
 
 
 # ---- the release of `vae` --------------------------------------------------------------------------
@@ -361,12 +423,21 @@ from grader.rubric import available_rubrics, lint_rubric
 import grader
 assert Path(grader.__file__).resolve().parents[1] == Path.cwd().resolve(), grader.__file__
 rubric = available_rubrics()["demo-gen"]
+lint = lint_rubric(rubric)
 result = grade_submission(Path("submissions/demo-gen-example"), rubric, GradeOptions(device="cpu"))
+# A public check the bundle cannot ship (it needs the data module): left to the course's grader.
+with open("grader/checks/demo_gen.py", "a") as f:
+    f.write("\n\ndef check_uses_data(ctx):\n    from grader.data import load_dataset\n    ctx.expect(True, 'data')\n")
+with open("rubrics/demo-gen.toml", "a") as f:
+    f.write('\n[[checks]]\nid = "log_normal.data"\nname = "needs data"\ncomponent = "log_normal"\n'
+            'check = "uses_data"\npoints = 1\n')
+rubric = available_rubrics()["demo-gen"]
 release = build_release(rubric, Path("release/demo-gen"))  # records with the example, verifies on the reference
 report = run_selfcheck(release.out, Path("submissions/demo-gen-example/demo_gen.py"))
-print(json.dumps({"lint": lint_rubric(rubric), "score": result.autograded_score, "max": result.autograded_max,
+print(json.dumps({"lint": lint, "score": result.autograded_score, "max": result.autograded_max,
                   "errors": result.errors, "recorded_with": release.recorded_with,
-                  "selfcheck": [c["status"] for c in report["checks"]],
+                  "not_offline": release.not_offline, "returncode": report["returncode"],
+                  "selfcheck": {c["id"]: c["status"] for c in report["checks"]},
                   "starter": Path("release/demo-gen/demo_gen.py").read_text()}))
 '''
 
@@ -388,7 +459,9 @@ def test_new_scaffolds_an_assignment_that_lints_grades_full_marks_and_releases(t
     assert out["lint"] == [] and not out["errors"]
     assert out["score"] == out["max"] == 3
     assert out["recorded_with"] == ["reference-solution", "demo-gen-example"]
-    assert out["selfcheck"] == ["passed"]
+    assert out["selfcheck"] == {"log_normal.values": "passed", "log_normal.data": "not checked offline"}
+    assert list(out["not_offline"]) == ["log_normal.data"] and "grader.data" in out["not_offline"]["log_normal.data"]
+    assert out["returncode"] == 3  # nothing failed, but not everything could be checked offline
     assert 'raise NotImplementedError("TODO: implement log_normal")' in out["starter"]
     assert "torch.exp(-log_var)" not in out["starter"]
     assert not (REPO / "rubrics" / "demo-gen.toml").exists() and not (REPO / "reference" / "demo_gen.py").exists()

@@ -490,8 +490,11 @@ def _array_names(enc):
 
 def check_no_leaks(rubric: Rubric, out: Path, ref_source: str) -> None:
     """No solution line, reference/mistakes module or hidden check function in any bundled file."""
-    secret = {l for l in solution_lines(ref_source) if len(l) >= MIN_LEAK_LINE}
+    public_lines = {l.strip() for l in make_starter(ref_source).splitlines()}  # what students get anyway
+    secret = {l for l in solution_lines(ref_source) if len(l) >= MIN_LEAK_LINE} - public_lines
     hidden = {"check_" + c.check for c in rubric.checks if not c.public} - {"check_" + c.check for c in rubric.checks if c.public}
+    texts = [(f"the name of hidden check {c.id}", c.name) for c in rubric.checks if not c.public and len(c.name) >= 12]
+    texts += [(f"the message of mistake {m.id}", m.message) for m in rubric.mistakes if len(m.message) >= 12]
     problems = []
     for p in out.rglob("*"):
         if not p.is_file():
@@ -502,6 +505,9 @@ def check_no_leaks(rubric: Rubric, out: Path, ref_source: str) -> None:
         lines = {l.strip() for l in text.splitlines()}
         for l in sorted(secret & lines):
             problems.append(f"{p.relative_to(out)} holds the solution line {l!r}")
+        for what, t in texts:
+            if t in text:
+                problems.append(f"{p.relative_to(out)} holds {what}")
         for name in hidden:
             if re.search(rf"\b{re.escape(name)}\b", text):
                 problems.append(f"{p.relative_to(out)} names the hidden check function {name}")

@@ -230,20 +230,37 @@ class _Session:
         return self._answer(self._key("get", proxy, name), proxy, f"{proxy._label()}.{name}",
                             lambda: getattr(proxy._real, name), extend=(name,))
 
+    @staticmethod
+    def _sync(proxies, absorb: bool = False) -> None:
+        """Parameters handed to the check (`model.parameters()`) and changed in place by it since the last
+        call: their values become part of the model's history (the same on both sides). With `absorb`,
+        changes made by the reference's own call are taken as they are (recording side, after a call)."""
+        for owner in {id(p._owner): p._owner for p in proxies if p._owner.mutable}.values():
+            changed = sorted(n for n, t in owner.leaves.items() if t._version != owner.versions[n])
+            if changed and not absorb:
+                owner.history = _h(owner.history, "changed", *[_h(n, digest(owner.leaves[n])) for n in changed])
+            for n in changed:
+                owner.versions[n] = owner.leaves[n]._version
+
     def call(self, proxy, method, args, kwargs):
+        proxies = [proxy] + [a for a in _walk((args, kwargs)) if isinstance(a, _Proxy)]
+        self._sync(proxies)
         key = self._key("call", proxy, method, digest(args), digest(kwargs))
         label = f"{proxy._label()}{'' if method == '__call__' else '.' + method}(...)"
         out = self._answer(key, proxy, label, lambda: _dunder_fn(proxy._real, method)(*_unwrap(args), **_unwrap(kwargs)),
                            args=(args, kwargs), new_owner=True)
-        self._touch([proxy] + [a for a in _walk((args, kwargs)) if isinstance(a, _Proxy)], key)
+        self._sync(proxies, absorb=True)
+        self._touch(proxies, key)
         return out
 
     def torch_function(self, func, args, kwargs):
         name = getattr(func, "__module__", "") + "." + getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
-        key = self._key("torch", None, name, digest(args), digest(kwargs))
         proxies = [a for a in _walk((args, kwargs)) if isinstance(a, _Proxy)]
+        self._sync(proxies)
+        key = self._key("torch", None, name, digest(args), digest(kwargs))
         out = self._answer(key, proxies[0], f"{name}(<reference object>, ...)",
                            lambda: func(*_unwrap(args), **_unwrap(kwargs)), args=(args, kwargs), new_owner=True)
+        self._sync(proxies, absorb=True)
         self._touch(proxies, key)
         return out
 
@@ -312,7 +329,7 @@ class Recorder(_Session):
         grad_on = args is not None and torch.is_grad_enabled()
         grads = _grad_inputs(*args) if grad_on else []
         params = proxy._owner.params() if grad_on or new_owner else {}
-        self._store(key, {"value": self._encode(real, grads, params)})
+        self._store(key, {"value": self._encode(real, grads, params, proxy._owner)})
         # As in the replay, the check gets copies: changing them in place cannot change the reference's
         # objects (the model's own parameters excepted: they are the same objects in the replay).
         return _copy(real, keep={id(t) for t in params.values()})
@@ -323,12 +340,14 @@ class Recorder(_Session):
             return True  # a model's parameter: in-place changes go through the proxy and are tracked
         return not _is_value(real)
 
-    def _encode(self, v, grads, params):
+    def _encode(self, v, grads, params, owner):
         if isinstance(v, torch.Tensor):
             enc = {"tensor": self._array(_array_bytes(v)), "dtype": str(v.dtype).replace("torch.", "")}
             name = next((n for n, p in params.items() if p is v), None)
             if name is not None:
                 enc["param"] = name
+                if name not in owner.leaves:  # handed to the check as it is: in-place changes are tracked
+                    owner.leaves[name], owner.versions[name] = v, v._version
             elif v.requires_grad and torch.is_grad_enabled() and (grads or params):
                 names = list(params)
                 jac = self._jacobians(v, grads + [params[n] for n in names])
@@ -350,9 +369,9 @@ class Recorder(_Session):
         if isinstance(v, torch.device):
             return {"device": True}
         if isinstance(v, (list, tuple)):
-            return {type(v).__name__: [self._encode(x, grads, params) for x in v]}
+            return {type(v).__name__: [self._encode(x, grads, params, owner) for x in v]}
         if isinstance(v, dict):
-            return {"dict": [[k, self._encode(x, grads, params)] for k, x in v.items()]}  # keeps the order
+            return {"dict": [[k, self._encode(x, grads, params, owner)] for k, x in v.items()]}  # keeps the order
         if isinstance(v, float) and not np.isfinite(v):
             return {"float": repr(v)}
         return {"plain": v}
@@ -403,10 +422,6 @@ def merge(into: dict, records: dict) -> None:
             into.setdefault(k, v)
 
 
-def owner_label(proxy) -> str:
-    return "model" if proxy._owner.key != "module" else "module"
-
-
 def _exc_name(e: BaseException) -> str:
     return type(e).__name__ if type(e).__name__ in _EXCEPTIONS else "RuntimeError"
 
@@ -430,9 +445,6 @@ class ReplayRef(_Session):
 
     def _answer(self, key, proxy, label, compute, extend=(), args=None, new_owner=False):
         owner = proxy._owner
-        if any(owner.leaves[n]._version != v for n, v in owner.versions.items()):
-            raise NotRecorded(f"the check changed the parameters of the reference's {owner_label(proxy)} in place, "
-                              "which this release cannot replay")
         enc = self.records.get(key)
         if enc is None or enc.get("ambiguous"):
             raise NotRecorded(f"the reference was asked for {label} on inputs this release did not record "

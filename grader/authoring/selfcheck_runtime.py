@@ -4,7 +4,8 @@ Runs the assignment's public checks with the course's engine (`grader.engine.gra
 shipped next to this file) on the student's file, in this process. `ctx.ref` answers from the
 recordings made at release time (`grader.authoring.replay.ReplayRef`); a check that asks the
 reference something not recorded is reported as "not checked offline" and earns nothing here.
-Exit status: 0 when every public check passed, 1 otherwise, 2 for bad usage.
+Exit status: 0 when every public check passed, 1 when one failed, 3 when none failed but some could
+not be checked offline, 2 for bad usage.
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ def main(argv=None) -> int:
                           "output": result.student_output[-4000:]}, indent=1))
     else:
         _print(rubric, rows, result, passed, unchecked)
-    return 0 if passed == len(rows) else 1
+    failed = sum(r["status"] == "failed" for r in rows)
+    return 1 if failed else (3 if unchecked else 0)
 
 
 def _print(rubric, rows, result, passed, unchecked) -> None:
