@@ -540,10 +540,24 @@ def _relative(student, reference, full, zero) -> float:
     return 1.0 if r <= full else 0.0 if r >= zero else (zero - r) / (zero - full)
 
 
+MODEL_NAMES = {"conv_vae": "conv VAE", "ppca": "PPCA", "gmm": "GMM"}
+METRIC_NAMES = {"log_likelihood": "test log-likelihood per example", "reconstruction_mse": "test reconstruction MSE"}
+
+
+def comparison_key(model: str, metric: str) -> str:
+    """The results.json metrics row of the comparison table, e.g. "PPCA: test reconstruction MSE"."""
+    what = "test ELBO per example (a lower bound)" if (model, metric) == ("conv_vae", "log_likelihood") else METRIC_NAMES[metric]
+    return f"{MODEL_NAMES[model]}: {what}"
+
+
 def _record(ctx: CheckContext, model: str, part: Part, labels: dict) -> None:
-    comp = ctx.session.metrics.setdefault("comparison", {})
+    """One model's rows of the comparison table (student and reference) in the metrics, and the figure."""
+    comp = ctx.session.cache.setdefault("comparison", {})
     comp[model] = {"student": part.student, "reference": part.reference, "error": part.error or None, **labels}
     ctx.session.metrics["data"] = _data(settings(ctx)).summary
+    for metric in METRIC_NAMES:
+        ctx.session.metrics[comparison_key(model, metric)] = {"student": (part.student or {}).get(metric),
+                                                              "reference": part.reference.get(metric)}
     _comparison_figure(ctx)
 
 
@@ -569,8 +583,12 @@ def _ppca_part(ctx: CheckContext) -> Part:
         if W.shape != (D, s["ppca_q"]) or mu.shape != (D,) or s2.size != 1:
             raise ModelGradingError(f"fit_ppca returned W {W.shape}, mu {mu.shape}, sigma2 {s2.shape}")
         W, mu, s2 = (torch.from_numpy(np.asarray(a, dtype=np.float64)).to(ctx.device) for a in (W, mu, s2.reshape(())))
-        if not (torch.isfinite(W).all() and torch.isfinite(mu).all() and float(s2) > 0):
-            raise ModelGradingError(f"fit_ppca returned non-finite W/mu or sigma2 = {float(s2):.3g} <= 0")
+        if not (torch.isfinite(W).all() and torch.isfinite(mu).all()):
+            raise ModelGradingError("fit_ppca returned non-finite values in W or mu")
+        if not float(s2) > 0:
+            raise ModelGradingError(f"fit_ppca returned sigma2 = {float(s2):.3g}, not a positive variance, so the model "
+                                    "covariance W Wᵀ + sigma2·I is singular (several digit pixels never vary: the "
+                                    "smallest eigenvalues of S are 0)")
         with torch.no_grad():
             part.student = _ppca_metrics(ref, Xte, W, mu, s2)
             part.extra["latents"] = ref.ppca_posterior_mean(Xte, W, mu, s2).cpu().numpy()
@@ -765,7 +783,7 @@ def _comparison_figure(ctx: CheckContext) -> None:
     from matplotlib.figure import Figure
     from grader import figures
 
-    comp = ctx.session.metrics.get("comparison", {})
+    comp = ctx.session.cache.get("comparison", {})
     names = [n for n in ("conv_vae", "ppca", "gmm") if n in comp]
     fig = Figure(figsize=(7.0, 2.4), layout="constrained")
     axes = fig.subplots(1, 2)
