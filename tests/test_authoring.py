@@ -253,11 +253,21 @@ def test_public_checks_source_drops_hidden_code_and_refuses_what_cannot_be_shipp
 # ---- the release of `vae` --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def vae_release(tmp_path_factory, vae_rubric):
+def vae_made(tmp_path_factory, vae_rubric):
     out = tmp_path_factory.mktemp("release") / "vae"
     # Recorded on the reference alone: bob's and alice's runs below must need nothing else.
-    build_release(vae_rubric, out, record_with=[], verify=True)
-    return out
+    return build_release(vae_rubric, out, record_with=[], verify=True)
+
+
+@pytest.fixture(scope="module")
+def vae_release(vae_made):
+    return vae_made.out
+
+
+def test_release_of_vae_runs_every_public_check_offline(vae_made, vae_rubric):
+    assert vae_made.public_checks == [c.id for c in vae_rubric.checks if c.public]
+    assert vae_made.not_offline == {} and vae_made.student_dependent == []
+    assert vae_made.recorded_with == ["reference-solution"]
 
 
 def _text_files(folder: Path):
@@ -437,6 +447,7 @@ report = run_selfcheck(release.out, Path("submissions/demo-gen-example/demo_gen.
 print(json.dumps({"lint": lint, "score": result.autograded_score, "max": result.autograded_max,
                   "errors": result.errors, "recorded_with": release.recorded_with,
                   "not_offline": release.not_offline, "returncode": report["returncode"],
+                  "student_dependent": release.student_dependent,
                   "selfcheck": {c["id"]: c["status"] for c in report["checks"]},
                   "starter": Path("release/demo-gen/demo_gen.py").read_text()}))
 '''
@@ -462,6 +473,34 @@ def test_new_scaffolds_an_assignment_that_lints_grades_full_marks_and_releases(t
     assert out["selfcheck"] == {"log_normal.values": "passed", "log_normal.data": "not checked offline"}
     assert list(out["not_offline"]) == ["log_normal.data"] and "grader.data" in out["not_offline"]["log_normal.data"]
     assert out["returncode"] == 3  # nothing failed, but not everything could be checked offline
+    assert out["student_dependent"] == []
     assert 'raise NotImplementedError("TODO: implement log_normal")' in out["starter"]
     assert "torch.exp(-log_var)" not in out["starter"]
     assert not (REPO / "rubrics" / "demo-gen.toml").exists() and not (REPO / "reference" / "demo_gen.py").exists()
+
+
+def test_student_dependent_checks_are_the_ones_asking_other_questions_for_a_passing_example():
+    from grader.authoring.release import student_dependent
+
+    test = lambda check, status: types.SimpleNamespace(check=check, status=status)
+    results = {"ref": types.SimpleNamespace(tests=[test("a", "passed"), test("b", "passed"), test("c", "passed")]),
+               "ex1": types.SimpleNamespace(tests=[test("a", "passed"), test("b", "passed"), test("c", "failed")]),
+               "ex2": types.SimpleNamespace(tests=[test("a", "passed"), test("b", "failed"), test("c", "failed")])}
+    asked = {"ref": {"a": {"k1"}, "b": {"k2"}, "c": {"k3"}},
+             "ex1": {"a": {"k1"}, "b": {"k2", "k9"}, "c": {"k8"}},  # c failed: its other questions do not count
+             "ex2": {"a": {"k1"}, "b": {"k7"}, "c": {"k3"}}}
+    assert student_dependent(results, asked, "ref") == ["b"]
+
+
+def test_cli_reports_bad_usage_with_exit_status_2():
+    from click.testing import CliRunner
+
+    from grader.cli import main
+
+    runner = CliRunner()
+    r = runner.invoke(main, ["release", "no-such-assignment"])
+    assert r.exit_code == 2 and "unknown assignment 'no-such-assignment'" in r.output
+    r = runner.invoke(main, ["new", "Bad Name"])
+    assert r.exit_code == 2 and "bad assignment name" in r.output
+    r = runner.invoke(main, ["new", "vae"])  # the repository already has it: nothing is written
+    assert r.exit_code == 2 and "refusing to overwrite" in r.output

@@ -75,6 +75,7 @@ class Release:
     records: int
     files: list[Path] = field(default_factory=list)
     not_offline: dict[str, str] = field(default_factory=dict)  # public check id -> why it is not in the self-check
+    student_dependent: list[str] = field(default_factory=list)  # checks whose questions depend on the student's output
 
 
 # ---- starter code -------------------------------------------------------------------------------
@@ -297,10 +298,11 @@ def _import_from_file(name: str, path: Path):
     return module
 
 
-def record(rubric: Rubric, checks_file: Path, subjects: list[Path]) -> tuple[dict, dict, dict]:
+def record(rubric: Rubric, checks_file: Path, subjects: list[Path]) -> tuple[dict, dict, dict, dict]:
     """Run the public checks on each subject with a recording ctx.ref.
 
-    Returns (records {check id: {key: answer}}, arrays {name: array}, results {subject: GradeResult})."""
+    Returns (records {check id: {key: answer}}, arrays {name: array}, results {subject: GradeResult},
+    asked {subject: {check id: set of keys asked}})."""
     from grader import engine
     from grader.authoring.replay import Recorder, merge
     from grader.checks import CheckContext
@@ -320,7 +322,7 @@ def record(rubric: Rubric, checks_file: Path, subjects: list[Path]) -> tuple[dic
 
     records: dict[str, dict] = {c.id: {} for c in public}
     arrays: dict[str, np.ndarray] = {}
-    results = {}
+    results, asked = {}, {}
     original = engine.CheckContext
     engine.CheckContext = RecordingContext
     try:
@@ -328,13 +330,30 @@ def record(rubric: Rubric, checks_file: Path, subjects: list[Path]) -> tuple[dic
             runs.clear()
             options = engine.GradeOptions(public_only=True, device="cpu", write_figures=False)
             results[str(subject)] = engine.grade_submission(subject, rec_rubric, options)
+            asked[str(subject)] = {}
             for check_id, recorder in runs:
                 merge(records[check_id], recorder.export())
                 arrays.update(recorder.arrays)
+                asked[str(subject)].setdefault(check_id, set()).update(recorder.records)
     finally:
         engine.CheckContext = original
         sys.modules.pop(mod_name, None)
-    return records, arrays, results
+    return records, arrays, results, asked
+
+
+def student_dependent(results: dict, asked: dict, reference: str) -> list[str]:
+    """Public checks that asked the reference other questions for a passing example than for the
+    reference itself: their questions depend on the submission's output, so for students whose output
+    differs they will read "not checked offline"."""
+    out = []
+    for subject, result in results.items():
+        if subject == reference:
+            continue
+        for t in result.tests:
+            if t.status == "passed" and asked[subject].get(t.check, set()) - asked[reference].get(t.check, set()):
+                if t.check not in out:
+                    out.append(t.check)
+    return out
 
 
 # ---- the bundle -------------------------------------------------------------------------------
@@ -404,7 +423,7 @@ def build_release(rubric: Rubric, out: Path, record_with: list[Path] | None = No
         for rel in SHIPPED:
             dst = bundle / "grader" / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(GRADER / rel, dst)
+            dst.write_text(_for_bundle(rel, (GRADER / rel).read_text(encoding="utf-8")), encoding="utf-8")
         here = Path(__file__).resolve().parent
         shutil.copyfile(here / "bundle_client.py", bundle / "grader" / "sandbox" / "client.py")
         (bundle / "grader" / "sandbox" / "isolation.py").write_text(ISOLATION_STUB)
@@ -419,7 +438,8 @@ def build_release(rubric: Rubric, out: Path, record_with: list[Path] | None = No
             shutil.copyfile(ref_path, refcopy / rubric.module)
             subjects = [refcopy] + list(example_submissions(rubric) if record_with is None else record_with)
             offline_rubric = dataclasses.replace(rubric, checks=tuple(offline))
-            records, arrays, results = record(offline_rubric, checks_file, subjects)
+            records, arrays, results, asked = record(offline_rubric, checks_file, subjects)
+            dependent = student_dependent(results, asked, str(refcopy))
             ref_result = results[str(refcopy)]
             if ref_result.errors and any(not e.startswith("internal error") for e in ref_result.errors):
                 raise ReleaseError("the reference itself could not be graded as a submission:\n  "
@@ -468,7 +488,16 @@ def build_release(rubric: Rubric, out: Path, record_with: list[Path] | None = No
     return Release(out=out, starter=out / rubric.module, selfcheck=out / "selfcheck.py",
                    public_checks=[c.id for c in public], recorded_with=[s.name for s in subjects],
                    records=sum(len(v) for k, v in records.items() if k not in not_offline), files=files,
-                   not_offline=dict(not_offline))
+                   not_offline=dict(not_offline), student_dependent=[c for c in dependent if c not in not_offline])
+
+
+def _for_bundle(rel: str, text: str) -> str:
+    """Engine files as shipped: the self-check reads no TOML, so tomli is optional on Python 3.10."""
+    if rel == "rubric.py":
+        text = text.replace("    import tomli as tomllib\n",
+                            "    try:\n        import tomli as tomllib\n    except ImportError:  # the self-check reads no TOML\n"
+                            "        tomllib = None\n", 1)
+    return text
 
 
 def _array_names(enc):

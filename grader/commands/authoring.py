@@ -69,5 +69,8 @@ def release_cmd(assignment: str, out: Path | None, force: bool, record_with: tup
     click.echo(f"  self-check:    python selfcheck.py {rubric.module}  ({len(made.public_checks)} public checks; "
                f"{made.records} recorded answers from {', '.join(made.recorded_with)})")
     click.echo(f"  files:         {len(made.files)}" + ("" if no_verify else "; verified: the bundle passes the reference"))
+    for check_id in made.student_dependent:
+        click.echo(f"  note: public check {check_id} asks the reference about the submission's own output: students "
+                   "whose output differs from the recorded examples will see it as 'not checked offline'")
     for check_id, why in made.not_offline.items():
         click.echo(f"  warning: public check {check_id} is not in the self-check (the course's grader checks it): {why}")
