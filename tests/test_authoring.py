@@ -304,8 +304,11 @@ def test_release_holds_no_solution_mutant_or_hidden_check(vae_release, vae_rubri
     assert [c["id"] for c in rubric_json["checks"]] == [c.id for c in vae_rubric.checks if c.public]
     assert set(rubric_json) == {"format", "assignment", "limits", "checks"}
     assert set(rubric_json["assignment"]) == {"id", "title", "course", "module", "answers", "checks"}
-    answers = (vae_release / "answers.md").read_text()
-    assert [f"## {q.id}" for q in vae_rubric.questions] == re.findall(r"^## Q\d+", answers, re.M)
+    from grader.engine import parse_answers
+
+    answers = vae_release / "answers.md"
+    assert [f"## {q.id}" for q in vae_rubric.questions] == re.findall(r"^## Q\d+", answers.read_text(), re.M)
+    assert parse_answers(answers) == {q.id: "" for q in vae_rubric.questions}  # the template answers nothing
 
 
 def _todos(starter: str) -> list[str]:
@@ -342,6 +345,7 @@ def test_selfcheck_passes_alice_on_every_public_check(vae_release, vae_rubric):
     report = run_selfcheck(vae_release, SUBMISSIONS / "alice")
     assert report["returncode"] == 0, report
     assert report["bundle_root"] == str((vae_release / "_selfcheck").resolve())
+    assert report["outside_modules"] == []  # nothing from the repository (no reference, no grader of the repo)
     assert [c["id"] for c in report["checks"]] == [c.id for c in vae_rubric.checks if c.public]
     assert all(c["status"] == "passed" for c in report["checks"]), report["checks"]
 

@@ -567,6 +567,8 @@ def verify_release(out: Path, refcopy: Path, rubric: Rubric, not_offline: dict) 
     report = run_selfcheck(out, refcopy / rubric.module)
     want = {c.id: ("not checked offline" if c.id in not_offline else "passed") for c in rubric.checks if c.public}
     bad = [f"{t['id']}: {t['status']}: {t['output']}" for t in report["checks"] if t["status"] != want.get(t["id"])]
+    if report.get("outside_modules"):
+        bad.append(f"the self-check loaded modules from outside the bundle: {report['outside_modules']}")
     if [t["id"] for t in report["checks"]] != list(want):
         bad.append(f"the self-check ran {[t['id'] for t in report['checks']]}, expected {list(want)}")
     if bad or report.get("bundle_root") != str((out / "_selfcheck").resolve()):
@@ -600,14 +602,14 @@ def _answers_template(rubric: Rubric) -> str:
     lines = [f"# {rubric.title}: written answers", "",
              "Write each answer under its heading (Markdown; math between $…$ or $$…$$).", ""]
     for q in rubric.questions:
-        lines += [f"## {q.id}", "", f"<!-- {q.title} ({q.points:g} point{'s' if q.points != 1 else ''}) -->", "", ""]
+        title = " ".join(q.title.split())  # the heading's text after `Q<n>` is not part of the answer
+        lines += [f"## {q.id}. {title} ({q.points:g} point{'s' if q.points != 1 else ''})", "", "", ""]
     return "\n".join(lines)
 
 
 def _readme(rubric: Rubric, not_offline: dict | None = None) -> str:
     not_offline = not_offline or {}
     public = [c for c in rubric.checks if c.public]
-    hidden_points = sum(c.points for c in rubric.checks if not c.public)
     course = f" ({rubric.course})" if rubric.course else ""
     lines = [
         f"# {rubric.title}{course}", "",
@@ -619,8 +621,8 @@ def _readme(rubric: Rubric, not_offline: dict | None = None) -> str:
         "runs the public checks below on your file, offline (Python >= 3.10 with torch and numpy). The expected",
         "values were computed by the course on fixed inputs; your code runs on your machine, in this process. A",
         "check reported as \"not checked offline\" needed an answer that depends on your own output: the course's",
-        "grader checks it. Passing the self-check does not guarantee full marks: hidden checks",
-        f"({hidden_points:g} points) and the written answers are graded after the deadline.", "",
+        "grader checks it. Passing the self-check does not guarantee full marks: hidden checks and the written",
+        "answers are graded after the deadline.", "",
         "| component | public check | points |", "|---|---|---|",
         *[f"| {c.component} | {c.name}{' (course grader only)' if c.id in not_offline else ''} | {c.points:g} |"
           for c in public], "",

@@ -85,6 +85,17 @@ def _install_replay(records, arrays) -> None:
     engine.CheckContext = ReplayContext
 
 
+def _outside_modules() -> list[str]:
+    """`grader`/`reference` modules loaded from anywhere but this bundle (there must be none)."""
+    out = []
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] in ("grader", "reference"):
+            f = getattr(module, "__file__", None)
+            if f is None or not Path(f).resolve().is_relative_to(BUNDLE):
+                out.append(name)
+    return sorted(out)
+
+
 def _submission(path: Path, module: str, tmp: Path) -> Path:
     if path.is_dir():
         if not (path / module).is_file():
@@ -150,6 +161,7 @@ def main(argv=None) -> int:
     unchecked = sum(r["status"] == "not checked offline" for r in rows)
     if args.json:
         print(json.dumps({"assignment": rubric.id, "bundle_root": str(BUNDLE), "checks": rows,
+                          "outside_modules": _outside_modules(),
                           "errors": result.errors, "passed": passed, "total": len(rows),
                           "output": result.student_output[-4000:]}, indent=1))
     else:
