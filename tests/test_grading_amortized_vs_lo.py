@@ -5,6 +5,7 @@ with a tiny training budget (digits)."""
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import re
 import textwrap
@@ -216,6 +217,7 @@ def test_buggy_example_ivan_loses_the_right_points_with_the_right_diagnoses(rubr
     assert by_check["model.vae"].score < by_check["model.vae"].max_score
     assert by_check["model.lo"].score < by_check["model.lo"].max_score
     assert "found by the unit checks" in by_check["model.vae"].output
+    json.dumps(result.to_json(), allow_nan=False, default=str)  # NaN metrics of a diverged model stay valid JSON
 
 
 def test_optional_real_mnist_test_set_loads_for_the_classifier():

@@ -861,7 +861,11 @@ def model_run(ctx: CheckContext) -> Run:
 
 def _record_metrics(ctx, run: Run) -> None:
     st, rf = run.student, run.reference
-    pair = lambda a, b: {"student": a, "reference": b}
+
+    def num(v):  # results.json is strict JSON: non-finite values are written as text
+        return v if v is None or not isinstance(v, float) or math.isfinite(v) else str(v)
+
+    pair = lambda a, b: {"student": num(a), "reference": num(b)}
     M = ctx.session.metrics
     M["data"] = run.data.summary
     M["K (importance samples)"] = run.settings["K"]
@@ -957,7 +961,7 @@ def _figures(ctx, run: Run, models: dict, ref_models) -> None:
         made.append((F._save(fig, folder / "samples.png"),
                      "Decoder means for the same 10 draws z ~ N(0, I): your amortized VAE and your LO model.", "model"))
     fig = Figure(figsize=(8, 3.2), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
+    axes = fig.subplots(1, 2)
     for ax, key, title in zip(axes, ("vae_test_log_px_per_digit", "lo_train_log_px_per_digit"),
                               ("amortized VAE (test images)", "latent optimization (training images)")):
         k = np.arange(10)
@@ -965,6 +969,11 @@ def _figures(ctx, run: Run, models: dict, ref_models) -> None:
         ax.bar(k - 0.2, ref_v, 0.4, color="tab:gray", label="reference")
         if key in run.student:
             ax.bar(k + 0.2, np.asarray(run.student[key], dtype=float), 0.4, color="tab:blue", label="yours")
+        shown = np.concatenate([ref_v, np.asarray(run.student.get(key, []), dtype=float)])
+        shown = shown[np.isfinite(shown)]
+        if len(shown):  # zoom on the values: the differences between digits are a few nats
+            lo_, hi_ = shown.min(), shown.max()
+            ax.set_ylim(lo_ - 0.15 * (hi_ - lo_ + 1), hi_ + 0.15 * (hi_ - lo_ + 1))
         ax.set_xticks(k)
         ax.set_xlabel("digit")
         ax.set_title(title, fontsize=9)
