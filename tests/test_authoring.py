@@ -428,8 +428,46 @@ def test_new_never_overwrites(tmp_path):
         scaffold("demo-two", root=tmp_path)
 
 
+EXTRA_CHECKS = """
+
+def check_uses_data(ctx):
+    from grader.data import load_dataset
+    ctx.expect(True, "data")
+
+
+def check_on_own_output(ctx):
+    x = np.linspace(-1, 1, 6, dtype="float32").reshape(2, 3)
+    got = tensor(ctx.call("log_normal", x, x * 0, x * 0)["result"], "log_normal", dtype="float32")
+    again = ctx.ref.log_normal(to_torch(got, ctx.device), to_torch(x * 0, ctx.device), to_torch(x * 0, ctx.device))
+    ctx.expect(bool(np.isfinite(again.cpu().numpy()).all()), "the reference on your output is finite")
+"""
+EXTRA_RUBRIC = """
+[[checks]]
+id = "log_normal.data"
+name = "needs data"
+component = "log_normal"
+check = "uses_data"
+points = 1
+
+[[checks]]
+id = "log_normal.own_output"
+name = "asks the reference about the submission's output"
+component = "log_normal"
+check = "on_own_output"
+points = 1
+"""
+OTHER = """import math
+import torch
+
+
+def log_normal(x, mu, log_var):
+    return (-0.5 * math.log(2 * math.pi) - 0.5 * log_var - 0.5 * (x - mu) ** 2 / torch.exp(log_var)) * (1 + 1e-6)
+"""
+
+
 SCAFFOLD_SCRIPT = r'''
 import json, sys
+from tests_extra import EXTRA_CHECKS, EXTRA_RUBRIC, OTHER
 from pathlib import Path
 from grader.authoring.release import build_release, run_selfcheck
 from grader.engine import GradeOptions, grade_submission
@@ -439,20 +477,26 @@ assert Path(grader.__file__).resolve().parents[1] == Path.cwd().resolve(), grade
 rubric = available_rubrics()["demo-gen"]
 lint = lint_rubric(rubric)
 result = grade_submission(Path("submissions/demo-gen-example"), rubric, GradeOptions(device="cpu"))
-# A public check the bundle cannot ship (it needs the data module): left to the course's grader.
+# Two more public checks: one the bundle cannot ship (it needs the data module), one that asks the
+# reference about the submission's own output.
 with open("grader/checks/demo_gen.py", "a") as f:
-    f.write("\n\ndef check_uses_data(ctx):\n    from grader.data import load_dataset\n    ctx.expect(True, 'data')\n")
+    f.write(EXTRA_CHECKS)
 with open("rubrics/demo-gen.toml", "a") as f:
-    f.write('\n[[checks]]\nid = "log_normal.data"\nname = "needs data"\ncomponent = "log_normal"\n'
-            'check = "uses_data"\npoints = 1\n')
+    f.write(EXTRA_RUBRIC)
+other = Path("other")  # right to 1e-6: passes the values check, but its output is not the recorded one
+other.mkdir()
+(other / "demo_gen.py").write_text("from reference_copy import *\n" if False else OTHER)
 rubric = available_rubrics()["demo-gen"]
 release = build_release(rubric, Path("release/demo-gen"))  # records with the example, verifies on the reference
 report = run_selfcheck(release.out, Path("submissions/demo-gen-example/demo_gen.py"))
+report_other = run_selfcheck(release.out, other)
 print(json.dumps({"lint": lint, "score": result.autograded_score, "max": result.autograded_max,
                   "errors": result.errors, "recorded_with": release.recorded_with,
                   "not_offline": release.not_offline, "returncode": report["returncode"],
                   "student_dependent": release.student_dependent,
                   "selfcheck": {c["id"]: c["status"] for c in report["checks"]},
+                  "other": {c["id"]: [c["status"], c["output"]] for c in report_other["checks"]},
+                  "other_returncode": report_other["returncode"],
                   "starter": Path("release/demo-gen/demo_gen.py").read_text()}))
 '''
 
@@ -467,6 +511,7 @@ def test_new_scaffolds_an_assignment_that_lints_grades_full_marks_and_releases(t
     again = subprocess.run([sys.executable, "-m", "grader.cli", "new", "demo-gen"], cwd=root, capture_output=True,
                            text=True, env=env, timeout=60)
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+    (root / "tests_extra.py").write_text(f"EXTRA_CHECKS = {EXTRA_CHECKS!r}\nEXTRA_RUBRIC = {EXTRA_RUBRIC!r}\nOTHER = {OTHER!r}\n")
     run = subprocess.run([sys.executable, "-c", SCAFFOLD_SCRIPT], cwd=root, capture_output=True, text=True, env=env,
                          timeout=240)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -474,10 +519,16 @@ def test_new_scaffolds_an_assignment_that_lints_grades_full_marks_and_releases(t
     assert out["lint"] == [] and not out["errors"]
     assert out["score"] == out["max"] == 3
     assert out["recorded_with"] == ["reference-solution", "demo-gen-example"]
-    assert out["selfcheck"] == {"log_normal.values": "passed", "log_normal.data": "not checked offline"}
+    assert out["selfcheck"] == {"log_normal.values": "passed", "log_normal.data": "not checked offline",
+                                "log_normal.own_output": "passed"}  # the example's run was recorded
     assert list(out["not_offline"]) == ["log_normal.data"] and "grader.data" in out["not_offline"]["log_normal.data"]
     assert out["returncode"] == 3  # nothing failed, but not everything could be checked offline
-    assert out["student_dependent"] == []
+    assert set(out["student_dependent"]) <= {"log_normal.own_output"}
+    other = out["other"]
+    assert other["log_normal.values"][0] == "passed"
+    assert other["log_normal.own_output"][0] == "not checked offline"  # never a pass it cannot vouch for
+    assert "course's grader" in other["log_normal.own_output"][1] and "log_normal(...)" in other["log_normal.own_output"][1]
+    assert out["other_returncode"] == 3
     assert 'raise NotImplementedError("TODO: implement log_normal")' in out["starter"]
     assert "torch.exp(-log_var)" not in out["starter"]
     assert not (REPO / "rubrics" / "demo-gen.toml").exists() and not (REPO / "reference" / "demo_gen.py").exists()
