@@ -363,6 +363,11 @@ def test_selfcheck_fails_bob_where_grade_check_does(vae_release, vae_rubric):
     assert {"log_normal_diag.values", "mog_prior.log_prob.values"} <= failed
     assert report["returncode"] == 1
     assert not any(c["status"] == "not checked offline" for c in report["checks"])
+    # A composite check failing after other components failed says that the course's grader, which can
+    # name those mistakes, does not charge them twice (the self-check cannot name mistakes).
+    mog = next(c for c in report["checks"] if c["id"] == "mog_prior.log_prob.values")
+    assert "log_normal_diag" in mog["failed_upstream"] and "does not charge a mistake twice" in mog["output"]
+    assert all(not c["failed_upstream"] for c in report["checks"] if c["id"].startswith("log_normal_diag"))
 
 
 def test_selfcheck_on_the_starter_fails_every_check_with_the_todo(vae_release, vae_rubric):

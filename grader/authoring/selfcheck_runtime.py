@@ -20,6 +20,11 @@ from pathlib import Path
 BUNDLE = Path(__file__).resolve().parent
 UNVERIFIED: dict[str, str] = {}
 NO_GRADIENT = "it needs gradients of the reference that this release did not record (too large to ship)"
+FAILED_COMPONENTS: set[str] = set()
+UPSTREAM: dict[str, list[str]] = {}
+UPSTREAM_NOTE = ("This check uses your code of other components, and checks of {} failed above. The course's grader "
+                 "does not charge a mistake twice: once it has named a mistake there, it also accepts the reference "
+                 "with that mistake here. The self-check cannot name mistakes: fix those components first.")
 
 
 def _load():
@@ -43,8 +48,10 @@ def _rubric(meta):
             fn = Rubric.check_function(self, spec)
 
             def guarded(ctx):
+                ok = False
                 try:
                     fn(ctx)
+                    ok = True
                 except NotRecorded as e:
                     UNVERIFIED[spec.id] = str(e)
                     ctx.cases.append(Case("checked offline", False, str(e)))
@@ -52,6 +59,16 @@ def _rubric(meta):
                     if isinstance(e, (StudentCodeError, StudentValueError)) or not _gradient_missing(ctx):
                         raise
                     ctx.cases.append(Case("checked offline", False, NO_GRADIENT))
+                finally:
+                    failed = not ok or any(not c.passed for c in ctx.cases)
+                    upstream = sorted(FAILED_COMPONENTS - {spec.component})
+                    if failed and getattr(ctx, "asked_variants", False) and upstream:
+                        # Online, this check forgives mistakes already diagnosed in the components it
+                        # builds on; offline there is no diagnosis, so say so rather than double-charge.
+                        UPSTREAM[spec.id] = upstream
+                        ctx.notes.append(UPSTREAM_NOTE.format(", ".join(upstream)))
+                    if failed:
+                        FAILED_COMPONENTS.add(spec.component)
                 if _gradient_missing(ctx) and any(not c.passed for c in ctx.cases):
                     UNVERIFIED[spec.id] = NO_GRADIENT
             return guarded
@@ -81,6 +98,18 @@ def _install_replay(records, arrays) -> None:
         def __init__(self, spec, *args, **kwargs):
             super().__init__(spec, *args, **kwargs)
             self.ref = ReplayRef(records.get(spec.id, {}), arrays, self.device).ref()
+            self.asked_variants = False
+
+        def reference_variants(self):
+            self.asked_variants = True  # a composite check: it forgives mistakes charged upstream
+            return super().reference_variants()
+
+        def diagnose(self, *args, **kwargs):  # (no mutants offline: a no-op that must not set the flag)
+            asked = self.asked_variants
+            try:
+                return super().diagnose(*args, **kwargs)
+            finally:
+                self.asked_variants = asked
 
     engine.CheckContext = ReplayContext
 
@@ -156,7 +185,8 @@ def main(argv=None) -> int:
         else:
             status, score, output = t.status, t.score, t.output
         rows.append({"id": c["id"], "number": number, "name": c["name"], "component": c["component"], "status": status,
-                     "score": score, "max_score": float(c["points"]), "output": output})
+                     "score": score, "max_score": float(c["points"]), "output": output,
+                     "failed_upstream": UPSTREAM.get(c["id"], [])})
     passed = sum(r["status"] == "passed" for r in rows)
     unchecked = sum(r["status"] == "not checked offline" for r in rows)
     if args.json:
