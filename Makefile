@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_grading.py --model
 	$(PY) bench/bench_report.py
 	$(PY) bench/bench_training.py
+	$(PY) bench/bench_assignments.py
 	$(PY) bench/bench_batch.py
 
 clean:

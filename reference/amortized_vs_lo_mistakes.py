@@ -8,35 +8,16 @@ and `fn` has exactly its signature. Mutants call other reference functions throu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from reference import amortized_vs_lo as ref
 from reference.amortized_vs_lo import EPS, LOG_2PI
+from reference.mutants import registry
 
 
-@dataclass(frozen=True)
-class Mutant:
-    id: str
-    component: str
-    fn: Callable
-
-
-MUTANTS: dict[str, Mutant] = {}
-
-
-def mutant(id: str, component: str) -> Callable[[Callable], Callable]:
-    """Register the decorated function as mutant `id` of `component`."""
-    def register(fn: Callable) -> Callable:
-        if id in MUTANTS:
-            raise ValueError(f"duplicate mutant id {id!r}")
-        fn.__name__ = fn.__qualname__ = id
-        MUTANTS[id] = Mutant(id, component, fn)
-        return fn
-    return register
+MUTANTS, mutant = registry()
 
 
 # ---- classifier ---------------------------------------------------------------------------------

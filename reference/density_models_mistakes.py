@@ -9,8 +9,6 @@ draw random numbers in the same order as the reference.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,27 +16,10 @@ from torch import nn
 
 from reference import density_models as dm
 from reference.density_models import EPS, LOG_2PI
+from reference.mutants import registry
 
 
-@dataclass(frozen=True)
-class Mutant:
-    id: str
-    component: str
-    fn: Callable
-
-
-MUTANTS: dict[str, Mutant] = {}
-
-
-def mutant(id: str, component: str) -> Callable[[Callable], Callable]:
-    """Register the decorated function as mutant `id` of `component`."""
-    def register(fn: Callable) -> Callable:
-        if id in MUTANTS:
-            raise ValueError(f"duplicate mutant id {id!r}")
-        fn.__name__ = fn.__qualname__ = id
-        MUTANTS[id] = Mutant(id, component, fn)
-        return fn
-    return register
+MUTANTS, mutant = registry()
 
 
 # ---- ConvVAE -------------------------------------------------------------------------------------

@@ -12,34 +12,15 @@ reference's order, so the same weights load into them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 
 from reference import kmeans_autoencoder as ka
+from reference.mutants import registry
 
 
-@dataclass(frozen=True)
-class Mutant:
-    id: str
-    component: str
-    fn: Callable
-
-
-MUTANTS: dict[str, Mutant] = {}
-
-
-def mutant(id: str, component: str) -> Callable[[Callable], Callable]:
-    """Register the decorated function as mutant `id` of `component`."""
-    def register(fn: Callable) -> Callable:
-        if id in MUTANTS:
-            raise ValueError(f"duplicate mutant id {id!r}")
-        fn.__name__ = fn.__qualname__ = id
-        MUTANTS[id] = Mutant(id, component, fn)
-        return fn
-    return register
+MUTANTS, mutant = registry()
 
 
 # ---- k-means ---------------------------------------------------------------------------------------

@@ -20,37 +20,18 @@ Mutants draw random numbers in the same order as the reference, so that seeded o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from reference import vae
 from reference.vae import EPS, LOG_2PI, _reduce
+from reference.mutants import registry
 
 
-@dataclass(frozen=True)
-class Mutant:
-    id: str
-    component: str
-    fn: Callable
-
-
-MUTANTS: dict[str, Mutant] = {}
+MUTANTS, mutant = registry()
 
 _ref_decode = vae.Decoder.decode  # the unpatched reference, for the branches a mutant leaves alone
-
-
-def mutant(id: str, component: str) -> Callable[[Callable], Callable]:
-    """Register the decorated function as mutant `id` of `component`."""
-    def register(fn: Callable) -> Callable:
-        if id in MUTANTS:
-            raise ValueError(f"duplicate mutant id {id!r}")
-        fn.__name__ = fn.__qualname__ = id  # readable in tracebacks and reprs
-        MUTANTS[id] = Mutant(id, component, fn)
-        return fn
-    return register
 
 
 # ---- log_normal_diag ----------------------------------------------------------------------------

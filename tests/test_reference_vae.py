@@ -20,7 +20,8 @@ from torch import nn
 from torch.distributions import Bernoulli, Categorical, Independent, MixtureSameFamily, Normal
 
 from reference import vae
-from reference.vae_mistakes import MUTANTS, Mutant
+from reference.mutants import Mutant
+from reference.vae_mistakes import MUTANTS
 
 SETTINGS = settings(deadline=None, max_examples=30)
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

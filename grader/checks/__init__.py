@@ -226,6 +226,49 @@ class CheckContext:
 
 # ---- values ---------------------------------------------------------------------------------
 
+def expect_any_variant(ctx: CheckContext, got: np.ndarray, reference: Callable[[dict], np.ndarray], case: str,
+                       rtol: float | None = None, atol: float | None = None, diagnose: bool = True) -> bool:
+    """For composite checks (several of the student's components used together): pass when `got`
+    matches `reference(patches)` for the plain reference or for the reference with the mistakes
+    already charged on other components patched in (`ctx.reference_variants()`), so no mistake is
+    charged twice; otherwise fail against the plain reference and (unless `diagnose=False`) name
+    this component's mistake. A variant whose reference raises is skipped."""
+    rtol = ctx.spec.rtol if rtol is None else rtol
+    atol = ctx.spec.atol if atol is None else atol
+    first = None
+    for label, patches in ctx.reference_variants():
+        try:
+            want = reference(patches)
+        except Exception:
+            if not label:
+                raise
+            continue
+        if first is None:
+            first = want
+        if close(got, want, rtol, atol):
+            if label:
+                ctx.notes.append(f"Matches the reference once your mistakes already charged elsewhere ({label}) are "
+                                 "taken into account: no extra points lost here.")
+            return ctx.expect(True, case)
+    return ctx.expect_close(got, first, case, rtol, atol,
+                            diagnose=(lambda p: close(got, reference(p), rtol, atol)) if diagnose else None)
+
+
+def model_settings(rubric: Rubric, session: "Session | None", defaults: dict) -> dict:
+    """The rubric's [model] table over `defaults`, then the session's overrides and --data.
+
+    Raises ValueError naming unknown keys (a rubric typo must not be silently ignored)."""
+    s = {**defaults, **rubric.model}
+    if session is not None:
+        s.update(session.model_overrides)
+        if session.data:
+            s["data"] = session.data
+    unknown = set(s) - set(defaults)
+    if unknown:
+        raise ValueError(f"{rubric.path} [model]: unknown key(s) {sorted(unknown)}; known: {sorted(defaults)}")
+    return s
+
+
 def tensor(reply_value, what: str, dtype: str | None = None) -> np.ndarray:
     """The array inside a student's return value, insisting it is a torch.Tensor."""
     v = reply_value

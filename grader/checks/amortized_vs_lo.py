@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, StudentValueError, close, sequence, tensor, to_torch
+from grader.checks import CheckContext, StudentValueError, close, sequence, tensor, to_torch, model_settings, expect_any_variant
 from grader.sandbox import nets
 
 B, D, L = 6, 10, 3  # unit checks: batch, pixels, latent dimensions
@@ -41,23 +41,6 @@ def _seed(seed: int, device):
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy()
-
-
-def _expect_any_variant(ctx: CheckContext, got, reference, case: str, rtol=None, atol=None) -> bool:
-    """Pass when `got` matches the reference, or the reference with mistakes already charged on
-    other components patched in; otherwise diagnose with this component's mutants."""
-    rtol = ctx.spec.rtol if rtol is None else rtol
-    atol = ctx.spec.atol if atol is None else atol
-    first = None
-    for label, patches in ctx.reference_variants():
-        want = reference(patches)
-        first = want if first is None else first
-        if close(got, want, rtol, atol):
-            if label:
-                ctx.notes.append(f"Matches the reference once your mistakes already charged elsewhere ({label}) are "
-                                 "taken into account: no extra points lost here.")
-            return ctx.expect(True, case)
-    return ctx.expect_close(got, first, case, rtol, atol, diagnose=lambda p: close(got, reference(p), rtol, atol))
 
 
 # ---- networks and objects shared by both sides ---------------------------------------------------
@@ -287,7 +270,7 @@ def check_decoder_log_prob(ctx: CheckContext) -> None:
                 return _np(ctx.ref.BernoulliDecoder(nets.build(spec, ctx.device)).log_prob(to_torch(x, ctx.device),
                                                                                          to_torch(z, ctx.device)))
 
-        _expect_any_variant(ctx, got, reference, f"{label}: log p(x|z) per example", 1e-4, 1e-3)
+        expect_any_variant(ctx, got, reference, f"{label}: log p(x|z) per example", 1e-4, 1e-3)
 
 
 # ---- ELBO ------------------------------------------------------------------------------------------
@@ -308,7 +291,7 @@ def check_elbo_value(ctx: CheckContext) -> None:
     mu, lv = _f(ctx.rng.standard_normal((B, L)) * 2), _f(np.full((B, L), -18.0))
     got = tensor(ctx.call("elbo", dec, x, mu, lv, seed=5)["result"], "elbo", dtype="float32")
     if ctx.require(got.shape == (B,), "shape", f"shape {got.shape}, expected ({B},): one ELBO per example"):
-        _expect_any_variant(ctx, got, _elbo_reference(ctx, spec, x, mu, lv, 5), "narrow posterior: log p(x|mu) − KL", 1e-4, 1e-3)
+        expect_any_variant(ctx, got, _elbo_reference(ctx, spec, x, mu, lv, 5), "narrow posterior: log p(x|mu) − KL", 1e-4, 1e-3)
     # (2) a broad posterior: the mean over many noise draws agrees with the reference's (Monte Carlo)
     n = 4000
     xr = np.repeat(x[:1], n, 0)
@@ -365,7 +348,7 @@ def check_vae_elbo(ctx: CheckContext) -> None:
         with ctx.patched(patches), torch.no_grad(), _seed(9, ctx.device):
             return _np(_ref_vae(ctx, enc, dec).elbo(to_torch(x, ctx.device)))
 
-    _expect_any_variant(ctx, got, reference, "ELBO per example through the encoder", 1e-4, 1e-3)
+    expect_any_variant(ctx, got, reference, "ELBO per example through the encoder", 1e-4, 1e-3)
 
 
 def check_vae_gradients(ctx: CheckContext) -> None:
@@ -422,7 +405,7 @@ def check_lo_per_example(ctx: CheckContext) -> None:
         with ctx.patched(patches), torch.no_grad(), _seed(2, ctx.device):
             return _np(_ref_lo(ctx, spec, state).elbo(to_torch(x, ctx.device), to_torch(idx, ctx.device)))
 
-    _expect_any_variant(ctx, got, reference, "ELBO uses rows idx of mu and log_var", 1e-4, 1e-3)
+    expect_any_variant(ctx, got, reference, "ELBO uses rows idx of mu and log_var", 1e-4, 1e-3)
     # changing example 6's parameters changes its ELBO only (it sits at batch position 2)
     changed = {k: v.copy() for k, v in state.items()}
     changed["mu"][6] += 1.5
@@ -493,7 +476,7 @@ def check_importance_exact(ctx: CheckContext) -> None:
             with ctx.patched(patches), torch.no_grad(), _seed(M, ctx.device):
                 return _np(ctx.ref.log_px_importance(_ref_vae(ctx, enc, dec), to_torch(x, ctx.device), M))
 
-        _expect_any_variant(ctx, got, reference, f"M={M}: log p(x) = log p(x|z) = D·log EPS when q = p(z) and p(x|z) "
+        expect_any_variant(ctx, got, reference, f"M={M}: log p(x) = log p(x|z) = D·log EPS when q = p(z) and p(x|z) "
                                                  "is constant", 1e-4, 1e-2)
 
 
@@ -610,15 +593,7 @@ class ModelGradingError(Exception):
 
 
 def settings(rubric, session=None) -> dict:
-    s = {**DEFAULTS, **rubric.model}
-    if session is not None:
-        s.update(session.model_overrides)
-        if session.data:
-            s["data"] = session.data
-    unknown = set(s) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"{rubric.path} [model]: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    return s
+    return model_settings(rubric, session, DEFAULTS)
 
 
 def preflight(rubric, session, selected) -> None:

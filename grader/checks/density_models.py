@@ -4,7 +4,7 @@ reference: reference/density_models.py, mutants: reference/density_models_mistak
 Unit checks: one `check_<name>(ctx)` per rubric entry, each with its own deterministic inputs; the
 student's code runs in the sandbox, the reference here on the same inputs. Composite checks (the
 conv VAE's `elbo`, the EM step) accept the reference with mistakes already charged on other
-components (`_expect_any_variant`), so each mistake costs once.
+components (`expect_any_variant`), so each mistake costs once.
 
 Model-level checks (component "model") live in the second half: the student's PPCA and EM are run
 on the training digits in the sandbox, the conv VAE is trained there with the course's loop
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, close, sequence, tensor, to_torch
+from grader.checks import CheckContext, close, sequence, tensor, to_torch, model_settings, expect_any_variant
 from grader.sandbox.client import StudentException
 
 B = 5  # batch of the unit checks
@@ -31,30 +31,6 @@ S = 8  # image side of the unit checks
 
 def _f(a, dtype: str) -> np.ndarray:
     return np.asarray(a, dtype=dtype)
-
-
-def _expect_any_variant(ctx: CheckContext, got: np.ndarray, reference, case: str, rtol=None, atol=None,
-                        diagnose: bool = True) -> bool:
-    """Pass when `got` matches the reference, or the reference with upstream mistakes patched in."""
-    rtol = ctx.spec.rtol if rtol is None else rtol
-    atol = ctx.spec.atol if atol is None else atol
-    first = None
-    for label, patches in ctx.reference_variants():
-        try:
-            want = reference(patches)
-        except Exception:
-            if not label:
-                raise
-            continue
-        if first is None:
-            first = want
-        if close(got, want, rtol, atol):
-            if label:
-                ctx.notes.append(f"Matches the reference once your mistakes already charged elsewhere ({label}) are "
-                                 "taken into account: no extra points lost here.")
-            return ctx.expect(True, case)
-    return ctx.expect_close(got, first, case, rtol, atol,
-                            diagnose=(lambda p: close(got, reference(p), rtol, atol)) if diagnose else None)
 
 
 # ---- conv VAE: weights, student objects, reference models ----------------------------------------
@@ -148,7 +124,7 @@ def check_conv_vae_encode(ctx: CheckContext) -> None:
             m, v = _ref_vae(ctx, state).encode(to_torch(x, ctx.device))
             return torch.cat([m, v], dim=1).cpu().numpy()
 
-    _expect_any_variant(ctx, got, reference, f"(mu, log_var) for {B} images with given weights")
+    expect_any_variant(ctx, got, reference, f"(mu, log_var) for {B} images with given weights")
 
 
 def check_conv_vae_decode(ctx: CheckContext) -> None:
@@ -161,7 +137,7 @@ def check_conv_vae_decode(ctx: CheckContext) -> None:
         with ctx.patched(patches), torch.no_grad():
             return _ref_vae(ctx, state).decode(to_torch(z, ctx.device)).cpu().numpy()
 
-    if _expect_any_variant(ctx, got, reference, f"Bernoulli means for {B} latents with given weights"):
+    if expect_any_variant(ctx, got, reference, f"Bernoulli means for {B} latents with given weights"):
         return
     ctx.expect(bool(np.all((got > 0) & (got < 1))), "values are probabilities in (0, 1)",
                f"values range over [{np.nanmin(got):.3g}, {np.nanmax(got):.3g}]: apply a sigmoid to the last layer")
@@ -245,7 +221,7 @@ def check_conv_vae_elbo_value(ctx: CheckContext) -> None:
         if _excused(ctx, reference, case, e):
             return
         raise
-    _expect_any_variant(ctx, got, reference, case, rtol=1e-4, atol=1e-3)
+    expect_any_variant(ctx, got, reference, case, rtol=1e-4, atol=1e-3)
     # without eps: fresh noise on every call
     draws = []
     for seed in (1, 2):
@@ -298,7 +274,7 @@ def check_conv_vae_elbo_gradients(ctx: CheckContext) -> None:
                        + " (is the ELBO computed with torch operations end to end?)"):
         return
     got = np.concatenate([np.asarray(g, dtype=np.float64).ravel() for g in have])
-    _expect_any_variant(ctx, got, reference, case, rtol=1e-3, atol=1e-3, diagnose=False)
+    expect_any_variant(ctx, got, reference, case, rtol=1e-3, atol=1e-3, diagnose=False)
 
 
 # ---- PPCA ------------------------------------------------------------------------------------------
@@ -359,7 +335,7 @@ def _fn_check(ctx: CheckContext, name: str, cases, variants: bool = False) -> No
                 return getattr(ctx.ref, name)(*[to_torch(a, ctx.device) for a in args]).cpu().numpy()
 
         if variants:
-            _expect_any_variant(ctx, got, reference, label, rtol, atol)
+            expect_any_variant(ctx, got, reference, label, rtol, atol)
         else:
             ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: close(got, reference(p), rtol, atol))
 
@@ -448,7 +424,7 @@ def check_gmm_em_step(ctx: CheckContext) -> None:
                 out = ctx.ref.gmm_em_step(*[to_torch(a, ctx.device) for a in (X, w, means, covs)], **kwargs)
             return np.concatenate([o.cpu().numpy().ravel() for o in out])
 
-        _expect_any_variant(ctx, got, reference, f"{label}: new (weights, means, covs)", 1e-7, 1e-9)
+        expect_any_variant(ctx, got, reference, f"{label}: new (weights, means, covs)", 1e-7, 1e-9)
 
 
 # =====================================================================================================
@@ -478,15 +454,7 @@ class ModelGradingError(Exception):
 def settings(ctx_or_rubric, session=None) -> dict:
     rubric = getattr(ctx_or_rubric, "rubric", ctx_or_rubric)
     session = session or getattr(ctx_or_rubric, "session", None)
-    s = {**DEFAULTS, **rubric.model}
-    if session is not None:
-        s.update(session.model_overrides)
-        if session.data:
-            s["data"] = session.data
-    unknown = set(s) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"{rubric.path} [model]: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    return s
+    return model_settings(rubric, session, DEFAULTS)
 
 
 def preflight(rubric, session, selected=None) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader.checks import CheckContext
+from grader.checks import CheckContext, model_settings
 
 DEFAULTS = {
     "data": "digits",
@@ -58,15 +58,7 @@ class ModelRun:
 def settings(ctx_or_rubric, session=None) -> dict:
     rubric = getattr(ctx_or_rubric, "rubric", ctx_or_rubric)
     session = session or getattr(ctx_or_rubric, "session", None)
-    s = {**DEFAULTS, **rubric.model}
-    if session is not None:
-        s.update(session.model_overrides)
-        if session.data:
-            s["data"] = session.data
-    unknown = set(s) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(f"{rubric.path} [model]: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    return s
+    return model_settings(rubric, session, DEFAULTS)
 
 
 def preflight(rubric, session) -> None:
@@ -288,7 +280,6 @@ def _grade_metric(ctx: CheckContext, metric: str, label: str, unit: str) -> None
     if ctx.diagnosed:
         causes = "; ".join(f"{m.message} ({m.component})" for m in ctx.diagnosed.values())
         ctx.notes.append(f"Likely cause, found by the unit checks: {causes}.")
-
 
 
 def check_model_nll(ctx: CheckContext) -> None:

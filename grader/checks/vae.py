@@ -13,7 +13,7 @@ from statistics import NormalDist
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, close, sequence, tensor, to_torch
+from grader.checks import CheckContext, close, sequence, tensor, to_torch, expect_any_variant
 from grader.checks import model_level
 from grader.checks.model_level import (  # noqa: F401  (model-level checks of this assignment)
     check_model_elbo,
@@ -355,30 +355,12 @@ def check_encoder_sample_log_prob(ctx: CheckContext) -> None:
             t = lambda a: to_torch(a, ctx.device)
             return e.log_prob(mu_e=t(mu), log_var_e=t(lv), z=t(z)).detach().cpu().numpy()
 
-    _expect_any_variant(ctx, got, reference, "log q(z|x) for given mu, log_var and z")
+    expect_any_variant(ctx, got, reference, "log q(z|x) for given mu, log_var and z")
     s = tensor(ctx.call(ctx.method(enc, "sample", "Encoder.sample"), mu_e=mu, log_var_e=lv, seed=2)["result"], "Encoder.sample")
     ctx.expect(s.shape == (B, L), "sample(mu_e, log_var_e): shape", f"shape {s.shape}, expected {(B, L)}")
     x = _f(ctx.rng.integers(0, V, (B, D)), "float32")
     s = tensor(ctx.call(ctx.method(enc, "sample", "Encoder.sample"), x=x, seed=2)["result"], "Encoder.sample")
     ctx.expect(s.shape == (B, L), "sample(x): encodes x first", f"shape {s.shape}, expected {(B, L)}")
-
-
-def _expect_any_variant(ctx: CheckContext, got: np.ndarray, reference, case: str, rtol=None, atol=None) -> None:
-    """Pass when `got` matches the reference, or the reference with upstream mistakes patched in."""
-    rtol = ctx.spec.rtol if rtol is None else rtol
-    atol = ctx.spec.atol if atol is None else atol
-    first = None
-    for label, patches in ctx.reference_variants():
-        want = reference(patches)
-        if first is None:
-            first = want
-        if close(got, want, rtol, atol):
-            if label:
-                ctx.notes.append(f"Matches the reference once your mistakes already charged elsewhere ({label}) are "
-                                 "taken into account: no extra points lost here.")
-            ctx.expect(True, case)
-            return
-    ctx.expect_close(got, first, case, rtol, atol, diagnose=lambda p: close(got, reference(p), rtol, atol))
 
 
 def _decoder_net(ctx, distribution) -> dict:
@@ -420,7 +402,7 @@ def check_decoder_log_prob(ctx: CheckContext) -> None:
                 d = ctx.ref.Decoder(nets.build(spec, ctx.device), distribution=dist, **kw)
                 return d.log_prob(to_torch(x, ctx.device), to_torch(z, ctx.device)).detach().cpu().numpy()
 
-        _expect_any_variant(ctx, got, reference, f"{dist}: log p(x|z), one value per example")
+        expect_any_variant(ctx, got, reference, f"{dist}: log p(x|z), one value per example")
 
 
 def check_decoder_sample(ctx: CheckContext) -> None:
@@ -468,7 +450,7 @@ def _mog_log_prob_case(ctx, params, z, case):
         if ctx.diagnose(lambda p: close(got.sum(-1), reference(p), 1e-3, 1e-3)):
             ctx.expect(False, case, f"shape {got.shape}, expected {(z.shape[0],)}")
             return
-    _expect_any_variant(ctx, got, reference, case, rtol=1e-4, atol=1e-3)
+    expect_any_variant(ctx, got, reference, case, rtol=1e-4, atol=1e-3)
 
 
 def check_mog_log_prob_values(ctx: CheckContext) -> None:

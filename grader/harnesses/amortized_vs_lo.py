@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from grader.harnesses import state_arrays, using_threads
+
 
 def mlp(sizes: list[int]) -> nn.Sequential:
     """The course's MLP: Linear layers with LeakyReLU between them."""
@@ -45,22 +47,12 @@ def build_lo(module, D: int, L: int, H: int, N: int):
     return module.LatentOptimizationVAE(module.BernoulliDecoder(mlp([L, H, H, D])), N, L)
 
 
-def state_arrays(model: nn.Module) -> dict[str, np.ndarray]:
-    return {k: v.detach().to("cpu").float().numpy().copy() for k, v in model.state_dict().items()
-            if isinstance(v, torch.Tensor) and v.is_floating_point()}
-
-
 @contextlib.contextmanager
 def _threads_and_seed(seed: int, device):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: 1 thread is much faster on a busy CPU
     devices = [device.index or 0] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            yield
-    finally:
-        torch.set_num_threads(threads)
+    with using_threads(1), torch.random.fork_rng(devices=devices):  # tiny nets: 1 thread is much faster
+        torch.manual_seed(seed)
+        yield
 
 
 def _describe(e: BaseException) -> str:

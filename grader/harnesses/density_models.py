@@ -7,27 +7,12 @@ Results are plain data (numbers, lists, numpy arrays); the grader evaluates them
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 import numpy as np
 import torch
 
-
-@contextlib.contextmanager
-def _threads(n: int):
-    """Train on `n` intra-op threads (1 is many times faster than 2 on a busy 2-core CPU)."""
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _arrays(module: torch.nn.Module) -> dict:
-    return {k: v.detach().float().cpu().numpy().copy() for k, v in module.state_dict().items()}
+from grader.harnesses import state_arrays, using_threads
 
 
 def train_conv_vae(module, device, x_train, latent_dim: int = 2, image_size: int = 8, epochs: int = 20,
@@ -38,7 +23,7 @@ def train_conv_vae(module, device, x_train, latent_dim: int = 2, image_size: int
 
     Returns {"state_dict": {name: array}, "history": {"train_elbo": [...], "epochs": n, "seconds": t,
     "stopped_because": "epochs" | "time" | "diverged"}, "error": "" | message}."""
-    with _threads(num_threads):
+    with using_threads(num_threads):
         return _train_conv_vae(module, device, x_train, latent_dim, image_size, epochs, batch_size, lr, time_budget_s, seed)
 
 
@@ -55,7 +40,7 @@ def _train_conv_vae(module, device, x_train, latent_dim, image_size, epochs, bat
         return {"state_dict": {}, "history": {}, "error": "ConvVAE has no parameters to train"}
     opt = torch.optim.Adam(params, lr=float(lr))
     history = {"train_elbo": [], "epochs": 0, "seconds": 0.0, "stopped_because": "epochs"}
-    best = _arrays(model)
+    best = state_arrays(model)
     t0 = time.monotonic()
     error = ""
     for epoch in range(int(epochs)):
@@ -82,7 +67,7 @@ def _train_conv_vae(module, device, x_train, latent_dim, image_size, epochs, bat
             break
         history["train_elbo"].append(total / max(count, 1))
         history["epochs"] = epoch + 1
-        best = _arrays(model)
+        best = state_arrays(model)
         if time.monotonic() - t0 > float(time_budget_s):
             history["stopped_because"] = "time"
             break
@@ -94,7 +79,7 @@ def run_em(module, device, X, weights, means, covs, iterations: int = 15, reg: f
     """`iterations` calls of the student's gmm_em_step(X, weights, means, covs, reg=reg) from the given start.
 
     Returns {"weights", "means", "covs": arrays, "error": "" | message, "iteration": where it failed}."""
-    with _threads(num_threads):
+    with using_threads(num_threads):
         for it in range(int(iterations)):
             out = module.gmm_em_step(X, weights, means, covs, reg=float(reg))
             if not isinstance(out, (tuple, list)) or len(out) != 3 or not all(isinstance(t, torch.Tensor) for t in out):

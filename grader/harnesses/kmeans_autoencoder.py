@@ -9,12 +9,13 @@ further: the grader judges the arrays with reference code).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 
 import numpy as np
 import torch
+
+from grader.harnesses import using_threads
 
 
 def _array(value, what: str) -> np.ndarray:
@@ -23,17 +24,6 @@ def _array(value, what: str) -> np.ndarray:
     with torch._C.DisableTorchFunctionSubclass():
         t = torch.Tensor.detach(value)
         return torch.Tensor.numpy(torch.Tensor.cpu(t).to(torch.float64 if t.is_floating_point() else torch.int64)).copy()
-
-
-@contextlib.contextmanager
-def _threads(n: int | None):
-    old = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _model(module, latent_dim: int, channels, device):
@@ -106,7 +96,7 @@ def train_kmeans(module, device, x, y, k: int = 10, how: str = "per_digit", seed
     """init_centres, then `epochs` passes of shuffled mini-batches through minibatch_update.
 
     Returns the centres after initialisation and after every epoch (list of (k, D) arrays)."""
-    with _threads(num_threads), torch.no_grad():
+    with using_threads(num_threads), torch.no_grad():
         centres = module.init_centres(x, y, k=int(k), how=how, seed=int(seed))
         history = [_array(centres, "init_centres")]
         g = torch.Generator().manual_seed(int(seed))
@@ -129,7 +119,7 @@ def train_autoencoder(module, device, x_train, x_val, x_test, latent_dim: int = 
     reconstructions after every epoch, the final weights as a flat vector, the test
     reconstructions and `n_generate` images decoded from random codes."""
     t0 = time.monotonic()
-    with _threads(num_threads):
+    with using_threads(num_threads):
         torch.manual_seed(int(seed))
         model = _model(module, latent_dim, channels, device)
         opt = torch.optim.Adam(model.parameters(), lr=float(lr))
