@@ -276,6 +276,40 @@ def _text_files(folder: Path):
             yield p, p.read_text(encoding="utf-8")
 
 
+def assert_no_leaks(release: Path, rubric, min_solution_lines: int) -> None:
+    """No file of the release holds a solution line of the reference, a hidden check (function or
+    name), a mistake's message or an import of `reference`."""
+    reference = (REPO / rubric.reference.replace(".", "/")).with_suffix(".py").read_text()
+    lines = reference.splitlines()
+    solution = {l.strip() for b, e, _ in solution_blocks(reference) for l in lines[b:e - 1]
+                if len(l.strip()) >= 8 and not l.strip().startswith("#")}
+    assert len(solution) >= min_solution_lines, "the reference marks too little as solution"
+    hidden = [c for c in rubric.checks if not c.public]
+    for path, text in _text_files(release):
+        found = solution & {l.strip() for l in text.splitlines()}
+        assert not found, f"{path} holds solution lines {found}"
+        assert "BEGIN SOLUTION" not in text or path.name == "README.md"
+        for c in hidden:
+            assert not re.search(rf"\bcheck_{c.check}\b", text), f"{path} names hidden check_{c.check}"
+            assert c.name not in text, f"{path} names hidden check {c.name!r}"
+        for m in rubric.mistakes:
+            assert m.message not in text, f"{path} holds the message of mistake {m.id}"
+        assert not re.search(r"^\s*(from|import)\s+reference\b", text, re.M), path
+
+
+@pytest.mark.parametrize("assignment", ["kmeans-autoencoder", "density-models", "amortized-vs-lo"])
+def test_every_assignment_releases_without_leaking_solutions(tmp_path, assignment):
+    """The other assignments' releases: starter code imports, and nothing secret is shipped."""
+    from grader.rubric import available_rubrics
+
+    rubric = available_rubrics()[assignment]
+    made = build_release(rubric, tmp_path / assignment, record_with=[], verify=False)
+    assert made.public_checks, "no public check made it into the self-check bundle"
+    assert_no_leaks(made.out, rubric, min_solution_lines=10)
+    starter = made.out / rubric.module
+    assert _todos(starter.read_text()), "the starter code has no TODO"
+
+
 def test_release_holds_no_solution_mutant_or_hidden_check(vae_release, vae_rubric):
     names = {p.relative_to(vae_release).as_posix() for p in vae_release.rglob("*") if p.is_file()}
     assert {"vae.py", "answers.md", "README.md", "selfcheck.py", "_selfcheck/rubric.json",
@@ -284,22 +318,7 @@ def test_release_holds_no_solution_mutant_or_hidden_check(vae_release, vae_rubri
     assert not any(re.search(r"(^|/)(training|evaluation|model_cache|data|figures)\.py$", n) for n in names)
     assert not any("harnesses" in n or n.endswith("model_level.py") for n in names)
 
-    reference = (REPO / "reference" / "vae.py").read_text()
-    lines = reference.splitlines()
-    solution = {l.strip() for b, e, _ in solution_blocks(reference) for l in lines[b:e - 1]
-                if len(l.strip()) >= 8 and not l.strip().startswith("#")}
-    assert len(solution) > 30
-    hidden = [c for c in vae_rubric.checks if not c.public]
-    for path, text in _text_files(vae_release):
-        found = solution & {l.strip() for l in text.splitlines()}
-        assert not found, f"{path} holds solution lines {found}"
-        assert "BEGIN SOLUTION" not in text or path.name == "README.md"
-        for c in hidden:
-            assert not re.search(rf"\bcheck_{c.check}\b", text), f"{path} names hidden check_{c.check}"
-            assert c.name not in text, f"{path} names hidden check {c.name!r}"
-        for m in vae_rubric.mistakes:
-            assert m.message not in text, f"{path} holds the message of mistake {m.id}"
-        assert not re.search(r"^\s*(from|import)\s+reference\b", text, re.M), path
+    assert_no_leaks(vae_release, vae_rubric, min_solution_lines=30)
     rubric_json = json.loads((vae_release / "_selfcheck" / "rubric.json").read_text())
     assert [c["id"] for c in rubric_json["checks"]] == [c.id for c in vae_rubric.checks if c.public]
     assert set(rubric_json) == {"format", "assignment", "limits", "checks"}

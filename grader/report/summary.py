@@ -46,6 +46,7 @@ table.students-t td:nth-child(n+2), table.students-t th:nth-child(n+2),
 table.mistakes-t td:nth-child(n+4), table.mistakes-t th:nth-child(n+4),
 table.questions-t td:nth-child(n+3), table.questions-t th:nth-child(n+3) { text-align: right; white-space: nowrap; }
 table.students-t td:last-child, table.students-t th:last-child { text-align: left; white-space: normal; }
+h2.assignment-title { background: var(--soft); padding: 1.5mm 3mm; border-radius: 1.5mm; margin-top: 4mm; }
 </style>
 </head>
 <body>
@@ -63,31 +64,33 @@ table.students-t td:last-child, table.students-t th:last-child { text-align: lef
 <ul>{% for path, why in broken %}<li><pre>{{ path }}: {{ why }}</pre></li>{% endfor %}</ul></section>
 {% endif %}
 
-{% if n %}
+{% for sec in sections %}
+{% if sections|length > 1 %}<h2 class="assignment-title"{% if not loop.first %} style="page-break-before: always"{% endif %}>{{ sec.assignment }} · {{ sec.n }} student{{ "s" if sec.n != 1 }}</h2>{% endif %}
 <div class="summary-stats">
-  <div class="stat"><div class="v">{{ stats.mean }}</div><div class="k">mean score (of {{ stats.max }})</div></div>
-  <div class="stat"><div class="v">{{ stats.median }}</div><div class="k">median</div></div>
-  <div class="stat"><div class="v">{{ stats.lo }} – {{ stats.hi }}</div><div class="k">range</div></div>
-  <div class="stat"><div class="v">{{ stats.pending }}</div><div class="k">answers to grade by hand</div></div>
+  <div class="stat"><div class="v">{{ sec.stats.mean }}</div><div class="k">mean score (of {{ sec.stats.max }})</div></div>
+  <div class="stat"><div class="v">{{ sec.stats.median }}</div><div class="k">median</div></div>
+  <div class="stat"><div class="v">{{ sec.stats.lo }} – {{ sec.stats.hi }}</div><div class="k">range</div></div>
+  <div class="stat"><div class="v">{{ sec.stats.pending }}</div><div class="k">answers to grade by hand</div></div>
 </div>
 
-<h2>Score distribution</h2>
-<div class="hist"><img src="{{ histogram }}" alt="Histogram of total scores"></div>
+<h3>Score distribution</h3>
+<div class="hist"><img src="{{ sec.histogram }}" alt="Histogram of total scores"></div>
 
-<h2>Pass rate per check</h2>
-{{ checks_table }}
+<h3>Pass rate per check</h3>
+{{ sec.checks_table }}
 
-<h2>Most common diagnosed mistakes</h2>
-{% if mistakes_table %}{{ mistakes_table }}{% else %}<p class="muted">No known mistake was diagnosed.</p>{% endif %}
+<h3>Most common diagnosed mistakes</h3>
+{% if sec.mistakes_table %}{{ sec.mistakes_table }}{% else %}<p class="muted">No known mistake was diagnosed.</p>{% endif %}
 
-{% if questions_table %}
-<h2>Written answers</h2>
-{{ questions_table }}
+{% if sec.questions_table %}
+<h3>Written answers</h3>
+{{ sec.questions_table }}
 {% endif %}
 
-<h2>All students</h2>
-{{ students_table }}
-{% else %}
+<h3>All students</h3>
+{{ sec.students_table }}
+{% endfor %}
+{% if not n %}
 <p class="muted">No results.json found under {{ folder }}. Run <code>grade run</code> first.</p>
 {% endif %}
 </body>
@@ -206,11 +209,8 @@ def _table(df, cls: str) -> Markup:
     return Markup(df.to_html(index=False, escape=True, border=0, classes=["data", cls], na_rep="–"))
 
 
-def summary_html(results_dir: Path) -> str:
-    results_dir = Path(results_dir).resolve()
-    broken: list[tuple[Path, str]] = []
-    loaded = load_results(results_dir, broken)
-    results = {s: r for s, (_, r) in loaded.items()}
+def _section(assignment: str, results: dict[str, GradeResult]) -> dict:
+    """Statistics, histogram and tables of one assignment's results."""
     students, checks, mistakes, questions = summary_tables(results)
     totals = [r.score for r in results.values()]
     maxes = {r.max_score for r in results.values()}
@@ -221,12 +221,26 @@ def summary_html(results_dir: Path) -> str:
         values = [100 * r.score / r.max_score if r.max_score else 0.0 for r in results.values()]
         top, xlabel = 100.0, "total score (% of maximum)"
     stats = {
-        "mean": f"{statistics.fmean(values):.1f}" if values else "–",
-        "median": f"{statistics.median(values):.1f}" if values else "–",
-        "lo": f"{min(values):.1f}" if values else "–", "hi": f"{max(values):.1f}" if values else "–",
+        "mean": f"{statistics.fmean(values):.1f}", "median": f"{statistics.median(values):.1f}",
+        "lo": f"{min(values):.1f}", "hi": f"{max(values):.1f}",
         "max": fmt_points(top) if same_max else "100%",
         "pending": sum(q.score is None for r in results.values() for q in r.questions),
     }
+    return {"assignment": clean_text(assignment, 80), "n": len(results), "stats": stats,
+            "histogram": _histogram(values, top, xlabel),
+            "checks_table": _table(checks, "checks-t"), "mistakes_table": _table(mistakes, "mistakes-t"),
+            "questions_table": _table(questions, "questions-t"), "students_table": _table(students, "students-t")}
+
+
+def summary_html(results_dir: Path) -> str:
+    results_dir = Path(results_dir).resolve()
+    broken: list[tuple[Path, str]] = []
+    loaded = load_results(results_dir, broken)
+    results = {s: r for s, (_, r) in loaded.items()}
+    by_assignment: dict[str, dict[str, GradeResult]] = defaultdict(dict)
+    for student, r in results.items():
+        by_assignment[r.assignment][student] = r
+    sections = [_section(aid, rs) for aid, rs in sorted(by_assignment.items())]
     graded = [r.graded_at for r in results.values() if r.graded_at]
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(SUMMARY_TEMPLATE).render(
@@ -234,10 +248,7 @@ def summary_html(results_dir: Path) -> str:
         assignments=", ".join(sorted({clean_text(r.assignment, 80) for r in results.values()})) or "no results",
         generated_at=datetime.now(timezone.utc).strftime("%d %b %Y, %H:%M UTC"),
         last_graded=fmt_date(max(graded)) if graded else "–",
-        broken=[(str(p), clean_text(w, 500)) for p, w in broken], stats=stats,
-        histogram=_histogram(values, top, xlabel) if results else "",
-        checks_table=_table(checks, "checks-t"), mistakes_table=_table(mistakes, "mistakes-t"),
-        questions_table=_table(questions, "questions-t"), students_table=_table(students, "students-t"),
+        broken=[(str(p), clean_text(w, 500)) for p, w in broken], sections=sections,
     )
 
 
