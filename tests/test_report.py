@@ -248,3 +248,18 @@ def test_summary_tolerates_broken_results(tmp_path):
     pdf = render_summary(tmp_path)
     assert pdf == tmp_path / "summary.pdf" and pdf.exists()
     assert "Unreadable results" in (tmp_path / "summary.html").read_text()
+
+
+def test_summary_of_a_mixed_folder_has_one_section_per_assignment(tmp_path):
+    from grader.report.summary import summary_html
+
+    _write(passing(), tmp_path, figure=False)
+    other = with_mistakes()
+    other.assignment = "kmeans-autoencoder"
+    _write(other, tmp_path, figure=False)
+    html = summary_html(tmp_path)
+    sections = re.findall(r'<h2 class="assignment-title"[^>]*>([^<]*)</h2>', html)
+    assert sections == ["kmeans-autoencoder · 1 student", "vae · 1 student"]
+    kmeans_part, vae_part = html.split('class="assignment-title"')[1:]
+    assert "bob" in kmeans_part and "bob" not in vae_part and "alice" in vae_part
+    assert MISTAKE_MSG in kmeans_part and MISTAKE_MSG not in vae_part
