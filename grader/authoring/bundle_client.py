@@ -12,48 +12,15 @@ import io
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.sandbox import protocol
+from grader.sandbox.errors import (  # noqa: F401  (re-exported: the engine and checks import them from here)
+    MAX_OUTPUT_BYTES, SandboxConfig, SandboxUnavailable, StudentCodeError, StudentCrash, StudentException,
+    StudentTimeout,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MAX_OUTPUT_BYTES = 64 * 1024
-
-
-class StudentCodeError(Exception):
-    kind = "error"
-
-    def __init__(self, message: str, where: str = "", traceback: str = ""):
-        super().__init__(message)
-        self.message, self.where, self.traceback = message, where, traceback
-
-
-class StudentException(StudentCodeError):
-    kind = "exception"
-
-
-class StudentTimeout(StudentCodeError):
-    kind = "timeout"
-
-
-class StudentCrash(StudentCodeError):
-    kind = "crash"
-
-
-class SandboxUnavailable(RuntimeError):
-    pass
-
-
-@dataclass
-class SandboxConfig:
-    module_file: str = "vae.py"
-    device: str = "cpu"
-    memory_mb: int = 4096
-    threads: int = 1
-    load_timeout_s: float = 30.0
-    namespaces: bool = True
-    hide: list[str] = field(default_factory=list)
 
 
 class _Timeout(BaseException):

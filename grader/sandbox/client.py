@@ -22,49 +22,16 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.sandbox import protocol
+from grader.sandbox.errors import (  # noqa: F401  (re-exported: the engine and checks import them from here)
+    MAX_OUTPUT_BYTES, SandboxConfig, SandboxUnavailable, StudentCodeError, StudentCrash, StudentException,
+    StudentTimeout,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_COPY_BYTES = 200 * 1024 * 1024  # a submission folder larger than this is not copied whole
-MAX_OUTPUT_BYTES = 64 * 1024
-
-
-class StudentCodeError(Exception):
-    kind = "error"
-
-    def __init__(self, message: str, where: str = "", traceback: str = ""):
-        super().__init__(message)
-        self.message, self.where, self.traceback = message, where, traceback
-
-
-class StudentException(StudentCodeError):
-    kind = "exception"
-
-
-class StudentTimeout(StudentCodeError):
-    kind = "timeout"
-
-
-class StudentCrash(StudentCodeError):
-    kind = "crash"
-
-
-class SandboxUnavailable(RuntimeError):
-    """The grader could not start the sandbox at all (an environment problem, not the student's)."""
-
-
-@dataclass
-class SandboxConfig:
-    module_file: str = "vae.py"
-    device: str = "cpu"
-    memory_mb: int = 4096
-    threads: int = 1
-    load_timeout_s: float = 30.0
-    namespaces: bool = True
-    hide: list[str] = field(default_factory=list)  # paths the child must not see
 
 
 class Zygote:
