@@ -269,6 +269,20 @@ def model_settings(rubric: Rubric, session: "Session | None", defaults: dict) ->
     return s
 
 
+def relative_score(student: float | None, reference: float, full: float, zero: float) -> float:
+    """Credit for a model-level metric where lower is better (a loss, −log-likelihood): 1 when
+    `student` is at most `full` (relative) worse than `reference`, 0 from `zero` worse (and for a
+    missing or non-finite value), linear between. E.g. full=0.05, zero=0.25 for a test NLL."""
+    if student is None or not math.isfinite(student):
+        return 0.0
+    r = (student - reference) / max(abs(reference), 1e-12)
+    if r <= full:
+        return 1.0
+    if r >= zero:
+        return 0.0
+    return (zero - r) / (zero - full)
+
+
 def tensor(reply_value, what: str, dtype: str | None = None) -> np.ndarray:
     """The array inside a student's return value, insisting it is a torch.Tensor."""
     v = reply_value

@@ -21,7 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, StudentValueError, close, sequence, tensor, to_torch, model_settings, expect_any_variant
+from grader.checks import (
+    CheckContext, StudentValueError, close, expect_any_variant,
+    model_settings, relative_score, sequence, tensor, to_torch,
+)
 from grader.sandbox import nets
 
 B, D, L = 6, 10, 3  # unit checks: batch, pixels, latent dimensions
@@ -964,13 +967,6 @@ def _figures(ctx, run: Run, models: dict, ref_models) -> None:
 
 # ---- model-level scoring -------------------------------------------------------------------------------
 
-def _relative(student, reference, full, zero) -> float:
-    """Lower is better: 1 up to `full` relative worse, 0 from `zero`, linear between."""
-    if student is None or not math.isfinite(student):
-        return 0.0
-    r = (student - reference) / max(abs(reference), 1e-12)
-    return 1.0 if r <= full else 0.0 if r >= zero else (zero - r) / (zero - full)
-
 
 def _diagnose_model(ctx, run: Run, name: str) -> None:
     h = run.histories.get(name, {})
@@ -1014,7 +1010,7 @@ def _grade_relative(ctx, name: str, key: str, label: str, sign: float) -> None:
         ctx.expect(False, label, run.errors.get(name, "no result"))
         return
     got, want = sign * run.student[key], sign * run.reference[key]  # lower is better
-    frac = _relative(got, want, s[f"{name}_full"], s[f"{name}_zero"])
+    frac = relative_score(got, want, s[f"{name}_full"], s[f"{name}_zero"])
     text = (f"yours {got:.2f} nats, reference {want:.2f} nats (full marks within {s[f'{name}_full']:.0%}, "
             f"none beyond {s[f'{name}_zero']:.0%} worse)")
     ctx.partial(frac, label, text)

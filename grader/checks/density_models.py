@@ -21,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, close, sequence, tensor, to_torch, model_settings, expect_any_variant
+from grader.checks import (
+    CheckContext, close, expect_any_variant, model_settings, relative_score, sequence, tensor, to_torch,
+)
 from grader.sandbox.client import StudentException
 
 B = 5  # batch of the unit checks
@@ -500,14 +502,6 @@ class Part:
     extra: dict = field(default_factory=dict)
 
 
-def _relative(student, reference, full, zero) -> float:
-    """1 when `student` is at most `full` (relative) worse than `reference`, 0 from `zero`; lower is better."""
-    if student is None or not math.isfinite(student):
-        return 0.0
-    r = (student - reference) / max(abs(reference), 1e-12)
-    return 1.0 if r <= full else 0.0 if r >= zero else (zero - r) / (zero - full)
-
-
 MODEL_NAMES = {"conv_vae": "conv VAE", "ppca": "PPCA", "gmm": "GMM"}
 METRIC_NAMES = {"log_likelihood": "test log-likelihood per example", "reconstruction_mse": "test reconstruction MSE"}
 
@@ -844,7 +838,7 @@ def _grade(ctx: CheckContext, part: Part, key: str, metric: str, label: str, hig
         return
     st, rf = part.student[key], part.reference[key]
     sign = -1.0 if higher_is_better else 1.0
-    frac = _relative(sign * st, sign * rf, s[f"{metric}_full"], s[f"{metric}_zero"])
+    frac = relative_score(sign * st, sign * rf, s[f"{metric}_full"], s[f"{metric}_zero"])
     text = (f"yours {st:.5g}, reference {rf:.5g} (full marks within {s[f'{metric}_full']:.0%}, "
             f"none beyond {s[f'{metric}_zero']:.0%} worse)")
     ctx.partial(frac, label, text)

@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, close, tensor, to_torch, model_settings, expect_any_variant
+from grader.checks import (
+    CheckContext, close, expect_any_variant, model_settings, relative_score, tensor, to_torch,
+)
 from grader.sandbox.client import StudentCodeError
 
 LATENT, CHANNELS = 6, (4, 8)  # a small autoencoder for the unit checks
@@ -587,18 +589,6 @@ def _record_metrics(ctx, run: _Run) -> None:
     m["data"] = "digits scaled to [0, 1] (pixel / 16)"
 
 
-def relative_fraction(student, reference: float, full: float, zero: float) -> float:
-    """1 up to `full` (relative) worse than the reference, 0 from `zero` worse, linear between."""
-    if student is None or not math.isfinite(student):
-        return 0.0
-    r = (student - reference) / max(abs(reference), 1e-12)
-    if r <= full:
-        return 1.0
-    if r >= zero:
-        return 0.0
-    return (zero - r) / (zero - full)
-
-
 def _grade(ctx, label: str, metric: str, key: str, error: str | None, diagnoses) -> None:
     s = ctx.session.cache["ka_model"].settings
     if error:
@@ -606,7 +596,7 @@ def _grade(ctx, label: str, metric: str, key: str, error: str | None, diagnoses)
         return
     v = ctx.session.metrics[key]
     stu, ref = v["student"], v["reference"]
-    frac = relative_fraction(stu, ref, s[f"{metric}_full"], s[f"{metric}_zero"])
+    frac = relative_score(stu, ref, s[f"{metric}_full"], s[f"{metric}_zero"])
     shown = "not finite" if stu is None or not math.isfinite(stu) else f"{stu:.4g}"
     text = (f"yours {shown}, reference {ref:.4g} (full marks within {s[f'{metric}_full']:.0%}, "
             f"none beyond {s[f'{metric}_zero']:.0%} worse)")

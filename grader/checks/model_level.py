@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, model_settings
+from grader.checks import CheckContext, model_settings, relative_score
 
 DEFAULTS = {
     "data": "digits",
@@ -223,18 +223,6 @@ def _record_metrics(ctx: CheckContext, run: ModelRun) -> None:
 
 # ---- scoring --------------------------------------------------------------------------------------
 
-def relative_fraction(student: float, reference: float, full: float, zero: float) -> float:
-    """1 when `student` is at most `full` (relative) worse than `reference`, 0 from `zero`, linear between.
-    Lower is better for every metric graded here."""
-    if student is None or not math.isfinite(student):
-        return 0.0
-    r = (student - reference) / max(abs(reference), 1e-12)
-    if r <= full:
-        return 1.0
-    if r >= zero:
-        return 0.0
-    return (zero - r) / (zero - full)
-
 
 def _diagnoses(run: ModelRun) -> list[str]:
     out = []
@@ -266,7 +254,7 @@ def _grade_metric(ctx: CheckContext, metric: str, label: str, unit: str) -> None
         student, reference = run.samples_score.get("student"), run.samples_score.get("reference")
     else:
         student, reference = run.student_metrics.get(key), run.reference_metrics.get(key)
-    frac = relative_fraction(student, reference, s[f"{metric}_full"], s[f"{metric}_zero"])
+    frac = relative_score(student, reference, s[f"{metric}_full"], s[f"{metric}_zero"])
     text = (f"yours {student:.4g}{unit}, reference {reference:.4g}{unit} "
             f"(full marks within {s[f'{metric}_full']:.0%}, none beyond {s[f'{metric}_zero']:.0%} worse)")
     ctx.partial(frac, label, text)

@@ -13,7 +13,7 @@ from statistics import NormalDist
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, close, sequence, tensor, to_torch, expect_any_variant
+from grader.checks import CheckContext, close, expect_any_variant, sequence, tensor, to_torch
 from grader.checks import model_level
 from grader.checks.model_level import (  # noqa: F401  (model-level checks of this assignment)
     check_model_elbo,
