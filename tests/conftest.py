@@ -63,6 +63,20 @@ def isolated_model_cache(tmp_path_factory):
         os.environ["GRADEKIT_CACHE"] = old
 
 
+def lost_points(result) -> dict[str, float]:
+    """Points lost per component (components that lost nothing are absent)."""
+    out: dict[str, float] = {}
+    for t in result.tests:
+        if t.score < t.max_score:
+            out[t.component] = out.get(t.component, 0.0) + t.max_score - t.score
+    return out
+
+
+def named_mistakes(result) -> set[str]:
+    """Ids of every mistake the feedback names."""
+    return {m["id"] for t in result.tests for m in t.mistakes}
+
+
 def unit_tags(rubric) -> list[str]:
     """Every component except the model-level one (which trains a model: slow, tested on its own)."""
     return [c for c in rubric.components if c != "model"]

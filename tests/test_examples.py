@@ -5,25 +5,13 @@ from __future__ import annotations
 import pytest
 
 from grader.engine import GradeOptions, grade_submission
-from tests.conftest import SUBMISSIONS, unit_tags
+from tests.conftest import SUBMISSIONS, unit_tags, lost_points as lost, named_mistakes as named
 
 
 @pytest.fixture(scope="module")
 def graded(vae_rubric):
     opts = GradeOptions(device="cpu", only=unit_tags(vae_rubric))
     return {name: grade_submission(SUBMISSIONS / name, vae_rubric, opts) for name in ("alice", "bob", "carol")}
-
-
-def lost(result) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for t in result.tests:
-        if t.score < t.max_score:
-            out[t.component] = out.get(t.component, 0) + t.max_score - t.score
-    return out
-
-
-def named(result) -> set[str]:
-    return {m["id"] for t in result.tests for m in t.mistakes}
 
 
 def test_alice_written_differently_but_correct_gets_full_marks(graded):

@@ -20,6 +20,7 @@ from torch import distributions as dist
 from grader.engine import GradeOptions, grade_submission
 from reference import amortized_vs_lo as ref
 from reference.amortized_vs_lo_mistakes import MUTANTS
+from tests.conftest import lost_points as _lost
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE = "amortized_vs_lo.py"
@@ -57,13 +58,6 @@ def _submission(tmp_path: Path, name: str, extra: str = "") -> Path:
     folder.mkdir(parents=True)
     (folder / MODULE).write_text((REPO / "reference" / MODULE).read_text() + extra)
     return folder
-
-
-def _lost(result) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for t in result.tests:
-        out[t.component] = out.get(t.component, 0.0) + t.max_score - t.score
-    return out
 
 
 # ---- the reference against independent computations ------------------------------------------------
@@ -169,7 +163,7 @@ def test_each_planted_mistake_costs_points_on_its_component_only_and_is_named(tm
     result = grade_submission(sub, rubric, GradeOptions(device="cpu", only=only))
     assert not result.errors, result.errors
     lost = _lost(result)
-    assert lost[component] > 0, f"{mistake_id}: no points lost on {component}"
+    assert lost.get(component, 0) > 0, f"{mistake_id}: no points lost on {component}"
     elsewhere = {c: v for c, v in lost.items() if c != component and v > 0}
     assert not elsewhere, f"{mistake_id}: points also lost on {elsewhere}: " + "; ".join(
         f"{t.check}: {t.output}" for t in result.tests if t.component in elsewhere and t.status != "passed")
@@ -208,7 +202,7 @@ def test_buggy_example_ivan_loses_the_right_points_with_the_right_diagnoses(rubr
     lost = _lost(result)
     named = {m["id"]: t.component for t in result.tests for m in t.mistakes}
     for mistake, component in BUGGY.items():
-        assert lost[component] > 0, component
+        assert lost.get(component, 0) > 0, component
         assert named.get(mistake) == component, (mistake, named)
     unharmed = set(_unit(rubric)) - set(BUGGY.values())
     assert not {c: v for c, v in lost.items() if c in unharmed and v > 0}

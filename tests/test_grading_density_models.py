@@ -21,7 +21,9 @@ from hypothesis import given, settings, strategies as st
 from grader.engine import GradeOptions, grade_submission
 from reference import density_models as R
 from reference.density_models_mistakes import MUTANTS
-from tests.conftest import REPO, SUBMISSIONS, _helpers
+from tests.conftest import (
+    REPO, SUBMISSIONS, _helpers, lost_points as lost_by_component, named_mistakes as named,
+)
 
 # A tiny budget: 3 epochs at a higher learning rate are enough for a correct VAE to match the reference and
 # for a wrong KL sign to show.
@@ -54,18 +56,6 @@ def mutant_source(mutant) -> str:
     install = f"{owner}.{attr} = _planted" if owner else f"{attr} = _planted"
     prelude = "import sys as _sys\ndm = _sys.modules[__name__]\n"
     return f"\n\n# --- planted mistake: {mutant.id} ---\n{prelude}{_helpers(mutant)}{body}\n{install}\n"
-
-
-def lost_by_component(result) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for t in result.tests:
-        if t.score < t.max_score:
-            out[t.component] = out.get(t.component, 0.0) + t.max_score - t.score
-    return out
-
-
-def named(result) -> set[str]:
-    return {m["id"] for t in result.tests for m in t.mistakes}
 
 
 # ---- the reference against independent computations ----------------------------------------------

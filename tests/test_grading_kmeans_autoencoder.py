@@ -24,7 +24,7 @@ from hypothesis import given, settings, strategies as st
 from grader.engine import GradeOptions, grade_submission
 from reference import kmeans_autoencoder as ka
 from reference.kmeans_autoencoder_mistakes import MUTANTS
-from tests.conftest import REPO, SUBMISSIONS, unit_tags
+from tests.conftest import REPO, SUBMISSIONS, unit_tags, lost_points as lost, named_mistakes as named
 
 MODULE = "kmeans_autoencoder.py"
 TINY = {"kmeans_epochs": 3, "ae_epochs": 4, "latent_dim": 8, "channels": [8, 16], "time_budget_s": 20}
@@ -55,18 +55,6 @@ def _planted(mutant) -> str:
     src = re.sub(r"def \w+\(", "def _planted(", src, count=1)
     prelude = "import sys as _sys\nka = _sys.modules[__name__]\n"
     return f"\n\n# --- planted mistake: {mutant.id} ---\n{prelude}" + "\n".join(helpers) + f"\n{src}\n{mutant.component} = _planted\n"
-
-
-def lost(result) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for t in result.tests:
-        if t.score < t.max_score:
-            out[t.component] = out.get(t.component, 0) + t.max_score - t.score
-    return out
-
-
-def named(result) -> set[str]:
-    return {m["id"] for t in result.tests for m in t.mistakes}
 
 
 # ---- the reference against independent computations ------------------------------------------------
