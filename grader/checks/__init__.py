@@ -105,9 +105,12 @@ class CheckContext:
         return self.sandbox.request(req, timeout=timeout)["result"]
 
     def new(self, name: str, cls: str, *args, state: dict | None = None, **kwargs) -> dict:
-        """Build the student's class `cls` in the sandbox and keep it under `name`."""
+        """Build the student's class `cls` in the sandbox and keep it under `name`. The child's torch
+        RNG is seeded first (per check), so randomly initialised weights, and the score of a check
+        that depends on them, are the same every time the submission is graded."""
         value = {"__new__": {"class": cls, "args": list(args), "kwargs": kwargs, "state": state or {}}}
-        self.sandbox.request({"op": "new", "name": name, "value": value}, timeout=self.call_timeout)
+        self.sandbox.request({"op": "new", "name": name, "value": value, "seed": self.seed},
+                             timeout=self.call_timeout)
         return {"__ref__": name}
 
     @staticmethod
