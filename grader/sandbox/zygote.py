@@ -24,16 +24,9 @@ def main() -> None:
 
     from grader.sandbox import child
 
-    # Creating the first optimiser imports torch._dynamo (~2.5 s): pay it once here, not per child.
-    torch.optim.Adamax([torch.zeros(1, requires_grad=True)])
-
-    try:
-        from grader import training  # noqa: F401  (harness only: the training loop children run)
-    except ImportError:
-        pass
-
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped automatically
     ctl.send(json.dumps({"ready": True, "pid": os.getpid()}).encode())
+    trained = False
     while True:
         try:
             msg, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 1)
@@ -42,6 +35,11 @@ def main() -> None:
         if not msg:
             return
         config = json.loads(msg)
+        if config.get("prepare") == "training":  # fire and forget: no reply; later forks wait for it
+            if not trained:
+                _prepare_training()
+                trained = True
+            continue
         pid = os.fork()
         if pid == 0:
             ctl.close()
@@ -50,6 +48,21 @@ def main() -> None:
         for fd in fds:
             os.close(fd)
         ctl.send(json.dumps({"pid": pid}).encode())
+
+
+def _prepare_training() -> None:
+    """Preload what a child needs to train a model, once, so that no child pays it.
+
+    Creating the first optimiser imports torch._dynamo (~2.5 s). Done on request (only when the
+    grader will train: model-level checks), not at start-up: `grade check` and unit-only runs
+    would otherwise wait for it before their first child."""
+    import torch
+
+    torch.optim.Adamax([torch.zeros(1, requires_grad=True)])
+    try:
+        from grader import training  # noqa: F401  (harness only: the training loop children run)
+    except ImportError:
+        pass
 
 
 if __name__ == "__main__":
