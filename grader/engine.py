@@ -153,6 +153,8 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         except ValueError as e:  # bad data folder, bad [model] settings: the instructor's to fix
             raise GradingError(str(e)) from None
     with Sandbox(submission, config) as sandbox:
+        if any("model" in spec.all_tags for spec in selected):
+            sandbox.prepare_training()  # unit checks never train: they do not wait for it
         sandbox.start()
         result.sandbox = dict(sandbox.protections)
         if sandbox.load_error is not None:

@@ -67,6 +67,9 @@ class Sandbox:
         if str(self.submission_dir) in sys.path:
             sys.path.remove(str(self.submission_dir))
 
+    def prepare_training(self) -> None:
+        """Nothing to preload in-process (the real sandbox's zygote preloads the training stack)."""
+
     def start(self) -> None:
         from grader.sandbox.child import Child
 
