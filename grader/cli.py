@@ -10,13 +10,9 @@ import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from grader import __version__
-
-console = Console(highlight=False)
+from grader.commands.console import Table, console, escape  # rich, imported on first use
 
 
 class UsageError(click.ClickException):
@@ -33,17 +29,18 @@ def main() -> None:
     """gradekit: grade deep-generative-model homework against reference implementations."""
 
 
+def _require_folder(path: str) -> Path:
+    if not Path(path).is_dir():
+        raise UsageError(f"{path} is not a folder: pass a submission folder (e.g. submissions/alice)")
+    return Path(path)
+
+
 def _grade(path: str, assignment: str | None, only: str | None, device: str, out: Path | None, public_only: bool,
            data: str | None = None):
-    from grader.sandbox.client import Zygote
-
-    Zygote.shared().launch()  # imports torch in parallel with this process's own imports
+    submission = _require_folder(path)
     from grader.engine import GradeOptions, GradingError, find_assignment, grade_submission
     from grader.rubric import RubricError
 
-    submission = Path(path)
-    if not submission.is_dir():
-        raise UsageError(f"{path} is not a folder: pass a submission folder (e.g. submissions/alice)")
     try:
         rubric = find_assignment(submission.resolve(), assignment)
         options = GradeOptions(only=_tags(only), public_only=public_only, device=device, out_dir=out, data=data)
@@ -85,30 +82,53 @@ def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--data", metavar="SPEC", help="Data for model-level checks: digits (embedded), mnist:PATH (local "
               "IDX files or a torchvision root) or mnist-binary:PATH. Default: the rubric's.")
-def run_cmd(path, assignment, out, only, device, data):
-    """Grade one submission folder and write OUT/<student>/results.json."""
-    from grader.results import save_result
+@click.option("--report/--no-report", default=True, show_default=True,
+              help="Render OUT/<student>/report.html and report.pdf after results.json is written.")
+def run_cmd(path, assignment, out, only, device, data, report):
+    """Grade one submission folder and write OUT/<student>/results.json (and the report)."""
+    _require_folder(path)
+    reporter = _start_report_worker(Path(path)) if report else None
+    try:
+        _start_sandbox()
+        from grader.results import save_result
 
-    rubric, result = _grade(path, assignment, only, device, out.resolve(), public_only=False, data=data)
-    written = save_result(result, out)
-    _print_table(result, f"{result.student} — {rubric.title}")
-    auto = f"{result.autograded_score:g}/{result.autograded_max:g}"
-    console.print(f"[bold]{result.student}[/]: autograded {auto}; written answers: "
-                  f"{sum(1 for q in result.questions if q.answer)}/{len(result.questions)} submitted "
-                  f"({sum(q.max_score for q in result.questions):g} points, graded by hand)")
-    console.print(f"results: {written}  ({result.execution_time:.1f} s on {result.device})")
-    _render_report_if_available(result, written.parent)
+        rubric, result = _grade(path, assignment, only, device, out.resolve(), public_only=False, data=data)
+        written = save_result(result, out)
+        _print_table(result, f"{result.student} — {rubric.title}")
+        auto = f"{result.autograded_score:g}/{result.autograded_max:g}"
+        console.print(f"[bold]{result.student}[/]: autograded {auto}; written answers: "
+                      f"{sum(1 for q in result.questions if q.answer)}/{len(result.questions)} submitted "
+                      f"({sum(q.max_score for q in result.questions):g} points, graded by hand)")
+        console.print(f"results: {written}  ({result.execution_time:.1f} s on {result.device})")
+        if reporter is not None:
+            _render_report(reporter, written.parent)
+    finally:
+        if reporter is not None:
+            reporter.close()
     if any(e.startswith("internal error") for e in result.errors):
         sys.exit(1)
 
 
-def _render_report_if_available(result, folder: Path) -> None:
+def _start_sandbox() -> None:
+    """Start the sandbox's zygote first: it imports torch on the other core while this process does."""
+    from grader.sandbox.client import Zygote
+
+    Zygote.shared().launch()
+
+
+def _start_report_worker(submission: Path):
+    """Fork the report renderer (before torch is imported here); None when reports cannot be rendered."""
     try:
-        from grader.report.render import render_report
+        from grader.report.background import ReportWorker
     except ImportError:
-        return
+        return None
+    answers = next((p for p in sorted(submission.glob("answers.*")) if p.is_file() and not p.is_symlink()), None)
+    return ReportWorker.start(answers)
+
+
+def _render_report(reporter, folder: Path) -> None:
     try:
-        html, pdf = render_report(result, folder)
+        html, pdf = reporter.render(folder)
         console.print(f"report:  {pdf}")
     except Exception as e:  # the results are written; a report failure must not hide them
         console.print(f"[yellow]report not rendered: {type(e).__name__}: {e}[/]")
@@ -120,6 +140,8 @@ def _render_report_if_available(result, folder: Path) -> None:
 @click.option("--only", help="Comma-separated tags to check.")
 def check_cmd(path, assignment, only):
     """Self-check before upload: public checks only, nothing written."""
+    _require_folder(path)
+    _start_sandbox()
     rubric, result = _grade(path, assignment, only, "cpu", None, public_only=True)
     _print_table(result, f"Self-check — {rubric.title} (public checks only)")
     passed = sum(t.status == "passed" for t in result.tests)

@@ -7,10 +7,8 @@ import time
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-console = Console(highlight=False)
+from grader.commands.console import Table, console
 
 
 class BatchUsageError(click.ClickException):

@@ -1,0 +1,36 @@
+"""The terminal output of the `grade` commands: rich, imported on first use.
+
+`grade run` and `grade check` start the sandbox (which imports torch on the other core) before
+anything else; importing rich at start-up would delay that start for nothing.
+"""
+
+from __future__ import annotations
+
+
+class _LazyConsole:
+    """Stands for `rich.console.Console(highlight=False)`, created on first attribute access."""
+
+    _console = None
+
+    def __getattr__(self, name):
+        if _LazyConsole._console is None:
+            from rich.console import Console
+
+            _LazyConsole._console = Console(highlight=False)
+        return getattr(_LazyConsole._console, name)
+
+
+console = _LazyConsole()
+
+
+def escape(text: str) -> str:
+    """rich.markup.escape."""
+    from rich.markup import escape as _escape
+
+    return _escape(text)
+
+
+def Table(*args, **kwargs):  # noqa: N802  (stands for the class rich.table.Table)
+    from rich.table import Table as _Table
+
+    return _Table(*args, **kwargs)
