@@ -75,3 +75,51 @@ def test_run_with_a_missing_data_folder_exits_2_naming_what_was_expected(tmp_pat
     assert r.exit_code == 2, r.output
     assert "no-such-folder" in r.output and "train-images-idx3-ubyte" in r.output.replace("\n", "")
     assert not (out / "datauser" / "results.json").exists()
+
+
+def test_run_renders_the_report_from_results_json_in_a_worker_and_no_report_skips_it(tmp_path):
+    """A fresh `grade run` (as users start it) forks the report worker; --no-report writes results.json only."""
+    sub = make_submission(tmp_path, "cold")
+    (sub / "answers.md").write_text("## Q1\nThe ELBO is $\\log p(x) \\geq \\mathbb{E}_q[\\log p(x|z)] - KL$.\n")
+    grade = REPO / ".venv" / "bin" / "grade"
+    exe = [str(grade)] if grade.exists() else [sys.executable, "-m", "grader.cli"]
+    args = ["run", str(sub), "--only", "log_bernoulli", "--device", "cpu"]
+    p = subprocess.run(exe + args + ["--out", str(tmp_path / "with")], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    folder = tmp_path / "with" / "cold"
+    assert "report:" in p.stdout and (folder / "report.pdf").read_bytes().startswith(b"%PDF")
+    html = (folder / "report.html").read_text()
+    assert 'class="math"' in html  # the worker drew the formula
+    assert json.loads((folder / "results.json").read_text())["extra_data"]["gradekit"]["submission_hash"]
+    p = subprocess.run(exe + args + ["--out", str(tmp_path / "without"), "--no-report"], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "report:" not in p.stdout
+    assert sorted(x.name for x in (tmp_path / "without" / "cold").iterdir()) == ["results.json"]
+
+
+def test_report_worker_renders_what_render_report_renders(tmp_path):
+    """The forked worker and the in-process renderer give the same report (and a dead worker falls back)."""
+    script = f"""
+import json, sys
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+from grader.report.background import ReportWorker, background_supported
+from grader.results import GradeResult, TestResult, save_result
+assert background_supported()
+worker = ReportWorker.start(None)
+assert worker.pid is not None
+result = GradeResult(student="w", assignment="vae", tests=[TestResult(name="t", number="1.1", score=1, max_score=2)])
+folder = save_result(result, Path({str(tmp_path)!r})).parent
+html, pdf = worker.render(folder)
+import os
+dead = ReportWorker.start(None)
+os.kill(dead.pid, 9)  # a worker that died: the report is rendered in this process instead
+os.waitpid(dead.pid, 0)
+html2, pdf2 = dead.render(folder)
+print(json.dumps([str(html), str(pdf), str(html2)]))
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    html, pdf, html2 = json.loads(p.stdout.splitlines()[-1])
+    assert pdf.endswith("report.pdf") and html == html2
