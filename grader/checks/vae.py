@@ -247,7 +247,9 @@ def _standard_normal_tests(u: np.ndarray, n_tests: int) -> list[str]:
     n = u.shape[0]
     zt, kst = _normal_thresholds(n_tests)
     problems = []
-    cdf = np.vectorize(NormalDist().cdf)
+    def cdf(x: np.ndarray) -> np.ndarray:  # the standard normal CDF, vectorised (NormalDist().cdf per element is ~40x slower)
+        return torch.special.ndtr(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))).numpy()
+
     for j in range(u.shape[1]):
         col = np.sort(u[:, j])
         mean_z = abs(col.mean()) * math.sqrt(n)
