@@ -1,6 +1,8 @@
 """The warm template process: imports torch and numpy once, then forks one child per request.
 
-Started by `client.Zygote` as `python -m grader.sandbox.zygote FD`. Forking it costs milliseconds,
+Started by `client.Zygote` as `python -m grader.sandbox.zygote FD`, or forked off the `grade`
+command itself right after it imported torch and before it imported anything of the grader's
+(`Zygote.launch(fork_here=True)`: one torch import instead of two). Forking it costs milliseconds,
 where a fresh Python process pays ~2 s to import torch. It never imports `reference`, the rubric
 or the checks, so no child inherits them.
 
@@ -19,9 +21,20 @@ import sys
 
 def main() -> None:
     ctl = socket.socket(fileno=int(sys.argv[1]))
+    preload()
+    serve(ctl)
+
+
+def preload() -> None:
+    """What every child needs imported (also called by a grader about to fork a zygote off itself)."""
     import numpy  # noqa: F401  (preloaded for every child)
     import torch  # noqa: F401
 
+    from grader.sandbox import child  # noqa: F401
+
+
+def serve(ctl: socket.socket) -> None:
+    """Announce readiness on `ctl`, then fork a child per request until `ctl` closes."""
     from grader.sandbox import child
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped automatically
