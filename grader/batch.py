@@ -167,7 +167,7 @@ def _worker_init(jobs: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     from grader.sandbox.client import Zygote
 
-    Zygote.shared().launch()  # imports torch in parallel with our own imports
+    Zygote.shared().launch(fork_here=True)  # torch imported once, here; the zygote forked off this fresh worker
     import torch
 
     if jobs > 1:

@@ -110,10 +110,11 @@ def run_cmd(path, assignment, out, only, device, data, report):
 
 
 def _start_sandbox() -> None:
-    """Start the sandbox's zygote first: it imports torch on the other core while this process does."""
+    """Import torch, then fork the sandbox's zygote off this process before anything of the grader's
+    is imported (torch imported once; a fresh zygote process when forking here is not safe)."""
     from grader.sandbox.client import Zygote
 
-    Zygote.shared().launch()
+    Zygote.shared().launch(fork_here=True)
 
 
 def _start_report_worker(submission: Path):

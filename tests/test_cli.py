@@ -123,3 +123,34 @@ print(json.dumps([str(html), str(pdf), str(html2)]))
     assert p.returncode == 0, p.stdout + p.stderr
     html, pdf, html2 = json.loads(p.stdout.splitlines()[-1])
     assert pdf.endswith("report.pdf") and html == html2
+
+
+SNOOP = """
+import os as _os
+print("CMDLINE", open("/proc/self/cmdline", "rb").read().replace(bytes(1), b" ").decode(errors="replace"))
+print("SECRET_SEEN", "hunter2" in open("/proc/self/environ", "rb").read().decode(errors="replace")
+      or any("hunter2" in v for v in _os.environ.values()))
+"""
+
+
+def test_the_command_forks_the_zygote_off_itself_unless_a_secret_is_in_the_environment(tmp_path):
+    """`grade run` imports torch once and forks the zygote off itself; with a GRADEKIT_SECRET* variable
+    set it spawns a fresh one instead, whose children never see the secret. Grading is the same."""
+    import os
+
+    sub = make_submission(tmp_path, "snoop", SNOOP)
+    grade = REPO / ".venv" / "bin" / "grade"
+    exe = [str(grade)] if grade.exists() else [sys.executable, "-m", "grader.cli"]
+    outputs = {}
+    for case, extra_env in (("forked", {}), ("spawned", {"GRADEKIT_SECRET_TOKEN": "hunter2"})):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GRADEKIT_SECRET")} | extra_env
+        out = tmp_path / case
+        p = subprocess.run(exe + ["run", str(sub), "--only", "log_bernoulli", "--device", "cpu", "--no-report",
+                                  "--out", str(out)], capture_output=True, text=True, timeout=600, env=env)
+        assert p.returncode == 0, p.stdout + p.stderr
+        data = json.loads((out / "snoop" / "results.json").read_text())
+        assert all(t["status"] == "passed" for t in data["tests"]), data["tests"]
+        assert data["extra_data"]["gradekit"]["sandbox"].get("pid_namespace") is not None
+        outputs[case] = data["extra_data"]["gradekit"]["student_output"]
+    assert "SECRET_SEEN False" in outputs["spawned"] and "grader.sandbox.zygote" in outputs["spawned"]
+    assert "grader.sandbox.zygote" not in outputs["forked"] and " run " in outputs["forked"]

@@ -53,11 +53,31 @@ class Zygote:
                 cls._instance = Zygote()
             return cls._instance
 
-    def launch(self) -> None:
-        """Start the zygote without waiting for it (it imports torch while the caller does too)."""
+    def launch(self, fork_here: bool = False) -> None:
+        """Start the zygote without waiting for it (it imports torch while the caller does too).
+
+        `fork_here=True` (the `grade` command's first step): import torch here and fork the zygote
+        off this process, so torch is imported once, not twice side by side. Done only when this
+        process holds nothing a child must not inherit (`_fork_here_is_safe`); otherwise, and for
+        every restart, the zygote is a fresh `python -m grader.sandbox.zygote`."""
         if self.proc is not None and self.proc.poll() is None:
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        if fork_here and _fork_here_is_safe():
+            from grader.sandbox import zygote
+
+            zygote.preload()
+            pid = os.fork()
+            if pid == 0:  # the zygote: never returns into the caller's code
+                try:
+                    ours.close()
+                    _detach_from_grader(theirs.fileno(), self.workdir)
+                    zygote.serve(theirs)
+                finally:
+                    os._exit(0)
+            theirs.close()
+            self.proc, self.ctl, self.ready = _ForkedProcess(pid), ours, False
+            return
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRADEKIT_SECRET")}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         self.proc = subprocess.Popen(
@@ -121,6 +141,74 @@ class Zygote:
             self.proc.kill()
             self.proc.wait()
             self.proc = None
+
+
+def _fork_here_is_safe() -> bool:
+    """True when a zygote forked off this process inherits nothing a student must not see or break.
+
+    - no GRADEKIT_SECRET* variable: a fork keeps the process's memory, where os.environ's strings
+      (and the original environment block) would stay readable; the spawned zygote gets an
+      environment without them instead;
+    - nothing of the grader's loaded yet (reference, rubric, checks, engine);
+    - one Python thread (native BLAS pools, as in the spawned zygote, are fork-safe)."""
+    if not hasattr(os, "fork") or sys.platform == "darwin":
+        return False
+    if any(k.startswith("GRADEKIT_SECRET") for k in os.environ):
+        return False
+    loaded = ("reference", "rubrics", "grader.checks", "grader.engine", "grader.rubric")
+    if any(m == p or m.startswith(p + ".") for m in sys.modules for p in loaded):
+        return False
+    return threading.active_count() == 1
+
+
+def _detach_from_grader(ctl_fd: int, workdir: str) -> None:
+    """In a freshly forked zygote: the state a spawned one starts with (fds, cwd, stdin, bytecode)."""
+    import resource
+
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    max_fd = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    max_fd = max_fd if 0 < max_fd < (1 << 20) else 1 << 16
+    os.closerange(3, ctl_fd)  # e.g. the report worker's pipes, the caller's open files
+    os.closerange(ctl_fd + 1, max_fd)
+    os.chdir(workdir)
+    os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    sys.dont_write_bytecode = True
+
+
+class _ForkedProcess:
+    """The part of subprocess.Popen that Zygote uses, for a zygote forked off this process."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -1
+            else:
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+                self.returncode = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:
+                self.returncode = -1
+        return self.returncode
 
 
 class Sandbox:
