@@ -88,32 +88,34 @@ def main() -> None:
     tags = ",".join(unit_tags())
     sub = REPO / "submissions" / args.student
     tmp = Path(tempfile.mkdtemp(prefix="gradekit-bench-cold-"))
-    rows: list[tuple[str, list[float], str]] = []
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"Cold latency, {args.student}, {os.cpu_count()} CPUs, load average {load:.1f} at the start "
+          f"(timings under load are upper bounds), {args.repeat} runs per row\n")
+    print("| what | median (s) | min (s) | target (s) |")
+    print("|---|---|---|---|", flush=True)
+
+    def row(name: str, xs: list[float], target: str = "") -> None:
+        print(f"| {name} | {statistics.median(xs):.2f} | {min(xs):.2f} | {target or '—'} |", flush=True)
+
     try:
-        rows.append(("`grade check` (public checks)", measure(lambda i: GRADE + ["check", str(sub)], args.repeat, tmp), "2.5"))
-        rows.append(("`grade run --only <unit>`, report included",
-                     measure(lambda i: GRADE + ["run", str(sub), "--only", tags, "--out", str(tmp / f"r{i}")],
-                             args.repeat, tmp), "2.5"))
-        rows.append(("`grade run --only <unit> --no-report`",
-                     measure(lambda i: GRADE + ["run", str(sub), "--only", tags, "--no-report", "--out", str(tmp / f"n{i}")],
-                             args.repeat, tmp), ""))
+        row("`grade check` (public checks)", measure(lambda i: GRADE + ["check", str(sub)], args.repeat, tmp), "2.5")
+        row("`grade run --only <unit>`, report included",
+            measure(lambda i: GRADE + ["run", str(sub), "--only", tags, "--out", str(tmp / f"r{i}")], args.repeat, tmp),
+            "2.5")
+        row("`grade run --only <unit> --no-report`",
+            measure(lambda i: GRADE + ["run", str(sub), "--only", tags, "--no-report", "--out", str(tmp / f"n{i}")],
+                    args.repeat, tmp))
         make_class(tmp / "class", args.batch)
         batch = measure(lambda i: GRADE + ["batch", str(tmp / "class"), "-j", "1", "--only", tags, "--no-reports",
                                            "--force", "--out", str(tmp / "b")], max(1, args.repeat // 2), tmp)
-        rows.append((f"`grade batch -j 1` per submission ({args.batch} submissions, pool start-up included)",
-                     [b / args.batch for b in batch], "0.5"))
-        otter = measure(lambda i: [sys.executable, "-c", OTTER_STYLE, str(sub), tags], args.repeat, REPO)
-        rows.append(("otter-style: fresh `python` per submission (torch + student code in-process, same checks)", otter, ""))
+        row(f"`grade batch -j 1 --no-reports` per submission ({args.batch} submissions, pool start-up included)",
+            [b / args.batch for b in batch], "0.5")
+        row("otter-style: fresh `python` per submission (torch + student code in-process, same checks)",
+            measure(lambda i: [sys.executable, "-c", OTTER_STYLE, str(sub), tags], args.repeat, REPO))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\nCold latency, {args.student}, {os.cpu_count()} CPUs, load average {load:.1f} at the end "
-          f"(timings under load are upper bounds), {args.repeat} runs per row\n")
-    print("| what | median (s) | min (s) | target (s) |")
-    print("|---|---|---|---|")
-    for name, xs, target in rows:
-        print(f"| {name} | {statistics.median(xs):.2f} | {min(xs):.2f} | {target or '—'} |")
+    print(f"\nload average at the end: {load:.1f}")
 
 
 if __name__ == "__main__":

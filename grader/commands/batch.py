@@ -53,7 +53,7 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
     failures = [0]
     with Progress(TextColumn("[bold]grading"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("[red]{task.fields[failed]} failed"), TextColumn("{task.fields[last]}"),
-                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False) as bar:
+                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console.real(), transient=False) as bar:
         task = bar.add_task("grading", total=total, failed=0, last="")
 
         def progress(outcome, done, total_):

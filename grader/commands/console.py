@@ -12,12 +12,22 @@ class _LazyConsole:
 
     _console = None
 
-    def __getattr__(self, name):
+    def real(self):
+        """The rich Console itself (for rich objects that take one, e.g. Progress(console=...))."""
         if _LazyConsole._console is None:
             from rich.console import Console
 
             _LazyConsole._console = Console(highlight=False)
-        return getattr(_LazyConsole._console, name)
+        return _LazyConsole._console
+
+    def __getattr__(self, name):
+        return getattr(self.real(), name)
+
+    def __enter__(self):
+        return self.real().__enter__()
+
+    def __exit__(self, *exc):
+        return self.real().__exit__(*exc)
 
 
 console = _LazyConsole()
