@@ -245,8 +245,10 @@ def _split_code(text: str) -> list[tuple[bool, str]]:
     return out
 
 
-def markdown_to_html(text: str) -> Markup:
-    """Markdown with TeX math -> HTML that is safe to embed (raw HTML in the source comes out escaped)."""
+def markdown_to_html(text: str, math=None) -> Markup:
+    """Markdown with TeX math -> HTML that is safe to embed (raw HTML in the source comes out escaped).
+    `math(tex, display) -> Markup` draws each formula (default `math_html`: a PNG; `grade serve` leaves TeX for KaTeX)."""
+    math = math or math_html
     text = clean_text(text)
     nonce = secrets.token_hex(4)
     pieces: dict[str, Markup] = {}
@@ -258,7 +260,7 @@ def markdown_to_html(text: str) -> Markup:
         if len(pieces) >= MAX_MATH_PER_ANSWER or not tex.strip():
             pieces[key] = Markup('<code class="tex-src">{}</code>').format(m.group(0))
         else:
-            pieces[key] = math_html(tex.strip(), display)
+            pieces[key] = math(tex.strip(), display)
         return key
 
     parts = [chunk if is_code else _MATH_RE.sub(replace, chunk) for is_code, chunk in _split_code(text)]
