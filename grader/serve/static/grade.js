@@ -20,21 +20,31 @@
     return state.groups.flatMap((g) => g.members);
   }
 
-  async function post(path, body) {
+  // Decisions are sent one at a time, in the order they were made; a body given as a function is computed
+  // when its turn comes, from the state the previous decision returned (so "1" twice is apply, then remove).
+  let queue = Promise.resolve(null);
+  function post(path, body) {
     busy++;
-    $("error").textContent = "";
-    try {
-      const r = await fetch(path, {method: "POST", credentials: "same-origin",
-        headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf}, body: JSON.stringify(body)});
-      const data = await r.json().catch(() => ({error: "the server answered " + r.status}));
-      if (!r.ok) { $("error").textContent = data.error || ("error " + r.status); return null; }
-      state = data; render(); return data;
-    } catch (e) {
-      $("error").textContent = "Not saved: the server cannot be reached (" + e.message + ").";
-      return null;
-    } finally { busy--; }
+    const run = async () => {
+      $("error").textContent = "";
+      try {
+        const payload = typeof body === "function" ? body() : body;
+        if (payload === null) return null;
+        const r = await fetch(path, {method: "POST", credentials: "same-origin",
+          headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf}, body: JSON.stringify(payload)});
+        const data = await r.json().catch(() => ({error: "the server answered " + r.status}));
+        if (!r.ok) { $("error").textContent = data.error || ("error " + r.status); return null; }
+        state = data; render(); return data;
+      } catch (e) {
+        $("error").textContent = "Not saved: the server cannot be reached (" + e.message + ").";
+        return null;
+      } finally { busy--; }
+    };
+    queue = queue.then(run, run);
+    return queue;
   }
-  const grade = (body) => post(`/api/q/${encodeURIComponent(qid)}/grade/${encodeURIComponent(current)}`, body);
+  const grade = (body, student = current) =>
+    post(`/api/q/${encodeURIComponent(qid)}/grade/${encodeURIComponent(student)}`, body);
 
   function renderMath(el) {
     if (el.dataset.math || !window.katex) return;
@@ -45,28 +55,47 @@
     el.dataset.math = "1";
   }
 
+  let listKey = "";
   function renderList() {
-    const ol = $("answer-list");
-    ol.textContent = "";
-    for (const s of order()) {
-      const st = state.students[s];
-      const li = document.createElement("li");
-      li.dataset.student = s;
+    // built once per order; later renders only update classes and scores (no element is replaced under the mouse)
+    const ol = $("answer-list"), names = order(), key = names.join("\n");
+    if (key !== listKey) {
+      ol.textContent = "";
+      for (const s of names) {
+        const li = document.createElement("li");
+        li.dataset.student = s;
+        const name = document.createElement("span"); name.className = "name"; name.textContent = s;
+        const meta = document.createElement("span"); meta.className = "meta";
+        const sc = document.createElement("span"); sc.className = "sc";
+        li.append(name, meta, sc);
+        li.addEventListener("click", () => go(s));
+        ol.append(li);
+      }
+      listKey = key;
+    }
+    for (const li of ol.children) {
+      const s = li.dataset.student, st = state.students[s];
       li.className = (s === current ? "current " : "") + (st.score === null ? "ungraded" : "graded");
-      const name = document.createElement("span"); name.className = "name"; name.textContent = s;
-      const meta = document.createElement("span"); meta.className = "meta";
-      meta.textContent = `G${st.group}` + (st.duplicates ? " ≡" : "") + (st.empty ? " ∅" : "");
-      meta.title = st.duplicates ? "identical to " + st.duplicates.join(", ") : `group ${st.group}`;
-      const sc = document.createElement("span"); sc.className = "sc"; sc.textContent = fmt(st.score);
-      li.append(name, meta, sc);
-      li.addEventListener("click", () => go(s));
-      ol.append(li);
+      li.children[1].textContent = `G${st.group}` + (st.duplicates ? " ≡" : "") + (st.empty ? " ∅" : "");
+      li.children[1].title = st.duplicates ? "identical to " + st.duplicates.join(", ") : `group ${st.group}`;
+      li.children[2].textContent = fmt(st.score);
     }
   }
 
+  let itemsKey = "";
   function renderItems() {
     const st = state.students[current];
-    const ol = $("items");
+    const ol = $("items"), key = JSON.stringify(state.items.map((it) => [it.id, it.points, it.comment]));
+    if (key === itemsKey) {  // same items: only which are applied, and counts, change (an open edit form stays)
+      for (const li of ol.querySelectorAll("li[data-item]")) {
+        const it = state.items.find((x) => x.id === Number(li.dataset.item));
+        li.classList.toggle("applied", st.items.includes(it.id));
+        const uses = li.querySelector(".uses");
+        if (uses) { uses.textContent = `×${it.uses}`; uses.title = `applied to ${it.uses} answer(s)`; }
+      }
+      return;
+    }
+    itemsKey = key;
     ol.textContent = "";
     state.items.forEach((it, i) => {
       const li = document.createElement("li");
@@ -80,7 +109,9 @@
       const edit = document.createElement("button"); edit.className = "link edit"; edit.textContent = "edit";
       edit.addEventListener("click", (e) => { e.stopPropagation(); editItem(li, it); });
       li.append(key, pts, txt, uses, edit);
-      li.addEventListener("click", () => toggle(it.id));
+      li.addEventListener("click", (e) => {  // not while its edit form is open (Enter there "clicks" Save)
+        if (!li.classList.contains("editing") && !e.target.closest("form")) toggle(it.id);
+      });
       ol.append(li);
     });
     if (!state.items.length) {
@@ -101,9 +132,10 @@
     form.append(p, c, ok);
     form.addEventListener("submit", (e) => {
       e.preventDefault();
+      itemsKey = "";
       post(`/api/q/${encodeURIComponent(qid)}/items/${it.id}`, {points: p.value, comment: c.value});
     });
-    form.addEventListener("keydown", (e) => { if (e.key === "Escape") { e.stopPropagation(); render(); } });
+    form.addEventListener("keydown", (e) => { if (e.key === "Escape") { e.stopPropagation(); itemsKey = ""; render(); } });
     li.append(form);
     p.focus(); p.select();
   }
@@ -175,8 +207,8 @@
     }
   }
   function toggle(itemId) {
-    const st = state.students[current];
-    return grade({op: "item", item: itemId, applied: !st.items.includes(itemId)});
+    const student = current;
+    return grade(() => ({op: "item", item: itemId, applied: !state.students[student].items.includes(itemId)}), student);
   }
   function applyToGroup() {
     const st = state.students[current];
@@ -202,12 +234,13 @@
   $("by-group").addEventListener("change", render);
   $("new-item").addEventListener("submit", async (e) => {
     e.preventDefault();
+    document.activeElement.blur();  // keys go back to grading at once, while the item is being saved
+    const student = current;
     const data = await post(`/api/q/${encodeURIComponent(qid)}/items`,
       {points: $("new-points").value, comment: $("new-comment").value});
     if (data) {
       $("new-points").value = ""; $("new-comment").value = "";
-      document.activeElement.blur();
-      await grade({op: "item", item: data.created, applied: true});  // a new item is for the answer in view
+      await grade({op: "item", item: data.created, applied: true}, student);  // a new item is for the answer in view
     }
   });
 
