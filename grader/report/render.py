@@ -245,6 +245,9 @@ def _split_code(text: str) -> list[tuple[bool, str]]:
     return out
 
 
+_PLACEHOLDER_RE = re.compile(r"gkmath[0-9a-f]{8}n\d+x")
+
+
 def markdown_to_html(text: str, math=None) -> Markup:
     """Markdown with TeX math -> HTML that is safe to embed (raw HTML in the source comes out escaped).
     `math(tex, display) -> Markup` draws each formula (default `math_html`: a PNG; `grade serve` leaves TeX for KaTeX)."""
@@ -265,8 +268,8 @@ def markdown_to_html(text: str, math=None) -> Markup:
 
     parts = [chunk if is_code else _MATH_RE.sub(replace, chunk) for is_code, chunk in _split_code(text)]
     html = _MD.render("".join(parts))
-    if pieces:
-        html = re.sub(rf"gkmath{nonce}n\d+x", lambda m: pieces.get(m.group(0), m.group(0)), html)
+    if pieces:  # one compiled pattern for every call (a pattern per nonce was compiled per answer)
+        html = _PLACEHOLDER_RE.sub(lambda m: pieces.get(m.group(0), m.group(0)), html)
     return Markup(html)
 
 

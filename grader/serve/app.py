@@ -28,7 +28,6 @@ from grader.serve.scoring import ScoreError
 from grader.serve.store import GradeStore, StoreError, open_store
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-ANSWER_MAX_CHARS = 30_000
 TA_NAME_MAX = 60
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "font-src 'self'; connect-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'self'; "
@@ -177,7 +176,7 @@ def create_app(classroom: Classroom, store: GradeStore, host: str = "127.0.0.1",
     def question_page(qid: str):
         q = _question(classroom, qid)
         answers = classroom.answers(qid)
-        cards = [{"student": s, "html": answer_html((t or "")[:ANSWER_MAX_CHARS])} for s, t in answers.items()]
+        cards = [{"student": s, "html": answer_html(t)} for s, t in answers.items()]
         siblings = [x for x in classroom.questions if x.assignment == q.assignment]
         return render_template("question.html", q=q, cards=cards, state=state_for(qid), questions=siblings,
                                title=classroom.title(q.assignment),

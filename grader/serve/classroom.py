@@ -72,8 +72,11 @@ class Classroom:
                     continue
                 result.student = path.parent.name  # the folder names the student (as grade batch does)
                 seen[path] = (stamp, result)
+            changed = seen.keys() != self._cache.keys() or any(seen[p][0] != self._cache[p][0] for p in seen)
             self._cache, self.broken = seen, broken
             self.results: dict[str, GradeResult] = {r.student: r for _, r in seen.values()}
+            if changed or not hasattr(self, "_questions"):
+                self._questions: list[QuestionInfo] | None = None
 
     @staticmethod
     def _rubrics() -> dict:
@@ -101,7 +104,13 @@ class Classroom:
 
     @property
     def questions(self) -> list[QuestionInfo]:
-        """The written questions of every assignment in the folder, by assignment, in the rubric's order."""
+        """The written questions of every assignment in the folder, by assignment, in the rubric's order
+        (computed once per change of the folder)."""
+        if self._questions is None:
+            self._questions = self._find_questions()
+        return self._questions
+
+    def _find_questions(self) -> list[QuestionInfo]:
         found: dict[str, QuestionInfo] = {}
         for r in self.results.values():
             rubric = self.rubrics.get(r.assignment)

@@ -7,16 +7,24 @@ so TeX that KaTeX cannot parse shows as its source in red)."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from markupsafe import Markup
 
 from grader.report.render import markdown_to_html
+
+
+ANSWER_MAX_CHARS = 30_000
 
 
 def tex_span(tex: str, display: bool) -> Markup:
     return Markup('<span class="tex" data-display="{}">{}</span>').format("1" if display else "0", tex)
 
 
+@lru_cache(maxsize=8192)  # answers do not change while grading: a question opens again without re-parsing
 def answer_html(text: str | None) -> Markup:
     if not (text or "").strip():
         return Markup('<p class="no-answer">No answer.</p>')
-    return markdown_to_html(text, math=tex_span)
+    cut = text[:ANSWER_MAX_CHARS]
+    note = Markup('<p class="muted">(answer cut at {} characters)</p>').format(ANSWER_MAX_CHARS) if cut != text else ""
+    return markdown_to_html(cut, math=tex_span) + note

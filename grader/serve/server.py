@@ -15,8 +15,9 @@ def make_server(reports_dir: Path, host: str = "127.0.0.1", port: int = 0, token
     """Check the folder and database, then bind (port 0: a free one). `.serve_forever()` to run;
     `.classroom` / `.store` are attached for the caller. Raises before binding when the folder is unusable."""
     classroom, store = open_classroom(reports_dir, submissions)
-    # scikit-learn takes seconds to import: do it now, not when the first TA opens a question
-    threading.Thread(target=_warm_up, daemon=True, name="grade-serve-warm-up").start()
+    # scikit-learn takes seconds to import, and Markdown/grouping of a big class most of a second per question:
+    # do both now, in the background, not when the first TA opens a question
+    threading.Thread(target=_warm_up, args=(classroom,), daemon=True, name="grade-serve-warm-up").start()
     probe = _werkzeug_server(host, port, lambda e, s: [], threaded=True)  # learn the port before building the app
     real_port = probe.server_port
     app = create_app(classroom, store, host=host, port=real_port, token=token)
@@ -25,7 +26,15 @@ def make_server(reports_dir: Path, host: str = "127.0.0.1", port: int = 0, token
     return probe
 
 
-def _warm_up() -> None:
+def _warm_up(classroom) -> None:
     from grader.serve.groups import group_answers
+    from grader.serve.markup import answer_html
 
-    group_answers({"a": "warm up", "b": "warm up the import"})
+    try:
+        for q in classroom.questions:
+            answers = classroom.answers(q.key)
+            group_answers(answers)
+            for text in answers.values():
+                answer_html(text)
+    except Exception:  # only a cache: the pages compute what they need themselves
+        pass
