@@ -300,3 +300,22 @@ def test_manual_csv_round_trip_and_report_reads_database(tmp_path):
     r = client.post("/import", data={"csrf": csrf, "file": (__import__("io").BytesIO(
         b"student,question,score,comment\nalice,Q1,7,\n"), "manual.csv")}, content_type="multipart/form-data")
     assert r.status_code == 400 and b"outside [0, 1]" in r.data and store.history(1000) == before
+
+
+def test_rerender_only_students_whose_grades_changed(tmp_path):
+    pytest.importorskip("weasyprint")
+    from grader.results import load_result
+    from grader.serve.app import render_changed
+
+    make_reports(tmp_path, {"alice": Q1["alice"], "bob": Q1["bob"]})
+    classroom, store = open_classroom(tmp_path)
+    item = store.create_item("vae:Q1", "1", "Correct", "ann", 1)
+    store.set_item("alice", "vae:Q1", item.id, True, "ann")
+    bob_before = (tmp_path / "bob" / "results.json").read_bytes()
+    done, failed = render_changed(classroom, store)
+    assert (done, failed) == (["alice"], [])
+    q1 = load_result(tmp_path / "alice").questions[0]
+    assert (q1.score, q1.comment) == (1.0, "Correct (+1)")
+    assert (tmp_path / "alice" / "report.pdf").stat().st_size > 0 and not (tmp_path / "bob" / "report.pdf").exists()
+    assert (tmp_path / "bob" / "results.json").read_bytes() == bob_before
+    assert render_changed(classroom, store) == ([], [])  # nothing changed since

@@ -294,7 +294,7 @@ def _secret_key(reports_dir: Path) -> bytes:
 
 
 def _fmt(x) -> str:
-    return "–" if x is None else f"{x:g}"
+    return "–" if x is None else f"{round(x, 2):g}"
 
 
 def _error_page(message: str, status: int):
@@ -316,7 +316,8 @@ def _student(classroom: Classroom, student: str) -> None:
 def _question(classroom: Classroom, qid: str):
     q = classroom.question(qid)
     if q is None:
-        known = ", ".join(x.key for x in classroom.questions) or "none"
+        same = [x.key for x in classroom.questions if x.assignment == qid.split(":", 1)[0]]
+        known = ", ".join(same or [x.key for x in classroom.questions]) or "none"
         raise BadRequest(f"Unknown question {qid!r}: the written questions here are {known}.", 404)
     return q
 

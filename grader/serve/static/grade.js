@@ -12,7 +12,7 @@
   if (!(current in state.students)) current = state.order[0];
   let busy = 0;
 
-  const fmt = (x) => (x === null || x === undefined ? "–" : String(Math.round(x * 10000) / 10000));
+  const fmt = (x) => (x === null || x === undefined ? "–" : String(Math.round(x * 100) / 100));
   const signed = (x) => (x > 0 ? "+" : "") + fmt(x);
 
   function order() {
@@ -169,7 +169,8 @@
         box.append(d);
       }
       const b = document.createElement("button");
-      b.id = "apply-group"; b.textContent = `Give this grade to the ${others.length} others (g)`;
+      b.id = "apply-group";
+      b.textContent = `Give this grade to ${others.length === 1 ? others[0] : `the ${others.length} others`} (g)`;
       b.disabled = st.score === null && !st.items.length;
       b.addEventListener("click", applyToGroup);
       box.append(b);
