@@ -319,3 +319,20 @@ def test_rerender_only_students_whose_grades_changed(tmp_path):
     assert (tmp_path / "alice" / "report.pdf").stat().st_size > 0 and not (tmp_path / "bob" / "report.pdf").exists()
     assert (tmp_path / "bob" / "results.json").read_bytes() == bob_before
     assert render_changed(classroom, store) == ([], [])  # nothing changed since
+
+
+def test_grade_report_reads_the_database(tmp_path):
+    pytest.importorskip("weasyprint")
+    from grader.cli import main
+    from grader.results import load_result
+
+    make_reports(tmp_path, {"alice": Q1["alice"], "bob": Q1["bob"]})
+    (tmp_path / "manual.csv").write_text("student,question,score,comment\nalice,Q1,0,stale export\n")
+    store = GradeStore(tmp_path / DB_NAME)  # made after manual.csv: the database is the source now
+    store.set_override("alice", "vae:Q1", "0.5", "ann", 1)
+    store.set_comment("alice", "vae:Q1", "Half right", "ann")
+    store.close()
+    r = CliRunner().invoke(main, ["report", str(tmp_path), "--student", "alice"])
+    assert r.exit_code == 0, r.output
+    q1 = load_result(tmp_path / "alice").questions[0]
+    assert (q1.score, q1.comment) == (0.5, "Half right") and "grades.sqlite" in r.output
