@@ -336,3 +336,20 @@ def test_grade_report_reads_the_database(tmp_path):
     assert r.exit_code == 0, r.output
     q1 = load_result(tmp_path / "alice").questions[0]
     assert (q1.score, q1.comment) == (0.5, "Half right") and "grades.sqlite" in r.output
+
+
+def test_question_page_shows_the_rubrics_key_and_answers_escaped(tmp_path):
+    from types import SimpleNamespace
+
+    make_reports(tmp_path, {"alice": "<script>alert(1)</script> $a_1 * b_2$", "bob": "plain"})
+    classroom, store = open_classroom(tmp_path)
+    q = SimpleNamespace
+    classroom.rubrics = {"vae": q(title="VAE", questions=[q(id="Q1", key=r"$z = \mu + \sigma\epsilon$"), q(id="Q2", key="")])}
+    classroom._questions = None
+    client = create_app(classroom, store, port=1).test_client()
+    _login(client)
+    page = client.get("/q/vae:Q1").data.decode()
+    assert 'id="key"' in page and r'<span class="tex" data-display="0">z = \mu + \sigma\epsilon</span>' in page
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert '<span class="tex" data-display="0">a_1 * b_2</span>' in page  # maths kept whole for KaTeX
+    assert 'id="key"' not in client.get("/q/vae:Q2").data.decode()
