@@ -353,3 +353,14 @@ def test_question_page_shows_the_rubrics_key_and_answers_escaped(tmp_path):
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert '<span class="tex" data-display="0">a_1 * b_2</span>' in page  # maths kept whole for KaTeX
     assert 'id="key"' not in client.get("/q/vae:Q2").data.decode()
+
+
+def test_export_with_a_newer_database_says_so(tmp_path):
+    make_reports(tmp_path, {"alice": "x"})
+    GradeStore(tmp_path / DB_NAME).close()
+    with sqlite3.connect(tmp_path / DB_NAME) as c:
+        c.execute("PRAGMA user_version = 5")
+    from grader.cli import main
+
+    r = CliRunner().invoke(main, ["export", "--format", "csv", "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "newer gradekit" in r.output and not (tmp_path / "grades.csv").exists()
