@@ -318,6 +318,10 @@ def test_rerender_only_students_whose_grades_changed(tmp_path):
     assert (q1.score, q1.comment) == (1.0, "Correct (+1)")
     assert (tmp_path / "alice" / "report.pdf").stat().st_size > 0 and not (tmp_path / "bob" / "report.pdf").exists()
     assert (tmp_path / "bob" / "results.json").read_bytes() == bob_before
+    import pandas as pd
+
+    book = pd.read_csv(tmp_path / "gradebook.csv").set_index("student")
+    assert book.loc["alice", "score"] == 1.5 + 1 and book.loc["bob", "score"] == 1.5
     assert render_changed(classroom, store) == ([], [])  # nothing changed since
 
 

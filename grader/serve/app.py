@@ -442,7 +442,8 @@ def manual_csv_text(classroom: Classroom, store: GradeStore) -> str:
 
 def render_changed(classroom: Classroom, store: GradeStore) -> tuple[list[str], list[str]]:
     """Write the database's grades into results.json and re-render report.html/pdf of every student whose
-    manual grades differ from their results.json. No student code runs. Returns (rendered, failures)."""
+    manual grades differ from their results.json, then gradebook.csv. No student code runs.
+    Returns (rendered students, failures)."""
     from grader.report.render import render_report
     from grader.serve.store import stored_entries
 
@@ -459,6 +460,13 @@ def render_changed(classroom: Classroom, store: GradeStore) -> tuple[list[str], 
             done.append(s)
         except Exception as e:  # one broken report must not stop the others
             failed.append(f"{s}: {type(e).__name__}: {e}")
+    if done:
+        try:
+            from grader.batch import write_gradebook
+
+            write_gradebook(classroom.dir)  # gradebook.csv shows the new written grades too
+        except Exception as e:
+            failed.append(f"gradebook.csv: {type(e).__name__}: {e}")
     classroom.refresh()
     return done, failed
 
