@@ -39,7 +39,7 @@ def serve_cmd(reports_dir: Path, host: str, port: int, submissions: Path | None)
         raise ServeError(str(e)) from None
     except OSError as e:
         raise ServeError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port") from None
-    shown_host = f"[{host}]" if ":" in host else host
+    shown_host = "THIS-MACHINE" if host in ("0.0.0.0", "::") else (f"[{host}]" if ":" in host else host)
     click.echo(f"grade serve: {reports_dir} ({len(server.classroom.results)} students; "
                f"{', '.join(server.classroom.assignments)}); grades in {reports_dir / 'grades.sqlite'}")
     click.echo(f"open http://{shown_host}:{server.server_port}/")
