@@ -17,7 +17,7 @@ import io
 import secrets
 from pathlib import Path
 
-from flask import Flask, abort, g, jsonify, redirect, render_template, request, session, url_for
+from flask import Flask, g, jsonify, redirect, render_template, request, session, url_for
 from markupsafe import Markup
 
 from grader.report.manual import ManualGradeError, apply_manual, check_manual_csv, save_in_place
