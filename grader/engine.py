@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import importlib
+import os
 import re
+import stat
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -18,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from grader import __version__
+from grader import __version__, model_cache
 from grader.checks import CheckContext, Outcome, Session, StudentValueError
 from grader.results import GradeResult, QuestionResult, TestResult
 from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available_rubrics
-from grader.sandbox.client import REPO_ROOT, Sandbox, SandboxConfig, StudentCodeError
+from grader.sandbox.client import REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig, StudentCodeError
 
 MAX_ANSWER_CHARS = 100_000
 
@@ -42,6 +44,8 @@ class GradeOptions:
     write_figures: bool = True
     threads: int | None = None
     namespaces: bool = True
+    # Run where student code cannot be isolated: None = $GRADEKIT_ALLOW_UNSANDBOXED (`--allow-unsandboxed`)
+    allow_unsandboxed: bool | None = None
 
 
 def resolve_device(device: str) -> str:
@@ -76,13 +80,28 @@ def find_assignment(submission: Path, assignment: str | None, rubrics_dir: Path 
 def submission_hash(submission: Path) -> str:
     """sha256 over the submission's file names and contents (regrades can be matched to it)."""
     h = hashlib.sha256()
-    for p in sorted(submission.rglob("*")):
-        if p.is_file() and not p.is_symlink() and "__pycache__" not in p.parts:
+    for p in _regular_files(submission):
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
             h.update(str(p.relative_to(submission)).encode() + b"\0")
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
+
+
+def _regular_files(folder: Path) -> list[Path]:
+    """The files the sandbox copies (see `client._copy_submission`): no links followed, no hidden
+    folders or __pycache__, so the original and its copy hash the same."""
+    out = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        out += [Path(root) / f for f in files]
+    return sorted(out)
 
 
 def rubric_hash(rubric: Rubric) -> str:
@@ -91,9 +110,14 @@ def rubric_hash(rubric: Rubric) -> str:
 
 def parse_answers(path: Path) -> dict[str, str]:
     """`## Q<n>` sections of answers.md -> {"Q<n>": markdown}. Lenient about bytes and size."""
-    if not path.is_file():
+    try:  # never follow a link, never block on a FIFO, never read more than the budget
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
         return {}
-    text = path.read_bytes()[: 4 * MAX_ANSWER_CHARS].decode("utf-8", errors="replace")
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return {}
+        text = f.read(4 * MAX_ANSWER_CHARS).decode("utf-8", errors="replace")
     answers: dict[str, list[str]] = {}
     current = None
     for line in text.splitlines():
@@ -115,7 +139,10 @@ def parse_answers(path: Path) -> dict[str, str]:
 
 def _hide_list(rubric: Rubric, submission: Path, out_dir: Path | None) -> list[str]:
     paths = [REPO_ROOT / "reference", REPO_ROOT / "rubrics", REPO_ROOT / "grader" / "checks", REPO_ROOT / "tests",
-             submission.parent, submission]
+             submission.parent, submission, model_cache.cache_dir(), model_cache.index_dir()]
+    # The grading user's secrets (a grader run unprivileged shares its id with the child).
+    home = Path.home()
+    paths += [home / name for name in (".ssh", ".gnupg", ".aws", ".config", ".netrc", ".docker", ".kube")]
     if out_dir is not None:
         paths.append(out_dir)
     return [str(p) for p in paths]
@@ -132,12 +159,11 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         raise GradingError(f"--only {','.join(options.only)} matches no check of {rubric.id}; "
                            f"tags: {', '.join(rubric.components)}")
     t0 = time.monotonic()
-    answers = parse_answers(submission / rubric.answers)
     result = GradeResult(
         student=submission.name, assignment=rubric.id, tests=[], grader_version=__version__,
-        submission_hash=submission_hash(submission), rubric_hash=rubric_hash(rubric),
+        submission_hash="", rubric_hash=rubric_hash(rubric),
         graded_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), device=device,
-        questions=[QuestionResult(q.id, q.title, q.points, answers.get(q.id)) for q in rubric.questions],
+        questions=[],
     )
     if not (submission / rubric.module).is_file():
         result.errors.append(f"the submission has no {rubric.module}: nothing could be graded")
@@ -145,6 +171,8 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
                            threads=options.threads or torch.get_num_threads(), namespaces=options.namespaces,
                            load_timeout_s=rubric.limits.call_timeout_s,
                            hide=_hide_list(rubric, submission, options.out_dir))
+    if options.allow_unsandboxed is not None:
+        config.allow_unsandboxed = options.allow_unsandboxed
     session = Session(data=options.data, model_overrides=dict(options.model_overrides), figures_dir=None)
     preflight = getattr(importlib.import_module(rubric.checks_module), "preflight", None)
     if preflight is not None:
@@ -153,8 +181,21 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         except ValueError as e:  # bad data folder, bad [model] settings: the instructor's to fix
             raise GradingError(str(e)) from None
     with Sandbox(submission, config) as sandbox:
-        sandbox.start()
+        # From here on the grader reads only the sandbox's copy (no links, regular files only).
+        answers = parse_answers(sandbox.scratch / rubric.answers)
+        result.questions = [QuestionResult(q.id, q.title, q.points, answers.get(q.id)) for q in rubric.questions]
+        result.submission_hash = submission_hash(sandbox.scratch)
+        if sandbox.skipped:
+            result.errors.append("not graded (links, special files, or over the size limit): "
+                                 + ", ".join(sandbox.skipped[:20]) + (" …" if len(sandbox.skipped) > 20 else ""))
+        try:
+            sandbox.start()
+        except IsolationUnavailable as e:
+            raise GradingError(str(e)) from None
         result.sandbox = dict(sandbox.protections)
+        if sandbox.protections.get("unsandboxed"):
+            result.errors.append("WARNING: this submission ran WITHOUT isolation (--allow-unsandboxed); missing: "
+                                 + ", ".join(sandbox.protections["unsandboxed"]))
         if sandbox.load_error is not None:
             e = sandbox.load_error
             result.errors.append(f"{rubric.module} could not be imported: {e.message}" + (f" ({e.where})" if e.where else ""))
