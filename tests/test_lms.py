@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import stat
+import json
 import zipfile
 from pathlib import Path
 
@@ -213,6 +214,21 @@ def test_gradescope_autograder_zip(tmp_path):
                    "gradekit/reference/vae.py", "gradekit/rubrics/vae.toml", "gradekit/grader/checks/vae.py"):
         assert needed in names
     assert not any("__pycache__" in n for n in names)
-    assert "grade run /autograder/submission --assignment" in run and "/autograder/results/results.json" in run
+    assert run.splitlines()[1].startswith("cd /autograder/source/gradekit && exec python3 -m grader.gradescope vae")
     r = CliRunner().invoke(main, ["gradescope", "build", "--assignment", "nope", "--out", str(out)])
     assert r.exit_code == 2 and "unknown assignment" in r.output
+
+
+def test_gradescope_runner_writes_a_checked_result_itself(tmp_path):
+    """The runner writes results.json from its own process: a zero result saying why when grading
+    could not run, and never a score above the tests' maxima."""
+    from grader.gradescope import run_autograder
+
+    empty = tmp_path / "submission"
+    empty.mkdir()
+    written = run_autograder("vae", submission=empty, results_dir=tmp_path / "results", allow_unsandboxed=False,
+                             kill_leftovers=False)
+    on_disk = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert on_disk == written
+    assert on_disk["score"] == sum(t["score"] for t in on_disk["tests"]) <= sum(t["max_score"] for t in on_disk["tests"])
+    assert not list((tmp_path / "results").glob(".results.*"))
