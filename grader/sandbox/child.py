@@ -320,6 +320,7 @@ def run(fds: "int | list[int]", config: dict) -> None:
         full = protections.get("filesystem_masking") and protections.get("pid_namespace")
         protections.update(isolation.drop_privileges(max(isolation.MAX_TASKS, 4 * threads + 16), switch_user=bool(full)))
         protections.update(isolation.apply_limits(int(config.get("memory_mb", 4096))))
+        _scrub_environment(config.get("tmp_root") or "/tmp")
         _enter_scratch(config, log_fd)
         torch.set_num_threads(threads)
         protocol.send(sock, {"ok": True, "protections": protections})
@@ -332,6 +333,18 @@ def run(fds: "int | list[int]", config: dict) -> None:
             pass
     finally:
         os._exit(status)
+
+
+KEPT_ENV = ("PATH", "LANG", "LANGUAGE", "LC_", "TZ", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONIOENCODING",
+            "OMP_", "MKL_", "OPENBLAS_", "CUDA_", "NVIDIA_", "TORCH_", "CUBLAS_")
+
+
+def _scrub_environment(tmp: str) -> None:
+    """The grader's environment minus anything not needed to run torch (tokens, keys, paths)."""
+    for key in list(os.environ):
+        if not key.startswith(KEPT_ENV):
+            del os.environ[key]
+    os.environ.update(HOME=tmp, TMPDIR=tmp)
 
 
 def _write_status(fd: int | None, status: int) -> None:

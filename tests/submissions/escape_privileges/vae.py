@@ -241,8 +241,9 @@ _report("clone into a new user namespace", _r > 0, _errno())
 _me = _os.getpid()
 _pids = [int(p) for p in _os.listdir("/proc") if p.isdigit() and int(p) != _me]
 _report("see another process in /proc", bool(_pids), f"only {_os.listdir('/proc')[:0] or 'itself'} visible")
+_own = {int(t) for t in _os.listdir("/proc/self/task")}  # its own threads are no conquest
 for _pid in range(1, 4):  # the usual low pids of the host (init, kthreadd) and of its own namespace
-    if _pid != _me and _pid not in _pids:
+    if _pid not in _own and _pid not in _pids:
         _pids.append(_pid)
 for _pid in _pids:
     for _ns in ("net", "mnt", "user", "pid"):
