@@ -44,7 +44,8 @@ def _bounded_checkpoint(path: Path) -> None:
     legacy non-zip format (its tensor sizes are declared, not stored). Raises ModelGradingError."""
     size = path.stat().st_size
     if size > MAX_CHECKPOINT_BYTES:
-        raise ModelGradingError(f"{path.name} is {size / 2**20:.0f} MiB, over the {MAX_CHECKPOINT_BYTES >> 20} MiB limit")
+        raise ModelGradingError(f"the checkpoint {path.name} could not be loaded safely: it is {size / 2**20:.0f} MiB, "
+                                f"over the {MAX_CHECKPOINT_BYTES >> 20} MiB limit")
     if path.suffix != ".pt":
         return  # safetensors checks its header's offsets against the file's length before reading
     import zipfile
@@ -53,10 +54,11 @@ def _bounded_checkpoint(path: Path) -> None:
         with zipfile.ZipFile(path) as z:
             entries = z.infolist()
     except (zipfile.BadZipFile, OSError, ValueError):
-        raise ModelGradingError(f"{path.name} is not a torch.save() zip archive (the legacy format is refused)") from None
+        raise ModelGradingError(f"the checkpoint {path.name} could not be loaded safely: it is not a torch.save() "
+                                "zip archive (the legacy format is refused)") from None
     if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > size:
-        raise ModelGradingError(f"{path.name} holds compressed entries: torch.save() never writes those, "
-                                "and their unpacked size is unbounded")
+        raise ModelGradingError(f"the checkpoint {path.name} could not be loaded safely: it holds compressed "
+                                "entries (torch.save() never writes those, and their unpacked size is unbounded)")
 
 
 TRAIN_KEYS = {"max_epochs", "time_budget_s", "patience", "L", "M", "num_components", "lr", "batch_size", "seed"}
