@@ -88,9 +88,9 @@ def store(key: str, state_dict: dict[str, np.ndarray], meta: dict) -> None:
         try:
             os.replace(tmp, root / key)
         except OSError:
-            if _recorded(key) is not None:  # another process stored the same key first
+            if load(key) is not None:  # another process stored the same key first
                 return
-            shutil.rmtree(root / key, ignore_errors=True)  # an unverifiable entry: replace it
+            shutil.rmtree(root / key, ignore_errors=True)  # a tampered or unverifiable entry: replace it
             os.replace(tmp, root / key)
         index = index_dir()
         index.mkdir(parents=True, exist_ok=True)
