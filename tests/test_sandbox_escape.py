@@ -29,6 +29,26 @@ SECRET = "GRADEKIT-TEST-SECRET-7f3a"
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="namespaces are Linux only")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def warm_zygote():
+    """Start the zygote before any timing: on a loaded machine its torch import alone can exceed
+    the 30 s per-submission budget of the fast rubric."""
+    from grader.sandbox.client import Zygote
+
+    Zygote.shared().start()
+
+
+@pytest.fixture(scope="module")
+def patient_rubric(tmp_path_factory):
+    """The vae rubric with limits loose enough for bombs that must run into their bounds."""
+    from grader.rubric import load_rubric
+
+    text = (REPO / "rubrics" / "vae.toml").read_text().replace("call_timeout_s = 20", "call_timeout_s = 60")
+    p = tmp_path_factory.mktemp("patient") / "vae.toml"
+    p.write_text(text)
+    return load_rubric(p)
+
+
 def escape_attempts(output: str) -> list[str]:
     return [l for l in output.splitlines() if l.startswith("[escape]") and "SUCCEEDED" in l]
 
@@ -118,7 +138,7 @@ def test_compressed_or_legacy_checkpoints_are_refused_before_loading(tmp_path):
 
 
 @linux_only
-def test_thread_fork_and_disk_bombs_hit_their_bounds(tmp_path, fast_rubric):
+def test_thread_fork_and_disk_bombs_hit_their_bounds(tmp_path, patient_rubric):
     sub = make_submission(tmp_path, "bomber", attack("""
         import os, threading, time
         _stop = threading.Event()
@@ -152,7 +172,7 @@ def test_thread_fork_and_disk_bombs_hit_their_bounds(tmp_path, fast_rubric):
         print("MiB written:", _written)
         os.unlink("/tmp/filler")
     """))
-    result = grade(sub, fast_rubric)
+    result = grade(sub, patient_rubric)
     out = result.student_output
     counts = {k: int(out.split(k)[1].split()[0]) for k in ("threads started:", "processes forked:", "MiB written:")}
     assert counts["threads started:"] < isolation.MAX_TASKS, out
@@ -179,10 +199,18 @@ def test_a_tampered_or_planted_cache_entry_is_not_used(tmp_path, monkeypatch):
     assert model_cache.load("k1")["meta"]["metrics"]["nll"] == 90.0
 
 
-def _as_nobody() -> list[str] | None:
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        return None
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+def _unprivileged_prefix() -> tuple[list[str], str] | None:
+    """A command prefix that runs the grader without any privilege, and what it is: `nobody` via
+    setpriv when that user can run this interpreter, else (e.g. the interpreter lives under a 0700
+    /root) an id 1000 in a user namespace of its own, which has no capability outside it either."""
+    if os.geteuid() != 0:
+        return [], "the current unprivileged user"
+    probe = [sys.executable, "-c", "import subprocess, sys; subprocess.run([sys.executable, '-c', '0'], check=True)"]
+    for prefix, what in ((["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"], "nobody (setpriv)"),
+                         (["unshare", "--user", "--map-user=1000", "--map-group=1000"], "id 1000 in a user namespace")):
+        if shutil.which(prefix[0]) and subprocess.run(prefix + probe, capture_output=True).returncode == 0:
+            return prefix, what
+    return None
 
 
 def _grade_cli(prefix: list[str], sub: Path, out: Path, *extra: str, env: dict | None = None):
@@ -206,9 +234,10 @@ def _world_readable_copy(name: str) -> tuple[Path, Path, Path]:
 @pytest.mark.slow
 @linux_only
 def test_escape_attempts_are_blocked_when_the_grader_runs_unprivileged():
-    prefix = _as_nobody()
-    if prefix is None:
-        pytest.skip("needs root (to switch to an unprivileged user) and setpriv")
+    found = _unprivileged_prefix()
+    if found is None:
+        pytest.skip("no way to run this interpreter unprivileged here (setpriv/unshare)")
+    prefix, _ = found
     base, sub, out = _world_readable_copy("escape")
     try:
         r = _grade_cli(prefix, sub, out, env={"HOME": str(base), "GRADEKIT_CACHE": str(base / "cache")})
