@@ -23,8 +23,9 @@ from grader.checks import CheckContext, Outcome, Session, StudentValueError
 from grader.results import GradeResult, QuestionResult, TestResult
 from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available_rubrics
 from grader.sandbox.client import REPO_ROOT, Sandbox, SandboxConfig, StudentCodeError
+from grader.submission import fits, prepare, write_figures
+from grader.submission.answers import MAX_ANSWER_CHARS, parse_answers  # noqa: F401 (public here since v0.1)
 
-MAX_ANSWER_CHARS = 100_000
 
 
 class GradingError(Exception):
@@ -63,12 +64,13 @@ def find_assignment(submission: Path, assignment: str | None, rubrics_dir: Path 
         if assignment not in rubrics:
             raise GradingError(f"unknown assignment {assignment!r}; known: {', '.join(sorted(rubrics)) or 'none'} (see `grade list`)")
         return rubrics[assignment]
-    fitting = [r for r in rubrics.values() if (submission / r.module).is_file()]
+    fitting = [r for r in rubrics.values() if fits(submission, r)]
     if len(fitting) == 1:
         return fitting[0]
     if not fitting:
         wanted = ", ".join(f"{r.module} ({r.id})" for r in rubrics.values())
-        raise GradingError(f"{submission} holds none of the files an assignment expects ({wanted}); "
+        raise GradingError(f"{submission} holds none of the files an assignment expects ({wanted}, or a notebook "
+                           "defining its functions); "
                            "check the folder, or name the assignment with --assignment")
     raise GradingError(f"{submission} fits several assignments ({', '.join(r.id for r in fitting)}): choose one with --assignment")
 
@@ -87,30 +89,6 @@ def submission_hash(submission: Path) -> str:
 
 def rubric_hash(rubric: Rubric) -> str:
     return hashlib.sha256(Path(rubric.path).read_bytes()).hexdigest()
-
-
-def parse_answers(path: Path) -> dict[str, str]:
-    """`## Q<n>` sections of answers.md -> {"Q<n>": markdown}. Lenient about bytes and size."""
-    if not path.is_file():
-        return {}
-    text = path.read_bytes()[: 4 * MAX_ANSWER_CHARS].decode("utf-8", errors="replace")
-    answers: dict[str, list[str]] = {}
-    current = None
-    for line in text.splitlines():
-        m = re.match(r"^\s{0,3}#{1,6}\s*(?:Question\s*)?Q?(\d+)\b[\s.:)-]*(.*)$", line, re.IGNORECASE)
-        if m:
-            current = f"Q{int(m.group(1))}"
-            answers.setdefault(current, [])
-            continue
-        if current:
-            answers[current].append(line)
-    out = {}
-    for qid, lines in answers.items():
-        body = "\n".join(lines).strip()
-        if len(body) > MAX_ANSWER_CHARS:
-            body = body[:MAX_ANSWER_CHARS] + "\n\n[... answer truncated ...]"
-        out[qid] = body
-    return out
 
 
 def _hide_list(rubric: Rubric, submission: Path, out_dir: Path | None) -> list[str]:
@@ -132,19 +110,20 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         raise GradingError(f"--only {','.join(options.only)} matches no check of {rubric.id}; "
                            f"tags: {', '.join(rubric.components)}")
     t0 = time.monotonic()
-    answers = parse_answers(submission / rubric.answers)
+    handed_in = prepare(submission, rubric)  # module source (+ notebook line map), answers, figures; runs nothing
+    answers = handed_in.answers.answers
     result = GradeResult(
         student=submission.name, assignment=rubric.id, tests=[], grader_version=__version__,
         submission_hash=submission_hash(submission), rubric_hash=rubric_hash(rubric),
         graded_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), device=device,
         questions=[QuestionResult(q.id, q.title, q.points, answers.get(q.id)) for q in rubric.questions],
     )
-    if not (submission / rubric.module).is_file():
-        result.errors.append(f"the submission has no {rubric.module}: nothing could be graded")
+    result.errors.extend(handed_in.errors)
     config = SandboxConfig(module_file=rubric.module, device=device, memory_mb=rubric.limits.memory_mb,
                            threads=options.threads or torch.get_num_threads(), namespaces=options.namespaces,
                            load_timeout_s=rubric.limits.call_timeout_s,
-                           hide=_hide_list(rubric, submission, options.out_dir))
+                           hide=_hide_list(rubric, submission, options.out_dir),
+                           module_source=handed_in.module.source if handed_in.needs_source else None)
     session = Session(data=options.data, model_overrides=dict(options.model_overrides), figures_dir=None)
     preflight = getattr(importlib.import_module(rubric.checks_module), "preflight", None)
     if preflight is not None:
@@ -157,7 +136,8 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         result.sandbox = dict(sandbox.protections)
         if sandbox.load_error is not None:
             e = sandbox.load_error
-            result.errors.append(f"{rubric.module} could not be imported: {e.message}" + (f" ({e.where})" if e.where else ""))
+            result.errors.append(handed_in.translate(f"{rubric.module} could not be imported: {e.message}"
+                                                     + (f" ({e.where})" if e.where else "")))
         diagnosed: dict = {}
         deadline = t0 + rubric.limits.submission_timeout_s
         figures_dir = None
@@ -169,12 +149,18 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         for spec in selected:
             per_component[spec.component] = per_component.get(spec.component, 0) + 1
             number = f"{rubric.components.index(spec.component) + 1}.{per_component[spec.component]}"
-            result.tests.append(_run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session))
+            test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session)
+            test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
+            result.tests.append(test)
         result.student_output = sandbox.output()
         result.figures = session.figures
         result.metrics = session.metrics
         if options.data:
             result.metrics["data_spec"] = options.data  # `grade batch` regrades when the data changes
+    shown = []
+    if figures_dir is not None and handed_in.figures:
+        shown = write_figures(handed_in.figures, figures_dir.parent / "student_figures", figures_dir.parent)
+    result.submission = handed_in.summary(shown)
     result.execution_time = time.monotonic() - t0
     return result
 

@@ -70,6 +70,11 @@ class Sandbox:
     def start(self) -> None:
         from grader.sandbox.child import Child
 
+        if self.config.module_source is not None:  # a notebook's kept code: imported from a folder of its own
+            import tempfile
+
+            self.submission_dir = Path(tempfile.mkdtemp(prefix="selfcheck-notebook-"))
+            (self.submission_dir / self.config.module_file).write_text(self.config.module_source, encoding="utf-8")
         self.child = Child({"scratch": str(self.submission_dir), "module_file": self.config.module_file,
                             "device": self.config.device})
         sys.path.insert(0, str(self.submission_dir))

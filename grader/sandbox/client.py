@@ -125,6 +125,8 @@ class Sandbox:
         self.log_dir = self.tmp / "log"
         self.log_dir.mkdir()
         _copy_submission(self.submission_dir, self.scratch)
+        if config.module_source is not None:  # built from a notebook by the grader; the child imports only this
+            (self.scratch / config.module_file).write_text(config.module_source, encoding="utf-8")
         self.pids: list[int] = []
         self.sock: socket.socket | None = None
         self.protections: dict = {}

@@ -48,3 +48,4 @@ class SandboxConfig:
     load_timeout_s: float = 30.0
     namespaces: bool = True
     hide: list[str] = field(default_factory=list)  # paths the child must not see
+    module_source: str | None = None  # written as module_file into the run's copy (a notebook's kept code)
