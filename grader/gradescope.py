@@ -60,7 +60,7 @@ else
 import json, sys
 log = open("/tmp/gk_log.txt", encoding="utf-8", errors="replace").read()[-4000:]
 json.dump({{"score": 0, "output": "The autograder could not grade this submission (exit status "
-           + sys.argv[1] + "). Check that you uploaded {module}.\\n\\n" + log,
+           + sys.argv[1] + "). Check that you uploaded {module} (or a Jupyter notebook with its code).\\n\\n" + log,
            "visibility": "visible", "tests": []}}, open("/autograder/results/results.json", "w"))
 EOF
 fi

@@ -115,8 +115,11 @@ class NoText(Exception):
 
 def pdf_text(path: Path) -> str:
     """The text of a PDF report, page after page (pypdf). Raises NoText for encrypted or image-only files."""
-    import pypdf
-    from pypdf.errors import PdfReadError
+    try:
+        import pypdf
+        from pypdf.errors import PdfReadError
+    except ImportError:
+        raise NoText(f"{path.name} was not read: the pypdf package is not installed") from None
 
     path = Path(path)
     if path.stat().st_size > MAX_SOURCE_BYTES:
@@ -205,7 +208,8 @@ def _display_math(env: str, body: str) -> str:
 
 def notebook_markdown(nb) -> str:
     from grader.submission.notebook import cell_source
-    return "\n\n".join(cell_source(c) for c in nb.get("cells", []) if c.get("cell_type") == "markdown")
+    return "\n\n".join(cell_source(c) for c in nb.get("cells", [])
+                       if isinstance(c, dict) and c.get("cell_type") == "markdown")
 
 
 # ---- choosing ---------------------------------------------------------------------------------------

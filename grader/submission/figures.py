@@ -44,10 +44,12 @@ def find_figures(folder: Path, nb=None, nb_name: str = "") -> list[StudentFigure
     out: list[StudentFigure] = []
     if nb is not None:
         for cell_no, cell in enumerate(nb.get("cells", []), 1):
-            if cell.get("cell_type") != "code":
+            if not isinstance(cell, dict) or cell.get("cell_type") != "code" or not isinstance(cell.get("outputs"), list):
                 continue
             for k, o in enumerate(cell.get("outputs", []) or [], 1):
-                data = o.get("data", {}) if isinstance(o, dict) else {}
+                data = o.get("data") if isinstance(o, dict) else None
+                if not isinstance(data, dict):
+                    continue
                 for mime, fmt in NOTEBOOK_MIME.items():
                     b64 = data.get(mime)
                     if isinstance(b64, list):
