@@ -28,7 +28,8 @@ _STRONG = re.compile(r"^\s{0,3}(?:#{1,6}\s*)?(?:\*\*|__)?\s*(?:question|exercise
                      r"(?:\*\*|__)?\s*(?:\([^)]*\))?[\s.:)\-–]*(.*)$", re.IGNORECASE)
 _MD_NUMBER = re.compile(r"^\s{0,3}#{1,6}\s*(?:\*\*)?\s*(\d{1,3})(?!\d|\.\d)[.)]?(?:\s+|$)(.*)$")
 _PLAIN_NUMBER = re.compile(r"^\s{0,3}(\d{1,3})[.)](?!\d)\s*(.*)$")
-_ANSWER_LABEL = re.compile(r"^\s*(?:\*\*|__)?(?:answer|solution)(?:\*\*|__)?\s*[:.\-–]?\s*(?:\*\*|__)?\s*", re.IGNORECASE)
+_ANSWER_LABEL = re.compile(r"^\s*(?:\*\*|__)?(?:answer|solution)(?:\*\*|__)?(?:\s*[:.–]|\s+-(?=\s)|(?=\s)|$)\s*"
+                           r"(?:\*\*|__)?\s*", re.IGNORECASE)
 
 
 @dataclass
@@ -114,41 +115,79 @@ class NoText(Exception):
 
 
 def pdf_text(path: Path) -> str:
-    """The text of a PDF report, page after page (pypdf). Raises NoText for encrypted or image-only files."""
-    try:
-        import pypdf
-        from pypdf.errors import PdfReadError
-    except ImportError:
-        raise NoText(f"{path.name} was not read: the pypdf package is not installed") from None
+    """The text of a PDF report, page after page. Raises NoText for encrypted, damaged or image-only files.
 
+    pypdfium2 (Google's PDFium) extracts ~20x faster than pure-Python pypdf (0.05 s vs 1 s for 3 pages,
+    bench/bench_inputs.py); pypdf is the fallback where pypdfium2 is not installed (a student's self-check)."""
     path = Path(path)
     if path.stat().st_size > MAX_SOURCE_BYTES:
         raise NoText(f"{path.name} is larger than {MAX_SOURCE_BYTES >> 20} MB; hand in a smaller PDF")
     try:
-        reader = pypdf.PdfReader(str(path))
-        if reader.is_encrypted:
-            try:
-                ok = reader.decrypt("")
-            except Exception:
-                ok = 0
-            if not ok:
-                raise NoText(f"{path.name} is encrypted (password-protected): no text could be extracted; "
-                             "hand in a PDF without a password")
-        pages = []
-        for page in reader.pages[:MAX_PDF_PAGES]:
-            pages.append(page.extract_text() or "")
-            if sum(map(len, pages)) > MAX_TEXT_CHARS:
-                break
-    except NoText:
-        raise
-    except (PdfReadError, Exception) as e:  # pypdf raises many kinds on damaged files
-        raise NoText(f"{path.name} could not be read as a PDF ({type(e).__name__}: {str(e)[:120]}): no text could "
-                     "be extracted") from None
+        pages = _pdfium_pages(path)
+    except ImportError:
+        pages = _pypdf_pages(path)
     text = "\n".join(pages)
     if not text.strip():
         raise NoText(f"no text could be extracted from {path.name} (it holds only images, e.g. a scan or photos "
                      "of handwriting); hand in a PDF with selectable text, or type the answers into answers.md")
     return text
+
+
+def _encrypted(path: Path) -> NoText:
+    return NoText(f"{path.name} is encrypted (password-protected): no text could be extracted; hand in a PDF "
+                  "without a password")
+
+
+def _damaged(path: Path, e: Exception) -> NoText:
+    return NoText(f"{path.name} could not be read as a PDF ({type(e).__name__}: {str(e)[:120]}): no text could be "
+                  "extracted")
+
+
+def _pdfium_pages(path: Path) -> list[str]:
+    import pypdfium2 as pdfium
+
+    try:
+        doc = pdfium.PdfDocument(str(path))
+    except pdfium.PdfiumError as e:
+        raise (_encrypted(path) if "password" in str(e).lower() else _damaged(path, e)) from None
+    try:
+        pages, total = [], 0
+        for i in range(min(len(doc), MAX_PDF_PAGES)):
+            page = doc[i]
+            textpage = page.get_textpage()
+            pages.append(textpage.get_text_range())
+            textpage.close()
+            page.close()
+            total += len(pages[-1])
+            if total > MAX_TEXT_CHARS:
+                break
+        return pages
+    except pdfium.PdfiumError as e:
+        raise _damaged(path, e) from None
+    finally:
+        doc.close()
+
+
+def _pypdf_pages(path: Path) -> list[str]:
+    try:
+        import pypdf
+    except ImportError:
+        raise NoText(f"{path.name} was not read: neither pypdfium2 nor pypdf is installed") from None
+    try:
+        reader = pypdf.PdfReader(str(path))
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise _encrypted(path)
+        pages, total = [], 0
+        for page in reader.pages[:MAX_PDF_PAGES]:
+            pages.append(page.extract_text() or "")
+            total += len(pages[-1])
+            if total > MAX_TEXT_CHARS:
+                break
+        return pages
+    except NoText:
+        raise
+    except Exception as e:  # pypdf raises many kinds on damaged files
+        raise _damaged(path, e) from None
 
 
 _LATEX_TEXT_CMDS = {"textbf": "**{}**", "textit": "*{}*", "emph": "*{}*", "texttt": "`{}`", "underline": "{}",
