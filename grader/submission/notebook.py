@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import ast
 import builtins
+import importlib.util
 import json
 import re
+import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 MAX_NOTEBOOK_BYTES = 256 * 1024 * 1024  # read no further than this (a notebook full of outputs is ~200 MB)
@@ -132,8 +135,8 @@ def read_notebook(path: Path):
     with open(path, "rb") as f:
         raw = f.read(MAX_NOTEBOOK_BYTES + 1)
     try:
-        data = json.loads(raw.decode("utf-8", errors="replace"))
-    except (ValueError, RecursionError) as e:
+        data = json.loads(raw)  # bytes: json decodes UTF-8 itself (no second copy of a big file)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
         raise NotebookError(f"{path.name} is not a readable notebook (it is not valid JSON: {str(e)[:120]}); it may be "
                             "truncated or corrupt: open it in Jupyter or Colab, save it again and hand it in again") from None
     del raw
@@ -238,6 +241,23 @@ def _import_is_notebook_only(node: ast.Import | ast.ImportFrom) -> bool:
     return any(m == n or m.startswith(n + ".") for m in mods for n in NOTEBOOK_ONLY_MODULES)
 
 
+def _import_tops(node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name.split(".")[0] for a in node.names]
+    return [(node.module or "").split(".")[0]] if node.module else []
+
+
+@lru_cache(maxsize=256)
+def _installed(top: str) -> bool:
+    """Is the top-level module importable where the sandbox runs (the grader's environment)? Looks, never imports."""
+    if top in sys.builtin_module_names or top == "__future__":
+        return True
+    try:
+        return importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _const_problem(value: ast.AST, scope: _Scope) -> str | None:
     """None when `value` is a constant expression under the rule, else why not."""
     for node in ast.walk(value):
@@ -308,6 +328,13 @@ def _keep(node: ast.stmt, scope: _Scope) -> str | None:
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         if _import_is_notebook_only(node):
             return "notebook-only import (Colab, IPython display, widgets, progress bars in the browser)"
+        if isinstance(node, ast.ImportFrom) and node.level:
+            return "a relative import (a notebook has no package)"
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__" and scope.bound:
+            return "a __future__ import after other code (Python allows it only first)"
+        for top in _import_tops(node):
+            if not _installed(top):
+                return f"`{top}` is not installed where the grader runs (a `!pip install` is not run either)"
         return None
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
         return _definition_problem(node, scope)
