@@ -171,3 +171,27 @@ def test_huge_notebook_full_of_outputs_is_read_within_bounds(tmp_path, monkeypat
     monkeypatch.setattr(nbmod, "MAX_NOTEBOOK_BYTES", 4 << 20)
     with pytest.raises(NotebookError, match="clear its outputs"):
         read_notebook(path)
+
+
+# ---- the class workflow: LMS upload, resumable batch ---------------------------------------------------
+def test_canvas_upload_of_a_notebook_is_graded_and_a_changed_notebook_is_regraded(tmp_path, vae_rubric):
+    import zipfile
+
+    from grader.batch import grade_batch, is_up_to_date
+    from grader.lms import import_archive
+
+    nb = notebook_from_module(VAE_PY, colab_noise=False)
+    path = write_notebook(nb, tmp_path / "nb.ipynb")
+    with zipfile.ZipFile(tmp_path / "canvas.zip", "w") as zf:
+        zf.write(path, "doejane_1001_555_Homework2-1.ipynb")
+    import_archive("canvas", tmp_path / "canvas.zip", tmp_path / "class")
+    jane = tmp_path / "class" / "doejane"
+    assert [p.name for p in jane.iterdir()] == ["Homework2.ipynb"]
+    out = tmp_path / "out"
+    summary = grade_batch(tmp_path / "class", out, only=["log_normal_diag"], reports=False)
+    assert [o.status for o in summary.outcomes] == ["graded"]
+    assert json.loads((out / "doejane" / "results.json").read_text())["score"] > 0
+    assert is_up_to_date(jane, vae_rubric, out, ["log_normal_diag"])
+    nb.cells.append(v4.new_code_cell("EXTRA = 1"))  # the student re-uploads: the notebook changed
+    write_notebook(nb, jane / "Homework2.ipynb")
+    assert not is_up_to_date(jane, vae_rubric, out, ["log_normal_diag"])
