@@ -15,6 +15,8 @@ from pathlib import Path
 MAX_FIGURES = 24
 MAX_FIGURE_BYTES = 8 * 1024 * 1024
 MAX_PIXELS = 40_000_000
+MAX_DECODED_BYTES = 64 * 1024 * 1024  # all figures of one submission together
+SIGNATURES = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff", "gif": b"GIF8"}
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".gif": "gif"}
 NOTEBOOK_MIME = {"image/png": "png", "image/jpeg": "jpeg", "image/gif": "gif"}
 
@@ -42,6 +44,7 @@ def _valid(data: bytes) -> bool:
 def find_figures(folder: Path, nb=None, nb_name: str = "") -> list[StudentFigure]:
     """Notebook image outputs first (in cell order), then image files of the folder (sorted by name)."""
     out: list[StudentFigure] = []
+    budget = MAX_DECODED_BYTES
     if nb is not None:
         for cell_no, cell in enumerate(nb.get("cells", []), 1):
             if not isinstance(cell, dict) or cell.get("cell_type") != "code" or not isinstance(cell.get("outputs"), list):
@@ -56,10 +59,15 @@ def find_figures(folder: Path, nb=None, nb_name: str = "") -> list[StudentFigure
                         b64 = "".join(b64)
                     if not isinstance(b64, str) or len(b64) > MAX_FIGURE_BYTES * 4 // 3 + 4:
                         continue
-                    try:
+                    try:  # the first bytes say whether it is an image at all, before decoding megabytes
+                        if not base64.b64decode(b64[:16].replace("\n", "") + "==", validate=False).startswith(SIGNATURES[fmt]):
+                            continue
                         raw = base64.b64decode(b64, validate=False)
                     except (binascii.Error, ValueError):
                         continue
+                    budget -= len(raw)
+                    if budget < 0:
+                        return out
                     if _valid(raw):
                         out.append(StudentFigure(raw, fmt, f"{nb_name}, cell {cell_no} (output {k})"))
                     break

@@ -435,13 +435,35 @@ def module_from_notebook(path: Path, module_file: str, nb=None) -> ModuleSource:
     return out
 
 
+# A literal first word lets `re` jump between candidates (memchr speed: ~0.3 s for 200 MB of base64 outputs,
+# where an alternation in front scanned at ~8 MB/s); the byte before tells a top-level definition.
+_DEF_IN_JSON = (re.compile(rb"def[ \t]+([A-Za-z_]\w*)"), re.compile(rb"class[ \t]+([A-Za-z_]\w*)"))
+_names_cache: dict = {}
+
+
 def defined_names(path: Path, nb=None) -> set[str]:
-    """Top-level names a notebook's code cells define (def/class/assignments), for telling assignments apart."""
+    """Top-level names a notebook's cells define with `def`/`class`, for telling assignments and notebooks apart.
+
+    Scans the file's bytes (no JSON parse: a 200 MB notebook is looked at by several rubrics), cached by
+    (path, size, mtime). A name in a markdown cell may count too; this only ranks candidates."""
+    path = Path(path)
     try:
-        nb = nb if nb is not None else read_notebook(path)
-    except NotebookError:
+        st = path.stat()
+    except OSError:
         return set()
-    names = set()
-    for _, src in code_cells(nb):
-        names.update(re.findall(r"^(?:async\s+def|def|class)\s+(\w+)", src, re.M))
-    return names
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _names_cache:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_NOTEBOOK_BYTES)
+        if len(_names_cache) > 256:
+            _names_cache.clear()
+        names = set()
+        for pattern in _DEF_IN_JSON:
+            for m in pattern.finditer(raw):
+                i = m.start()
+                if raw[i - 6:i] == b"async ":
+                    i -= 6
+                if i == 0 or raw[i - 1:i] == b'"' or raw[i - 2:i] == b"\\n":
+                    names.add(m.group(1).decode())
+        _names_cache[key] = names
+    return set(_names_cache[key])
