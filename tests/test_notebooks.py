@@ -195,3 +195,24 @@ def test_canvas_upload_of_a_notebook_is_graded_and_a_changed_notebook_is_regrade
     nb.cells.append(v4.new_code_cell("EXTRA = 1"))  # the student re-uploads: the notebook changed
     write_notebook(nb, jane / "Homework2.ipynb")
     assert not is_up_to_date(jane, vae_rubric, out, ["log_normal_diag"])
+
+
+# ---- the report's block ---------------------------------------------------------------------------------
+def test_report_shows_what_was_handed_in_and_the_students_figures(tmp_path):
+    from grader.report.render import build_html
+    from grader.results import GradeResult
+    from tests.notebook_helpers import tiny_png
+
+    (tmp_path / "judy" / "student_figures").mkdir(parents=True)
+    (tmp_path / "judy" / "student_figures" / "student_01.png").write_bytes(tiny_png())
+    result = GradeResult(student="judy", assignment="vae", tests=[], submission={
+        "module_from": "hw.ipynb", "kind": "notebook", "answers_from": "report.pdf",
+        "left_out": [{"cell": 4, "line": 2, "end_line": 5, "code": "for e in range(9):", "why": "a loop"}],
+        "notes": ["Answers taken from report.pdf (6 of 6 questions)."],
+        "figures": [{"path": "student_figures/student_01.png", "caption": "hw.ipynb, cell 9 (output 1)"},
+                    {"path": "../../etc/passwd", "caption": "outside"}]})
+    html = build_html(result, tmp_path / "judy")
+    assert "What was handed in" in html and "cell 4, lines 2–5" in html and "a loop" in html
+    assert 'src="student_figures/student_01.png"' in html and "hw.ipynb, cell 9 (output 1)" in html
+    assert "passwd" not in html  # a figure path outside the results folder is not shown
+    assert "What was handed in" not in build_html(GradeResult(student="a", assignment="vae", tests=[]), tmp_path)
