@@ -34,8 +34,10 @@ def handed_in_context(result: GradeResult, result_dir: Path, clean_text) -> dict
         figures.append({"n": i, "src": quote(path.relative_to(result_dir).as_posix()),
                         "caption": clean_text(f.get("caption", ""), 200)})
     notes = [clean_text(n, MAX_NOTE_CHARS) for n in sub.get("notes") or []]
-    if sub.get("kind") == "module" and not notes and not figures:
-        return None
+    plain = [n for n in sub.get("notes") or [] if not str(n).startswith(("Answers taken from answers.md",
+                                                                         "Not answered in answers.md"))]
+    if sub.get("kind") == "module" and sub.get("answers_from") in ("answers.md", "") and not plain and not figures:
+        return None  # the usual vae.py + answers.md: nothing worth a section
     return {"module_from": clean_text(sub.get("module_from", ""), 200), "kind": sub.get("kind", ""),
             "answers_from": clean_text(sub.get("answers_from", ""), 200), "notes": notes, "left_out": rows,
             "left_out_more": max(0, len(left) - MAX_LEFT_OUT_ROWS), "figures": figures}

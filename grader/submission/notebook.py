@@ -241,6 +241,12 @@ def _import_is_notebook_only(node: ast.Import | ast.ImportFrom) -> bool:
     return any(m == n or m.startswith(n + ".") for m in mods for n in NOTEBOOK_ONLY_MODULES)
 
 
+def _import_needed(node: ast.Import | ast.ImportFrom, used: set[str]) -> bool:
+    if isinstance(node, ast.ImportFrom) and (node.module == "__future__" or any(a.name == "*" for a in node.names)):
+        return True
+    return any((a.asname or a.name.split(".")[0]) in used for a in node.names)
+
+
 def _import_tops(node: ast.Import | ast.ImportFrom) -> list[str]:
     if isinstance(node, ast.Import):
         return [a.name.split(".")[0] for a in node.names]
@@ -388,6 +394,7 @@ def module_from_notebook(path: Path, module_file: str, nb=None) -> ModuleSource:
     lines: list[str] = [f"# Built by gradekit from {path.name}: {KEPT_RULE}."]
     line_map: list = [None]
     set_by_left_out: dict[str, LeftOut] = {}
+    kept: list = []  # (node, cell, first line, last line, source lines) in notebook order
     total = 0
     for cell_no, raw in cells:
         src, magics = _strip_magics(raw)
@@ -427,8 +434,25 @@ def module_from_notebook(path: Path, module_file: str, nb=None) -> ModuleSource:
             total += sum(len(c) + 1 for c in chunk)
             if total > MAX_CODE_CHARS:
                 raise NotebookError(f"{path.name} holds more than {MAX_CODE_CHARS // 1000} k characters of code to keep")
-            lines.extend(chunk)
-            line_map.extend((cell_no, start + k) for k in range(len(chunk)))
+            kept.append((node, cell_no, start, end, chunk))
+    # An import only the left-out statements use (matplotlib, seaborn, tqdm for the training loop) is not run
+    # either: importing plotting stacks can take seconds in the sandbox and has nothing to grade.
+    used = set()
+    for node, *_ in kept:
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            used |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    for node, cell_no, start, end, chunk in kept:
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and not _import_needed(node, used):
+            lo = LeftOut(cell_no, start, end, _short("\n".join(chunk)),
+                         "imported only for statements that are not run")
+            out.left_out.append(lo)
+            for name in _assigned_names(node):
+                set_by_left_out.setdefault(name, lo)
+                scope.bound.discard(name)
+            continue
+        lines.extend(chunk)
+        line_map.extend((cell_no, start + k) for k in range(len(chunk)))
+    out.left_out.sort(key=lambda lo: (lo.cell, lo.line))
     out.source = "\n".join(lines) + "\n"
     out.line_map = line_map
     out.dropped_names = {n: lo for n, lo in set_by_left_out.items() if n not in scope.bound}
