@@ -152,7 +152,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session)
             test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
             result.tests.append(test)
-        result.student_output = sandbox.output()
+        result.student_output = handed_in.translate(sandbox.output())
         result.figures = session.figures
         result.metrics = session.metrics
         if options.data:
