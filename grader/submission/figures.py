@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,19 +74,30 @@ def find_figures(folder: Path, nb=None, nb_name: str = "") -> list[StudentFigure
                     break
                 if len(out) >= MAX_FIGURES:
                     return out
-    folder = Path(folder)
-    for p in sorted(folder.rglob("*")) if folder.is_dir() else []:
+    for p in _image_files(Path(folder)):
         if len(out) >= MAX_FIGURES:
             break
-        if p.suffix.lower() not in IMAGE_SUFFIXES or p.is_symlink() or not p.is_file() \
-                or any(part.startswith(".") for part in p.relative_to(folder).parts):
-            continue
         if p.stat().st_size > MAX_FIGURE_BYTES:
             continue
         raw = p.read_bytes()
         if _valid(raw):
             out.append(StudentFigure(raw, IMAGE_SUFFIXES[p.suffix.lower()], p.relative_to(folder).as_posix()))
     return out
+
+
+def _image_files(folder: Path, max_seen: int = 5000) -> list[Path]:
+    """Image files under `folder` by name: no symlinks followed, no hidden folders, at most `max_seen` entries looked at."""
+    found, seen = [], 0
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        for name in sorted(files):
+            seen += 1
+            if seen > max_seen:
+                return found
+            p = Path(root) / name
+            if not name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES and not p.is_symlink() and p.is_file():
+                found.append(p)
+    return found
 
 
 def write_figures(figures: list[StudentFigure], out_dir: Path, rel_to: Path) -> list[dict]:
