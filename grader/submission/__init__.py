@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.submission.answers import AnswerSet, collect_answers
-from grader.submission.figures import StudentFigure, find_figures, write_figures
+from grader.submission.images import StudentFigure, find_figures, write_figures
 from grader.submission.notebook import ModuleSource, NotebookError, defined_names, module_from_notebook, read_notebook
 
 __all__ = ["Submission", "prepare", "fits", "notebooks_in", "ModuleSource", "AnswerSet", "StudentFigure"]
