@@ -124,7 +124,7 @@ def prepare(folder: Path, rubric) -> Submission:
         try:
             module = module_from_notebook(book, rubric.module, nb)
             notes.append(f"Code taken from the notebook {book.name} ({module.code_cells} code cells; "
-                         f"{len(module.left_out)} top-level statements not run, listed below).")
+                         f"{len(module.left_out)} top-level statements not run, listed in the report).")
         except NotebookError as e:
             errors.append(str(e))
     if module is None and not errors:
