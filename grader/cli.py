@@ -42,8 +42,17 @@ def _grade(path: str, assignment: str | None, only: str | None, device: str, out
     from grader.rubric import RubricError
 
     submission = Path(path)
+    if submission.is_file() and submission.suffix == ".ipynb":  # one notebook: graded as a folder holding only it
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="gradekit-notebook-") as tmp:
+            folder = Path(tmp) / submission.stem
+            folder.mkdir()
+            shutil.copyfile(submission, folder / submission.name)
+            return _grade(str(folder), assignment, only, device, out, public_only, data, allow_unsandboxed)
     if not submission.is_dir():
-        raise UsageError(f"{path} is not a folder: pass a submission folder (e.g. submissions/alice)")
+        raise UsageError(f"{path} is not a folder: pass a submission folder (e.g. submissions/alice) or a .ipynb")
     try:
         rubric = find_assignment(submission.resolve(), assignment)
         options = GradeOptions(only=_tags(only), public_only=public_only, device=device, out_dir=out, data=data,
@@ -58,6 +67,18 @@ def warn_unsandboxed(result) -> None:
     if missing:
         console.print(f"[bold red]WARNING[/]: {result.student}'s code ran WITHOUT isolation (--allow-unsandboxed); "
                       f"missing: {', '.join(missing)}")
+
+
+def _print_handed_in(result) -> None:
+    """Which file was graded and where the answers came from (notebooks, reports: grader.submission)."""
+    sub = result.submission or {}
+    for note in sub.get("notes", []):
+        console.print(f"[dim]{escape(note)}[/]")
+    left = sub.get("left_out", [])
+    if left:
+        cells = sorted({lo["cell"] for lo in left})
+        console.print(f"[dim]not run when grading: {len(left)} top-level statements in cells "
+                      f"{', '.join(map(str, cells[:12]))}{' …' if len(cells) > 12 else ''} (see the report)[/]")
 
 
 def _brief(test, limit: int = 240) -> str:
@@ -103,6 +124,7 @@ def run_cmd(path, assignment, out, only, device, data, allow_unsandboxed):
                             allow_unsandboxed=allow_unsandboxed or None)
     written = save_result(result, out)
     _print_table(result, f"{result.student} — {rubric.title}")
+    _print_handed_in(result)
     auto = f"{result.autograded_score:g}/{result.autograded_max:g}"
     console.print(f"[bold]{result.student}[/]: autograded {auto}; written answers: "
                   f"{sum(1 for q in result.questions if q.answer)}/{len(result.questions)} submitted "
@@ -135,6 +157,7 @@ def check_cmd(path, assignment, only):
     # The student's own code on their own machine: no isolation needed (nor refused).
     rubric, result = _grade(path, assignment, only, "cpu", None, public_only=True, allow_unsandboxed=True)
     _print_table(result, f"Self-check — {rubric.title} (public checks only)")
+    _print_handed_in(result)
     passed = sum(t.status == "passed" for t in result.tests)
     colour = "green" if passed == len(result.tests) else "yellow"
     console.print(f"[{colour}]{passed}/{len(result.tests)} public checks passed "

@@ -25,8 +25,9 @@ from grader.checks import CheckContext, Outcome, Session, StudentValueError
 from grader.results import GradeResult, QuestionResult, TestResult
 from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available_rubrics
 from grader.sandbox.client import REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig, StudentCodeError
+from grader.submission import fits, prepare, write_figures
+from grader.submission.answers import MAX_ANSWER_CHARS, parse_answers  # noqa: F401 (public here since v0.1)
 
-MAX_ANSWER_CHARS = 100_000
 
 
 class GradingError(Exception):
@@ -67,12 +68,13 @@ def find_assignment(submission: Path, assignment: str | None, rubrics_dir: Path 
         if assignment not in rubrics:
             raise GradingError(f"unknown assignment {assignment!r}; known: {', '.join(sorted(rubrics)) or 'none'} (see `grade list`)")
         return rubrics[assignment]
-    fitting = [r for r in rubrics.values() if (submission / r.module).is_file()]
+    fitting = [r for r in rubrics.values() if fits(submission, r)]
     if len(fitting) == 1:
         return fitting[0]
     if not fitting:
         wanted = ", ".join(f"{r.module} ({r.id})" for r in rubrics.values())
-        raise GradingError(f"{submission} holds none of the files an assignment expects ({wanted}); "
+        raise GradingError(f"{submission} holds none of the files an assignment expects ({wanted}, or a notebook "
+                           "defining its functions); "
                            "check the folder, or name the assignment with --assignment")
     raise GradingError(f"{submission} fits several assignments ({', '.join(r.id for r in fitting)}): choose one with --assignment")
 
@@ -108,35 +110,6 @@ def rubric_hash(rubric: Rubric) -> str:
     return hashlib.sha256(Path(rubric.path).read_bytes()).hexdigest()
 
 
-def parse_answers(path: Path) -> dict[str, str]:
-    """`## Q<n>` sections of answers.md -> {"Q<n>": markdown}. Lenient about bytes and size."""
-    try:  # never follow a link, never block on a FIFO, never read more than the budget
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return {}
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return {}
-        text = f.read(4 * MAX_ANSWER_CHARS).decode("utf-8", errors="replace")
-    answers: dict[str, list[str]] = {}
-    current = None
-    for line in text.splitlines():
-        m = re.match(r"^\s{0,3}#{1,6}\s*(?:Question\s*)?Q?(\d+)\b[\s.:)-]*(.*)$", line, re.IGNORECASE)
-        if m:
-            current = f"Q{int(m.group(1))}"
-            answers.setdefault(current, [])
-            continue
-        if current:
-            answers[current].append(line)
-    out = {}
-    for qid, lines in answers.items():
-        body = "\n".join(lines).strip()
-        if len(body) > MAX_ANSWER_CHARS:
-            body = body[:MAX_ANSWER_CHARS] + "\n\n[... answer truncated ...]"
-        out[qid] = body
-    return out
-
-
 def _hide_list(rubric: Rubric, submission: Path, out_dir: Path | None) -> list[str]:
     paths = [REPO_ROOT / "reference", REPO_ROOT / "rubrics", REPO_ROOT / "grader" / "checks", REPO_ROOT / "tests",
              submission.parent, submission, model_cache.cache_dir(), model_cache.index_dir()]
@@ -165,8 +138,6 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         graded_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), device=device,
         questions=[],
     )
-    if not (submission / rubric.module).is_file():
-        result.errors.append(f"the submission has no {rubric.module}: nothing could be graded")
     config = SandboxConfig(module_file=rubric.module, device=device, memory_mb=rubric.limits.memory_mb,
                            threads=options.threads or torch.get_num_threads(), namespaces=options.namespaces,
                            load_timeout_s=rubric.limits.call_timeout_s,
@@ -182,9 +153,13 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             raise GradingError(str(e)) from None
     with Sandbox(submission, config) as sandbox:
         # From here on the grader reads only the sandbox's copy (no links, regular files only).
-        answers = parse_answers(sandbox.scratch / rubric.answers)
-        result.questions = [QuestionResult(q.id, q.title, q.points, answers.get(q.id)) for q in rubric.questions]
         result.submission_hash = submission_hash(sandbox.scratch)
+        handed_in = prepare(sandbox.scratch, rubric)  # module source (+ notebook line map), answers, figures; runs nothing
+        result.errors.extend(handed_in.errors)
+        if handed_in.needs_source:  # built from a notebook by the grader; the child imports only this
+            sandbox.write_module(handed_in.module.source)
+        answers = handed_in.answers.answers
+        result.questions = [QuestionResult(q.id, q.title, q.points, answers.get(q.id)) for q in rubric.questions]
         if sandbox.skipped:
             result.errors.append("not graded (links, special files, or over the size limit): "
                                  + ", ".join(sandbox.skipped[:20]) + (" …" if len(sandbox.skipped) > 20 else ""))
@@ -198,7 +173,8 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
                                  + ", ".join(sandbox.protections["unsandboxed"]))
         if sandbox.load_error is not None:
             e = sandbox.load_error
-            result.errors.append(f"{rubric.module} could not be imported: {e.message}" + (f" ({e.where})" if e.where else ""))
+            result.errors.append(handed_in.translate(f"{rubric.module} could not be imported: {e.message}"
+                                                     + (f" ({e.where})" if e.where else "")))
         diagnosed: dict = {}
         deadline = t0 + rubric.limits.submission_timeout_s
         figures_dir = None
@@ -210,12 +186,18 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         for spec in selected:
             per_component[spec.component] = per_component.get(spec.component, 0) + 1
             number = f"{rubric.components.index(spec.component) + 1}.{per_component[spec.component]}"
-            result.tests.append(_run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session))
-        result.student_output = sandbox.output()
+            test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session)
+            test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
+            result.tests.append(test)
+        result.student_output = handed_in.translate(sandbox.output())
         result.figures = session.figures
         result.metrics = session.metrics
         if options.data:
             result.metrics["data_spec"] = options.data  # `grade batch` regrades when the data changes
+    shown = []
+    if figures_dir is not None and handed_in.figures:
+        shown = write_figures(handed_in.figures, figures_dir.parent / "student_figures", figures_dir.parent)
+    result.submission = handed_in.summary(shown)
     result.execution_time = time.monotonic() - t0
     return result
 

@@ -88,7 +88,9 @@ def run_autograder(assignment: str, submission: Path = Path("/autograder/submiss
     except (OSError, ValueError):
         result = None
     if not isinstance(result, dict) or not isinstance(result.get("tests"), list):
-        result = {"score": 0, "output": f"The autograder could not grade this submission (exit status {status}).\n\n"
+        result = {"score": 0, "output": f"The autograder could not grade this submission (exit status {status}). "
+                                        "Check that you uploaded the assignment's module (or a Jupyter notebook with "
+                                        "its code).\n\n"
                                         + log[-4000:], "visibility": "visible", "tests": []}
     else:
         total = 0.0

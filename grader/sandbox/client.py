@@ -165,6 +165,13 @@ class Sandbox:
             out.append(str(p))
         return out
 
+    def write_module(self, source: str) -> None:
+        """Write the module the child imports into the run's copy (a notebook's kept code, built by the grader)."""
+        path = self.scratch / self.config.module_file
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(source)
+
     def start(self) -> None:
         """Fork a fresh child and import the submission (an import failure is kept in `load_error`)."""
         self.log_offset = os.fstat(self.log_fd).st_size
