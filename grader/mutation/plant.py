@@ -55,13 +55,14 @@ def planted(base_text: str, reference_source: str, qualname: str, function_sourc
     fn = ast.parse(textwrap.dedent(function_source)).body[0]
     static = any(isinstance(d, ast.Name) and d.id == "staticmethod" for d in fn.decorator_list)
     fn.decorator_list = []
+    fn.name = "_gk_planted"  # a method named like a module function (`VAE.elbo` calls `elbo`) must not shadow it
     # zero-argument super() needs the class cell the planted function does not have
     body = ast.unparse(fn).replace("super().__init__(", "nn.Module.__init__(self, ")
     body = body.replace("nn.Module.__init__(self, )", "nn.Module.__init__(self)")
     owner, _, name = qualname.rpartition(".")
     lines = ["", "", f"# ---- planted by grader.mutation: {label} ----", "def _gk_planted_factory():"]
     lines += [textwrap.indent(s, "    ") for s in _context(reference_source)]
-    lines += [textwrap.indent(body, "    "), f"    return {fn.name}", ""]
+    lines += [textwrap.indent(body, "    "), "    return _gk_planted", ""]
     value = "staticmethod(_gk_planted_factory())" if static else "_gk_planted_factory()"
     lines.append(f"{owner}.{name} = {value}" if owner else f"{name} = {value}")
     return base_text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
