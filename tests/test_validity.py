@@ -54,7 +54,9 @@ def _study(rubrics, studies, a):
 
 
 def _by_id(study, mid):
-    return next((m, c) for m, c in study.mutants() if m.id == mid)
+    found = [(m, c) for m, c in study.mutants() if m.id == mid]
+    assert found, f"no generated mutant {mid!r}: the reference changed; pick ids from bench/bench_validity.py --json"
+    return found[0]
 
 
 def test_operators_mutate_only_solution_blocks_and_each_mutant_is_new_and_compiles():
@@ -142,11 +144,15 @@ def test_interface_variants_compute_the_same_values_as_the_example(rubrics, stud
 
 # ---- graded in the sandbox (slow) --------------------------------------------------------------------
 
+# Generated mutants (ids: function:operator@line in the reference) that lost points on their own component only
+# in bench/bench_validity.py; two of them (detached z, detached activation) escaped every unit check before
+# the checks compared gradients.
 SAMPLE = {
-    "vae": [],
-    "kmeans-autoencoder": [],
-    "density-models": [],
-    "amortized-vs-lo": [],
+    "vae": ["log_standard_normal:square->identity@L44", "Encoder.sample:detach-output@L103",
+            "MoGPrior.log_prob:drop-log_softmax@L204"],
+    "kmeans-autoencoder": ["minibatch_update:zeros_like->ones_like@L120", "confusion:swap-operator@L163"],
+    "density-models": ["fit_ppca:drop-right-term@L127", "gmm_em_step:drop-exp@L207"],
+    "amortized-vs-lo": ["CNNClassifier.forward:detach-value@L63", "LatentOptimizationVAE.posterior:swap-outputs@L201"],
 }
 
 
@@ -160,3 +166,15 @@ def test_generated_mutants_cost_points_on_their_own_component_only(rubrics, stud
         o = s.grade(m, comp)
         assert o.detected and o.own_only, (mid, o.lost, o.feedback)
         assert not o.misnamed, (mid, o.misnamed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment", sorted(SAMPLE))
+def test_generic_interface_variants_keep_full_marks(rubrics, studies, assignment):
+    from grader.mutation.variants import grade_variants
+
+    s = _study(rubrics, studies, assignment)
+    graded = {v["id"]: v for v in grade_variants(s, only={"rename-parameters", "extra-buffer"})}
+    assert set(graded) == {"rename-parameters", "extra-buffer"}
+    for v in graded.values():
+        assert v["full"], (v["id"], v["lost"], v["feedback"])

@@ -115,11 +115,13 @@ def variants(rubric: Rubric, example_text: str) -> list[Variant]:
     return out
 
 
-def grade_variants(study) -> list[dict]:
-    """Each variant of the study's example submission graded like the mutants: {id, full, lost, feedback}."""
+def grade_variants(study, only: set[str] | None = None) -> list[dict]:
+    """Each variant (or those in `only`) of the study's example graded like the mutants: {id, full, lost, feedback}."""
     rubric = study.rubric
     out = []
     for v in variants(rubric, Path(study.example).read_text()):
+        if only is not None and v.id not in only:
+            continue
         folder = study.workdir / f"variant_{v.id}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / rubric.module).write_text(v.text)
