@@ -111,19 +111,30 @@ def _exec_submission(text: str) -> types.ModuleType:
     return mod
 
 
-@pytest.mark.parametrize("assignment", ["vae", "kmeans-autoencoder", "density-models", "amortized-vs-lo"])
-def test_planting_the_unmutated_reference_into_the_reference_changes_nothing(rubrics, studies, assignment):
-    s = _study(rubrics, studies, assignment)
+def _check_planting(s, qualnames=None):
     seen = set()
     for m, _ in s.mutants():
-        if m.qualname in seen:
+        if m.qualname in seen or (qualnames is not None and m.qualname not in qualnames):
             continue
         seen.add(m.qualname)
         text = planted(s.reference_source, s.reference_source, m.qualname, m.original_source, "control")
         assert same_behaviour(s.reference_probe, s.probe(_exec_submission(text))), m.qualname
-    m = next(m for m, _ in s.mutants() if s.changes_behaviour(m))
+    assert seen == (qualnames or seen)
+    m = next(m for m, _ in s.mutants() if m.qualname in seen and s.changes_behaviour(m))
     bad = planted(s.reference_source, s.reference_source, m.qualname, m.function_source, "mutant")
     assert not same_behaviour(s.reference_probe, s.probe(_exec_submission(bad)))
+
+
+def test_planting_a_function_a_staticmethod_and_methods_changes_nothing_but_the_mutation(rubrics, studies):
+    # `VAE.elbo` calls the module's `elbo`: the planted method must not shadow it
+    _check_planting(_study(rubrics, studies, "amortized-vs-lo"), {"reparameterize", "VAE.elbo", "GaussianEncoder.forward"})
+    _check_planting(_study(rubrics, studies, "vae"), {"Encoder.reparameterization", "MoGPrior.log_prob"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment", ["vae", "kmeans-autoencoder", "density-models", "amortized-vs-lo"])
+def test_planting_the_unmutated_reference_into_the_reference_changes_nothing(rubrics, studies, assignment):
+    _check_planting(_study(rubrics, studies, assignment))
 
 
 @pytest.mark.parametrize("assignment", ["vae", "kmeans-autoencoder", "density-models", "amortized-vs-lo"])

@@ -93,17 +93,21 @@ class Study:
         self._controls: dict[tuple[str, str], bool] = {}
         self._library_probes: dict[str, dict] = {}
         self._counter = 0
+        self._mutants: list | None = None
 
     # ---- generation and behaviour --------------------------------------------------------------
     def mutants(self) -> list[tuple[Mutant, str]]:
         """(mutant, component) for every mutant of a function a unit-graded component owns."""
+        if self._mutants is not None:
+            return list(self._mutants)
         targets = self.rubric.component_targets
         out = []
         for m in mutants(self.reference_source):
             comp = component_of(m.qualname, targets)
             if comp is not None:
                 out.append((m, comp))
-        return out
+        self._mutants = out
+        return list(out)
 
     def changes_behaviour(self, m: Mutant) -> bool:
         try:
