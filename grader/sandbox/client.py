@@ -156,8 +156,10 @@ class Sandbox:
 
     def _hide_list(self) -> list[str]:
         keep = [Path(sys.prefix).resolve(), self.tmp.resolve(), Path(tempfile.gettempdir()).resolve()]
+        from grader import model_cache  # the reference's cached weights and their digests: never the child's
+
         out = []
-        for p in self.config.hide:
+        for p in [*self.config.hide, model_cache.cache_dir(), model_cache.index_dir()]:
             p = Path(p).resolve()
             # Never mask a folder the child needs (the venv, its scratch copy, the temp dir).
             if any(k == p or p in k.parents for k in keep):
