@@ -149,3 +149,14 @@ def test_reference_state_maps_by_role_and_ignores_extra_buffers():
     np.testing.assert_allclose(out["encoder.encoder.0.weight"], student["enc.net.0.weight"])
     np.testing.assert_allclose(out["prior.logvars"], np.repeat(2 * student["prior.log_std"], 2, axis=1))
     assert any("prior.num_batches" in n for n in notes)
+
+
+@pytest.mark.slow
+def test_model_level_reads_a_renamed_per_component_prior_with_an_extra_buffer(tmp_path, monkeypatch):
+    """Trained weights are loaded into the reference by role (was: 'missing keys ['prior.w']', 0 of 7)."""
+    monkeypatch.setenv("GRADEKIT_CACHE", str(tmp_path / "cache"))
+    src = VARIANTS["extra registered buffer"](ALICE.read_text())
+    src = _renamed(VARIANTS["one variance per component"](src))
+    tiny = {"max_epochs": 10, "M": 64, "K": 20, "time_budget_s": 20, "L": 8, "num_components": 4}
+    result = _grade(tmp_path, "model", src, ["model"], model_overrides=tiny)
+    assert [t.status for t in result.tests] == ["passed"] * 4, [t.output for t in result.tests]
