@@ -45,6 +45,8 @@ class CheckSpec:
     rtol: float = 1e-4
     atol: float = 1e-5
     hint: str = ""
+    rtol64: float | None = None  # float64 cases (default: rtol)
+    atol64: float | None = None  # float64 cases (default: atol)
     tags: tuple[str, ...] = ()
 
     @property
@@ -159,7 +161,7 @@ def load_rubric(path: Path) -> Rubric:
     checks, ids = [], set()
     for i, c in enumerate(data.get("checks", [])):
         w = f"{path} [[checks]] #{i + 1}" + (f" ({c.get('id')})" if isinstance(c, dict) and "id" in c else "")
-        unknown = set(c) - {"id", "name", "component", "check", "points", "visibility", "rtol", "atol", "hint", "tags"}
+        unknown = set(c) - {"id", "name", "component", "check", "points", "visibility", "rtol", "atol", "rtol64", "atol64", "hint", "tags"}
         if unknown:
             raise RubricError(f"{w}: unknown key(s) {sorted(unknown)}")
         spec = CheckSpec(
@@ -167,6 +169,8 @@ def load_rubric(path: Path) -> Rubric:
             check=_req(c, "check", w), points=_req(c, "points", w, float),
             visibility=c.get("visibility", "public"), rtol=float(c.get("rtol", 1e-4)), atol=float(c.get("atol", 1e-5)),
             hint=c.get("hint", ""), tags=tuple(c.get("tags", ())),
+            rtol64=None if "rtol64" not in c else float(c["rtol64"]),
+            atol64=None if "atol64" not in c else float(c["atol64"]),
         )
         if spec.visibility not in VISIBILITIES:
             raise RubricError(f"{w}: visibility must be one of {VISIBILITIES}, got {spec.visibility!r}")

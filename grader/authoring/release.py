@@ -283,7 +283,7 @@ def release_rubric_json(rubric: Rubric, checks_module: str, not_offline: dict | 
                        "answers": rubric.answers, "checks": checks_module},
         "limits": dataclasses.asdict(rubric.limits),
         "checks": [{"id": c.id, "name": c.name, "component": c.component, "check": c.check, "points": c.points,
-                    "visibility": "public", "rtol": c.rtol, "atol": c.atol, "hint": c.hint, "tags": list(c.tags),
+                    "visibility": "public", "rtol": c.rtol, "atol": c.atol, "rtol64": c.rtol64, "atol64": c.atol64, "hint": c.hint, "tags": list(c.tags),
                     "offline": c.id not in not_offline}
                    for c in rubric.checks if c.public],
     }

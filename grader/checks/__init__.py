@@ -118,6 +118,14 @@ class CheckContext:
         return {"object": obj, "method": name, "label": label}
 
     # ---- judging ----------------------------------------------------------------------------
+    def tolerance(self, dtype: str = "float32") -> tuple[float, float]:
+        """(rtol, atol) for values of `dtype`, from the rubric only: the check's rtol/atol, or its
+        rtol64/atol64 for float64 values when the rubric sets them."""
+        s = self.spec
+        if str(dtype).replace("torch.", "") == "float64":
+            return (s.rtol if s.rtol64 is None else s.rtol64), (s.atol if s.atol64 is None else s.atol64)
+        return s.rtol, s.atol
+
     def require(self, ok: bool, case: str, message: str) -> bool:
         """A prerequisite (a shape, a scalar, a gradient existing): it costs when it fails but earns
         nothing when it holds, so a wrong answer of the right shape gets no credit."""

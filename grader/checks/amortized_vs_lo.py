@@ -151,7 +151,7 @@ def check_log_normal_diag(ctx: CheckContext) -> None:
     for label, z, mu, lv in cases:
         dtype = z.dtype.name
         got = tensor(ctx.call("log_normal_diag", z, mu, lv)["result"], "log_normal_diag", dtype=dtype)
-        rtol, atol = (1e-4, 1e-4) if dtype == "float32" else (1e-7, 1e-7)
+        rtol, atol = ctx.tolerance(dtype)
 
         def reference(patches, z=z, mu=mu, lv=lv):
             with ctx.patched(patches):

@@ -38,7 +38,7 @@ def _density_check(ctx: CheckContext, name: str, cases: list[tuple[str, tuple, d
     fn = lambda: getattr(ctx.ref, name)
     for label, args, kwargs in cases:
         dtype = args[0].dtype.name
-        rtol, atol = (ctx.spec.rtol, ctx.spec.atol) if dtype == "float32" else (1e-6, 1e-7)
+        rtol, atol = ctx.tolerance(dtype)
         wrt = [i for i, a in enumerate(args) if a.dtype.kind == "f" and grads]
         cot = ctx.rng.standard_normal(np.broadcast_shapes(*[a.shape for a in args[:1]])) if grads else None
         reply = ctx.call(name, *args, grad={"inputs": [f"args.{i}" for i in wrt], "cotangent": None} if grads else None, **kwargs)
@@ -169,7 +169,7 @@ def check_log_categorical_gradients(ctx: CheckContext) -> None:
     (want,) = torch.autograd.grad(out.sum(), [pt])
     g = (reply.get("grads") or {}).get("args.1")
     if ctx.require(g is not None, "gradient w.r.t. p", "no gradient flows back to p"):
-        ctx.expect_close(g, want.cpu().numpy(), "gradient w.r.t. p", 1e-6, 1e-7)
+        ctx.expect_close(g, want.cpu().numpy(), "gradient w.r.t. p", *ctx.tolerance("float64"))
 
 
 # ---- reparameterization ---------------------------------------------------------------------------
@@ -212,11 +212,12 @@ def check_reparameterization_gradients(ctx: CheckContext) -> None:
                       "no gradient flows to mu: z must be computed from mu with torch operations (no .detach(), numpy or torch.normal(mu, std))"):
         ctx.diagnose(lambda p: REPARAM in p and not _mutant_has_grad(ctx, p[REPARAM], mu, lv))
         return
-    ctx.expect_close(g_mu, cot, "gradient w.r.t. mu is the identity", 1e-6, 1e-8)
+    rtol, atol = ctx.tolerance("float64")
+    ctx.expect_close(g_mu, cot, "gradient w.r.t. mu is the identity", rtol, atol)
     if ctx.require(g_lv is not None, "gradient w.r.t. log_var",
                   "no gradient flows to log_var: use std = exp(0.5·log_var) inside the graph"):
         want = cot * 0.5 * (z - mu)
-        ctx.expect_close(g_lv, want, "gradient w.r.t. log_var equals 0.5·(z − mu)", 1e-5, 1e-8,
+        ctx.expect_close(g_lv, want, "gradient w.r.t. log_var equals 0.5·(z − mu)", rtol, atol,
                          diagnose=lambda p: _reparam_grad_matches(ctx, p, mu, lv, cot, z, g_lv))
 
 
