@@ -164,7 +164,8 @@ def check_reparameterize_distribution(ctx: CheckContext) -> None:
     n = 20000
     mu = _f(np.repeat([[1.5, -2.0, 0.0]], n, 0))
     lv = _f(np.repeat([[0.8, -1.5, 2.0]], n, 0))
-    z = tensor(ctx.call("reparameterize", mu, lv, seed=ctx.seed % 10000)["result"], "reparameterize", dtype="float32")
+    z = tensor(ctx.call("reparameterize", mu, lv, seed=ctx.seed % 10000)["result"], "reparameterize", dtype="float32",
+               finite=True)
     if not ctx.require(z.shape == mu.shape, "shape", f"shape {z.shape}, expected {mu.shape} (the shape of mu)"):
         return
     std = np.exp(0.5 * lv[0])
@@ -186,7 +187,7 @@ def check_reparameterize_distribution(ctx: CheckContext) -> None:
 def check_reparameterize_gradients(ctx: CheckContext) -> None:
     mu, lv = _f(ctx.rng.standard_normal((4, L))), _f(ctx.rng.uniform(-1, 1, (4, L)))
     reply = ctx.call("reparameterize", mu, lv, seed=3, grad={"inputs": ["args.0", "args.1"], "cotangent": None})
-    z = tensor(reply["result"], "reparameterize", dtype="float32")
+    z = tensor(reply["result"], "reparameterize", dtype="float32", finite=True)
     grads = reply.get("grads") or {}
     g_mu, g_lv = grads.get("args.0"), grads.get("args.1")
     ctx.expect(g_mu is not None and close(g_mu, np.ones_like(mu), 1e-4, 1e-5), "dz/dmu = 1",
@@ -205,7 +206,7 @@ def check_reparameterize_gradients(ctx: CheckContext) -> None:
         ctx.diagnose(diag)
     ctx.expect(ok, "dz/dlog_var = 0.5·(z − mu)", "no gradient reaches log_var" if g_lv is None else
                "the gradient w.r.t. log_var is not 0.5·exp(0.5·log_var)·eps")
-    z2 = tensor(ctx.call("reparameterize", mu, lv, seed=4)["result"], "reparameterize")
+    z2 = tensor(ctx.call("reparameterize", mu, lv, seed=4)["result"], "reparameterize", finite=True)
     ctx.expect(not np.allclose(z, z2), "fresh noise on every call", "two calls with different seeds gave the same z")
 
 
@@ -299,7 +300,7 @@ def check_elbo_value(ctx: CheckContext) -> None:
     n = 4000
     xr = np.repeat(x[:1], n, 0)
     mur, lvr = np.repeat(mu[:1], n, 0), _f(np.repeat(ctx.rng.uniform(-1, 0.5, (1, L)), n, 0))
-    got = tensor(ctx.call("elbo", dec, xr, mur, lvr, seed=6)["result"], "elbo", dtype="float32")
+    got = tensor(ctx.call("elbo", dec, xr, mur, lvr, seed=6)["result"], "elbo", dtype="float32", finite=True)
     if not ctx.require(got.shape == (n,), "shape", f"shape {got.shape}, expected ({n},)"):
         return
 
@@ -458,7 +459,8 @@ def check_lo_gradients(ctx: CheckContext) -> None:
 
 def _is_call(ctx, model, x, M, seed, idx=None):
     args = [model, x, M] + ([idx] if idx is not None else [])
-    return tensor(ctx.call("log_px_importance", *args, seed=seed)["result"], "log_px_importance")
+    # finite: the importance checks compare means and spreads, which a NaN would slip past
+    return tensor(ctx.call("log_px_importance", *args, seed=seed)["result"], "log_px_importance", finite=True)
 
 
 def check_importance_exact(ctx: CheckContext) -> None:

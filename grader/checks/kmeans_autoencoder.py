@@ -397,6 +397,9 @@ def check_autoencoder_generate(ctx: CheckContext) -> None:
     if not ctx.require(g.shape == (n, 1, 8, 8), "generate(n) has shape (n, 1, 8, 8)",
                        f"shape {g.shape}, expected {(n, 1, 8, 8)}"):
         return
+    if not ctx.require(bool(np.isfinite(g).all() and np.isfinite(got["generate_again"]).all()),
+                       "generate(n) is finite", "non-finite pixel values (NaN or inf): no statistical test can pass"):
+        return
     ctx.expect(not np.array_equal(g, got["generate_again"]), "fresh codes on every call",
                "two calls gave the same images: draw new codes z each call")
     want = None
