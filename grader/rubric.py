@@ -9,6 +9,7 @@
                   rtol, atol, hint, tags (extra tags)
     [[mistakes]]  id, component (as tagged in checks), message, hint
     [[questions]] id ("Q1"), title, points
+    [interface]   "dotted.name" = { required = [...], optional = [...] }: the template's parameters
 
 `load_rubric` validates everything it reads and raises `RubricError` naming the file, the entry
 and what to fix. See docs/authoring.md.
@@ -96,6 +97,9 @@ class Rubric:
     questions: tuple[Question, ...]
     component_targets: dict = field(default_factory=dict, compare=False)  # tag -> reference dotted name
     model: dict = field(default_factory=dict, compare=False)  # [model]: data, training budget, thresholds
+    # [interface]: dotted name -> {"required": [...], "optional": [...]} parameter names of the
+    # template's signatures; a missing required one is charged once, by the `interface` check.
+    interface: dict = field(default_factory=dict, compare=False)
     path: Path = field(default=Path("."), compare=False)
 
     @property
@@ -195,8 +199,22 @@ def load_rubric(path: Path) -> Rubric:
         module=_req(a, "module", where), reference=_req(a, "reference", where), checks_module=_req(a, "checks", where),
         mistakes_module=a.get("mistakes", ""), answers=a.get("answers", "answers.md"), limits=limits,
         checks=tuple(checks), mistakes=tuple(mistakes), questions=tuple(questions),
-        component_targets=dict(data.get("components", {})), model=dict(data.get("model", {})), path=path,
+        component_targets=dict(data.get("components", {})), model=dict(data.get("model", {})),
+        interface=_interface(data.get("interface", {}), path), path=path,
     )
+
+
+def _interface(table: dict, path) -> dict:
+    out = {}
+    for target, entry in table.items():
+        w = f"{path} [interface] {target!r}"
+        if not isinstance(entry, dict) or set(entry) - {"required", "optional"}:
+            raise RubricError(f"{w}: expected {{ required = [...], optional = [...] }} (parameter names)")
+        req, opt = list(entry.get("required", [])), list(entry.get("optional", []))
+        if not all(isinstance(n, str) and n.isidentifier() for n in req + opt):
+            raise RubricError(f"{w}: parameter names must be identifiers")
+        out[target] = {"required": req, "optional": opt}
+    return out
 
 
 def available_rubrics(directory: Path = RUBRICS_DIR) -> dict[str, Rubric]:
@@ -217,6 +235,8 @@ def lint_rubric(rubric: Rubric) -> list[str]:
         return [f"reference module {rubric.reference!r} cannot be imported: {e}"]
     for tag in rubric.components:
         target = rubric.component_targets.get(tag)
+        if tag == "interface" and rubric.interface and target is None:
+            continue  # grades the signatures of the [interface] table, not one reference function
         if target is None:
             problems.append(f"component {tag!r} has checks but no entry in [components] naming what it grades")
             continue

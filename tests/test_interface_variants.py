@@ -160,3 +160,33 @@ def test_model_level_reads_a_renamed_per_component_prior_with_an_extra_buffer(tm
     tiny = {"max_epochs": 10, "M": 64, "K": 20, "time_budget_s": 20, "L": 8, "num_components": 4}
     result = _grade(tmp_path, "model", src, ["model"], model_overrides=tiny)
     assert [t.status for t in result.tests] == ["passed"] * 4, [t.output for t in result.tests]
+
+
+# ---- signatures: optional keywords accepted, required ones charged once ------------------------------
+
+DENSITY_COMPONENTS = ["interface", "log_normal_diag", "log_standard_normal", "log_bernoulli", "log_categorical"]
+
+
+def _without_dim(src: str) -> str:
+    """Every log-density without the optional `dim` (reductions over the last dimension)."""
+    return _sub(src, (r"def (log_\w+)\(([^)]*), dim=None\):", r"def \1(\2):"),
+                (r"return _reduce\(([^\n]*), reduction, dim\)", r"return _reduce(\1, reduction, -1)"),
+                (r'(log_\w+\([^\n]*reduction="sum"), dim=-1\)', r"\1)"))
+
+
+def test_missing_optional_dim_keeps_full_marks(tmp_path):
+    result = _grade(tmp_path, "nodim", _without_dim(ALICE.read_text()), DENSITY_COMPONENTS)
+    lost = [(t.check, t.output) for t in result.tests if t.score < t.max_score]
+    assert not lost, lost
+    assert any("optional" in t.output for t in result.tests)
+
+
+def test_missing_required_reduction_is_charged_once_in_the_interface_check(tmp_path):
+    src = _sub(_without_dim(ALICE.read_text()),
+               (r"def log_normal_diag\(x, mu, log_var, reduction=None\):", "def log_normal_diag(x, mu, log_var):"),
+               (r"    return _reduce\(values, reduction, -1\)", "    return values"))
+    result = _grade(tmp_path, "noreduction", src, DENSITY_COMPONENTS)
+    lost = {t.check: t.max_score - t.score for t in result.tests if t.score < t.max_score}
+    assert set(lost) == {"interface"}, [(t.check, t.output) for t in result.tests if t.score < t.max_score]
+    text = next(t.output for t in result.tests if t.check == "interface")
+    assert "`reduction`" in text and "log_normal_diag" in text, text
