@@ -206,3 +206,27 @@ def reference_state(student: dict, expected: dict, K: int, L: int, prior_prefix:
         notes.append("prior read by role: " + layout.describe())
     return out, notes
 
+
+
+def match_state(student: dict, expected: dict) -> tuple[dict, list[str]]:
+    """Fill each of the `expected` keys (key -> shape, in the architecture's order) from the student's
+    state_dict: the same key when its shape fits, else the next unused student tensor of that shape
+    in the student's order (renamed submodules). Extra tensors (buffers, counters) are ignored and
+    listed; a key nothing fits raises InterfaceError naming it."""
+    student = {k: np.asarray(v) for k, v in student.items()}
+    out, used = {}, set()
+    for k, shape in expected.items():
+        shape = tuple(shape)
+        if k in student and student[k].shape == shape:
+            out[k] = student[k]
+            used.add(k)
+    for k, shape in expected.items():
+        if k in out:
+            continue
+        cand = next((s for s, v in student.items() if s not in used and v.shape == tuple(shape)), None)
+        if cand is None:
+            raise InterfaceError(f"no tensor of shape {tuple(shape)} for `{k}` "
+                                 f"(found {_show({s: v.shape for s, v in student.items() if s not in used})})")
+        out[k] = student[cand]
+        used.add(cand)
+    return out, sorted(k for k in student if k not in used)

@@ -190,3 +190,21 @@ def test_missing_required_reduction_is_charged_once_in_the_interface_check(tmp_p
     assert set(lost) == {"interface"}, [(t.check, t.output) for t in result.tests if t.score < t.max_score]
     text = next(t.output for t in result.tests if t.check == "interface")
     assert "`reduction`" in text and "log_normal_diag" in text, text
+
+
+def test_amortized_model_weights_load_with_renamed_modules_and_extra_buffers():
+    """amortized-vs-lo's model level loads trained weights into the reference by role (was strict by name)."""
+    from grader.checks.amortized_vs_lo import _load
+    from reference import amortized_vs_lo as ref
+
+    model = ref.CNNClassifier(image_size=8)
+    trained = {f"student_{k.replace('.', '_', 1)}": v.numpy() + 1.0 for k, v in model.state_dict().items()}
+    trained["n_updates"] = np.zeros((), np.int64)
+    loaded = _load(model, trained, "CNNClassifier", "cpu")
+    for (k, v), w in zip(loaded.state_dict().items(), [v for k, v in trained.items() if k != "n_updates"]):
+        assert np.array_equal(v.numpy(), w), k
+
+
+def test_match_state_names_what_nothing_fits():
+    with pytest.raises(roles.InterfaceError, match="net.0.weight"):
+        roles.match_state({"a": np.zeros((2, 2))}, {"net.0.weight": (3, 2)})

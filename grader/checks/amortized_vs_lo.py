@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from grader import roles
 from grader.checks import (
     CheckContext, StudentValueError, close, expect_any_variant,
     model_settings, relative_score, sequence, tensor, to_torch,
@@ -653,9 +654,10 @@ def _train_all(run_harness, s: dict, data: Prepared, device) -> dict:
 def _load(model, weights: dict, what: str, device):
     if not weights:
         raise ModelGradingError(f"no weights came back for your {what}")
-    try:
-        model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in weights.items()}, strict=True)
-    except Exception as e:  # missing/unexpected keys, shapes
+    try:  # by role: renamed submodules matched by shape in order, extra buffers ignored
+        mapped, _ignored = roles.match_state(weights, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+        model.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in mapped.items()}, strict=True)
+    except Exception as e:  # a tensor nothing fits, dtypes
         raise ModelGradingError(f"your {what}'s weights do not fit the assignment's architecture: "
                                 f"{str(e).splitlines()[0][:300]}") from None
     return model.to(device).eval()
