@@ -52,9 +52,11 @@ BEGIN = re.compile(r"^(\s*)#+\s*BEGIN SOLUTION\b.*$")
 END = re.compile(r"^(\s*)#+\s*END SOLUTION\b.*$")
 
 # Engine files copied into the bundle as they are (none holds solution code).
-SHIPPED = ["__init__.py", "engine.py", "results.py", "rubric.py", "checks/__init__.py", "sandbox/__init__.py",
+SHIPPED = ["__init__.py", "engine.py", "results.py", "rubric.py", "roles.py", "checks/__init__.py", "checks/interface.py",
+           "sandbox/__init__.py",
            "sandbox/child.py", "sandbox/errors.py", "sandbox/nets.py", "sandbox/protocol.py"]
-SHIPPED_MODULES = {"grader", "grader.engine", "grader.results", "grader.rubric", "grader.checks", "grader.sandbox",
+SHIPPED_MODULES = {"grader", "grader.engine", "grader.results", "grader.rubric", "grader.roles", "grader.checks",
+                   "grader.checks.interface", "grader.sandbox",
                    "grader.sandbox.child", "grader.sandbox.errors", "grader.sandbox.nets", "grader.sandbox.protocol",
                    "grader.sandbox.client",
                    "grader.authoring", "grader.authoring.replay"}

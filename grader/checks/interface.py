@@ -1,8 +1,8 @@
 """Signatures by the rubric: charge a missing required parameter once, never a missing optional one.
 
 The rubric's [interface] table lists, per function or method, the parameters the assignment's
-template requires and those it makes optional. `check_interface` (a rubric entry of its own)
-reads the student's signatures in the sandbox and charges each missing required parameter there,
+template requires and those it makes optional. an interface check (a rubric entry of its own)
+(`judge_signatures`) reads the student's signatures in the sandbox and charges each missing required parameter there,
 with a message saying what to add. The maths checks ask `skip_unsupported` before a case that
 passes a keyword the student's function does not take: such a case is not judged (a note says
 why), so the same gap is never charged twice, and an optional one never at all.
@@ -56,7 +56,7 @@ def finish_if_nothing_judged(ctx: CheckContext, what: str) -> None:
         ctx.expect(True, f"{what}: not applicable to your signature (see the notes)")
 
 
-def check_interface(ctx: CheckContext) -> None:
+def judge_signatures(ctx: CheckContext) -> None:
     """Every function/method of the [interface] table takes the parameters the template requires."""
     sigs = signatures(ctx)
     for target, spec in sorted(ctx.rubric.interface.items()):

@@ -16,7 +16,6 @@ import torch
 from grader import roles
 from grader.checks import CheckContext, StudentValueError, close, expect_any_variant, sequence, tensor, to_torch
 from grader.checks import interface, model_level
-from grader.checks.interface import check_interface  # noqa: F401  (the rubric's `interface` check)
 from grader.checks.model_level import (  # noqa: F401  (model-level checks of this assignment)
     check_model_elbo,
     check_model_nll,
@@ -30,6 +29,11 @@ FALSE_FAILURE_RATE = 1e-6  # per statistical check, for a correct implementation
 
 def _f(a: np.ndarray, dtype: str) -> np.ndarray:
     return np.asarray(a, dtype=dtype)
+
+
+def check_interface(ctx: CheckContext) -> None:
+    """The template's parameters of the rubric's [interface] table: a missing one is charged here, once."""
+    interface.judge_signatures(ctx)
 
 
 # ---- element-wise log-densities -----------------------------------------------------------------
