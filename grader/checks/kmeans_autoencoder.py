@@ -123,7 +123,7 @@ def check_kmeans_loss(ctx: CheckContext) -> None:
 
 def _update_case(ctx, label, centres, x, lr, dtype):
     """Judge the new position of every centre that gets a point of the batch (the others are
-    check_minibatch_update_empty's, so a mistake there is charged once)."""
+    judged by the empty-centre check, so a mistake there is charged once)."""
     centres, x = _f(centres, dtype), _f(x, dtype)
     got = tensor(ctx.call("minibatch_update", centres, x, lr)["result"], "minibatch_update", dtype=dtype)
     used = np.unique(_np(ctx.ref.assign(to_torch(x, ctx.device), to_torch(centres, ctx.device))))
