@@ -6,7 +6,7 @@
     [model]       model-level grading: data, training budget, scoring thresholds (grader/checks/model_level.py)
     [limits]      call_timeout_s, submission_timeout_s, memory_mb
     [[checks]]    id, name, component, check (function name), points, visibility (public|hidden),
-                  rtol, atol, hint, tags (extra tags)
+                  rtol, atol, rtol64, atol64 (float64 cases), hint, tags (extra tags)
     [[mistakes]]  id, component (as tagged in checks), message, hint
     [[questions]] id ("Q1"), title, points, key (optional reference answer shown to graders in `grade serve`)
     [interface]   "dotted.name" = { required = [...], optional = [...] }: the template's parameters
