@@ -15,7 +15,8 @@ import torch
 
 from grader import roles
 from grader.checks import CheckContext, StudentValueError, close, expect_any_variant, sequence, tensor, to_torch
-from grader.checks import interface, model_level
+from grader.checks import interface
+from grader.checks import model_level
 from grader.checks.model_level import (  # noqa: F401  (model-level checks of this assignment)
     check_model_elbo,
     check_model_nll,
