@@ -118,6 +118,14 @@ class CheckContext:
         return {"object": obj, "method": name, "label": label}
 
     # ---- judging ----------------------------------------------------------------------------
+    def tolerance(self, dtype: str = "float32") -> tuple[float, float]:
+        """(rtol, atol) for values of `dtype`, from the rubric only: the check's rtol/atol, or its
+        rtol64/atol64 for float64 values when the rubric sets them."""
+        s = self.spec
+        if str(dtype).replace("torch.", "") == "float64":
+            return (s.rtol if s.rtol64 is None else s.rtol64), (s.atol if s.atol64 is None else s.atol64)
+        return s.rtol, s.atol
+
     def require(self, ok: bool, case: str, message: str) -> bool:
         """A prerequisite (a shape, a scalar, a gradient existing): it costs when it fails but earns
         nothing when it holds, so a wrong answer of the right shape gets no credit."""
@@ -286,14 +294,29 @@ def relative_score(student: float | None, reference: float, full: float, zero: f
     return (zero - r) / (zero - full)
 
 
-def tensor(reply_value, what: str, dtype: str | None = None) -> np.ndarray:
-    """The array inside a student's return value, insisting it is a torch.Tensor."""
+def tensor(reply_value, what: str, dtype: str | None = None, finite: bool = False) -> np.ndarray:
+    """The array inside a student's return value, insisting it is a torch.Tensor.
+
+    `finite=True` (statistical checks, whose tests compare with NaN as False and so would pass a
+    NaN) also insists that every value is finite."""
     v = reply_value
     if isinstance(v, dict) and "__tensor__" in v:
         if dtype is not None and v["dtype"] != dtype:
             raise StudentValueError(f"{what} returned a {v['dtype']} tensor for {dtype} inputs (keep the inputs' dtype)")
-        return v["__tensor__"]
+        a = v["__tensor__"]
+        if finite:
+            require_finite(a, what)
+        return a
     raise StudentValueError(f"{what} must return a torch.Tensor, but returned {describe(v)}")
+
+
+def require_finite(a, what: str) -> None:
+    """Raise StudentValueError when `a` holds NaN or infinite values (said with counts)."""
+    a = np.asarray(a)
+    if a.dtype.kind in "fc" and not np.isfinite(a).all():
+        nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+        raise StudentValueError(f"{what} returned non-finite values ({nan} NaN, {inf} infinite of {a.size}) for finite "
+                                "inputs: no statistical test can pass on them")
 
 
 def sequence(reply_value, what: str, length: int) -> list:
