@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +26,17 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from grader.checks.standins import StandInServer, tag, upstream_targets
 from grader.rubric import CheckSpec, Mistake, Rubric
 from grader.sandbox.client import Sandbox
+
+_NEW = itertools.count(1)
+
+
+def isolate(spec: CheckSpec) -> bool:
+    """Whether a check runs the student's code with stand-ins for the other components (all unit
+    checks; not the model-level ones, which train and evaluate the student's whole model)."""
+    return spec.component != "model"
 
 
 class StudentValueError(Exception):
@@ -86,12 +96,29 @@ class CheckContext:
         seed = int.from_bytes(hashlib.sha256(spec.id.encode()).digest()[:4], "little")
         self.rng = np.random.default_rng(seed)
         self.seed = seed
+        self.specs: dict[str, dict] = {}  # handle -> `__new__` spec of the student objects built by this check
+        self.stand_ins = StandInServer(self.ref, self.specs, device,
+                                       upstream_targets(rubric, self.ref, spec.component) if isolate(spec) else [])
 
     # ---- talking to the student's code ------------------------------------------------------
     def call(self, target, *args, seed: int | None = None, grad: dict | None = None, **kwargs) -> dict:
-        """Call the student's `target` (a dotted name, or {"object": .., "method": ..}) in the sandbox."""
-        req = {"op": "call", "target": target, "args": list(args), "kwargs": kwargs, "seed": seed, "grad": grad}
-        return self.sandbox.request(req, timeout=self.call_timeout)
+        """Call the student's `target` (a dotted name, or {"object": .., "method": ..}) in the sandbox.
+
+        The other components' functions and methods stand in (grader/checks/standins.py): the
+        student's code under test gets the reference's values from them, drawn from the torch RNG
+        seeded with `seed` here (as the child's own RNG is there), so a reference computation
+        seeded the same way sees the same noise."""
+        args, kwargs = tag(list(args), self.specs), tag(kwargs, self.specs)
+        req = {"op": "call", "target": target, "args": args, "kwargs": kwargs, "seed": seed, "grad": grad,
+               "stand_ins": sorted(self.stand_ins.names)}
+        self.stand_ins.reset_call()
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0 if seed is None else int(seed))
+            try:
+                return self.sandbox.request(req, timeout=self.call_timeout, upcall=self.stand_ins)
+            finally:
+                self.stand_ins.reset_call()
 
     def harness(self, function: str, timeout: float | None = None, **kwargs):
         """Run `grader.harnesses.<function>(student_module, device, **kwargs)` in the sandbox.
@@ -109,6 +136,9 @@ class CheckContext:
         RNG is seeded first (per check), so randomly initialised weights, and the score of a check
         that depends on them, are the same every time the submission is graded."""
         value = {"__new__": {"class": cls, "args": list(args), "kwargs": kwargs, "state": state or {}}}
+        value = tag(value, self.specs, handle=f"{name}#{next(_NEW)}")
+        self.stand_ins.forget(name)
+        self.specs[name] = value["__new__"]  # `{"__ref__": name}` arguments find their twin too
         self.sandbox.request({"op": "new", "name": name, "value": value, "seed": self.seed},
                              timeout=self.call_timeout)
         return {"__ref__": name}
