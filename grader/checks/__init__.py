@@ -397,7 +397,7 @@ def distance(got, want, rtol: float, atol: float) -> float:
     err = np.abs(g[both] - w[both])
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(tol > 0, err / np.where(tol > 0, tol, 1), np.where(err > 0, np.inf, 0.0))
-    if not np.array_equal(g[~both], w[~both]):
+    if not np.array_equal(g[~both], w[~both], equal_nan=True):
         return math.inf
     return float(ratio.max())
 

@@ -154,7 +154,7 @@ def _empty_case(ctx, label, centres, x, lr, dtype, empty: list[int]) -> None:
             ctx.expect(True, label)
             return
     ctx.expect_close(got[empty], centres[empty], label, 0, 0,
-                     diagnose=lambda p: distance(got[empty], reference(p)[empty], 0, 0) and not distance(
+                     diagnose=lambda p: close(got[empty], reference(p)[empty], 0, 0) and not close(
                          reference(p)[empty], centres[empty], 0, 0))
 
 

@@ -230,7 +230,9 @@ class StandInServer:
                 if isinstance(obj, torch.nn.Module):
                     own = obj.state_dict(keep_vars=True)
                     for key, a in (v.get("state") or {}).items():
-                        if key in own and tuple(own[key].shape) == tuple(np.shape(a)):
+                        # copy only what changed: an in-place copy would invalidate earlier tapes
+                        if key in own and tuple(own[key].shape) == tuple(np.shape(a)) \
+                                and not np.array_equal(_numpy(own[key]), a):
                             with torch.no_grad():
                                 own[key].copy_(torch.from_numpy(np.array(a, copy=True)).to(own[key].device, own[key].dtype))
                     params = dict(obj.named_parameters())
