@@ -39,14 +39,33 @@ def _scores(result, component: str) -> dict[str, float]:
 
 # ---- one unknown upstream mistake per assignment ---------------------------------------------------
 
-# (assignment, module, planted source, the upstream component it breaks, composites that call it)
+# (assignment, module, planted source, the upstream components it breaks, composites that call them)
 UNKNOWN_UPSTREAM = [
-    ("amortized-vs-lo", "amortized_vs_lo.py", '''
+    ("amortized-vs-lo", "amortized_vs_lo.py", """
 def _log_prob_mean(self, x, z):  # averages over pixels instead of summing (not in the mutant library)
     p = torch.clamp(self(z), EPS, 1.0 - EPS)
     return (x * torch.log(p) + (1.0 - x) * torch.log(1.0 - p)).mean(-1)
 BernoulliDecoder.log_prob = _log_prob_mean
-''', "decoder.log_prob", ["elbo", "vae", "lo", "importance"]),
+""", ["decoder.log_prob"], ["elbo", "vae", "lo", "importance"]),
+    ("vae", "vae.py", """
+def log_normal_diag(x, mu, log_var, reduction=None, dim=None):  # the 1/2 dropped from the quadratic term
+    log_p = -0.5 * LOG_2PI - 0.5 * log_var - torch.exp(-log_var) * (x - mu) ** 2
+    return _reduce(log_p, reduction, dim)
+""", ["log_normal_diag"], ["elbo", "encoder", "mog_prior.log_prob"]),
+    ("kmeans-autoencoder", "kmeans_autoencoder.py", """
+def squared_distances(x, centres):  # L1 distances, not squared Euclidean ones
+    return (x[:, None, :] - centres[None, :, :]).abs().sum(dim=-1)
+""", ["distances"], ["kmeans_loss", "assign", "minibatch_update"]),
+    ("density-models", "density_models.py", """
+def vae_elbo(x, probs, mu, log_var):  # the KL misses its -1 (a constant L/2 per example)
+    p = torch.clamp(probs, EPS, 1.0 - EPS)
+    log_lik = (x * torch.log(p) + (1.0 - x) * torch.log1p(-p)).flatten(start_dim=1).sum(dim=1)
+    return log_lik - 0.5 * (torch.exp(log_var) + mu ** 2 - log_var).sum(dim=1)
+
+_gmm_log_likelihood_ok = gmm_log_likelihood
+def gmm_log_likelihood(X, weights, means, covs):  # off by log 2 (not in the mutant library)
+    return _gmm_log_likelihood_ok(X, weights, means, covs) + math.log(2.0)
+""", ["vae_elbo", "gmm.log_likelihood"], ["conv_vae.elbo", "gmm.em_step"]),
 ]
 
 
@@ -55,8 +74,8 @@ BernoulliDecoder.log_prob = _log_prob_mean
 def test_unknown_upstream_mistake_costs_points_on_its_component_only(tmp_path, assignment, module, extra, upstream,
                                                                        composites):
     folder = _plant(tmp_path, module, extra)
-    full = _grade(folder, assignment, [upstream] + composites)
-    assert set(lost_points(full)) == {upstream}, lost_points(full)
+    full = _grade(folder, assignment, upstream + composites)
+    assert set(lost_points(full)) == set(upstream), [(t.check, t.output) for t in full.tests if t.score < t.max_score]
     alone = _grade(folder, assignment, [composites[0]])  # --only the first composite: the same score
     assert _scores(alone, composites[0]) == _scores(full, composites[0])
     assert not lost_points(alone)
