@@ -150,3 +150,40 @@ def test_diagnose_names_only_a_clearly_separated_candidate():
     named = ctx.diagnose(lambda p: {"a": 0.5, "b": 40.0}.get(next(iter(p), ""), 50.0))
     assert named is not None and named.id == "a"
     assert ctx.diagnose(lambda p: {"a": 1.5, "b": 40.0}.get(next(iter(p), ""), 50.0)) is None  # not within tolerance
+
+
+# ---- the grader's side of upcalls: untrusted messages ----------------------------------------------
+
+def _server(names=("kl_standard_normal", "log_px_importance", "BernoulliDecoder.log_prob")):
+    import reference.amortized_vs_lo as ref
+    from grader.checks.standins import StandInServer
+
+    return StandInServer(ref, {}, "cpu", list(names))
+
+
+def test_upcall_answers_with_the_reference_and_its_gradient():
+    import torch
+
+    import reference.amortized_vs_lo as ref
+
+    mu, lv = np.array([[0.5, -1.0]], dtype="float32"), np.array([[0.2, -0.3]], dtype="float32")
+    server = _server()
+    reply = server({"upcall": {"name": "kl_standard_normal", "self": None, "grad": True, "kwargs": {},
+                               "args": [{"__tensor__": mu, "leaf": 0}, {"__tensor__": lv, "leaf": 1}]}})
+    tm, tl = torch.tensor(mu, requires_grad=True), torch.tensor(lv, requires_grad=True)
+    want = ref.kl_standard_normal(tm, tl)
+    assert reply["ok"] and reply["structure"] == "tensor"
+    np.testing.assert_allclose(reply["outputs"][0], want.detach().numpy(), rtol=1e-6)
+    back = server({"upcall_backward": {"tape": reply["tape"], "cotangents": [np.ones(1, dtype="float32")]}})
+    g_mu, g_lv = torch.autograd.grad(want.sum(), [tm, tl])
+    np.testing.assert_allclose(back["grads"][0], g_mu.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(back["grads"][1], g_lv.numpy(), rtol=1e-6)
+
+
+def test_upcalls_outside_the_allowed_names_huge_sizes_and_unknown_objects_are_refused():
+    server = _server()
+    assert not server({"upcall": {"name": "elbo", "args": []}})["ok"]  # not a stand-in of this check
+    big = server({"upcall": {"name": "log_px_importance", "self": None, "args": [None, None, 10 ** 12]}})
+    assert not big["ok"] and "larger than the grader allows" in big["error"]
+    unknown = server({"upcall": {"name": "BernoulliDecoder.log_prob", "self": {"__handle__": "nobody"}, "args": []}})
+    assert unknown == {"ok": False, "fallback": True}  # the child runs the student's own code instead

@@ -23,6 +23,7 @@ import torch
 from grader.sandbox import nets
 
 MAX_UPCALL_ELEMENTS = 20_000_000  # a proxy's arguments larger than this are refused (memory of the grader)
+MAX_UPCALL_INT = 1_000_000  # larger integers (sizes, counts) are refused for the same reason
 _HANDLES = itertools.count(1)
 
 
@@ -162,7 +163,8 @@ class StandInServer:
         try:
             obj = None if msg.get("self") is None else self._decode(msg["self"], leaves, grad, size)
             args = [self._decode(a, leaves, grad, size) for a in msg.get("args", [])]
-            kwargs = {str(k): self._decode(v, leaves, grad, size) for k, v in (msg.get("kwargs") or {}).items()}
+            kwargs = {str(k): v if str(k) == "seed" and type(v) is int else self._decode(v, leaves, grad, size)
+                      for k, v in (msg.get("kwargs") or {}).items()}
         except LookupError:
             raise _Fallback from None
         owner, _, leaf = name.rpartition(".")
@@ -241,6 +243,8 @@ class StandInServer:
                             leaves[int(i)] = params[key]
                 return obj
             raise ValueError("unexpected argument")
+        if type(v) is int and abs(v) > MAX_UPCALL_INT:  # e.g. a sample count: the grader would allocate it
+            raise ValueError(f"the integer argument {v} is larger than the grader allows ({MAX_UPCALL_INT:,})")
         if v is None or type(v) in (bool, int, float, str):
             return v
         raise ValueError("unexpected argument")
