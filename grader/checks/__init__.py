@@ -218,9 +218,22 @@ class CheckContext:
         return mistake
 
     def reference_variants(self) -> Iterator[tuple[str, dict]]:
-        """The clean reference only. (Composite checks used to accept the reference with mistakes
-        diagnosed elsewhere patched in; stand-ins make the other components correct instead.)"""
+        """The clean reference, then (if any) the reference with the mistakes diagnosed in other
+        components that *cannot stand in* patched in: constructors (`Class.__init__` components),
+        whose layers the object under test is made of. Every other component stands in with
+        correct values (grader/checks/standins.py), so its mistakes need no variant."""
         yield "", {}
+        targets = self.rubric.component_targets
+        patches, names = {}, []
+        for component, m in self.diagnosed.items():
+            if component == self.spec.component or not str(targets.get(component, "")).endswith(".__init__"):
+                continue
+            mutant = self.mutants.get(m.id)
+            if mutant is not None:
+                patches[mutant.component] = mutant.fn
+                names.append(m.id)
+        if patches:
+            yield ", ".join(sorted(names)), patches
 
     @contextlib.contextmanager
     def patched(self, patches: dict) -> Iterator[None]:
@@ -267,9 +280,18 @@ def expect_any_variant(ctx: CheckContext, got: np.ndarray, reference: Callable[[
                        rtol: float | None = None, atol: float | None = None, diagnose: bool = True) -> bool:
     """Compare `got` with `reference({})` and (unless `diagnose=False`) name this component's
     mistake on a mismatch. The other components stand in with correct values while the student's
-    code runs (grader/checks/standins.py), so the plain reference is the only right answer."""
+    code runs (grader/checks/standins.py), so the plain reference is the right answer, except
+    for a constructor's mistake diagnosed by an earlier check (`ctx.reference_variants`)."""
     rtol = ctx.spec.rtol if rtol is None else rtol
     atol = ctx.spec.atol if atol is None else atol
+    for label, patches in list(ctx.reference_variants())[1:]:  # a constructor's mistake charged elsewhere
+        try:
+            if close(got, reference(patches), rtol, atol):
+                ctx.notes.append(f"Matches the reference once your mistakes already charged elsewhere ({label}) are "
+                                 "taken into account: no extra points lost here.")
+                return ctx.expect(True, case)
+        except Exception:
+            continue
     return ctx.expect_close(got, reference({}), case, rtol, atol,
                             diagnose=(lambda p: distance(got, reference(p), rtol, atol)) if diagnose else None)
 
