@@ -99,6 +99,9 @@ class StandIns:
         if not reply.get("ok"):
             raise StandInError(f"calling `{name}` with these arguments fails for the correct implementation too: "
                                f"{reply.get('error', 'unknown error')}")
+        own = self._own_convention(reply, fallback)
+        if own is not None:
+            return own
         device = next((t.device for t in leaves), self.child.device)
         outs = [torch.from_numpy(a.copy()).to(device) for a in reply["outputs"]]
         if want_grad and reply.get("tape") is not None:
@@ -110,6 +113,29 @@ class StandIns:
         if kind == "value":
             return reply.get("value")
         return tuple(outs) if kind == "tuple" else list(outs)
+
+    def _own_convention(self, reply: dict, fallback):
+        """The student's own result when it holds the reference's values in another layout that
+        the assignment allows: extra trailing dimensions whose sum is the reference's value (e.g.
+        log q(z|x) per dimension (B, L) where the reference sums to (B,); the student's composite
+        then reduces it itself). None otherwise: same shapes, other values (a mistake, charged on
+        its own component), or the student's code fails. The student's code runs with the RNG
+        state saved and restored, so its draws do not shift the noise of the code under test."""
+        if reply.get("structure") != "tensor":
+            return None
+        ref = torch.from_numpy(reply["outputs"][0].copy())
+        devices = [self.child.device.index or 0] if self.child.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                own = fallback()
+            if (not isinstance(own, torch.Tensor) or own.dim() <= ref.dim()
+                    or tuple(own.shape[:ref.dim()]) != tuple(ref.shape) or not own.is_floating_point()):
+                return None
+            with torch.no_grad():
+                reduced = own.detach().sum(dim=tuple(range(ref.dim(), own.dim()))).cpu().to(ref.dtype)
+            return own if torch.allclose(reduced, ref, rtol=1e-4, atol=1e-3) else None
+        except Exception:
+            return None
 
     def backward(self, tape: int, cotangents, leaves: list[torch.Tensor]) -> list:
         reply = self._ask({"upcall_backward": {"tape": tape, "cotangents": list(cotangents)}})
