@@ -175,6 +175,7 @@ def lint_rubric_cmd(paths):
 
 
 def _register_optional_commands() -> None:
+    from grader.commands.serve import serve_cmd; main.add_command(serve_cmd)  # noqa: E702 (Flask imported on use)
     try:
         from grader.commands.batch import batch_cmd, export_cmd, import_cmd, gradescope_group
     except ImportError:

@@ -102,10 +102,11 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
 def export_cmd(fmt, out, roster):
     """Write the class's grades in an LMS's import format (OUT/canvas_grades.csv, ...)."""
     from grader.lms import LmsError, export_gradebook
+    from grader.serve.store import StoreError
 
     try:
         path, warnings = export_gradebook(out, fmt, roster, return_warnings=True)
-    except LmsError as e:
+    except (LmsError, StoreError) as e:  # StoreError: reports/grades.sqlite unusable (e.g. from a newer gradekit)
         raise BatchUsageError(str(e)) from None
     for w in warnings:
         console.print(f"[yellow]! {w}[/]")
