@@ -117,8 +117,12 @@ class CheckContext:
                "stand_ins": sorted(self.stand_ins.names)}
         self.stand_ins.reset_call()
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(0 if seed is None else int(seed))
+        # (unseeded calls, and in-process sandboxes without stand-ins, leave the global RNG alone)
+        seeding = torch.random.fork_rng(devices=devices) if seed is not None and self.stand_ins.names \
+            else contextlib.nullcontext()
+        with seeding:
+            if seed is not None and self.stand_ins.names:
+                torch.manual_seed(int(seed))
             try:
                 return self.sandbox.request(req, timeout=self.call_timeout, upcall=self.stand_ins)
             finally:
