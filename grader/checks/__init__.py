@@ -20,8 +20,6 @@ import hashlib
 import importlib
 import itertools
 import math
-import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -210,8 +208,6 @@ class CheckContext:
             if mutant is not None:
                 scored.append((dist({mutant.component: mutant.fn}), mistake))
         scored.sort(key=lambda t: t[0])
-        if os.environ.get("GRADEKIT_DEBUG_DIAGNOSE"):
-            print("DIAGNOSE", self.spec.id, dist({}), [(round(d, 3), m.id) for d, m in scored], file=sys.stderr)
         if not scored or scored[0][0] > 1.0:
             return None
         best, mistake = scored[0]
