@@ -37,8 +37,18 @@ def _tags(value: str | None) -> list[str]:
 @click.option("--data", metavar="SPEC", help="Data for model-level checks: digits, mnist:PATH or mnist-binary:PATH "
               "(default: the rubric's).")
 @click.option("--no-reports", is_flag=True, help="Write results.json only (render later with `grade report`).")
-def batch_cmd(root, jobs, out, assignment, only, device, force, executor, scheduler, data, no_reports):
+@click.option("--allow-unsandboxed", is_flag=True, help="Grade even where student code cannot be isolated (not Linux, "
+              "no user namespaces): only for code you trust; every result and report says so.")
+def batch_cmd(root, jobs, out, assignment, only, device, force, executor, scheduler, data, no_reports, allow_unsandboxed):
     """Grade every submission folder under ROOT (one subfolder per student); resumable."""
+    if allow_unsandboxed:
+        import os
+
+        from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV
+
+        os.environ[ALLOW_UNSANDBOXED_ENV] = "1"  # the local workers inherit it (Dask workers need it set too)
+        console.print("[bold red]WARNING[/]: --allow-unsandboxed: where this machine cannot isolate student code, "
+                      "it runs unisolated; every affected result and report says so.")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from grader.batch import find_submissions, grade_batch

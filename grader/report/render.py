@@ -32,6 +32,7 @@ import jinja2
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
+from grader.report.handed_in import handed_in_context
 from grader.results import GradeResult, TestResult
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
@@ -428,6 +429,7 @@ def report_context(result: GradeResult, result_dir: Path) -> dict:
         "metrics": _metrics(result),
         "figures": _figures(result, result_dir),
         "questions": _questions(result),
+        "handed_in": handed_in_context(result, result_dir, clean_text),
         "student_output": output, "student_output_note": output_note,
         "generated_at": datetime.now(timezone.utc).strftime("%d %b %Y, %H:%M UTC"),
     }
