@@ -11,7 +11,6 @@ import datetime as _dt
 import hashlib
 import importlib
 import os
-import re
 import stat
 import time
 import traceback

@@ -100,6 +100,7 @@ def _install_replay(records, arrays) -> None:
             super().__init__(spec, *args, **kwargs)
             self.ref = ReplayRef(records.get(spec.id, {}), arrays, self.device).ref()
             self.asked_variants = False
+            self.stand_ins.names = set()  # offline there is no reference to answer stand-in calls
 
         def reference_variants(self):
             self.asked_variants = True  # a composite check: it forgives mistakes charged upstream

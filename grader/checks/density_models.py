@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from grader.checks import (
-    CheckContext, close, expect_any_variant, model_settings, relative_score, sequence, tensor, to_torch,
+    CheckContext, distance, close, expect_any_variant, model_settings, relative_score, sequence, tensor, to_torch,
 )
 from grader.sandbox.client import StudentException
 
@@ -171,7 +171,7 @@ def check_vae_elbo_values(ctx: CheckContext) -> None:
             with ctx.patched(patches):
                 return ctx.ref.vae_elbo(*[to_torch(a, ctx.device) for a in args]).cpu().numpy()
 
-        ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: close(got, reference(p), rtol, atol))
+        ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: distance(got, reference(p), rtol, atol))
 
 
 def check_vae_elbo_extremes(ctx: CheckContext) -> None:
@@ -339,7 +339,7 @@ def _fn_check(ctx: CheckContext, name: str, cases, variants: bool = False) -> No
         if variants:
             expect_any_variant(ctx, got, reference, label, rtol, atol)
         else:
-            ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: close(got, reference(p), rtol, atol))
+            ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: distance(got, reference(p), rtol, atol))
 
 
 def check_ppca_log_likelihood(ctx: CheckContext) -> None:

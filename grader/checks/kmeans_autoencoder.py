@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from grader.checks import (
-    CheckContext, close, expect_any_variant, model_settings, relative_score, tensor, to_torch,
+    CheckContext, distance, close, likely_causes, expect_any_variant, model_settings, relative_score, tensor, to_torch,
 )
 from grader.sandbox.client import StudentCodeError
 
@@ -56,7 +56,7 @@ def check_squared_distances(ctx: CheckContext) -> None:
                 return _np(ctx.ref.squared_distances(to_torch(x, ctx.device), to_torch(c, ctx.device)))
 
         ctx.expect_close(got, reference({}), f"{label}: (N, K) squared distances",
-                         diagnose=lambda p, g=got, r=reference: close(g, r(p), ctx.spec.rtol, ctx.spec.atol))
+                         diagnose=lambda p, g=got, r=reference: distance(g, r(p), ctx.spec.rtol, ctx.spec.atol))
 
 
 def _separated(ctx, n: int, k: int, d: int, dtype: str):
@@ -280,7 +280,7 @@ def check_confusion(ctx: CheckContext) -> None:
                 return _np(ctx.ref.confusion(to_torch(a, ctx.device), to_torch(y, ctx.device), k, c))
 
         ctx.expect_close(got, reference({}), f"{label}: counts M[label, cluster], shape (n_classes, k)", 0, 0,
-                         diagnose=lambda p, g=got, r=reference: close(g, r(p), 0, 0))
+                         diagnose=lambda p, g=got, r=reference: distance(g, r(p), 0, 0))
 
 
 # ---- autoencoder -------------------------------------------------------------------------------------
@@ -382,7 +382,7 @@ def check_autoencoder_outputs(ctx: CheckContext) -> None:
                       ("decode", "decode(z): images (3, 1, 8, 8) with values in (0, 1)"),
                       ("forward", "forward(x) = decode(encode(x))")):
         ctx.expect_close(got[key], want[key], case,
-                         diagnose=lambda p, key=key: close(got[key], _ref_outputs(ctx, p, flat, x, z)[key], 1e-4, 1e-5))
+                         diagnose=lambda p, key=key: distance(got[key], _ref_outputs(ctx, p, flat, x, z)[key], 1e-4, 1e-5))
 
 
 def check_autoencoder_generate(ctx: CheckContext) -> None:
@@ -446,7 +446,7 @@ def check_reconstruction_loss(ctx: CheckContext) -> None:
                 return _np(ctx.ref.reconstruction_loss(to_torch(x_hat, ctx.device), to_torch(x, ctx.device))).reshape(())
 
         ctx.expect_close(got, reference({}), f"{label}: mean squared error over all elements",
-                         diagnose=lambda p, g=got, r=reference: close(g, r(p), ctx.spec.rtol, ctx.spec.atol))
+                         diagnose=lambda p, g=got, r=reference: distance(g, r(p), ctx.spec.rtol, ctx.spec.atol))
 
 
 # ---- model level -------------------------------------------------------------------------------------
@@ -629,6 +629,12 @@ def _record_metrics(ctx, run: _Run) -> None:
     m["data"] = "digits scaled to [0, 1] (pixel / 16)"
 
 
+# The student's components each model-level metric runs (the metrics themselves are computed with
+# the reference's code): only their mistakes are named as likely causes.
+DEPENDS_ON = {"kmeans": ("distances", "assign", "minibatch_update", "init_centres"),
+              "autoencoder": ("autoencoder", "reconstruction_loss")}
+
+
 def _grade(ctx, label: str, metric: str, key: str, error: str | None, diagnoses) -> None:
     s = ctx.session.cache["ka_model"].settings
     if error:
@@ -646,9 +652,7 @@ def _grade(ctx, label: str, metric: str, key: str, error: str | None, diagnoses)
         return
     for d in diagnoses:
         ctx.notes.append(f"Diagnosis: {d}.")
-    if ctx.diagnosed:
-        causes = "; ".join(f"{m.message} ({m.component})" for m in ctx.diagnosed.values())
-        ctx.notes.append(f"Likely cause, found by the unit checks: {causes}.")
+    likely_causes(ctx, DEPENDS_ON[metric])
 
 
 def check_model_kmeans(ctx: CheckContext) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from grader import roles
-from grader.checks import CheckContext, StudentValueError, close, expect_any_variant, sequence, tensor, to_torch
+from grader.checks import CheckContext, StudentValueError, close, distance, expect_any_variant, sequence, tensor, to_torch
 from grader.checks import interface
 from grader.checks import model_level
 from grader.checks.model_level import (  # noqa: F401  (model-level checks of this assignment)
@@ -62,7 +62,7 @@ def _density_check(ctx: CheckContext, name: str, cases: list[tuple[str, tuple, d
 
         want, want_grads = reference({})
         ok = ctx.expect_close(got, want, f"{label}: values", rtol, atol,
-                              diagnose=lambda p: close(got, reference(p)[0], rtol, atol))
+                              diagnose=lambda p: distance(got, reference(p)[0], rtol, atol))
         if grads and ok:
             got_grads = reply.get("grads") or {}
             for i, wg in zip(wrt, want_grads):
@@ -358,7 +358,7 @@ def check_encoder_encode(ctx: CheckContext) -> None:
 
     mu, lv = reference({})
     ctx.expect_close(mu_s, mu, "mu: first half of the net's output along dim 1",
-                     diagnose=lambda p: close(mu_s, reference(p)[0], 1e-4, 1e-5))
+                     diagnose=lambda p: distance(mu_s, reference(p)[0], 1e-4, 1e-5))
     ctx.expect_close(lv_s, lv, "log_var: second half of the net's output along dim 1")
 
 
@@ -424,7 +424,7 @@ def check_decoder_decode(ctx: CheckContext) -> None:
                 d = ctx.ref.Decoder(nets.build(spec, ctx.device), distribution=dist, **kw)
                 return d.decode(to_torch(z, ctx.device))[0].detach().cpu().numpy()
 
-        ctx.expect_close(got, reference({}), f"{dist}: probabilities", diagnose=lambda p, r=reference, g=got: close(g, r(p), 1e-4, 1e-5))
+        ctx.expect_close(got, reference({}), f"{dist}: probabilities", diagnose=lambda p, r=reference, g=got: distance(g, r(p), 1e-4, 1e-5))
 
 
 def check_decoder_log_prob(ctx: CheckContext) -> None:
@@ -532,7 +532,7 @@ def _mog_log_prob_case(ctx, params, z, case):
     if got.shape == z.shape:
         ctx.notes.append("log_prob returns one value per latent dimension (B×L): it must return the log-density of "
                          "the whole vector z under the mixture, one value per example (B).")
-        if ctx.diagnose(lambda p: close(got.sum(-1), reference(p), 1e-3, 1e-3)):
+        if ctx.diagnose(lambda p: distance(got.sum(-1), reference(p), 1e-3, 1e-3)):
             ctx.expect(False, case, f"shape {got.shape}, expected {(z.shape[0],)}")
             return
     expect_any_variant(ctx, got, reference, case, rtol=1e-4, atol=1e-3)
