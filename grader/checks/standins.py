@@ -231,7 +231,14 @@ class StandInServer:
                 obj = self.twin(str(v["__handle__"]))
                 if isinstance(obj, torch.nn.Module):
                     own = obj.state_dict(keep_vars=True)
-                    for key, a in (v.get("state") or {}).items():
+                    state = v.get("state") or {}
+                    # The twin must hold the student's values: every floating tensor of the twin needs a
+                    # student tensor of the same name and shape. Another layout (renamed or reshaped
+                    # parameters, grader.roles) cannot be mirrored here: the student's own code runs.
+                    for key, t in own.items():
+                        if t.is_floating_point() and (key not in state or tuple(np.shape(state[key])) != tuple(t.shape)):
+                            raise _Fallback
+                    for key, a in state.items():
                         # copy only what changed: an in-place copy would invalidate earlier tapes
                         if key in own and tuple(own[key].shape) == tuple(np.shape(a)) \
                                 and not np.array_equal(_numpy(own[key]), a):
