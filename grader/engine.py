@@ -20,6 +20,7 @@ import torch
 
 from grader import __version__
 from grader.checks import CheckContext, Outcome, Session, StudentValueError
+from grader.metrics import metric_info
 from grader.results import GradeResult, QuestionResult, TestResult
 from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available_rubrics
 from grader.sandbox.client import REPO_ROOT, Sandbox, SandboxConfig, StudentCodeError
@@ -175,6 +176,8 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         result.metrics = session.metrics
         if options.data:
             result.metrics["data_spec"] = options.data  # `grade batch` regrades when the data changes
+        result.metric_info = metric_info(getattr(importlib.import_module(rubric.checks_module), "METRICS", None),
+                                         result.metrics)
     result.execution_time = time.monotonic() - t0
     return result
 

@@ -15,6 +15,7 @@ import torch
 
 from grader.checks import CheckContext, close, expect_any_variant, sequence, tensor, to_torch
 from grader.checks import model_level
+from grader.checks.model_level import METRICS  # noqa: F401  (how this assignment's metrics are shown)
 from grader.checks.model_level import (  # noqa: F401  (model-level checks of this assignment)
     check_model_elbo,
     check_model_nll,
