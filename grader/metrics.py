@@ -16,7 +16,7 @@ Keys without a declaration are shown in the instructor's view only (so an intern
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 KINDS = ("value", "per_class", "note", "internal")
 
@@ -31,7 +31,8 @@ class Metric:
     better: str = ""
     kind: str = "value"
     class_label: str = "class"  # per_class: what one class is called ("digit")
-    note: str = ""  # one sentence on what the number means, shown in the instructor's view and as a footnote
+    note: str = ""  # a few words on what the number means, shown beside it
+    values: dict = field(default_factory=dict, hash=False, compare=False)  # note: raw text -> words ("trained" -> ...)
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -40,12 +41,14 @@ class Metric:
             raise ValueError(f"Metric {self.label!r}: better must be 'lower', 'higher' or '', not {self.better!r}")
 
     def to_json(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v not in ("", None)}
+        return {k: v for k, v in asdict(self).items() if v not in ("", None, {})}
 
     @classmethod
     def from_json(cls, d: dict) -> "Metric":
         fields = {k: d[k] for k in ("label", "unit", "better", "kind", "class_label", "note") if isinstance(d.get(k), str)}
         fields.setdefault("label", "")
+        if isinstance(d.get("values"), dict):
+            fields["values"] = {str(k): str(v) for k, v in d["values"].items()}
         if fields.get("kind") not in KINDS:
             fields["kind"] = "internal"
         if fields.get("better") not in ("lower", "higher", ""):
@@ -56,7 +59,8 @@ class Metric:
 COMMON: dict[str, Metric] = {
     "data": Metric("Data set", kind="note"),
     "source": Metric("Model evaluated", kind="note",
-                     note="'checkpoint': the model.pt you submitted; 'trained': trained by the grader with your code"),
+                     values={"trained": "trained by the grader with your code",
+                             "checkpoint": "the model.pt you submitted (not retrained)"}),
     "reference_cache": Metric("reference model cache", kind="internal"),
     "data_spec": Metric("data set given on the command line", kind="internal"),
     "figures_error": Metric("figure drawing error", kind="internal"),

@@ -36,8 +36,9 @@ def as_number(value: object) -> float | None:
     return None
 
 
-def fmt_value(x: object) -> str:
-    """A number for a student: 4 significant digits, 'a × 10ⁿ' beyond 10⁶, non-finite values in words."""
+def fmt_value(x: object, digits: int = 3) -> str:
+    """A number for a student: 4 significant digits, 'a.bc × 10ⁿ' beyond 10⁶ (`digits` - 1 decimals), non-finite
+    values in words."""
     v = as_number(x)
     if v is None:
         return "not computed" if x is None else str(x)[:80]
@@ -48,8 +49,8 @@ def fmt_value(x: object) -> str:
     if isinstance(x, int) and abs(x) < 10**6:
         return f"{x:,}".replace(",", " ")
     if v != 0 and not 1e-4 <= abs(v) < 1e6:
-        mantissa, exponent = f"{v:.2e}".split("e")
-        return f"{mantissa} × 10{str(int(exponent)).translate(_SUPERSCRIPT)}"
+        mantissa, exponent = f"{v:.{max(0, digits - 1)}e}".split("e")
+        return f"{mantissa.replace('-', '−')}\u202f×\u202f10{str(int(exponent)).translate(_SUPERSCRIPT)}"
     return f"{v:.4g}"
 
 
@@ -67,17 +68,12 @@ def comparison(student: object, reference: object, better: str) -> tuple[str, st
         return "same as the reference", "good"
     worse = (rel > 0) if better == "lower" else (rel < 0) if better == "higher" else None
     verdict = "" if worse is None else (" worse" if worse else " better")
-    if abs(rel) < 10:
-        size = f"{abs(rel) * 100:.1f} %"
-    else:
-        size = f"{fmt_value(abs(s / r)) if s / r > 0 else fmt_value(abs(rel))} times the reference's"
-        verdict = verdict and f",{verdict}"
     level = "" if worse is None else "good" if not worse or abs(rel) <= 0.05 else "ok" if abs(rel) <= 0.25 else "low"
-    return f"{size}{verdict}", level
-
-
-def _label(spec: Metric) -> str:
-    return spec.label
+    if abs(rel) < 10:
+        return f"{abs(rel) * 100:.1f} %{verdict}", level
+    if s / r < 0:
+        return f"far{verdict or ' off'}: of the opposite sign", level
+    return f"far{verdict or ' off'}: {fmt_value(s / r, 2)} times the reference", level
 
 
 def training_sentence(value: object) -> str:
@@ -124,7 +120,7 @@ def metric_tables(metrics: dict, info: dict) -> dict:
             continue
         if spec.kind == "note":
             text = training_sentence(value) if isinstance(value, dict) else fmt_value(value) \
-                if as_number(value) is not None else str(value)
+                if as_number(value) is not None else spec.values.get(str(value), str(value))
             out["notes"].append((spec.label, text, spec.note))
         elif spec.kind == "per_class":
             value = value if isinstance(value, dict) else {}
@@ -134,8 +130,8 @@ def metric_tables(metrics: dict, info: dict) -> dict:
             cells = []
             for c in classes:
                 words, level = comparison(stu.get(c), refd.get(c), spec.better)
-                cells.append({"cls": c, "student": fmt_value(stu.get(c)) if c in stu else "–",
-                              "reference": fmt_value(refd.get(c)) if c in refd else "–", "level": level})
+                cells.append({"cls": c, "student": fmt_value(stu.get(c), 2) if c in stu else "–",
+                              "reference": fmt_value(refd.get(c), 2) if c in refd else "–", "level": level})
             chunks = [cells[i:i + PER_CLASS_COLUMNS] for i in range(0, len(cells), PER_CLASS_COLUMNS)]
             out["per_class"].append({"label": spec.label, "unit": spec.unit, "class_label": spec.class_label,
                                      "chunks": chunks, "note": spec.note,
