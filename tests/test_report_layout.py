@@ -245,12 +245,12 @@ def test_huge_tex_answer_renders_in_bounded_time_with_a_note(tmp_path):
     t0 = time.perf_counter()
     html = build_html(load_result(d), d)
     took = time.perf_counter() - t0
-    assert took < 30, f"{took:.1f} s"  # generous: the budget is 6 s of drawing on an unloaded machine
-    assert html.count('class="math"') <= 400
+    assert took < 40, f"{took:.1f} s"  # generous: ~5 s unloaded; 80 s before the budgets
+    assert html.count('class="math"') <= 250
     assert "formulas are shown as TeX source" in html and "This answer is long" in html
     cut: list[str] = []
-    markdown_to_html(formula * 200, cut=cut)
-    assert cut and "at most 150 formulas per answer" in cut[0]
+    markdown_to_html(formula * 120, cut=cut)
+    assert cut and "at most 100 formulas per answer" in cut[0]
 
 
 def test_loss_curves_stay_readable_when_training_diverges(tmp_path):

@@ -36,6 +36,14 @@ def as_number(value: object) -> float | None:
     return None
 
 
+def fmt_compact(x: object) -> str:
+    """fmt_value for a narrow table cell: 2 significant digits beyond 10⁶, NaN and ∞ as symbols."""
+    v = as_number(x)
+    if v is not None and not math.isfinite(v):
+        return "NaN" if math.isnan(v) else "∞" if v > 0 else "−∞"
+    return fmt_value(x, 2)
+
+
 def fmt_value(x: object, digits: int = 3) -> str:
     """A number for a student: 4 significant digits, 'a.bc × 10ⁿ' beyond 10⁶ (`digits` - 1 decimals), non-finite
     values in words."""
@@ -130,8 +138,8 @@ def metric_tables(metrics: dict, info: dict) -> dict:
             cells = []
             for c in classes:
                 words, level = comparison(stu.get(c), refd.get(c), spec.better)
-                cells.append({"cls": c, "student": fmt_value(stu.get(c), 2) if c in stu else "–",
-                              "reference": fmt_value(refd.get(c), 2) if c in refd else "–", "level": level})
+                cells.append({"cls": c, "student": fmt_compact(stu.get(c)) if c in stu else "–",
+                              "reference": fmt_compact(refd.get(c)) if c in refd else "–", "level": level})
             chunks = [cells[i:i + PER_CLASS_COLUMNS] for i in range(0, len(cells), PER_CLASS_COLUMNS)]
             out["per_class"].append({"label": spec.label, "unit": spec.unit, "class_label": spec.class_label,
                                      "chunks": chunks, "note": spec.note,
