@@ -21,6 +21,7 @@ import torch
 from grader import __version__
 from grader.checks import CheckContext, Outcome, Session, StudentValueError
 from grader.metrics import metric_info
+from grader.redact import machine_paths, redact_paths
 from grader.results import GradeResult, QuestionResult, TestResult
 from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available_rubrics
 from grader.sandbox.client import REPO_ROOT, Sandbox, SandboxConfig, StudentCodeError
@@ -172,6 +173,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             number = f"{rubric.components.index(spec.component) + 1}.{per_component[spec.component]}"
             result.tests.append(_run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session))
         result.student_output = sandbox.output()
+        _redact(result, submission, options.out_dir)
         result.figures = session.figures
         result.metrics = session.metrics
         if options.data:
@@ -180,6 +182,17 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
                                          result.metrics)
     result.execution_time = time.monotonic() - t0
     return result
+
+
+def _redact(result: GradeResult, submission: Path, out_dir) -> None:
+    """Take the grading machine's paths out of what the student sees (feedback, errors, captured output)."""
+    roots = machine_paths(submission, Path(submission).parent, out_dir)
+    for t in result.tests:
+        t.output = redact_paths(t.output, roots)
+        t.mistakes = [{k: redact_paths(v, roots) if isinstance(v, str) else v for k, v in m.items()}
+                      if isinstance(m, dict) else m for m in t.mistakes]
+    result.errors = [redact_paths(e, roots) for e in result.errors]
+    result.student_output = redact_paths(result.student_output, roots)
 
 
 def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict,

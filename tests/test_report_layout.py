@@ -19,6 +19,7 @@ weasyprint = pytest.importorskip("weasyprint")
 from weasyprint.formatting_structure import boxes as B  # noqa: E402
 
 from grader.engine import GradeOptions, grade_submission  # noqa: E402
+from grader import redact  # noqa: E402
 from grader.metrics import Metric, metric_info  # noqa: E402
 from grader.report import display  # noqa: E402
 from grader.report.render import INSTRUCTOR_HTML, build_html, markdown_to_html, render_report  # noqa: E402
@@ -196,12 +197,12 @@ def test_no_path_of_the_grading_machine_reaches_the_student(tmp_path, examples):
 
 
 def test_redaction_keeps_file_names_and_library_paths_readable():
-    roots = display.machine_paths("/srv/grading/out/alice", "/srv/grading/out")
+    roots = redact.machine_paths("/srv/grading/out/alice", "/srv/grading/out")
     text = (f'File "/tmp/gradekit-run-ab12/submission/vae.py", line 3\n'
-            f'File "{display.REPO_ROOT}/grader/sandbox/child.py", line 9\n'
+            f'File "{redact.REPO_ROOT}/grader/sandbox/child.py", line 9\n'
             f'File "/opt/venv/lib/python3.11/site-packages/torch/nn/functional.py", line 1\n'
             f"saved to /srv/grading/out/alice/figures/x.png")
-    out = display.redact_paths(text, roots)
+    out = redact.redact_paths(text, roots)
     assert '"vae.py", line 3' in out and '"…/grader/sandbox/child.py"' in out and '"torch/nn/functional.py"' in out
     assert "…/figures/x.png" in out and "/srv/grading" not in out and "/tmp/" not in out
 
@@ -269,3 +270,14 @@ def test_loss_curves_stay_readable_when_training_diverges(tmp_path):
     texts = " ".join(t.get_text() for t in ax.texts)
     assert "training diverged" in texts and "off the scale" in texts
     assert figures.loss_curves(stu, ref, tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_a_path_in_an_exception_of_student_code_is_taken_out_of_the_results(tmp_path, vae_rubric):
+    from tests.conftest import make_submission
+
+    sub = make_submission(tmp_path, "pathy", extra='\nraise RuntimeError("cannot read " + __file__ + " in " + '
+                                                   '__import__("os").getcwd())\n')
+    r = grade_submission(sub, vae_rubric, GradeOptions(device="cpu", only=["elbo"], out_dir=tmp_path / "out"))
+    shown = "\n".join(r.errors + [t.output for t in r.tests] + [r.student_output])
+    assert "cannot read" in shown and "vae.py" in shown, shown
+    assert "/tmp/" not in shown and str(tmp_path) not in shown and str(REPO) not in shown, shown

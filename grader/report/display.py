@@ -1,5 +1,5 @@
 """What a student reads, from results.json's machine-oriented fields: metrics in words and units with the
-reference beside them, the sandbox's protections as plain sentences, and no path of the grading machine.
+reference beside them, and the sandbox's protections as plain sentences (paths: grader/redact.py).
 
 Metric declarations come from results.json's `metric_info` (written by the engine from each assignment's
 `METRICS`, see grader/metrics.py); a key without a declaration is bookkeeping and goes to the instructor's
@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-import sys
-import tempfile
-from pathlib import Path
 
 from grader.metrics import COMMON, Metric
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 PER_CLASS_COLUMNS = 10  # classes per row of a per-class table (10 numbers fit the page width)
 
 # ---- numbers --------------------------------------------------------------------------------------
@@ -195,35 +190,3 @@ def sandbox_sentences(protections: dict) -> tuple[list[str], list[str]]:
             phrase = template
         (active if on else inactive).append(phrase)
     return active, inactive
-
-
-# ---- paths of the grading machine -----------------------------------------------------------------
-def machine_paths(*extra: Path | str | None) -> list[str]:
-    """Absolute folders of the grading machine that must not reach a student: the extra ones (results folder,
-    output folder), the repository, the Python installation, the home folder; longest first."""
-    paths = {str(p) for p in extra if p}
-    paths |= {str(REPO_ROOT), sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path.home())}
-    for p in list(paths):
-        try:
-            paths.add(str(Path(p).resolve()))
-        except OSError:
-            pass
-    return sorted((p.rstrip("/") for p in paths if p and p not in ("/", "")), key=len, reverse=True)
-
-
-_SITE_PACKAGES = re.compile(r"(?:/[^\s/\"'<>:]+)*/(?:site|dist)-packages/")
-_RUN_DIR = re.compile(re.escape(tempfile.gettempdir().rstrip("/")) + r"/[^\s/\"'<>:]+/(?:(?:submission|scratch|log)/)?")
-
-
-def redact_paths(text: str, roots: list[str]) -> str:
-    """Replace the grading machine's absolute paths in `text`: a file of the student's copied submission or
-    a temporary run folder becomes its bare name, a library file its path inside site-packages, a folder of
-    the machine (repository, output, home, Python) '…'."""
-    if not text or "/" not in text:
-        return text
-    text = _SITE_PACKAGES.sub("", text)
-    text = _RUN_DIR.sub("", text)
-    for root in roots:
-        if root in text:
-            text = re.sub(re.escape(root) + r"(?=[/\s\"'<>:,;)\]]|$)/?", "…/", text)
-    return text

@@ -33,6 +33,7 @@ import jinja2
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
+from grader.redact import machine_paths, redact_paths
 from grader.report import display
 from grader.results import GradeResult, TestResult
 
@@ -481,20 +482,20 @@ def build_html(result: GradeResult, result_dir: Path, instructor: bool = False) 
                                                          **report_context(result, result_dir, instructor))
     if instructor:
         return html
-    return redact_html(html, display.machine_paths(result_dir, result_dir.parent))
+    return redact_html(html, machine_paths(result_dir, result_dir.parent))
 
 
 _DATA_URL = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+")
 
 
 def redact_html(html: str, roots: list[str]) -> str:
-    """`display.redact_paths` over the page, leaving data: URLs (whose base64 may hold a '/tmp/') untouched."""
+    """`redact_paths` over the page, leaving data: URLs (whose base64 may hold a '/tmp/') untouched."""
     out, pos = [], 0
     for m in _DATA_URL.finditer(html):
-        out.append(display.redact_paths(html[pos:m.start()], roots))
+        out.append(redact_paths(html[pos:m.start()], roots))
         out.append(m.group(0))
         pos = m.end()
-    out.append(display.redact_paths(html[pos:], roots))
+    out.append(redact_paths(html[pos:], roots))
     return "".join(out)
 
 
