@@ -22,7 +22,8 @@ from grader.engine import GradeOptions, grade_submission  # noqa: E402
 from grader import redact  # noqa: E402
 from grader.metrics import Metric, metric_info  # noqa: E402
 from grader.report import display  # noqa: E402
-from grader.report.render import INSTRUCTOR_HTML, build_html, markdown_to_html, render_report  # noqa: E402
+from grader.report.render import (INSTRUCTOR_HTML, build_html, local_only_fetcher, markdown_to_html,  # noqa: E402
+                                  render_report)
 from grader.results import GradeResult, QuestionResult, load_result, save_result  # noqa: E402
 from grader.results import TestResult as Check  # noqa: E402
 from grader.rubric import load_rubric  # noqa: E402
@@ -39,9 +40,7 @@ def _walk(box):
 
 def overflows(html: str, base: Path) -> list[str]:
     """Tables and text that reach outside the page's content area, as 'page N: what' lines."""
-    doc = weasyprint.HTML(string=html, base_url=base.as_uri() + "/",
-                          url_fetcher=lambda url: weasyprint.default_url_fetcher(url)
-                          if url.startswith(("data:", "file:")) else None).render()
+    doc = weasyprint.HTML(string=html, base_url=base.as_uri() + "/", url_fetcher=local_only_fetcher(base)).render()
     out = []
     for n, page in enumerate(doc.pages, 1):
         pb = page._page_box
