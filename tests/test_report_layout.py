@@ -281,3 +281,16 @@ def test_a_path_in_an_exception_of_student_code_is_taken_out_of_the_results(tmp_
     shown = "\n".join(r.errors + [t.output for t in r.tests] + [r.student_output])
     assert "cannot read" in shown and "vae.py" in shown, shown
     assert "/tmp/" not in shown and str(tmp_path) not in shown and str(REPO) not in shown, shown
+
+
+def test_missing_diverged_and_non_finite_values_are_said_in_words():
+    info = {k: Metric(k.upper(), "nats", "lower").to_json() for k in ("empty", "none", "nan", "inf", "huge", "close")}
+    rows = {r["label"]: r for r in display.metric_tables(
+        {"empty": {}, "none": {"student": None, "reference": 3.0}, "nan": {"student": "nan", "reference": 3.0},
+         "inf": {"student": float("inf"), "reference": 3.0}, "huge": {"student": 3.0e9, "reference": 101.0},
+         "close": {"student": 97.4, "reference": 96.9}}, info)["rows"]}
+    assert rows["EMPTY"]["student"] == "not computed" and rows["NONE"]["diff"] == "no value from your model"
+    assert rows["NAN"]["student"] == "not a number (NaN)" and "not finite" in rows["NAN"]["diff"]
+    assert rows["INF"]["student"] == "infinite" and rows["INF"]["level"] == "low"
+    assert rows["HUGE"]["student"] == "3.00\u202f×\u202f10⁹" and rows["HUGE"]["diff"].startswith("far worse")
+    assert (rows["CLOSE"]["diff"], rows["CLOSE"]["level"]) == ("0.5 % worse", "good")

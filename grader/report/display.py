@@ -140,8 +140,7 @@ def metric_tables(metrics: dict, info: dict) -> dict:
                                      "chunks": chunks, "note": spec.note,
                                      "missing": not stu and value.get("student") is None})
         else:
-            pair = value if isinstance(value, dict) and ("student" in value or "reference" in value) \
-                else {"student": value, "reference": None}
+            pair = value if isinstance(value, dict) else {"student": value, "reference": None}  # {}: not computed
             words, level = comparison(pair.get("student"), pair.get("reference"), spec.better)
             out["rows"].append({"label": spec.label, "unit": spec.unit, "note": spec.note,
                                 "student": fmt_value(pair.get("student")),
