@@ -65,9 +65,9 @@ def _synthetic_metrics(declared: dict[str, Metric], diverged: bool, classes: int
     """A value for every metric an assignment declares: plausible, or (diverged) exploded and non-finite."""
     out = {}
     for i, (key, spec) in enumerate(declared.items()):
-        bad = -3857800570.37 * (i + 1) if diverged else 96.9 + i
+        bad = 3857800570.37 * (i + 1) if diverged else 96.9 + i
         if spec.kind == "per_class":
-            out[key] = {"student": {c: (bad if diverged else -100.0 - c) for c in range(classes)},
+            out[key] = {"student": {c: (-bad if diverged else -100.0 - c) for c in range(classes)},
                         "reference": {c: -99.6 - c for c in range(classes)}}
         elif spec.kind == "note":
             out[key] = {"stopped_because": "diverged", "best_epoch": 2, "seconds": 2.1,
