@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean browser
 
 setup: $(STAMP)
 
@@ -24,8 +24,17 @@ demo: $(STAMP)
 	$(VENV)/bin/grade batch submissions --out reports -j 2
 	$(VENV)/bin/grade summary reports
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The browser tests of `grade serve` drive the system's Chromium (Playwright's own download is not used).
+# As root we install it; otherwise tests/test_serve_browser.py is skipped with the reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || \
+	      echo "could not install chromium: the browser tests will be skipped"; \
+	  else echo "no chromium and not root: browser tests skipped (sudo apt-get install chromium)"; fi
 
 bench: $(STAMP)
 	$(PY) bench/bench_grading.py --model

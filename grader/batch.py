@@ -492,7 +492,8 @@ def _run_dask(todo, out: Path, assignment, only, device, scheduler, report, summ
 
 # ---- gradebook ---------------------------------------------------------------------------------
 def collect_results(out: Path) -> list:
-    """Every OUT/*/results.json as GradeResult, sorted by student (unreadable files are skipped)."""
+    """Every OUT/*/results.json as GradeResult, sorted by student (unreadable files are skipped), with the
+    manual grades of OUT/grades.sqlite applied when there is one."""
     from grader.results import load_result
 
     results = []
@@ -503,6 +504,9 @@ def collect_results(out: Path) -> list:
             continue
         r.student = p.parent.name
         results.append(r)
+    from grader.serve.store import apply_stored_grades
+
+    apply_stored_grades(out, results)  # grades entered in `grade serve` (grades.sqlite) count everywhere
     return results
 
 

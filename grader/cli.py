@@ -34,7 +34,7 @@ def main() -> None:
 
 
 def _grade(path: str, assignment: str | None, only: str | None, device: str, out: Path | None, public_only: bool,
-           data: str | None = None):
+           data: str | None = None, allow_unsandboxed: bool | None = None):
     from grader.sandbox.client import Zygote
 
     Zygote.shared().launch()  # imports torch in parallel with this process's own imports
@@ -42,14 +42,43 @@ def _grade(path: str, assignment: str | None, only: str | None, device: str, out
     from grader.rubric import RubricError
 
     submission = Path(path)
+    if submission.is_file() and submission.suffix == ".ipynb":  # one notebook: graded as a folder holding only it
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="gradekit-notebook-") as tmp:
+            folder = Path(tmp) / submission.stem
+            folder.mkdir()
+            shutil.copyfile(submission, folder / submission.name)
+            return _grade(str(folder), assignment, only, device, out, public_only, data, allow_unsandboxed)
     if not submission.is_dir():
-        raise UsageError(f"{path} is not a folder: pass a submission folder (e.g. submissions/alice)")
+        raise UsageError(f"{path} is not a folder: pass a submission folder (e.g. submissions/alice) or a .ipynb")
     try:
         rubric = find_assignment(submission.resolve(), assignment)
-        options = GradeOptions(only=_tags(only), public_only=public_only, device=device, out_dir=out, data=data)
+        options = GradeOptions(only=_tags(only), public_only=public_only, device=device, out_dir=out, data=data,
+                               allow_unsandboxed=allow_unsandboxed)
         return rubric, grade_submission(submission, rubric, options)
     except (GradingError, RubricError) as e:
         raise UsageError(str(e)) from None
+
+
+def warn_unsandboxed(result) -> None:
+    missing = (result.sandbox or {}).get("unsandboxed")
+    if missing:
+        console.print(f"[bold red]WARNING[/]: {result.student}'s code ran WITHOUT isolation (--allow-unsandboxed); "
+                      f"missing: {', '.join(missing)}")
+
+
+def _print_handed_in(result) -> None:
+    """Which file was graded and where the answers came from (notebooks, reports: grader.submission)."""
+    sub = result.submission or {}
+    for note in sub.get("notes", []):
+        console.print(f"[dim]{escape(note)}[/]")
+    left = sub.get("left_out", [])
+    if left:
+        cells = sorted({lo["cell"] for lo in left})
+        console.print(f"[dim]not run when grading: {len(left)} top-level statements in cells "
+                      f"{', '.join(map(str, cells[:12]))}{' …' if len(cells) > 12 else ''} (see the report)[/]")
 
 
 def _brief(test, limit: int = 240) -> str:
@@ -85,18 +114,23 @@ def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--data", metavar="SPEC", help="Data for model-level checks: digits (embedded), mnist:PATH (local "
               "IDX files or a torchvision root) or mnist-binary:PATH. Default: the rubric's.")
-def run_cmd(path, assignment, out, only, device, data):
+@click.option("--allow-unsandboxed", is_flag=True, help="Grade even where student code cannot be isolated (not Linux, "
+              "no user namespaces): only for code you trust; the results and the report say so.")
+def run_cmd(path, assignment, out, only, device, data, allow_unsandboxed):
     """Grade one submission folder and write OUT/<student>/results.json."""
     from grader.results import save_result
 
-    rubric, result = _grade(path, assignment, only, device, out.resolve(), public_only=False, data=data)
+    rubric, result = _grade(path, assignment, only, device, out.resolve(), public_only=False, data=data,
+                            allow_unsandboxed=allow_unsandboxed or None)
     written = save_result(result, out)
     _print_table(result, f"{result.student} — {rubric.title}")
+    _print_handed_in(result)
     auto = f"{result.autograded_score:g}/{result.autograded_max:g}"
     console.print(f"[bold]{result.student}[/]: autograded {auto}; written answers: "
                   f"{sum(1 for q in result.questions if q.answer)}/{len(result.questions)} submitted "
                   f"({sum(q.max_score for q in result.questions):g} points, graded by hand)")
     console.print(f"results: {written}  ({result.execution_time:.1f} s on {result.device})")
+    warn_unsandboxed(result)
     _render_report_if_available(result, written.parent)
     if any(e.startswith("internal error") for e in result.errors):
         sys.exit(1)
@@ -120,8 +154,10 @@ def _render_report_if_available(result, folder: Path) -> None:
 @click.option("--only", help="Comma-separated tags to check.")
 def check_cmd(path, assignment, only):
     """Self-check before upload: public checks only, nothing written."""
-    rubric, result = _grade(path, assignment, only, "cpu", None, public_only=True)
+    # The student's own code on their own machine: no isolation needed (nor refused).
+    rubric, result = _grade(path, assignment, only, "cpu", None, public_only=True, allow_unsandboxed=True)
     _print_table(result, f"Self-check — {rubric.title} (public checks only)")
+    _print_handed_in(result)
     passed = sum(t.status == "passed" for t in result.tests)
     colour = "green" if passed == len(result.tests) else "yellow"
     console.print(f"[{colour}]{passed}/{len(result.tests)} public checks passed "
@@ -175,6 +211,7 @@ def lint_rubric_cmd(paths):
 
 
 def _register_optional_commands() -> None:
+    from grader.commands.serve import serve_cmd; main.add_command(serve_cmd)  # noqa: E702 (Flask imported on use)
     try:
         from grader.commands.batch import batch_cmd, export_cmd, import_cmd, gradescope_group
     except ImportError:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import importlib
+import os
 import re
+import stat
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -18,15 +20,16 @@ from pathlib import Path
 
 import torch
 
-from grader import __version__
+from grader import __version__, model_cache
 from grader.checks import CheckContext, Outcome, Session, StudentValueError
 from grader.metrics import metric_info
 from grader.redact import machine_paths, redact_paths
 from grader.results import GradeResult, QuestionResult, TestResult
 from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available_rubrics
-from grader.sandbox.client import REPO_ROOT, Sandbox, SandboxConfig, StudentCodeError
+from grader.sandbox.client import REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig, StudentCodeError
+from grader.submission import fits, prepare, write_figures
+from grader.submission.answers import MAX_ANSWER_CHARS, parse_answers  # noqa: F401 (public here since v0.1)
 
-MAX_ANSWER_CHARS = 100_000
 
 
 class GradingError(Exception):
@@ -44,6 +47,8 @@ class GradeOptions:
     write_figures: bool = True
     threads: int | None = None
     namespaces: bool = True
+    # Run where student code cannot be isolated: None = $GRADEKIT_ALLOW_UNSANDBOXED (`--allow-unsandboxed`)
+    allow_unsandboxed: bool | None = None
 
 
 def resolve_device(device: str) -> str:
@@ -65,12 +70,13 @@ def find_assignment(submission: Path, assignment: str | None, rubrics_dir: Path 
         if assignment not in rubrics:
             raise GradingError(f"unknown assignment {assignment!r}; known: {', '.join(sorted(rubrics)) or 'none'} (see `grade list`)")
         return rubrics[assignment]
-    fitting = [r for r in rubrics.values() if (submission / r.module).is_file()]
+    fitting = [r for r in rubrics.values() if fits(submission, r)]
     if len(fitting) == 1:
         return fitting[0]
     if not fitting:
         wanted = ", ".join(f"{r.module} ({r.id})" for r in rubrics.values())
-        raise GradingError(f"{submission} holds none of the files an assignment expects ({wanted}); "
+        raise GradingError(f"{submission} holds none of the files an assignment expects ({wanted}, or a notebook "
+                           "defining its functions); "
                            "check the folder, or name the assignment with --assignment")
     raise GradingError(f"{submission} fits several assignments ({', '.join(r.id for r in fitting)}): choose one with --assignment")
 
@@ -78,46 +84,40 @@ def find_assignment(submission: Path, assignment: str | None, rubrics_dir: Path 
 def submission_hash(submission: Path) -> str:
     """sha256 over the submission's file names and contents (regrades can be matched to it)."""
     h = hashlib.sha256()
-    for p in sorted(submission.rglob("*")):
-        if p.is_file() and not p.is_symlink() and "__pycache__" not in p.parts:
+    for p in _regular_files(submission):
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            continue
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
             h.update(str(p.relative_to(submission)).encode() + b"\0")
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
+
+
+def _regular_files(folder: Path) -> list[Path]:
+    """The files the sandbox copies (see `client._copy_submission`): no links followed, no hidden
+    folders or __pycache__, so the original and its copy hash the same."""
+    out = []
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        out += [Path(root) / f for f in files]
+    return sorted(out)
 
 
 def rubric_hash(rubric: Rubric) -> str:
     return hashlib.sha256(Path(rubric.path).read_bytes()).hexdigest()
 
 
-def parse_answers(path: Path) -> dict[str, str]:
-    """`## Q<n>` sections of answers.md -> {"Q<n>": markdown}. Lenient about bytes and size."""
-    if not path.is_file():
-        return {}
-    text = path.read_bytes()[: 4 * MAX_ANSWER_CHARS].decode("utf-8", errors="replace")
-    answers: dict[str, list[str]] = {}
-    current = None
-    for line in text.splitlines():
-        m = re.match(r"^\s{0,3}#{1,6}\s*(?:Question\s*)?Q?(\d+)\b[\s.:)-]*(.*)$", line, re.IGNORECASE)
-        if m:
-            current = f"Q{int(m.group(1))}"
-            answers.setdefault(current, [])
-            continue
-        if current:
-            answers[current].append(line)
-    out = {}
-    for qid, lines in answers.items():
-        body = "\n".join(lines).strip()
-        if len(body) > MAX_ANSWER_CHARS:
-            body = body[:MAX_ANSWER_CHARS] + "\n\n[... answer truncated ...]"
-        out[qid] = body
-    return out
-
-
 def _hide_list(rubric: Rubric, submission: Path, out_dir: Path | None) -> list[str]:
     paths = [REPO_ROOT / "reference", REPO_ROOT / "rubrics", REPO_ROOT / "grader" / "checks", REPO_ROOT / "tests",
-             submission.parent, submission]
+             submission.parent, submission, model_cache.cache_dir(), model_cache.index_dir()]
+    # The grading user's secrets (a grader run unprivileged shares its id with the child).
+    home = Path.home()
+    paths += [home / name for name in (".ssh", ".gnupg", ".aws", ".config", ".netrc", ".docker", ".kube")]
     if out_dir is not None:
         paths.append(out_dir)
     return [str(p) for p in paths]
@@ -134,19 +134,18 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         raise GradingError(f"--only {','.join(options.only)} matches no check of {rubric.id}; "
                            f"tags: {', '.join(rubric.components)}")
     t0 = time.monotonic()
-    answers = parse_answers(submission / rubric.answers)
     result = GradeResult(
         student=submission.name, assignment=rubric.id, tests=[], grader_version=__version__,
-        submission_hash=submission_hash(submission), rubric_hash=rubric_hash(rubric),
+        submission_hash="", rubric_hash=rubric_hash(rubric),
         graded_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), device=device,
-        questions=[QuestionResult(q.id, q.title, q.points, answers.get(q.id)) for q in rubric.questions],
+        questions=[],
     )
-    if not (submission / rubric.module).is_file():
-        result.errors.append(f"the submission has no {rubric.module}: nothing could be graded")
     config = SandboxConfig(module_file=rubric.module, device=device, memory_mb=rubric.limits.memory_mb,
                            threads=options.threads or torch.get_num_threads(), namespaces=options.namespaces,
                            load_timeout_s=rubric.limits.call_timeout_s,
                            hide=_hide_list(rubric, submission, options.out_dir))
+    if options.allow_unsandboxed is not None:
+        config.allow_unsandboxed = options.allow_unsandboxed
     session = Session(data=options.data, model_overrides=dict(options.model_overrides), figures_dir=None)
     preflight = getattr(importlib.import_module(rubric.checks_module), "preflight", None)
     if preflight is not None:
@@ -155,11 +154,29 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         except ValueError as e:  # bad data folder, bad [model] settings: the instructor's to fix
             raise GradingError(str(e)) from None
     with Sandbox(submission, config) as sandbox:
-        sandbox.start()
+        # From here on the grader reads only the sandbox's copy (no links, regular files only).
+        result.submission_hash = submission_hash(sandbox.scratch)
+        handed_in = prepare(sandbox.scratch, rubric)  # module source (+ notebook line map), answers, figures; runs nothing
+        result.errors.extend(handed_in.errors)
+        if handed_in.needs_source:  # built from a notebook by the grader; the child imports only this
+            sandbox.write_module(handed_in.module.source)
+        answers = handed_in.answers.answers
+        result.questions = [QuestionResult(q.id, q.title, q.points, answers.get(q.id)) for q in rubric.questions]
+        if sandbox.skipped:
+            result.errors.append("not graded (links, special files, or over the size limit): "
+                                 + ", ".join(sandbox.skipped[:20]) + (" …" if len(sandbox.skipped) > 20 else ""))
+        try:
+            sandbox.start()
+        except IsolationUnavailable as e:
+            raise GradingError(str(e)) from None
         result.sandbox = dict(sandbox.protections)
+        if sandbox.protections.get("unsandboxed"):
+            result.errors.append("WARNING: this submission ran WITHOUT isolation (--allow-unsandboxed); missing: "
+                                 + ", ".join(sandbox.protections["unsandboxed"]))
         if sandbox.load_error is not None:
             e = sandbox.load_error
-            result.errors.append(f"{rubric.module} could not be imported: {e.message}" + (f" ({e.where})" if e.where else ""))
+            result.errors.append(handed_in.translate(f"{rubric.module} could not be imported: {e.message}"
+                                                     + (f" ({e.where})" if e.where else "")))
         diagnosed: dict = {}
         deadline = t0 + rubric.limits.submission_timeout_s
         figures_dir = None
@@ -171,8 +188,10 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         for spec in selected:
             per_component[spec.component] = per_component.get(spec.component, 0) + 1
             number = f"{rubric.components.index(spec.component) + 1}.{per_component[spec.component]}"
-            result.tests.append(_run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session))
-        result.student_output = sandbox.output()
+            test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session)
+            test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
+            result.tests.append(test)
+        result.student_output = handed_in.translate(sandbox.output())
         _redact(result, submission, options.out_dir)
         result.figures = session.figures
         result.metrics = session.metrics
@@ -180,6 +199,10 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             result.metrics["data_spec"] = options.data  # `grade batch` regrades when the data changes
         result.metric_info = metric_info(getattr(importlib.import_module(rubric.checks_module), "METRICS", None),
                                          result.metrics)
+    shown = []
+    if figures_dir is not None and handed_in.figures:
+        shown = write_figures(handed_in.figures, figures_dir.parent / "student_figures", figures_dir.parent)
+    result.submission = handed_in.summary(shown)
     result.execution_time = time.monotonic() - t0
     return result
 

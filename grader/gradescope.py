@@ -4,9 +4,10 @@ The zip holds, at its root (Gradescope unpacks it into /autograder/source):
 
 - `setup.sh`: installs Python, a CPU build of torch and gradekit (editable, from `gradekit/`, so the
   rubrics and reference implementations next to the code are found);
-- `run_autograder`: grades /autograder/submission with `grade run` and copies its results.json
-  (already in Gradescope's schema) to /autograder/results/results.json; if grading could not run at
-  all, it writes a zero-score results.json whose output says why;
+- `run_autograder`: `exec python3 -m grader.gradescope ASSIGNMENT` (`run_autograder` below): grades
+  /autograder/submission with `grade run` in a child process and, once every process the student's
+  code may have left is killed, writes /autograder/results/results.json itself (checked, clamped);
+  if grading could not run at all, a zero-score results.json whose output says why;
 - `gradekit/`: the grader's source, reference implementations, rubrics, templates, pyproject.toml.
 """
 
@@ -44,28 +45,93 @@ python3 -m pip install -e /autograder/source/gradekit
 grade list
 """
 
+# `exec` at once: bash reads a script as it runs, so a line appended to this file by anything that
+# runs later would be executed; after `exec` nothing more is read from it.
 RUN_AUTOGRADER = """#!/usr/bin/env bash
-# Gradescope runs this for every submission: grade it, hand results.json over.
-set -u
-ASSIGNMENT={assignment}
-mkdir -p /autograder/results
-rm -rf /tmp/gk
-cd /autograder/source/gradekit
-grade run /autograder/submission --assignment "$ASSIGNMENT" --out /tmp/gk > /tmp/gk_log.txt 2>&1
-status=$?
-if [ -f /tmp/gk/submission/results.json ]; then
-    cp /tmp/gk/submission/results.json /autograder/results/results.json
-else
-    python3 - "$status" <<'EOF'
-import json, sys
-log = open("/tmp/gk_log.txt", encoding="utf-8", errors="replace").read()[-4000:]
-json.dump({{"score": 0, "output": "The autograder could not grade this submission (exit status "
-           + sys.argv[1] + "). Check that you uploaded {module}.\\n\\n" + log,
-           "visibility": "visible", "tests": []}}, open("/autograder/results/results.json", "w"))
-EOF
-fi
-cat /tmp/gk_log.txt
+cd /autograder/source/gradekit && exec python3 -m grader.gradescope {assignment}
 """
+
+SANDBOX_NOTE = ("Each Gradescope submission runs in its own throwaway container, where user namespaces are "
+                "usually unavailable: the student's code then runs unisolated (the report says so), but the "
+                "score is written by this runner after every other process is gone.")
+
+
+def run_autograder(assignment: str, submission: Path = Path("/autograder/submission"),
+                   results_dir: Path = Path("/autograder/results"), allow_unsandboxed: bool = True,
+                   kill_leftovers: bool | None = None) -> dict:
+    """Grade `submission` with `grade run` in a child process, then, after the student's code is
+    gone (every process but this one and its ancestors killed), write Gradescope's results.json from
+    this process only: parsed, checked and clamped, atomically. Returns what was written."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    work = Path(tempfile.mkdtemp(prefix="gradekit-gs-"))  # 0700: the student's code cannot reach it
+    cmd = [sys.executable, "-m", "grader.cli", "run", str(submission), "--assignment", assignment, "--out", str(work)]
+    if allow_unsandboxed:
+        cmd.append("--allow-unsandboxed")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", start_new_session=True)
+        status, log = proc.returncode, (proc.stdout + proc.stderr)[-8000:]
+    except OSError as e:
+        status, log = -1, str(e)
+    if kill_leftovers if kill_leftovers is not None else Path("/autograder/source").is_dir():
+        _kill_everything_else()  # only in Gradescope's container: elsewhere this machine is not ours
+    result = None
+    path = work / submission.name / "results.json"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd) as f:
+            if stat.S_ISREG(os.fstat(fd).st_mode) and os.fstat(fd).st_size < 16 << 20:
+                result = json.load(f)
+    except (OSError, ValueError):
+        result = None
+    if not isinstance(result, dict) or not isinstance(result.get("tests"), list):
+        result = {"score": 0, "output": f"The autograder could not grade this submission (exit status {status}). "
+                                        "Check that you uploaded the assignment's module (or a Jupyter notebook with "
+                                        "its code).\n\n"
+                                        + log[-4000:], "visibility": "visible", "tests": []}
+    else:
+        total = 0.0
+        for t in result["tests"]:  # the score is the sum of the tests, each within its maximum
+            t["score"] = min(max(float(t.get("score", 0) or 0), 0.0), float(t.get("max_score", 0) or 0))
+            total += t["score"]
+        result["score"] = round(total, 4)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=".results.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(result, f)
+    os.replace(tmp, results_dir / "results.json")
+    shutil.rmtree(work, ignore_errors=True)
+    print(log)
+    return result
+
+
+def _kill_everything_else() -> None:
+    """SIGKILL every process this runner may signal except itself and its ancestors (in a
+    Gradescope container: whatever the student's code left behind, however it detached)."""
+    import signal
+
+    keep, pid = {1, os.getpid()}, os.getpid()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        keep.add(pid)
+    for _ in range(3):
+        try:
+            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return
+        for p in pids:
+            if p not in keep:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except OSError:
+                    pass
 
 
 def _add(zf: zipfile.ZipFile, arcname: str, data: bytes, executable: bool = False) -> None:
@@ -93,8 +159,8 @@ def build_autograder(assignment_id: str, out_zip: Path) -> Path:
     try:
         with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
             _add(zf, "setup.sh", SETUP_SH.encode(), executable=True)
-            _add(zf, "run_autograder", RUN_AUTOGRADER.format(assignment=shlex.quote(assignment_id),
-                                                             module=rubric.module).encode(), executable=True)
+            _add(zf, "run_autograder", RUN_AUTOGRADER.format(assignment=shlex.quote(assignment_id)).encode(),
+                 executable=True)
             for item in INCLUDE:
                 src = REPO / item
                 if not src.exists():
@@ -110,3 +176,9 @@ def build_autograder(assignment_id: str, out_zip: Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return out_zip
+
+
+if __name__ == "__main__":  # run_autograder's entry point on Gradescope
+    import sys
+
+    run_autograder(sys.argv[1])

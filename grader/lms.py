@@ -9,8 +9,14 @@ a warning.
 
 Imports never trust the archive: absolute paths, `..`, symlink entries, zip bombs (total size,
 compression ratio, entry count), encrypted entries and names that do not follow the LMS's pattern
-are skipped with a reason; two entries that land on the same file keep the newest; an existing
-student folder is never overwritten unless `force=True`.
+are skipped with a reason; an existing student folder is never overwritten unless `force=True`.
+
+Student folders are keyed by the LMS's user id, `<name>_<user id>`: the name (Unicode NFKC, zero-width
+and other format characters removed) is for people only, so two students with the same name never
+share a folder, and two uploads of the same file by the same user id are a resubmission (the newer
+is kept and the report says so). Budgets: an entry over MAX_ENTRY_BYTES is skipped, a student over
+MAX_STUDENT_BYTES or MAX_STUDENT_FILES is skipped alone (the rest of the class is imported), and
+the archive as a whole is refused only past MAX_TOTAL_BYTES / MAX_ENTRIES.
 """
 
 from __future__ import annotations
@@ -22,14 +28,18 @@ import re
 import shutil
 import stat
 import tempfile
+import unicodedata
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-MAX_TOTAL_BYTES = 500 * 1024 * 1024
+MAX_TOTAL_BYTES = 4 * 1024 * 1024 * 1024  # the whole class
+MAX_ENTRY_BYTES = 50 * 1024 * 1024  # one uploaded file
+MAX_STUDENT_BYTES = 100 * 1024 * 1024  # one student's upload
+MAX_STUDENT_FILES = 500
 MAX_RATIO = 100
 RATIO_MIN_BYTES = 1024 * 1024  # small files may compress well (a file of spaces); only big ones are bombs
-MAX_ENTRIES = 10_000
+MAX_ENTRIES = 200_000
 ROSTER_COLUMNS = ("folder", "name", "id", "sis_user_id", "sis_login_id", "section", "email")
 EXPORT_FILES = {"canvas": "canvas_grades.csv", "moodle": "moodle_grades.csv", "csv": "grades.csv"}
 MOODLE_COLUMNS = ["Identifier", "Full name", "Email address", "Status", "Grade", "Maximum Grade",
@@ -152,6 +162,7 @@ def export_gradebook(out: Path, fmt: str, roster: Path | None = None, warnings: 
 class ImportReport:
     imported: dict[str, list[str]] = field(default_factory=dict)  # student folder -> files written
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (entry or student, reason)
+    resubmitted: set[str] = field(default_factory=set)  # LMS user ids that uploaded a file more than once
 
 
 CANVAS_NAME = re.compile(r"^(?P<student>[^_/]+)_(?:late_)?(?P<user>\d+)_(?P<sub>\d+)_(?P<orig>.+)$", re.IGNORECASE)
@@ -161,6 +172,12 @@ MOODLE_DIR = re.compile(r"^(?P<name>.+)_(?P<id>\d+)_assign(?:submission|feedback
 
 def _safe_name(text: str) -> str:
     return re.sub(r"[^\w.-]+", "_", text, flags=re.UNICODE).strip("._")
+
+
+def display_name(text: str) -> str:
+    """A name as people read it: NFKC-normalised, zero-width and other format characters removed."""
+    text = unicodedata.normalize("NFKC", text)
+    return _safe_name("".join(c for c in text if unicodedata.category(c) != "Cf"))
 
 
 def _is_symlink(info: zipfile.ZipInfo) -> bool:
@@ -178,8 +195,9 @@ def _unsafe_reason(name: str) -> str | None:
     return None
 
 
-def _target(kind: str, name: str) -> tuple[str, str] | str:
-    """(student folder, relative path inside it), or the reason the entry does not fit the LMS's pattern."""
+def _target(kind: str, name: str) -> tuple[str, str, str] | str:
+    """(LMS user id, display name, relative path inside the student's folder), or the reason the
+    entry does not fit the LMS's pattern."""
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
     if kind == "canvas":
         m = CANVAS_NAME.match(parts[-1]) if parts else None
@@ -189,18 +207,18 @@ def _target(kind: str, name: str) -> tuple[str, str] | str:
         c = CANVAS_COPY_SUFFIX.match(orig)
         if c:  # Canvas appends -N to resubmitted files: vae-1.py is vae.py
             orig = c.group("stem") + (c.group("ext") or "")
-        student, rel = _safe_name(m.group("student")), _safe_name(orig)
+        user, student, rel = m.group("user"), display_name(m.group("student")), _safe_name(orig)
     elif kind == "moodle":
         m = MOODLE_DIR.match(parts[0]) if len(parts) >= 2 else None
         if not m:
             return "path does not start with Moodle's 'Full Name_ID_assignsubmission_file_/' folder"
-        student = _safe_name(m.group("name"))
+        user, student = m.group("id"), display_name(m.group("name"))
         rel = "/".join(_safe_name(p) for p in parts[1:])
     else:
         raise LmsError(f"unknown archive kind {kind!r}: use canvas or moodle")
-    if not student or not rel or any(not p for p in rel.split("/")):
-        return "empty student or file name after cleaning"
-    return student, rel
+    if not rel or any(not p for p in rel.split("/")):
+        return "empty file name after cleaning"
+    return user.lstrip("0") or "0", student or "student", rel
 
 
 def import_archive(kind: str, archive: Path, into: Path, force: bool = False,
@@ -221,11 +239,8 @@ def import_archive(kind: str, archive: Path, into: Path, force: bool = False,
         infos = zf.infolist()
         if len(infos) > max_entries:
             raise LmsError(f"{archive} holds {len(infos)} entries (limit {max_entries}): refusing a possible zip bomb")
-        total = sum(i.file_size for i in infos)
-        if total > max_total_bytes:
-            raise LmsError(f"{archive} would unpack to {total / 1e6:.0f} MB (limit {max_total_bytes / 1e6:.0f} MB): "
-                           "refusing a possible zip bomb; unpack it by hand if it is genuine")
-        chosen: dict[tuple[str, str], zipfile.ZipInfo] = {}
+        chosen: dict[tuple[str, str], zipfile.ZipInfo] = {}  # (user id, file) -> entry
+        names: dict[str, tuple] = {}  # user id -> (date, display name) of their newest entry
         for info in infos:
             name = info.filename
             if info.is_dir():
@@ -235,25 +250,42 @@ def import_archive(kind: str, archive: Path, into: Path, force: bool = False,
                 reason = "symbolic link entry"
             if reason is None and info.flag_bits & 0x1:
                 reason = "encrypted entry"
+            if reason is None and info.file_size > MAX_ENTRY_BYTES:
+                reason = f"{info.file_size / 2**20:.0f} MiB, over the {MAX_ENTRY_BYTES >> 20} MiB limit for one file"
             if reason is None and info.file_size > RATIO_MIN_BYTES and info.file_size > max_ratio * max(info.compress_size, 1):
                 reason = f"compression ratio {info.file_size / max(info.compress_size, 1):.0f}:1 above {max_ratio:g}:1 (zip bomb?)"
             if reason is None:
                 t = _target(kind, name)
                 if isinstance(t, str):
                     reason = t
-                elif t in chosen:
-                    other = chosen[t]
-                    newer, older = (info, other) if info.date_time > other.date_time else (other, info)
-                    chosen[t] = newer
-                    report.skipped.append((older.filename, f"duplicate of {newer.filename} for {t[0]}/{t[1]}; kept the newer one"))
-                    continue
                 else:
-                    chosen[t] = info
+                    user, display, rel = t
+                    names[user] = max(names.get(user, (info.date_time, display)), (info.date_time, display))
+                    key = (user, rel)
+                    if key in chosen:
+                        other = chosen[key]
+                        newer, older = (info, other) if info.date_time > other.date_time else (other, info)
+                        chosen[key] = newer
+                        report.skipped.append((older.filename, f"resubmission by the same LMS user ({user}) of {rel}: "
+                                                                f"kept the newer {newer.filename}"))
+                        report.resubmitted.add(user)
+                    else:
+                        chosen[key] = info
                     continue
             report.skipped.append((name, reason))
         by_student: dict[str, list[tuple[str, zipfile.ZipInfo]]] = {}
-        for (student, rel), info in chosen.items():
-            by_student.setdefault(student, []).append((rel, info))
+        for (user, rel), info in chosen.items():
+            by_student.setdefault(f"{names[user][1]}_{user}", []).append((rel, info))
+        for student, files in list(by_student.items()):  # one student's oversized upload costs only them
+            size = sum(i.file_size for _, i in files)
+            if size > MAX_STUDENT_BYTES or len(files) > MAX_STUDENT_FILES:
+                del by_student[student]
+                report.skipped.append((student, f"upload of {len(files)} files, {size / 2**20:.0f} MiB: over the "
+                                                f"{MAX_STUDENT_FILES} files / {MAX_STUDENT_BYTES >> 20} MiB limit per student"))
+        total = sum(i.file_size for files in by_student.values() for _, i in files)
+        if total > max_total_bytes:
+            raise LmsError(f"{archive} would unpack to {total / 1e6:.0f} MB (limit {max_total_bytes / 1e6:.0f} MB): "
+                           "refusing a possible zip bomb; unpack it by hand if it is genuine")
         into.mkdir(parents=True, exist_ok=True)
         for student, files in sorted(by_student.items()):
             dest = into / student

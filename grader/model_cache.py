@@ -3,6 +3,11 @@
 A class pays for training the reference once: the cache key hashes everything the result depends
 on, so a change of data, budget or reference code retrains and nothing stale is reused.
 Location: $GRADEKIT_CACHE, else ~/.cache/gradekit. Weights are stored with safetensors (no pickle).
+
+An entry is used only if its sha256 matches the digest recorded when it was stored, in a folder
+outside the cache ($GRADEKIT_CACHE_INDEX, else `<cache>.digests` next to it): an entry changed or
+planted by anyone who could write the cache (but not the digests) is ignored and retrained. Both
+folders are hidden from student code (grader/engine.py `_hide_list`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,25 @@ def cache_dir() -> Path:
     return Path(os.environ.get("GRADEKIT_CACHE") or Path.home() / ".cache" / "gradekit")
 
 
+def index_dir() -> Path:
+    explicit = os.environ.get("GRADEKIT_CACHE_INDEX")
+    if explicit:
+        return Path(explicit)
+    c = cache_dir()
+    return c.parent / (c.name + ".digests")
+
+
+def _digest(weights: bytes, meta: bytes) -> str:
+    return hashlib.sha256(b"weights\0" + weights + b"\0meta\0" + meta).hexdigest()
+
+
+def _recorded(key: str) -> str | None:
+    try:
+        return (index_dir() / f"{key}.sha256").read_text().strip()
+    except OSError:
+        return None
+
+
 def cache_key(parts: dict, code_files: tuple[str, ...] = CODE_FILES) -> str:
     h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
     for rel in code_files:
@@ -36,10 +60,12 @@ def load(key: str) -> dict | None:
     """{"state_dict": {name: array}, "meta": {...}} or None when absent or unreadable."""
     folder = cache_dir() / key
     try:
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load as load_bytes
 
-        meta = json.loads((folder / "meta.json").read_text())
-        return {"state_dict": dict(load_file(str(folder / "weights.safetensors"))), "meta": meta}
+        weights, meta = (folder / "weights.safetensors").read_bytes(), (folder / "meta.json").read_bytes()
+        if _recorded(key) != _digest(weights, meta):  # read once, verified, then parsed: no swap in between
+            return None  # changed since it was stored, or not stored by this grader: retrain
+        return {"state_dict": dict(load_bytes(weights)), "meta": json.loads(meta)}
     except (OSError, ValueError, json.JSONDecodeError):
         return None
     except Exception:  # a corrupt weights file: behave as a miss and retrain
@@ -55,9 +81,24 @@ def store(key: str, state_dict: dict[str, np.ndarray], meta: dict) -> None:
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}."))
     save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, str(tmp / "weights.safetensors"))
     (tmp / "meta.json").write_text(json.dumps(meta, default=float))
-    try:
-        os.replace(tmp, root / key)
-    except OSError:  # another process stored the same key first
-        import shutil
+    digest = _digest((tmp / "weights.safetensors").read_bytes(), (tmp / "meta.json").read_bytes())
+    import shutil
 
+    try:
+        try:
+            os.replace(tmp, root / key)
+        except OSError:
+            if load(key) is not None:  # another process stored the same key first
+                return
+            shutil.rmtree(root / key, ignore_errors=True)  # a tampered or unverifiable entry: replace it
+            os.replace(tmp, root / key)
+        index = index_dir()
+        index.mkdir(parents=True, exist_ok=True)
+        fd, part = tempfile.mkstemp(dir=index, prefix=f".{key}.")
+        with os.fdopen(fd, "w") as f:
+            f.write(digest)
+        os.replace(part, index / f"{key}.sha256")
+    except OSError:
+        pass
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -103,6 +103,7 @@ class GradeResult:
     figures: list[dict] = field(default_factory=list)  # [{path (relative to results dir), caption, tag}]
     metrics: dict = field(default_factory=dict)  # model-level numbers, e.g. {"nll": {"student": .., "reference": ..}}
     metric_info: dict = field(default_factory=dict)  # how each metric is shown: {key: grader.metrics.Metric.to_json()}
+    submission: dict = field(default_factory=dict)  # what was handed in: module_from, left_out, answers_from, figures (grader.submission)
 
     @property
     def autograded_score(self) -> float:
@@ -148,6 +149,7 @@ class GradeResult:
                     "figures": self.figures,
                     "metrics": self.metrics,
                     "metric_info": self.metric_info,
+                    "submission": self.submission,
                 }
             },
         }
@@ -171,6 +173,7 @@ class GradeResult:
             device=g.get("device", "cpu"), sandbox=g.get("sandbox", {}), student_output=g.get("student_output", ""),
             errors=list(g.get("errors", [])), figures=list(g.get("figures", [])), metrics=dict(g.get("metrics", {})),
             metric_info=dict(g.get("metric_info", {})),
+            submission=dict(g.get("submission", {})),
         )
 
 

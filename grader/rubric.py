@@ -8,7 +8,7 @@
     [[checks]]    id, name, component, check (function name), points, visibility (public|hidden),
                   rtol, atol, hint, tags (extra tags)
     [[mistakes]]  id, component (as tagged in checks), message, hint
-    [[questions]] id ("Q1"), title, points
+    [[questions]] id ("Q1"), title, points, key (optional reference answer shown to graders in `grade serve`)
 
 `load_rubric` validates everything it reads and raises `RubricError` naming the file, the entry
 and what to fix. See docs/authoring.md.
@@ -69,6 +69,7 @@ class Question:
     id: str
     title: str
     points: float
+    key: str = ""  # reference answer / marking key shown to graders (`grade serve`), never to students
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,8 @@ def load_rubric(path: Path) -> Rubric:
     questions = []
     for i, q in enumerate(data.get("questions", [])):
         w = f"{path} [[questions]] #{i + 1}"
-        questions.append(Question(id=_req(q, "id", w), title=_req(q, "title", w), points=_req(q, "points", w, float)))
+        questions.append(Question(id=_req(q, "id", w), title=_req(q, "title", w), points=_req(q, "points", w, float),
+                                  key=str(q.get("key", ""))))
     return Rubric(
         id=_req(a, "id", where), title=a.get("title", a["id"]), course=a.get("course", ""),
         module=_req(a, "module", where), reference=_req(a, "reference", where), checks_module=_req(a, "checks", where),

@@ -389,6 +389,17 @@ def test_selfcheck_fails_bob_where_grade_check_does(vae_release, vae_rubric):
     assert all(not c["failed_upstream"] for c in report["checks"] if c["id"].startswith("log_normal_diag"))
 
 
+def test_selfcheck_accepts_a_notebook_and_scores_it_like_the_module(vae_release, tmp_path):
+    from tests.notebook_helpers import notebook_from_module, write_notebook
+
+    nb = write_notebook(notebook_from_module((SUBMISSIONS / "bob" / "vae.py").read_text()), tmp_path / "hw2.ipynb")
+    as_notebook = run_selfcheck(vae_release, nb)
+    as_module = run_selfcheck(vae_release, SUBMISSIONS / "bob" / "vae.py")
+    assert as_notebook["outside_modules"] == []
+    assert {c["id"]: c["score"] for c in as_notebook["checks"]} == {c["id"]: c["score"] for c in as_module["checks"]}
+    assert as_notebook["returncode"] == 1
+
+
 def test_selfcheck_on_the_starter_fails_every_check_with_the_todo(vae_release, vae_rubric):
     report = run_selfcheck(vae_release, vae_release / "vae.py")
     assert report["returncode"] == 1

@@ -11,7 +11,7 @@ from tests.conftest import SUBMISSIONS, unit_tags, lost_points as lost, named_mi
 @pytest.fixture(scope="module")
 def graded(vae_rubric):
     opts = GradeOptions(device="cpu", only=unit_tags(vae_rubric))
-    return {name: grade_submission(SUBMISSIONS / name, vae_rubric, opts) for name in ("alice", "bob", "carol")}
+    return {name: grade_submission(SUBMISSIONS / name, vae_rubric, opts) for name in ("alice", "bob", "carol", "judy", "ken")}
 
 
 def test_alice_written_differently_but_correct_gets_full_marks(graded):
@@ -39,3 +39,19 @@ def test_carol_broken_parts_get_zero_with_clear_messages_and_the_rest_is_graded(
     assert "NotImplementedError: TODO" in text("decoder")
     for ok in ("log_normal_diag", "log_standard_normal", "reparameterization", "encoder", "mog_prior.log_prob"):
         assert all(t.status == "passed" for t in by[ok]), ok
+
+
+def test_judy_notebook_grades_like_alice_module_with_answers_from_its_markdown_cells(graded):
+    judy, alice = graded["judy"], graded["alice"]
+    assert lost(judy) == {} and judy.autograded_score == alice.autograded_score
+    assert judy.submission["module_from"] == "vae_priors.ipynb" and judy.submission["answers_from"].endswith("(markdown cells)")
+    assert all(q.answer for q in judy.questions)
+    assert {lo["cell"] for lo in judy.submission["left_out"]} >= {2, 3}  # pip/magic cell, Colab mount
+
+
+def test_ken_notebook_loses_bobs_points_and_his_answers_come_from_the_pdf_report(graded):
+    ken, bob = graded["ken"], graded["bob"]
+    assert lost(ken) == lost(bob) and named(ken) == named(bob)
+    assert ken.submission["answers_from"] == "report.pdf"
+    assert [q.id for q in ken.questions if q.answer] == ["Q1", "Q2", "Q3", "Q4", "Q5", "Q6"]
+    assert ken.questions[4].answer.startswith("-ELBO = -E_q[log p(x|z)]")

@@ -37,7 +37,7 @@ ZERO = {
     "reads_reference": ({"log_normal_diag"}, ""),
 }
 LOSES = {"wrong_types": {"log_normal_diag", "log_standard_normal", "encoder", "mog_prior.log_prob"}}
-FULL = {"alice", "fork_bomb_orphans", "huge_output", "network", "slow_but_correct", "writes_outside", "pickle_checkpoint"}
+FULL = {"alice", "escape_privileges", "fork_bomb_orphans", "huge_output", "network", "slow_but_correct", "writes_outside", "pickle_checkpoint"}
 PWNED = [Path("/tmp/gradekit_pwned"), Path("/tmp/gradekit_pickle_pwned")]
 
 
@@ -132,3 +132,5 @@ def test_nothing_outside_the_sandbox_was_touched_and_nothing_left_running(corpus
     assert "All tests passed" in fake["student_output"]  # quoted as the student's output, nothing more
     assert all(t["score"] == t["max_score"] for t in results["alice"]["tests"])
     assert len(results["huge_output"]["extra_data"]["gradekit"]["student_output"]) < 200_000
+    escape = results["escape_privileges"]["extra_data"]["gradekit"]["student_output"]
+    assert "[escape] 0 attempts succeeded" in escape, escape

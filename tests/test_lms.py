@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import stat
+import json
 import zipfile
 from pathlib import Path
 
@@ -106,29 +107,30 @@ def test_canvas_import_is_safe(tmp_path):
         _add(zf, "README.txt", b"not a submission")
     report = import_archive("canvas", archive, tmp_path / "class")
     root = tmp_path / "class"
-    assert sorted(report.imported) == ["doejane", "roejim", "smithjohn"]
-    assert (root / "doejane" / "vae.py").read_text() == "# jane\n"
-    assert (root / "doejane" / "answers.md").is_file()
-    assert (root / "smithjohn" / "my_vae_model.py").is_file()
-    assert (root / "roejim" / "vae.py").read_text() == "# new\n"  # the newer of the duplicates
+    assert sorted(report.imported) == ["doejane_1001", "roejim_1002", "smithjohn_1003"]
+    assert (root / "doejane_1001" / "vae.py").read_text() == "# jane\n"
+    assert (root / "doejane_1001" / "answers.md").is_file()
+    assert (root / "smithjohn_1003" / "my_vae_model.py").is_file()
+    assert (root / "roejim_1002" / "vae.py").read_text() == "# new\n"  # the newer of the resubmissions
     reasons = dict(report.skipped)
     assert "zip-slip" in reasons["../evil.py"]
     assert "absolute" in reasons["/abs.py"]
     assert "symbolic link" in reasons["linky_1_2_vae.py"]
     assert "ratio" in reasons["bomb_1_2_big.bin"]
-    assert "duplicate" in reasons["roejim_1002_600_vae.py"]
+    assert "resubmission by the same LMS user (1002)" in reasons["roejim_1002_600_vae.py"]
+    assert report.resubmitted == {"1002"}
     assert "pattern" in reasons["README.txt"]
     assert not (tmp_path / "evil.py").exists() and not Path("/abs.py").exists()
-    assert sorted(p.name for p in root.iterdir()) == ["doejane", "roejim", "smithjohn"]
+    assert sorted(p.name for p in root.iterdir()) == ["doejane_1001", "roejim_1002", "smithjohn_1003"]
 
     # never overwrite a student folder without force
-    (root / "doejane" / "vae.py").write_text("# edited by the instructor\n")
+    (root / "doejane_1001" / "vae.py").write_text("# edited by the instructor\n")
     again = import_archive("canvas", archive, root)
-    assert not again.imported.get("doejane")
-    assert "already exists" in dict(again.skipped)["doejane"]
-    assert (root / "doejane" / "vae.py").read_text() == "# edited by the instructor\n"
+    assert not again.imported.get("doejane_1001")
+    assert "already exists" in dict(again.skipped)["doejane_1001"]
+    assert (root / "doejane_1001" / "vae.py").read_text() == "# edited by the instructor\n"
     forced = import_archive("canvas", archive, root, force=True)
-    assert "doejane" in forced.imported and (root / "doejane" / "vae.py").read_text() == "# jane\n"
+    assert "doejane_1001" in forced.imported and (root / "doejane_1001" / "vae.py").read_text() == "# jane\n"
 
 
 def test_moodle_import_and_archive_limits(tmp_path):
@@ -142,8 +144,8 @@ def test_moodle_import_and_archive_limits(tmp_path):
         _add(zf, "Jim Roe_1002_assignsubmission_file_/../../escape.py", b"x\n")
         _add(zf, "stray.py", b"x\n")
     report = import_archive("moodle", archive, tmp_path / "class")
-    assert sorted(report.imported) == ["Jane_Doe", "Jim_Roe"]
-    assert (tmp_path / "class" / "Jane_Doe" / "extra" / "notes.md").is_file()
+    assert sorted(report.imported) == ["Jane_Doe_1001", "Jim_Roe_1002"]
+    assert (tmp_path / "class" / "Jane_Doe_1001" / "extra" / "notes.md").is_file()
     reasons = dict(report.skipped)
     assert "zip-slip" in reasons["Jim Roe_1002_assignsubmission_file_/../../escape.py"]
     assert "Moodle" in reasons["stray.py"]
@@ -154,6 +156,31 @@ def test_moodle_import_and_archive_limits(tmp_path):
     (tmp_path / "notzip.zip").write_text("hello")
     with pytest.raises(LmsError, match="not a zip"):
         import_archive("moodle", tmp_path / "notzip.zip", tmp_path / "c4")
+
+
+def test_students_are_keyed_by_lms_user_id_never_by_name(tmp_path):
+    from grader import lms
+    from grader.lms import import_archive
+
+    archive = tmp_path / "canvas.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        _add(zf, "leenguyen_2001_700_vae.py", b"# first Lee Nguyen\n")
+        _add(zf, "leenguyen_2002_701_vae.py", b"# second Lee Nguyen\n")  # same name, another student
+        _add(zf, "le\u200benguyen_2003_702_vae.py", b"# zero-width space in the name\n")
+        _add(zf, "ｌｅｅｎｇｕｙｅｎ_2004_703_vae.py", b"# full-width letters\n")
+        _add(zf, "hoarder_2005_704_vae.py", b"# honest file\n")
+        for i in range(3):
+            _add(zf, f"hoarder_2005_704_junk{i}.bin", b"x" * 1024)
+    old = lms.MAX_STUDENT_FILES
+    lms.MAX_STUDENT_FILES = 3
+    try:
+        report = import_archive("canvas", archive, tmp_path / "class")
+    finally:
+        lms.MAX_STUDENT_FILES = old
+    assert sorted(report.imported) == ["leenguyen_2001", "leenguyen_2002", "leenguyen_2003", "leenguyen_2004"]
+    assert (tmp_path / "class" / "leenguyen_2002" / "vae.py").read_text() == "# second Lee Nguyen\n"
+    assert not report.resubmitted
+    assert "per student" in dict(report.skipped)["hoarder_2005"]  # the hoarder alone is left out
 
 
 def test_cli_export_and_import(reports, tmp_path):
@@ -187,6 +214,21 @@ def test_gradescope_autograder_zip(tmp_path):
                    "gradekit/reference/vae.py", "gradekit/rubrics/vae.toml", "gradekit/grader/checks/vae.py"):
         assert needed in names
     assert not any("__pycache__" in n for n in names)
-    assert "grade run /autograder/submission --assignment" in run and "/autograder/results/results.json" in run
+    assert run.splitlines()[1].startswith("cd /autograder/source/gradekit && exec python3 -m grader.gradescope vae")
     r = CliRunner().invoke(main, ["gradescope", "build", "--assignment", "nope", "--out", str(out)])
     assert r.exit_code == 2 and "unknown assignment" in r.output
+
+
+def test_gradescope_runner_writes_a_checked_result_itself(tmp_path):
+    """The runner writes results.json from its own process: a zero result saying why when grading
+    could not run, and never a score above the tests' maxima."""
+    from grader.gradescope import run_autograder
+
+    empty = tmp_path / "submission"
+    empty.mkdir()
+    written = run_autograder("vae", submission=empty, results_dir=tmp_path / "results", allow_unsandboxed=False,
+                             kill_leftovers=False)
+    on_disk = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert on_disk == written
+    assert on_disk["score"] == sum(t["score"] for t in on_disk["tests"]) <= sum(t["max_score"] for t in on_disk["tests"])
+    assert not list((tmp_path / "results").glob(".results.*"))

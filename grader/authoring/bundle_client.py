@@ -16,8 +16,8 @@ from pathlib import Path
 
 from grader.sandbox import protocol
 from grader.sandbox.errors import (  # noqa: F401  (re-exported: the engine and checks import them from here)
-    MAX_OUTPUT_BYTES, SandboxConfig, SandboxUnavailable, StudentCodeError, StudentCrash, StudentException,
-    StudentTimeout,
+    MAX_OUTPUT_BYTES, IsolationUnavailable, SandboxConfig, SandboxUnavailable, StudentCodeError, StudentCrash,
+    StudentException, StudentTimeout,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +51,8 @@ class Sandbox:
 
     def __init__(self, submission_dir: Path, config: SandboxConfig, zygote=None):
         self.submission_dir = Path(submission_dir).resolve()
+        self.scratch = self.submission_dir  # the engine reads answers and hashes from here (the student's own folder)
+        self.skipped: list[str] = []
         self.config = config
         self.protections = {"in_process": True}
         self.load_error: StudentCodeError | None = None
@@ -66,6 +68,13 @@ class Sandbox:
     def close(self) -> None:
         if str(self.submission_dir) in sys.path:
             sys.path.remove(str(self.submission_dir))
+
+    def write_module(self, source: str) -> None:
+        """A notebook's kept code: imported from a folder of its own (the student's folder is left as it is)."""
+        import tempfile
+
+        self.submission_dir = Path(tempfile.mkdtemp(prefix="selfcheck-notebook-"))
+        (self.submission_dir / self.config.module_file).write_text(source, encoding="utf-8")
 
     def start(self) -> None:
         from grader.sandbox.child import Child

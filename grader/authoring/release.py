@@ -53,10 +53,12 @@ END = re.compile(r"^(\s*)#+\s*END SOLUTION\b.*$")
 
 # Engine files copied into the bundle as they are (none holds solution code).
 SHIPPED = ["__init__.py", "engine.py", "results.py", "rubric.py", "checks/__init__.py", "sandbox/__init__.py",
-           "sandbox/child.py", "sandbox/errors.py", "sandbox/nets.py", "sandbox/protocol.py"]
+           "sandbox/child.py", "sandbox/errors.py", "sandbox/nets.py", "sandbox/protocol.py",
+           "submission/__init__.py", "submission/notebook.py", "submission/answers.py", "submission/images.py"]
 SHIPPED_MODULES = {"grader", "grader.engine", "grader.results", "grader.rubric", "grader.checks", "grader.sandbox",
                    "grader.sandbox.child", "grader.sandbox.errors", "grader.sandbox.nets", "grader.sandbox.protocol",
-                   "grader.sandbox.client",
+                   "grader.sandbox.client", "grader.submission", "grader.submission.notebook",
+                   "grader.submission.answers", "grader.submission.images",
                    "grader.authoring", "grader.authoring.replay"}
 ISOLATION_STUB = '"""Not used by the self-check (the student\'s code runs in-process on their own machine)."""\n'
 MIN_LEAK_LINE = 8  # solution lines at least this long (stripped) must appear in no bundled file

@@ -119,8 +119,13 @@ def check_classifier_logits(ctx: CheckContext) -> None:
         state = _cnn_state(ctx, size)
         x = _f(ctx.rng.uniform(0, 1, (n, 1, size, size)))
         obj = ctx.new(f"cnn{size}", "CNNClassifier", num_classes=10, image_size=size, state=state)
-        got = tensor(ctx.call(ctx.method(obj, "forward", "CNNClassifier.forward"), x)["result"], "CNNClassifier.forward",
-                     dtype="float32")
+        reply = ctx.call(ctx.method(obj, "forward", "CNNClassifier.forward"), x, grad={"params": f"cnn{size}"})
+        got = tensor(reply["result"], "CNNClassifier.forward", dtype="float32")
+        # training reaches every layer (a detached activation, found by generated mutants, scored full marks)
+        no_grad = sorted(k.removeprefix("param:") for k, g in (reply.get("grads") or {}).items() if g is None or not np.any(g))
+        ctx.expect(bool(reply.get("grads")) and not no_grad, f"{size}×{size} images: gradients reach every parameter",
+                   f"no gradient reaches {', '.join(no_grad) or 'any parameter'}: is an activation detached, or computed "
+                   "under torch.no_grad()?")
         if not ctx.require(got.shape == (n, 10), f"{size}×{size} images: shape",
                            f"shape {got.shape}, expected {(n, 10)}: one logit per class"):
             continue

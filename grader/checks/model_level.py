@@ -36,6 +36,32 @@ DEFAULTS = {
     "samples_full": 0.15, "samples_zero": 1.0,
     "allow_checkpoint": False,
 }
+MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024  # a VAE for these data sets is a few MB
+
+
+def _bounded_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint whose loading could allocate more than MAX_CHECKPOINT_BYTES in the
+    grader: too large a file, or a torch zip archive with compressed (or lying) entries, or the
+    legacy non-zip format (its tensor sizes are declared, not stored). Raises ModelGradingError."""
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise ModelGradingError(f"the checkpoint {path.name} could not be loaded safely: it is {size / 2**20:.0f} MiB, "
+                                f"over the {MAX_CHECKPOINT_BYTES >> 20} MiB limit")
+    if path.suffix != ".pt":
+        return  # safetensors checks its header's offsets against the file's length before reading
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            entries = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise ModelGradingError(f"the checkpoint {path.name} could not be loaded safely: it is not a torch.save() "
+                                "zip archive (the legacy format is refused)") from None
+    if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > size:
+        raise ModelGradingError(f"the checkpoint {path.name} could not be loaded safely: it holds compressed "
+                                "entries (torch.save() never writes those, and their unpacked size is unbounded)")
+
+
 TRAIN_KEYS = {"max_epochs", "time_budget_s", "patience", "L", "M", "num_components", "lr", "batch_size", "seed"}
 
 
@@ -104,15 +130,17 @@ def _checkpoint_weights(ctx: CheckContext, s: dict) -> dict | None:
     """The student's submitted weights, if the rubric allows a checkpoint and one is there."""
     if not s["allow_checkpoint"]:
         return None
-    folder = ctx.sandbox.submission_dir
+    folder = ctx.sandbox.scratch  # the sandbox's copy: regular files only, no links
     st = folder / "model.safetensors"
     pt = folder / "model.pt"
     try:
         if st.is_file():
+            _bounded_checkpoint(st)
             from safetensors.numpy import load_file
 
             return dict(load_file(str(st)))
         if pt.is_file():
+            _bounded_checkpoint(pt)
             obj = torch.load(pt, map_location="cpu", weights_only=True)  # never unpickles code
             if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
                 obj = obj["state_dict"]

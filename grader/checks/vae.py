@@ -23,6 +23,7 @@ from grader.checks.model_level import (  # noqa: F401  (model-level checks of th
     check_model_samples,
 )
 from grader.sandbox import nets
+from grader.sandbox.errors import StudentCodeError
 
 FALSE_FAILURE_RATE = 1e-6  # per statistical check, for a correct implementation (Bonferroni-bounded)
 
@@ -357,8 +358,22 @@ def check_encoder_sample_log_prob(ctx: CheckContext) -> None:
             return e.log_prob(mu_e=t(mu), log_var_e=t(lv), z=t(z)).detach().cpu().numpy()
 
     expect_any_variant(ctx, got, reference, "log q(z|x) for given mu, log_var and z")
-    s = tensor(ctx.call(ctx.method(enc, "sample", "Encoder.sample"), mu_e=mu, log_var_e=lv, seed=2)["result"], "Encoder.sample")
+    reply = ctx.call(ctx.method(enc, "sample", "Encoder.sample"), mu_e=mu, log_var_e=lv, seed=2,
+                     grad={"inputs": ["kwargs.mu_e", "kwargs.log_var_e"], "cotangent": None})
+    s = tensor(reply["result"], "Encoder.sample")
     ctx.expect(s.shape == (B, L), "sample(mu_e, log_var_e): shape", f"shape {s.shape}, expected {(B, L)}")
+    # the ELBO trains the encoder through z: dz/dmu_e = 1 (a detached z, found by generated mutants, scored full marks).
+    # Only asked when the student's own reparameterization passes that gradient: its mistakes are charged there.
+    g_mu = (reply.get("grads") or {}).get("kwargs.mu_e")
+    try:
+        upstream = ctx.call(REPARAM, mu, lv, seed=2, grad={"inputs": ["args.0"], "cotangent": None}).get("grads") or {}
+    except StudentCodeError:  # reparameterization fails on its own: charged in its own checks
+        upstream = {}
+    g_up = upstream.get("args.0")
+    if g_up is not None and np.allclose(g_up, 1.0, rtol=1e-4):
+        ctx.expect(g_mu is not None and np.allclose(g_mu, 1.0, rtol=1e-4), "sample(mu_e, log_var_e): gradient dz/dmu_e = 1",
+                   "no gradient flows from z back to mu_e (was z detached, or computed with numpy?)" if g_mu is None
+                   else f"dz/dmu_e ranges from {np.min(g_mu):.4g} to {np.max(g_mu):.4g}, expected 1 everywhere")
     x = _f(ctx.rng.integers(0, V, (B, D)), "float32")
     s = tensor(ctx.call(ctx.method(enc, "sample", "Encoder.sample"), x=x, seed=2)["result"], "Encoder.sample")
     ctx.expect(s.shape == (B, L), "sample(x): encodes x first", f"shape {s.shape}, expected {(B, L)}")

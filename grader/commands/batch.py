@@ -37,8 +37,18 @@ def _tags(value: str | None) -> list[str]:
 @click.option("--data", metavar="SPEC", help="Data for model-level checks: digits, mnist:PATH or mnist-binary:PATH "
               "(default: the rubric's).")
 @click.option("--no-reports", is_flag=True, help="Write results.json only (render later with `grade report`).")
-def batch_cmd(root, jobs, out, assignment, only, device, force, executor, scheduler, data, no_reports):
+@click.option("--allow-unsandboxed", is_flag=True, help="Grade even where student code cannot be isolated (not Linux, "
+              "no user namespaces): only for code you trust; every result and report says so.")
+def batch_cmd(root, jobs, out, assignment, only, device, force, executor, scheduler, data, no_reports, allow_unsandboxed):
     """Grade every submission folder under ROOT (one subfolder per student); resumable."""
+    if allow_unsandboxed:
+        import os
+
+        from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV
+
+        os.environ[ALLOW_UNSANDBOXED_ENV] = "1"  # the local workers inherit it (Dask workers need it set too)
+        console.print("[bold red]WARNING[/]: --allow-unsandboxed: where this machine cannot isolate student code, "
+                      "it runs unisolated; every affected result and report says so.")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from grader.batch import find_submissions, grade_batch
@@ -102,10 +112,11 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
 def export_cmd(fmt, out, roster):
     """Write the class's grades in an LMS's import format (OUT/canvas_grades.csv, ...)."""
     from grader.lms import LmsError, export_gradebook
+    from grader.serve.store import StoreError
 
     try:
         path, warnings = export_gradebook(out, fmt, roster, return_warnings=True)
-    except LmsError as e:
+    except (LmsError, StoreError) as e:  # StoreError: reports/grades.sqlite unusable (e.g. from a newer gradekit)
         raise BatchUsageError(str(e)) from None
     for w in warnings:
         console.print(f"[yellow]! {w}[/]")

@@ -12,20 +12,23 @@ import click
 @click.option("--student", "students", multiple=True, metavar="NAME",
               help="Only this student (repeatable). Default: every */results.json under RESULTS_DIR.")
 @click.option("--manual", "manual", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Manual grades CSV (student,question,score,comment). Default: RESULTS_DIR/manual.csv if it exists.")
+              help="Manual grades CSV (student,question,score,comment); its rows override grades.sqlite's. "
+                   "Default: RESULTS_DIR/manual.csv if it exists and grades.sqlite does not.")
 def report_cmd(results_dir: Path, students: tuple[str, ...], manual: Path | None) -> None:
     """Write report.html and report.pdf for each student from RESULTS_DIR/<student>/results.json.
 
-    Manual scores of written answers in manual.csv are validated (every row) and written into
+    Manual grades entered in `grade serve` (RESULTS_DIR/grades.sqlite) are applied; without that database,
+    RESULTS_DIR/manual.csv is read by default. Manual scores of written answers in manual.csv are validated (every row) and written into
     results.json first; a bad row stops everything before any file changes.
     """
     from grader.report.manual import ManualGradeError, apply_manual, check_manual_csv, load_results, save_in_place
     from grader.report.render import render_report
+    from grader.serve.store import StoreError, stored_entries
 
     if not results_dir.is_dir():
         raise click.ClickException(f"{results_dir} is not a folder; pass the folder `grade run --out` wrote "
                                    "(default: reports)")
-    if manual is None and (results_dir / "manual.csv").is_file():
+    if manual is None and (results_dir / "manual.csv").is_file() and not (results_dir / "grades.sqlite").exists():
         manual = results_dir / "manual.csv"
     if manual is not None and not manual.is_file():
         raise click.ClickException(f"{manual}: no such file; create it with the columns "
@@ -45,11 +48,18 @@ def report_cmd(results_dir: Path, students: tuple[str, ...], manual: Path | None
                                    f"{results_dir}` first")
 
     entries = []
+    try:
+        # grades entered in `grade serve` first; an explicit/default manual.csv overrides them row by row
+        entries = stored_entries(results_dir, {s: r for s, (_, r) in loaded.items()})
+    except StoreError as e:
+        raise click.ClickException(str(e)) from None
     if manual is not None:
         try:
-            entries = check_manual_csv(manual, {s: r for s, (_, r) in loaded.items()})
+            rows = check_manual_csv(manual, {s: r for s, (_, r) in loaded.items()})
         except ManualGradeError as e:
             raise click.ClickException(str(e)) from None
+        from_csv = {(e.student, e.question) for e in rows}
+        entries = [e for e in entries if (e.student, e.question) not in from_csv] + rows
 
     failures = []
     for student, (path, result) in sorted(loaded.items()):
@@ -57,7 +67,7 @@ def report_cmd(results_dir: Path, students: tuple[str, ...], manual: Path | None
             continue
         if entries and apply_manual(result, entries, student):
             save_in_place(result, path)
-            click.echo(f"{student}: applied manual grades from {manual} -> {path}")
+            click.echo(f"{student}: applied manual grades from {manual or 'grades.sqlite'} -> {path}")
         try:
             html, pdf = render_report(result, path.parent)
         except Exception as e:  # one broken report must not stop the others

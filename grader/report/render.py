@@ -35,6 +35,7 @@ from markupsafe import Markup
 
 from grader.redact import machine_paths, redact_paths
 from grader.report import display
+from grader.report.handed_in import handed_in_context
 from grader.results import GradeResult, TestResult
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
@@ -267,11 +268,16 @@ class MathBudget:
         return ""
 
 
-def markdown_to_html(text: str, budget: MathBudget | None = None, cut: list[str] | None = None) -> Markup:
+_PLACEHOLDER_RE = re.compile(r"gkmath[0-9a-f]{8}n\d+x")
+
+
+def markdown_to_html(text: str, math=None, budget: MathBudget | None = None, cut: list[str] | None = None) -> Markup:
     """Markdown with TeX math -> HTML that is safe to embed (raw HTML in the source comes out escaped).
+    `math(tex, display) -> Markup` draws each formula (default `math_html`: a PNG; `grade serve` leaves TeX for KaTeX).
 
     `budget` (one per report; a fresh one when None) bounds the formulas drawn; those beyond it are shown as
     TeX source and, when `cut` is given, a sentence saying so is appended to it."""
+    math = math or math_html
     text = clean_text(text)
     budget = budget or MathBudget()
     nonce = secrets.token_hex(4)
@@ -290,15 +296,15 @@ def markdown_to_html(text: str, budget: MathBudget | None = None, cut: list[str]
                 as_source += 1
                 why = why or reason
         else:
-            pieces[key] = math_html(tex.strip(), display)
+            pieces[key] = math(tex.strip(), display)
             drawn += 1
             budget.left -= 1
         return key
 
     parts = [chunk if is_code else _MATH_RE.sub(replace, chunk) for is_code, chunk in _split_code(text)]
     html = _MD.render("".join(parts))
-    if pieces:
-        html = re.sub(rf"gkmath{nonce}n\d+x", lambda m: pieces.get(m.group(0), m.group(0)), html)
+    if pieces:  # one compiled pattern for every call (a pattern per nonce was compiled per answer)
+        html = _PLACEHOLDER_RE.sub(lambda m: pieces.get(m.group(0), m.group(0)), html)
     if as_source and cut is not None:
         cut.append(f"{as_source:,} of {drawn + as_source:,} formulas are shown as TeX source, not drawn: {why}.")
     return Markup(html)
@@ -399,7 +405,7 @@ def _questions(result: GradeResult) -> list[dict]:
                              f"{_size(len(answer.encode('utf-8')))}"
                              + (" (all answers together are limited too)." if limit < ANSWER_MAX_CHARS else "."))
             chars_left -= len(answer)
-            item["answer_html"] = markdown_to_html(answer, budget, notes)
+            item["answer_html"] = markdown_to_html(answer, budget=budget, cut=notes)
             item["note"] = " ".join(notes)
         out.append(item)
     return out
@@ -456,6 +462,7 @@ def report_context(result: GradeResult, result_dir: Path, instructor: bool = Fal
         "metrics": _metrics(result),
         "figures": _figures(result, result_dir),
         "questions": _questions(result),
+        "handed_in": handed_in_context(result, result_dir, clean_text),
         "student_output": output, "student_output_note": output_note,
         "generated_at": datetime.now(timezone.utc).strftime("%d %b %Y, %H:%M UTC"),
     }

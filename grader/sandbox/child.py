@@ -275,9 +275,15 @@ def serve(sock: socket.socket, config: dict) -> None:
             return
 
 
-def run(sock_fd: int, config: dict) -> None:
-    """Entry point in the forked child (called by the zygote). Never returns."""
+def run(fds: "int | list[int]", config: dict) -> None:
+    """Entry point in the forked child (called by the zygote). Never returns.
+
+    `fds`: the stream socket to the grader, then (optional) the output log opened by the grader
+    and the write end of a pipe on which the namespace's parent reports the child's wait status.
+    Neither file has a path the child can see: nothing it does there is read back by path."""
     status = 0
+    fds = [fds] if isinstance(fds, int) else list(fds)
+    sock_fd, log_fd, status_fd = (fds + [None, None])[:3]
     try:
         os.setsid()  # own process group: the grader kills the whole group
         sock = socket.socket(fileno=sock_fd)
@@ -287,9 +293,8 @@ def run(sock_fd: int, config: dict) -> None:
         else:
             protections.update(network_isolated=False, filesystem_masking=False, pid_namespace=False)
         if protections.get("filesystem_masking"):
-            protections.update(isolation.lock_down_filesystem(config["run_dir"], config["tmp_root"], config.get("needed", [])))
+            protections.update(isolation.lock_down_filesystem(config["scratch"], config["tmp_root"], config.get("needed", [])))
             protections["masked_paths"] = isolation.mask_paths(config.get("hide", []))
-        protections.update(isolation.apply_limits(int(config.get("memory_mb", 4096))))
         if protections.get("pid_namespace"):
             # The first process forked in the new PID namespace is its init: when it dies, the
             # kernel kills every process left in the namespace (orphans, daemons, double forks).
@@ -300,14 +305,24 @@ def run(sock_fd: int, config: dict) -> None:
                 protocol.send(sock, {"ok": True, "init_pid": pid})
                 os.close(w)
                 sock.close()
+                if log_fd is not None:
+                    os.close(log_fd)
                 _, st = os.waitpid(pid, 0)
-                _write_status(config, st)
+                _write_status(status_fd, st)
                 os._exit(0)
             os.close(w)
             os.read(r, 1)  # wait until the parent announced our pid
             os.close(r)
-        _enter_scratch(config)
-        torch.set_num_threads(max(1, int(config.get("threads", 1))))
+            protections["fresh_proc"] = isolation.mount_proc()
+        if status_fd is not None:
+            os.close(status_fd)  # only the namespace's parent may report a status
+        threads = max(1, int(config.get("threads", 1)))
+        full = protections.get("filesystem_masking") and protections.get("pid_namespace")
+        protections.update(isolation.drop_privileges(max(isolation.MAX_TASKS, 4 * threads + 16), switch_user=bool(full)))
+        protections.update(isolation.apply_limits(int(config.get("memory_mb", 4096))))
+        _scrub_environment(config.get("tmp_root") or "/tmp")
+        _enter_scratch(config, log_fd)
+        torch.set_num_threads(threads)
         protocol.send(sock, {"ok": True, "protections": protections})
         serve(sock, config)
     except BaseException:
@@ -320,19 +335,33 @@ def run(sock_fd: int, config: dict) -> None:
         os._exit(status)
 
 
-def _write_status(config: dict, status: int) -> None:
-    """Leave the served process's wait status where the grader can read why it died."""
+KEPT_ENV = ("PATH", "LANG", "LANGUAGE", "LC_", "TZ", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONIOENCODING",
+            "OMP_", "MKL_", "OPENBLAS_", "CUDA_", "NVIDIA_", "TORCH_", "CUBLAS_")
+
+
+def _scrub_environment(tmp: str) -> None:
+    """The grader's environment minus anything not needed to run torch (tokens, keys, paths)."""
+    for key in list(os.environ):
+        if not key.startswith(KEPT_ENV):
+            del os.environ[key]
+    os.environ.update(HOME=tmp, TMPDIR=tmp)
+
+
+def _write_status(fd: int | None, status: int) -> None:
+    """Report the served process's wait status to the grader (it reads why the child died)."""
+    if fd is None:
+        return
     try:
-        with open(os.path.join(config["log_dir"], "exit_status"), "w") as f:
-            f.write(str(status))
+        os.write(fd, str(status).encode())
     except OSError:
         pass
 
 
-def _enter_scratch(config: dict) -> None:
+def _enter_scratch(config: dict, log: int | None) -> None:
     scratch = config["scratch"]
     os.chdir(scratch)
-    log = os.open(os.path.join(config["log_dir"], "output.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    if log is None:
+        log = os.open(os.devnull, os.O_WRONLY)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)

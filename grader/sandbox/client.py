@@ -17,6 +17,7 @@ import select
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from grader.sandbox import protocol
 from grader.sandbox.errors import (  # noqa: F401  (re-exported: the engine and checks import them from here)
-    MAX_OUTPUT_BYTES, SandboxConfig, SandboxUnavailable, StudentCodeError, StudentCrash, StudentException,
+    MAX_OUTPUT_BYTES, IsolationUnavailable, SandboxConfig, SandboxUnavailable, missing_protections, StudentCodeError, StudentCrash, StudentException,
     StudentTimeout,
 )
 
@@ -82,13 +83,14 @@ class Zygote:
             raise SandboxUnavailable("the sandbox's template process did not start (is torch importable?)")
         self.ready = True
 
-    def fork(self, config: dict) -> tuple[int, socket.socket]:
+    def fork(self, config: dict, extra_fds: tuple[int, ...] = ()) -> tuple[int, socket.socket]:
+        """Fork a child; `extra_fds` (the output log, the status pipe) are handed to it as they are."""
         with self._lock:
             for attempt in (1, 2):
                 self.start()
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
                 try:
-                    socket.send_fds(self.ctl, [json.dumps(config).encode()], [theirs.fileno()])
+                    socket.send_fds(self.ctl, [json.dumps(config).encode()], [theirs.fileno(), *extra_fds])
                     reply = self.ctl.recv(1 << 16)
                     if not reply:
                         raise OSError("zygote closed")
@@ -122,9 +124,14 @@ class Sandbox:
         self.zygote = zygote or Zygote.shared()
         self.tmp = Path(tempfile.mkdtemp(prefix="gradekit-run-"))
         self.scratch = self.tmp / "submission"
+        # The grader's own files about this run: never visible to the child (a private tmpfs
+        # covers the temp dir there), opened by fd, and read back without following links.
         self.log_dir = self.tmp / "log"
-        self.log_dir.mkdir()
-        _copy_submission(self.submission_dir, self.scratch)
+        self.log_dir.mkdir(mode=0o700)
+        self.log_path = self.log_dir / "output.log"
+        self.log_fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self.status_r: int | None = None
+        self.skipped = _copy_submission(self.submission_dir, self.scratch)
         self.pids: list[int] = []
         self.sock: socket.socket | None = None
         self.protections: dict = {}
@@ -141,10 +148,10 @@ class Sandbox:
 
     def _child_config(self) -> dict:
         return {
-            "scratch": str(self.scratch), "log_dir": str(self.log_dir), "module_file": self.config.module_file,
+            "scratch": str(self.scratch), "module_file": self.config.module_file,
             "device": self.config.device, "memory_mb": self.config.memory_mb, "threads": self.config.threads,
             "namespaces": self.config.namespaces, "hide": self._hide_list(), "repo_root": str(REPO_ROOT),
-            "run_dir": str(self.tmp), "tmp_root": tempfile.gettempdir(), "needed": [sys.prefix, sys.base_prefix, str(REPO_ROOT)],
+            "tmp_root": tempfile.gettempdir(), "needed": _needed_paths(),
         }
 
     def _hide_list(self) -> list[str]:
@@ -158,12 +165,22 @@ class Sandbox:
             out.append(str(p))
         return out
 
+    def write_module(self, source: str) -> None:
+        """Write the module the child imports into the run's copy (a notebook's kept code, built by the grader)."""
+        path = self.scratch / self.config.module_file
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(source)
+
     def start(self) -> None:
         """Fork a fresh child and import the submission (an import failure is kept in `load_error`)."""
-        (self.log_dir / "exit_status").unlink(missing_ok=True)
-        log = self.log_dir / "output.log"
-        self.log_offset = log.stat().st_size if log.exists() else 0
-        pid, sock = self.zygote.fork(self._child_config())
+        self.log_offset = os.fstat(self.log_fd).st_size
+        self._close_status()
+        self.status_r, status_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            pid, sock = self.zygote.fork(self._child_config(), (self.log_fd, status_w))
+        finally:
+            os.close(status_w)
         self.pids = [pid]
         self.sock = sock
         deadline = time.monotonic() + self.config.load_timeout_s
@@ -175,6 +192,15 @@ class Sandbox:
                 self.protections = msg["protections"]
             if msg.get("ready"):
                 break
+        missing = missing_protections(self.protections) if self.config.namespaces else []
+        if missing and not self.config.allow_unsandboxed:
+            self.kill()  # before the student's module is imported: nothing of theirs has run
+            raise IsolationUnavailable(
+                "this machine cannot isolate student code (missing: " + ", ".join(missing) + "). Grade on Linux with "
+                "user namespaces enabled (sysctl kernel.unprivileged_userns_clone=1, or as root), or pass "
+                "--allow-unsandboxed to run it anyway, only for code you trust.")
+        if missing:
+            self.protections["unsandboxed"] = missing
         self.load_error = None
         try:
             self.request({"op": "load"}, timeout=self.config.load_timeout_s, _starting=True)
@@ -199,7 +225,28 @@ class Sandbox:
 
     def close(self) -> None:
         self.kill()
+        self._close_status()
+        if self.log_fd is not None:
+            os.close(self.log_fd)
+            self.log_fd = None
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _close_status(self) -> None:
+        if self.status_r is not None:
+            os.close(self.status_r)
+            self.status_r = None
+
+    def _exit_status(self, wait_s: float = 0.5) -> int | None:
+        """The dead child's wait status, as reported by its namespace's parent (None if none came)."""
+        if self.status_r is None or len(self.pids) < 2:
+            return None
+        ready, _, _ = select.select([self.status_r], [], [], wait_s)
+        if not ready:
+            return None
+        try:
+            return int(os.read(self.status_r, 32))
+        except (OSError, ValueError):
+            return None
 
     # ---- requests -------------------------------------------------------------------------
     def request(self, req: dict, timeout: float, _starting: bool = False) -> dict:
@@ -237,28 +284,39 @@ class Sandbox:
                 self.sock.settimeout(None)
 
     def _death(self, during: str) -> StudentCrash:
-        status = self.log_dir / "exit_status"
-        for _ in range(50):  # the namespace's parent writes the wait status right after the death
-            if status.exists() or len(self.pids) < 2:
-                break
-            time.sleep(0.01)
+        status = self._exit_status()  # the namespace's parent writes it right after the death
         self.kill()
-        why = _describe_status(status) or _fatal_from_log(self.log_dir / "output.log", self.log_offset)
+        why = _describe_status(status) or _fatal_from_log(self._read_log(self.log_offset, 8192, tail=True))
         return StudentCrash(f"the process running your code died {during}" + (f" ({why})" if why else ""))
+
+    def _read_log(self, offset: int, limit: int, tail: bool = False) -> bytes:
+        """At most `limit` bytes of the output log from `offset` (the last `limit` with `tail`),
+        through the grader's own descriptor: the child cannot swap the file for a link or a FIFO."""
+        if self.log_fd is None:
+            return b""
+        try:
+            size = os.fstat(self.log_fd).st_size
+            if tail:
+                offset = max(offset, size - limit)
+            return os.pread(self.log_fd, max(0, min(limit, size - offset)), offset)
+        except OSError:
+            return b""
 
     def output(self, limit: int = MAX_OUTPUT_BYTES) -> str:
         """The student's captured stdout/stderr: the first `limit` bytes, decoded leniently."""
-        path = self.log_dir / "output.log"
-        try:
-            size = path.stat().st_size
-            with open(path, "rb") as f:
-                data = f.read(limit)
-        except OSError:
-            return ""
-        text = data.decode("utf-8", errors="replace")
+        size = os.fstat(self.log_fd).st_size if self.log_fd is not None else 0
+        text = self._read_log(0, limit).decode("utf-8", errors="replace")
         if size > limit:
             text += f"\n[... output truncated: {size:,} bytes in all, first {limit:,} shown ...]"
         return text
+
+
+def _needed_paths() -> list[str]:
+    """Folders the child must see: the interpreter, its packages, the repo (harness code). Entries
+    under the temp dir (a zygote's working folder on sys.path) are not: /tmp is private there."""
+    tmp = os.path.realpath(tempfile.gettempdir()) + os.sep
+    paths = [sys.prefix, sys.base_prefix, str(REPO_ROOT)] + [p for p in sys.path if p and os.path.isdir(p)]
+    return sorted({p for p in paths if not os.path.realpath(p).startswith(tmp)})
 
 
 def _label(req: dict) -> str:
@@ -268,10 +326,8 @@ def _label(req: dict) -> str:
     return t or ""
 
 
-def _describe_status(path: Path) -> str:
-    try:
-        st = int(path.read_text())
-    except (OSError, ValueError):
+def _describe_status(st: int | None) -> str:
+    if st is None:
         return ""
     if os.WIFSIGNALED(st):
         sig = os.WTERMSIG(st)
@@ -283,32 +339,43 @@ def _describe_status(path: Path) -> str:
     return ""
 
 
-def _fatal_from_log(path: Path, offset: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(offset, path.stat().st_size - 8192))
-            tail = f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    for line in tail.splitlines():
+def _fatal_from_log(tail: bytes) -> str:
+    for line in tail.decode("utf-8", errors="replace").splitlines():
         if line.startswith("Fatal Python error:"):
             return line.split(":", 1)[1].strip()
     return ""
 
 
-def _copy_submission(src: Path, dst: Path) -> None:
-    """Copy the submission's regular files (no symlinks, nothing huge) into the scratch folder."""
+def _copy_submission(src: Path, dst: Path) -> list[str]:
+    """Copy the submission's regular files into the scratch folder, once: links, FIFOs, devices and
+    anything past MAX_COPY_BYTES are left out (returned, relative to `src`, so the report can say
+    so). Each file is opened with O_NOFOLLOW and copied from that descriptor, so swapping a file for
+    a link between the listing and the copy changes nothing. Everything the grader reads about the
+    submission afterwards (answers, checkpoints, hash) reads this copy, readable by the sandbox's id."""
     total = 0
-    dst.mkdir(parents=True)
+    skipped: list[str] = []
+    dst.mkdir(parents=True, mode=0o755)
+    os.chmod(dst, 0o755)
     for root, dirs, files in os.walk(src, followlinks=False):
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
         rel = Path(root).relative_to(src)
-        (dst / rel).mkdir(parents=True, exist_ok=True)
+        for d in list(dirs):
+            if (Path(root) / d).is_symlink():
+                skipped.append(str(rel / d))
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__" and not (Path(root) / d).is_symlink()]
+        (dst / rel).mkdir(parents=True, exist_ok=True, mode=0o755)
         for name in files:
-            p = Path(root) / name
-            if p.is_symlink() or not p.is_file():
+            try:
+                fd = os.open(Path(root) / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                skipped.append(str(rel / name))
                 continue
-            total += p.stat().st_size
-            if total > MAX_COPY_BYTES:
-                return
-            shutil.copyfile(p, dst / rel / name)
+            with os.fdopen(fd, "rb") as f:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or total + st.st_size > MAX_COPY_BYTES:
+                    skipped.append(str(rel / name))
+                    continue
+                total += st.st_size
+                with open(dst / rel / name, "wb") as out:
+                    shutil.copyfileobj(f, out)
+                    os.fchmod(out.fileno(), 0o644)
+    return skipped

@@ -7,6 +7,7 @@ engine handle failures the same way in both.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 MAX_OUTPUT_BYTES = 64 * 1024  # student stdout/stderr kept per submission
@@ -39,6 +40,24 @@ class SandboxUnavailable(RuntimeError):
     """The grader could not start the sandbox at all (an environment problem, not the student's)."""
 
 
+class IsolationUnavailable(SandboxUnavailable):
+    """This machine cannot isolate student code and the user did not opt in to run it anyway."""
+
+
+# What a child must have before untrusted code runs in it (see docs/sandbox.md).
+REQUIRED_PROTECTIONS = {
+    "network_isolated": "no network", "pid_namespace": "own PID namespace", "fresh_proc": "own /proc",
+    "read_only_filesystem": "read-only file system", "private_tmp": "private size-bounded /tmp",
+    "unprivileged_id": "unprivileged id", "capabilities_dropped": "no capabilities",
+}
+ALLOW_UNSANDBOXED_ENV = "GRADEKIT_ALLOW_UNSANDBOXED"  # set by `--allow-unsandboxed` (batch workers inherit it)
+
+
+def missing_protections(protections: dict) -> list[str]:
+    """The required protections a child reported as not active, in words."""
+    return [words for key, words in REQUIRED_PROTECTIONS.items() if not protections.get(key)]
+
+
 @dataclass
 class SandboxConfig:
     module_file: str = "vae.py"
@@ -46,5 +65,8 @@ class SandboxConfig:
     memory_mb: int = 4096
     threads: int = 1
     load_timeout_s: float = 30.0
-    namespaces: bool = True
+    namespaces: bool = True  # False: no isolation wanted (a student's self-check of their own code)
+    # Run untrusted code even where it cannot be isolated (not Linux, no user namespaces): an explicit
+    # opt-in; results and reports then carry a warning.
+    allow_unsandboxed: bool = field(default_factory=lambda: os.environ.get(ALLOW_UNSANDBOXED_ENV) == "1")
     hide: list[str] = field(default_factory=list)  # paths the child must not see

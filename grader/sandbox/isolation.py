@@ -1,25 +1,68 @@
 """OS-level protections applied in a freshly forked child, strongest available first.
 
-Each step is tried and its outcome recorded, so results and reports can say exactly which
-protections were active (see docs/sandbox.md). Linux only for namespaces; elsewhere the child
-still gets its own process group, resource limits and a scrubbed import path.
+The child is confined in three stages (docs/sandbox.md has the threat model):
+
+A. `enter_namespaces`: new mount, PID, network and IPC namespaces (as root directly; otherwise
+   inside a first user namespace that maps the grader's own id).
+B. `lock_down_filesystem` + `mask_paths` (still privileged): every mount read-only, a size-bounded
+   tmpfs as the only writable place, the submission's copy bound in read-only, the reference,
+   rubric, checks, cache and output folders hidden. Then, in the namespace's first process,
+   `mount_proc` gives it a /proc that shows only its own PID namespace.
+C. `drop_privileges`: switch to an unprivileged id when root, enter a *new* user + mount namespace
+   (this locks every mount made above: they can be neither unmounted nor made writable from
+   inside), drop every capability (bounding and ambient sets included), set `no_new_privs`, bound
+   processes/threads with RLIMIT_NPROC and install a seccomp filter (`install_seccomp`).
+
+Each step is tried and its outcome recorded, so results and reports say exactly which protections
+were active. Linux only; elsewhere the child still gets its own process group and resource limits.
 """
 
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
+import errno
 import os
 import resource
 import sys
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+ALL_NAMESPACES = CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET
 MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
 MS_BIND = 4096
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_DUMPABLE = 4
+
+SANDBOX_ID = 65534  # "nobody": the id student code runs as when the grader is root
+WRITABLE_MB = 256  # the child's private /tmp (its only writable place besides /dev/shm)
+SHM_MB = 64
+MAX_TASKS = 64  # processes + threads of one child (torch's own pools included)
+
+# Denied with EPERM by the seccomp filter: everything that could undo the confinement or reach
+# another process (the names a kernel lacks are skipped).
+DENIED_SYSCALLS = (
+    "mount", "umount", "umount2", "pivot_root", "chroot", "unshare", "setns", "move_mount", "open_tree",
+    "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr", "ptrace", "process_vm_readv",
+    "process_vm_writev", "process_madvise", "pidfd_getfd", "kcmp", "kexec_load", "kexec_file_load", "bpf",
+    "perf_event_open", "keyctl", "add_key", "request_key", "open_by_handle_at", "name_to_handle_at",
+    "userfaultfd", "init_module", "finit_module", "delete_module", "reboot", "swapon", "swapoff", "acct",
+    "iopl", "ioperm", "quotactl", "syslog", "lookup_dcookie", "vhangup", "personality",
+)
 
 _libc = None
 
@@ -31,38 +74,46 @@ def _lib():
     return _libc
 
 
+def linux() -> bool:
+    return sys.platform.startswith("linux")
+
+
 def _unshare(flags: int) -> bool:
-    if not sys.platform.startswith("linux"):
+    if not linux():
         return False
     return _lib().unshare(ctypes.c_int(flags)) == 0
 
 
-def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> bool:
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None) -> bool:
     enc = lambda s: None if s is None else s.encode()
     return _lib().mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) == 0
 
 
+def _write(path: str, text: str) -> bool:
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+        return True
+    except OSError:
+        return False
+
+
+def _map_own_ids(uid: int, gid: int) -> bool:
+    """Map the caller's own ids 1:1 into the user namespace it just created (allowed unprivileged)."""
+    _write("/proc/self/setgroups", "deny")
+    return _write("/proc/self/uid_map", f"{uid} {uid} 1") and _write("/proc/self/gid_map", f"{gid} {gid} 1")
+
+
 def enter_namespaces() -> dict:
-    """Unshare network, mount and PID namespaces (as root, or via a user namespace). Returns flags."""
+    """Stage A: unshare mount, PID, network and IPC namespaces (as root, or via a user namespace)."""
     got = {"network_isolated": False, "filesystem_masking": False, "pid_namespace": False}
-    if not sys.platform.startswith("linux"):
+    if not linux():
         return got
-    wanted = CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID
-    if _unshare(wanted):
-        ok = True
-    else:
-        uid, gid = os.getuid(), os.getgid()
-        ok = _unshare(wanted | CLONE_NEWUSER)
-        if ok:  # map ourselves to root inside the user namespace so mounts are allowed
-            try:
-                with open("/proc/self/setgroups", "w") as f:
-                    f.write("deny")
-                with open("/proc/self/uid_map", "w") as f:
-                    f.write(f"0 {uid} 1")
-                with open("/proc/self/gid_map", "w") as f:
-                    f.write(f"0 {gid} 1")
-            except OSError:
-                pass
+    wanted = CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    ok = os.geteuid() == 0 and _unshare(wanted)
+    if not ok:
+        uid, gid = os.geteuid(), os.getegid()
+        ok = _unshare(wanted | CLONE_NEWUSER) and _map_own_ids(uid, gid)
     if not ok:
         # Partial isolation: at least try the network alone.
         got["network_isolated"] = _unshare(CLONE_NEWNET) or _unshare(CLONE_NEWNET | CLONE_NEWUSER)
@@ -77,12 +128,13 @@ def mask_paths(paths: list[str]) -> list[str]:
     """Hide each path from this process (needs a private mount namespace). Returns those masked."""
     masked = []
     for p in paths:
-        if not os.path.exists(p):
+        if not os.path.lexists(p):
             continue
         if os.path.isdir(p):
-            ok = _mount("tmpfs", p, "tmpfs", MS_RDONLY, "size=4k,mode=000")
+            ok = _mount("tmpfs", p, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,nr_inodes=1,mode=000")
         else:
-            ok = _mount("/dev/null", p, None, MS_BIND, None)
+            ok = _mount("/dev/null", p, None, MS_BIND, None) and _mount(
+                "none", p, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
         if ok:
             masked.append(p)
     return masked
@@ -116,7 +168,6 @@ def apply_limits(memory_mb: int, file_mb: int = 256) -> dict:
     return applied
 
 
-MS_REMOUNT = 32
 _PSEUDO_FS = {"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "mqueue", "securityfs", "debugfs",
               "tracefs", "bpf", "pstore", "configfs", "fusectl", "hugetlbfs", "autofs", "binfmt_misc", "nsfs"}
 
@@ -135,31 +186,220 @@ def _mount_points() -> list[tuple[str, str]]:
     return sorted(out, key=lambda p: p[0].count("/"))
 
 
-def lock_down_filesystem(run_dir: str, tmp_root: str, needed: list[str]) -> dict:
-    """Make every mount read-only and give the child a private, empty `tmp_root` holding only its
-    own `run_dir` (writable). Needs a private mount namespace. `needed` are paths that must stay
-    visible (the interpreter and its packages): if one lives under `tmp_root`, /tmp stays shared."""
-    got = {"read_only_filesystem": False, "private_tmp": False}
-    keep_fd = os.open(run_dir, os.O_PATH | os.O_DIRECTORY)
+def lock_down_filesystem(scratch: str, tmp_root: str, needed: list[str], writable_mb: int = WRITABLE_MB) -> dict:
+    """Stage B: every mount read-only; a private, size-bounded tmpfs over `tmp_root` (which hides
+    every other run, the grader's logs and the zygote's folder); the submission's copy `scratch`
+    shown at its own path as an overlay whose writes land in that tmpfs, so the child may write
+    next to its files while the grader's copy never changes (read-only if overlays are refused).
+    `needed` are paths that must stay visible (the interpreter and its packages): if one lives
+    under `tmp_root`, /tmp stays shared (and is reported so)."""
+    got = {"read_only_filesystem": False, "private_tmp": False, "writable_mb": None, "writable_submission": False}
+    keep_fd = os.open(scratch, os.O_PATH | os.O_DIRECTORY)
     try:
-        # 1. The writable places first (a bind mount inherits its source's read-only flag).
         tmp_real = os.path.realpath(tmp_root)
+        writable = set()
         if not any(os.path.realpath(p).startswith(tmp_real + os.sep) for p in needed):
-            if _mount("tmpfs", tmp_real, "tmpfs", 0, "size=1g,mode=1777"):
-                os.makedirs(run_dir, exist_ok=True)
-                got["private_tmp"] = _mount(f"/proc/self/fd/{keep_fd}", run_dir, None, MS_BIND, None)
-        if not got["private_tmp"]:
-            _mount(run_dir, run_dir, None, MS_BIND, None)
-        if os.path.isdir("/dev/shm"):  # shared memory is per-child too
-            _mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=256m,mode=1777")
-        writable = {tmp_real, os.path.realpath(run_dir)}
-        # 2. Everything else read-only.
+            opts = f"size={writable_mb}m,nr_inodes=65536,mode=1777"
+            if _mount("tmpfs", tmp_real, "tmpfs", MS_NOSUID | MS_NODEV, opts):
+                writable.add(tmp_real)
+                got["writable_mb"] = writable_mb
+                got.update(_show_scratch(keep_fd, scratch, tmp_real))
+        if os.path.isdir("/dev/shm") and _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV,
+                                                f"size={SHM_MB}m,nr_inodes=4096,mode=1777"):
+            writable.add("/dev/shm")
+        got["covered_for_sandbox_id"] = expose_needed(needed)
+        if os.path.isdir("/dev/pts"):  # no terminal of the grader's user to write to
+            _mount("tmpfs", "/dev/pts", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=755")
+        if got["writable_submission"]:
+            writable.add(scratch)
         ok = True
         for point, fstype in _mount_points():
             if fstype in _PSEUDO_FS or point in writable or point.startswith(("/proc", "/sys", "/dev")):
                 continue
-            ok &= _mount("none", point, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+            ok &= _mount("none", point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None) or \
+                _mount("none", point, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
         got["read_only_filesystem"] = bool(ok)
     finally:
         os.close(keep_fd)
     return got
+
+
+def _show_scratch(keep_fd: int, scratch: str, tmp_real: str) -> dict:
+    """Make `scratch` (whose directory `keep_fd` holds) visible again inside the fresh tmpfs."""
+    os.makedirs(scratch, mode=0o755, exist_ok=True)
+    parent = os.path.dirname(scratch)
+    while parent.startswith(tmp_real + os.sep):  # let an unprivileged id walk down to it
+        os.chmod(parent, 0o755)
+        parent = os.path.dirname(parent)
+    base = os.path.join(tmp_real, ".gradekit-overlay")
+    lower, upper, work = (os.path.join(base, d) for d in ("lower", "upper", "work"))
+    for d in (lower, upper, work):
+        os.makedirs(d, mode=0o755, exist_ok=True)
+    if os.geteuid() == 0:  # stage C runs the code as SANDBOX_ID: it must own what it may write
+        for d in (upper, work):
+            os.chown(d, SANDBOX_ID, SANDBOX_ID)
+    if _mount(f"/proc/self/fd/{keep_fd}", lower, None, MS_BIND, None):
+        _mount("none", lower, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+        opts = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        if _mount("overlay", scratch, "overlay", MS_NOSUID | MS_NODEV, opts):
+            if os.geteuid() == 0:
+                os.chown(scratch, SANDBOX_ID, SANDBOX_ID)  # copied up: the grader's copy keeps its owner
+            _lib().umount2(lower.encode(), 2)  # MNT_DETACH: the overlay keeps its own reference
+            os.chmod(base, 0o700)
+            return {"private_tmp": True, "writable_submission": True}
+        _lib().umount2(lower.encode(), 2)
+    ok = _mount(f"/proc/self/fd/{keep_fd}", scratch, None, MS_BIND, None)
+    return {"private_tmp": ok, "writable_submission": False}
+
+
+def expose_needed(needed: list[str]) -> list[str]:
+    """Root only (stage C runs the code as SANDBOX_ID): where a folder the child needs (the
+    interpreter, its packages) lies below one the sandbox id may not enter (e.g. /root, 0700),
+    cover that folder with an empty tmpfs and bind only the needed folders back into it. The rest
+    of it (the grading user's home, its secrets) stays out of sight. Returns the covered folders."""
+    if os.geteuid() != 0:
+        return []
+    blocked: dict[str, list[str]] = {}
+    for p in {os.path.realpath(p) for p in needed if os.path.isdir(p)}:
+        walked = "/"
+        for part in p.strip("/").split("/")[:-1]:
+            walked = os.path.join(walked, part)
+            if not os.stat(walked).st_mode & 0o001:
+                blocked.setdefault(walked, []).append(p)
+                break
+    covered = []
+    for top, paths in sorted(blocked.items()):
+        fds = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in sorted(paths)]
+        try:
+            if not _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,nr_inodes=256,mode=755"):
+                continue
+            covered.append(top)
+            for p, fd in fds:
+                os.makedirs(p, mode=0o755, exist_ok=True)
+                _mount(f"/proc/self/fd/{fd}", p, None, MS_BIND | MS_REC, None)
+        finally:
+            for _, fd in fds:
+                os.close(fd)
+    return covered
+
+
+def mount_proc() -> bool:
+    """A /proc that shows only this PID namespace (call in its first process, before stage C)."""
+    return _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+
+
+# ---- stage C ------------------------------------------------------------------------------------
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _drop_capabilities() -> bool:
+    libc = _lib()
+    for cap in range(64):  # bounding set first (needs CAP_SETPCAP, which we still hold)
+        libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0)
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    libc.capset(ctypes.byref(header), data)
+    return _status_field("CapEff") == 0 and _status_field("CapPrm") == 0 and _status_field("CapBnd") == 0
+
+
+def _status_field(name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(name + ":"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def drop_privileges(max_tasks: int = MAX_TASKS, switch_user: bool = True) -> dict:
+    """Stage C (in the PID namespace's first process, after the mounts and /proc are set).
+
+    `switch_user` (only when stages A and B worked: an unprivileged id must find its files there):
+    root becomes SANDBOX_ID, then a user + mount namespace of its own locks the mounts and every
+    capability is dropped. `no_new_privs`, the task bound and seccomp apply in every case."""
+    got = {"unprivileged_id": os.geteuid() != 0, "user_namespace": False, "capabilities_dropped": False,
+           "no_new_privs": False, "max_tasks": None, "seccomp": None}
+    if not linux():
+        return got
+    if switch_user:
+        if os.geteuid() == 0:
+            try:
+                os.setgroups([])
+                os.setresgid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID)
+                os.setresuid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID)  # drops root's capabilities too
+            except OSError:
+                pass
+            _lib().prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # a uid change clears it; /proc/self/uid_map needs it
+        uid, gid = os.geteuid(), os.getegid()
+        got["unprivileged_id"] = uid != 0 and os.getuid() != 0
+        # A user namespace owned by the unprivileged id, with its own mount namespace: the mounts
+        # made above come from a more privileged namespace, so the kernel locks them.
+        got["user_namespace"] = _unshare(CLONE_NEWUSER | CLONE_NEWNS) and _map_own_ids(uid, gid)
+    got["capabilities_dropped"] = _drop_capabilities()
+    got["no_new_privs"] = _lib().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+    try:  # counted per user namespace (Linux >= 5.14): only this child's tasks
+        resource.setrlimit(resource.RLIMIT_NPROC, (max_tasks, max_tasks))
+        got["max_tasks"] = max_tasks
+    except (ValueError, OSError):
+        pass
+    got["seccomp"] = install_seccomp() if got["no_new_privs"] else None
+    return got
+
+
+class _ArgCmp(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+
+
+_SCMP_ACT_ALLOW = 0x7FFF0000
+_SCMP_CMP_MASKED_EQ = 7
+
+
+def _errno_action(e: int) -> int:
+    return 0x00050000 | (e & 0xFFFF)
+
+
+def install_seccomp() -> str | None:
+    """Deny DENIED_SYSCALLS and namespace-creating clone() with EPERM (clone3 with ENOSYS, so libc
+    falls back to clone). Uses the system's libseccomp through ctypes; None when it is missing."""
+    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
+    try:
+        lib = ctypes.CDLL(name, use_errno=True)
+    except OSError:
+        return None
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_init.argtypes = [ctypes.c_uint32]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+                                           ctypes.POINTER(_ArgCmp)]
+    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    ctx = lib.seccomp_init(_SCMP_ACT_ALLOW)
+    if not ctx:
+        return None
+    try:
+        deny = _errno_action(errno.EPERM)
+        ok = True
+        for call in DENIED_SYSCALLS:
+            nr = lib.seccomp_syscall_resolve_name(call.encode())
+            if nr >= 0:
+                ok &= lib.seccomp_rule_add_array(ctx, deny, nr, 0, None) == 0
+        clone = lib.seccomp_syscall_resolve_name(b"clone")
+        for flag in (CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET):
+            cmp = _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag)
+            ok &= lib.seccomp_rule_add_array(ctx, deny, clone, 1, ctypes.byref(cmp)) == 0
+        clone3 = lib.seccomp_syscall_resolve_name(b"clone3")
+        if clone3 >= 0:
+            ok &= lib.seccomp_rule_add_array(ctx, _errno_action(errno.ENOSYS), clone3, 0, None) == 0
+        if not ok or lib.seccomp_load(ctx) != 0:
+            return None
+        return "libseccomp"
+    finally:
+        lib.seccomp_release(ctx)

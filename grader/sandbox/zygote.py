@@ -4,8 +4,9 @@ Started by `client.Zygote` as `python -m grader.sandbox.zygote FD`. Forking it c
 where a fresh Python process pays ~2 s to import torch. It never imports `reference`, the rubric
 or the checks, so no child inherits them.
 
-Control protocol on the SOCK_SEQPACKET socket FD: the grader sends a JSON config together with one
-file descriptor (the child's end of a stream socket); the zygote forks and answers {"pid": N}.
+Control protocol on the SOCK_SEQPACKET socket FD: the grader sends a JSON config together with up to
+three file descriptors (the child's end of a stream socket, the output log, the status pipe's write
+end: see `child.run`); the zygote forks and answers {"pid": N}.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def main() -> None:
     ctl.send(json.dumps({"ready": True, "pid": os.getpid()}).encode())
     while True:
         try:
-            msg, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 1)
+            msg, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 3)
         except OSError:
             return
         if not msg:
@@ -46,7 +47,7 @@ def main() -> None:
         if pid == 0:
             ctl.close()
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            child.run(fds[0], config)  # never returns
+            child.run(fds, config)  # never returns
         for fd in fds:
             os.close(fd)
         ctl.send(json.dumps({"pid": pid}).encode())

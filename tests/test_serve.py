@@ -1,0 +1,370 @@
+"""`grade serve` without a browser: scoring rules, the grades database, grouping, access rules, bad input."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+pytest.importorskip("flask")
+
+from click.testing import CliRunner  # noqa: E402
+
+from grader.serve.app import create_app, open_classroom  # noqa: E402
+from grader.serve.classroom import ClassroomError  # noqa: E402
+from grader.serve.groups import group_answers  # noqa: E402
+from grader.serve.scoring import ScoreError, feedback_text, parse_number, question_score  # noqa: E402
+from grader.serve.store import DB_NAME, GradeStore, StoreError, stored_entries  # noqa: E402
+from serve_data import Q1, make_reports  # noqa: E402
+
+# ---- scoring rules ----------------------------------------------------------------------------------
+
+
+def test_question_score_rules():
+    assert question_score([], None, 2) is None  # nothing applied: ungraded
+    assert question_score([1, 0.5], None, 2) == 1.5
+    assert question_score([2, 1], None, 2) == 2  # clipped to the maximum
+    assert question_score([1, -3], None, 2) == 0  # deductions never go below 0
+    assert question_score([0], None, 2) == 0  # a 0-point item grades the answer
+    assert question_score([2], 0.5, 2) == 0.5  # the override wins
+
+
+@pytest.mark.parametrize("raw, expected", [("1", 1.0), (" 0.5 ", 0.5), ("1,5", 1.5), (2, 2.0), ("0", 0.0)])
+def test_parse_number_accepts(raw, expected):
+    assert parse_number(raw, 0, 2, "score") == expected
+
+
+@pytest.mark.parametrize("raw, words", [("abc", "not a number"), ("", "not a number"), ("3", r"outside \[0, 2\]"),
+                                        ("-0.5", "outside"), ("nan", "finite"), ("inf", "finite"), (True, "not a number")])
+def test_parse_number_refuses(raw, words):
+    with pytest.raises(ScoreError, match=words):
+        parse_number(raw, 0, 2, "score")
+
+
+def test_feedback_text():
+    assert feedback_text([(1, "Correct formula"), (-0.5, "Sign error")], " see notes ") == \
+        "Correct formula (+1)\nSign error (-0.5)\nsee notes"
+
+
+# ---- the database -----------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def store(tmp_path):
+    s = GradeStore(tmp_path / DB_NAME)
+    yield s
+    s.close()
+
+
+def test_item_edit_changes_every_student_who_has_it(store):
+    item = store.create_item("vae:Q1", "1", "Correct", "ann", 1)
+    other = store.create_item("vae:Q1", "-0.5", "Sign error", "ann", 1)
+    for s in ("alice", "bob", "carol"):
+        store.set_item(s, "vae:Q1", item.id, True, "ann")
+    store.set_item("bob", "vae:Q1", other.id, True, "ann")
+    affected = store.update_item(item.id, "0.75", "Mostly correct", "ben", 1)
+    assert affected == ["alice", "bob", "carol"]
+    decided = store.decided({(s, "vae:Q1"): 1.0 for s in ("alice", "bob", "carol", "dana")})
+    assert decided[("alice", "vae:Q1")] == (0.75, "Mostly correct (+0.75)")
+    assert decided[("bob", "vae:Q1")] == (0.25, "Mostly correct (+0.75)\nSign error (-0.5)")
+    assert ("dana", "vae:Q1") not in decided  # never touched: not in the database's answer
+
+
+def test_bad_values_write_nothing(store):
+    item = store.create_item("vae:Q1", "1", "Correct", "ann", 1)
+    before = store.history()
+    for call in (lambda: store.create_item("vae:Q1", "2", "Too much", "ann", 1),
+                 lambda: store.create_item("vae:Q1", "one", "Text", "ann", 1),
+                 lambda: store.create_item("vae:Q1", "1", "   ", "ann", 1),
+                 lambda: store.update_item(item.id, "-2", "x", "ann", 1),
+                 lambda: store.set_override("alice", "vae:Q1", "1.5", "ann", 1),
+                 lambda: store.set_override("alice", "vae:Q1", "-1", "ann", 1),
+                 lambda: store.set_item("alice", "vae:Q2", item.id, True, "ann")):  # item of another question
+        with pytest.raises(ScoreError):
+            call()
+    assert store.history() == before and store.grades() == {}
+
+
+def test_failed_transaction_leaves_no_half_decision(store):
+    item = store.create_item("vae:Q1", "1", "Correct", "ann", 1)
+    store.set_item("alice", "vae:Q1", item.id, True, "ann")
+    with pytest.raises(ScoreError):  # bob has no grade: the copy is refused as a whole
+        store.copy_grade("bob", ["carol", "dana"], "vae:Q1", "ann")
+    with pytest.raises(RuntimeError):
+        with store.transaction() as c:  # a crash in the middle of a decision
+            c.execute("INSERT INTO applied VALUES ('carol', 'vae:Q1', ?)", (item.id,))
+            raise RuntimeError("killed")
+    assert set(store.grades()) == {("alice", "vae:Q1")}
+
+
+def test_copy_grade_gives_the_whole_decision(store):
+    a = store.create_item("vae:Q1", "1", "Correct", "ann", 1)
+    store.set_item("bob", "vae:Q1", a.id, True, "ann")
+    store.set_comment("bob", "vae:Q1", "Nice", "ann")
+    store.set_item("carol", "vae:Q1", store.create_item("vae:Q1", "0", "Wrong", "ann", 1).id, True, "ann")
+    assert store.copy_grade("bob", ["carol", "dana", "bob"], "vae:Q1", "ben") == ["carol", "dana"]
+    grades = store.grades()
+    for s in ("carol", "dana"):
+        assert grades[(s, "vae:Q1")].items == [a.id] and grades[(s, "vae:Q1")].comment == "Nice"
+        assert grades[(s, "vae:Q1")].graded_by == "ben"
+    assert store.history(1)[0]["action"] == "copy_grade"
+
+
+def test_two_writers_lose_nothing(tmp_path):
+    """Two TAs (threads with their own connections) applying items at once: every decision lands."""
+    path = tmp_path / DB_NAME
+    setup = GradeStore(path)
+    item = setup.create_item("vae:Q1", "1", "Correct", "ann", 1)
+    students = [f"s{i:03d}" for i in range(60)]
+
+    def grade(ta, mine):
+        st = GradeStore(path)
+        for s in mine:
+            st.set_item(s, "vae:Q1", item.id, True, ta)
+            st.set_comment(s, "vae:Q1", f"by {ta}", ta)
+        st.close()
+
+    threads = [threading.Thread(target=grade, args=(ta, students[i::2])) for i, ta in enumerate(("ann", "ben"))]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    grades = setup.grades()
+    assert len(grades) == 60 and all(g.items == [item.id] for g in grades.values())
+    assert {g.graded_by for g in grades.values()} == {"ann", "ben"}
+    assert len(setup.history(1000)) == 1 + 120
+
+
+def test_newer_database_is_refused_untouched(tmp_path):
+    path = tmp_path / DB_NAME
+    GradeStore(path).close()
+    with sqlite3.connect(path) as c:
+        c.execute("PRAGMA user_version = 99")
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="newer gradekit"):
+        GradeStore(path)
+    assert path.read_bytes() == before
+
+
+def test_foreign_sqlite_file_is_refused(tmp_path):
+    path = tmp_path / DB_NAME
+    with sqlite3.connect(path) as c:
+        c.execute("CREATE TABLE other (x)")
+    with pytest.raises(StoreError, match="did not write"):
+        GradeStore(path)
+    (tmp_path / "junk.sqlite").write_text("not a database at all, just text" * 10)
+    with pytest.raises(StoreError, match="not a gradekit"):
+        GradeStore(tmp_path / "junk.sqlite")
+
+
+# ---- grouping -----------------------------------------------------------------------------------------
+
+
+def test_groups_flag_duplicates_and_keep_everyone_once():
+    groups = group_answers(Q1)
+    members = [s for g in groups for s in g.members]
+    assert sorted(members) == sorted(Q1)
+    dup = next(g for g in groups if g.duplicate_sets)
+    assert dup.duplicate_sets == [["bob", "carol", "dana"]]  # whitespace differences ignored
+    assert next(g for g in groups if g.empty).members == ["frank"]
+    assert "alice" not in dup.members  # LaTeX answer is not a rewording of the plain-text one
+    assert group_answers(Q1) == groups  # deterministic (and cached)
+
+
+def test_groups_separate_different_answers():
+    answers = {f"a{i}": f"The KL term pulls q(z|x) toward the prior; variant {i}" for i in range(5)}
+    answers |= {f"b{i}": f"Adam with learning rate 1e-3 and batch size {64 * (i + 1)}" for i in range(5)}
+    groups = group_answers(answers)
+    sets = [set(g.members) for g in groups]
+    assert {f"a{i}" for i in range(5)} in sets and {f"b{i}" for i in range(5)} in sets
+
+
+# ---- the app (Flask test client) ------------------------------------------------------------------------
+
+
+def _client(reports, token=None, host="127.0.0.1"):
+    classroom, store = open_classroom(reports)
+    app = create_app(classroom, store, host=host, port=1, token=token)
+    return app.test_client(), store
+
+
+def _login(client, name="ann", token=None):
+    client.get("/login")
+    with client.session_transaction() as s:
+        csrf = s["csrf"]
+    r = client.post("/login", data={"csrf": csrf, "name": name, "next": "/", **({"token": token} if token else {})})
+    with client.session_transaction() as s:
+        return r, s.get("csrf")
+
+
+def test_no_student_data_without_name_or_token(tmp_path):
+    make_reports(tmp_path)
+    client, _ = _client(tmp_path, token="s3cret", host="0.0.0.0")
+    for path in ("/", "/s/alice", "/s/alice/report", "/q/vae:Q1", "/api/q/vae:Q1", "/export/manual.csv"):
+        r = client.get(path)
+        assert r.status_code in (302, 401) and b"bob" not in r.data and b"sigma" not in r.data, path
+    r, _ = _login(client, token="wrong")
+    assert r.status_code == 400 and b"Wrong token" in r.data
+    r, csrf = _login(client, token="s3cret")
+    assert r.status_code == 302 and b"alice" in client.get("/").data
+
+
+def test_csrf_and_origin_are_checked(tmp_path):
+    make_reports(tmp_path)
+    client, store = _client(tmp_path)
+    _, csrf = _login(client)
+    body = {"points": "1", "comment": "Correct"}
+    assert client.post("/api/q/vae:Q1/items", json=body).status_code == 403  # no token
+    assert client.post("/api/q/vae:Q1/items", json=body, headers={"X-CSRF-Token": "forged"}).status_code == 403
+    assert client.post("/api/q/vae:Q1/items", json=body, headers={"X-CSRF-Token": csrf,
+                                                                  "Origin": "http://evil.example"}).status_code == 403
+    assert client.post("/render", data={}).status_code == 403
+    assert store.items() == []
+    assert client.post("/api/q/vae:Q1/items", json=body, headers={"X-CSRF-Token": csrf}).status_code == 200
+
+
+def test_local_server_refuses_other_host_headers(tmp_path):
+    """DNS rebinding: a page on another name resolving to 127.0.0.1 gets nothing."""
+    make_reports(tmp_path)
+    client, _ = _client(tmp_path)
+    assert client.get("/login", headers={"Host": "evil.example:8000"}).status_code == 400
+
+
+@pytest.mark.parametrize("path, words", [("/q/vae:Q9", "Unknown question"), ("/s/mallory", "Unknown student"),
+                                         ("/q/nonsense", "Unknown question")])
+def test_unknown_names_in_urls(tmp_path, path, words):
+    make_reports(tmp_path)
+    client, _ = _client(tmp_path)
+    _login(client)
+    r = client.get(path)
+    assert r.status_code == 404 and words.encode() in r.data
+
+
+@pytest.mark.parametrize("score, words", [("3", "outside [0, 1]"), ("-1", "outside"), ("ten", "not a number")])
+def test_malformed_score_is_refused_and_nothing_written(tmp_path, score, words):
+    make_reports(tmp_path)
+    client, store = _client(tmp_path)
+    _, csrf = _login(client)
+    r = client.post("/api/q/vae:Q1/grade/alice", json={"op": "override", "score": score},
+                    headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 400 and words in r.json["error"]
+    r = client.post("/api/q/vae:Q1/grade/mallory", json={"op": "override", "score": "1"},
+                    headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 404
+    assert store.grades() == {} and store.history() == []
+
+
+def test_reports_folder_without_results(tmp_path):
+    (tmp_path / "alice").mkdir()
+    with pytest.raises(ClassroomError, match="no \\*/results.json"):
+        open_classroom(tmp_path)
+    assert not (tmp_path / DB_NAME).exists()
+    from grader.cli import main
+
+    r = CliRunner().invoke(main, ["serve", str(tmp_path), "--port", "0"])
+    assert r.exit_code == 2 and "grade batch" in r.output
+
+
+def test_serve_refuses_newer_database(tmp_path):
+    make_reports(tmp_path)
+    GradeStore(tmp_path / DB_NAME).close()
+    with sqlite3.connect(tmp_path / DB_NAME) as c:
+        c.execute("PRAGMA user_version = 7")
+    from grader.cli import main
+
+    r = CliRunner().invoke(main, ["serve", str(tmp_path), "--port", "0"])
+    assert r.exit_code == 2 and "newer gradekit" in r.output
+
+
+def test_manual_csv_round_trip_and_report_reads_database(tmp_path):
+    make_reports(tmp_path)
+    (tmp_path / "manual.csv").write_text("student,question,score,comment\nalice,Q1,1,Good\nbob,q2,0.5,\n")
+    client, store = _client(tmp_path)  # a new database imports manual.csv
+    _, csrf = _login(client)
+    item = client.post("/api/q/vae:Q1/items", json={"points": "0.5", "comment": "Half"},
+                       headers={"X-CSRF-Token": csrf}).json["created"]
+    client.post("/api/q/vae:Q1/grade/carol", json={"op": "item", "item": item, "applied": True},
+                headers={"X-CSRF-Token": csrf})
+    text = client.get("/export/manual.csv").data.decode()
+    assert text.splitlines() == ["student,question,score,comment", "alice,Q1,1,Good", "bob,Q2,0.5,",
+                                 "carol,Q1,0.5,Half (+0.5)"]
+    from grader.batch import collect_results
+    from grader.results import load_result
+
+    totals = {r.student: r.score for r in collect_results(tmp_path)}  # what gradebook.csv / grade export use
+    assert totals["carol"] == 1.5 + 0.5 and totals["alice"] == 1.5 + 1
+    entries = stored_entries(tmp_path, {s: load_result(tmp_path / s) for s in Q1})
+    assert {(e.student, e.question, e.score) for e in entries} == {("alice", "Q1", 1), ("bob", "Q2", 0.5),
+                                                                  ("carol", "Q1", 0.5)}
+    # a bad upload changes nothing
+    before = store.history(1000)
+    r = client.post("/import", data={"csrf": csrf, "file": (__import__("io").BytesIO(
+        b"student,question,score,comment\nalice,Q1,7,\n"), "manual.csv")}, content_type="multipart/form-data")
+    assert r.status_code == 400 and b"outside [0, 1]" in r.data and store.history(1000) == before
+
+
+def test_rerender_only_students_whose_grades_changed(tmp_path):
+    pytest.importorskip("weasyprint")
+    from grader.results import load_result
+    from grader.serve.app import render_changed
+
+    make_reports(tmp_path, {"alice": Q1["alice"], "bob": Q1["bob"]})
+    classroom, store = open_classroom(tmp_path)
+    item = store.create_item("vae:Q1", "1", "Correct", "ann", 1)
+    store.set_item("alice", "vae:Q1", item.id, True, "ann")
+    bob_before = (tmp_path / "bob" / "results.json").read_bytes()
+    done, failed = render_changed(classroom, store)
+    assert (done, failed) == (["alice"], [])
+    q1 = load_result(tmp_path / "alice").questions[0]
+    assert (q1.score, q1.comment) == (1.0, "Correct (+1)")
+    assert (tmp_path / "alice" / "report.pdf").stat().st_size > 0 and not (tmp_path / "bob" / "report.pdf").exists()
+    assert (tmp_path / "bob" / "results.json").read_bytes() == bob_before
+    import pandas as pd
+
+    book = pd.read_csv(tmp_path / "gradebook.csv").set_index("student")
+    assert book.loc["alice", "score"] == 1.5 + 1 and book.loc["bob", "score"] == 1.5
+    assert render_changed(classroom, store) == ([], [])  # nothing changed since
+
+
+def test_grade_report_reads_the_database(tmp_path):
+    pytest.importorskip("weasyprint")
+    from grader.cli import main
+    from grader.results import load_result
+
+    make_reports(tmp_path, {"alice": Q1["alice"], "bob": Q1["bob"]})
+    (tmp_path / "manual.csv").write_text("student,question,score,comment\nalice,Q1,0,stale export\n")
+    store = GradeStore(tmp_path / DB_NAME)  # made after manual.csv: the database is the source now
+    store.set_override("alice", "vae:Q1", "0.5", "ann", 1)
+    store.set_comment("alice", "vae:Q1", "Half right", "ann")
+    store.close()
+    r = CliRunner().invoke(main, ["report", str(tmp_path), "--student", "alice"])
+    assert r.exit_code == 0, r.output
+    q1 = load_result(tmp_path / "alice").questions[0]
+    assert (q1.score, q1.comment) == (0.5, "Half right") and "grades.sqlite" in r.output
+
+
+def test_question_page_shows_the_rubrics_key_and_answers_escaped(tmp_path):
+    from types import SimpleNamespace
+
+    make_reports(tmp_path, {"alice": "<script>alert(1)</script> $a_1 * b_2$", "bob": "plain"})
+    classroom, store = open_classroom(tmp_path)
+    q = SimpleNamespace
+    classroom.rubrics = {"vae": q(title="VAE", questions=[q(id="Q1", key=r"$z = \mu + \sigma\epsilon$"), q(id="Q2", key="")])}
+    classroom._questions = None
+    client = create_app(classroom, store, port=1).test_client()
+    _login(client)
+    page = client.get("/q/vae:Q1").data.decode()
+    assert 'id="key"' in page and r'<span class="tex" data-display="0">z = \mu + \sigma\epsilon</span>' in page
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert '<span class="tex" data-display="0">a_1 * b_2</span>' in page  # maths kept whole for KaTeX
+    assert 'id="key"' not in client.get("/q/vae:Q2").data.decode()
+
+
+def test_export_with_a_newer_database_says_so(tmp_path):
+    make_reports(tmp_path, {"alice": "x"})
+    GradeStore(tmp_path / DB_NAME).close()
+    with sqlite3.connect(tmp_path / DB_NAME) as c:
+        c.execute("PRAGMA user_version = 5")
+    from grader.cli import main
+
+    r = CliRunner().invoke(main, ["export", "--format", "csv", "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "newer gradekit" in r.output and not (tmp_path / "grades.csv").exists()
