@@ -18,7 +18,7 @@ weasyprint = pytest.importorskip("weasyprint")
 
 from weasyprint.formatting_structure import boxes as B  # noqa: E402
 
-from grader.engine import GradeOptions, grade_submission  # noqa: E402
+from grader.engine import GradeOptions, find_assignment, grade_submission  # noqa: E402
 from grader import redact  # noqa: E402
 from grader.metrics import Metric, metric_info  # noqa: E402
 from grader.report import display  # noqa: E402
@@ -26,7 +26,6 @@ from grader.report.render import (INSTRUCTOR_HTML, build_html, local_only_fetche
                                   render_report)
 from grader.results import GradeResult, QuestionResult, load_result, save_result  # noqa: E402
 from grader.results import TestResult as Check  # noqa: E402
-from grader.rubric import load_rubric  # noqa: E402
 from tests.conftest import REPO, SUBMISSIONS, unit_tags  # noqa: E402
 
 TOLERANCE_PX = 0.5
@@ -96,12 +95,7 @@ def examples(tmp_path_factory):
 
 
 def _rubric_for(sub: Path):
-    module = {p.name for p in sub.iterdir()}
-    for name, rubric_file in (("vae.py", "vae"), ("kmeans_autoencoder.py", "kmeans-autoencoder"),
-                              ("density_models.py", "density-models"), ("amortized_vs_lo.py", "amortized-vs-lo")):
-        if name in module:
-            return load_rubric(REPO / "rubrics" / f"{rubric_file}.toml")
-    raise AssertionError(f"no rubric for {sub}")
+    return find_assignment(sub, None)
 
 
 LONG = "Supercalifragilistic_" * 12
