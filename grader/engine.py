@@ -11,7 +11,6 @@ import datetime as _dt
 import hashlib
 import importlib
 import os
-import re
 import stat
 import time
 import traceback
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from grader import __version__, model_cache
+from grader import __version__
 from grader.checks import CheckContext, Outcome, Session, StudentValueError
 from grader.metrics import metric_info
 from grader.redact import machine_paths, redact_paths
@@ -114,7 +113,7 @@ def rubric_hash(rubric: Rubric) -> str:
 
 def _hide_list(rubric: Rubric, submission: Path, out_dir: Path | None) -> list[str]:
     paths = [REPO_ROOT / "reference", REPO_ROOT / "rubrics", REPO_ROOT / "grader" / "checks", REPO_ROOT / "tests",
-             submission.parent, submission, model_cache.cache_dir(), model_cache.index_dir()]
+             submission.parent, submission]
     # The grading user's secrets (a grader run unprivileged shares its id with the child).
     home = Path.home()
     paths += [home / name for name in (".ssh", ".gnupg", ".aws", ".config", ".netrc", ".docker", ".kube")]

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 
+from grader import roles
 from grader.training import build_mlp_nets, seeded
 
 __all__ = ["load_reference_model", "negative_elbo", "nll_importance_sampling", "reconstruction_error",
@@ -29,36 +30,30 @@ MAX_ELEMENTS = 1 << 24  # 16 M floats = 64 MiB; a few such temporaries live at o
 
 def load_reference_model(state_dict_arrays: dict, D: int, L: int, M: int, num_vals: int, likelihood: str,
                          num_components: int, device: str | torch.device = "cpu"):
-    """The reference VAE with the standard nets and these weights (strict); ValueError on any mismatch."""
+    """The reference VAE with the standard nets and these weights, found by role (grader.roles: the
+    networks by their layers' shapes, the prior's means/spreads/logits in any parametrisation the
+    course allows; extra buffers ignored). ValueError saying what is missing when a role is absent."""
     from reference import vae as ref
 
     encoder_net, decoder_net = build_mlp_nets(D, L, M, num_vals, likelihood)
     model = ref.VAE(encoder_net, decoder_net, ref.MoGPrior(L, num_components), num_vals=num_vals, L=L,
                     likelihood_type=likelihood)
     expected = model.state_dict()
-    given = dict(state_dict_arrays or {})
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    shapes = [f"{k}: got {tuple(np.shape(given[k]))}, expected {tuple(expected[k].shape)}"
-              for k in expected if k in given and tuple(np.shape(given[k])) != tuple(expected[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected}")
-        if shapes:
-            parts.append("shape differences: " + "; ".join(shapes))
-        raise ValueError(f"the trained weights do not fit the reference VAE (D={D}, L={L}, M={M}, num_vals={num_vals}, "
-                         f"{likelihood}, K={num_components}): " + "; ".join(parts) +
-                         ". The VAE must keep the networks as encoder.encoder / decoder.decoder and the prior's "
-                         "parameters as prior.means, prior.logvars, prior.w, and add no other parameters or buffers.")
-    tensors = {}
-    for k, v in given.items():
+    given = {}
+    for k, v in dict(state_dict_arrays or {}).items():
         a = np.asarray(v)
         if a.dtype.kind not in "fiub":
             raise ValueError(f"weight {k} has dtype {a.dtype}, expected numbers")
-        tensors[k] = torch.as_tensor(a.astype(np.float32) if a.dtype.kind == "f" else a).to(expected[k].dtype)
+        given[k] = a
+    try:
+        mapped, _notes = roles.reference_state(given, {k: tuple(t.shape) for k, t in expected.items()},
+                                               K=num_components, L=L)
+    except roles.InterfaceError as e:
+        raise ValueError(f"the trained weights do not fit the reference VAE (D={D}, L={L}, M={M}, num_vals={num_vals}, "
+                         f"{likelihood}, K={num_components}): {e}. The VAE must keep the course's networks (as "
+                         "encoder.encoder / decoder.decoder) and a mixture prior with K means, K (log-)variances and "
+                         "K mixture logits.") from None
+    tensors = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)).to(expected[k].dtype) for k, v in mapped.items()}
     model.load_state_dict(tensors, strict=True)
     model.to(device)
     model.eval()

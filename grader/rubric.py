@@ -6,9 +6,10 @@
     [model]       model-level grading: data, training budget, scoring thresholds (grader/checks/model_level.py)
     [limits]      call_timeout_s, submission_timeout_s, memory_mb
     [[checks]]    id, name, component, check (function name), points, visibility (public|hidden),
-                  rtol, atol, hint, tags (extra tags)
+                  rtol, atol, rtol64, atol64 (float64 cases), hint, tags (extra tags)
     [[mistakes]]  id, component (as tagged in checks), message, hint
     [[questions]] id ("Q1"), title, points, key (optional reference answer shown to graders in `grade serve`)
+    [interface]   "dotted.name" = { required = [...], optional = [...] }: the template's parameters
 
 `load_rubric` validates everything it reads and raises `RubricError` naming the file, the entry
 and what to fix. See docs/authoring.md.
@@ -45,6 +46,8 @@ class CheckSpec:
     rtol: float = 1e-4
     atol: float = 1e-5
     hint: str = ""
+    rtol64: float | None = None  # float64 cases (default: rtol)
+    atol64: float | None = None  # float64 cases (default: atol)
     tags: tuple[str, ...] = ()
 
     @property
@@ -95,6 +98,9 @@ class Rubric:
     questions: tuple[Question, ...]
     component_targets: dict = field(default_factory=dict, compare=False)  # tag -> reference dotted name
     model: dict = field(default_factory=dict, compare=False)  # [model]: data, training budget, thresholds
+    # [interface]: dotted name -> {"required": [...], "optional": [...]} parameter names of the
+    # template's signatures; a missing required one is charged once, by the `interface` check.
+    interface: dict = field(default_factory=dict, compare=False)
     path: Path = field(default=Path("."), compare=False)
 
     @property
@@ -160,7 +166,7 @@ def load_rubric(path: Path) -> Rubric:
     checks, ids = [], set()
     for i, c in enumerate(data.get("checks", [])):
         w = f"{path} [[checks]] #{i + 1}" + (f" ({c.get('id')})" if isinstance(c, dict) and "id" in c else "")
-        unknown = set(c) - {"id", "name", "component", "check", "points", "visibility", "rtol", "atol", "hint", "tags"}
+        unknown = set(c) - {"id", "name", "component", "check", "points", "visibility", "rtol", "atol", "rtol64", "atol64", "hint", "tags"}
         if unknown:
             raise RubricError(f"{w}: unknown key(s) {sorted(unknown)}")
         spec = CheckSpec(
@@ -168,6 +174,8 @@ def load_rubric(path: Path) -> Rubric:
             check=_req(c, "check", w), points=_req(c, "points", w, float),
             visibility=c.get("visibility", "public"), rtol=float(c.get("rtol", 1e-4)), atol=float(c.get("atol", 1e-5)),
             hint=c.get("hint", ""), tags=tuple(c.get("tags", ())),
+            rtol64=None if "rtol64" not in c else float(c["rtol64"]),
+            atol64=None if "atol64" not in c else float(c["atol64"]),
         )
         if spec.visibility not in VISIBILITIES:
             raise RubricError(f"{w}: visibility must be one of {VISIBILITIES}, got {spec.visibility!r}")
@@ -193,8 +201,22 @@ def load_rubric(path: Path) -> Rubric:
         module=_req(a, "module", where), reference=_req(a, "reference", where), checks_module=_req(a, "checks", where),
         mistakes_module=a.get("mistakes", ""), answers=a.get("answers", "answers.md"), limits=limits,
         checks=tuple(checks), mistakes=tuple(mistakes), questions=tuple(questions),
-        component_targets=dict(data.get("components", {})), model=dict(data.get("model", {})), path=path,
+        component_targets=dict(data.get("components", {})), model=dict(data.get("model", {})),
+        interface=_interface(data.get("interface", {}), path), path=path,
     )
+
+
+def _interface(table: dict, path) -> dict:
+    out = {}
+    for target, entry in table.items():
+        w = f"{path} [interface] {target!r}"
+        if not isinstance(entry, dict) or set(entry) - {"required", "optional"}:
+            raise RubricError(f"{w}: expected {{ required = [...], optional = [...] }} (parameter names)")
+        req, opt = list(entry.get("required", [])), list(entry.get("optional", []))
+        if not all(isinstance(n, str) and n.isidentifier() for n in req + opt):
+            raise RubricError(f"{w}: parameter names must be identifiers")
+        out[target] = {"required": req, "optional": opt}
+    return out
 
 
 def available_rubrics(directory: Path = RUBRICS_DIR) -> dict[str, Rubric]:
@@ -215,6 +237,8 @@ def lint_rubric(rubric: Rubric) -> list[str]:
         return [f"reference module {rubric.reference!r} cannot be imported: {e}"]
     for tag in rubric.components:
         target = rubric.component_targets.get(tag)
+        if tag == "interface" and rubric.interface and target is None:
+            continue  # grades the signatures of the [interface] table, not one reference function
         if target is None:
             problems.append(f"component {tag!r} has checks but no entry in [components] naming what it grades")
             continue

@@ -229,3 +229,11 @@ def test_optional_real_mnist_test_set_loads_for_the_classifier():
         pytest.skip(f"local MNIST incomplete: {e}")
     x = data.x_val[:4].reshape(4, 1, 28, 28)
     assert float(x.max()) <= 1.0 and ref.CNNClassifier(image_size=28)(x).shape == (4, 10)
+
+
+def test_all_nan_reparameterize_scores_zero_with_a_clear_message(tmp_path, rubric):
+    """Statistical checks compare with NaN as False; a NaN sample must fail them, not pass them."""
+    extra = "\ndef reparameterize(mu, log_var):\n    return mu + log_var * float('nan')\n"
+    result = grade_submission(_submission(tmp_path, "nan", extra), rubric, GradeOptions(device="cpu", only=["reparameterize"]))
+    assert result.tests and sum(t.score for t in result.tests) == 0, [(t.check, t.score, t.output) for t in result.tests]
+    assert all("non-finite" in t.output for t in result.tests), [t.output for t in result.tests]

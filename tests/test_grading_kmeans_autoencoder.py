@@ -248,3 +248,39 @@ def test_release_strips_every_solution_and_ships_only_public_checks(rubric):
         namespace["ConvAutoencoder"](4, (2, 4))
     checks = public_checks_source(rubric)
     assert "check_autoencoder_io" in checks and "harness" not in checks and "check_model_" not in checks
+
+
+# ---- hard inputs: bugs that benign inputs hide ------------------------------------------------------------
+
+SEQUENTIAL_UPDATE = '''
+def minibatch_update(centres, x_batch, lr):
+    # re-assigns the batch after each centre's move (the batch must be assigned once, first)
+    centres = centres.clone()
+    for k in range(centres.shape[0]):
+        idx = assign(x_batch, centres)
+        pts = x_batch[idx == k]
+        if len(pts):
+            centres[k] = centres[k] + lr * (pts.mean(0) - centres[k])
+    return centres
+'''
+
+LAST_OF_TIES = '''
+def assign(x, centres):
+    d = squared_distances(x, centres)
+    # the last of the nearest centres: as correct as argmin's first
+    return (d.shape[1] - 1 - d.flip(1).argmin(dim=1)).long()
+'''
+
+
+def test_update_that_reassigns_after_each_move_loses_points_on_minibatch_update(tmp_path, rubric):
+    result = grade_submission(_submission(tmp_path, "sequential", SEQUENTIAL_UPDATE), rubric,
+                              GradeOptions(device="cpu", only=["minibatch_update"]))
+    by = lost(result)
+    assert by.get("minibatch_update", 0) > 0, [(t.check, t.output) for t in result.tests]
+    assert "before any centre moves" in " ".join(t.output for t in result.tests)
+
+
+def test_any_nearest_centre_is_accepted_on_exact_ties(tmp_path, rubric):
+    result = grade_submission(_submission(tmp_path, "ties", LAST_OF_TIES), rubric,
+                              GradeOptions(device="cpu", only=["assign"]))
+    assert lost(result) == {}, [(t.check, t.output) for t in result.tests if t.status != "passed"]

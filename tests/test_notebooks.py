@@ -185,12 +185,12 @@ def test_canvas_upload_of_a_notebook_is_graded_and_a_changed_notebook_is_regrade
     with zipfile.ZipFile(tmp_path / "canvas.zip", "w") as zf:
         zf.write(path, "doejane_1001_555_Homework2-1.ipynb")
     import_archive("canvas", tmp_path / "canvas.zip", tmp_path / "class")
-    jane = tmp_path / "class" / "doejane"
+    jane = tmp_path / "class" / "doejane_1001"  # folders are keyed by the LMS user id
     assert [p.name for p in jane.iterdir()] == ["Homework2.ipynb"]
     out = tmp_path / "out"
     summary = grade_batch(tmp_path / "class", out, only=["log_normal_diag"], reports=False)
     assert [o.status for o in summary.outcomes] == ["graded"]
-    assert json.loads((out / "doejane" / "results.json").read_text())["score"] > 0
+    assert json.loads((out / jane.name / "results.json").read_text())["score"] > 0
     assert is_up_to_date(jane, vae_rubric, out, ["log_normal_diag"])
     nb.cells.append(v4.new_code_cell("EXTRA = 1"))  # the student re-uploads: the notebook changed
     write_notebook(nb, jane / "Homework2.ipynb")

@@ -6,7 +6,7 @@ from grader.checks import vae as vae_checks
 from grader.rubric import RubricError, available_rubrics, load_rubric
 
 COMPONENT_TAGS = {"log_normal_diag", "log_standard_normal", "log_bernoulli", "log_categorical", "reparameterization",
-                  "encoder", "decoder", "mog_prior.sample", "mog_prior.log_prob", "elbo", "model"}
+                  "encoder", "decoder", "mog_prior.sample", "mog_prior.log_prob", "elbo", "model", "interface"}
 
 
 def test_shipped_rubrics_load_and_reference_existing_checks():

@@ -52,12 +52,15 @@ BEGIN = re.compile(r"^(\s*)#+\s*BEGIN SOLUTION\b.*$")
 END = re.compile(r"^(\s*)#+\s*END SOLUTION\b.*$")
 
 # Engine files copied into the bundle as they are (none holds solution code).
-SHIPPED = ["__init__.py", "engine.py", "results.py", "rubric.py", "checks/__init__.py", "sandbox/__init__.py",
+SHIPPED = ["__init__.py", "engine.py", "results.py", "rubric.py", "roles.py", "checks/__init__.py", "checks/interface.py",
+           "checks/standins.py", "sandbox/__init__.py", "sandbox/standins.py",
            "sandbox/child.py", "sandbox/errors.py", "sandbox/nets.py", "sandbox/protocol.py",
            "submission/__init__.py", "submission/notebook.py", "submission/answers.py", "submission/images.py"]
-SHIPPED_MODULES = {"grader", "grader.engine", "grader.results", "grader.rubric", "grader.checks", "grader.sandbox",
+SHIPPED_MODULES = {"grader", "grader.engine", "grader.results", "grader.rubric", "grader.roles", "grader.checks",
+                   "grader.checks.interface", "grader.sandbox",
                    "grader.sandbox.child", "grader.sandbox.errors", "grader.sandbox.nets", "grader.sandbox.protocol",
-                   "grader.sandbox.client", "grader.submission", "grader.submission.notebook",
+                   "grader.sandbox.client", "grader.checks.standins", "grader.sandbox.standins",
+                   "grader.submission", "grader.submission.notebook",
                    "grader.submission.answers", "grader.submission.images",
                    "grader.authoring", "grader.authoring.replay"}
 ISOLATION_STUB = '"""Not used by the self-check (the student\'s code runs in-process on their own machine)."""\n'
@@ -285,7 +288,7 @@ def release_rubric_json(rubric: Rubric, checks_module: str, not_offline: dict | 
                        "answers": rubric.answers, "checks": checks_module},
         "limits": dataclasses.asdict(rubric.limits),
         "checks": [{"id": c.id, "name": c.name, "component": c.component, "check": c.check, "points": c.points,
-                    "visibility": "public", "rtol": c.rtol, "atol": c.atol, "hint": c.hint, "tags": list(c.tags),
+                    "visibility": "public", "rtol": c.rtol, "atol": c.atol, "rtol64": c.rtol64, "atol64": c.atol64, "hint": c.hint, "tags": list(c.tags),
                     "offline": c.id not in not_offline}
                    for c in rubric.checks if c.public],
     }

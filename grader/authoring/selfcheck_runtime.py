@@ -76,6 +76,7 @@ def _rubric(meta):
     a = meta["assignment"]
     checks = tuple(CheckSpec(id=c["id"], name=c["name"], component=c["component"], check=c["check"],
                              points=float(c["points"]), visibility="public", rtol=c["rtol"], atol=c["atol"],
+                             rtol64=c.get("rtol64"), atol64=c.get("atol64"),
                              hint=c.get("hint", ""), tags=tuple(c.get("tags", ()))) for c in meta["checks"]
                    if c.get("offline", True))
     return BundleRubric(id=a["id"], title=a["title"], course=a.get("course", ""), module=a["module"],
@@ -99,6 +100,7 @@ def _install_replay(records, arrays) -> None:
             super().__init__(spec, *args, **kwargs)
             self.ref = ReplayRef(records.get(spec.id, {}), arrays, self.device).ref()
             self.asked_variants = False
+            self.stand_ins.names = set()  # offline there is no reference to answer stand-in calls
 
         def reference_variants(self):
             self.asked_variants = True  # a composite check: it forgives mistakes charged upstream

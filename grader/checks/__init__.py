@@ -7,9 +7,10 @@ gives on the same inputs (here, in the grader), and records cases with `ctx.expe
 `ctx.diagnose`, which tries the known mistakes of the component (mutants of the reference declared
 in the rubric's [[mistakes]]) and names the one the student's output matches.
 
-Composite checks (encoder log-prob, ELBO...) use the student's own components together. To charge
-each mistake only once, they accept the reference *with the mistakes already diagnosed in other
-components* as correct too (`ctx.reference_variants`).
+Composite checks (encoder log-prob, ELBO...) call the student's other components. Those calls are
+answered with the reference's values (stand-ins, grader/checks/standins.py), so a composite's
+score depends on its own code only and each mistake costs once, on its own component, whether
+the mutant library knows it or not. Rules: docs/grading.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +27,18 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from grader.checks.standins import StandInServer, tag, upstream_targets
 from grader.rubric import CheckSpec, Mistake, Rubric
 from grader.sandbox.client import Sandbox
+
+_NEW = itertools.count(1)
+SEPARATION = 5.0  # a named mistake's prediction is this many tolerances from the correct value and the others
+
+
+def isolate(spec: CheckSpec) -> bool:
+    """Whether a check runs the student's code with stand-ins for the other components (all unit
+    checks; not the model-level ones, which train and evaluate the student's whole model)."""
+    return spec.component != "model"
 
 
 class StudentValueError(Exception):
@@ -86,12 +98,33 @@ class CheckContext:
         seed = int.from_bytes(hashlib.sha256(spec.id.encode()).digest()[:4], "little")
         self.rng = np.random.default_rng(seed)
         self.seed = seed
+        self.specs: dict[str, dict] = {}  # handle -> `__new__` spec of the student objects built by this check
+        self.stand_ins = StandInServer(self.ref, self.specs, device,
+                                       upstream_targets(rubric, self.ref, spec.component) if isolate(spec) else [])
 
     # ---- talking to the student's code ------------------------------------------------------
     def call(self, target, *args, seed: int | None = None, grad: dict | None = None, **kwargs) -> dict:
-        """Call the student's `target` (a dotted name, or {"object": .., "method": ..}) in the sandbox."""
-        req = {"op": "call", "target": target, "args": list(args), "kwargs": kwargs, "seed": seed, "grad": grad}
-        return self.sandbox.request(req, timeout=self.call_timeout)
+        """Call the student's `target` (a dotted name, or {"object": .., "method": ..}) in the sandbox.
+
+        The other components' functions and methods stand in (grader/checks/standins.py): the
+        student's code under test gets the reference's values from them, drawn from the torch RNG
+        seeded with `seed` here (as the child's own RNG is there), so a reference computation
+        seeded the same way sees the same noise."""
+        args, kwargs = tag(list(args), self.specs), tag(kwargs, self.specs)
+        req = {"op": "call", "target": target, "args": args, "kwargs": kwargs, "seed": seed, "grad": grad,
+               "stand_ins": sorted(self.stand_ins.names)}
+        self.stand_ins.reset_call()
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        # (unseeded calls, and in-process sandboxes without stand-ins, leave the global RNG alone)
+        seeding = torch.random.fork_rng(devices=devices) if seed is not None and self.stand_ins.names \
+            else contextlib.nullcontext()
+        with seeding:
+            if seed is not None and self.stand_ins.names:
+                torch.manual_seed(int(seed))
+            try:
+                return self.sandbox.request(req, timeout=self.call_timeout, upcall=self.stand_ins)
+            finally:
+                self.stand_ins.reset_call()
 
     def harness(self, function: str, timeout: float | None = None, **kwargs):
         """Run `grader.harnesses.<function>(student_module, device, **kwargs)` in the sandbox.
@@ -109,6 +142,9 @@ class CheckContext:
         RNG is seeded first (per check), so randomly initialised weights, and the score of a check
         that depends on them, are the same every time the submission is graded."""
         value = {"__new__": {"class": cls, "args": list(args), "kwargs": kwargs, "state": state or {}}}
+        value = tag(value, self.specs, handle=f"{name}#{next(_NEW)}")
+        self.stand_ins.forget(name)
+        self.specs[name] = value["__new__"]  # `{"__ref__": name}` arguments find their twin too
         self.sandbox.request({"op": "new", "name": name, "value": value, "seed": self.seed},
                              timeout=self.call_timeout)
         return {"__ref__": name}
@@ -118,6 +154,14 @@ class CheckContext:
         return {"object": obj, "method": name, "label": label}
 
     # ---- judging ----------------------------------------------------------------------------
+    def tolerance(self, dtype: str = "float32") -> tuple[float, float]:
+        """(rtol, atol) for values of `dtype`, from the rubric only: the check's rtol/atol, or its
+        rtol64/atol64 for float64 values when the rubric sets them."""
+        s = self.spec
+        if str(dtype).replace("torch.", "") == "float64":
+            return (s.rtol if s.rtol64 is None else s.rtol64), (s.atol if s.atol64 is None else s.atol64)
+        return s.rtol, s.atol
+
     def require(self, ok: bool, case: str, message: str) -> bool:
         """A prerequisite (a shape, a scalar, a gradient existing): it costs when it fails but earns
         nothing when it holds, so a wrong answer of the right shape gets no credit."""
@@ -143,50 +187,61 @@ class CheckContext:
         return self.expect(problem is None, case, problem or "")
 
     def diagnose(self, matches: Callable[[dict], "bool | float"], components: list[str] | None = None) -> Mistake | None:
-        """Name the known mistake of the component(s) that explains the student's output.
+        """Name the known mistake of the component(s) that explains the student's output, if one does clearly.
 
-        `matches(patches)` runs the reference with `patches` applied and says whether the student's
-        output equals it: True/False, or a distance where <= 1 means a match (the closest wins).
-        Each mutant is tried alone and on top of the mistakes already diagnosed in other components
-        (a student can make several). Records and returns the best match, if any."""
-        upstream = dict(list(self.reference_variants())[-1][1])
-        best: tuple[float, Mistake] | None = None
+        `matches(patches)` runs the reference with `patches` applied and compares the student's
+        output with it: a distance in tolerance units (`distance`: <= 1 is within tolerance), or a
+        bool (True: within tolerance, False: not; `numpy.bool_` included). The rule
+        (docs/grading.md): a mistake is named only when the student's output is within tolerance
+        of its prediction (distance <= 1) and at least SEPARATION tolerances away from the correct
+        value and from every other candidate's prediction. Upstream components stand in with
+        correct values (grader/checks/standins.py), so candidates are this component's own
+        mistakes, tried alone. Records and returns the named mistake, or None."""
+        def dist(patches) -> float:
+            try:
+                with np.errstate(all="ignore"):
+                    hit = matches(patches)
+            except Exception:
+                return math.inf
+            if isinstance(hit, (bool, np.bool_)):
+                return 0.0 if bool(hit) else math.inf
+            d = float(hit)
+            return d if d == d else math.inf
+
+        scored = []
         for mistake in self.rubric.mistakes:
             if mistake.component not in (components or [self.spec.component]):
                 continue
             mutant = self.mutants.get(mistake.id)
-            if mutant is None:
-                continue
-            for patches in ({mutant.component: mutant.fn}, {**upstream, mutant.component: mutant.fn}):
-                try:
-                    with np.errstate(all="ignore"):
-                        hit = matches(patches)
-                except Exception:
-                    hit = False
-                distance = (0.0 if hit is True else math.inf) if isinstance(hit, bool) else float(hit)
-                if distance <= 1.0 and (best is None or distance < best[0]):
-                    best = (distance, mistake)
-                if not upstream:
-                    break
-        if best is None:
+            if mutant is not None:
+                scored.append((dist({mutant.component: mutant.fn}), mistake))
+        scored.sort(key=lambda t: t[0])
+        if not scored or scored[0][0] > 1.0:
             return None
-        if best[1] not in self.mistakes:
-            self.mistakes.append(best[1])
-        return best[1]
+        best, mistake = scored[0]
+        if any(d < SEPARATION for d, _ in scored[1:]) or dist({}) < SEPARATION:
+            return None  # ambiguous, or too close to the correct value: name nothing
+        if mistake not in self.mistakes:
+            self.mistakes.append(mistake)
+        return mistake
 
     def reference_variants(self) -> Iterator[tuple[str, dict]]:
-        """The clean reference, then the reference with every mistake diagnosed in *other*
-        components patched in (so a composite check does not charge those mistakes again)."""
+        """The clean reference, then (if any) the reference with the mistakes diagnosed in other
+        components that *cannot stand in* patched in: constructors (`Class.__init__` components),
+        whose layers the object under test is made of. Every other component stands in with
+        correct values (grader/checks/standins.py), so its mistakes need no variant."""
         yield "", {}
-        upstream = {m.component: m for c, m in self.diagnosed.items() if c != self.spec.component}
-        patches = {}
-        for m in upstream.values():
+        targets = self.rubric.component_targets
+        patches, names = {}, []
+        for component, m in self.diagnosed.items():
+            if component == self.spec.component or not str(targets.get(component, "")).endswith(".__init__"):
+                continue
             mutant = self.mutants.get(m.id)
             if mutant is not None:
                 patches[mutant.component] = mutant.fn
+                names.append(m.id)
         if patches:
-            names = ", ".join(sorted(m.id for m in upstream.values()))
-            yield names, patches
+            yield ", ".join(sorted(names)), patches
 
     @contextlib.contextmanager
     def patched(self, patches: dict) -> Iterator[None]:
@@ -231,30 +286,32 @@ class CheckContext:
 
 def expect_any_variant(ctx: CheckContext, got: np.ndarray, reference: Callable[[dict], np.ndarray], case: str,
                        rtol: float | None = None, atol: float | None = None, diagnose: bool = True) -> bool:
-    """For composite checks (several of the student's components used together): pass when `got`
-    matches `reference(patches)` for the plain reference or for the reference with the mistakes
-    already charged on other components patched in (`ctx.reference_variants()`), so no mistake is
-    charged twice; otherwise fail against the plain reference and (unless `diagnose=False`) name
-    this component's mistake. A variant whose reference raises is skipped."""
+    """Compare `got` with `reference({})` and (unless `diagnose=False`) name this component's
+    mistake on a mismatch. The other components stand in with correct values while the student's
+    code runs (grader/checks/standins.py), so the plain reference is the right answer, except
+    for a constructor's mistake diagnosed by an earlier check (`ctx.reference_variants`)."""
     rtol = ctx.spec.rtol if rtol is None else rtol
     atol = ctx.spec.atol if atol is None else atol
-    first = None
-    for label, patches in ctx.reference_variants():
+    for label, patches in list(ctx.reference_variants())[1:]:  # a constructor's mistake charged elsewhere
         try:
-            want = reference(patches)
-        except Exception:
-            if not label:
-                raise
-            continue
-        if first is None:
-            first = want
-        if close(got, want, rtol, atol):
-            if label:
+            if close(got, reference(patches), rtol, atol):
                 ctx.notes.append(f"Matches the reference once your mistakes already charged elsewhere ({label}) are "
                                  "taken into account: no extra points lost here.")
-            return ctx.expect(True, case)
-    return ctx.expect_close(got, first, case, rtol, atol,
-                            diagnose=(lambda p: close(got, reference(p), rtol, atol)) if diagnose else None)
+                return ctx.expect(True, case)
+        except Exception:
+            continue
+    return ctx.expect_close(got, reference({}), case, rtol, atol,
+                            diagnose=(lambda p: distance(got, reference(p), rtol, atol)) if diagnose else None)
+
+
+def likely_causes(ctx: CheckContext, depends_on) -> None:
+    """Add a note naming the mistakes the unit checks found in the components a model-level metric
+    depends on (`depends_on`: component tags; the code the student's model runs while it trains or
+    is evaluated). Mistakes of other components are not causes of this metric and are not named."""
+    found = [m for c, m in ctx.diagnosed.items() if c in set(depends_on)]
+    if found:
+        causes = "; ".join(f"{m.message} ({m.component})" for m in found)
+        ctx.notes.append(f"Likely cause, found by the unit checks: {causes}.")
 
 
 def model_settings(rubric: Rubric, session: "Session | None", defaults: dict) -> dict:
@@ -286,14 +343,29 @@ def relative_score(student: float | None, reference: float, full: float, zero: f
     return (zero - r) / (zero - full)
 
 
-def tensor(reply_value, what: str, dtype: str | None = None) -> np.ndarray:
-    """The array inside a student's return value, insisting it is a torch.Tensor."""
+def tensor(reply_value, what: str, dtype: str | None = None, finite: bool = False) -> np.ndarray:
+    """The array inside a student's return value, insisting it is a torch.Tensor.
+
+    `finite=True` (statistical checks, whose tests compare with NaN as False and so would pass a
+    NaN) also insists that every value is finite."""
     v = reply_value
     if isinstance(v, dict) and "__tensor__" in v:
         if dtype is not None and v["dtype"] != dtype:
             raise StudentValueError(f"{what} returned a {v['dtype']} tensor for {dtype} inputs (keep the inputs' dtype)")
-        return v["__tensor__"]
+        a = v["__tensor__"]
+        if finite:
+            require_finite(a, what)
+        return a
     raise StudentValueError(f"{what} must return a torch.Tensor, but returned {describe(v)}")
+
+
+def require_finite(a, what: str) -> None:
+    """Raise StudentValueError when `a` holds NaN or infinite values (said with counts)."""
+    a = np.asarray(a)
+    if a.dtype.kind in "fc" and not np.isfinite(a).all():
+        nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+        raise StudentValueError(f"{what} returned non-finite values ({nan} NaN, {inf} infinite of {a.size}) for finite "
+                                "inputs: no statistical test can pass on them")
 
 
 def sequence(reply_value, what: str, length: int) -> list:
@@ -337,9 +409,42 @@ def mismatch(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> str
     tol = atol + rtol * np.abs(w)
     if (err[both] > tol[both]).any():
         i = np.unravel_index(int(np.argmax(np.where(both, err - tol, -np.inf))), g.shape)
+        got_s, want_s = distinct_digits(g[i], w[i])
         return (f"values differ: max abs error {err[both].max():.4g}; e.g. at index {tuple(int(j) for j in i)} "
-                f"got {g[i]:.6g}, expected {w[i]:.6g}")
+                f"got {got_s}, expected {want_s}")
     return None
+
+
+def distinct_digits(a: float, b: float, least: int = 6) -> tuple[str, str]:
+    """`a` and `b` with `least` significant digits, or as many more as it takes to tell them apart."""
+    for digits in range(least, 18):
+        sa, sb = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if sa != sb:
+            return sa, sb
+    return repr(float(a)), repr(float(b))
+
+
+def distance(got, want, rtol: float, atol: float) -> float:
+    """How far `got` is from `want` in tolerance units: max |got − want| / (atol + rtol·|want|)
+    (<= 1: `close`); inf for another shape, or NaN/inf where the other is finite."""
+    try:
+        g, w = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    except Exception:
+        return math.inf
+    if g.shape != w.shape:
+        return math.inf
+    if (np.isfinite(g) != np.isfinite(w)).any() or (np.isnan(g) != np.isnan(w)).any():
+        return math.inf
+    both = np.isfinite(g) & np.isfinite(w)
+    if not both.any():
+        return 0.0 if np.array_equal(g, w, equal_nan=True) else math.inf
+    tol = atol + rtol * np.abs(w[both])
+    err = np.abs(g[both] - w[both])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(tol > 0, err / np.where(tol > 0, tol, 1), np.where(err > 0, np.inf, 0.0))
+    if not np.array_equal(g[~both], w[~both], equal_nan=True):
+        return math.inf
+    return float(ratio.max())
 
 
 def close(got, want, rtol: float, atol: float) -> bool:

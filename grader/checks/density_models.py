@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from grader.checks import (
-    CheckContext, close, expect_any_variant, model_settings, relative_score, sequence, tensor, to_torch,
+    CheckContext, distance, close, expect_any_variant, model_settings, relative_score, sequence, tensor, to_torch,
 )
 from grader.metrics import Metric
 from grader.sandbox.client import StudentException
@@ -166,13 +166,13 @@ def check_vae_elbo_values(ctx: CheckContext) -> None:
     for label, dtype, flat, binary, far in cases:
         args = _elbo_inputs(ctx, dtype, flat, binary, far)
         got = tensor(ctx.call("vae_elbo", *args)["result"], "vae_elbo", dtype=dtype)
-        rtol, atol = (1e-4, 1e-3) if dtype == "float32" else (1e-8, 1e-8)
+        rtol, atol = ctx.tolerance(dtype)
 
         def reference(patches, args=args):
             with ctx.patched(patches):
                 return ctx.ref.vae_elbo(*[to_torch(a, ctx.device) for a in args]).cpu().numpy()
 
-        ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: close(got, reference(p), rtol, atol))
+        ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: distance(got, reference(p), rtol, atol))
 
 
 def check_vae_elbo_extremes(ctx: CheckContext) -> None:
@@ -310,7 +310,7 @@ def check_ppca_fit(ctx: CheckContext) -> None:
                 w, m, s = ctx.ref.fit_ppca(to_torch(X, ctx.device), q)
             return w.cpu().numpy(), m.cpu().numpy(), s.cpu().numpy()
 
-        rtol, atol = (1e-7, 1e-9) if dtype == "float64" else (2e-3, 1e-4)
+        rtol, atol = ctx.tolerance(dtype)
         w_ref, mu_ref, s2_ref = reference({})
         got = _ppca_summary(W, mu, s2)
         matches = lambda p, got=got, reference=reference, rtol=rtol, atol=atol: close(got, _ppca_summary(*reference(p)), rtol, atol)
@@ -340,7 +340,7 @@ def _fn_check(ctx: CheckContext, name: str, cases, variants: bool = False) -> No
         if variants:
             expect_any_variant(ctx, got, reference, label, rtol, atol)
         else:
-            ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: close(got, reference(p), rtol, atol))
+            ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: distance(got, reference(p), rtol, atol))
 
 
 def check_ppca_log_likelihood(ctx: CheckContext) -> None:
@@ -348,8 +348,7 @@ def check_ppca_log_likelihood(ctx: CheckContext) -> None:
     for N, D, q, dtype in ((7, 6, 2, "float64"), (9, 64, 5, "float64"), (6, 16, 3, "float32")):
         W, mu, s2 = _ppca_params(ctx, D, q, dtype)
         X = _f(mu + ctx.rng.standard_normal((N, D)) * 1.2, dtype)
-        tol = (1e-8, 1e-8) if dtype == "float64" else (1e-4, 1e-3)
-        cases.append((f"{dtype}: N={N}, D={D}, q={q}", (X, W, mu, s2), *tol))
+        cases.append((f"{dtype}: N={N}, D={D}, q={q}", (X, W, mu, s2), *ctx.tolerance(dtype)))
     _fn_check(ctx, "ppca_log_likelihood", cases)
 
 
@@ -358,8 +357,7 @@ def _posterior_cases(ctx):
     for N, D, q, dtype in ((6, 5, 2, "float64"), (8, 12, 3, "float32")):
         W, mu, s2 = _ppca_params(ctx, D, q, dtype)
         X = _f(mu + ctx.rng.standard_normal((N, D)), dtype)
-        tol = (1e-8, 1e-9) if dtype == "float64" else (1e-4, 1e-5)
-        cases.append((f"{dtype}: N={N}, D={D}, q={q}", (X, W, mu, s2), *tol))
+        cases.append((f"{dtype}: N={N}, D={D}, q={q}", (X, W, mu, s2), *ctx.tolerance(dtype)))
     return cases
 
 
@@ -390,8 +388,7 @@ def check_gmm_log_likelihood_values(ctx: CheckContext) -> None:
     for N, K, D, dtype in ((8, 3, 2, "float64"), (10, 4, 5, "float64"), (6, 3, 3, "float32")):
         w, means, covs = _gmm_params(ctx, K, D, dtype)
         X = _f(means[ctx.rng.integers(0, K, N)] + ctx.rng.standard_normal((N, D)), dtype)
-        tol = (1e-8, 1e-8) if dtype == "float64" else (1e-4, 1e-4)
-        cases.append((f"{dtype}: N={N}, K={K}, D={D}, unequal weights", (X, w, means, covs), *tol))
+        cases.append((f"{dtype}: N={N}, K={K}, D={D}, unequal weights", (X, w, means, covs), *ctx.tolerance(dtype)))
     _fn_check(ctx, "gmm_log_likelihood", cases)
 
 
@@ -399,7 +396,7 @@ def check_gmm_log_likelihood_far(ctx: CheckContext) -> None:
     w, means, covs = _gmm_params(ctx, 3, 4, "float64", spread=1.0)
     X = _f(ctx.rng.standard_normal((6, 4)) * 60.0, "float64")
     _fn_check(ctx, "gmm_log_likelihood", [("points far from every mode (log-densities below -1000)",
-                                           (X, w, means, covs), 1e-8, 1e-6)])
+                                           (X, w, means, covs), *ctx.tolerance("float64"))])
 
 
 def _em_data(ctx, N: int, K: int, D: int):
@@ -427,7 +424,7 @@ def check_gmm_em_step(ctx: CheckContext) -> None:
                 out = ctx.ref.gmm_em_step(*[to_torch(a, ctx.device) for a in (X, w, means, covs)], **kwargs)
             return np.concatenate([o.cpu().numpy().ravel() for o in out])
 
-        expect_any_variant(ctx, got, reference, f"{label}: new (weights, means, covs)", 1e-7, 1e-9)
+        expect_any_variant(ctx, got, reference, f"{label}: new (weights, means, covs)", *ctx.tolerance("float64"))
 
 
 # =====================================================================================================

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from grader.checks import (
-    CheckContext, close, expect_any_variant, model_settings, relative_score, tensor, to_torch,
+    CheckContext, distance, close, likely_causes, expect_any_variant, model_settings, relative_score, tensor, to_torch,
 )
 from grader.metrics import Metric
 from grader.sandbox.client import StudentCodeError
@@ -57,7 +57,7 @@ def check_squared_distances(ctx: CheckContext) -> None:
                 return _np(ctx.ref.squared_distances(to_torch(x, ctx.device), to_torch(c, ctx.device)))
 
         ctx.expect_close(got, reference({}), f"{label}: (N, K) squared distances",
-                         diagnose=lambda p, g=got, r=reference: close(g, r(p), ctx.spec.rtol, ctx.spec.atol))
+                         diagnose=lambda p, g=got, r=reference: distance(g, r(p), ctx.spec.rtol, ctx.spec.atol))
 
 
 def _separated(ctx, n: int, k: int, d: int, dtype: str):
@@ -83,6 +83,20 @@ def check_assign(ctx: CheckContext) -> None:
                 return _np(ctx.ref.assign(to_torch(x, ctx.device), to_torch(c, ctx.device)))
 
         expect_any_variant(ctx, got, reference, f"{label}: index of the nearest centre", 0, 0)
+    _assign_ties(ctx)
+
+
+def _assign_ties(ctx: CheckContext) -> None:
+    """Exact ties (points on integer coordinates halfway between two centres): any of the nearest
+    centres is correct, as the assignment does not fix how ties are broken."""
+    c = _f([[0, 0], [2, 0], [0, 2], [2, 2]], "float64")
+    x = _f([[1, 0], [0, 1], [1, 1], [2, 1], [3, 3], [0, 0]], "float64")
+    got = tensor(ctx.call("assign", x, c)["result"], "assign")
+    d = ((x[:, None, :] - c[None]) ** 2).sum(-1)
+    nearest = d == d.min(1, keepdims=True)
+    ok = got.shape == (len(x),) and all(0 <= int(g) < len(c) and nearest[i, int(g)] for i, g in enumerate(got.reshape(-1)))
+    ctx.expect(ok, "float64, points exactly halfway between 2 or 4 centres: one of the nearest",
+               f"got {got.tolist()}; nearest centres per point: {[np.flatnonzero(r).tolist() for r in nearest]}")
 
 
 def _scalar(ctx, res, what: str, case: str) -> float | None:
@@ -109,14 +123,30 @@ def check_kmeans_loss(ctx: CheckContext) -> None:
 
 
 def _update_case(ctx, label, centres, x, lr, dtype):
+    """Judge the new position of every centre that gets a point of the batch (the others are
+    judged by the empty-centre check, so a mistake there is charged once)."""
     centres, x = _f(centres, dtype), _f(x, dtype)
     got = tensor(ctx.call("minibatch_update", centres, x, lr)["result"], "minibatch_update", dtype=dtype)
+    used = np.unique(_np(ctx.ref.assign(to_torch(x, ctx.device), to_torch(centres, ctx.device))))
+    if not ctx.require(got.shape == centres.shape, f"{label}: shape", f"shape {got.shape}, expected {centres.shape}"):
+        return
+    got = got[used]
 
     def reference(p):
         with ctx.patched(p):
-            return _np(ctx.ref.minibatch_update(to_torch(centres, ctx.device), to_torch(x, ctx.device), lr))
+            return _np(ctx.ref.minibatch_update(to_torch(centres, ctx.device), to_torch(x, ctx.device), lr))[used]
 
     expect_any_variant(ctx, got, reference, label)
+
+
+def _overlapping(ctx, n: int, k: int, d: int, dtype: str, clusters: int):
+    """`clusters` blobs that overlap, and k centres drawn from the points: boundaries run through
+    dense data, so points change centre when any centre moves (an update that re-assigns after
+    each centre's move, instead of assigning the whole batch once, gives other centres)."""
+    mids = ctx.rng.uniform(0, 1, (clusters, d))
+    x = mids[ctx.rng.integers(0, clusters, n)] + ctx.rng.normal(0, 0.35, (n, d))
+    c = x[ctx.rng.choice(n, k, replace=False)] + ctx.rng.normal(0, 0.05, (k, d))
+    return _f(x, dtype), _f(c, dtype)
 
 
 def check_minibatch_update(ctx: CheckContext) -> None:
@@ -127,6 +157,13 @@ def check_minibatch_update(ctx: CheckContext) -> None:
         x = np.concatenate([c, x])  # every centre gets at least its own point
         c = c + _f(ctx.rng.normal(0, 0.05, c.shape), dtype)
         _update_case(ctx, label, c, x, lr, dtype)
+    for label, n, k, clusters, dtype, lr in [
+            ("float64, 4 centres on 2 overlapping blobs (K > clusters), batch of 40, lr 1", 40, 4, 2, "float64", 1.0),
+            ("float32, 6 centres on 3 overlapping blobs, batch of 60, lr 0.7", 60, 6, 3, "float32", 0.7)]:
+        x, c = _overlapping(ctx, n, k, 2, dtype, clusters)
+        _update_case(ctx, label + ": every point assigned once, before any centre moves", c, x, lr, dtype)
+    c = _points(ctx, 4, 3, "float32")
+    _update_case(ctx, "float32, batch of one point, lr 0.5", c, _points(ctx, 1, 3, "float32"), 0.5, "float32")
 
 
 def _empty_case(ctx, label, centres, x, lr, dtype, empty: list[int]) -> None:
@@ -244,7 +281,7 @@ def check_confusion(ctx: CheckContext) -> None:
                 return _np(ctx.ref.confusion(to_torch(a, ctx.device), to_torch(y, ctx.device), k, c))
 
         ctx.expect_close(got, reference({}), f"{label}: counts M[label, cluster], shape (n_classes, k)", 0, 0,
-                         diagnose=lambda p, g=got, r=reference: close(g, r(p), 0, 0))
+                         diagnose=lambda p, g=got, r=reference: distance(g, r(p), 0, 0))
 
 
 # ---- autoencoder -------------------------------------------------------------------------------------
@@ -346,7 +383,7 @@ def check_autoencoder_outputs(ctx: CheckContext) -> None:
                       ("decode", "decode(z): images (3, 1, 8, 8) with values in (0, 1)"),
                       ("forward", "forward(x) = decode(encode(x))")):
         ctx.expect_close(got[key], want[key], case,
-                         diagnose=lambda p, key=key: close(got[key], _ref_outputs(ctx, p, flat, x, z)[key], 1e-4, 1e-5))
+                         diagnose=lambda p, key=key: distance(got[key], _ref_outputs(ctx, p, flat, x, z)[key], 1e-4, 1e-5))
 
 
 def check_autoencoder_generate(ctx: CheckContext) -> None:
@@ -360,6 +397,9 @@ def check_autoencoder_generate(ctx: CheckContext) -> None:
     g = got["generate"]
     if not ctx.require(g.shape == (n, 1, 8, 8), "generate(n) has shape (n, 1, 8, 8)",
                        f"shape {g.shape}, expected {(n, 1, 8, 8)}"):
+        return
+    if not ctx.require(bool(np.isfinite(g).all() and np.isfinite(got["generate_again"]).all()),
+                       "generate(n) is finite", "non-finite pixel values (NaN or inf): no statistical test can pass"):
         return
     ctx.expect(not np.array_equal(g, got["generate_again"]), "fresh codes on every call",
                "two calls gave the same images: draw new codes z each call")
@@ -407,7 +447,7 @@ def check_reconstruction_loss(ctx: CheckContext) -> None:
                 return _np(ctx.ref.reconstruction_loss(to_torch(x_hat, ctx.device), to_torch(x, ctx.device))).reshape(())
 
         ctx.expect_close(got, reference({}), f"{label}: mean squared error over all elements",
-                         diagnose=lambda p, g=got, r=reference: close(g, r(p), ctx.spec.rtol, ctx.spec.atol))
+                         diagnose=lambda p, g=got, r=reference: distance(g, r(p), ctx.spec.rtol, ctx.spec.atol))
 
 
 # ---- model level -------------------------------------------------------------------------------------
@@ -601,6 +641,12 @@ def _record_metrics(ctx, run: _Run) -> None:
     m["data"] = "digits scaled to [0, 1] (pixel / 16)"
 
 
+# The student's components each model-level metric runs (the metrics themselves are computed with
+# the reference's code): only their mistakes are named as likely causes.
+DEPENDS_ON = {"kmeans": ("distances", "assign", "minibatch_update", "init_centres"),
+              "autoencoder": ("autoencoder", "reconstruction_loss")}
+
+
 def _grade(ctx, label: str, metric: str, key: str, error: str | None, diagnoses) -> None:
     s = ctx.session.cache["ka_model"].settings
     if error:
@@ -618,9 +664,7 @@ def _grade(ctx, label: str, metric: str, key: str, error: str | None, diagnoses)
         return
     for d in diagnoses:
         ctx.notes.append(f"Diagnosis: {d}.")
-    if ctx.diagnosed:
-        causes = "; ".join(f"{m.message} ({m.component})" for m in ctx.diagnosed.values())
-        ctx.notes.append(f"Likely cause, found by the unit checks: {causes}.")
+    likely_causes(ctx, DEPENDS_ON[metric])
 
 
 def check_model_kmeans(ctx: CheckContext) -> None:

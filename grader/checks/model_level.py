@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, model_settings, relative_score
+from grader.checks import CheckContext, likely_causes, model_settings, relative_score
 from grader.metrics import Metric
 
 DEFAULTS = {
@@ -289,6 +289,17 @@ def _diagnoses(run: ModelRun) -> list[str]:
     return out
 
 
+def depends_on(metric: str, run: ModelRun) -> tuple[str, ...]:
+    """The student's components a metric depends on: those the course loop trains with (the data's
+    likelihood only), plus the prior's sampler for the samples metric. Metrics are computed with
+    the reference's code, so its other components are not causes."""
+    likelihood = {"bernoulli": "log_bernoulli", "categorical": "log_categorical"}.get(
+        str(getattr(run.data, "likelihood", "")), None)
+    trained = ("log_normal_diag", "reparameterization", "encoder", "decoder", "mog_prior.log_prob", "elbo")
+    likelihoods = (likelihood,) if likelihood else ("log_bernoulli", "log_categorical")
+    return trained + likelihoods + (("mog_prior.sample",) if metric == "samples" else ())
+
+
 def _grade_metric(ctx: CheckContext, metric: str, label: str, unit: str) -> None:
     run = model_run(ctx)
     if run.error:
@@ -311,9 +322,7 @@ def _grade_metric(ctx: CheckContext, metric: str, label: str, unit: str) -> None
         return
     for d in _diagnoses(run):
         ctx.notes.append(f"Diagnosis: {d}.")
-    if ctx.diagnosed:
-        causes = "; ".join(f"{m.message} ({m.component})" for m in ctx.diagnosed.values())
-        ctx.notes.append(f"Likely cause, found by the unit checks: {causes}.")
+    likely_causes(ctx, depends_on(metric, run))
 
 
 def check_model_nll(ctx: CheckContext) -> None:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from grader.sandbox import isolation, nets, protocol
+from grader.sandbox.standins import StandIns
 
 MAX_TEXT = 4000
 
@@ -43,6 +44,8 @@ class Child:
         self.module = None
         self.objects: dict[str, object] = {}
         self.scratch = config["scratch"]
+        self.sock = None  # set by `serve`: stand-ins ask the grader through it (grader/sandbox/standins.py)
+        self.handles: dict[int, tuple[str, object]] = {}  # id(obj) -> (handle, obj) of objects the grader built
 
     # ---- values -------------------------------------------------------------------------
     def materialize(self, v):
@@ -69,7 +72,21 @@ class Child:
             obj = obj.to(self.device)
         for name, value in (spec.get("state") or {}).items():
             self.assign(obj, spec["class"], name, value)
+        if spec.get("handle"):
+            self.register(obj, str(spec["handle"]))
         return obj
+
+    def register(self, obj, handle: str) -> None:
+        """Remember that the grader knows `obj` as `handle` (and its submodules as handle/path)."""
+        self.handles[id(obj)] = (handle, obj)
+        if isinstance(obj, torch.nn.Module):
+            for path, sub in obj.named_modules():
+                if path and id(sub) not in self.handles:
+                    self.handles[id(sub)] = (f"{handle}/{path}", sub)
+
+    def handle_of(self, obj) -> str | None:
+        entry = self.handles.get(id(obj))
+        return entry[0] if entry is not None and entry[1] is obj else None
 
     def assign(self, obj, cls_name: str, name: str, value: np.ndarray) -> None:
         target = obj
@@ -139,6 +156,10 @@ class Child:
             wrt.append((path, t))
         if req.get("seed") is not None:
             torch.manual_seed(int(req["seed"]))
+        with StandIns(self, req.get("stand_ins") or []):
+            return self._call(fn, args, kwargs, wrt, grad, req)
+
+    def _call(self, fn, args, kwargs, wrt, grad, req):
         if req.get("no_grad"):
             with torch.no_grad():
                 out = fn(*args, **kwargs)
@@ -250,6 +271,7 @@ def describe_exception(e: BaseException, scratch: str) -> dict:
 
 def serve(sock: socket.socket, config: dict) -> None:
     child = Child(config)
+    child.sock = sock
     protocol.send(sock, {"ok": True, "ready": True, "pid": os.getpid()})
     while True:
         try:

@@ -156,8 +156,10 @@ class Sandbox:
 
     def _hide_list(self) -> list[str]:
         keep = [Path(sys.prefix).resolve(), self.tmp.resolve(), Path(tempfile.gettempdir()).resolve()]
+        from grader import model_cache  # the reference's cached weights and their digests: never the child's
+
         out = []
-        for p in self.config.hide:
+        for p in [*self.config.hide, model_cache.cache_dir(), model_cache.index_dir()]:
             p = Path(p).resolve()
             # Never mask a folder the child needs (the venv, its scratch copy, the temp dir).
             if any(k == p or p in k.parents for k in keep):
@@ -249,7 +251,10 @@ class Sandbox:
             return None
 
     # ---- requests -------------------------------------------------------------------------
-    def request(self, req: dict, timeout: float, _starting: bool = False) -> dict:
+    def request(self, req: dict, timeout: float, _starting: bool = False, upcall=None) -> dict:
+        """Send `req` and return the child's reply. While the child works on it, it may ask for
+        stand-in values ("upcall" messages, grader/sandbox/standins.py): `upcall(message)` answers
+        them with plain data (no upcall handler: every upcall is answered with an error)."""
         if not self.alive and not _starting:
             self.restarts += 1
             self.start()
@@ -259,7 +264,16 @@ class Sandbox:
             protocol.send(self.sock, req)
         except OSError:
             raise self._death("while receiving a request") from None
-        reply = self._recv(time.monotonic() + timeout, during=f"{req.get('op')} {_label(req)}")
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._recv(deadline, during=f"{req.get('op')} {_label(req)}")
+            if "upcall" not in reply and "upcall_backward" not in reply:
+                break
+            answer = upcall(reply) if upcall is not None else {"ok": False, "error": "no stand-ins in this request"}
+            try:
+                protocol.send(self.sock, answer)
+            except OSError:
+                raise self._death("while receiving a stand-in value") from None
         if not reply.get("ok"):
             err = reply.get("error", {})
             raise StudentException(err.get("message", "unknown error"), err.get("where", ""), err.get("traceback", ""))

@@ -1,0 +1,270 @@
+"""Grader side of stand-ins: correct values for the student's calls to their own upstream components.
+
+A check of component C calls the student's code with every *other* component's functions and
+methods replaced, in the child, by proxies (grader/sandbox/standins.py). Each proxy call arrives
+here as an "upcall" (plain data); `StandInServer` evaluates the reference on it and answers with
+arrays, and keeps the autograd graph ("tape") so the child can ask for gradients. So a
+component's score depends on its own code only, whatever mistakes the others have and whatever
+`--only` selects; the reference's code stays in this process. Rules: docs/grading.md.
+
+Objects cross by handle. Every `{"__new__": ...}` a check sends gets a handle (`tag`); this side
+keeps the spec and builds a *twin* from the reference's class of the same name on first use
+(`twin`), then copies the object's current state (sent with each upcall) into it by name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+
+from grader.sandbox import nets
+
+MAX_UPCALL_ELEMENTS = 20_000_000  # a proxy's arguments larger than this are refused (memory of the grader)
+MAX_UPCALL_INT = 1_000_000  # larger integers (sizes, counts) are refused for the same reason
+_HANDLES = itertools.count(1)
+
+
+def upstream_targets(rubric, ref, component: str) -> list[str]:
+    """The dotted names (in the submission's module) that stand in while `component` is checked:
+    every other component's function or method; a component naming a class contributes the
+    methods the reference class defines itself (constructors and the class's other components'
+    methods excluded). The "model" component (whole trained models) contributes nothing."""
+    targets = rubric.component_targets
+    own = targets.get(component, "")
+    explicit = set(targets.values())
+    out: list[str] = []
+    for tag, target in targets.items():
+        if tag == component or tag == "model" or target == own or not target:
+            continue
+        obj = _resolve(ref, target)
+        if isinstance(obj, type):
+            for name, member in vars(obj).items():
+                dotted = f"{target}.{name}"
+                if name.startswith("_") or dotted in explicit or dotted == own:
+                    continue
+                if callable(member) or isinstance(member, staticmethod):
+                    out.append(dotted)
+        elif target.rpartition(".")[2] != "__init__" and obj is not None:
+            out.append(target)
+    # the own component's methods never stand in (a class component owns all its methods)
+    return sorted(t for t in set(out) if not (own and (t == own or t.startswith(own + "."))))
+
+
+def _resolve(ref, dotted: str):
+    obj = ref
+    for part in dotted.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def tag(value, specs: dict, handle: str | None = None):
+    """Give every `__new__` spec in `value` a handle (recorded in `specs`); returns the tagged copy."""
+    if isinstance(value, dict):
+        if "__new__" in value:
+            spec = dict(value["__new__"])
+            h = handle or f"h{next(_HANDLES)}"
+            spec["args"] = [tag(a, specs) for a in spec.get("args", [])]
+            spec["kwargs"] = {k: tag(v, specs) for k, v in (spec.get("kwargs") or {}).items()}
+            spec["handle"] = h
+            specs[h] = spec
+            return {"__new__": spec}
+        return {k: tag(v, specs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [tag(v, specs) for v in value]
+    return value
+
+
+class StandInServer:
+    """Answers one check's upcalls. `names`: the dotted names allowed to stand in."""
+
+    def __init__(self, ref, specs: dict, device, names: list[str]):
+        self.ref = ref
+        self.specs = specs
+        self.device = torch.device(device)
+        self.names = set(names)
+        self.twins: dict[str, object] = {}
+        self.tapes: dict[int, tuple[list, list]] = {}
+        self.used: set[str] = set()
+
+    def reset_call(self) -> None:
+        self.tapes.clear()
+
+    def forget(self, handle: str) -> None:
+        self.twins.pop(handle, None)
+
+    # ---- twins ----------------------------------------------------------------------------
+    def twin(self, handle: str):
+        """The reference's counterpart of the student's object known as `handle` ("h3", "vae/encoder")."""
+        base, _, path = handle.partition("/")
+        if base not in self.twins:
+            spec = self.specs.get(base)
+            if spec is None:
+                raise LookupError(f"unknown object {base!r}")
+            cls = getattr(self.ref, str(spec["class"]), None)
+            if not isinstance(cls, type):
+                raise LookupError(f"the reference has no class {spec['class']!r}")
+            # building must not move the RNG the stand-ins draw from (nn.Linear initialises randomly)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                obj = cls(*self._value(spec.get("args", [])), **self._value(spec.get("kwargs") or {}))
+            if isinstance(obj, torch.nn.Module):
+                obj = obj.to(self.device)
+            for name, v in (spec.get("state") or {}).items():
+                _copy_into(obj, name, v)
+            self.twins[base] = obj
+        obj = self.twins[base]
+        for part in filter(None, path.split(".")):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                raise LookupError(f"the reference's object has no `{path}`")
+        return obj
+
+    def _value(self, v):
+        if isinstance(v, np.ndarray):
+            return torch.from_numpy(v.copy()).to(self.device)
+        if isinstance(v, list):
+            return [self._value(x) for x in v]
+        if isinstance(v, dict):
+            if "__net__" in v:
+                dtype = {"float32": torch.float32, "float64": torch.float64}[v.get("dtype", "float32")]
+                return nets.build(v["__net__"], self.device, dtype)
+            if "__new__" in v:
+                return self.twin(v["__new__"]["handle"])
+            if "__ref__" in v:
+                return self.twin(v["__ref__"])
+            if "__tuple__" in v:
+                return tuple(self._value(x) for x in v["__tuple__"])
+            return {k: self._value(x) for k, x in v.items()}
+        return v
+
+    # ---- upcalls --------------------------------------------------------------------------
+    def __call__(self, message: dict) -> dict:
+        try:
+            if "upcall" in message:
+                return self._forward(message["upcall"])
+            return self._backward(message["upcall_backward"])
+        except _Fallback:
+            return {"ok": False, "fallback": True}
+        except Exception as e:  # the reference fails on these arguments: the caller's mistake
+            return {"ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
+
+    def _forward(self, msg: dict) -> dict:
+        name = str(msg.get("name"))
+        if name not in self.names:
+            return {"ok": False, "error": f"`{name}` does not stand in here"}
+        leaves: dict[int, torch.Tensor] = {}
+        grad = bool(msg.get("grad"))
+        size = [0]
+        try:
+            obj = None if msg.get("self") is None else self._decode(msg["self"], leaves, grad, size)
+            args = [self._decode(a, leaves, grad, size) for a in msg.get("args", [])]
+            kwargs = {str(k): v if str(k) == "seed" and type(v) is int else self._decode(v, leaves, grad, size)
+                      for k, v in (msg.get("kwargs") or {}).items()}
+        except LookupError:
+            raise _Fallback from None
+        owner, _, leaf = name.rpartition(".")
+        if owner:
+            cls = getattr(self.ref, owner)
+            fn = getattr(cls, leaf)
+            if obj is not None:
+                if type(obj) is not cls:
+                    raise _Fallback
+                fn = getattr(obj, leaf)
+        else:
+            fn = getattr(self.ref, leaf)
+        with torch.set_grad_enabled(grad):
+            out = fn(*args, **kwargs)
+        self.used.add(name)
+        if isinstance(out, torch.Tensor):
+            structure, outs = "tensor", [out]
+        elif isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out):
+            structure, outs = type(out).__name__, list(out)
+        elif isinstance(out, (bool, int, float)) or out is None:
+            return {"ok": True, "structure": "value", "value": out if not isinstance(out, float) or math.isfinite(out)
+                    else None, "outputs": []}
+        else:
+            raise TypeError(f"the reference's {name} returned {type(out).__name__}")
+        reply = {"ok": True, "structure": structure, "outputs": [_numpy(o) for o in outs], "tape": None}
+        if grad and any(o.requires_grad for o in outs):
+            tape = len(self.tapes) + 1
+            order = [leaves.get(i) for i in range(max(leaves, default=-1) + 1)]
+            self.tapes[tape] = (outs, order)
+            reply["tape"] = tape
+        return reply
+
+    def _backward(self, msg: dict) -> dict:
+        outs, order = self.tapes[int(msg["tape"])]
+        cots = msg.get("cotangents") or []
+        pairs = [(o, torch.from_numpy(np.array(c, copy=True)).to(o.device, o.dtype))
+                 for o, c in zip(outs, cots) if c is not None and o.requires_grad and tuple(np.shape(c)) == tuple(o.shape)]
+        wrt = [(i, t) for i, t in enumerate(order) if t is not None and t.requires_grad]
+        grads: list = [None] * len(order)
+        if pairs and wrt:
+            got = torch.autograd.grad([o for o, _ in pairs], [t for _, t in wrt], [c for _, c in pairs],
+                                      retain_graph=True, allow_unused=True)
+            for (i, _), g in zip(wrt, got):
+                grads[i] = None if g is None else _numpy(g)
+        return {"ok": True, "grads": grads}
+
+    def _decode(self, v, leaves: dict, grad: bool, size: list):
+        if isinstance(v, dict):
+            if "__tensor__" in v:
+                a = np.asarray(v["__tensor__"])
+                size[0] += a.size
+                if size[0] > MAX_UPCALL_ELEMENTS:
+                    raise ValueError("the arguments are too large")
+                t = torch.from_numpy(a.copy()).to(self.device)
+                if "leaf" in v and t.is_floating_point():
+                    if grad:
+                        t.requires_grad_(True)
+                    leaves[int(v["leaf"])] = t
+                return t
+            if "__seq__" in v:
+                items = [self._decode(x, leaves, grad, size) for x in v["__seq__"]]
+                return tuple(items) if v.get("kind") == "tuple" else items
+            if "__handle__" in v:
+                obj = self.twin(str(v["__handle__"]))
+                if isinstance(obj, torch.nn.Module):
+                    own = obj.state_dict(keep_vars=True)
+                    for key, a in (v.get("state") or {}).items():
+                        # copy only what changed: an in-place copy would invalidate earlier tapes
+                        if key in own and tuple(own[key].shape) == tuple(np.shape(a)) \
+                                and not np.array_equal(_numpy(own[key]), a):
+                            with torch.no_grad():
+                                own[key].copy_(torch.from_numpy(np.array(a, copy=True)).to(own[key].device, own[key].dtype))
+                    params = dict(obj.named_parameters())
+                    for key, i in (v.get("leaves") or {}).items():
+                        if key in params:
+                            leaves[int(i)] = params[key]
+                return obj
+            raise ValueError("unexpected argument")
+        if type(v) is int and abs(v) > MAX_UPCALL_INT:  # e.g. a sample count: the grader would allocate it
+            raise ValueError(f"the integer argument {v} is larger than the grader allows ({MAX_UPCALL_INT:,})")
+        if v is None or type(v) in (bool, int, float, str):
+            return v
+        raise ValueError("unexpected argument")
+
+
+class _Fallback(Exception):
+    """The stand-in cannot be computed here (an object the grader does not know): the child runs the student's code."""
+
+
+def _copy_into(obj, dotted: str, value) -> None:
+    target = obj
+    *path, leaf = dotted.split(".")
+    for part in path:
+        target = getattr(target, part)
+    current = getattr(target, leaf, None)
+    if isinstance(current, torch.Tensor) and tuple(current.shape) == tuple(np.shape(value)):
+        with torch.no_grad():
+            current.copy_(torch.from_numpy(np.array(value, copy=True)).to(current.device, current.dtype))
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().copy()
+
