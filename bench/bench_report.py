@@ -1,6 +1,7 @@
 """Benchmark report rendering: `python bench/bench_report.py [--repeat N]`.
 
-Rows: a typical per-student report, a report with 10 figures, the class summary of 50 students.
+Rows: a typical per-student report, a report with 10 figures, a report whose answers hold 180 kB of TeX
+(bounded by the rendering budgets), the class summary of 50 students.
 Columns: mean and min wall time in seconds (target: under 2 s per report). The first, untimed run
 warms imports and the math cache, as a `grade report` over a class would after its first student.
 """
@@ -60,7 +61,9 @@ def typical_result(student: str, rng: random.Random, n_figures: int = 3) -> Grad
                        student_output="\n".join(f"epoch {e}: loss {100 / (e + 1):.3f}" for e in range(60)),
                        figures=[{"path": f"figures/fig{k}.png", "caption": f"Figure {k} of the model", "tag": "model"}
                                 for k in range(n_figures)],
-                       metrics={"nll": {"student": 23.1, "reference": 22.8}})
+                       metrics={"nll": {"student": 23.1, "reference": 22.8}},
+                       metric_info={"nll": {"label": "Test negative log-likelihood", "unit": "nats per image",
+                                            "better": "lower", "kind": "value"}})
 
 
 def write_figures(d: Path, n: int) -> None:
@@ -100,6 +103,20 @@ def main() -> None:
         d10 = save_result(many, out).parent
         write_figures(d10, 10)
         rows.append(("report with 10 figures", timed(lambda: render_report(many, d10), args.repeat)))
+
+        # 180 kB of valid TeX in answers (80 s to render before the budgets): fresh formulas every run, so the
+        # math cache does not help
+        runs = iter(range(10**6))
+
+        def huge_tex():
+            k = next(runs)
+            formula = "$\\frac{\\partial}{\\partial \\mu_{%d}} \\log p(x_{%d}) = \\sum_i w_i x_i^{%d}$ and "
+            r = GradeResult(student="tex", assignment="vae", tests=[], device="cpu", questions=[
+                QuestionResult(f"Q{q}", "Derive it", 1.0, "".join(formula % (k, q, i) for i in range(400)))
+                for q in range(1, 7)])
+            render_report(r, save_result(r, out).parent)
+
+        rows.append(("report, 180 kB of TeX in 6 answers (2,400 formulas)", timed(huge_tex, max(1, args.repeat // 2))))
 
         cls = out / "class"
         for s in range(50):

@@ -22,6 +22,8 @@ import torch
 
 from grader import __version__
 from grader.checks import CheckContext, Outcome, Session, StudentValueError
+from grader.metrics import metric_info
+from grader.redact import machine_paths, redact_paths
 from grader.results import GradeResult, QuestionResult, TestResult
 from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available_rubrics
 from grader.sandbox.client import REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig, StudentCodeError
@@ -197,10 +199,13 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
             result.tests.append(test)
         result.student_output = handed_in.translate(sandbox.output())
+        _redact(result, submission, options.out_dir)
         result.figures = session.figures
         result.metrics = session.metrics
         if options.data:
             result.metrics["data_spec"] = options.data  # `grade batch` regrades when the data changes
+        result.metric_info = metric_info(getattr(importlib.import_module(rubric.checks_module), "METRICS", None),
+                                         result.metrics)
     shown = []
     if figures_dir is not None and handed_in.figures:
         shown = write_figures(handed_in.figures, figures_dir.parent / "student_figures", figures_dir.parent)
@@ -221,6 +226,17 @@ def _torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _redact(result: GradeResult, submission: Path, out_dir) -> None:
+    """Take the grading machine's paths out of what the student sees (feedback, errors, captured output)."""
+    roots = machine_paths(submission, Path(submission).parent, out_dir)
+    for t in result.tests:
+        t.output = redact_paths(t.output, roots)
+        t.mistakes = [{k: redact_paths(v, roots) if isinstance(v, str) else v for k, v in m.items()}
+                      if isinstance(m, dict) else m for m in t.mistakes]
+    result.errors = [redact_paths(e, roots) for e in result.errors]
+    result.student_output = redact_paths(result.student_output, roots)
 
 
 def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict,

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["loss_curves", "image_grid", "sample_grid", "latent_projection"]
+__all__ = ["draw_losses", "loss_curves", "image_grid", "sample_grid", "latent_projection"]
 
 DPI = 120
 
@@ -30,44 +30,112 @@ def _hist(h) -> dict:
         return {}
     if isinstance(h, dict):
         return h
-    return {k: getattr(h, k) for k in ("train_loss", "val_loss", "epochs", "best_epoch") if hasattr(h, k)}
+    return {k: getattr(h, k) for k in ("train_loss", "val_loss", "epochs", "best_epoch", "stopped_because")
+            if hasattr(h, k)}
 
 
 def _finite(values) -> np.ndarray:
-    a = np.asarray(values, dtype=float).reshape(-1)
+    a = np.asarray([np.nan if v is None else v for v in np.asarray(values, dtype=object).reshape(-1)], dtype=float)
     return np.where(np.isfinite(a), a, np.nan)
+
+
+def _y_window(reference: list[np.ndarray], others: list[np.ndarray]) -> tuple[float, float] | None:
+    """The y range that keeps the reference readable: the reference's own range (its first epoch left out when
+    there are more, it would squash the rest), widened to take in other values that lie within 3 spans of it."""
+    def later(v):
+        v = v[np.isfinite(v)]
+        return v[1:] if len(v) > 2 else v
+
+    base = np.concatenate([later(v) for v in reference] or [np.array([])])
+    if not len(base):  # no reference: the others' bulk (a diverging tail must not set the scale)
+        base = np.concatenate([later(v) for v in others] or [np.array([])])
+        if not len(base):
+            return None
+        typical = float(np.percentile(np.abs(base), 25))
+        base = base[np.abs(base) <= 100 * typical + 1.0]  # a diverging tail is orders of magnitude off
+    lo, hi = float(base.min()), float(base.max())
+    span = (hi - lo) or 0.1 * abs(hi) or 1.0
+    every = np.concatenate([v[np.isfinite(v)] for v in reference + others] or [np.array([])])
+    inside = every[(every >= lo - 3 * span) & (every <= hi + 3 * span)]
+    if len(inside):
+        lo, hi = min(lo, float(inside.min())), max(hi, float(inside.max()))
+    pad = 0.05 * ((hi - lo) or span)
+    return lo - pad, hi + 3 * pad
+
+
+def draw_losses(ax, series: list[dict], ylabel: str = "") -> None:
+    """Loss curves on `ax`, readable when a run diverges.
+
+    Each series: {label, values (None/NaN/inf allowed), epochs (default 1..n), color, ls, marker, reference
+    (bool), diverged (bool: training stopped because the loss broke down)}. The y axis is scaled to the
+    reference's curves; values beyond it are drawn at the edge with a red triangle and counted in a note;
+    where a student's run diverged a red dotted line marks the epoch."""
+    ref = [_finite(s["values"]) for s in series if s.get("reference")]
+    other = [_finite(s["values"]) for s in series if not s.get("reference")]
+    window = _y_window(ref, other)
+    off = 0
+    extreme = 0.0
+    diverged_at = set()
+    for s in series:
+        raw = _finite(s["values"])
+        if not len(raw):
+            continue
+        epochs = list(s.get("epochs") or [])
+        x = np.asarray(epochs if len(epochs) >= len(raw) else range(1, len(raw) + 1), dtype=float)[:len(raw)]
+        y = raw if window is None else np.clip(raw, *window)
+        ax.plot(x, y, color=s.get("color"), ls=s.get("ls", "-"), marker=s.get("marker", ""), ms=s.get("ms", 3),
+                label=s["label"])
+        if window is not None:
+            for sel, mark in ((raw > window[1], "^"), (raw < window[0], "v")):
+                if sel.any():
+                    ax.plot(x[sel], y[sel], ls="none", marker=mark, color="tab:red", ms=6, clip_on=False)
+                    off += int(sel.sum())
+                    extreme = max(extreme, float(np.abs(raw[sel]).max()), key=abs)
+        if not s.get("reference"):
+            ok = np.isfinite(raw)
+            bad = ~ok & (np.cumsum(ok) > 0)  # a value that broke down after finite ones
+            if bad.any():
+                diverged_at.add(float(x[int(np.argmax(bad))]))
+            elif s.get("diverged"):
+                diverged_at.add(float(x[-1]) + 1)
+    for at in sorted(diverged_at)[:1]:
+        ax.axvline(at, color="tab:red", ls=":", lw=1.2)
+        ax.annotate("training diverged", (at, 0.5), xycoords=("data", "axes fraction"), xytext=(3, 0),
+                    textcoords="offset points", ha="left", va="center", rotation=90, fontsize=7.5, color="tab:red")
+    if window is not None:
+        ax.set_ylim(*window)
+        if off:
+            ax.text(0.01, 0.01, f"{off} value{'s' if off > 1 else ''} off the scale (▲▼; largest magnitude {extreme:.2g})",
+                    transform=ax.transAxes, fontsize=7, color="tab:red", va="bottom")
+    if ax.lines:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no finite losses recorded", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("epoch")
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
 
 
 def loss_curves(student_hist, reference_hist, path) -> Path:
     """Training and validation loss per epoch of the student's model and (if given) the reference's."""
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.add_subplot()
-    plotted = []
+    series = []
     # The reference first, so the student's curves are drawn on top (they coincide for a reference copy).
-    for label, h, color in (("reference", _hist(reference_hist), "tab:gray"), ("student", _hist(student_hist), "tab:blue")):
-        train, val = _finite(h.get("train_loss", [])), _finite(h.get("val_loss", []))
-        epochs = np.asarray(h.get("epochs") or range(1, len(train) + 1), dtype=float)
-        if len(train):
-            ax.plot(epochs[:len(train)], train, color=color, ls="--", marker=".", label=f"{label}: training")
-            plotted.append(train)
-        if len(val):
-            ax.plot(epochs[:len(val)], val, color=color, ls="-", marker="o", ms=3, label=f"{label}: validation")
-            plotted.append(val)
-        best = h.get("best_epoch")
-        if best and len(val) and best in list(epochs[:len(val)]):
-            ax.plot([best], [val[list(epochs).index(best)]], marker="*", ms=12, color=color, ls="none")
-    values = np.concatenate(plotted) if plotted else np.array([])
-    values = values[np.isfinite(values)]
-    if len(values):
-        lo, hi = np.percentile(values, [0, 95])  # the first epochs' losses would squash the rest
-        pad = 0.05 * (hi - lo or abs(hi) or 1.0)
-        ax.set_ylim(lo - pad, max(hi, lo) + pad * 3)
-        ax.legend(fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "no finite losses recorded", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("negative ELBO (nats per example)")
-    ax.grid(alpha=0.3)
+    for label, h, color in (("reference", _hist(reference_hist), "tab:gray"), ("your model", _hist(student_hist), "tab:blue")):
+        diverged = label != "reference" and h.get("stopped_because") == "diverged"
+        for key, ls, marker, what in (("train_loss", "--", ".", "training"), ("val_loss", "-", "o", "validation")):
+            if len(h.get(key) or []):
+                series.append({"label": f"{label}: {what}", "values": h[key], "epochs": h.get("epochs"), "color": color,
+                               "ls": ls, "marker": marker, "reference": label == "reference", "diverged": diverged})
+    draw_losses(ax, series, "negative ELBO (nats per example)")
+    for label, h, color in (("reference", _hist(reference_hist), "tab:gray"), ("your model", _hist(student_hist), "tab:blue")):
+        val, best = _finite(h.get("val_loss") or []), h.get("best_epoch")
+        epochs = list(h.get("epochs") or range(1, len(val) + 1))
+        if best and len(val) and best in epochs[:len(val)] and np.isfinite(val[epochs.index(best)]):
+            lo, hi = ax.get_ylim()
+            ax.plot([best], [np.clip(val[epochs.index(best)], lo, hi)], marker="*", ms=12, color=color, ls="none")
     return _save(fig, path)
 
 

@@ -102,6 +102,7 @@ class GradeResult:
     errors: list[str] = field(default_factory=list)  # submission-level problems (e.g. module failed to import)
     figures: list[dict] = field(default_factory=list)  # [{path (relative to results dir), caption, tag}]
     metrics: dict = field(default_factory=dict)  # model-level numbers, e.g. {"nll": {"student": .., "reference": ..}}
+    metric_info: dict = field(default_factory=dict)  # how each metric is shown: {key: grader.metrics.Metric.to_json()}
     submission: dict = field(default_factory=dict)  # what was handed in: module_from, left_out, answers_from, figures (grader.submission)
 
     @property
@@ -147,6 +148,7 @@ class GradeResult:
                     "errors": self.errors,
                     "figures": self.figures,
                     "metrics": self.metrics,
+                    "metric_info": self.metric_info,
                     "submission": self.submission,
                 }
             },
@@ -170,6 +172,7 @@ class GradeResult:
             submission_hash=g.get("submission_hash", ""), rubric_hash=g.get("rubric_hash", ""), graded_at=g.get("graded_at", ""),
             device=g.get("device", "cpu"), sandbox=g.get("sandbox", {}), student_output=g.get("student_output", ""),
             errors=list(g.get("errors", [])), figures=list(g.get("figures", [])), metrics=dict(g.get("metrics", {})),
+            metric_info=dict(g.get("metric_info", {})),
             submission=dict(g.get("submission", {})),
         )
 

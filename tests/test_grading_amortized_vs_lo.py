@@ -182,8 +182,11 @@ def test_correct_example_heidi_full_marks_including_model_level(rubric, tmp_path
     assert result.autograded_score == rubric.max_points
     m = result.metrics
     assert m["reference_cache"] in ("trained now", "reused")
-    for key in ("CNN validation accuracy", "VAE log p(x) test (IS)", "LO training −ELBO", "log p(x) digit 1, VAE test"):
+    for key in ("CNN validation accuracy", "VAE log p(x) test (IS)", "LO training −ELBO"):
         assert m[key]["student"] is not None and math.isfinite(m[key]["student"]), key
+    per_digit = m["vae_test_log_px_per_digit"]["student"]
+    assert len(per_digit) == 10 and all(math.isfinite(v) for v in per_digit)
+    assert set(m) <= set(result.metric_info), "every metric shown has a display declaration"
     assert m["VAE log p(x) train (IS)"]["student"] > m["VAE log p(x) test (IS)"]["student"] - 5
     names = {Path(f["path"]).name for f in result.figures}
     assert names == {"loss_curves.png", "reconstructions.png", "samples.png", "log_px_per_digit.png"}

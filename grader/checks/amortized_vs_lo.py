@@ -26,6 +26,7 @@ from grader.checks import (
     CheckContext, distance, StudentValueError, close, expect_any_variant, likely_causes,
     model_settings, relative_score, sequence, tensor, to_torch,
 )
+from grader.metrics import Metric
 from grader.sandbox import nets
 
 B, D, L = 6, 10, 3  # unit checks: batch, pixels, latent dimensions
@@ -846,6 +847,29 @@ def model_run(ctx: CheckContext) -> Run:
     return run
 
 
+# How the numbers recorded below are shown in the report (grader/metrics.py).
+_NATS = "nats per image"
+METRICS = {
+    "K (importance samples)": Metric("Importance samples per image (K)", kind="note"),
+    "CNN validation accuracy": Metric("CNN validation accuracy", "share of images classified correctly", "higher"),
+    "CNN test accuracy": Metric("CNN test accuracy", "share of images classified correctly", "higher"),
+    "CNN validation loss": Metric("CNN validation loss", "cross-entropy, nats per image", "lower"),
+    "VAE validation −ELBO": Metric("Amortized VAE: validation negative ELBO", _NATS, "lower"),
+    "VAE log p(x) train (IS)": Metric("Amortized VAE: training log-likelihood (importance sampling)", _NATS, "higher"),
+    "VAE log p(x) test (IS)": Metric("Amortized VAE: test log-likelihood (importance sampling)", _NATS, "higher"),
+    "LO training −ELBO": Metric("Latent optimization: training negative ELBO", _NATS, "lower"),
+    "LO log p(x) train (IS)": Metric("Latent optimization: training log-likelihood (importance sampling)", _NATS, "higher"),
+    "LO log p(x) test (IS, q fitted)": Metric("Latent optimization: test log-likelihood (q fitted per image)", _NATS,
+                                              "higher"),
+    "vae_test_log_px_per_digit": Metric("Amortized VAE: test log-likelihood per digit", _NATS, "higher", kind="per_class",
+                                        class_label="digit"),
+    "lo_train_log_px_per_digit": Metric("Latent optimization: training log-likelihood per digit", _NATS, "higher",
+                                        kind="per_class", class_label="digit"),
+    **{f"{name} training": Metric(f"Training of your {what}", kind="note")
+       for name, what in (("cnn", "CNN"), ("vae", "amortized VAE"), ("lo", "latent-optimization model"))},
+}
+
+
 def _record_metrics(ctx, run: Run) -> None:
     st, rf = run.student, run.reference
 
@@ -866,10 +890,9 @@ def _record_metrics(ctx, run: Run) -> None:
     M["LO log p(x) train (IS)"] = pair(st.get("lo_train_log_px"), rf["lo_train_log_px"])
     if "lo_test_log_px" in rf:
         M["LO log p(x) test (IS, q fitted)"] = pair(st.get("lo_test_log_px"), rf.get("lo_test_log_px"))
-    for k in range(10):
-        for key, label in (("vae_test_log_px_per_digit", "VAE test"), ("lo_train_log_px_per_digit", "LO train")):
-            got = st.get(key)
-            M[f"log p(x) digit {k}, {label}"] = pair(None if got is None else got[k], rf[key][k])
+    for key in ("vae_test_log_px_per_digit", "lo_train_log_px_per_digit"):  # one value per digit 0-9
+        got = st.get(key)
+        M[key] = {"student": None if got is None else [num(v) for v in got], "reference": [num(v) for v in rf[key]]}
     for name, h in run.histories.items():
         M[f"{name} training"] = f"{h.get('stopped_because')} after {len(h.get('epochs') or [])} epoch(s), " \
                                 f"{float(h.get('seconds') or 0):.1f} s" + (f": {h['message']}" if h.get("message") else "")
@@ -892,23 +915,18 @@ def _figures(ctx, run: Run, models: dict, ref_models) -> None:
     axes = fig.subplots(1, 3)
     titles = {"cnn": "CNN: cross-entropy", "vae": "amortized VAE: −ELBO", "lo": "latent optimization: −ELBO (train)"}
     for ax, name in zip(axes, ("cnn", "vae", "lo")):
+        series = []
         for label, h, color in (("reference", run.reference_histories.get(name, {}), "tab:gray"),
                                 ("yours", run.histories.get(name, {}), "tab:blue")):
             for key, ls in (("train_loss", "--"), ("val_loss", "-")):
-                v = F._finite(h.get(key, []))
-                if len(v):
-                    ax.plot(np.arange(1, len(v) + 1), v, ls=ls, color=color, label=f"{label}: {key.split('_')[0]}")
+                if len(h.get(key) or []):
+                    series.append({"label": f"{label}: {key.split('_')[0]}", "values": h[key], "color": color, "ls": ls,
+                                   "reference": label == "reference",
+                                   "diverged": label == "yours" and h.get("stopped_because") == "diverged"})
+        F.draw_losses(ax, series)
         ax.set_title(titles[name], fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        if ax.lines:
+        if ax.get_legend():
             ax.legend(fontsize=6)
-            vals = np.concatenate([l.get_ydata() for l in ax.lines])
-            later = np.concatenate([l.get_ydata()[1:] if len(l.get_ydata()) > 2 else l.get_ydata() for l in ax.lines])
-            vals, later = vals[np.isfinite(vals)], later[np.isfinite(later)]
-            if len(vals) and len(later):  # the first epoch's loss would squash the rest
-                lo_, hi_ = vals.min(), later.max()
-                ax.set_ylim(lo_ - 0.05 * (hi_ - lo_ + 1e-9), hi_ + 0.1 * (hi_ - lo_ + 1e-9))
     made.append((F._save(fig, folder / "loss_curves.png"),
                  "Loss per epoch (dashed: training, solid: validation; for LO the whole training set): yours and the reference.",
                  "model"))

@@ -24,6 +24,7 @@ import torch
 from grader.checks import (
     CheckContext, distance, close, expect_any_variant, model_settings, relative_score, sequence, tensor, to_torch,
 )
+from grader.metrics import Metric
 from grader.sandbox.client import StudentException
 
 B = 5  # batch of the unit checks
@@ -507,6 +508,15 @@ def comparison_key(model: str, metric: str) -> str:
     """The results.json metrics row of the comparison table, e.g. "PPCA: test reconstruction MSE"."""
     what = "test ELBO per example (a lower bound)" if (model, metric) == ("conv_vae", "log_likelihood") else METRIC_NAMES[metric]
     return f"{MODEL_NAMES[model]}: {what}"
+
+
+# How the comparison table's rows are shown in the report (grader/metrics.py).
+METRICS = {
+    comparison_key(model, metric): Metric(comparison_key(model, metric), unit, better)
+    for model in MODEL_NAMES
+    for metric, unit, better in (("log_likelihood", "nats per image", "higher"),
+                                 ("reconstruction_mse", "mean squared error per pixel", "lower"))
+}
 
 
 def _record(ctx: CheckContext, model: str, part: Part, labels: dict) -> None:

@@ -25,6 +25,7 @@ import torch
 from grader.checks import (
     CheckContext, distance, close, likely_causes, expect_any_variant, model_settings, relative_score, tensor, to_torch,
 )
+from grader.metrics import Metric
 from grader.sandbox.client import StudentCodeError
 
 LATENT, CHANNELS = 6, (4, 8)  # a small autoencoder for the unit checks
@@ -614,6 +615,17 @@ def model_run(ctx: CheckContext) -> _Run:
     return run
 
 
+# How the numbers recorded below are shown in the report (grader/metrics.py).
+METRICS = {
+    "kmeans_test_loss": Metric("Test k-means loss, per-digit initialisation", "mean squared distance to the nearest centre",
+                               "lower"),
+    "kmeans_test_loss_random_init": Metric("Test k-means loss, random initialisation (not graded)",
+                                           "mean squared distance to the nearest centre", "lower"),
+    "autoencoder_test_mse": Metric("Autoencoder test reconstruction error", "mean squared error per pixel", "lower"),
+    "autoencoder_training": Metric("Training of your autoencoder", kind="note"),
+}
+
+
 def _record_metrics(ctx, run: _Run) -> None:
     x_test = run.splits["test"][0]
     m = ctx.session.metrics
@@ -786,24 +798,18 @@ def _confusion_figure(m: np.ndarray, path) -> Path:
 def _curves_figure(curves: dict, ylabel: str, path, start: int = 0) -> Path:
     from matplotlib.figure import Figure
 
-    from grader.figures import _save
+    from grader.figures import _save, draw_losses
 
     fig = Figure(figsize=(6.0, 3.6), layout="constrained")
     ax = fig.add_subplot()
     kinds = sorted({label.split(" ", 1)[1] for label in curves})
+    series = []
     for label, values in curves.items():
-        v = np.asarray([np.nan if x is None else x for x in values], dtype=float)
         ours = label.startswith("yours")
-        ax.plot(np.arange(start, start + len(v)), np.where(np.isfinite(v) & (v > 0), v, np.nan), "-" if ours else "--",
-                marker="." if ours else "", color=f"C{kinds.index(label.split(' ', 1)[1])}", label=label)
-    finite = np.concatenate([np.asarray([x for x in v if x is not None], dtype=float) for v in curves.values()] or [[]])
-    finite = finite[np.isfinite(finite)]
-    if finite.size:  # linear axis (no mathtext log ticks: slow); the first epochs would squash the rest
-        lo, hi = np.percentile(finite, [0, 90])
-        pad = 0.05 * ((hi - lo) or abs(hi) or 1.0)
-        ax.set_ylim(lo - pad, hi + 3 * pad)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+        v = np.asarray([np.nan if x is None else x for x in values], dtype=float)
+        series.append({"label": label, "values": v,
+                       "epochs": list(range(start, start + len(v))), "ls": "-" if ours else "--",
+                       "marker": "." if ours else "", "color": f"C{kinds.index(label.split(' ', 1)[1])}",
+                       "reference": not ours})
+    draw_losses(ax, series, ylabel)
     return _save(fig, path)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from grader.checks import CheckContext, likely_causes, model_settings, relative_score
+from grader.metrics import Metric
 
 DEFAULTS = {
     "data": "digits",
@@ -233,6 +234,23 @@ def _figures(ctx: CheckContext, run: ModelRun, model, data) -> None:
     ]
     for path, caption, tag in made:
         ctx.session.figures.append({"path": f"figures/{Path(path).name}", "caption": caption, "tag": tag})
+
+
+# How the numbers recorded below are shown in the report (grader/metrics.py).
+METRICS = {
+    "nll": Metric("Test negative log-likelihood", "nats per image", "lower",
+                  note="importance-sampled with K samples per image"),
+    "negative_elbo": Metric("Test negative ELBO", "nats per image", "lower"),
+    "reconstruction_mse": Metric("Test reconstruction error", "mean squared error per pixel", "lower",
+                                 note="decoder mean at z = mu"),
+    "samples_negative_elbo": Metric("Quality of 256 samples", "negative ELBO under the reference model, nats", "lower"),
+    "per_class_loglik": Metric("Test log-likelihood per digit", "nats per image", "higher", kind="per_class",
+                               class_label="digit"),
+    "posterior_collapse": Metric("Information in the latent code", "KL(q(z|x) ‖ p(z)), nats per latent dimension",
+                                 note="near 0: the decoder ignores z (posterior collapse)"),
+    "K": Metric("Importance samples per test image (K)", kind="note"),
+    "training": Metric("Training of your model", kind="note"),
+}
 
 
 def _record_metrics(ctx: CheckContext, run: ModelRun) -> None:

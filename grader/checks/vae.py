@@ -17,6 +17,7 @@ from grader import roles
 from grader.checks import CheckContext, StudentValueError, close, distance, expect_any_variant, sequence, tensor, to_torch
 from grader.checks import interface
 from grader.checks import model_level
+from grader.checks.model_level import METRICS  # noqa: F401  (how this assignment's metrics are shown)
 from grader.checks.model_level import (  # noqa: F401  (model-level checks of this assignment)
     check_model_elbo,
     check_model_nll,

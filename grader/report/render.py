@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import tempfile
+import time
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -32,11 +33,14 @@ import jinja2
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
+from grader.redact import machine_paths, redact_paths
+from grader.report import display
 from grader.report.handed_in import handed_in_context
 from grader.results import GradeResult, TestResult
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 HIDDEN_VISIBILITIES = ("after_published", "hidden")
+INSTRUCTOR_HTML = "instructor.html"  # the instructor's view, next to the student's report.html/report.pdf
 
 OUTPUT_MAX_LINES, OUTPUT_MAX_CHARS = 200, 20_000  # the student's captured stdout/stderr
 CHECK_OUTPUT_MAX_LINES, CHECK_OUTPUT_MAX_CHARS = 80, 6_000  # one check's feedback
@@ -45,7 +49,14 @@ FIELD_MAX_CHARS = 2_000  # names, messages, hints, comments, captions
 FIGURE_MAX_BYTES = 25 * 1024 * 1024
 FIGURE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 
-MAX_MATH_PER_ANSWER = 300  # beyond this, math is shown as TeX source (keeps huge answers fast)
+# Rendering budgets (a report must render in seconds whatever the answers hold): beyond them, formulas are shown
+# as their TeX source and the answer carries a note saying what was cut.
+# The counts decide (the same answers always render the same way); the time limit is a safety net for a loaded
+# machine only (a formula takes ~10-40 ms to draw unloaded, so 250 of them take a few seconds).
+MAX_MATH_PER_ANSWER = 100  # formulas drawn per answer
+MAX_MATH_PER_REPORT = 250  # formulas drawn in the whole report
+MATH_SECONDS_PER_REPORT = 20.0  # wall time spent drawing formulas in one report
+ANSWERS_MAX_CHARS = 60_000  # all written answers together (each one is also cut at ANSWER_MAX_CHARS)
 MAX_MATH_CHARS = 800  # longer expressions are shown as TeX source
 MATH_FONT_PT = 10.5
 
@@ -100,14 +111,6 @@ def fmt_points(x: float | None) -> str:
         return "–"
     text = f"{round(float(x), 4):.4f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
-
-
-def fmt_number(x: object) -> str:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return clean_text(x, 80)
-    if x != x or x in (float("inf"), float("-inf")):
-        return str(x)
-    return f"{x:.4g}" if isinstance(x, float) else str(x)
 
 
 def fmt_date(iso: str) -> str:
@@ -246,31 +249,64 @@ def _split_code(text: str) -> list[tuple[bool, str]]:
     return out
 
 
+class MathBudget:
+    """How many formulas one report may still draw, and for how long; counts what it had to leave as TeX."""
+
+    def __init__(self, per_answer: int = MAX_MATH_PER_ANSWER, per_report: int = MAX_MATH_PER_REPORT,
+                 seconds: float = MATH_SECONDS_PER_REPORT):
+        self.per_answer, self.left, self.deadline = per_answer, per_report, time.monotonic() + seconds
+        self.per_report, self.seconds = per_report, seconds
+
+    def why_not(self, drawn_in_answer: int) -> str:
+        """'' when one more formula may be drawn, else the budget that ran out, in words."""
+        if drawn_in_answer >= self.per_answer:
+            return f"the report draws at most {self.per_answer} formulas per answer"
+        if self.left <= 0:
+            return f"the report draws at most {self.per_report} formulas in all"
+        if time.monotonic() > self.deadline:
+            return f"the report spends at most {self.seconds:g} s drawing formulas"
+        return ""
+
+
 _PLACEHOLDER_RE = re.compile(r"gkmath[0-9a-f]{8}n\d+x")
 
 
-def markdown_to_html(text: str, math=None) -> Markup:
+def markdown_to_html(text: str, math=None, budget: MathBudget | None = None, cut: list[str] | None = None) -> Markup:
     """Markdown with TeX math -> HTML that is safe to embed (raw HTML in the source comes out escaped).
-    `math(tex, display) -> Markup` draws each formula (default `math_html`: a PNG; `grade serve` leaves TeX for KaTeX)."""
+    `math(tex, display) -> Markup` draws each formula (default `math_html`: a PNG; `grade serve` leaves TeX for KaTeX).
+
+    `budget` (one per report; a fresh one when None) bounds the formulas drawn; those beyond it are shown as
+    TeX source and, when `cut` is given, a sentence saying so is appended to it."""
     math = math or math_html
     text = clean_text(text)
+    budget = budget or MathBudget()
     nonce = secrets.token_hex(4)
     pieces: dict[str, Markup] = {}
+    drawn, as_source, why = 0, 0, ""
 
     def replace(m: re.Match) -> str:
+        nonlocal drawn, as_source, why
         display = m.group("d1") is not None or m.group("d2") is not None
         tex = next(g for g in (m.group("d1"), m.group("d2"), m.group("i1"), m.group("i2")) if g is not None)
         key = f"gkmath{nonce}n{len(pieces)}x"
-        if len(pieces) >= MAX_MATH_PER_ANSWER or not tex.strip():
+        reason = budget.why_not(drawn) if tex.strip() else "empty"
+        if reason:
             pieces[key] = Markup('<code class="tex-src">{}</code>').format(m.group(0))
+            if tex.strip():
+                as_source += 1
+                why = why or reason
         else:
             pieces[key] = math(tex.strip(), display)
+            drawn += 1
+            budget.left -= 1
         return key
 
     parts = [chunk if is_code else _MATH_RE.sub(replace, chunk) for is_code, chunk in _split_code(text)]
     html = _MD.render("".join(parts))
     if pieces:  # one compiled pattern for every call (a pattern per nonce was compiled per answer)
         html = _PLACEHOLDER_RE.sub(lambda m: pieces.get(m.group(0), m.group(0)), html)
+    if as_source and cut is not None:
+        cut.append(f"{as_source:,} of {drawn + as_source:,} formulas are shown as TeX source, not drawn: {why}.")
     return Markup(html)
 
 
@@ -287,9 +323,9 @@ def _mistake(m: object) -> dict:
     return {k: clean_text(m.get(k, ""), FIELD_MAX_CHARS) for k in ("id", "message", "hint")}
 
 
-def _check(t: TestResult) -> dict:
+def _check(t: TestResult, instructor: bool = False) -> dict:
     status, symbol = _status(t)
-    hidden = t.visibility in HIDDEN_VISIBILITIES
+    hidden = t.visibility in HIDDEN_VISIBILITIES and not instructor
     output, note = truncate(clean_text(t.output, CHECK_OUTPUT_MAX_CHARS + 1).rstrip("\n"), CHECK_OUTPUT_MAX_CHARS,
                             CHECK_OUTPUT_MAX_LINES, original=t.output)
     return {
@@ -299,12 +335,13 @@ def _check(t: TestResult) -> dict:
         "mistakes": [] if hidden else [_mistake(m) for m in t.mistakes],
         "hint": "" if hidden else clean_text(t.hint, FIELD_MAX_CHARS),
         "error": "" if hidden else clean_text(t.error, 60),
+        "hidden_shown": instructor and t.visibility in HIDDEN_VISIBILITIES,  # instructor's view: marked, not masked
         # long blocks may break across pages; short ones are kept whole
         "long": not hidden and (len(output) > 1200 or output.count("\n") > 15 or len(t.mistakes) > 2),
     }
 
 
-def _components(result: GradeResult) -> list[dict]:
+def _components(result: GradeResult, instructor: bool = False) -> list[dict]:
     groups: dict[str, list[TestResult]] = {}
     for t in result.tests:
         name = t.component or (t.tags[0] if t.tags else "") or "other"
@@ -316,7 +353,7 @@ def _components(result: GradeResult) -> list[dict]:
         out.append({
             "name": name, "score": fmt_points(score), "max": fmt_points(top), "n": len(tests),
             "passed": sum(t.status == "passed" for t in tests), "pct": round(100 * max(0.0, min(1.0, frac))),
-            "level": _level(frac), "checks": [_check(t) for t in tests],
+            "level": _level(frac), "checks": [_check(t, instructor) for t in tests],
         })
     return out
 
@@ -351,43 +388,36 @@ def _figures(result: GradeResult, result_dir: Path) -> list[dict]:
 
 def _questions(result: GradeResult) -> list[dict]:
     out = []
+    budget, chars_left = MathBudget(), ANSWERS_MAX_CHARS
     for q in result.questions:
         item = {"id": clean_text(q.id, 40), "title": clean_text(q.title, FIELD_MAX_CHARS),
                 "max": fmt_points(q.max_score), "score": None if q.score is None else fmt_points(q.score),
                 "comment": clean_text(q.comment, FIELD_MAX_CHARS * 2), "answer_html": None, "note": "",
                 "level": "pending" if q.score is None else _level(q.score / q.max_score if q.max_score else 1.0)}
         if q.answer is not None and str(q.answer).strip():
-            answer, item["note"] = truncate(clean_text(q.answer, ANSWER_MAX_CHARS + 1), ANSWER_MAX_CHARS,
-                                            ANSWER_MAX_LINES)
+            limit = max(1000, min(ANSWER_MAX_CHARS, chars_left))
+            answer, item["note"] = truncate(clean_text(q.answer, limit + 1), limit, ANSWER_MAX_LINES)
+            notes = []
             if item["note"]:  # report the true size of what was submitted
                 full = str(q.answer)
-                item["note"] = (f"This answer is long ({_size(len(full.encode('utf-8', 'replace')))}, "
-                                f"{full.count(chr(10)) + 1:,} lines); the report shows its first "
-                                f"{_size(len(answer.encode('utf-8')))}.")
-            item["answer_html"] = markdown_to_html(answer)
+                notes.append(f"This answer is long ({_size(len(full.encode('utf-8', 'replace')))}, "
+                             f"{full.count(chr(10)) + 1:,} lines); the report shows its first "
+                             f"{_size(len(answer.encode('utf-8')))}"
+                             + (" (all answers together are limited too)." if limit < ANSWER_MAX_CHARS else "."))
+            chars_left -= len(answer)
+            item["answer_html"] = markdown_to_html(answer, budget=budget, cut=notes)
+            item["note"] = " ".join(notes)
         out.append(item)
     return out
 
 
-def _metrics(result: GradeResult) -> list[dict]:
-    rows = []
-    for name, value in (result.metrics or {}).items():
-        if isinstance(value, dict):
-            rows.append({"name": clean_text(name, 100), "student": fmt_number(value.get("student", "")),
-                         "reference": fmt_number(value.get("reference", ""))})
-        else:
-            rows.append({"name": clean_text(name, 100), "student": fmt_number(value), "reference": ""})
-    return rows
+def _metrics(result: GradeResult) -> dict:
+    return display.metric_tables(result.metrics, result.metric_info)
 
 
-def _sandbox(result: GradeResult) -> list[dict]:
-    out = []
-    for name, value in (result.sandbox or {}).items():
-        label = clean_text(name, 80).replace("_", " ")
-        active = bool(value) and str(value).lower() not in ("0", "false", "no", "off", "none")
-        detail = "" if isinstance(value, bool) or value is None else clean_text(value, 80)
-        out.append({"label": label, "active": active, "detail": detail})
-    return out
+def _sandbox(result: GradeResult) -> dict:
+    active, inactive = display.sandbox_sentences(result.sandbox)
+    return {"active": active, "inactive": inactive}
 
 
 def _short_hash(h: str) -> str:
@@ -397,8 +427,10 @@ def _short_hash(h: str) -> str:
     return h[:12] if h else "unknown"
 
 
-def report_context(result: GradeResult, result_dir: Path) -> dict:
-    """Everything the template shows, as plain escaped-on-output strings, lists and dicts."""
+def report_context(result: GradeResult, result_dir: Path, instructor: bool = False) -> dict:
+    """Everything the template shows, as plain escaped-on-output strings, lists and dicts.
+
+    `instructor`: the instructor's view (hidden checks' details, bookkeeping metrics, the sandbox's raw record)."""
     result_dir = Path(result_dir).resolve()
     total, top = result.score, result.max_score
     frac = total / top if top > 0 else 0.0
@@ -422,9 +454,10 @@ def report_context(result: GradeResult, result_dir: Path) -> dict:
         "written_max": fmt_points(written_max), "has_questions": bool(result.questions),
         "pending": [clean_text(q.id, 40) for q in pending],
         "pending_points": fmt_points(sum(q.max_score for q in pending)),
-        "sandbox": _sandbox(result),
+        "sandbox": _sandbox(result), "instructor": instructor,
+        "sandbox_raw": [(clean_text(k, 80), clean_text(v, 2000)) for k, v in (result.sandbox or {}).items()] if instructor else [],
         "errors": [clean_text(e, FIELD_MAX_CHARS * 2) for e in result.errors],
-        "components": _components(result),
+        "components": _components(result, instructor),
         "n_checks": len(result.tests), "n_passed": sum(t.status == "passed" for t in result.tests),
         "metrics": _metrics(result),
         "figures": _figures(result, result_dir),
@@ -448,8 +481,29 @@ def stylesheet() -> Markup:
     return Markup(css.replace("</", "<\\/"))
 
 
-def build_html(result: GradeResult, result_dir: Path) -> str:
-    return _env().get_template("report.html.j2").render(css=stylesheet(), **report_context(result, result_dir))
+def build_html(result: GradeResult, result_dir: Path, instructor: bool = False) -> str:
+    """The report as one self-contained HTML page. The student's view (the default) shows no hidden check's
+    details, no bookkeeping and no path of the grading machine; `instructor=True` shows everything."""
+    result_dir = Path(result_dir).resolve()
+    html = _env().get_template("report.html.j2").render(css=stylesheet(),
+                                                         **report_context(result, result_dir, instructor))
+    if instructor:
+        return html
+    return redact_html(html, machine_paths(result_dir, result_dir.parent))
+
+
+_DATA_URL = re.compile(r"data:[\w/+.-]+;base64,[A-Za-z0-9+/=]+")
+
+
+def redact_html(html: str, roots: list[str]) -> str:
+    """`redact_paths` over the page, leaving data: URLs (whose base64 may hold a '/tmp/') untouched."""
+    out, pos = [], 0
+    for m in _DATA_URL.finditer(html):
+        out.append(redact_paths(html[pos:m.start()], roots))
+        out.append(m.group(0))
+        pos = m.end()
+    out.append(redact_paths(html[pos:], roots))
+    return "".join(out)
 
 
 def _local_fetcher_class():
@@ -507,10 +561,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def render_report(result: GradeResult, result_dir: Path) -> tuple[Path, Path]:
-    """Write `result_dir/report.html` and `result_dir/report.pdf`; return both paths."""
+    """Write the student's `report.html` and `report.pdf` and the instructor's `instructor.html` (hidden checks'
+    details, bookkeeping) into `result_dir`; return the student's two paths."""
     result_dir = Path(result_dir).resolve()
     html = build_html(result, result_dir)
     html_path, pdf_path = result_dir / "report.html", result_dir / "report.pdf"
     write_bytes_atomic(html_path, html.encode("utf-8"))
+    write_bytes_atomic(result_dir / INSTRUCTOR_HTML, build_html(result, result_dir, instructor=True).encode("utf-8"))
     html_to_pdf(html, result_dir, pdf_path)
     return html_path, pdf_path

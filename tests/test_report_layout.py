@@ -1,0 +1,288 @@
+"""The report as a student reads it: every table fits the page, no path of the grading machine is visible,
+metrics are in words, and a huge TeX answer renders in bounded time with a note saying what was cut.
+
+Layout is read from WeasyPrint's own layout boxes (the same layout that becomes the PDF): every table's
+border box and every piece of text must lie inside the page's content area.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+weasyprint = pytest.importorskip("weasyprint")
+
+from weasyprint.formatting_structure import boxes as B  # noqa: E402
+
+from grader.engine import GradeOptions, find_assignment, grade_submission  # noqa: E402
+from grader import redact  # noqa: E402
+from grader.metrics import Metric, metric_info  # noqa: E402
+from grader.report import display  # noqa: E402
+from grader.report.render import (INSTRUCTOR_HTML, build_html, local_only_fetcher, markdown_to_html,  # noqa: E402
+                                  render_report)
+from grader.results import GradeResult, QuestionResult, load_result, save_result  # noqa: E402
+from grader.results import TestResult as Check  # noqa: E402
+from tests.conftest import REPO, SUBMISSIONS, unit_tags  # noqa: E402
+
+TOLERANCE_PX = 0.5
+
+
+def _walk(box):
+    yield box
+    for child in getattr(box, "children", []) or []:
+        yield from _walk(child)
+
+
+def overflows(html: str, base: Path) -> list[str]:
+    """Tables and text that reach outside the page's content area, as 'page N: what' lines."""
+    doc = weasyprint.HTML(string=html, base_url=base.as_uri() + "/", url_fetcher=local_only_fetcher(base)).render()
+    out = []
+    for n, page in enumerate(doc.pages, 1):
+        pb = page._page_box
+        left, right = pb.content_box_x(), pb.content_box_x() + pb.width
+        for box in _walk(pb):
+            if isinstance(box, B.MarginBox):
+                continue
+            if isinstance(box, (B.TableBox, B.TextBox)):
+                x0, width = box.border_box_x(), box.border_width()
+                if x0 < left - TOLERANCE_PX or x0 + width > right + TOLERANCE_PX:
+                    what = "table" if isinstance(box, B.TableBox) else f"text {box.text[:40]!r}"
+                    out.append(f"page {n}: {what} spans {x0:.0f}-{x0 + width:.0f}px, page content {left:.0f}-{right:.0f}px")
+    return out
+
+
+# ---- results to lay out -------------------------------------------------------------------------
+CHECKS_MODULES = {"vae": "grader.checks.vae", "kmeans-autoencoder": "grader.checks.kmeans_autoencoder",
+                  "density-models": "grader.checks.density_models", "amortized-vs-lo": "grader.checks.amortized_vs_lo"}
+
+
+def _synthetic_metrics(declared: dict[str, Metric], diverged: bool, classes: int = 10) -> dict:
+    """A value for every metric an assignment declares: plausible, or (diverged) exploded and non-finite."""
+    out = {}
+    for i, (key, spec) in enumerate(declared.items()):
+        bad = 3857800570.37 * (i + 1) if diverged else 96.9 + i
+        if spec.kind == "per_class":
+            out[key] = {"student": {c: (-bad if diverged else -100.0 - c) for c in range(classes)},
+                        "reference": {c: -99.6 - c for c in range(classes)}}
+        elif spec.kind == "note":
+            out[key] = {"stopped_because": "diverged", "best_epoch": 2, "seconds": 2.1,
+                        "message": "epoch 3, batch 12: the loss is nan"} if diverged else f"note {i}"
+        else:
+            out[key] = {"student": ("nan" if diverged and i % 2 else bad), "reference": 96.9 + i}
+    return out
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    """Every example submission, graded on its unit checks, with a full set of its assignment's metrics added
+    (model-level training takes minutes; the layout depends on the declarations, which are real)."""
+    out = tmp_path_factory.mktemp("examples")
+    results = {}
+    for sub in sorted(p for p in SUBMISSIONS.iterdir() if p.is_dir()):
+        rubric = _rubric_for(sub)
+        r = grade_submission(sub, rubric, GradeOptions(device="cpu", only=unit_tags(rubric), out_dir=out))
+        declared = importlib.import_module(rubric.checks_module).METRICS
+        r.metrics = _synthetic_metrics(declared, diverged=sub.name in ("bob", "eve")) | {"reference_cache": "reused",
+                                                                                          "data": "digits: 1000 train"}
+        r.metric_info = metric_info(declared, r.metrics)
+        d = save_result(r, out).parent
+        results[sub.name] = (load_result(d), d)
+    return results
+
+
+def _rubric_for(sub: Path):
+    return find_assignment(sub, None)
+
+
+LONG = "Supercalifragilistic_" * 12
+
+
+def worst_case() -> GradeResult:
+    """Diverged model, 40 classes, long unbreakable names everywhere, hostile sandbox record."""
+    info = {
+        "nll": Metric("Test negative log-likelihood " + LONG, "nats per image " + LONG, "lower").to_json(),
+        "mse": Metric("Test reconstruction error", "MSE", "lower").to_json(),
+        "acc": Metric("Accuracy", "share", "higher").to_json(),
+        "per_class": Metric("Log-likelihood per class " + LONG, "nats", "higher", kind="per_class",
+                            class_label="class " + LONG[:30]).to_json(),
+        "training": Metric("Training", kind="note").to_json(),
+        "data": Metric("Data set", kind="note").to_json(),
+    }
+    metrics = {
+        "nll": {"student": 3.0e27, "reference": 96.9}, "mse": {"student": "nan", "reference": 0.01},
+        "acc": {"student": "-inf", "reference": 0.98},
+        "per_class": {"student": {f"{LONG[:20]}{c}": -3857800570.37 * c for c in range(40)},
+                      "reference": {f"{LONG[:20]}{c}": -99.6 for c in range(40)}},
+        "training": {"stopped_because": "diverged", "best_epoch": 2, "seconds": 2.1, "message": LONG},
+        "data": LONG * 3, "undeclared_internal_key": {"K": 100, "path": str(REPO)},
+    }
+    tests = [Check(f"check {i} {LONG}", f"{i}.1", 0.0, 1.0, output=("x" * 300 + " ") * 5 + str(REPO / "grader" / "x.py"),
+                   tags=[f"component_{LONG}"], component=f"component_{LONG}",
+                   mistakes=[{"id": "m", "message": LONG, "hint": LONG}]) for i in range(1, 3)]
+    return GradeResult(student="w" * 150, assignment=LONG, tests=tests,
+                       questions=[QuestionResult("Q1", LONG, 2.0, f"| {LONG} | {LONG} |\n|---|---|\n| {LONG} | x |\n\n"
+                                                 f"`{LONG}{LONG}`\n\n```\n{LONG * 4}\n```")],
+                       sandbox={"network_isolated": True, "masked_paths": [str(REPO / "reference")] * 20,
+                                "memory_limit_mb": 4096, "some_future_protection": False},
+                       metrics=metrics, metric_info=info, errors=[f"{REPO}/{LONG}" * 3],
+                       student_output=f"Traceback: File \"{REPO}/grader/sandbox/child.py\", line 1\n" + LONG * 2,
+                       device="cpu", graded_at="2026-11-22T22:50:00+00:00")
+
+
+# ---- tests --------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_every_table_of_every_example_report_fits_the_page(examples):
+    bad = {name: overflows(build_html(r, d), d) for name, (r, d) in examples.items()}
+    assert not {k: v for k, v in bad.items() if v}, bad
+
+
+def test_worst_case_report_fits_the_page(tmp_path):
+    r = worst_case()
+    d = save_result(r, tmp_path).parent
+    assert overflows(build_html(load_result(d), d), d) == []
+
+
+def test_overflow_detector_sees_a_table_wider_than_the_page(tmp_path):
+    html = "<table style='width: 400mm'><tr><td>wide</td></tr></table><pre style='white-space: pre'>" + "x" * 400 + "</pre>"
+    found = overflows(html, tmp_path)
+    assert any("table" in f for f in found) and any("text" in f for f in found), found
+
+
+def _machine_paths(result_dir: Path) -> list[str]:
+    import sys
+    import tempfile
+
+    home_cache = str(Path.home() / ".cache")
+    return [str(REPO), str(result_dir), str(result_dir.parent), sys.prefix, home_cache, tempfile.gettempdir() + "/gradekit-"]
+
+
+def _student_visible_json(d: Path) -> str:
+    """The results.json fields a student sees on Gradescope: the top-level output and each test's name/output."""
+    import json
+
+    data = json.loads((d / "results.json").read_text())
+    return "\n".join([data.get("output", "")] + [t.get("name", "") + "\n" + t.get("output", "") for t in data["tests"]])
+
+
+@pytest.mark.slow
+def test_no_path_of_the_grading_machine_reaches_the_student(tmp_path, examples):
+    pypdf = pytest.importorskip("pypdf")
+    worst = save_result(worst_case(), tmp_path).parent
+    cases = [(r, d) for r, d in examples.values()] + [(load_result(worst), worst)]
+    for r, d in cases[:2] + cases[-1:]:  # two real reports (as PDF) and the worst case; the HTML of all below
+        graded = d != worst  # results.json is redacted by the engine: only a graded result's file is checked
+        html_path, pdf_path = render_report(r, d)
+        pdf_text = "\n".join(p.extract_text() or "" for p in pypdf.PdfReader(str(pdf_path)).pages).replace("\n", "")
+        for where, text in (("report.html", html_path.read_text()), ("report.pdf", pdf_text),
+                            ("results.json", _student_visible_json(d) if graded else "")):
+            leaked = [p for p in _machine_paths(d) if p in text]
+            assert not leaked, (r.student, where, leaked)
+        assert str(REPO) in (d / INSTRUCTOR_HTML).read_text() or not r.sandbox.get("masked_paths"), \
+            "the instructor's view keeps the raw record"
+    for r, d in cases:
+        text = build_html(r, d)
+        assert not [p for p in _machine_paths(d) if p in text], r.student
+
+
+def test_redaction_keeps_file_names_and_library_paths_readable():
+    roots = redact.machine_paths("/srv/grading/out/alice", "/srv/grading/out")
+    text = (f'File "/tmp/gradekit-run-ab12/submission/vae.py", line 3\n'
+            f'File "{redact.REPO_ROOT}/grader/sandbox/child.py", line 9\n'
+            f'File "/opt/venv/lib/python3.11/site-packages/torch/nn/functional.py", line 1\n'
+            f"saved to /srv/grading/out/alice/figures/x.png")
+    out = redact.redact_paths(text, roots)
+    assert '"vae.py", line 3' in out and '"…/grader/sandbox/child.py"' in out and '"torch/nn/functional.py"' in out
+    assert "…/figures/x.png" in out and "/srv/grading" not in out and "/tmp/" not in out
+
+
+@pytest.mark.slow
+def test_metrics_are_words_with_units_reference_and_difference(examples):
+    bob, d = examples["bob"]
+    html = build_html(bob, d)
+    assert "Test negative log-likelihood" in html and "nats per image" in html and "Reference" in html
+    assert "not a number (NaN)" in html and "far worse" in html
+    for internal in ("per_class_loglik", "posterior_collapse", "reference_cache", ">nll<", "{0:", "'0':"):
+        assert internal not in html, internal
+    assert "Training diverged" in html
+    instructor = (d / INSTRUCTOR_HTML) if (d / INSTRUCTOR_HTML).exists() else None
+    full = build_html(bob, d, instructor=True)
+    assert "reference_cache" in full and "hidden from students" in full
+
+
+def test_per_class_values_are_a_small_table_not_a_dict():
+    m = display.metric_tables({"pc": {"student": {str(c): -3857800570.37 for c in range(25)},
+                                      "reference": [-99.6] * 25}},
+                              {"pc": Metric("Per digit", "nats", "higher", kind="per_class", class_label="digit").to_json()})
+    (pc,) = m["per_class"]
+    assert [len(c) for c in pc["chunks"]] == [10, 10, 5]
+    assert pc["chunks"][0][0]["student"] == "−3.9\u202f×\u202f10⁹" and pc["chunks"][0][0]["level"] == "low"
+
+
+def test_sandbox_is_described_in_words_without_paths():
+    active, inactive = display.sandbox_sentences({"network_isolated": True, "pid_namespace": False,
+                                                  "masked_paths": ["/secret/reference"], "memory_limit_mb": 4096})
+    assert active == ["had no network access", "had a memory limit of 4096 MB"]
+    assert inactive == ["could not see or signal other processes"]
+
+
+def test_huge_tex_answer_renders_in_bounded_time_with_a_note(tmp_path):
+    formula = r"$\frac{\partial}{\partial \mu} \log \mathcal{N}(x; \mu, \sigma^2) = \frac{x - \mu}{\sigma^2}$ "
+    answer = (formula + "and ") * 4000  # ~380 kB of valid TeX, 4000 formulas
+    r = GradeResult(student="tex", assignment="vae", tests=[], device="cpu",
+                    questions=[QuestionResult(f"Q{i}", "Derive it", 1.0, answer) for i in range(1, 7)])
+    d = save_result(r, tmp_path).parent
+    t0 = time.perf_counter()
+    html = build_html(load_result(d), d)
+    took = time.perf_counter() - t0
+    assert took < 40, f"{took:.1f} s"  # generous: ~5 s unloaded; 80 s before the budgets
+    assert html.count('class="math"') <= 250
+    assert "formulas are shown as TeX source" in html and "This answer is long" in html
+    cut: list[str] = []
+    markdown_to_html(formula * 120, cut=cut)
+    assert cut and "at most 100 formulas per answer" in cut[0]
+
+
+def test_loss_curves_stay_readable_when_training_diverges(tmp_path):
+    from matplotlib.figure import Figure
+
+    from grader import figures
+
+    ref = {"train_loss": [150 - 3 * math.log(e) for e in range(1, 31)], "val_loss": [140 - 3 * math.log(e) for e in range(1, 31)]}
+    stu = {"train_loss": [150.0, -1.1e27, float("nan")], "val_loss": [120.0, -1.1e27], "stopped_because": "diverged"}
+    fig = Figure()
+    ax = fig.add_subplot()
+    figures.draw_losses(ax, [{"label": "ref", "values": ref["val_loss"], "reference": True},
+                             {"label": "yours", "values": stu["train_loss"], "diverged": True}])
+    lo, hi = ax.get_ylim()
+    assert 100 < lo < 135 and 140 < hi < 200, (lo, hi)  # scaled to the reference, not to 1e27
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert "training diverged" in texts and "off the scale" in texts
+    assert figures.loss_curves(stu, ref, tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_a_path_in_an_exception_of_student_code_is_taken_out_of_the_results(tmp_path, vae_rubric):
+    from tests.conftest import make_submission
+
+    sub = make_submission(tmp_path, "pathy", extra='\nraise RuntimeError("cannot read " + __file__ + " in " + '
+                                                   '__import__("os").getcwd())\n')
+    r = grade_submission(sub, vae_rubric, GradeOptions(device="cpu", only=["elbo"], out_dir=tmp_path / "out"))
+    shown = "\n".join(r.errors + [t.output for t in r.tests] + [r.student_output])
+    assert "cannot read" in shown and "vae.py" in shown, shown
+    assert "/tmp/" not in shown and str(tmp_path) not in shown and str(REPO) not in shown, shown
+
+
+def test_missing_diverged_and_non_finite_values_are_said_in_words():
+    info = {k: Metric(k.upper(), "nats", "lower").to_json() for k in ("empty", "none", "nan", "inf", "huge", "close")}
+    rows = {r["label"]: r for r in display.metric_tables(
+        {"empty": {}, "none": {"student": None, "reference": 3.0}, "nan": {"student": "nan", "reference": 3.0},
+         "inf": {"student": float("inf"), "reference": 3.0}, "huge": {"student": 3.0e9, "reference": 101.0},
+         "close": {"student": 97.4, "reference": 96.9}}, info)["rows"]}
+    assert rows["EMPTY"]["student"] == "not computed" and rows["NONE"]["diff"] == "no value from your model"
+    assert rows["NAN"]["student"] == "not a number (NaN)" and "not finite" in rows["NAN"]["diff"]
+    assert rows["INF"]["student"] == "infinite" and rows["INF"]["level"] == "low"
+    assert rows["HUGE"]["student"] == "3.00\u202f×\u202f10⁹" and rows["HUGE"]["diff"].startswith("far worse")
+    assert (rows["CLOSE"]["diff"], rows["CLOSE"]["level"]) == ("0.5 % worse", "good")
