@@ -114,7 +114,7 @@ def rubric_hash(rubric: Rubric) -> str:
 
 def _hide_list(rubric: Rubric, submission: Path, out_dir: Path | None) -> list[str]:
     paths = [REPO_ROOT / "reference", REPO_ROOT / "rubrics", REPO_ROOT / "grader" / "checks", REPO_ROOT / "tests",
-             submission.parent, submission]
+             REPO_ROOT / "submissions", submission.parent, submission]
     # The grading user's secrets (a grader run unprivileged shares its id with the child).
     home = Path.home()
     paths += [home / name for name in (".ssh", ".gnupg", ".aws", ".config", ".netrc", ".docker", ".kube")]
