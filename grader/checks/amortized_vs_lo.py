@@ -255,8 +255,17 @@ def check_decoder_forward(ctx: CheckContext) -> None:
     dec = ctx.new("dec", "BernoulliDecoder", {"__net__": spec})
     for label, shape in (("z (B, L)", (B, L)), ("z (M=3, B, L)", (3, B, L))):
         z = _f(ctx.rng.standard_normal(shape) * 2)
-        got = tensor(ctx.call(ctx.method(dec, "forward", "BernoulliDecoder.forward"), z)["result"], "BernoulliDecoder.forward",
-                     dtype="float32")
+        first = shape == (B, L)
+        reply = ctx.call(ctx.method(dec, "forward", "BernoulliDecoder.forward"), z,
+                         grad={"params": "dec", "inputs": ["args.0"], "cotangent": None} if first else None)
+        got = tensor(reply["result"], "BernoulliDecoder.forward", dtype="float32")
+        if first:  # training reaches z and the network (a detached output, found by generated mutants, scored full marks)
+            grads = reply.get("grads") or {}
+            no_grad = sorted(k.removeprefix("param:").replace("args.0", "z") for k, g in grads.items()
+                             if g is None or not np.any(g))
+            ctx.expect(bool(grads) and not no_grad, "gradients reach z and every parameter of the network",
+                       f"no gradient reaches {', '.join(no_grad) or 'z or any parameter'}: is the output detached, "
+                       "or computed under torch.no_grad()?")
 
         def reference(patches, z=z):
             with ctx.patched(patches), torch.no_grad():

@@ -134,7 +134,12 @@ def check_conv_vae_decode(ctx: CheckContext) -> None:
     state = _vae_state(ctx)
     obj = _student_vae(ctx, "dec", state)
     z = _f(ctx.rng.standard_normal((B, L)) * 1.5, "float32")
-    got = tensor(ctx.call(ctx.method(obj, "decode", "ConvVAE.decode"), z)["result"], "ConvVAE.decode", dtype="float32")
+    reply = ctx.call(ctx.method(obj, "decode", "ConvVAE.decode"), z, grad={"inputs": ["args.0"], "cotangent": None})
+    got = tensor(reply["result"], "ConvVAE.decode", dtype="float32")
+    # training reaches the latents (a detached output, found by generated mutants, scored full marks)
+    g = (reply.get("grads") or {}).get("args.0")
+    ctx.expect(g is not None and bool(np.any(g)), "gradients flow back to the latents z",
+               "no gradient reaches z through decode: is the output detached, or computed under torch.no_grad()?")
 
     def reference(patches):
         with ctx.patched(patches), torch.no_grad():
