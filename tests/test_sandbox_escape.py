@@ -273,3 +273,47 @@ def test_without_isolation_grading_is_refused_unless_opted_in(tmp_path):
     assert "WITHOUT isolation" in allowed.stdout
     result = json.loads((tmp_path / "out" / "plain" / "results.json").read_text())
     assert any("WITHOUT isolation" in e for e in result["extra_data"]["gradekit"]["errors"])
+
+
+@pytest.mark.skipif(not isolation.linux(), reason="Linux namespaces only")
+def test_needed_folders_under_the_temp_dir_stay_visible_in_the_private_tmp():
+    """A checkout (and its .venv) under /tmp must stay importable by the child although /tmp is
+    private there (a clone in /tmp lost grader.harnesses: every model-level check failed), while
+    the rest of the temp dir stays hidden."""
+    root = Path(tempfile.mkdtemp(prefix="gradekit-needed-"))  # walkable by anyone, like /tmp/<clone>
+    os.chmod(root, 0o755)
+    (root / "checkout" / "grader").mkdir(parents=True)
+    (root / "checkout" / "grader" / "harness.py").write_text("X = 1\n")
+    (root / "other_run").mkdir()
+    (root / "other_run" / "secret.txt").write_text("classmate\n")
+    scratch = root / "run" / "submission"
+    scratch.mkdir(parents=True)
+    pid = os.fork()
+    if pid == 0:  # the child: enter namespaces as the sandbox does, then look around
+        code = 3
+        try:
+            got = isolation.enter_namespaces()
+            if got.get("filesystem_masking"):
+                isolation.lock_down_filesystem(str(scratch), str(root), [str(root / "checkout")])
+                visible = (root / "checkout" / "grader" / "harness.py").read_text() == "X = 1\n"
+                hidden = not (root / "other_run" / "secret.txt").exists()
+                code = 0 if visible and hidden else (1 if not visible else 2)
+        except BaseException:
+            code = 4
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    shutil.rmtree(root, ignore_errors=True)
+    if code == 3:
+        pytest.skip("no mount namespace on this machine")
+    assert code != 1, "a needed folder under the temp dir was hidden from the child"
+    assert code != 2, "the rest of the temp dir was visible to the child"
+    assert code == 0, f"the child failed ({code})"
+
+
+def test_the_checkout_and_interpreter_are_needed_even_under_the_temp_dir(monkeypatch):
+    from grader.sandbox import client
+
+    monkeypatch.setattr(tempfile, "tempdir", str(client.REPO_ROOT.parent))  # as if the clone were in /tmp
+    needed = client._needed_paths()
+    assert str(client.REPO_ROOT) in needed and sys.prefix in needed

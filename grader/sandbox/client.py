@@ -428,11 +428,12 @@ class Sandbox:
 
 
 def _needed_paths() -> list[str]:
-    """Folders the child must see: the interpreter, its packages, the repo (harness code). Entries
-    under the temp dir (a zygote's working folder on sys.path) are not: /tmp is private there."""
+    """Folders the child must see: the interpreter, its packages, the repo (harness code), wherever
+    they are (a checkout in /tmp is bound back into the child's private /tmp). Other sys.path
+    entries under the temp dir (a zygote's working folder) are not: /tmp is private there."""
     tmp = os.path.realpath(tempfile.gettempdir()) + os.sep
-    paths = [sys.prefix, sys.base_prefix, str(REPO_ROOT)] + [p for p in sys.path if p and os.path.isdir(p)]
-    return sorted({p for p in paths if not os.path.realpath(p).startswith(tmp)})
+    others = [p for p in sys.path if p and os.path.isdir(p) and not os.path.realpath(p).startswith(tmp)]
+    return sorted({sys.prefix, sys.base_prefix, str(REPO_ROOT), *others})
 
 
 def _label(req: dict) -> str:

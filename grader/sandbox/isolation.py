@@ -191,19 +191,31 @@ def lock_down_filesystem(scratch: str, tmp_root: str, needed: list[str], writabl
     every other run, the grader's logs and the zygote's folder); the submission's copy `scratch`
     shown at its own path as an overlay whose writes land in that tmpfs, so the child may write
     next to its files while the grader's copy never changes (read-only if overlays are refused).
-    `needed` are paths that must stay visible (the interpreter and its packages): if one lives
-    under `tmp_root`, /tmp stays shared (and is reported so)."""
+    `needed` are paths that must stay visible (the interpreter, its packages, the grader's code):
+    those below `tmp_root` are bound back into the private tmpfs."""
     got = {"read_only_filesystem": False, "private_tmp": False, "writable_mb": None, "writable_submission": False}
     keep_fd = os.open(scratch, os.O_PATH | os.O_DIRECTORY)
     try:
         tmp_real = os.path.realpath(tmp_root)
         writable = set()
-        if not any(os.path.realpath(p).startswith(tmp_real + os.sep) for p in needed):
+        # Needed folders below the temp dir (a checkout and its .venv in /tmp) are bound back into
+        # the private tmpfs (read-only, like every mount, below); the rest of /tmp stays hidden.
+        under = sorted({os.path.realpath(p) for p in needed
+                        if os.path.isdir(p) and os.path.realpath(p).startswith(tmp_real + os.sep)})
+        under = [p for p in under if not any(p.startswith(q + os.sep) for q in under)]
+        kept = [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in under]
+        try:
             opts = f"size={writable_mb}m,nr_inodes=65536,mode=1777"
             if _mount("tmpfs", tmp_real, "tmpfs", MS_NOSUID | MS_NODEV, opts):
                 writable.add(tmp_real)
                 got["writable_mb"] = writable_mb
                 got.update(_show_scratch(keep_fd, scratch, tmp_real))
+                for p, fd in kept:
+                    _walkable(p, tmp_real)
+                    _mount(f"/proc/self/fd/{fd}", p, None, MS_BIND | MS_REC, None)
+        finally:
+            for _, fd in kept:
+                os.close(fd)
         if os.path.isdir("/dev/shm") and _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV,
                                                 f"size={SHM_MB}m,nr_inodes=4096,mode=1777"):
             writable.add("/dev/shm")
@@ -224,13 +236,18 @@ def lock_down_filesystem(scratch: str, tmp_root: str, needed: list[str], writabl
     return got
 
 
-def _show_scratch(keep_fd: int, scratch: str, tmp_real: str) -> dict:
-    """Make `scratch` (whose directory `keep_fd` holds) visible again inside the fresh tmpfs."""
-    os.makedirs(scratch, mode=0o755, exist_ok=True)
-    parent = os.path.dirname(scratch)
-    while parent.startswith(tmp_real + os.sep):  # let an unprivileged id walk down to it
+def _walkable(path: str, tmp_real: str) -> None:
+    """Create `path` inside the fresh tmpfs and let an unprivileged id walk down to it."""
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    parent = os.path.dirname(path)
+    while parent.startswith(tmp_real + os.sep):
         os.chmod(parent, 0o755)
         parent = os.path.dirname(parent)
+
+
+def _show_scratch(keep_fd: int, scratch: str, tmp_real: str) -> dict:
+    """Make `scratch` (whose directory `keep_fd` holds) visible again inside the fresh tmpfs."""
+    _walkable(scratch, tmp_real)
     base = os.path.join(tmp_real, ".gradekit-overlay")
     lower, upper, work = (os.path.join(base, d) for d in ("lower", "upper", "work"))
     for d in (lower, upper, work):
