@@ -113,7 +113,7 @@ def main() -> None:
             assert r.status_code == 200 and r.data.count(b'class="answer"') == args.students, r.status_code
 
         rows.append((f"open a question with {args.students} answers, nothing cached", timed(lambda: open_page(True), args.repeat)))
-        rows.append((f"open it again (answers' HTML and groups cached)", timed(lambda: open_page(False), args.repeat)))
+        rows.append(("open it again (answers' HTML and groups cached)", timed(lambda: open_page(False), args.repeat)))
         item = client.post("/api/q/vae:Q1/items", json={"points": 1, "comment": "Correct"},
                            headers={"X-CSRF-Token": csrf}).json["created"]
         students = iter(sorted(answers))

@@ -210,7 +210,6 @@ def test_metrics_are_words_with_units_reference_and_difference(examples):
     for internal in ("per_class_loglik", "posterior_collapse", "reference_cache", ">nll<", "{0:", "'0':"):
         assert internal not in html, internal
     assert "Training diverged" in html
-    instructor = (d / INSTRUCTOR_HTML) if (d / INSTRUCTOR_HTML).exists() else None
     full = build_html(bob, d, instructor=True)
     assert "reference_cache" in full and "hidden from students" in full
 
