@@ -239,6 +239,34 @@ def _redact(result: GradeResult, submission: Path, out_dir) -> None:
     result.student_output = redact_paths(result.student_output, roots)
 
 
+def _attempt(ctx: CheckContext, spec: CheckSpec, rubric: Rubric, result: GradeResult) -> tuple[Outcome, str]:
+    """Run one check in `ctx`: its outcome and the kind of error that ended it ("" if none)."""
+    error = ""
+    try:
+        with _torch_threads(None if "model" in spec.all_tags else 1):
+            rubric.check_function(spec)(ctx)
+        outcome = ctx.outcome()
+    except StudentCodeError as e:
+        where = f"\n  at {e.where}" if e.where else ""
+        ctx.expect(False, "your code", f"{e.message}{where}")
+        outcome = ctx.outcome()
+        error = e.kind
+        if e.kind == "timeout":
+            outcome.message += f"\n(limit: {ctx.call_timeout:g} s per call)"
+    except StudentValueError as e:
+        ctx.expect(False, "return value", str(e))
+        outcome = ctx.outcome()
+        error = "value"
+    except RubricError:
+        raise
+    except Exception as e:  # a grader bug must not take the batch down: record it loudly
+        outcome = Outcome(0.0, f"Internal grader error in check {spec.id}: {type(e).__name__}: {e}. "
+                               "This is not your fault; the course staff has been told.")
+        result.errors.append(f"internal error in {spec.id}: {traceback.format_exc(limit=-3)}")
+        error = "internal"
+    return outcome, error
+
+
 def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict,
                deadline: float, result: GradeResult, session: Session) -> TestResult:
     test = TestResult(name=spec.name, number=number,
@@ -255,29 +283,21 @@ def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, d
         test.output = f"Not run: the submission used up its time budget of {rubric.limits.submission_timeout_s:g} s."
         test.error = "budget"
         return test
-    ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, min(rubric.limits.call_timeout_s, remaining), session)
-    try:
-        with _torch_threads(None if "model" in spec.all_tags else 1):
-            rubric.check_function(spec)(ctx)
-        outcome = ctx.outcome()
-    except StudentCodeError as e:
-        where = f"\n  at {e.where}" if e.where else ""
-        ctx.expect(False, "your code", f"{e.message}{where}")
-        outcome = ctx.outcome()
-        test.error = e.kind
-        if e.kind == "timeout":
-            outcome.message += f"\n(limit: {ctx.call_timeout:g} s per call)"
-    except StudentValueError as e:
-        ctx.expect(False, "return value", str(e))
-        outcome = ctx.outcome()
-        test.error = "value"
-    except RubricError:
-        raise
-    except Exception as e:  # a grader bug must not take the batch down: record it loudly
-        outcome = Outcome(0.0, f"Internal grader error in check {spec.id}: {type(e).__name__}: {e}. "
-                               "This is not your fault; the course staff has been told.")
-        result.errors.append(f"internal error in {spec.id}: {traceback.format_exc(limit=-3)}")
-        test.error = "internal"
+    call_timeout = min(rubric.limits.call_timeout_s, remaining)
+    ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, call_timeout, session)
+    outcome, test.error = _attempt(ctx, spec, rubric, result)
+    if outcome.fraction < 1.0 and ctx.stand_ins.own_layouts and time.monotonic() < deadline:
+        # The student's code keeps an upstream value in its own layout (e.g. log p(z) per latent
+        # dimension, B×L) and that upstream is wrong. A composite written against that layout is
+        # graded again with the correct values laid out the student's way; it keeps the better
+        # score, so the upstream mistake is charged on its own component only (docs/grading.md).
+        own = CheckContext(spec, rubric, sandbox, device, diagnosed, call_timeout, session, layout="own")
+        own_outcome, own_error = _attempt(own, spec, rubric, result)
+        if own_outcome.fraction > outcome.fraction:
+            names = ", ".join(f"`{n}`" for n in sorted(ctx.stand_ins.own_layouts))
+            own_outcome.message += (f"\nGraded with correct upstream values in your own layout of {names} "
+                                    "(one value per dimension, which your code reduces itself).")
+            outcome, test.error = own_outcome, own_error
     test.score = round(spec.points * outcome.fraction, 4)
     test.mistakes = [{"id": m.id, "message": m.message, "hint": m.hint} for m in outcome.mistakes]
     lines = [outcome.message]

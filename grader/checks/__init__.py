@@ -82,7 +82,7 @@ class Session:
 
 class CheckContext:
     def __init__(self, spec: CheckSpec, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict[str, Mistake],
-                 call_timeout: float, session: "Session | None" = None):
+                 call_timeout: float, session: "Session | None" = None, layout: str = "reference"):
         self.spec = spec
         self.rubric = rubric
         self.sandbox = sandbox
@@ -100,7 +100,8 @@ class CheckContext:
         self.seed = seed
         self.specs: dict[str, dict] = {}  # handle -> `__new__` spec of the student objects built by this check
         self.stand_ins = StandInServer(self.ref, self.specs, device,
-                                       upstream_targets(rubric, self.ref, spec.component) if isolate(spec) else [])
+                                       upstream_targets(rubric, self.ref, spec.component) if isolate(spec) else [],
+                                       layout=layout)
 
     # ---- talking to the student's code ------------------------------------------------------
     def call(self, target, *args, seed: int | None = None, grad: dict | None = None, **kwargs) -> dict:

@@ -82,8 +82,12 @@ def tag(value, specs: dict, handle: str | None = None):
 class StandInServer:
     """Answers one check's upcalls. `names`: the dotted names allowed to stand in."""
 
-    def __init__(self, ref, specs: dict, device, names: list[str]):
+    def __init__(self, ref, specs: dict, device, names: list[str], layout: str = "reference"):
         self.ref = ref
+        # "reference": upstream values in the reference's shapes; "own": in the student's own layout
+        # where the child reported one (`own_layouts`, see grader/sandbox/standins.py)
+        self.layout = layout
+        self.own_layouts: set[str] = set()
         self.specs = specs
         self.device = torch.device(device)
         self.names = set(names)
@@ -144,9 +148,16 @@ class StandInServer:
 
     # ---- upcalls --------------------------------------------------------------------------
     def __call__(self, message: dict) -> dict:
+        if (message.get("upcall") or {}).get("note") == "own_layout":
+            # the child saw the student's own layout of an upstream value, with other values
+            self.own_layouts.add(str(message["upcall"].get("name")))
+            return {"ok": True}
         try:
             if "upcall" in message:
-                return self._forward(message["upcall"])
+                reply = self._forward(message["upcall"])
+                if reply.get("ok"):
+                    reply["layout"] = self.layout
+                return reply
             return self._backward(message["upcall_backward"])
         except _Fallback:
             return {"ok": False, "fallback": True}

@@ -99,8 +99,8 @@ class StandIns:
         if not reply.get("ok"):
             raise StandInError(f"calling `{name}` with these arguments fails for the correct implementation too: "
                                f"{reply.get('error', 'unknown error')}")
-        own = self._own_convention(reply, fallback)
-        if own is not None:
+        own = self._own_convention(name, reply, fallback)
+        if isinstance(own, torch.Tensor):
             return own
         device = next((t.device for t in leaves), self.child.device)
         outs = [torch.from_numpy(a.copy()).to(device) for a in reply["outputs"]]
@@ -108,19 +108,27 @@ class StandIns:
             box = _Box(self, reply["tape"], leaves, outs)
             outs = list(_Upcall.apply(box, *leaves)) if outs else outs
         kind = reply.get("structure")
+        if kind == "tensor" and isinstance(own, torch.Size):
+            return _spread(outs[0], own)
         if kind == "tensor":
             return outs[0]
         if kind == "value":
             return reply.get("value")
         return tuple(outs) if kind == "tuple" else list(outs)
 
-    def _own_convention(self, reply: dict, fallback):
-        """The student's own result when it holds the reference's values in another layout that
-        the assignment allows: extra trailing dimensions whose sum is the reference's value (e.g.
-        log q(z|x) per dimension (B, L) where the reference sums to (B,); the student's composite
-        then reduces it itself). None otherwise: same shapes, other values (a mistake, charged on
-        its own component), or the student's code fails. The student's code runs with the RNG
-        state saved and restored, so its draws do not shift the noise of the code under test."""
+    def _own_convention(self, name: str, reply: dict, fallback):
+        """The student's own layout of an upstream value when the assignment allows it: extra
+        trailing dimensions whose sum is the reference's value (e.g. log q(z|x) per dimension
+        (B, L) where the reference sums to (B,); the student's composite then reduces it itself).
+
+        Returns the student's own tensor when it holds the reference's values in that layout. When
+        the layout is there but the values are wrong (an upstream mistake, charged on its own
+        component), the grader is told (an upcall with `note: own_layout`) and, if it asked for the student's layouts
+        (`layout == "own"` in the reply: a composite written against its own per-dimension
+        upstream), the layout's shape is returned: the caller then spreads the reference's value
+        over the extra dimensions. None otherwise: same shapes, or the student's code fails. The
+        student's code runs with the RNG state saved and restored, so its draws do not shift the
+        noise of the code under test."""
         if reply.get("structure") != "tensor":
             return None
         ref = torch.from_numpy(reply["outputs"][0].copy())
@@ -133,9 +141,12 @@ class StandIns:
                 return None
             with torch.no_grad():
                 reduced = own.detach().sum(dim=tuple(range(ref.dim(), own.dim()))).cpu().to(ref.dtype)
-            return own if torch.allclose(reduced, ref, rtol=1e-4, atol=1e-3) else None
+            if torch.allclose(reduced, ref, rtol=1e-4, atol=1e-3):
+                return own
         except Exception:
             return None
+        self._ask({"upcall": {"note": "own_layout", "name": name}})
+        return own.shape if reply.get("layout") == "own" else None
 
     def backward(self, tape: int, cotangents, leaves: list[torch.Tensor]) -> list:
         reply = self._ask({"upcall_backward": {"tape": tape, "cotangents": list(cotangents)}})
@@ -170,11 +181,26 @@ class StandIns:
         if isinstance(v, torch.nn.Module):
             for key, t in v.state_dict(keep_vars=True).items():
                 entry["state"][key] = _array(t)
-            for key, p in v.named_parameters():
+            # every name of a parameter, aliases included (a network kept as both `self.net` and
+            # `self.decoder_net`): the twin knows it by one of them, and its gradient must come back
+            index: dict[int, int] = {}
+            for key, p in v.named_parameters(remove_duplicate=False):
                 if p.requires_grad and p.is_floating_point():
-                    entry["leaves"][key] = len(leaves)
-                    leaves.append(p)
+                    if id(p) not in index:
+                        index[id(p)] = len(leaves)
+                        leaves.append(p)
+                    entry["leaves"][key] = index[id(p)]
         return entry
+
+
+def _spread(value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The reference's `value` (shape S) laid out as the student's `shape` (S + extra dims), spread
+    evenly so that summing the extra dimensions gives it back (values and gradients)."""
+    extra = tuple(shape[value.dim():])
+    n = 1
+    for d in extra:
+        n *= int(d)
+    return (value / n).reshape(tuple(value.shape) + (1,) * len(extra)).expand(*shape)
 
 
 class _Box:
