@@ -18,6 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import pytest
+import torch
+
 from grader.engine import GradeOptions, grade_submission
 from grader.rubric import available_rubrics
 from tests.conftest import lost_points
@@ -152,3 +156,66 @@ def test_log_normal_diag_summing_a_fixed_axis_is_charged_on_its_component(tmp_pa
     folder = _plant(tmp_path, "amortized_vs_lo.py", FIXED_AXIS_LOG_VAR)
     result = _grade(folder, "amortized-vs-lo", ["log_normal_diag", "importance"])
     assert set(lost_points(result)) == {"log_normal_diag"}, _failures(result)
+
+
+# ---- vae: a renamed, re-parametrised prior with a real mistake, beside a correct ELBO ----------------
+
+RENAMED_LOG_STD_PRIOR_PER_DIMENSION = """
+class MoGPrior(nn.Module):  # mu / log_std / weights (K,), and a per-dimension log-sum-exp (B, L): a real mistake
+    def __init__(self, L, num_components, multiplier=1.0):
+        super().__init__()
+        self.L = L
+        self.mu = nn.Parameter(torch.randn(num_components, L) * multiplier)
+        self.log_std = nn.Parameter(torch.randn(num_components, L))
+        self.weights = nn.Parameter(torch.zeros(num_components))
+
+    def sample(self, batch_size):
+        k = torch.multinomial(torch.softmax(self.weights, 0), batch_size, replacement=True)
+        return self.mu[k] + torch.exp(self.log_std[k]) * torch.randn(batch_size, self.L)
+
+    def log_prob(self, z):
+        std = torch.exp(self.log_std).unsqueeze(1)
+        log_n = -torch.log(std) - 0.5 * math.log(2 * math.pi) - 0.5 * ((z.unsqueeze(0) - self.mu.unsqueeze(1)) / std) ** 2
+        return torch.logsumexp(log_n + torch.log_softmax(self.weights, 0)[:, None, None], dim=0)
+"""
+
+
+def test_elbo_beside_a_renamed_wrong_prior_gets_the_prior_by_role(tmp_path):
+    folder = _plant(tmp_path, "vae.py", RENAMED_LOG_STD_PRIOR_PER_DIMENSION)
+    full = _grade(folder, "vae", ["mog_prior.log_prob", "elbo"])
+    assert set(lost_points(full)) == {"mog_prior.log_prob"}, _failures(full)
+
+
+@pytest.mark.parametrize("kind, per_component, logits_shape", [
+    ("logstd", False, (4,)), ("var", False, (4, 1)), ("std", True, (4, 1, 1)), ("logvar", True, (1, 4))])
+def test_role_mapped_twin_gives_the_gradient_in_the_students_parametrisation(kind, per_component, logits_shape):
+    import reference.vae as ref
+    from grader.checks.standins import _by_role
+
+    K, L = 4, 3
+    rng = np.random.default_rng(0)
+    means = rng.standard_normal((K, L))
+    spread = rng.uniform(0.3, 1.5, (K, 1) if per_component else (K, L))
+    if kind in ("logstd", "logvar"):
+        spread = np.log(spread)
+    logits = rng.standard_normal(logits_shape)
+    names = {"logstd": "log_std", "var": "variance", "std": "sigma", "logvar": "log_var"}
+    state = {"centres": means, names[kind]: spread, "mixture_logits": logits}
+    twin = ref.MoGPrior(L, K).double()
+    mapped_state, mapped = _by_role(twin.state_dict(), state)
+    with torch.no_grad():
+        for key, value in mapped_state.items():
+            twin.state_dict()[key].copy_(torch.from_numpy(value))
+    z = torch.from_numpy(rng.standard_normal((5, L)))
+    twin.log_prob(z).sum().backward()
+    params = dict(twin.named_parameters())
+
+    # the same density written in the student's parametrisation, differentiated by autograd
+    s = {k: torch.tensor(v, requires_grad=True) for k, v in state.items()}
+    sp = s[names[kind]]
+    lv = {"logstd": 2 * sp, "var": torch.log(sp), "std": 2 * torch.log(sp), "logvar": sp}[kind].expand(K, L)
+    log_w = torch.log_softmax(s["mixture_logits"].reshape(-1), 0)
+    log_n = ref.log_normal_diag(z.unsqueeze(0), s["centres"].unsqueeze(1), lv.unsqueeze(1), reduction="sum", dim=-1)
+    torch.logsumexp(log_w[:, None] + log_n, 0).sum().backward()
+    for key, (twin_key, to_student) in mapped.items():
+        np.testing.assert_allclose(to_student(params[twin_key].grad.numpy()), s[key].grad.numpy(), rtol=1e-10, atol=1e-12)

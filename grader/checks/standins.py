@@ -20,6 +20,7 @@ import math
 import numpy as np
 import torch
 
+from grader import roles
 from grader.sandbox import nets
 
 MAX_UPCALL_ELEMENTS = 20_000_000  # a proxy's arguments larger than this are refused (memory of the grader)
@@ -169,6 +170,7 @@ class StandInServer:
         if name not in self.names:
             return {"ok": False, "error": f"`{name}` does not stand in here"}
         leaves: dict[int, torch.Tensor] = {}
+        self._grad_maps = {}  # leaf -> the gradient in the student's parametrisation (roles)
         grad = bool(msg.get("grad"))
         size = [0]
         try:
@@ -204,12 +206,12 @@ class StandInServer:
         if grad and any(o.requires_grad for o in outs):
             tape = len(self.tapes) + 1
             order = [leaves.get(i) for i in range(max(leaves, default=-1) + 1)]
-            self.tapes[tape] = (outs, order)
+            self.tapes[tape] = (outs, order, dict(self._grad_maps))
             reply["tape"] = tape
         return reply
 
     def _backward(self, msg: dict) -> dict:
-        outs, order = self.tapes[int(msg["tape"])]
+        outs, order, grad_maps = self.tapes[int(msg["tape"])]
         cots = msg.get("cotangents") or []
         pairs = [(o, torch.from_numpy(np.array(c, copy=True)).to(o.device, o.dtype))
                  for o, c in zip(outs, cots) if c is not None and o.requires_grad and tuple(np.shape(c)) == tuple(o.shape)]
@@ -221,7 +223,7 @@ class StandInServer:
             total = sum((o * c).sum() for o, c in pairs)
             got = torch.autograd.grad(total, [t for _, t in wrt], retain_graph=True, allow_unused=True)
             for (i, _), g in zip(wrt, got):
-                grads[i] = None if g is None else _numpy(g)
+                grads[i] = None if g is None else grad_maps.get(i, _same)(_numpy(g))
         return {"ok": True, "grads": grads}
 
     def _decode(self, v, leaves: dict, grad: bool, size: list):
@@ -246,11 +248,13 @@ class StandInServer:
                     own = obj.state_dict(keep_vars=True)
                     state = v.get("state") or {}
                     # The twin must hold the student's values: every floating tensor of the twin needs a
-                    # student tensor of the same name and shape. Another layout (renamed or reshaped
-                    # parameters, grader.roles) cannot be mirrored here: the student's own code runs.
-                    for key, t in own.items():
-                        if t.is_floating_point() and (key not in state or tuple(np.shape(state[key])) != tuple(t.shape)):
-                            raise _Fallback
+                    # student tensor of the same name and shape, or, for a mixture prior, of the same
+                    # role (grader.roles: other names, log-std/variance spreads, other logit shapes).
+                    # Another layout cannot be mirrored here: the student's own code runs.
+                    mapped = {}
+                    if any(t.is_floating_point() and (key not in state or tuple(np.shape(state[key])) != tuple(t.shape))
+                           for key, t in own.items()):
+                        state, mapped = _by_role(own, state)
                     for key, a in state.items():
                         # copy only what changed: an in-place copy would invalidate earlier tapes
                         if key in own and tuple(own[key].shape) == tuple(np.shape(a)) \
@@ -259,7 +263,10 @@ class StandInServer:
                                 own[key].copy_(torch.from_numpy(np.array(a, copy=True)).to(own[key].device, own[key].dtype))
                     params = dict(obj.named_parameters())
                     for key, i in (v.get("leaves") or {}).items():
-                        if key in params:
+                        if key in mapped and mapped[key][0] in params:  # a role: the gradient is mapped back
+                            leaves[int(i)] = params[mapped[key][0]]
+                            self._grad_maps[int(i)] = mapped[key][1]
+                        elif key in params:
                             leaves[int(i)] = params[key]
                 return obj
             raise ValueError("unexpected argument")
@@ -268,6 +275,47 @@ class StandInServer:
         if v is None or type(v) in (bool, int, float, str):
             return v
         raise ValueError("unexpected argument")
+
+
+def _same(g: np.ndarray) -> np.ndarray:
+    return g
+
+
+def _by_role(own: dict, state: dict) -> tuple[dict, dict]:
+    """The student's mixture-prior state in the twin's names and parametrisation (grader.roles).
+
+    `own`: the twin's state_dict; `state`: the student's (key -> array). Returns (state for the
+    twin, {student key: (twin key, gradient map)}), where the gradient map turns the gradient
+    with respect to the twin's tensor into the gradient with respect to the student's (chain rule
+    through log-std / variance spreads, one spread per component, other logit shapes).
+    Raises _Fallback when either side is not a mixture the roles describe."""
+    floats = {k: tuple(t.shape) for k, t in own.items() if t.is_floating_point()}
+    student = {k: tuple(np.shape(a)) for k, a in state.items() if np.asarray(a).dtype.kind == "f"}
+    for K, L in {s for s in floats.values() if len(s) == 2}:
+        try:
+            twin, mine = roles.mixture_layout(floats, K, L), roles.mixture_layout(student, K, L)
+        except roles.InterfaceError:
+            continue
+        if set(floats) != {twin.means, twin.spread, twin.logits} or twin.kind != "logvar" or twin.per_component:
+            continue
+        means, lv, w = mine.from_student(state)
+        if not (np.isfinite(means).all() and np.isfinite(lv).all() and np.isfinite(w).all()):
+            continue
+        out = twin.to_student(means, lv, w)
+        out = {k: np.asarray(a, dtype=np.asarray(state[mine.means]).dtype) for k, a in out.items()}
+
+        def spread_grad(g, lv=lv, mine=mine):
+            g = np.asarray(g, dtype=np.float64).reshape(lv.shape)  # d/d log-variance, (K, L)
+            g = {"logvar": g, "logstd": 2 * g, "var": g * np.exp(-lv), "std": 2 * g * np.exp(-0.5 * lv)}[mine.kind]
+            if mine.per_component:
+                g = g.sum(axis=1)
+            return g.reshape(mine.spread_shape)
+
+        mapped = {mine.means: (twin.means, lambda g, m=mine: np.asarray(g).reshape(m.means_shape)),
+                  mine.spread: (twin.spread, spread_grad),
+                  mine.logits: (twin.logits, lambda g, m=mine: np.asarray(g).reshape(m.logits_shape))}
+        return out, mapped
+    raise _Fallback
 
 
 class _Fallback(Exception):
