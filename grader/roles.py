@@ -67,7 +67,7 @@ class MixtureLayout:
     spread: str
     spread_shape: tuple
     kind: str  # one of SPREAD_KINDS
-    logits: str
+    logits: str | None  # None: no mixture weights at all (equal weights 1/K, `allow_missing_weights`)
     logits_shape: tuple
     means_shape: tuple = ()
 
@@ -79,8 +79,13 @@ class MixtureLayout:
     def describe(self) -> str:
         spread = {"logvar": "log-variances", "logstd": "log-standard-deviations", "var": "variances", "std": "standard deviations"}[self.kind]
         per = "one per component" if self.per_component else "one per dimension"
-        return (f"means `{self.means}` {self.means_shape}, {spread} `{self.spread}` {self.spread_shape} ({per}), "
-                f"mixture logits `{self.logits}` {self.logits_shape}")
+        weights = (f"mixture logits `{self.logits}` {self.logits_shape}" if self.logits is not None
+                   else "no mixture weights (equal weights 1/K)")
+        return f"means `{self.means}` {self.means_shape}, {spread} `{self.spread}` {self.spread_shape} ({per}), {weights}"
+
+    def canonical_logits(self, logits: np.ndarray) -> np.ndarray:
+        """The mixture logits this layout can hold: equal ones (zeros) where it keeps no weights."""
+        return np.zeros_like(np.asarray(logits)) if self.logits is None else np.asarray(logits)
 
     def canonical_logvars(self, logvars: np.ndarray) -> np.ndarray:
         """The log-variances this layout can hold that are closest to `logvars` (K, L): per-component
@@ -98,9 +103,11 @@ class MixtureLayout:
         spread = {"logvar": lv, "logstd": 0.5 * lv, "var": np.exp(lv), "std": np.exp(0.5 * lv)}[self.kind]
         w = np.asarray(logits, dtype=np.float64).reshape(-1)
         dtype = np.asarray(means).dtype
-        return {self.means: np.asarray(means).astype(dtype).reshape(self.means_shape),
-                self.spread: spread.astype(dtype).reshape(self.spread_shape),
-                self.logits: w.astype(dtype).reshape(self.logits_shape)}
+        out = {self.means: np.asarray(means).astype(dtype).reshape(self.means_shape),
+               self.spread: spread.astype(dtype).reshape(self.spread_shape)}
+        if self.logits is not None:
+            out[self.logits] = w.astype(dtype).reshape(self.logits_shape)
+        return out
 
     def from_student(self, state: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(means (K, L), log-variances (K, L), logits (K,)) from the student's state entries."""
@@ -109,16 +116,21 @@ class MixtureLayout:
         with np.errstate(divide="ignore", invalid="ignore"):
             lv = {"logvar": s, "logstd": 2 * s, "var": np.log(s), "std": 2 * np.log(s)}[self.kind]
         lv = np.broadcast_to(lv, (self.K, self.L)).copy()
+        if self.logits is None:
+            return means, lv, np.zeros(self.K)
         return means, lv, np.asarray(state[self.logits], dtype=np.float64).reshape(-1)
 
 
-def mixture_layout(shapes: dict, K: int, L: int, order: list | None = None) -> MixtureLayout:
+def mixture_layout(shapes: dict, K: int, L: int, order: list | None = None,
+                   allow_missing_weights: bool = False) -> MixtureLayout:
     """Which of a prior's tensors (`shapes`: state_dict key -> shape) are the means, the spreads and
     the mixture weights of a K-component mixture in L dimensions.
 
     Shapes decide; names break ties (mu/mean/loc/centre, var/std/sigma/scale, w/logits/weights/pi);
     `order` (e.g. the keys the template's `get_params()` returns, means first) and then the
-    state_dict's order decide what names cannot. Raises InterfaceError saying what is missing."""
+    state_dict's order decide what names cannot. Raises InterfaceError saying what is missing;
+    with `allow_missing_weights`, a prior without mixture weights has `logits=None` instead (the
+    interface check charges the missing weights once; the maths checks use equal weights)."""
     shapes = {k: tuple(int(d) for d in v) for k, v in shapes.items()}
     keys = list(shapes)
     full = [k for k in keys if _squeeze(shapes[k]) == _squeeze((K, L))]
@@ -134,16 +146,22 @@ def mixture_layout(shapes: dict, K: int, L: int, order: list | None = None) -> M
                       key=lambda k: (not _is_weight_name(k), _is_spread_name(k), -rank[k]))
     spread_c = sorted([k for k in full + per_k if k != means],
                       key=lambda k: (not _is_spread_name(k), _is_weight_name(k), _squeeze(shapes[k]) != (K, L), rank[k]))
-    if not weight_c:
-        raise InterfaceError(f"MoGPrior holds no tensor of {K} mixture weights (logits of shape ({K},), ({K}, 1) or "
-                             f"({K}, 1, 1); found {_show(shapes)}): make the weights a learnable nn.Parameter")
-    logits = weight_c[0]
+    if not weight_c and not allow_missing_weights:
+        raise InterfaceError(missing_weights_message(K, shapes))
+    logits = weight_c[0] if weight_c else None
     spread_c = [k for k in spread_c if k != logits]
     if not spread_c:
         raise InterfaceError(f"MoGPrior holds no tensor of component (log-)variances of shape ({K}, {L}) or ({K},) "
                              f"(found {_show(shapes)})")
     spread = spread_c[0]
-    return MixtureLayout(K, L, means, spread, shapes[spread], spread_kind(spread), logits, shapes[logits], shapes[means])
+    return MixtureLayout(K, L, means, spread, shapes[spread], spread_kind(spread), logits,
+                         shapes[logits] if logits is not None else (), shapes[means])
+
+
+def missing_weights_message(K: int, shapes: dict) -> str:
+    return (f"MoGPrior holds no tensor of {K} mixture weights (logits of shape ({K},), ({K}, 1) or ({K}, 1, 1); "
+            f"found {_show(shapes)}): make the weights a learnable nn.Parameter, e.g. "
+            f"self.w = nn.Parameter(torch.zeros(num_components, 1, 1)), and use softmax(w) as the mixture weights")
 
 
 def _squeeze(shape: tuple) -> tuple:
@@ -191,12 +209,12 @@ def reference_state(student: dict, expected: dict, K: int, L: int, prior_prefix:
             used.add(sp + s)
     rest = {k: v.shape for k, v in student.items() if k not in used and v.dtype.kind == "f"}
     prior_rest = {k: s for k, s in rest.items() if k.startswith(prior_prefix)} or rest
-    layout = mixture_layout(prior_rest, K, L)
+    layout = mixture_layout(prior_rest, K, L, allow_missing_weights=True)  # no weights: the model used equal ones
     means, lv, w = layout.from_student(student)
     out[prior_prefix + "means"] = means
     out[prior_prefix + "logvars"] = lv
     out[prior_prefix + "w"] = w.reshape(tuple(expected[prior_prefix + "w"]))
-    used |= {layout.means, layout.spread, layout.logits}
+    used |= {layout.means, layout.spread, layout.logits} - {None}
     notes = []
     ignored = sorted(k for k in student if k not in used)
     if ignored:

@@ -219,3 +219,28 @@ def test_role_mapped_twin_gives_the_gradient_in_the_students_parametrisation(kin
     torch.logsumexp(log_w[:, None] + log_n, 0).sum().backward()
     for key, (twin_key, to_student) in mapped.items():
         np.testing.assert_allclose(to_student(params[twin_key].grad.numpy()), s[key].grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+UNWEIGHTED_PRIOR = """
+class MoGPrior(nn.Module):  # no mixture weights at all: equal weights 1/K, means and log-variances (1, K, L)
+    def __init__(self, L, num_components):
+        super().__init__()
+        self.L, self.K = L, num_components
+        self.mog_mu = nn.Parameter(torch.randn(1, num_components, L))
+        self.mog_logvar = nn.Parameter(torch.zeros(1, num_components, L))
+
+    def log_prob(self, z):
+        log_comps = log_normal_diag(z.unsqueeze(1), self.mog_mu, self.mog_logvar, reduction="sum", dim=2)
+        return torch.logsumexp(log_comps - math.log(self.K), dim=1)
+
+    def sample(self, batch_size):
+        k = torch.randint(0, self.K, (batch_size,))
+        return self.mog_mu[0, k] + torch.exp(0.5 * self.mog_logvar[0, k]) * torch.randn(batch_size, self.L)
+"""
+
+
+def test_prior_without_mixture_weights_is_charged_once_in_the_interface_check(tmp_path):
+    folder = _plant(tmp_path, "vae.py", UNWEIGHTED_PRIOR)
+    result = _grade(folder, "vae", ["interface", "mog_prior.log_prob", "mog_prior.sample", "elbo"])
+    assert set(lost_points(result)) == {"interface"}, _failures(result)
+    assert "learnable nn.Parameter" in next(t.output for t in result.tests if t.component == "interface")

@@ -293,7 +293,8 @@ def _by_role(own: dict, state: dict) -> tuple[dict, dict]:
     student = {k: tuple(np.shape(a)) for k, a in state.items() if np.asarray(a).dtype.kind == "f"}
     for K, L in {s for s in floats.values() if len(s) == 2}:
         try:
-            twin, mine = roles.mixture_layout(floats, K, L), roles.mixture_layout(student, K, L)
+            twin = roles.mixture_layout(floats, K, L)
+            mine = roles.mixture_layout(student, K, L, allow_missing_weights=True)
         except roles.InterfaceError:
             continue
         if set(floats) != {twin.means, twin.spread, twin.logits} or twin.kind != "logvar" or twin.per_component:
@@ -312,8 +313,9 @@ def _by_role(own: dict, state: dict) -> tuple[dict, dict]:
             return g.reshape(mine.spread_shape)
 
         mapped = {mine.means: (twin.means, lambda g, m=mine: np.asarray(g).reshape(m.means_shape)),
-                  mine.spread: (twin.spread, spread_grad),
-                  mine.logits: (twin.logits, lambda g, m=mine: np.asarray(g).reshape(m.logits_shape))}
+                  mine.spread: (twin.spread, spread_grad)}
+        if mine.logits is not None:  # without weights the twin keeps equal ones (its logits at 0)
+            mapped[mine.logits] = (twin.logits, lambda g, m=mine: np.asarray(g).reshape(m.logits_shape))
         return out, mapped
     raise _Fallback
 

@@ -35,8 +35,16 @@ def _f(a: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def check_interface(ctx: CheckContext) -> None:
-    """The template's parameters of the rubric's [interface] table: a missing one is charged here, once."""
+    """The template's parameters of the rubric's [interface] table, and the prior's learnable mixture
+    weights: what is missing is charged here, once (the maths checks then use equal weights)."""
     interface.judge_signatures(ctx)
+    try:
+        layout = _prior_layout(ctx, 3, 4)
+    except Exception:  # a prior that cannot be built or read is charged by its own checks
+        return
+    ctx.expect(layout.logits is not None, "MoGPrior: learnable mixture weights",
+               roles.missing_weights_message(4, {layout.means: layout.means_shape, layout.spread: layout.spread_shape})
+               + "; the prior's checks use equal weights, so this is charged here only")
 
 
 # ---- element-wise log-densities -----------------------------------------------------------------
@@ -497,11 +505,18 @@ def _prior_layout(ctx, L_: int, K: int) -> roles.MixtureLayout:
     except Exception:  # get_params is optional: names and shapes decide without it
         pass
     try:
-        layout = roles.mixture_layout({k: v.shape for k, v in state.items()}, K, L_, order)
+        # a prior without mixture weights is charged once, in the interface check; here it gets equal weights
+        layout = roles.mixture_layout({k: v.shape for k, v in state.items()}, K, L_, order, allow_missing_weights=True)
     except roles.InterfaceError as e:
         raise StudentValueError(str(e)) from None
     ctx.session.cache[key] = layout
     return layout
+
+
+def _canonical(layout: roles.MixtureLayout, params: dict) -> dict:
+    """The mixture `params` as the student's prior can hold them: one log-variance per component
+    where it keeps one, equal weights where it keeps none (charged in the interface check)."""
+    return {**params, "logvars": layout.canonical_logvars(params["logvars"]), "w": layout.canonical_logits(params["w"])}
 
 
 def _student_prior(ctx, params) -> tuple[dict, dict]:
@@ -509,7 +524,7 @@ def _student_prior(ctx, params) -> tuple[dict, dict]:
     reference must use: the same, with one log-variance per component where the student keeps one)."""
     K, L_ = params["means"].shape
     layout = _prior_layout(ctx, L_, K)
-    canonical = {**params, "logvars": layout.canonical_logvars(params["logvars"])}
+    canonical = _canonical(layout, params)
     if layout.means != "means" or layout.spread != "logvars" or layout.logits != "w":
         note = f"MoGPrior read by role: {layout.describe()}."
         if note not in ctx.notes:
@@ -628,7 +643,7 @@ def _vae_setup(ctx, n_copies: int):
     enc_spec["state"]["2.bias"][L:] -= 1.0
     dec_spec = nets.mlp_spec([L, 16, D * V], seed=ctx.seed + 1, scale=2.0)
     params = _mog_params(ctx, L_=L, K=3, spread=1.0)
-    params["logvars"] = _prior_layout(ctx, L, 3).canonical_logvars(params["logvars"])
+    params = _canonical(_prior_layout(ctx, L, 3), params)
     x1 = ctx.rng.integers(0, V, (4, D))
     x = _f(np.repeat(x1, n_copies, axis=0), "float32")
     return enc_spec, dec_spec, params, x
