@@ -304,6 +304,8 @@ def _grade_metric(ctx: CheckContext, metric: str, label: str, unit: str) -> None
     run = model_run(ctx)
     if run.error:
         ctx.expect(False, label, run.error)
+        # a crash in training often surfaces in the composite (VAE.forward) while its cause is upstream
+        likely_causes(ctx, depends_on(metric, run))
         return
     s = run.settings
     key = {"nll": "nll", "elbo": "negative_elbo", "reconstruction": "reconstruction_mse"}.get(metric)
