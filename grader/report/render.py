@@ -36,6 +36,7 @@ from markupsafe import Markup
 from grader.redact import machine_paths, redact_paths
 from grader.report import display
 from grader.report.handed_in import handed_in_context
+from grader.report.pages import render_without_near_empty_last_page
 from grader.results import GradeResult, TestResult
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
@@ -542,8 +543,8 @@ def html_to_pdf(html: str, base_dir: Path, pdf_path: Path) -> Path:
 
     base_dir = Path(base_dir).resolve()
     fetcher = local_only_fetcher(base_dir, TEMPLATES_DIR)
-    pdf = weasyprint.HTML(string=html, base_url=base_dir.as_uri() + "/", url_fetcher=fetcher).write_pdf()
-    write_bytes_atomic(pdf_path, pdf)
+    html_doc = weasyprint.HTML(string=html, base_url=base_dir.as_uri() + "/", url_fetcher=fetcher)
+    write_bytes_atomic(pdf_path, render_without_near_empty_last_page(html_doc).write_pdf())
     return pdf_path
 
 
