@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=0, help="at most this many mutants graded per assignment (0: no limit)")
     ap.add_argument("--model", action="store_true", help="also the model-level checks (tiny budgets; slow)")
     ap.add_argument("--no-variants", action="store_true", help="skip the interface variants")
+    ap.add_argument("--variants-only", action="store_true", help="only the interface variants (no mutants)")
     ap.add_argument("--json", type=Path, help="write every outcome to this file")
     ap.add_argument("--list-escapes", action="store_true", help="print each mutant not detected or not own-only")
     args = ap.parse_args(argv)
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
     for a in wanted:
         t0 = time.monotonic()
         study = Study(rubrics[a], model=args.model)
-        pairs = study.mutants()
+        pairs = [] if args.variants_only else study.mutants()
         changing = [(m, c) for m, c in pairs if study.changes_behaviour(m)]
         equivalent = [m.id for m, c in pairs if (m, c) not in changing]
         chosen = sample(changing, args.per_component or None)

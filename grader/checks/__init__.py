@@ -104,12 +104,19 @@ class CheckContext:
 
     # ---- talking to the student's code ------------------------------------------------------
     def call(self, target, *args, seed: int | None = None, grad: dict | None = None, **kwargs) -> dict:
-        """Call the student's `target` (a dotted name, or {"object": .., "method": ..}) in the sandbox.
+        """Call the student's `target` (a dotted name, or {"object": .., "method": .., "label": "Class.method"})
+        in the sandbox, with arguments written against the template's signature: they are mapped
+        onto the student's own parameters first (grader/checks/interface.py: renamed, reordered,
+        positional-only, a default left out); `interface.NotJudged` when the call needs a
+        parameter of the rubric's [interface] table that the student's function lacks.
 
         The other components' functions and methods stand in (grader/checks/standins.py): the
         student's code under test gets the reference's values from them, drawn from the torch RNG
         seeded with `seed` here (as the child's own RNG is there), so a reference computation
         seeded the same way sees the same noise."""
+        from grader.checks import interface  # (imports this module)
+
+        args, kwargs, grad = interface.rebind(self, target, list(args), dict(kwargs), grad)
         args, kwargs = tag(list(args), self.specs), tag(kwargs, self.specs)
         req = {"op": "call", "target": target, "args": args, "kwargs": kwargs, "seed": seed, "grad": grad,
                "stand_ins": sorted(self.stand_ins.names)}

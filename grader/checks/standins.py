@@ -20,6 +20,7 @@ import math
 import numpy as np
 import torch
 
+from grader.harnesses.interface import bind, read_signature
 from grader.sandbox import nets
 
 MAX_UPCALL_ELEMENTS = 20_000_000  # a proxy's arguments larger than this are refused (memory of the grader)
@@ -167,6 +168,7 @@ class StandInServer:
                       for k, v in (msg.get("kwargs") or {}).items()}
         except LookupError:
             raise _Fallback from None
+        args, kwargs = _as_reference_call(self.ref, name, msg.get("signature"), args, kwargs)
         owner, _, leaf = name.rpartition(".")
         if owner:
             cls = getattr(self.ref, owner)
@@ -261,6 +263,22 @@ class StandInServer:
 
 class _Fallback(Exception):
     """The stand-in cannot be computed here (an object the grader does not know): the child runs the student's code."""
+
+
+def _as_reference_call(ref, name: str, student_sig, args: list, kwargs: dict) -> tuple[list, dict]:
+    """The student's call of their own `name` (written against their signature: renamed keywords,
+    an extra parameter left at its default) mapped onto the reference's parameters; as it is when
+    it cannot be mapped (the reference then says what does not fit)."""
+    if not student_sig or "params" not in student_sig:
+        return args, kwargs
+    owner, _, leaf = name.rpartition(".")
+    try:
+        fn = getattr(getattr(ref, owner), leaf) if owner else getattr(ref, leaf)
+        reference_sig = read_signature(fn, getattr(ref, owner) if owner else None, leaf)
+        new_args, new_kwargs, _ = bind(student_sig, reference_sig, args, kwargs)
+    except Exception:  # (the signature is the child's word: anything malformed leaves the call as it is)
+        return args, kwargs
+    return new_args, new_kwargs
 
 
 def _copy_into(obj, dotted: str, value) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from grader.harnesses.interface import read_signature
 from grader.sandbox import protocol
 
 
@@ -66,29 +67,34 @@ class StandIns:
         setattr(owner, leaf, proxy)
 
     def _function_proxy(self, name: str, original):
+        signature = _signature(original)
+
         def proxy(*args, **kwargs):
-            return self.upcall(name, None, args, kwargs, lambda: original(*args, **kwargs))
+            return self.upcall(name, None, args, kwargs, lambda: original(*args, **kwargs), signature)
         proxy.__name__ = getattr(original, "__name__", name)
         proxy.__doc__ = getattr(original, "__doc__", None)
         return proxy
 
     def _method_proxy(self, name: str, owner: type, original):
+        signature = _signature(original, owner, name.rpartition(".")[2])
+
         def proxy(obj, *args, **kwargs):
             if type(obj) is not owner:  # a subclass's inherited method belongs to the subclass's component
                 return original(obj, *args, **kwargs)
-            return self.upcall(name, obj, args, kwargs, lambda: original(obj, *args, **kwargs))
+            return self.upcall(name, obj, args, kwargs, lambda: original(obj, *args, **kwargs), signature)
         proxy.__name__ = getattr(original, "__name__", name)
         return proxy
 
     # ---- one upcall -----------------------------------------------------------------------
-    def upcall(self, name: str, obj, args: tuple, kwargs: dict, fallback):
+    def upcall(self, name: str, obj, args: tuple, kwargs: dict, fallback, signature: dict | None = None):
         if self.child.sock is None and getattr(self.child, "ask", None) is None:
             return fallback()
         leaves: list[torch.Tensor] = []
         try:
             msg = {"name": name, "self": None if obj is None else self._encode(obj, leaves, as_object=True),
                    "args": [self._encode(a, leaves) for a in args],
-                   "kwargs": {str(k): self._encode(v, leaves) for k, v in kwargs.items()}}
+                   "kwargs": {str(k): self._encode(v, leaves) for k, v in kwargs.items()},
+                   "signature": signature}  # the student's own parameters: the grader maps the call onto the reference's
         except _Unsupported:
             return fallback()
         want_grad = torch.is_grad_enabled() and any(t.requires_grad for t in leaves)
@@ -205,3 +211,10 @@ def _array(t: torch.Tensor):
     from grader.sandbox.child import _to_numpy
     return _to_numpy(t)
 
+
+def _signature(fn, owner=None, name: str = "") -> dict | None:
+    """The student's signature of a function that stands in (plain data; None if unreadable)."""
+    try:
+        return read_signature(fn, owner, name)
+    except (TypeError, ValueError):
+        return None
