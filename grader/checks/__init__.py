@@ -117,6 +117,7 @@ class CheckContext:
         from grader.checks import interface  # (imports this module)
 
         args, kwargs, grad = interface.rebind(self, target, list(args), dict(kwargs), grad)
+        renamed = grad.pop("renamed", None) if grad else None
         args, kwargs = tag(list(args), self.specs), tag(kwargs, self.specs)
         req = {"op": "call", "target": target, "args": args, "kwargs": kwargs, "seed": seed, "grad": grad,
                "stand_ins": sorted(self.stand_ins.names)}
@@ -129,9 +130,12 @@ class CheckContext:
             if seed is not None and self.stand_ins.names:
                 torch.manual_seed(int(seed))
             try:
-                return self.sandbox.request(req, timeout=self.call_timeout, upcall=self.stand_ins)
+                reply = self.sandbox.request(req, timeout=self.call_timeout, upcall=self.stand_ins)
             finally:
                 self.stand_ins.reset_call()
+        if renamed and isinstance(reply.get("grads"), dict):  # gradients under the check's own paths
+            reply["grads"] = {renamed.get(k, k): v for k, v in reply["grads"].items()}
+        return reply
 
     def harness(self, function: str, timeout: float | None = None, **kwargs):
         """Run `grader.harnesses.<function>(student_module, device, **kwargs)` in the sandbox.

@@ -107,8 +107,9 @@ def _note(ctx: "CheckContext", target: str, lacking: list[str], case: str) -> st
 
 def rebind(ctx: "CheckContext", target, args: list, kwargs: dict, grad: dict | None):
     """(args, kwargs, grad) of a template-style call, mapped onto the student's signature of
-    `target` (a dotted name, or {"object", "method", "label"}). Raises NotJudged when the call
-    needs a parameter of the [interface] table that the student's function lacks."""
+    `target` (a dotted name, or {"object", "method", "label"}); grad["renamed"] maps the new
+    input paths back to the check's ("kwargs.mu_e_arg" -> "kwargs.mu_e"). Raises NotJudged when
+    the call needs a parameter of the [interface] table that the student's function lacks."""
     name = target if isinstance(target, str) else str(target.get("label", ""))
     tmpl = template(ctx, name) if name else None
     student = _student(ctx, name) if tmpl is not None else None
@@ -129,12 +130,12 @@ def rebind(ctx: "CheckContext", target, args: list, kwargs: dict, grad: dict | N
         return args, kwargs, grad
     if grad and grad.get("inputs"):
         positional = [n for n, k in zip(tmpl["params"], tmpl["kinds"]) if k != "kwonly"]
-        moved = []
+        moved = {}
         for path in grad["inputs"]:
             kind, key = path.split(".", 1)
             tname = positional[int(key)] if kind == "args" else key
-            moved.append(where.get(tname, path))
-        grad = {**grad, "inputs": moved}
+            moved[where.get(tname, path)] = path
+        grad = {**grad, "inputs": list(moved), "renamed": moved}
     return new_args, new_kwargs, grad
 
 
