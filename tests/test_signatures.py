@@ -1,4 +1,4 @@
-"""Signatures by role (grader/harnesses/interface.py, grader/checks/interface.py): the grader's
+"""Signatures by role (grader/signatures.py, grader/checks/interface.py): the grader's
 template-style calls are mapped onto the student's own parameters; interface variants of every
 assignment's correct example keep full marks; a parameter the template requires and the student
 lacks is charged once, in the `interface` check, never in the maths checks."""
@@ -13,7 +13,7 @@ import pytest
 
 from grader.checks.standins import _as_reference_call
 from grader.engine import GradeOptions, grade_submission
-from grader.harnesses.interface import Unbound, bind, call, read_signature
+from grader.signatures import Unbound, bind, call, read_signature
 from grader.mutation.validity import EXAMPLES
 from grader.mutation.variants import variants
 from grader.rubric import available_rubrics, lint_rubric

@@ -197,7 +197,8 @@ class CheckContext:
             self.diagnose(diagnose)
         return self.expect(problem is None, case, problem or "")
 
-    def diagnose(self, matches: Callable[[dict], "bool | float"], components: list[str] | None = None) -> Mistake | None:
+    def diagnose(self, matches: Callable[..., "bool | float"], components: list[str] | None = None,
+                 scales: tuple[float, ...] = ()) -> Mistake | None:
         """Name the known mistake of the component(s) that explains the student's output, if one does clearly.
 
         `matches(patches)` runs the reference with `patches` applied and compares the student's
@@ -207,11 +208,17 @@ class CheckContext:
         of its prediction (distance <= 1) and at least SEPARATION tolerances away from the correct
         value and from every other candidate's prediction. Upstream components stand in with
         correct values (grader/checks/standins.py), so candidates are this component's own
-        mistakes, tried alone. Records and returns the named mistake, or None."""
-        def dist(patches) -> float:
+        mistakes, tried alone. Records and returns the named mistake, or None.
+
+        `scales` (statistical matchers whose statistic has a scale, e.g. the spread of noise):
+        `matches(patches, scale=c)` is the distance to the mistake's prediction rescaled by c, and
+        the named mistake must also be SEPARATION away from itself at every scale in `scales` (a
+        factor 2 in a standard deviation is another mistake, and a statistic that cannot tell
+        them apart names neither)."""
+        def dist(patches, scale: float | None = None) -> float:
             try:
                 with np.errstate(all="ignore"):
-                    hit = matches(patches)
+                    hit = matches(patches) if scale is None else matches(patches, scale=scale)
             except Exception:
                 return math.inf
             if isinstance(hit, (bool, np.bool_)):
@@ -225,13 +232,16 @@ class CheckContext:
                 continue
             mutant = self.mutants.get(mistake.id)
             if mutant is not None:
-                scored.append((dist({mutant.component: mutant.fn}), mistake))
+                patches = {mutant.component: mutant.fn}
+                scored.append((dist(patches), mistake, patches))
         scored.sort(key=lambda t: t[0])
         if not scored or scored[0][0] > 1.0:
             return None
-        best, mistake = scored[0]
-        if any(d < SEPARATION for d, _ in scored[1:]) or dist({}) < SEPARATION:
+        best, mistake, patches = scored[0]
+        if any(d < SEPARATION for d, _, _ in scored[1:]) or dist({}) < SEPARATION:
             return None  # ambiguous, or too close to the correct value: name nothing
+        if any(dist(patches, c) < SEPARATION for c in scales):
+            return None  # the same mistake at another scale fits as well: the statistic cannot tell
         if mistake not in self.mistakes:
             self.mistakes.append(mistake)
         return mistake

@@ -3,7 +3,7 @@ truly requires once.
 
 Every `ctx.call` is written against the template's signature (the reference's). Before it is sent,
 `rebind` maps it onto the student's own signature (read once per submission in the sandbox by the
-`interface.signatures` harness; `grader/harnesses/interface.py`): parameters by name, renamed ones
+`interface.signatures` harness; rules in `grader/signatures.py`): parameters by name, renamed ones
 by position, positional-only ones positionally, static and instance methods alike, and a template
 parameter the student lacks left out when the call passes the template's default for it.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from grader.harnesses import interface as sig
+from grader import signatures as sig
 
 if TYPE_CHECKING:
     from grader.checks import CheckContext
@@ -79,10 +79,12 @@ def _known_targets(ctx: "CheckContext") -> list[str]:
 
 
 def signatures(ctx: "CheckContext", target: str | None = None) -> dict:
-    """{target: signature | {"missing": True} | {"error": ...}}, read in the sandbox once per
-    submission (`target`: also read this one if it is not known yet)."""
+    """{target: signature | {"missing": True} | {"error": ...}} of the rubric's functions and
+    methods (`_known_targets`), read in the sandbox once per submission (`target`: also read this
+    one if the rubric names it and it is not known yet)."""
     cache = ctx.session.cache.setdefault(_CACHE_KEY, {})
-    wanted = [t for t in (_known_targets(ctx) if not cache else []) + ([target] if target else []) if t not in cache]
+    known = _known_targets(ctx)
+    wanted = [t for t in (known if not cache else []) + ([target] if target in known else []) if t not in cache]
     if wanted:
         try:
             cache.update(ctx.harness("interface.signatures", timeout=ctx.call_timeout, targets=wanted))
@@ -111,8 +113,8 @@ def rebind(ctx: "CheckContext", target, args: list, kwargs: dict, grad: dict | N
     input paths back to the check's ("kwargs.mu_e_arg" -> "kwargs.mu_e"). Raises NotJudged when
     the call needs a parameter of the [interface] table that the student's function lacks."""
     name = target if isinstance(target, str) else str(target.get("label", ""))
-    tmpl = template(ctx, name) if name else None
-    student = _student(ctx, name) if tmpl is not None else None
+    student = _student(ctx, name) if name else None  # (first: the offline self-check knows none, and
+    tmpl = template(ctx, name) if student is not None else None  # its reference is a recording)
     if tmpl is None or student is None:
         return args, kwargs, grad
     try:
@@ -142,7 +144,8 @@ def rebind(ctx: "CheckContext", target, args: list, kwargs: dict, grad: dict | N
 def unsupported(ctx: "CheckContext", target: str, kwargs: dict) -> list[str]:
     """The parameters in `kwargs` (template names) that the student's `target` cannot take and the
     call cannot leave out (they are declared in [interface] and the values are not the template's defaults)."""
-    tmpl, student = template(ctx, target), _student(ctx, target)
+    student = _student(ctx, target)
+    tmpl = template(ctx, target) if student is not None else None
     if tmpl is None or student is None:
         return []
     declared = set((ctx.rubric.interface.get(target) or {}).get("required", [])) | set(

@@ -20,7 +20,7 @@ import math
 import numpy as np
 import torch
 
-from grader.harnesses.interface import bind, read_signature
+from grader.signatures import bind, read_signature
 from grader.sandbox import nets
 
 MAX_UPCALL_ELEMENTS = 20_000_000  # a proxy's arguments larger than this are refused (memory of the grader)

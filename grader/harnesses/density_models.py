@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from grader.harnesses import state_arrays, using_threads
-from grader.harnesses.interface import call
+from grader.signatures import call
 
 GMM_EM_STEP = ["X", "weights", "means", "covs", "reg"]  # the template's parameters: renamed ones are passed by position
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from grader.harnesses import using_threads
-from grader.harnesses.interface import call
+from grader.signatures import call
 
 INIT_CENTRES = ["x", "y", "k", "how", "seed"]  # the template's parameters: renamed ones are passed by position
 

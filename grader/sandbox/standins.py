@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from grader.harnesses.interface import read_signature
+from grader.signatures import read_signature
 from grader.sandbox import protocol
 
 
