@@ -145,10 +145,12 @@ def bind(template: dict, student: dict, args, kwargs) -> tuple[list, dict, dict]
 
 
 def call(fn, template, *args, **kwargs):
-    """Call student function `fn` (in a harness) with a call written against `template` (a list of
-    parameter names in the template's order, or a signature dict); as written when it cannot be
-    bound (the student's own TypeError then says what is wrong)."""
-    if isinstance(template, (list, tuple)):
+    """Call student function `fn` (in a harness) with a call written against `template` (a stub
+    with the template's signature, a list of its parameter names in order, or a signature dict);
+    as written when it cannot be bound (the student's own TypeError then says what is wrong)."""
+    if callable(template):
+        template = read_signature(template)
+    elif isinstance(template, (list, tuple)):
         template = {"params": list(template), "kinds": ["pos"] * len(template), "defaults": [False] * len(template),
                     "default_values": [None] * len(template)}
     try:

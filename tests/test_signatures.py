@@ -85,6 +85,10 @@ def test_harness_call_maps_renamed_keywords_and_falls_back_to_the_call_as_writte
     with pytest.raises(TypeError):  # cannot be mapped: the student's own TypeError says what is wrong
         call(lambda x: x, ["x", "y"], 1, y=2)
 
+    def without_how(x, y, k=10, seed=0):  # the per-digit run of the course loop still works
+        return (k, seed)
+    assert call(without_how, _template, 1, 2, k=3, how="per_digit", seed=4) == (3, 4)
+
 
 def test_a_students_own_upstream_call_is_mapped_onto_the_reference():
     """A composite calling the student's renamed upstream function by keyword reaches the reference's stand-in."""

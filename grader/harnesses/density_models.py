@@ -15,7 +15,8 @@ import torch
 from grader.harnesses import state_arrays, using_threads
 from grader.signatures import call
 
-GMM_EM_STEP = ["X", "weights", "means", "covs", "reg"]  # the template's parameters: renamed ones are passed by position
+def GMM_EM_STEP(X, weights, means, covs, reg=1e-6):  # the template's signature (renamed parameters go by position)
+    pass
 
 
 def train_conv_vae(module, device, x_train, latent_dim: int = 2, image_size: int = 8, epochs: int = 20,
