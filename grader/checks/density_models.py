@@ -169,15 +169,16 @@ def check_vae_elbo_values(ctx: CheckContext) -> None:
              ("float64, soft x in [0, 1], flattened (B, 64)", "float64", True, False, False),
              ("float32, posterior far from the prior (|mu| ~ 3, log_var in [-3, 2])", "float32", False, False, True)]
     for label, dtype, flat, binary, far in cases:
-        args = _elbo_inputs(ctx, dtype, flat, binary, far)
-        got = tensor(ctx.call("vae_elbo", *args)["result"], "vae_elbo", dtype=dtype)
-        rtol, atol = ctx.tolerance(dtype)
+        with ctx.case(label):
+            args = _elbo_inputs(ctx, dtype, flat, binary, far)
+            got = tensor(ctx.call("vae_elbo", *args)["result"], "vae_elbo", dtype=dtype)
+            rtol, atol = ctx.tolerance(dtype)
 
-        def reference(patches, args=args):
-            with ctx.patched(patches):
-                return ctx.ref.vae_elbo(*[to_torch(a, ctx.device) for a in args]).cpu().numpy()
+            def reference(patches, args=args):
+                with ctx.patched(patches):
+                    return ctx.ref.vae_elbo(*[to_torch(a, ctx.device) for a in args]).cpu().numpy()
 
-        ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: distance(got, reference(p), rtol, atol))
+            ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: distance(got, reference(p), rtol, atol))
 
 
 def check_vae_elbo_extremes(ctx: CheckContext) -> None:
@@ -305,25 +306,26 @@ def check_ppca_fit(ctx: CheckContext) -> None:
     for N, D, q, dtype in ((150, 6, 2, "float64"), (200, 10, 3, "float64"), (300, 8, 2, "float32")):
         X = _low_rank_data(ctx, N, D, q + 1, dtype)
         label = f"{dtype} X {N}×{D}, q={q}"
-        W, mu, s2 = (tensor(v, "fit_ppca", dtype=dtype) for v in sequence(ctx.call("fit_ppca", X, q)["result"], "fit_ppca", 3))
-        if not ctx.require(W.shape == (D, q) and mu.shape == (D,) and s2.size == 1, f"{label}: shapes",
-                           f"W {W.shape}, mu {mu.shape}, sigma2 {s2.shape}; expected {(D, q)}, {(D,)} and a scalar"):
-            continue
+        with ctx.case(label):
+            W, mu, s2 = (tensor(v, "fit_ppca", dtype=dtype) for v in sequence(ctx.call("fit_ppca", X, q)["result"], "fit_ppca", 3))
+            if not ctx.require(W.shape == (D, q) and mu.shape == (D,) and s2.size == 1, f"{label}: shapes",
+                               f"W {W.shape}, mu {mu.shape}, sigma2 {s2.shape}; expected {(D, q)}, {(D,)} and a scalar"):
+                continue
 
-        def reference(patches, X=X, q=q):
-            with ctx.patched(patches):
-                w, m, s = ctx.ref.fit_ppca(to_torch(X, ctx.device), q)
-            return w.cpu().numpy(), m.cpu().numpy(), s.cpu().numpy()
+            def reference(patches, X=X, q=q):
+                with ctx.patched(patches):
+                    w, m, s = ctx.ref.fit_ppca(to_torch(X, ctx.device), q)
+                return w.cpu().numpy(), m.cpu().numpy(), s.cpu().numpy()
 
-        rtol, atol = ctx.tolerance(dtype)
-        w_ref, mu_ref, s2_ref = reference({})
-        got = _ppca_summary(W, mu, s2)
-        matches = lambda p, got=got, reference=reference, rtol=rtol, atol=atol: close(got, _ppca_summary(*reference(p)), rtol, atol)
-        ok = [ctx.expect_close(mu, mu_ref, f"{label}: mu", rtol, atol),
-              ctx.expect_close(s2.reshape(()), s2_ref.reshape(()), f"{label}: sigma2", rtol, atol),
-              ctx.expect_close(W @ W.T, w_ref @ w_ref.T, f"{label}: W Wᵀ (W itself is defined up to a rotation)", rtol, atol)]
-        if not all(ok):
-            ctx.diagnose(matches)
+            rtol, atol = ctx.tolerance(dtype)
+            w_ref, mu_ref, s2_ref = reference({})
+            got = _ppca_summary(W, mu, s2)
+            matches = lambda p, got=got, reference=reference, rtol=rtol, atol=atol: close(got, _ppca_summary(*reference(p)), rtol, atol)
+            ok = [ctx.expect_close(mu, mu_ref, f"{label}: mu", rtol, atol),
+                  ctx.expect_close(s2.reshape(()), s2_ref.reshape(()), f"{label}: sigma2", rtol, atol),
+                  ctx.expect_close(W @ W.T, w_ref @ w_ref.T, f"{label}: W Wᵀ (W itself is defined up to a rotation)", rtol, atol)]
+            if not all(ok):
+                ctx.diagnose(matches)
 
 
 def _ppca_params(ctx, D: int, q: int, dtype: str):
@@ -335,17 +337,18 @@ def _ppca_params(ctx, D: int, q: int, dtype: str):
 def _fn_check(ctx: CheckContext, name: str, cases, variants: bool = False) -> None:
     """Call `name` on each (label, args, rtol, atol) and compare with the reference function."""
     for label, args, rtol, atol in cases:
-        dtype = args[0].dtype.name
-        got = tensor(ctx.call(name, *args)["result"], name, dtype=dtype)
+        with ctx.case(label):
+            dtype = args[0].dtype.name
+            got = tensor(ctx.call(name, *args)["result"], name, dtype=dtype)
 
-        def reference(patches, args=args):
-            with ctx.patched(patches):
-                return getattr(ctx.ref, name)(*[to_torch(a, ctx.device) for a in args]).cpu().numpy()
+            def reference(patches, args=args):
+                with ctx.patched(patches):
+                    return getattr(ctx.ref, name)(*[to_torch(a, ctx.device) for a in args]).cpu().numpy()
 
-        if variants:
-            expect_any_variant(ctx, got, reference, label, rtol, atol)
-        else:
-            ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: distance(got, reference(p), rtol, atol))
+            if variants:
+                expect_any_variant(ctx, got, reference, label, rtol, atol)
+            else:
+                ctx.expect_close(got, reference({}), label, rtol, atol, diagnose=lambda p: distance(got, reference(p), rtol, atol))
 
 
 def check_ppca_log_likelihood(ctx: CheckContext) -> None:
@@ -417,19 +420,20 @@ def check_gmm_em_step(ctx: CheckContext) -> None:
     for N, K, D, kwargs in ((120, 3, 2, {}), (200, 4, 3, {"reg": 1e-3})):
         X, w, means, covs = _em_data(ctx, N, K, D)
         label = f"N={N}, K={K}, D={D}" + (f", reg={kwargs['reg']}" if kwargs else "")
-        reply = ctx.call("gmm_em_step", X, w, means, covs, **kwargs)
-        nw, nm, nc = (tensor(v, "gmm_em_step", dtype="float64") for v in sequence(reply["result"], "gmm_em_step", 3))
-        if not ctx.require(nw.shape == (K,) and nm.shape == (K, D) and nc.shape == (K, D, D), f"{label}: shapes",
-                           f"weights {nw.shape}, means {nm.shape}, covs {nc.shape}; expected {(K,)}, {(K, D)}, {(K, D, D)}"):
-            continue
-        got = np.concatenate([nw.ravel(), nm.ravel(), nc.ravel()])
+        with ctx.case(label):
+            reply = ctx.call("gmm_em_step", X, w, means, covs, **kwargs)
+            nw, nm, nc = (tensor(v, "gmm_em_step", dtype="float64") for v in sequence(reply["result"], "gmm_em_step", 3))
+            if not ctx.require(nw.shape == (K,) and nm.shape == (K, D) and nc.shape == (K, D, D), f"{label}: shapes",
+                               f"weights {nw.shape}, means {nm.shape}, covs {nc.shape}; expected {(K,)}, {(K, D)}, {(K, D, D)}"):
+                continue
+            got = np.concatenate([nw.ravel(), nm.ravel(), nc.ravel()])
 
-        def reference(patches, X=X, w=w, means=means, covs=covs, kwargs=kwargs):
-            with ctx.patched(patches):
-                out = ctx.ref.gmm_em_step(*[to_torch(a, ctx.device) for a in (X, w, means, covs)], **kwargs)
-            return np.concatenate([o.cpu().numpy().ravel() for o in out])
+            def reference(patches, X=X, w=w, means=means, covs=covs, kwargs=kwargs):
+                with ctx.patched(patches):
+                    out = ctx.ref.gmm_em_step(*[to_torch(a, ctx.device) for a in (X, w, means, covs)], **kwargs)
+                return np.concatenate([o.cpu().numpy().ravel() for o in out])
 
-        expect_any_variant(ctx, got, reference, f"{label}: new (weights, means, covs)", *ctx.tolerance("float64"))
+            expect_any_variant(ctx, got, reference, f"{label}: new (weights, means, covs)", *ctx.tolerance("float64"))
 
 
 # =====================================================================================================
