@@ -126,3 +126,28 @@ def test_mml_em_step_is_charged_on_em_step_only_and_names_nothing(tmp_path, rubr
     em = tests["gmm.em_step"]
     assert em.score == 0 and not em.mistakes, em.output
     assert all(t.score == t.max_score for k, t in tests.items() if k != "gmm.em_step")
+
+
+# ---- slow but correct code is not charged for its speed ------------------------------------------------
+
+@pytest.mark.slow
+def test_slow_correct_em_is_compared_with_the_reference_after_as_many_steps(tmp_path, rubrics):
+    """An EM step as slow as a course-style loop over points and components (≈ 4 s per step on digits
+    here, 15 steps past the harness's limit) used to fail model.gmm with a timeout; the harness now
+    stops after the time budget and the grader compares with the reference after as many steps."""
+    from grader.engine import GradeOptions, grade_submission
+
+    rubric = rubrics["density-models"]
+    folder = tmp_path / "slow_em"
+    folder.mkdir()
+    (folder / rubric.module).write_text((REPO / "reference" / rubric.module).read_text() + (
+        "\nimport time as _time\n_fast_step = gmm_em_step\n"
+        "def gmm_em_step(X, weights, means, covs, reg=1e-6):\n"
+        "    _time.sleep(0.6)\n"
+        "    return _fast_step(X, weights, means, covs, reg)\n"))
+    overrides = {"gmm_iterations": 6, "gmm_components": 4, "gmm_time_budget_s": 1.0}
+    result = grade_submission(folder, rubric, GradeOptions(device="cpu", only=["model.gmm"], write_figures=False,
+                                                           model_overrides=overrides))
+    t = {t.check: t for t in result.tests}["model.gmm"]
+    assert t.score == t.max_score, t.output
+    assert "of 6 steps within the 1 s budget" in t.output
