@@ -151,3 +151,23 @@ def test_slow_correct_em_is_compared_with_the_reference_after_as_many_steps(tmp_
     t = {t.check: t for t in result.tests}["model.gmm"]
     assert t.score == t.max_score, t.output
     assert "of 6 steps within the 1 s budget" in t.output
+
+
+# ---- a broken model's NaN metric never crashes the grader ---------------------------------------------
+
+def test_results_json_writes_non_finite_metrics_as_text(tmp_path):
+    """k-means centres that became NaN (a numpy 0/0 for an empty cluster, as in a public course solution)
+    give a NaN test loss; writing results.json used to raise "Out of range float values are not JSON
+    compliant" and `grade run` crashed. Non-finite numbers are written as text (docs/results-format.md)."""
+    import json
+
+    import numpy as np
+
+    from grader.results import GradeResult, save_result
+
+    result = GradeResult(student="nan_student", assignment="kmeans-autoencoder", tests=[])
+    result.metrics = {"kmeans_test_loss": {"student": float("nan"), "reference": 2.6},
+                      "curve": [np.float64(1.0), np.float32("inf"), -float("inf")], "note": "text"}
+    path = save_result(result, tmp_path)
+    saved = json.loads(path.read_text())["extra_data"]["gradekit"]["metrics"]
+    assert saved == {"kmeans_test_loss": {"student": "nan", "reference": 2.6}, "curve": [1.0, "inf", "-inf"], "note": "text"}
