@@ -693,7 +693,8 @@ def check_model_kmeans(ctx: CheckContext) -> None:
            "kmeans_test_loss", run.errors.get("per_digit"), diagnoses)
     r = ctx.session.metrics.get("kmeans_test_loss_random_init", {})
     if r.get("student") is not None:
-        ctx.notes.append(f"With random initialisation (not graded): yours {r['student']:.4g}, reference {r['reference']:.4g}.")
+        yours = f"{r['student']:.4g}" if math.isfinite(r["student"]) else "not finite (NaN or infinite centres)"
+        ctx.notes.append(f"With random initialisation (not graded): yours {yours}, reference {r['reference']:.4g}.")
 
 
 def check_model_autoencoder(ctx: CheckContext) -> None:
