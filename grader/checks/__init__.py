@@ -30,6 +30,7 @@ import torch
 from grader.checks.standins import StandInServer, tag, upstream_targets
 from grader.rubric import CheckSpec, Mistake, Rubric
 from grader.sandbox.client import Sandbox
+from grader.sandbox.errors import StudentException
 
 _NEW = itertools.count(1)
 SEPARATION = 5.0  # a named mistake's prediction is this many tolerances from the correct value and the others
@@ -95,6 +96,7 @@ class CheckContext:
         self.cases: list[Case] = []
         self.mistakes: list[Mistake] = []
         self.notes: list[str] = []
+        self.not_judged = 0  # cases left out for a parameter the student's signature lacks (see notes)
         seed = int.from_bytes(hashlib.sha256(spec.id.encode()).digest()[:4], "little")
         self.rng = np.random.default_rng(seed)
         self.seed = seed
@@ -179,6 +181,28 @@ class CheckContext:
         if not ok:
             self.cases.append(Case(case, False, message))
         return bool(ok)
+
+    @contextlib.contextmanager
+    def case(self, label: str) -> Iterator[None]:
+        """One independent case of a multi-case check: when the student's code raises in it (or
+        returns something unreadable), this case fails with the message and the check goes on with
+        the next case. Without it the first exception ended the check, so a mistake that breaks one
+        input (e.g. flattened images) also took the credit of the cases after it, and the score
+        depended on the order of the cases. Timeouts and crashes still end the check (the child is
+        gone). A case that needs a parameter the student's signature lacks is not judged (a note;
+        grader/checks/interface.py), and one the template requires without a default fails with a
+        message naming it."""
+        from grader.checks.interface import NotJudged, SignatureError
+
+        try:
+            yield
+        except StudentException as e:
+            self.expect(False, label, e.message + (f"\n  at {e.where}" if e.where else ""))
+        except (StudentValueError, SignatureError) as e:
+            self.expect(False, label, str(e))
+        except NotJudged as e:
+            self.notes.append(e.note.replace("a case:", f"{label}:", 1))
+            self.not_judged += 1
 
     def expect(self, ok: bool, case: str, message: str = "") -> bool:
         self.cases.append(Case(case, bool(ok), "" if ok else message))
@@ -285,6 +309,8 @@ class CheckContext:
                 setattr(owner, leaf, original)
 
     def outcome(self) -> Outcome:
+        if not self.cases and self.not_judged:  # every case needed a parameter charged elsewhere (or optional)
+            self.expect(True, "not applicable to your signature (see the notes)")
         if not self.cases:
             return Outcome(0.0, "the check recorded no result (a grader bug: please report it)")
         passed = sum(c.passed for c in self.cases)

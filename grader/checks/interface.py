@@ -160,6 +160,7 @@ def skip_unsupported(ctx: "CheckContext", target: str, kwargs: dict, case: str) 
     if not lacking:
         return False
     ctx.notes.append(_note(ctx, target, lacking, case))
+    ctx.not_judged += 1
     return True
 
 
