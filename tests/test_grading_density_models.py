@@ -190,7 +190,7 @@ def test_reference_copy_gets_full_unit_marks(tmp_path, rubric):
 FAMILIES = {  # components that can interact (composites); unrelated families are graded apart
     "conv_vae": ["conv_vae.architecture", "conv_vae.encode", "conv_vae.decode", "vae_elbo", "conv_vae.elbo"],
     "ppca": ["ppca.fit", "ppca.log_likelihood", "ppca.posterior"],
-    "gmm": ["gmm.log_likelihood", "gmm.em_step"],
+    "gmm": ["gmm.log_likelihood", "gmm.em_step", "interface"],  # interface: gmm_em_step's reg
 }
 
 
