@@ -99,6 +99,7 @@ class CheckContext:
         self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.specs: dict[str, dict] = {}  # handle -> `__new__` spec of the student objects built by this check
+        self.unassigned: dict[str, list[tuple[str, str]]] = {}  # name -> (state entry, why) it had no place for (`new`)
         self.stand_ins = StandInServer(self.ref, self.specs, device,
                                        upstream_targets(rubric, self.ref, spec.component) if isolate(spec) else [])
 
@@ -137,17 +138,38 @@ class CheckContext:
         req = {"op": "harness", "function": function, "kwargs": kwargs}
         return self.sandbox.request(req, timeout=timeout)["result"]
 
-    def new(self, name: str, cls: str, *args, state: dict | None = None, **kwargs) -> dict:
+    def new(self, name: str, cls: str, *args, state: dict | None = None, partial_state: bool | None = None,
+            **kwargs) -> dict:
         """Build the student's class `cls` in the sandbox and keep it under `name`. The child's torch
         RNG is seeded first (per check), so randomly initialised weights, and the score of a check
-        that depends on them, are the same every time the submission is graded."""
-        value = {"__new__": {"class": cls, "args": list(args), "kwargs": kwargs, "state": state or {}}}
+        that depends on them, are the same every time the submission is graded.
+
+        `state` ({dotted name: array}) is copied into the object; an entry the student's object has
+        no tensor of that shape for fails the request, unless `partial_state` (default: when the
+        class's constructor stands in, its layers then answer with the check's values): such
+        entries are listed in `self.unassigned[name]` ((entry, why) pairs) and the object is kept."""
+        if partial_state is None:
+            partial_state = f"{cls}.__init__" in self.stand_ins.names
+        value = {"__new__": {"class": cls, "args": list(args), "kwargs": kwargs, "state": state or {},
+                             "partial_state": bool(partial_state)}}
         value = tag(value, self.specs, handle=f"{name}#{next(_NEW)}")
         self.stand_ins.forget(name)
         self.specs[name] = value["__new__"]  # `{"__ref__": name}` arguments find their twin too
-        self.sandbox.request({"op": "new", "name": name, "value": value, "seed": self.seed},
-                             timeout=self.call_timeout)
+        reply = self.sandbox.request({"op": "new", "name": name, "value": value, "seed": self.seed},
+                                     timeout=self.call_timeout)
+        self.unassigned[name] = [(str(k), str(why)) for k, why in reply.get("unassigned") or []]
         return {"__ref__": name}
+
+    def layers_differ(self, name: str) -> list[str]:
+        """Why the calls made so far on the student's object `name` could not be checked apart from
+        its constructor: a layer they used (standing in by role) that the constructor built with
+        other shapes than specified, or a layer with no specified counterpart (it ran as written,
+        `StandInServer.gaps`). Empty when the constructor's layers all stood in as specified."""
+        handle = str(self.specs.get(name, {}).get("handle", ""))
+        used = self.stand_ins.layers_used.get(handle, set())
+        out = [why for key, why in self.unassigned.get(name, []) if key.rpartition(".")[0] in used]
+        return out + [f"your layer {g} matches no layer of the specification"
+                      for g in sorted(self.stand_ins.gaps.get(handle, set()))]
 
     @staticmethod
     def method(obj: dict, name: str, label: str) -> dict:
@@ -227,14 +249,16 @@ class CheckContext:
 
     def reference_variants(self) -> Iterator[tuple[str, dict]]:
         """The clean reference, then (if any) the reference with the mistakes diagnosed in other
-        components that *cannot stand in* patched in: constructors (`Class.__init__` components),
-        whose layers the object under test is made of. Every other component stands in with
-        correct values (grader/checks/standins.py), so its mistakes need no variant."""
+        components that *do not stand in* in this check patched in: constructors (`Class.__init__`
+        components) outside unit checks. In unit checks every other component stands in with correct
+        values, a constructor through the layers it built (grader/checks/standins.py), so its
+        mistakes need no variant."""
         yield "", {}
         targets = self.rubric.component_targets
         patches, names = {}, []
         for component, m in self.diagnosed.items():
-            if component == self.spec.component or not str(targets.get(component, "")).endswith(".__init__"):
+            target = str(targets.get(component, ""))
+            if component == self.spec.component or not target.endswith(".__init__") or target in self.stand_ins.names:
                 continue
             mutant = self.mutants.get(m.id)
             if mutant is not None:

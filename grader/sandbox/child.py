@@ -9,6 +9,7 @@ Requests (see `client.Sandbox`):
   {"op": "new", "name": N, "value": V}            build an object (e.g. a student class) and keep it as N
   {"op": "call", "target": T, "args": [...], "kwargs": {...}, "seed": s, "grad": {...}}
   {"op": "params", "name": N}                      the named object's parameters as arrays
+  {"op": "layers", "name": N}                      the named object's layers (modules holding parameters)
   {"op": "train", ...}                             train a student model with the reference loop
   {"op": "harness", "function": F, "kwargs": {...}} run grader.harnesses.F(module, device, **kwargs)
 Values V are arrays (-> tensors), numbers, strings, or {"__net__": spec}, {"__new__": {...}}, {"__ref__": N}.
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from grader.sandbox import isolation, nets, protocol
-from grader.sandbox.standins import StandIns
+from grader.sandbox.standins import StandIns, layers
 
 MAX_TEXT = 4000
 
@@ -46,6 +47,7 @@ class Child:
         self.scratch = config["scratch"]
         self.sock = None  # set by `serve`: stand-ins ask the grader through it (grader/sandbox/standins.py)
         self.handles: dict[int, tuple[str, object]] = {}  # id(obj) -> (handle, obj) of objects the grader built
+        self.unassigned: list[list[str]] = []  # [name, why] of state entries of a `partial_state` object that did not fit
 
     # ---- values -------------------------------------------------------------------------
     def materialize(self, v):
@@ -71,7 +73,14 @@ class Child:
         if isinstance(obj, torch.nn.Module):
             obj = obj.to(self.device)
         for name, value in (spec.get("state") or {}).items():
-            self.assign(obj, spec["class"], name, value)
+            try:
+                self.assign(obj, spec["class"], name, value)
+            except RequestError as e:
+                # a constructor that built other layers: where those layers stand in (grader/sandbox/
+                # standins.py) the object can still be checked; the grader is told what did not fit
+                if not spec.get("partial_state"):
+                    raise
+                self.unassigned.append([name, str(e)])
         if spec.get("handle"):
             self.register(obj, str(spec["handle"]))
         return obj
@@ -92,7 +101,7 @@ class Child:
         target = obj
         *path, leaf = name.split(".")
         for part in path:
-            target = getattr(target, part)
+            target = getattr(target, part, None)
         current = getattr(target, leaf, None)
         if not isinstance(current, torch.Tensor):
             raise RequestError(f"{cls_name} has no tensor attribute `{name}` (the assignment asks for one)")
@@ -130,17 +139,29 @@ class Child:
     def op_new(self, req):
         if req.get("seed") is not None:  # the student's random initialisation: the same at every grading
             torch.manual_seed(int(req["seed"]))
+        self.unassigned = []
         self.objects[req["name"]] = self.materialize(req["value"])
-        return {}
+        return {"unassigned": list(self.unassigned)}
 
     def op_params(self, req):
         obj = self.objects[req["name"]]
         return {k: _to_numpy(v) for k, v in obj.state_dict().items()}
 
+    def op_layers(self, req):
+        """The object's layers: (path, class name, {parameter: shape}) of every submodule holding
+        parameters itself, in definition order (what `__init__` built; grader.checks.standins.map_layers)."""
+        obj = self.objects[req["name"]]
+        if not isinstance(obj, torch.nn.Module):
+            return {"layers": []}
+        return {"layers": [[path, type(m).__name__, {k: list(p.shape) for k, p in m.named_parameters(recurse=False)}]
+                           for path, m in layers(obj)]}
+
     def op_call(self, req):
         target = req["target"]
         if isinstance(target, dict):
-            fn = getattr(self.materialize(target["object"]), target["method"], None)
+            fn = self.materialize(target["object"])
+            for part in str(target["method"]).split("."):  # "encoder.0": a submodule, called as a layer
+                fn = getattr(fn, part, None)
             if fn is None:
                 raise RequestError(f"`{target.get('label', target['method'])}` is missing")
         else:
