@@ -157,8 +157,39 @@ class CheckContext:
         self.specs[name] = value["__new__"]  # `{"__ref__": name}` arguments find their twin too
         reply = self.sandbox.request({"op": "new", "name": name, "value": value, "seed": self.seed},
                                      timeout=self.call_timeout)
-        self.unassigned[name] = [(str(k), str(why)) for k, why in reply.get("unassigned") or []]
+        unassigned = [(str(k), str(why)) for k, why in reply.get("unassigned") or []]
+        if unassigned and partial_state:
+            unassigned = self._assign_by_role(name, value["__new__"]["handle"], state or {}, unassigned)
+        self.unassigned[name] = unassigned
         return {"__ref__": name}
+
+    def _assign_by_role(self, name: str, handle: str, state: dict, unassigned: list) -> list:
+        """Give the student's layers found by role under other names (`map_layers`, e.g. `enc.0` for
+        `conv1`) the state entries their specified counterparts did not take; returns the entries
+        still without a place."""
+        from grader.checks.standins import map_layers
+        from grader.sandbox.standins import layers
+
+        try:
+            twin = self.stand_ins.twin(handle)
+        except LookupError:
+            return unassigned
+        if not isinstance(twin, torch.nn.Module):
+            return unassigned
+        mine = self.sandbox.request({"op": "layers", "name": name}, timeout=self.call_timeout)["layers"]
+        roles = {spec: own for own, spec in map_layers([(str(p), str(t)) for p, t, _ in mine],
+                                                       [(p, type(m).__name__) for p, m in layers(twin)]).items()}
+        moved = {}
+        for key, _ in unassigned:
+            layer, _, leaf = key.rpartition(".")
+            if roles.get(layer, layer) != layer:
+                moved[f"{roles[layer]}.{leaf}"] = key
+        if not moved:
+            return unassigned
+        reply = self.sandbox.request({"op": "assign", "name": name, "state": {k: state[v] for k, v in moved.items()}},
+                                     timeout=self.call_timeout)
+        failed = {moved[str(k)] for k, _ in reply.get("unassigned") or []}
+        return [(k, why) for k, why in unassigned if k not in moved.values() or k in failed]
 
     def layers_differ(self, name: str) -> list[str]:
         """Why the calls made so far on the student's object `name` could not be checked apart from

@@ -335,7 +335,7 @@ def check_conv_vae_elbo_gradients(ctx: CheckContext) -> None:
     skipped = [n for n in state if n not in order]
     if skipped:
         ctx.notes.append(f"gradients of {', '.join(skipped[:4])}{' …' if len(skipped) > 4 else ''} not judged: your "
-                         "constructor does not build them as specified (charged once, on conv_vae.architecture).")
+                         "constructor does not build them under the specified names and shapes (charged once, on conv_vae.architecture).")
 
     def reference(patches):
         with ctx.patched(patches):

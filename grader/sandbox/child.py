@@ -10,6 +10,7 @@ Requests (see `client.Sandbox`):
   {"op": "call", "target": T, "args": [...], "kwargs": {...}, "seed": s, "grad": {...}}
   {"op": "params", "name": N}                      the named object's parameters as arrays
   {"op": "layers", "name": N}                      the named object's layers (modules holding parameters)
+  {"op": "assign", "name": N, "state": {...}}      copy arrays into the named object's tensors where they fit
   {"op": "train", ...}                             train a student model with the reference loop
   {"op": "harness", "function": F, "kwargs": {...}} run grader.harnesses.F(module, device, **kwargs)
 Values V are arrays (-> tensors), numbers, strings, or {"__net__": spec}, {"__new__": {...}}, {"__ref__": N}.
@@ -142,6 +143,17 @@ class Child:
         self.unassigned = []
         self.objects[req["name"]] = self.materialize(req["value"])
         return {"unassigned": list(self.unassigned)}
+
+    def op_assign(self, req):
+        """Copy `state` ({dotted name: array}) into the named object where it fits (the grader's
+        weights for layers it found by role under other names); returns what did not fit."""
+        obj, unassigned = self.objects[req["name"]], []
+        for name, value in (req.get("state") or {}).items():
+            try:
+                self.assign(obj, type(obj).__name__, name, value)
+            except RequestError as e:
+                unassigned.append([name, str(e)])
+        return {"unassigned": unassigned}
 
     def op_params(self, req):
         obj = self.objects[req["name"]]
