@@ -185,3 +185,26 @@ def test_a_known_constructor_mistake_is_still_named_on_the_architecture_check(tm
     full = _grade(_plant(tmp_path, extra), CONV)
     assert set(lost_points(full)) == {"conv_vae.architecture"}, _why(full)
     assert named_mistakes(full) == {"no_output_padding"}
+
+
+def test_a_constructor_that_fails_is_charged_once_and_its_methods_are_still_checked(tmp_path):
+    # `32 * s / s` is a float: nn.Linear refuses it, so ConvVAE(...) raises (a generated mutant's mistake)
+    crash = WIDE_CONV1.replace("nn.Conv2d(1, 17,", "nn.Conv2d(1, 16,").replace("nn.Conv2d(17,", "nn.Conv2d(16,") \
+        .replace("self.fc_mu = nn.Linear(32 * s * s", "self.fc_mu = nn.Linear(32 * s / s") \
+        .replace("stride=1, padding=1)", "stride=2, padding=1, output_padding=1)")
+    wrong_encode = "\ndef _encode(self, x):\n    h = F.relu(self.conv2(F.relu(self.conv1(x)))).flatten(start_dim=1)\n" \
+                   "    return self.fc_mu(h), 2 * self.fc_log_var(h)\nConvVAE.encode = _encode\n"
+    full = _grade(_plant(tmp_path, crash + wrong_encode), CONV)
+    # the methods ran on what __init__ built before failing plus the specified layers: encode's own
+    # mistake is charged, decode and elbo keep full marks
+    assert set(lost_points(full)) == {"conv_vae.architecture", "conv_vae.encode"}, _why(full)
+    notes = " ".join(t.output for t in full.tests if t.component == "conv_vae.decode")
+    assert "ConvVAE(...) fails (TypeError" in notes, notes
+
+
+def test_an_unimplemented_template_earns_nothing_from_the_stand_ins(tmp_path):
+    todo = "\n".join(f"def _todo_{n}(self, *a, **k):\n    raise NotImplementedError('TODO')\nConvVAE.{n} = _todo_{n}\n"
+                     for n in ("__init__", "encode", "decode", "elbo"))
+    full = _grade(_plant(tmp_path, todo), CONV)
+    assert set(lost_points(full)) == set(CONV), _why(full)
+    assert sum(t.score for t in full.tests) == 0, [(t.check, t.score, t.output) for t in full.tests]

@@ -100,6 +100,7 @@ class CheckContext:
         self.seed = seed
         self.specs: dict[str, dict] = {}  # handle -> `__new__` spec of the student objects built by this check
         self.unassigned: dict[str, list[tuple[str, str]]] = {}  # name -> (state entry, why) it had no place for (`new`)
+        self.constructor_errors: dict[str, str | None] = {}  # name -> its constructor's failure, when it stands in
         self.stand_ins = StandInServer(self.ref, self.specs, device,
                                        upstream_targets(rubric, self.ref, spec.component) if isolate(spec) else [])
 
@@ -148,20 +149,45 @@ class CheckContext:
         no tensor of that shape for fails the request, unless `partial_state` (default: when the
         class's constructor stands in, its layers then answer with the check's values): such
         entries are listed in `self.unassigned[name]` ((entry, why) pairs) and the object is kept."""
+        stands_in = f"{cls}.__init__" in self.stand_ins.names
         if partial_state is None:
-            partial_state = f"{cls}.__init__" in self.stand_ins.names
-        value = {"__new__": {"class": cls, "args": list(args), "kwargs": kwargs, "state": state or {},
-                             "partial_state": bool(partial_state)}}
-        value = tag(value, self.specs, handle=f"{name}#{next(_NEW)}")
+            partial_state = stands_in
+        spec = {"class": cls, "args": list(args), "kwargs": kwargs, "state": state or {},
+                "partial_state": bool(partial_state)}
+        if stands_in:
+            # a constructor that fails still leaves the methods checkable: the child completes the
+            # object with the specified layers (plain descriptions), which stand in anyway
+            spec["layers"] = self._specified_layers(cls, args, kwargs)
+        value = tag({"__new__": spec}, self.specs, handle=f"{name}#{next(_NEW)}")
         self.stand_ins.forget(name)
         self.specs[name] = value["__new__"]  # `{"__ref__": name}` arguments find their twin too
         reply = self.sandbox.request({"op": "new", "name": name, "value": value, "seed": self.seed},
                                      timeout=self.call_timeout)
+        self.constructor_errors[name] = reply.get("constructor_error")
+        if reply.get("constructor_error"):
+            self.notes.append(f"{cls}(...) fails ({reply['constructor_error']}): this check completed the object with "
+                              "the specified layers it did not build; the constructor's mistake is charged on its own check.")
         unassigned = [(str(k), str(why)) for k, why in reply.get("unassigned") or []]
         if unassigned and partial_state:
             unassigned = self._assign_by_role(name, value["__new__"]["handle"], state or {}, unassigned)
         self.unassigned[name] = unassigned
         return {"__ref__": name}
+
+    def _specified_layers(self, cls: str, args: tuple, kwargs: dict) -> dict:
+        """{path: [torch.nn class name, kwargs]} of the layers the reference's `cls(*args, **kwargs)` builds."""
+        from grader.sandbox.nets import describe_layer
+        from grader.sandbox.standins import layers
+
+        ref_cls = getattr(self.ref, cls, None)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                obj = ref_cls(*args, **kwargs)
+        except Exception:
+            return {}
+        if not isinstance(obj, torch.nn.Module):
+            return {}
+        out = {path: describe_layer(m) for path, m in layers(obj)}
+        return {p: d for p, d in out.items() if d is not None}
 
     def _assign_by_role(self, name: str, handle: str, state: dict, unassigned: list) -> list:
         """Give the student's layers found by role under other names (`map_layers`, e.g. `enc.0` for
@@ -199,6 +225,9 @@ class CheckContext:
         handle = str(self.specs.get(name, {}).get("handle", ""))
         used = self.stand_ins.layers_used.get(handle, set())
         out = [why for key, why in self.unassigned.get(name, []) if key.rpartition(".")[0] in used]
+        if self.constructor_errors.get(name) and used:
+            out.insert(0, f"your constructor fails ({self.constructor_errors[name]}); the specified layers it did not "
+                          "build were added for this check")
         return out + [f"your layer {g} matches no layer of the specification"
                       for g in sorted(self.stand_ins.gaps.get(handle, set()))]
 
