@@ -211,15 +211,14 @@ def check_conv_vae_encode(ctx: CheckContext) -> None:
         return
     mu, lv = _pair(reply, "ConvVAE.encode")
     # training reaches every encoder layer (a detached intermediate, found by generated mutants, scored full marks)
-    shapes = param_shapes()
+    # (parameters built under the specified name and shape; the others are the constructor's)
     grads = reply.get("grads") or {}
-    layers_ = ("conv1", "conv2", "fc_mu", "fc_log_var")
-    stuck = [k for k, v in shapes.items() if k.split(".")[0] in layers_ and f"param:{k}" in grads
-             and np.shape(grads[f"param:{k}"]) == v and not np.any(grads[f"param:{k}"])]
-    stuck += [k for k, v in shapes.items() if k.split(".")[0] in layers_ and f"param:{k}" in grads
-              and grads[f"param:{k}"] is None]
+    misfit = {k for k, _ in ctx.unassigned.get("enc", [])}
+    judged = [k for k in param_shapes() if k.split(".")[0] in ("conv1", "conv2", "fc_mu", "fc_log_var")
+              and f"param:{k}" in grads and k not in misfit]
+    stuck = [k for k in judged if grads[f"param:{k}"] is None or not np.any(grads[f"param:{k}"])]
     ctx.require(bool(grads) and not stuck, "gradients of mu and log_var reach conv1, conv2, fc_mu and fc_log_var",
-               "no gradient reaches " + (", ".join(sorted(set(stuck))) if stuck else "the encoder's parameters")
+               "no gradient reaches " + (", ".join(stuck) if stuck else "the encoder's parameters")
                + ": is an intermediate detached, or computed under torch.no_grad()?")
     got = np.concatenate([mu, lv], axis=1) if mu.shape == lv.shape == (B, L) else np.stack([mu.ravel()])
 
