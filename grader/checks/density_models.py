@@ -206,7 +206,7 @@ def check_conv_vae_encode(ctx: CheckContext) -> None:
     x = _images(ctx)
     case = f"(mu, log_var) for {B} images with given weights"
     reply = _student_result(ctx, "enc", case, lambda: ctx.call(ctx.method(obj, "encode", "ConvVAE.encode"), x,
-                                                               grad={"params": "enc"}))
+                                                               grad={"params": "enc", "outputs": "sum"}))
     if reply is None:
         return
     mu, lv = _pair(reply, "ConvVAE.encode")

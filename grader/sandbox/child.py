@@ -228,7 +228,7 @@ class Child:
         params = []
         if grad.get("params"):
             params = [(n, p) for n, p in self.objects[grad["params"]].named_parameters()]
-        # a tuple of tensors (e.g. (mu, log_var)) without a cotangent: the gradient of the sum of all
+        # a tuple of tensors (e.g. (mu, log_var)) with grad["outputs"] == "sum": the gradient of the sum of all
         total = None
         if not (wrt or params):
             pass
@@ -237,7 +237,7 @@ class Child:
             cot = torch.ones_like(out) if cot is None else torch.from_numpy(cot.copy()).to(out.device, out.dtype)
             if tuple(cot.shape) == tuple(out.shape):
                 total = (out * cot).sum()
-        elif isinstance(out, (tuple, list)) and grad.get("cotangent") is None:
+        elif isinstance(out, (tuple, list)) and grad.get("outputs") == "sum":
             parts = [o.sum() for o in out if isinstance(o, torch.Tensor) and o.requires_grad]
             total = sum(parts) if parts else None
         if total is not None:
