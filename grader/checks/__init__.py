@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from grader.checks.standins import StandInServer, tag, upstream_targets
+from grader.checks.standins import MAX_LAYERS, StandInServer, tag, upstream_targets
 from grader.rubric import CheckSpec, Mistake, Rubric
 from grader.sandbox.client import Sandbox
 
@@ -203,6 +203,8 @@ class CheckContext:
         if not isinstance(twin, torch.nn.Module):
             return unassigned
         mine = self.sandbox.request({"op": "layers", "name": name}, timeout=self.call_timeout)["layers"]
+        if len(mine) > MAX_LAYERS:
+            return unassigned
         roles = {spec: own for own, spec in map_layers([(str(p), str(t)) for p, t, _ in mine],
                                                        [(p, type(m).__name__) for p, m in layers(twin)]).items()}
         moved = {}

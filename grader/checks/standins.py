@@ -25,6 +25,7 @@ from grader.sandbox.standins import layers
 
 MAX_UPCALL_ELEMENTS = 20_000_000  # a proxy's arguments larger than this are refused (memory of the grader)
 MAX_UPCALL_INT = 1_000_000  # larger integers (sizes, counts) are refused for the same reason
+MAX_LAYERS = 500  # an object with more layers is not matched by role (its own layers run)
 _HANDLES = itertools.count(1)
 
 
@@ -249,7 +250,10 @@ class StandInServer:
         check's values (a constructor's mistake, charged on the constructor's own check)."""
         base, _, _ = str(entry.get("__handle__", "")).partition("/")
         twin = self.twin(base)
-        mine = [(str(p), str(t)) for p, t in info.get("inventory") or []]
+        inventory = info.get("inventory") or []
+        if not isinstance(inventory, list) or len(inventory) > MAX_LAYERS:
+            raise LookupError("too many layers")  # the student's own layers run (no quadratic matching here)
+        mine = [(str(p), str(t)) for p, t in inventory]
         path = map_layers(mine, [(p, type(m).__name__) for p, m in layers(twin)]).get(str(info.get("path")))
         if path is None:
             self.gaps.setdefault(base, set()).add(f"`{info.get('path')}` ({info.get('type')})")
