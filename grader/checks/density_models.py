@@ -122,7 +122,7 @@ def check_conv_vae_architecture(ctx: CheckContext) -> None:
     """The constructor alone: parameter names and shapes of the specified layers, then each layer on
     its own (given weights, the input the reference's forward gives it), 8×8 and 28×28. The
     student's encode/decode are not called: their mistakes are charged on their own checks."""
-    from grader.checks.standins import map_layers
+    from grader.checks.standins import MAX_LAYERS, map_layers
     from grader.sandbox.standins import layers
 
     rtol, atol = ctx.tolerance("float32")
@@ -142,7 +142,7 @@ def check_conv_vae_architecture(ctx: CheckContext) -> None:
         x = _images(ctx, 3, side)
         z = _f(ctx.rng.standard_normal((3, latent_dim)), "float32")
         probes = _layer_probes(ctx, {}, state, latent_dim, side, x, z)
-        student = ctx.sandbox.request({"op": "layers", "name": name}, timeout=ctx.call_timeout)["layers"]
+        student = ctx.sandbox.request({"op": "layers", "name": name}, timeout=ctx.call_timeout)["layers"][:MAX_LAYERS]
         with torch.no_grad():
             specified = [(p, type(m).__name__) for p, m in layers(ctx.ref.ConvVAE(latent_dim, side))]
         role = {v: k for k, v in map_layers([(str(p), str(t)) for p, t, _ in student], specified).items()}
