@@ -91,8 +91,8 @@ def _layer_probes(ctx: CheckContext, patches: dict, state: dict, latent_dim: int
     from grader.sandbox.standins import layers
 
     seen: list[tuple[str, str, np.ndarray, np.ndarray]] = []
-    with ctx.patched(patches), torch.no_grad():
-        torch.manual_seed(0)
+    with ctx.patched(patches), torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # (the grader's own RNG is left as it was)
         m = ctx.ref.ConvVAE(latent_dim, side).to(ctx.device)
         own = m.state_dict()
         for k, v in state.items():
@@ -143,7 +143,7 @@ def check_conv_vae_architecture(ctx: CheckContext) -> None:
         z = _f(ctx.rng.standard_normal((3, latent_dim)), "float32")
         probes = _layer_probes(ctx, {}, state, latent_dim, side, x, z)
         student = ctx.sandbox.request({"op": "layers", "name": name}, timeout=ctx.call_timeout)["layers"][:MAX_LAYERS]
-        with torch.no_grad():
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             specified = [(p, type(m).__name__) for p, m in layers(ctx.ref.ConvVAE(latent_dim, side))]
         role = {v: k for k, v in map_layers([(str(p), str(t)) for p, t, _ in student], specified).items()}
         outs: dict[str, np.ndarray] = {}
