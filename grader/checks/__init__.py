@@ -374,8 +374,9 @@ def expect_any_variant(ctx: CheckContext, got: np.ndarray, reference: Callable[[
                        rtol: float | None = None, atol: float | None = None, diagnose: bool = True) -> bool:
     """Compare `got` with `reference({})` and (unless `diagnose=False`) name this component's
     mistake on a mismatch. The other components stand in with correct values while the student's
-    code runs (grader/checks/standins.py), so the plain reference is the right answer, except
-    for a constructor's mistake diagnosed by an earlier check (`ctx.reference_variants`)."""
+    code runs (grader/checks/standins.py), constructors through their layers, so the plain
+    reference is the right answer; `ctx.reference_variants` adds a diagnosed constructor's mistake
+    only where that constructor does not stand in."""
     rtol = ctx.spec.rtol if rtol is None else rtol
     atol = ctx.spec.atol if atol is None else atol
     for label, patches in list(ctx.reference_variants())[1:]:  # a constructor's mistake charged elsewhere
