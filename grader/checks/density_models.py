@@ -332,8 +332,43 @@ def check_conv_vae_elbo_value(ctx: CheckContext) -> None:
     ok = all(d.shape == (B,) and np.isfinite(d).all() for d in draws)
     if ctx.require(ok, "elbo(x) without eps: finite, one value per example",
                    f"shapes {[d.shape for d in draws]}, expected {(B,)}"):
-        ctx.expect(not np.allclose(draws[0], draws[1]), "elbo(x) without eps draws fresh noise",
-                   "two calls with different seeds gave the same ELBO: z must be sampled, z = mu + exp(log_var/2)·eps")
+        if ctx.expect(not np.allclose(draws[0], draws[1]), "elbo(x) without eps draws fresh noise",
+                      "two calls with different seeds gave the same ELBO: z must be sampled, z = mu + exp(log_var/2)·eps"):
+            _expect_standard_normal_noise(ctx, state, x)
+
+
+NOISE_DRAWS = 200  # fresh-noise ELBOs per example in the distribution case (one call: the batch repeated)
+NOISE_Z = 6.0  # |z| of a per-example mean difference beyond which the noise is not standard normal
+NOISE_SPREAD = (0.75, 1.33)  # accepted ratio of the ELBO's spread over draws to the reference's
+
+
+def _expect_standard_normal_noise(ctx: CheckContext, state, x) -> None:
+    """elbo(x) without eps must draw eps ~ N(0, I): the mean of NOISE_DRAWS fresh-noise ELBOs of each example is
+    compared with the reference's under standard-normal draws (two-sample z, per example). A uniform eps
+    (`rand_like`) or a mis-scaled one shifts the mean; two different N(0, I) streams agree within |z| < 6.
+    The weights are changed so that the ELBO depends strongly on the noise: a wide posterior (std ≈ 2.7)
+    and a decoder whose output moves with z."""
+    state = dict(state)
+    state["fc_log_var.bias"] = state["fc_log_var.bias"] + np.float32(3.0)
+    state["fc_dec.weight"] = state["fc_dec.weight"] * np.float32(8.0)
+    obj = _student_vae(ctx, "noise", state)
+    xs = np.repeat(x, NOISE_DRAWS, axis=0)  # example-major: rows b*N … b*N+N-1 are example b
+    got = tensor(ctx.call(ctx.method(obj, "elbo", "ConvVAE.elbo"), xs, seed=3)["result"], "ConvVAE.elbo")
+    if got.shape != (len(xs),):
+        return  # the shape was judged above on the batch of B
+    eps = _f(ctx.rng.standard_normal((len(xs), L)), "float32")
+    ref = _elbo_reference(ctx, state, xs, eps)({})
+    got, ref = got.reshape(-1, NOISE_DRAWS).astype(np.float64), ref.reshape(-1, NOISE_DRAWS).astype(np.float64)
+    se = np.sqrt(got.var(axis=1) / NOISE_DRAWS + ref.var(axis=1) / NOISE_DRAWS) + 1e-12
+    z = (got.mean(axis=1) - ref.mean(axis=1)) / se
+    spread = got.std(axis=1).mean() / (ref.std(axis=1).mean() + 1e-12)
+    worst = int(np.argmax(np.abs(z)))
+    ok = bool(np.all(np.abs(z) < NOISE_Z)) and NOISE_SPREAD[0] < spread < NOISE_SPREAD[1]
+    ctx.expect(ok, f"elbo(x) without eps: eps ~ N(0, I) ({NOISE_DRAWS} draws per example)",
+               f"over {NOISE_DRAWS} fresh draws per example, your ELBO's spread is {spread:.2f}× the one with "
+               f"standard-normal noise, and example {worst}'s mean is {got[worst].mean():.4f} against "
+               f"{ref[worst].mean():.4f} ± {se[worst]:.4f} (z = {z[worst]:.1f}): draw eps with torch.randn_like, "
+               "not rand_like or a rescaled normal")
 
 
 def check_conv_vae_elbo_gradients(ctx: CheckContext) -> None:
