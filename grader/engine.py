@@ -22,6 +22,7 @@ import torch
 
 from grader import __version__
 from grader.checks import CheckContext, Outcome, Session, StudentValueError
+from grader.checks.interface import NotJudged, SignatureError
 from grader.metrics import metric_info
 from grader.redact import machine_paths, redact_paths
 from grader.results import GradeResult, QuestionResult, TestResult
@@ -253,6 +254,14 @@ def _attempt(ctx: CheckContext, spec: CheckSpec, rubric: Rubric, result: GradeRe
         error = e.kind
         if e.kind == "timeout":
             outcome.message += f"\n(limit: {ctx.call_timeout:g} s per call)"
+    except NotJudged as e:  # a case needs a parameter the student's signature lacks: charged once, elsewhere
+        ctx.notes.append(e.note)
+        ctx.not_judged += 1
+        outcome = ctx.outcome()
+    except SignatureError as e:
+        ctx.expect(False, "signature", str(e))
+        outcome = ctx.outcome()
+        error = "value"
     except StudentValueError as e:
         ctx.expect(False, "return value", str(e))
         outcome = ctx.outcome()
