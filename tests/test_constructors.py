@@ -14,9 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from grader.checks.standins import map_layers, upstream_targets
-from grader.engine import GradeOptions, grade_submission
+from grader.engine import GradeOptions, find_assignment, grade_submission
 from grader.rubric import available_rubrics
-from tests.conftest import lost_points, named_mistakes
+from tests.conftest import SUBMISSIONS, lost_points, named_mistakes
 
 REPO = Path(__file__).resolve().parents[1]
 CONV = ["conv_vae.architecture", "conv_vae.encode", "conv_vae.decode", "conv_vae.elbo"]
@@ -208,3 +208,23 @@ def test_an_unimplemented_template_earns_nothing_from_the_stand_ins(tmp_path):
     full = _grade(_plant(tmp_path, todo), CONV)
     assert set(lost_points(full)) == set(CONV), _why(full)
     assert sum(t.score for t in full.tests) == 0, [(t.check, t.score, t.output) for t in full.tests]
+
+
+def test_an_extra_layer_does_not_excuse_methods_that_do_not_work(tmp_path):
+    """Gaming the isolation rule: a student adds a layer the specification lacks, calls it, then raises.
+    Methods are excused only when they run, with the specified shape, on the student's own layers."""
+    src = (SUBMISSIONS / "frank" / "density_models.py").read_text()
+    for method in ("encode(self, x)", "decode(self, z)", "elbo(self, x, eps=None)"):
+        assert f"    def {method}:\n" in src
+        src = src.replace(f"    def {method}:\n",
+                          f"    def {method}:\n        self.extra(torch.zeros(1, 1))\n        raise NotImplementedError('todo')\n")
+    src = src.replace("super().__init__()", "super().__init__()\n        self.extra = nn.Linear(1, 1)", 1)
+    sub = tmp_path / "gaming"
+    sub.mkdir()
+    (sub / "density_models.py").write_text(src)
+    rubric = find_assignment(SUBMISSIONS / "frank", None)
+    tags = ["conv_vae.encode", "conv_vae.decode", "conv_vae.elbo"]
+    result = grade_submission(sub, rubric, GradeOptions(device="cpu", only=tags, out_dir=tmp_path / "out"))
+    scores = {t.check: t.score for t in result.tests}
+    assert scores and all(v == 0 for v in scores.values()), scores
+    assert all("also fails" in t.output for t in result.tests), [t.output for t in result.tests]

@@ -124,8 +124,11 @@ class CheckContext:
         args, kwargs, grad = interface.rebind(self, target, list(args), dict(kwargs), grad)
         renamed = grad.pop("renamed", None) if grad else None
         args, kwargs = tag(list(args), self.specs), tag(kwargs, self.specs)
+        names = sorted(self.stand_ins.names)
+        if getattr(self, "_own_layers", False):  # the student's object runs on the layers its constructor built
+            names = [n for n in names if not n.endswith(".__init__")]
         req = {"op": "call", "target": target, "args": args, "kwargs": kwargs, "seed": seed, "grad": grad,
-               "stand_ins": sorted(self.stand_ins.names)}
+               "stand_ins": names}
         self.stand_ins.reset_call()
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         # (unseeded calls, and in-process sandboxes without stand-ins, leave the global RNG alone)
@@ -232,6 +235,16 @@ class CheckContext:
                                      timeout=self.call_timeout)
         failed = {moved[str(k)] for k, _ in reply.get("unassigned") or []}
         return [(k, why) for k, why in unassigned if k not in moved.values() or k in failed]
+
+    @contextlib.contextmanager
+    def own_layers(self):
+        """Calls made inside run the student's objects on the layers their own constructor built (no
+        stand-ins for constructors): to ask whether a method is right for its own constructor."""
+        self._own_layers = True
+        try:
+            yield
+        finally:
+            self._own_layers = False
 
     def layers_differ(self, name: str) -> list[str]:
         """Why the calls made so far on the student's object `name` could not be checked apart from

@@ -173,30 +173,47 @@ def check_conv_vae_architecture(ctx: CheckContext) -> None:
             ctx.diagnose(matches)
 
 
-def _not_isolated(ctx: CheckContext, name: str, case: str, what: str) -> bool:
+def _not_isolated(ctx: CheckContext, name: str, case: str, what: str, own_run) -> bool:
     """The rule when a method cannot be checked apart from its constructor (docs/grading.md): a layer
     the method used is built with other shapes than specified, or has no specified counterpart and
     ran as written (`ctx.layers_differ`). Then a failing call or a result of the wrong shape (`what`)
     is not charged here — the constructor's mistake costs points once, on conv_vae.architecture —
-    and the note says so. Wrong values of the right shape are the method's own: the layers it used
-    answered as specified. True (and a passed case) when the rule applies."""
+    and the note says so, provided the method is right for its own constructor as far as that can be
+    seen: `own_run()` (the same call on the layers the student's constructor built) runs and returns
+    the specified shape. A method that fails there too is charged: adding a layer must not excuse a
+    method that does not work. Wrong values of the right shape are the method's own: the layers it
+    used answered as specified. True (and a passed case) when the rule applies."""
     differ = ctx.layers_differ(name)
     if not differ:
         return False
+    try:
+        with ctx.own_layers():
+            fits = own_run()
+        problem = "" if fits else "returns the wrong shape"
+    except (StudentException, StudentValueError) as e:
+        fits, problem = False, "fails (" + (e.message if isinstance(e, StudentException) else str(e)).splitlines()[0][:160] + ")"
+    if not fits:
+        ctx.notes.append(f"{case}: your ConvVAE's layers differ from the specification ({'; '.join(differ[:3])}), "
+                         f"but this method also {problem} on the layers your own constructor built, so it is "
+                         "judged as it is.")
+        return False
     ctx.notes.append(f"{case}: not judged: {what}, but your ConvVAE's layers differ from the specification "
-                     f"({'; '.join(differ[:3])}), so this method cannot be checked apart from your constructor. "
-                     "That mistake costs points once, on conv_vae.architecture.")
+                     f"({'; '.join(differ[:3])}), so this method cannot be checked apart from your constructor "
+                     "(on your own layers it runs and returns the specified shape). That mistake costs points "
+                     "once, on conv_vae.architecture.")
     ctx.expect(True, case)
     return True
 
 
-def _student_result(ctx: CheckContext, name: str, case: str, call):
-    """`call()`'s value, or None when it fails and `_not_isolated` excuses the failure."""
+def _student_result(ctx: CheckContext, name: str, case: str, call, shape_of, expected):
+    """`call()`'s value, or None when it fails and `_not_isolated` excuses the failure (`shape_of(value)`
+    must then be `expected` when the call runs on the student's own layers)."""
     try:
         return call()
     except (StudentException, StudentValueError) as e:
         msg = e.message if isinstance(e, StudentException) else str(e)
-        if _not_isolated(ctx, name, case, f"your code fails ({msg.splitlines()[0][:160]})"):
+        if _not_isolated(ctx, name, case, f"your code fails ({msg.splitlines()[0][:160]})",
+                         lambda: shape_of(call()) == expected):
             return None
         raise
 
@@ -206,8 +223,10 @@ def check_conv_vae_encode(ctx: CheckContext) -> None:
     obj = _student_vae(ctx, "enc", state)
     x = _images(ctx)
     case = f"(mu, log_var) for {B} images with given weights"
-    reply = _student_result(ctx, "enc", case, lambda: ctx.call(ctx.method(obj, "encode", "ConvVAE.encode"), x,
-                                                               grad={"params": "enc", "outputs": "sum"}))
+    call = lambda: ctx.call(ctx.method(obj, "encode", "ConvVAE.encode"), x,  # noqa: E731
+                            grad={"params": "enc", "outputs": "sum"})
+    shapes = lambda reply: tuple(a.shape for a in _pair(reply, "ConvVAE.encode"))  # noqa: E731
+    reply = _student_result(ctx, "enc", case, call, shapes, ((B, L), (B, L)))
     if reply is None:
         return
     mu, lv = _pair(reply, "ConvVAE.encode")
@@ -228,7 +247,8 @@ def check_conv_vae_encode(ctx: CheckContext) -> None:
             m, v = _ref_vae(ctx, state).encode(to_torch(x, ctx.device))
             return torch.cat([m, v], dim=1).cpu().numpy()
 
-    if got.shape != reference({}).shape and _not_isolated(ctx, "enc", case, f"the result has shape {got.shape}"):
+    if got.shape != reference({}).shape and _not_isolated(ctx, "enc", case, f"the result has shape {got.shape}",
+                                                          lambda: shapes(call()) == ((B, L), (B, L))):
         return
     expect_any_variant(ctx, got, reference, case)
 
@@ -238,8 +258,10 @@ def check_conv_vae_decode(ctx: CheckContext) -> None:
     obj = _student_vae(ctx, "dec", state)
     z = _f(ctx.rng.standard_normal((B, L)) * 1.5, "float32")
     case = f"Bernoulli means for {B} latents with given weights"
-    reply = _student_result(ctx, "dec", case, lambda: ctx.call(ctx.method(obj, "decode", "ConvVAE.decode"), z,
-                                                               grad={"inputs": ["args.0"], "cotangent": None}))
+    call = lambda: ctx.call(ctx.method(obj, "decode", "ConvVAE.decode"), z,  # noqa: E731
+                            grad={"inputs": ["args.0"], "cotangent": None})
+    shape = lambda reply: tensor(reply["result"], "ConvVAE.decode").shape  # noqa: E731
+    reply = _student_result(ctx, "dec", case, call, shape, (B, 1, S, S))
     if reply is None:
         return
     got = tensor(reply["result"], "ConvVAE.decode", dtype="float32")
@@ -252,7 +274,8 @@ def check_conv_vae_decode(ctx: CheckContext) -> None:
         with ctx.patched(patches), torch.no_grad():
             return _ref_vae(ctx, state).decode(to_torch(z, ctx.device)).cpu().numpy()
 
-    if got.shape != reference({}).shape and _not_isolated(ctx, "dec", case, f"the result has shape {got.shape}"):
+    if got.shape != reference({}).shape and _not_isolated(ctx, "dec", case, f"the result has shape {got.shape}",
+                                                          lambda: shape(call()) == (B, 1, S, S)):
         return
     if expect_any_variant(ctx, got, reference, case):
         return
@@ -317,11 +340,13 @@ def check_conv_vae_elbo_value(ctx: CheckContext) -> None:
     eps = _f(ctx.rng.standard_normal((B, L)), "float32")
     reference = _elbo_reference(ctx, state, x, eps)
     case = "per-example ELBO with the given noise eps"
-    got = _student_result(ctx, "elbo", case, lambda: tensor(ctx.call(ctx.method(obj, "elbo", "ConvVAE.elbo"), x, eps)["result"],
-                                                            "ConvVAE.elbo", dtype="float32"))
+    call = lambda: tensor(ctx.call(ctx.method(obj, "elbo", "ConvVAE.elbo"), x, eps)["result"],  # noqa: E731
+                          "ConvVAE.elbo", dtype="float32")
+    got = _student_result(ctx, "elbo", case, call, lambda v: v.shape, (B,))
     if got is None:
         return
-    if got.shape != reference({}).shape and _not_isolated(ctx, "elbo", case, f"the result has shape {got.shape}"):
+    if got.shape != reference({}).shape and _not_isolated(ctx, "elbo", case, f"the result has shape {got.shape}",
+                                                          lambda: call().shape == (B,)):
         return
     expect_any_variant(ctx, got, reference, case, rtol=1e-4, atol=1e-3)
     # without eps: fresh noise on every call
@@ -396,7 +421,8 @@ def check_conv_vae_elbo_gradients(ctx: CheckContext) -> None:
 
     case = "gradients of Σ elbo w.r.t. every parameter"
     reply = _student_result(ctx, "grad", case,
-                            lambda: ctx.call(ctx.method(obj, "elbo", "ConvVAE.elbo"), x, eps, grad={"params": "grad"}))
+                            lambda: ctx.call(ctx.method(obj, "elbo", "ConvVAE.elbo"), x, eps, grad={"params": "grad"}),
+                            lambda reply: tensor(reply["result"], "ConvVAE.elbo").shape, (B,))
     if reply is None:
         return
     tensor(reply["result"], "ConvVAE.elbo")
