@@ -8,6 +8,7 @@ only for problems of the grader's inputs (no such folder, unknown assignment, ba
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as _dt
 import hashlib
 import importlib
@@ -240,9 +241,8 @@ def _redact(result: GradeResult, submission: Path, out_dir) -> None:
     result.student_output = redact_paths(result.student_output, roots)
 
 
-def _attempt(ctx: CheckContext, spec: CheckSpec, rubric: Rubric, result: GradeResult) -> tuple[Outcome, str]:
-    """Run one check in `ctx`: its outcome and the kind of error that ended it ("" if none)."""
-    error = ""
+def _judge(ctx: CheckContext, spec: CheckSpec, rubric: Rubric, result: GradeResult, test: TestResult) -> Outcome:
+    """Run one check function on `ctx` and turn whatever it raises into its Outcome (sets `test.error`)."""
     try:
         with _torch_threads(None if "model" in spec.all_tags else 1):
             rubric.check_function(spec)(ctx)
@@ -251,7 +251,7 @@ def _attempt(ctx: CheckContext, spec: CheckSpec, rubric: Rubric, result: GradeRe
         where = f"\n  at {e.where}" if e.where else ""
         ctx.expect(False, "your code", f"{e.message}{where}")
         outcome = ctx.outcome()
-        error = e.kind
+        test.error = e.kind
         if e.kind == "timeout":
             outcome.message += f"\n(limit: {ctx.call_timeout:g} s per call)"
     except NotJudged as e:  # a case needs a parameter the student's signature lacks: charged once, elsewhere
@@ -261,19 +261,19 @@ def _attempt(ctx: CheckContext, spec: CheckSpec, rubric: Rubric, result: GradeRe
     except SignatureError as e:
         ctx.expect(False, "signature", str(e))
         outcome = ctx.outcome()
-        error = "value"
+        test.error = "value"
     except StudentValueError as e:
         ctx.expect(False, "return value", str(e))
         outcome = ctx.outcome()
-        error = "value"
+        test.error = "value"
     except RubricError:
         raise
     except Exception as e:  # a grader bug must not take the batch down: record it loudly
         outcome = Outcome(0.0, f"Internal grader error in check {spec.id}: {type(e).__name__}: {e}. "
                                "This is not your fault; the course staff has been told.")
         result.errors.append(f"internal error in {spec.id}: {traceback.format_exc(limit=-3)}")
-        error = "internal"
-    return outcome, error
+        test.error = "internal"
+    return outcome
 
 
 def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict,
@@ -292,21 +292,30 @@ def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, d
         test.output = f"Not run: the submission used up its time budget of {rubric.limits.submission_timeout_s:g} s."
         test.error = "budget"
         return test
-    call_timeout = min(rubric.limits.call_timeout_s, remaining)
-    ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, call_timeout, session)
-    outcome, test.error = _attempt(ctx, spec, rubric, result)
+    timeout = min(rubric.limits.call_timeout_s, remaining)
+    ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, timeout, session)
+    outcome = _judge(ctx, spec, rubric, result, test)
+    if ctx.nothing_judged and not test.error:
+        # every case passes a parameter the student's function lacks: judge it called without that parameter,
+        # so that "not applicable" is never credit for code that does not work (CheckContext._lenient_outcome)
+        ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, timeout, session)
+        ctx.lenient_interface = True
+        outcome = _judge(ctx, spec, rubric, result, test)
     if outcome.fraction < 1.0 and ctx.stand_ins.own_layouts and time.monotonic() < deadline:
         # The student's code keeps an upstream value in its own layout (e.g. log p(z) per latent
         # dimension, B×L) and that upstream is wrong. A composite written against that layout is
         # graded again with the correct values laid out the student's way; it keeps the better
         # score, so the upstream mistake is charged on its own component only (docs/grading.md).
-        own = CheckContext(spec, rubric, sandbox, device, diagnosed, call_timeout, session, layout="own")
-        own_outcome, own_error = _attempt(own, spec, rubric, result)
+        own = CheckContext(spec, rubric, sandbox, device, diagnosed, timeout, session, layout="own")
+        own.lenient_interface = ctx.lenient_interface
+        trial = copy.copy(test)
+        trial.error = ""
+        own_outcome = _judge(own, spec, rubric, result, trial)
         if own_outcome.fraction > outcome.fraction:
             names = ", ".join(f"`{n}`" for n in sorted(ctx.stand_ins.own_layouts))
             own_outcome.message += (f"\nGraded with correct upstream values in your own layout of {names} "
                                     "(one value per dimension, which your code reduces itself).")
-            outcome, test.error = own_outcome, own_error
+            outcome, test.error = own_outcome, trial.error
     test.score = round(spec.points * outcome.fraction, 4)
     test.mistakes = [{"id": m.id, "message": m.message, "hint": m.hint} for m in outcome.mistakes]
     lines = [outcome.message]
