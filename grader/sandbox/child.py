@@ -129,7 +129,7 @@ class Child:
 
     def op_new(self, req):
         if req.get("seed") is not None:  # the student's random initialisation: the same at every grading
-            torch.manual_seed(int(req["seed"]))
+            _manual_seed(int(req["seed"]), self.device)
         self.objects[req["name"]] = self.materialize(req["value"])
         return {}
 
@@ -155,7 +155,7 @@ class Child:
             t.requires_grad_(True)
             wrt.append((path, t))
         if req.get("seed") is not None:
-            torch.manual_seed(int(req["seed"]))
+            _manual_seed(int(req["seed"]), self.device)
         with StandIns(self, req.get("stand_ins") or []):
             return self._call(fn, args, kwargs, wrt, grad, req)
 
@@ -217,6 +217,16 @@ class Child:
         if op is None:
             raise RequestError(f"unknown op {req.get('op')!r}")
         return op(req)
+
+
+def _manual_seed(seed: int, device: torch.device) -> None:
+    """`torch.manual_seed(seed)`, fast on CPU. While CUDA is not initialised, torch.manual_seed also
+    queues the seeding of every CUDA device with a formatted stack trace (1.4 ms a call; a
+    submission's unit checks seed ~80 times); on CPU only the default generator matters."""
+    if device.type == "cpu" and not torch.cuda.is_initialized():
+        torch.default_generator.manual_seed(seed)
+    else:
+        torch.manual_seed(seed)
 
 
 def _dtype(name: str) -> torch.dtype:
