@@ -4,6 +4,7 @@ What a student's self-check and a one-container-per-submission deployment (Grade
 every row starts fresh processes, nothing is warm except the OS file cache. Rows (wall-clock
 seconds, median and min over --repeat runs; the first, untimed run fills the file cache):
 
+- the floor: `python -c "import torch"`, and the same ending with os._exit (no interpreter teardown).
 - `grade check alice`: public checks only, nothing written.
 - `grade run alice --only <unit tags>`: every unit-level check (not `model`), results.json and the
   PDF report; then the same with `--no-report`.
@@ -98,6 +99,12 @@ def main() -> None:
         print(f"| {name} | {statistics.median(xs):.2f} | {min(xs):.2f} | {target or '—'} |", flush=True)
 
     try:
+        # The floor: one torch import, interpreter start and exit included (torch's teardown at exit
+        # costs 1.5-4 s here; `grade` skips it with os._exit, a plain `python -c` does not).
+        row("`python -c 'import torch'` (start, import, exit)",
+            measure(lambda i: [sys.executable, "-c", "import torch"], args.repeat, tmp))
+        row("`python -c 'import torch; os._exit(0)'` (start and import only)",
+            measure(lambda i: [sys.executable, "-c", "import os, torch; os._exit(0)"], args.repeat, tmp))
         row("`grade check` (public checks)", measure(lambda i: GRADE + ["check", str(sub)], args.repeat, tmp), "2.5")
         row("`grade run --only <unit>`, report included",
             measure(lambda i: GRADE + ["run", str(sub), "--only", tags, "--out", str(tmp / f"r{i}")], args.repeat, tmp),

@@ -190,6 +190,8 @@ def run_cmd(path, assignment, out, only, device, data, allow_unsandboxed, report
                                 allow_unsandboxed=allow_unsandboxed or None)
         written = save_result(result, out)
         trace.mark("results.json written")
+        if reporter is not None:
+            reporter.submit(written.parent)  # rendered on the other core while the table prints
         _print_table(result, f"{result.student} — {rubric.title}")
         _print_handed_in(result)
         auto = f"{result.autograded_score:g}/{result.autograded_max:g}"
