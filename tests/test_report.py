@@ -263,3 +263,23 @@ def test_summary_of_a_mixed_folder_has_one_section_per_assignment(tmp_path):
     kmeans_part, vae_part = html.split('class="assignment-title"')[1:]
     assert "bob" in kmeans_part and "bob" not in vae_part and "alice" in vae_part
     assert MISTAKE_MSG in kmeans_part and MISTAKE_MSG not in vae_part
+
+
+# TeX as students write it in answers (amsmath habits) that matplotlib's mathtext does not know as such.
+STUDENT_TEX = [r"\lambda_1 \ge \dots \ge \lambda_D", r"\lvert x \rvert \le 1", r"\Big( \frac12 x \Big)",
+               r"\operatorname*{argmax}_k \pi_k", r"\mathop{\mathbb{E}}_{q} x", r"a \coloneqq b \iff c \implies d",
+               r"\textbf{w}^\top \pmb{x}", r"\mathbbm{1}[z = k]", r"\underbrace{\log p(x|z)}_{\text{recon}}",
+               r"\begin{aligned} \mathcal{L} &= a \\ &= b \end{aligned}"]
+
+
+@pytest.mark.parametrize("tex", STUDENT_TEX)
+def test_common_amsmath_habits_are_drawn_not_shown_as_source(tex):
+    from grader.report.render import math_png
+
+    assert math_png(tex) is not None, f"{tex!r} should be drawn as a formula"
+
+
+def test_tex_that_cannot_be_drawn_still_falls_back_to_its_source():
+    from grader.report.render import math_png
+
+    assert math_png(r"\frac{") is None and math_png(r"\notacommand{x}") is None

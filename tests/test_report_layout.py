@@ -287,3 +287,40 @@ def test_missing_diverged_and_non_finite_values_are_said_in_words():
     assert rows["INF"]["student"] == "infinite" and rows["INF"]["level"] == "low"
     assert rows["HUGE"]["student"] == "3.00\u202f×\u202f10⁹" and rows["HUGE"]["diff"].startswith("far worse")
     assert (rows["CLOSE"]["diff"], rows["CLOSE"]["level"]) == ("0.5 % worse", "good")
+
+
+# ---- near-empty last page --------------------------------------------------------------------
+def _doc_with_lines(n: int, tmp_path):
+    from grader.report.render import stylesheet
+
+    body = "".join(f"<p>Line {i} of an answer that a student wrote.</p>" for i in range(n))
+    return weasyprint.HTML(string=f"<html><head><style>{stylesheet()}</style></head><body>{body}</body></html>",
+                           base_url=tmp_path.as_uri() + "/", url_fetcher=local_only_fetcher(tmp_path))
+
+
+def test_a_last_page_with_a_few_lines_is_pulled_back_onto_the_page_before(tmp_path):
+    from grader.report.pages import near_empty_last_page, page_fill, render_without_near_empty_last_page
+
+    n = int(10 / page_fill(_doc_with_lines(10, tmp_path).render().pages[0])) - 2  # about one full page
+    while len(_doc_with_lines(n, tmp_path).render().pages) < 2:  # first length that spills onto a second page
+        n += 1
+    html_doc = _doc_with_lines(n, tmp_path)
+    assert near_empty_last_page(html_doc.render()), "the detector must see a page holding a line or two"
+    polished = render_without_near_empty_last_page(html_doc)
+    assert len(polished.pages) == 1 and not near_empty_last_page(polished)
+    # A full last page is left alone: the same document, with half a page more, keeps its layout.
+    longer = _doc_with_lines(n + 15, tmp_path)
+    assert not near_empty_last_page(longer.render())
+    assert len(render_without_near_empty_last_page(longer).pages) == 2
+
+
+@pytest.mark.slow
+def test_no_example_report_ends_on_a_near_empty_page(examples):
+    from grader.report.pages import near_empty_last_page, render_without_near_empty_last_page
+
+    bad = []
+    for name, (r, d) in examples.items():
+        html_doc = weasyprint.HTML(string=build_html(r, d), base_url=d.as_uri() + "/", url_fetcher=local_only_fetcher(d))
+        if near_empty_last_page(render_without_near_empty_last_page(html_doc)):
+            bad.append(name)
+    assert not bad, f"reports ending on a near-empty page: {bad}"

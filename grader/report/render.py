@@ -36,6 +36,7 @@ from markupsafe import Markup
 from grader.redact import machine_paths, redact_paths
 from grader.report import display
 from grader.report.handed_in import handed_in_context
+from grader.report.pages import render_without_near_empty_last_page
 from grader.results import GradeResult, TestResult
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
@@ -130,12 +131,28 @@ def fmt_date(iso: str) -> str:
 # ---- math ---------------------------------------------------------------------------------------
 # LaTeX commands students use that mathtext lacks, and their closest mathtext equivalent.
 _TEX_SUBSTITUTES = {r"\tfrac": r"\frac", r"\dfrac": r"\frac", r"\displaystyle": "", r"\textstyle": "",
-                    r"\boldsymbol": r"\mathbf", r"\bm": r"\mathbf", r"\lVert": r"\|", r"\rVert": r"\|",
+                    r"\boldsymbol": r"\mathbf", r"\bm": r"\mathbf", r"\pmb": r"\mathbf", r"\textbf": r"\mathbf",
+                    r"\textit": r"\mathit", r"\emph": r"\mathit", r"\mathbbm": r"\mathbb",
+                    r"\lVert": r"\|", r"\rVert": r"\|", r"\lvert": "|", r"\rvert": "|",
+                    r"\ge": r"\geq", r"\le": r"\leq", r"\iff": r"\Leftrightarrow", r"\implies": r"\Rightarrow",
+                    r"\coloneqq": ":=", r"\mathop": "", r"\underbrace": "", r"\overbrace": "",
+                    # size commands: mathtext sizes \left/\right itself and has no fixed sizes
+                    r"\big": "", r"\Big": "", r"\bigg": "", r"\Bigg": "", r"\bigl": "", r"\bigr": "",
+                    r"\Bigl": "", r"\Bigr": "", r"\biggl": "", r"\biggr": "",
                     r"\middle": "", r"\nonumber": "", r"\notag": ""}
 _TEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+# Rewrites that are not one command for another: \frac12 (digits without braces), \operatorname*{…}, and
+# aligned/array-free multi-line environments drawn on one line (mathtext has no line breaks or alignment).
+_TEX_REWRITES = [(re.compile(r"\\frac\s*(\d)\s*(\d)"), r"\\frac{\1}{\2}"),
+                 (re.compile(r"\\operatorname\*"), r"\\operatorname"),
+                 (re.compile(r"\\(?:begin|end)\{(?:aligned|align\*?|split|gathered|equation\*?)\}"), ""),
+                 (re.compile(r"\\\\"), r"\\quad "),
+                 (re.compile(r"(?<!\\)&"), "")]
 
 
 def _mathtext_dialect(tex: str) -> str:
+    for pattern, replacement in _TEX_REWRITES:
+        tex = pattern.sub(replacement, tex)
     return _TEX_COMMAND.sub(lambda m: _TEX_SUBSTITUTES.get(m.group(0), m.group(0)), tex)
 
 
@@ -542,8 +559,8 @@ def html_to_pdf(html: str, base_dir: Path, pdf_path: Path) -> Path:
 
     base_dir = Path(base_dir).resolve()
     fetcher = local_only_fetcher(base_dir, TEMPLATES_DIR)
-    pdf = weasyprint.HTML(string=html, base_url=base_dir.as_uri() + "/", url_fetcher=fetcher).write_pdf()
-    write_bytes_atomic(pdf_path, pdf)
+    html_doc = weasyprint.HTML(string=html, base_url=base_dir.as_uri() + "/", url_fetcher=fetcher)
+    write_bytes_atomic(pdf_path, render_without_near_empty_last_page(html_doc).write_pdf())
     return pdf_path
 
 
