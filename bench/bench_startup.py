@@ -122,6 +122,12 @@ def batch_phases(n: int, repeat: int, tags: str, tmp: Path) -> None:
         starts = [k for k, m in enumerate(marks) if m["name"] == "batch: submission started"]
         if not starts:
             raise SystemExit("no submission was traced: is the batch grading anything?")
+        parent = marks[0]["pid"]
+        for m in marks[:starts[0]]:  # the pool worker's start-up (after the parent's scan of the class and the spawn)
+            if m["pid"] != parent and m["name"].startswith("python started"):
+                m["name"] = "worker: parent found the submissions, spawned the worker; its interpreter started, grader.cli imported"
+            elif m["pid"] != parent:
+                m["name"] = "worker: " + m["name"]
         heads.append(phases(start, marks[starts[0]]["t"], marks[:starts[0]], last="pool: the first submission handed over"))
         for a, b in zip(starts, starts[1:] + [None]):
             seg = [m for m in (marks[a:b] if b else marks[a:]) if m["pid"] == marks[a]["pid"]]
