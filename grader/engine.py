@@ -212,10 +212,11 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session)
             test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
             result.tests.append(test)
-        stats = sandbox.stats
-        trace.mark("checks: waiting for the child (all requests)", total_s=stats["request_s"], count=stats["requests"])
-        trace.mark("checks: the child's own time in requests", total_s=stats["child_s"], count=stats["requests"])
-        trace.mark("checks: answering the child's upcalls (stand-ins)", total_s=stats["upcall_s"], count=stats["upcalls"])
+        stats = getattr(sandbox, "stats", None)  # (a self-check bundle's in-process stand-in has none)
+        if stats and trace.enabled():
+            trace.mark("checks: waiting for the child (all requests)", total_s=stats["request_s"], count=stats["requests"])
+            trace.mark("checks: the child's own time in requests", total_s=stats["child_s"], count=stats["requests"])
+            trace.mark("checks: answering the child's upcalls (stand-ins)", total_s=stats["upcall_s"], count=stats["upcalls"])
         trace.mark(f"checks ({len(selected)})")
         result.student_output = handed_in.translate(sandbox.output())
         _redact(result, submission, options.out_dir)
