@@ -83,3 +83,20 @@ def test_the_child_gets_one_torch_thread_for_unit_checks_whatever_the_batch_offe
         engine.grade_submission(sub, available_rubrics()["vae"],
                                 engine.GradeOptions(only=only, threads=threads, device="cpu"))
     assert seen["threads"] == expected
+
+
+FORGED_SECONDS = """
+import sys as _sys
+_protocol = _sys.modules["grader.sandbox.protocol"]
+_send = _protocol.send
+_protocol.send = lambda sock, obj: _send(sock, {**obj, "seconds": 10 ** 400} if isinstance(obj, dict) else obj)
+"""
+
+
+def test_a_forged_seconds_field_in_the_childs_replies_changes_nothing(tmp_path):
+    """The grader keeps per-request statistics for bench_startup; a reply's 'seconds' is the student's to forge."""
+    sub = make_submission(tmp_path, "forger", FORGED_SECONDS)
+    result = engine.grade_submission(sub, available_rubrics()["vae"],
+                                     engine.GradeOptions(only=["log_bernoulli"], device="cpu"))
+    assert not [e for e in result.errors if e.startswith("internal error")], result.errors
+    assert result.tests and all(t.status == "passed" for t in result.tests), [t.output for t in result.tests]
