@@ -29,11 +29,29 @@ from grader.submission import fits, prepare, write_figures
 from grader.submission.answers import MAX_ANSWER_CHARS, parse_answers  # noqa: F401 (public here since v0.1)
 
 if TYPE_CHECKING:
-    from grader.checks import Session
+    from grader.checks import CheckContext, Outcome, Session, StudentValueError  # noqa: F401
 
 # torch and the checks are imported where grading starts, not here: `grade batch`'s parent process
 # imports this module only to find assignments and hash submissions, and a torch import there
 # (3-4 s on the project's VM) would delay the start of the workers that do the grading.
+_CHECKS_NAMES = ("CheckContext", "Outcome", "Session", "StudentValueError")
+
+
+def _load_checks() -> None:
+    """Import grader.checks (and with it torch) and publish its names in this module. A name already
+    set stays: the release recorder and the self-check replace `engine.CheckContext`."""
+    from grader import checks
+
+    for name in _CHECKS_NAMES:
+        globals().setdefault(name, getattr(checks, name))
+
+
+def __getattr__(name: str):
+    """`engine.CheckContext` and the other names of grader.checks, imported on first use."""
+    if name in _CHECKS_NAMES:
+        _load_checks()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 
@@ -133,8 +151,7 @@ def _hide_list(rubric: Rubric, submission: Path, out_dir: Path | None) -> list[s
 def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | None = None) -> GradeResult:
     import torch
 
-    from grader.checks import Session
-
+    _load_checks()
     options = options or GradeOptions()
     submission = Path(submission).resolve()
     if not submission.is_dir():
@@ -265,8 +282,6 @@ def _redact(result: GradeResult, submission: Path, out_dir) -> None:
 
 def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict,
                deadline: float, result: GradeResult, session: Session) -> TestResult:
-    from grader.checks import CheckContext, Outcome, StudentValueError
-
     test = TestResult(name=spec.name, number=number,
                       score=0.0, max_score=spec.points, tags=spec.all_tags, check=spec.id, component=spec.component,
                       visibility="visible" if spec.public else "after_published", hint=spec.hint)
