@@ -10,6 +10,7 @@ see docs/results-format.md for every field.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -147,7 +148,7 @@ class GradeResult:
                     "student_output": self.student_output,
                     "errors": self.errors,
                     "figures": self.figures,
-                    "metrics": self.metrics,
+                    "metrics": strict_numbers(self.metrics),
                     "metric_info": self.metric_info,
                     "submission": self.submission,
                 }
@@ -191,6 +192,21 @@ def write_json_atomic(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def strict_numbers(obj: Any) -> Any:
+    """`obj` with every non-finite number written as text ("nan", "inf", "-inf"): results.json is strict
+    JSON, and a model-level metric of a broken model is NaN (k-means centres that became NaN crashed
+    `grade run` while writing results.json). Numpy and torch scalars are unwrapped."""
+    if isinstance(obj, dict):
+        return {k: strict_numbers(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_numbers(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 0) == 0 and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    return obj
 
 
 def _jsonable(obj: Any) -> Any:

@@ -30,6 +30,7 @@ import torch
 from grader.checks.standins import StandInServer, tag, upstream_targets
 from grader.rubric import CheckSpec, Mistake, Rubric
 from grader.sandbox.client import Sandbox
+from grader.sandbox.errors import StudentException
 
 _NEW = itertools.count(1)
 SEPARATION = 5.0  # a named mistake's prediction is this many tolerances from the correct value and the others
@@ -168,6 +169,21 @@ class CheckContext:
         if not ok:
             self.cases.append(Case(case, False, message))
         return bool(ok)
+
+    @contextlib.contextmanager
+    def case(self, label: str) -> Iterator[None]:
+        """One independent case of a multi-case check: when the student's code raises in it (or
+        returns something unreadable), this case fails with the message and the check goes on with
+        the next case. Without it the first exception ended the check, so a mistake that breaks one
+        input (e.g. flattened images) also took the credit of the cases after it, and the score
+        depended on the order of the cases. Timeouts and crashes still end the check (the child is
+        gone)."""
+        try:
+            yield
+        except StudentException as e:
+            self.expect(False, label, e.message + (f"\n  at {e.where}" if e.where else ""))
+        except StudentValueError as e:
+            self.expect(False, label, str(e))
 
     def expect(self, ok: bool, case: str, message: str = "") -> bool:
         self.cases.append(Case(case, bool(ok), "" if ok else message))

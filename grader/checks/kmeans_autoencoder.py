@@ -49,15 +49,16 @@ def check_squared_distances(ctx: CheckContext) -> None:
     for label, n, k, d, dtype in [("float32, 6 points, 4 centres in 3-D", 6, 4, 3, "float32"),
                                   ("float64, 9 points, 3 centres in 64-D", 9, 3, 64, "float64"),
                                   ("float32, one point, one centre", 1, 1, 5, "float32")]:
-        x, c = _points(ctx, n, d, dtype), _points(ctx, k, d, dtype)
-        got = tensor(ctx.call("squared_distances", x, c)["result"], "squared_distances", dtype=dtype)
+        with ctx.case(label):
+            x, c = _points(ctx, n, d, dtype), _points(ctx, k, d, dtype)
+            got = tensor(ctx.call("squared_distances", x, c)["result"], "squared_distances", dtype=dtype)
 
-        def reference(p, x=x, c=c):
-            with ctx.patched(p):
-                return _np(ctx.ref.squared_distances(to_torch(x, ctx.device), to_torch(c, ctx.device)))
+            def reference(p, x=x, c=c):
+                with ctx.patched(p):
+                    return _np(ctx.ref.squared_distances(to_torch(x, ctx.device), to_torch(c, ctx.device)))
 
-        ctx.expect_close(got, reference({}), f"{label}: (N, K) squared distances",
-                         diagnose=lambda p, g=got, r=reference: distance(g, r(p), ctx.spec.rtol, ctx.spec.atol))
+            ctx.expect_close(got, reference({}), f"{label}: (N, K) squared distances",
+                             diagnose=lambda p, g=got, r=reference: distance(g, r(p), ctx.spec.rtol, ctx.spec.atol))
 
 
 def _separated(ctx, n: int, k: int, d: int, dtype: str):
@@ -71,18 +72,19 @@ def _separated(ctx, n: int, k: int, d: int, dtype: str):
 def check_assign(ctx: CheckContext) -> None:
     for label, n, k, d, dtype in [("float32, 20 points, 5 centres", 20, 5, 3, "float32"),
                                   ("float64, 30 points, 10 centres in 64-D", 30, 10, 64, "float64")]:
-        x, c = _separated(ctx, n, k, d, dtype)
-        res = ctx.call("assign", x, c)["result"]
-        got = tensor(res, "assign")
-        if not ctx.require(np.issubdtype(got.dtype, np.integer), f"{label}: integer indices",
-                           f"assign returned a {res['dtype']} tensor: return indices (int64), e.g. with argmin"):
-            continue
+        with ctx.case(label):
+            x, c = _separated(ctx, n, k, d, dtype)
+            res = ctx.call("assign", x, c)["result"]
+            got = tensor(res, "assign")
+            if not ctx.require(np.issubdtype(got.dtype, np.integer), f"{label}: integer indices",
+                               f"assign returned a {res['dtype']} tensor: return indices (int64), e.g. with argmin"):
+                continue
 
-        def reference(p, x=x, c=c):
-            with ctx.patched(p):
-                return _np(ctx.ref.assign(to_torch(x, ctx.device), to_torch(c, ctx.device)))
+            def reference(p, x=x, c=c):
+                with ctx.patched(p):
+                    return _np(ctx.ref.assign(to_torch(x, ctx.device), to_torch(c, ctx.device)))
 
-        expect_any_variant(ctx, got, reference, f"{label}: index of the nearest centre", 0, 0)
+            expect_any_variant(ctx, got, reference, f"{label}: index of the nearest centre", 0, 0)
     _assign_ties(ctx)
 
 
@@ -110,33 +112,35 @@ def check_kmeans_loss(ctx: CheckContext) -> None:
     for label, n, k, d, dtype in [("float32, 20 points, 4 centres", 20, 4, 3, "float32"),
                                   ("float64, 50 points, 10 centres in 64-D", 50, 10, 64, "float64"),
                                   ("float32, 7 points, 1 centre", 7, 1, 5, "float32")]:
-        x, c = _points(ctx, n, d, dtype), _points(ctx, k, d, dtype)
-        got = _scalar(ctx, ctx.call("kmeans_loss", x, c)["result"], "kmeans_loss", label)
-        if got is None:
-            continue
+        with ctx.case(label):
+            x, c = _points(ctx, n, d, dtype), _points(ctx, k, d, dtype)
+            got = _scalar(ctx, ctx.call("kmeans_loss", x, c)["result"], "kmeans_loss", label)
+            if got is None:
+                continue
 
-        def reference(p, x=x, c=c):
-            with ctx.patched(p):
-                return _np(ctx.ref.kmeans_loss(to_torch(x, ctx.device), to_torch(c, ctx.device))).reshape(())
+            def reference(p, x=x, c=c):
+                with ctx.patched(p):
+                    return _np(ctx.ref.kmeans_loss(to_torch(x, ctx.device), to_torch(c, ctx.device))).reshape(())
 
-        expect_any_variant(ctx, got, reference, f"{label}: mean squared distance to the nearest centre")
+            expect_any_variant(ctx, got, reference, f"{label}: mean squared distance to the nearest centre")
 
 
 def _update_case(ctx, label, centres, x, lr, dtype):
     """Judge the new position of every centre that gets a point of the batch (the others are
     judged by the empty-centre check, so a mistake there is charged once)."""
-    centres, x = _f(centres, dtype), _f(x, dtype)
-    got = tensor(ctx.call("minibatch_update", centres, x, lr)["result"], "minibatch_update", dtype=dtype)
-    used = np.unique(_np(ctx.ref.assign(to_torch(x, ctx.device), to_torch(centres, ctx.device))))
-    if not ctx.require(got.shape == centres.shape, f"{label}: shape", f"shape {got.shape}, expected {centres.shape}"):
-        return
-    got = got[used]
+    with ctx.case(label):
+        centres, x = _f(centres, dtype), _f(x, dtype)
+        got = tensor(ctx.call("minibatch_update", centres, x, lr)["result"], "minibatch_update", dtype=dtype)
+        used = np.unique(_np(ctx.ref.assign(to_torch(x, ctx.device), to_torch(centres, ctx.device))))
+        if not ctx.require(got.shape == centres.shape, f"{label}: shape", f"shape {got.shape}, expected {centres.shape}"):
+            return
+        got = got[used]
 
-    def reference(p):
-        with ctx.patched(p):
-            return _np(ctx.ref.minibatch_update(to_torch(centres, ctx.device), to_torch(x, ctx.device), lr))[used]
+        def reference(p):
+            with ctx.patched(p):
+                return _np(ctx.ref.minibatch_update(to_torch(centres, ctx.device), to_torch(x, ctx.device), lr))[used]
 
-    expect_any_variant(ctx, got, reference, label)
+        expect_any_variant(ctx, got, reference, label)
 
 
 def _overlapping(ctx, n: int, k: int, d: int, dtype: str, clusters: int):
@@ -169,31 +173,32 @@ def check_minibatch_update(ctx: CheckContext) -> None:
 def _empty_case(ctx, label, centres, x, lr, dtype, empty: list[int]) -> None:
     """Only the centres that get no point are judged here: unchanged and finite (the others are
     judged by check_minibatch_update, so a mistake there is not charged twice)."""
-    centres, x = _f(centres, dtype), _f(x, dtype)
-    got = tensor(ctx.call("minibatch_update", centres, x, lr)["result"], "minibatch_update", dtype=dtype)
-    if not ctx.require(got.shape == centres.shape, f"{label}: shape", f"shape {got.shape}, expected {centres.shape}"):
-        return
-
-    def reference(p):
-        with ctx.patched(p):
-            return _np(ctx.ref.minibatch_update(to_torch(centres, ctx.device), to_torch(x, ctx.device), lr))
-
-    def empties(p) -> list[int]:
-        """The centres that get no point, by the (possibly patched) reference's assign."""
-        with ctx.patched(p):
-            a = set(_np(ctx.ref.assign(to_torch(x, ctx.device), to_torch(centres, ctx.device))).tolist())
-        return [j for j in range(len(centres)) if j not in a]
-
-    for variant, patches in ctx.reference_variants():
-        e = empties(patches) if variant else empty
-        if e and close(got[e], centres[e], 0, 0):
-            if variant:
-                ctx.notes.append(f"Judged with your other mistakes ({variant}) taken into account: no extra points lost here.")
-            ctx.expect(True, label)
+    with ctx.case(label):
+        centres, x = _f(centres, dtype), _f(x, dtype)
+        got = tensor(ctx.call("minibatch_update", centres, x, lr)["result"], "minibatch_update", dtype=dtype)
+        if not ctx.require(got.shape == centres.shape, f"{label}: shape", f"shape {got.shape}, expected {centres.shape}"):
             return
-    ctx.expect_close(got[empty], centres[empty], label, 0, 0,
-                     diagnose=lambda p: close(got[empty], reference(p)[empty], 0, 0) and not close(
-                         reference(p)[empty], centres[empty], 0, 0))
+
+        def reference(p):
+            with ctx.patched(p):
+                return _np(ctx.ref.minibatch_update(to_torch(centres, ctx.device), to_torch(x, ctx.device), lr))
+
+        def empties(p) -> list[int]:
+            """The centres that get no point, by the (possibly patched) reference's assign."""
+            with ctx.patched(p):
+                a = set(_np(ctx.ref.assign(to_torch(x, ctx.device), to_torch(centres, ctx.device))).tolist())
+            return [j for j in range(len(centres)) if j not in a]
+
+        for variant, patches in ctx.reference_variants():
+            e = empties(patches) if variant else empty
+            if e and close(got[e], centres[e], 0, 0):
+                if variant:
+                    ctx.notes.append(f"Judged with your other mistakes ({variant}) taken into account: no extra points lost here.")
+                ctx.expect(True, label)
+                return
+        ctx.expect_close(got[empty], centres[empty], label, 0, 0,
+                         diagnose=lambda p: close(got[empty], reference(p)[empty], 0, 0) and not close(
+                             reference(p)[empty], centres[empty], 0, 0))
 
 
 def check_minibatch_update_empty(ctx: CheckContext) -> None:
@@ -251,37 +256,39 @@ def check_init_centres_per_digit(ctx: CheckContext) -> None:
 
 def check_init_centres_random(ctx: CheckContext) -> None:
     for dtype in ("float32", "float64"):
-        x, y = _digits_like(ctx)
-        x = _f(x, dtype)
-        k = 7
-        got = [tensor(ctx.call("init_centres", x, y, k, "random", s)["result"], "init_centres(how='random')",
-                      dtype=dtype) for s in (5, 5, 6)]
-        if not ctx.require(got[0].shape == (k, x.shape[1]), f"{dtype}: shape (k, D)",
-                           f"shape {got[0].shape}, expected {(k, x.shape[1])}"):
-            continue
-        a = got[0]
-        ctx.expect(bool(np.isfinite(a).all() and a.min() >= 0 and a.max() < 1 and np.unique(a).size > a.size // 2),
-                   f"{dtype}: random pixels uniform in [0, 1)",
-                   f"values from {a.min():.3g} to {a.max():.3g} with {np.unique(a).size} distinct: draw each pixel "
-                   "uniformly in [0, 1) (torch.rand)")
-        ctx.expect(np.array_equal(got[0], got[1]) and not np.array_equal(got[0], got[2]),
-                   f"{dtype}: the same seed gives the same centres, another seed others",
-                   "use a torch.Generator seeded with `seed`")
+        with ctx.case(dtype):
+            x, y = _digits_like(ctx)
+            x = _f(x, dtype)
+            k = 7
+            got = [tensor(ctx.call("init_centres", x, y, k, "random", s)["result"], "init_centres(how='random')",
+                          dtype=dtype) for s in (5, 5, 6)]
+            if not ctx.require(got[0].shape == (k, x.shape[1]), f"{dtype}: shape (k, D)",
+                               f"shape {got[0].shape}, expected {(k, x.shape[1])}"):
+                continue
+            a = got[0]
+            ctx.expect(bool(np.isfinite(a).all() and a.min() >= 0 and a.max() < 1 and np.unique(a).size > a.size // 2),
+                       f"{dtype}: random pixels uniform in [0, 1)",
+                       f"values from {a.min():.3g} to {a.max():.3g} with {np.unique(a).size} distinct: draw each pixel "
+                       "uniformly in [0, 1) (torch.rand)")
+            ctx.expect(np.array_equal(got[0], got[1]) and not np.array_equal(got[0], got[2]),
+                       f"{dtype}: the same seed gives the same centres, another seed others",
+                       "use a torch.Generator seeded with `seed`")
 
 
 def check_confusion(ctx: CheckContext) -> None:
     for label, n, k, c in [("k = 4 clusters, 3 classes", 40, 4, 3), ("k = 10 clusters, 10 classes", 200, 10, 10)]:
-        a = ctx.rng.integers(0, k, n).astype("int64")
-        y = ctx.rng.integers(0, c, n).astype("int64")
-        res = ctx.call("confusion", a, y, k, c)["result"]
-        got = tensor(res, "confusion")
+        with ctx.case(label):
+            a = ctx.rng.integers(0, k, n).astype("int64")
+            y = ctx.rng.integers(0, c, n).astype("int64")
+            res = ctx.call("confusion", a, y, k, c)["result"]
+            got = tensor(res, "confusion")
 
-        def reference(p, a=a, y=y, k=k, c=c):
-            with ctx.patched(p):
-                return _np(ctx.ref.confusion(to_torch(a, ctx.device), to_torch(y, ctx.device), k, c))
+            def reference(p, a=a, y=y, k=k, c=c):
+                with ctx.patched(p):
+                    return _np(ctx.ref.confusion(to_torch(a, ctx.device), to_torch(y, ctx.device), k, c))
 
-        ctx.expect_close(got, reference({}), f"{label}: counts M[label, cluster], shape (n_classes, k)", 0, 0,
-                         diagnose=lambda p, g=got, r=reference: distance(g, r(p), 0, 0))
+            ctx.expect_close(got, reference({}), f"{label}: counts M[label, cluster], shape (n_classes, k)", 0, 0,
+                             diagnose=lambda p, g=got, r=reference: distance(g, r(p), 0, 0))
 
 
 # ---- autoencoder -------------------------------------------------------------------------------------
@@ -437,17 +444,18 @@ def _same_distribution(g: np.ndarray, w: np.ndarray, sigmas: float = 6.0) -> boo
 def check_reconstruction_loss(ctx: CheckContext) -> None:
     for label, shape, dtype in [("float32 images (8, 1, 8, 8)", (8, 1, 8, 8), "float32"),
                                 ("float64 images (3, 1, 8, 8)", (3, 1, 8, 8), "float64")]:
-        x_hat, x = _f(ctx.rng.uniform(0, 1, shape), dtype), _f(ctx.rng.uniform(0, 1, shape), dtype)
-        got = _scalar(ctx, ctx.call("reconstruction_loss", x_hat, x)["result"], "reconstruction_loss", label)
-        if got is None:
-            continue
+        with ctx.case(label):
+            x_hat, x = _f(ctx.rng.uniform(0, 1, shape), dtype), _f(ctx.rng.uniform(0, 1, shape), dtype)
+            got = _scalar(ctx, ctx.call("reconstruction_loss", x_hat, x)["result"], "reconstruction_loss", label)
+            if got is None:
+                continue
 
-        def reference(p, x_hat=x_hat, x=x):
-            with ctx.patched(p):
-                return _np(ctx.ref.reconstruction_loss(to_torch(x_hat, ctx.device), to_torch(x, ctx.device))).reshape(())
+            def reference(p, x_hat=x_hat, x=x):
+                with ctx.patched(p):
+                    return _np(ctx.ref.reconstruction_loss(to_torch(x_hat, ctx.device), to_torch(x, ctx.device))).reshape(())
 
-        ctx.expect_close(got, reference({}), f"{label}: mean squared error over all elements",
-                         diagnose=lambda p, g=got, r=reference: distance(g, r(p), ctx.spec.rtol, ctx.spec.atol))
+            ctx.expect_close(got, reference({}), f"{label}: mean squared error over all elements",
+                             diagnose=lambda p, g=got, r=reference: distance(g, r(p), ctx.spec.rtol, ctx.spec.atol))
 
 
 # ---- model level -------------------------------------------------------------------------------------
@@ -685,7 +693,8 @@ def check_model_kmeans(ctx: CheckContext) -> None:
            "kmeans_test_loss", run.errors.get("per_digit"), diagnoses)
     r = ctx.session.metrics.get("kmeans_test_loss_random_init", {})
     if r.get("student") is not None:
-        ctx.notes.append(f"With random initialisation (not graded): yours {r['student']:.4g}, reference {r['reference']:.4g}.")
+        yours = f"{r['student']:.4g}" if math.isfinite(r["student"]) else "not finite (NaN or infinite centres)"
+        ctx.notes.append(f"With random initialisation (not graded): yours {yours}, reference {r['reference']:.4g}.")
 
 
 def check_model_autoencoder(ctx: CheckContext) -> None:
