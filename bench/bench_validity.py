@@ -1,7 +1,7 @@
 """The grader on mistakes it was never told about: generated mutants and interface variants, per assignment.
 
-    .venv/bin/python bench/bench_validity.py [--assignment vae,...] [--per-component 3] [--limit N]
-                                             [--model] [--json out.json] [--list-escapes]
+    .venv/bin/python bench/bench_validity.py [--assignment vae,...] [--components c1,...] [--per-component 3]
+                                             [--limit N] [--model] [--json out.json] [--list-escapes]
 
 For each assignment: every single-node mutant of the reference's solution blocks
 (grader.mutation.operators) of a graded component; behaviour-changing ones (probed in process
@@ -35,10 +35,13 @@ sys.path.insert(0, str(REPO))
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--assignment", default="", help="comma-separated assignment ids (default: all)")
+    ap.add_argument("--components", default="", help="comma-separated rubric components whose mutants are graded "
+                    "(default: all; e.g. conv_vae.architecture,conv_vae.encode)")
     ap.add_argument("--per-component", type=int, default=3, help="mutants graded per component (0: all)")
     ap.add_argument("--limit", type=int, default=0, help="at most this many mutants graded per assignment (0: no limit)")
     ap.add_argument("--model", action="store_true", help="also the model-level checks (tiny budgets; slow)")
     ap.add_argument("--no-variants", action="store_true", help="skip the interface variants")
+    ap.add_argument("--variants-only", action="store_true", help="only the interface variants (no mutants)")
     ap.add_argument("--json", type=Path, help="write every outcome to this file")
     ap.add_argument("--list-escapes", action="store_true", help="print each mutant not detected or not own-only")
     args = ap.parse_args(argv)
@@ -62,7 +65,12 @@ def main(argv=None) -> int:
     for a in wanted:
         t0 = time.monotonic()
         study = Study(rubrics[a], model=args.model)
-        pairs = study.mutants()
+        pairs = [] if args.variants_only else study.mutants()
+        only = {c for c in args.components.split(",") if c}
+        if only - set(study.rubric.components):
+            ap.error(f"unknown component(s) {', '.join(sorted(only - set(study.rubric.components)))} of {a}; "
+                     f"known: {', '.join(sorted(study.rubric.components))}")
+        pairs = [(m, c) for m, c in pairs if not only or c in only]
         changing = [(m, c) for m, c in pairs if study.changes_behaviour(m)]
         equivalent = [m.id for m, c in pairs if (m, c) not in changing]
         chosen = sample(changing, args.per_component or None)

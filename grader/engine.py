@@ -30,20 +30,22 @@ from grader.submission.answers import MAX_ANSWER_CHARS, parse_answers  # noqa: F
 
 if TYPE_CHECKING:
     from grader.checks import CheckContext, Outcome, Session, StudentValueError  # noqa: F401
+    from grader.checks.interface import NotJudged, SignatureError  # noqa: F401
 
 # torch and the checks are imported where grading starts, not here: `grade batch`'s parent process
 # imports this module only to find assignments and hash submissions, and a torch import there
 # (3-4 s on the project's VM) would delay the start of the workers that do the grading.
-_CHECKS_NAMES = ("CheckContext", "Outcome", "Session", "StudentValueError")
+_CHECKS_NAMES = ("CheckContext", "Outcome", "Session", "StudentValueError", "NotJudged", "SignatureError")
 
 
 def _load_checks() -> None:
     """Import grader.checks (and with it torch) and publish its names in this module. A name already
     set stays: the release recorder and the self-check replace `engine.CheckContext`."""
     from grader import checks
+    from grader.checks import interface
 
     for name in _CHECKS_NAMES:
-        globals().setdefault(name, getattr(checks, name))
+        globals().setdefault(name, getattr(checks, name, None) or getattr(interface, name))
 
 
 def __getattr__(name: str):
@@ -308,6 +310,14 @@ def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, d
         test.error = e.kind
         if e.kind == "timeout":
             outcome.message += f"\n(limit: {ctx.call_timeout:g} s per call)"
+    except NotJudged as e:  # a case needs a parameter the student's signature lacks: charged once, elsewhere
+        ctx.notes.append(e.note)
+        ctx.not_judged += 1
+        outcome = ctx.outcome()
+    except SignatureError as e:
+        ctx.expect(False, "signature", str(e))
+        outcome = ctx.outcome()
+        test.error = "value"
     except StudentValueError as e:
         ctx.expect(False, "return value", str(e))
         outcome = ctx.outcome()

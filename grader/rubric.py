@@ -10,6 +10,7 @@
     [[mistakes]]  id, component (as tagged in checks), message, hint
     [[questions]] id ("Q1"), title, points, key (optional reference answer shown to graders in `grade serve`)
     [interface]   "dotted.name" = { required = [...], optional = [...] }: the template's parameters
+                  (by the reference's names) a student's function must have / may lack
 
 `load_rubric` validates everything it reads and raises `RubricError` naming the file, the entry
 and what to fix. See docs/authoring.md.
@@ -18,6 +19,7 @@ and what to fix. See docs/authoring.md.
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,6 +130,10 @@ class Rubric:
     def check_function(self, spec: CheckSpec):
         module = importlib.import_module(self.checks_module)
         fn = getattr(module, "check_" + spec.check, None)
+        if fn is None and spec.check == "interface":  # the [interface] table's signatures: shared by every assignment
+            from grader.checks.interface import judge_signatures
+
+            fn = judge_signatures
         if fn is None:
             raise RubricError(f"{self.path}: check {spec.id!r} names check_{spec.check}, which {self.checks_module} does not define")
         return fn
@@ -247,6 +253,22 @@ def lint_rubric(rubric: Rubric) -> list[str]:
             obj = getattr(obj, part, None)
         if obj is None:
             problems.append(f"component {tag!r} names {target!r}, which {rubric.reference} does not define")
+    for target, entry in rubric.interface.items():
+        obj = ref
+        for part in target.split("."):
+            obj = getattr(obj, part, None)
+        try:
+            names = set(inspect.signature(obj).parameters) if obj is not None else None
+        except (TypeError, ValueError):
+            names = None
+        if names is None:
+            problems.append(f"[interface] names {target!r}, which {rubric.reference} does not define as a function or method")
+            continue
+        for p in entry["required"] + entry["optional"]:
+            if p not in names:
+                problems.append(f"[interface] {target!r}: {p!r} is not a parameter of the reference's {target}")
+    if rubric.interface and "interface" not in rubric.components:
+        problems.append("[interface] is set but no check is tagged `interface` to charge missing required parameters")
     for tag in rubric.component_targets:
         if tag not in rubric.components:
             problems.append(f"[components] lists {tag!r}, but no check is tagged with it")

@@ -189,7 +189,7 @@ def test_public_checks_source_holds_public_checks_and_their_helpers_only(vae_rub
     hidden = {"check_" + c.check for c in vae_rubric.checks if not c.public}
     assert public <= defined
     assert not hidden & defined
-    for private in ("model_level", "_standard_normal_tests", "_mog_sample_matches", "_empirical_std_matches",
+    for private in ("model_level", "_standard_normal_tests", "_mog_sample_matches", "_empirical_std_distance",
                     "FALSE_FAILURE_RATE", "preflight", "reference."):
         assert private not in source
 

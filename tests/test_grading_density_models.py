@@ -190,7 +190,7 @@ def test_reference_copy_gets_full_unit_marks(tmp_path, rubric):
 FAMILIES = {  # components that can interact (composites); unrelated families are graded apart
     "conv_vae": ["conv_vae.architecture", "conv_vae.encode", "conv_vae.decode", "vae_elbo", "conv_vae.elbo"],
     "ppca": ["ppca.fit", "ppca.log_likelihood", "ppca.posterior"],
-    "gmm": ["gmm.log_likelihood", "gmm.em_step"],
+    "gmm": ["gmm.log_likelihood", "gmm.em_step", "interface"],  # interface: gmm_em_step's reg
 }
 
 
@@ -327,3 +327,32 @@ def test_vae_elbo_with_an_epsilon_inside_the_log_passes_the_values_check(tmp_pat
     result = grade_submission(make_submission(tmp_path, "eps", extra), rubric, GradeOptions(device="cpu", only=["vae_elbo"]))
     values = [t for t in result.tests if t.check == "vae_elbo.values"]
     assert values and values[0].score == values[0].max_score, values[0].output
+
+
+@pytest.mark.parametrize("noise, correct", [
+    ("torch.randn_like(mu)", True),
+    ("torch.distributions.Normal(torch.zeros_like(mu), 1.0).sample()", True),
+    ("torch.stack([torch.randn(mu.shape[1]) for _ in range(mu.shape[0])])", True),  # a loop: another stream
+    ("torch.rand_like(mu)", False),  # uniform on [0, 1): found by bench_validity, scored full marks before
+    ("0.5 * torch.randn_like(mu)", False),
+])
+def test_conv_vae_elbo_draws_standard_normal_noise(tmp_path, noise, correct):
+    """ConvVAE.elbo(x) without eps is judged by the distribution of its ELBO over 200 fresh draws per example
+    (mean and spread against standard-normal noise); any N(0, I) stream passes, a uniform or rescaled one
+    costs points on conv_vae.elbo only."""
+    from grader.engine import find_assignment
+
+    sub = tmp_path / noise.split("(")[0].replace(".", "_").replace(" ", "")
+    sub.mkdir()
+    src = (SUBMISSIONS / "frank" / "density_models.py").read_text()
+    assert "torch.randn_like(mu) if eps is None" in src
+    (sub / "density_models.py").write_text(src.replace("torch.randn_like(mu) if eps is None", f"{noise} if eps is None"))
+    rubric = find_assignment(SUBMISSIONS / "frank", None)
+    result = grade_submission(sub, rubric, GradeOptions(device="cpu", only=["conv_vae.elbo"], out_dir=tmp_path / "out"))
+    lost = {t.check: t.max_score - t.score for t in result.tests if t.score < t.max_score}
+    if correct:
+        assert not lost, [t.output for t in result.tests]
+    else:
+        assert set(lost) == {"conv_vae.elbo.value"} and 0 < lost["conv_vae.elbo.value"] < 1, lost
+        out = next(t.output for t in result.tests if t.check == "conv_vae.elbo.value")
+        assert "eps ~ N(0, I)" in out and "randn_like" in out

@@ -92,3 +92,19 @@ def test_missing_module_file(tmp_path, vae_rubric):
     result = grade_submission(tmp_path / "empty", vae_rubric, GradeOptions(device="cpu", only=unit_tags(vae_rubric)))
     assert result.autograded_score == 0
     assert any("no vae.py" in e for e in result.errors)
+
+
+@pytest.mark.parametrize("std, named", [("0.5 * log_var", set()), ("log_var", {"log_var_as_std"})])
+def test_a_factor_two_in_the_noise_scale_is_not_named_as_another_mistake(tmp_path, vae_rubric, std, named):
+    """std = 0.5·log_var (a generated mutant) is not `log_var_as_std` (std = log_var): the gradient
+    check's ratio is blind to the scale and names nothing; the distribution check sees the factor 2.
+    The real `log_var_as_std` is still named (by the distribution check)."""
+    from tests.conftest import SUBMISSIONS
+
+    src = (SUBMISSIONS / "alice" / "vae.py").read_text()
+    assert "std = torch.exp(0.5 * log_var)" in src
+    sub = make_submission(tmp_path, "scale", base=SUBMISSIONS / "alice" / "vae.py")
+    (sub / "vae.py").write_text(src.replace("std = torch.exp(0.5 * log_var)", f"std = {std}"))
+    result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu", only=["reparameterization"]))
+    assert sum(t.max_score - t.score for t in result.tests) > 0
+    assert {m["id"] for t in result.tests for m in t.mistakes} == named, [(t.check, t.mistakes) for t in result.tests]

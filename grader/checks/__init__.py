@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from grader.checks.standins import StandInServer, tag, upstream_targets
+from grader.checks.standins import MAX_LAYERS, StandInServer, tag, upstream_targets
 from grader.rubric import CheckSpec, Mistake, Rubric
 from grader.sandbox.client import Sandbox
 from grader.sandbox.errors import StudentException
@@ -96,24 +96,38 @@ class CheckContext:
         self.cases: list[Case] = []
         self.mistakes: list[Mistake] = []
         self.notes: list[str] = []
+        self.not_judged = 0  # cases left out for a parameter the student's signature lacks (see notes)
         seed = int.from_bytes(hashlib.sha256(spec.id.encode()).digest()[:4], "little")
         self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.specs: dict[str, dict] = {}  # handle -> `__new__` spec of the student objects built by this check
+        self.unassigned: dict[str, list[tuple[str, str]]] = {}  # name -> (state entry, why) it had no place for (`new`)
+        self.constructor_errors: dict[str, str | None] = {}  # name -> its constructor's failure, when it stands in
         self.stand_ins = StandInServer(self.ref, self.specs, device,
                                        upstream_targets(rubric, self.ref, spec.component) if isolate(spec) else [])
 
     # ---- talking to the student's code ------------------------------------------------------
     def call(self, target, *args, seed: int | None = None, grad: dict | None = None, **kwargs) -> dict:
-        """Call the student's `target` (a dotted name, or {"object": .., "method": ..}) in the sandbox.
+        """Call the student's `target` (a dotted name, or {"object": .., "method": .., "label": "Class.method"})
+        in the sandbox, with arguments written against the template's signature: they are mapped
+        onto the student's own parameters first (grader/checks/interface.py: renamed, reordered,
+        positional-only, a default left out); `interface.NotJudged` when the call needs a
+        parameter of the rubric's [interface] table that the student's function lacks.
 
         The other components' functions and methods stand in (grader/checks/standins.py): the
         student's code under test gets the reference's values from them, drawn from the torch RNG
         seeded with `seed` here (as the child's own RNG is there), so a reference computation
         seeded the same way sees the same noise."""
+        from grader.checks import interface  # (imports this module)
+
+        args, kwargs, grad = interface.rebind(self, target, list(args), dict(kwargs), grad)
+        renamed = grad.pop("renamed", None) if grad else None
         args, kwargs = tag(list(args), self.specs), tag(kwargs, self.specs)
+        names = sorted(self.stand_ins.names)
+        if getattr(self, "_own_layers", False):  # the student's object runs on the layers its constructor built
+            names = [n for n in names if not n.endswith(".__init__")]
         req = {"op": "call", "target": target, "args": args, "kwargs": kwargs, "seed": seed, "grad": grad,
-               "stand_ins": sorted(self.stand_ins.names)}
+               "stand_ins": names}
         self.stand_ins.reset_call()
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         # (unseeded calls, and in-process sandboxes without stand-ins, leave the global RNG alone)
@@ -123,9 +137,12 @@ class CheckContext:
             if seed is not None and self.stand_ins.names:
                 torch.manual_seed(int(seed))
             try:
-                return self.sandbox.request(req, timeout=self.call_timeout, upcall=self.stand_ins)
+                reply = self.sandbox.request(req, timeout=self.call_timeout, upcall=self.stand_ins)
             finally:
                 self.stand_ins.reset_call()
+        if renamed and isinstance(reply.get("grads"), dict):  # gradients under the check's own paths
+            reply["grads"] = {renamed.get(k, k): v for k, v in reply["grads"].items()}
+        return reply
 
     def harness(self, function: str, timeout: float | None = None, **kwargs):
         """Run `grader.harnesses.<function>(student_module, device, **kwargs)` in the sandbox.
@@ -138,17 +155,109 @@ class CheckContext:
         req = {"op": "harness", "function": function, "kwargs": kwargs}
         return self.sandbox.request(req, timeout=timeout)["result"]
 
-    def new(self, name: str, cls: str, *args, state: dict | None = None, **kwargs) -> dict:
+    def new(self, name: str, cls: str, *args, state: dict | None = None, partial_state: bool | None = None,
+            **kwargs) -> dict:
         """Build the student's class `cls` in the sandbox and keep it under `name`. The child's torch
         RNG is seeded first (per check), so randomly initialised weights, and the score of a check
-        that depends on them, are the same every time the submission is graded."""
-        value = {"__new__": {"class": cls, "args": list(args), "kwargs": kwargs, "state": state or {}}}
-        value = tag(value, self.specs, handle=f"{name}#{next(_NEW)}")
+        that depends on them, are the same every time the submission is graded.
+
+        `state` ({dotted name: array}) is copied into the object; an entry the student's object has
+        no tensor of that shape for fails the request, unless `partial_state` (default: when the
+        class's constructor stands in, its layers then answer with the check's values): such
+        entries are listed in `self.unassigned[name]` ((entry, why) pairs) and the object is kept."""
+        stands_in = f"{cls}.__init__" in self.stand_ins.names
+        if partial_state is None:
+            partial_state = stands_in
+        spec = {"class": cls, "args": list(args), "kwargs": kwargs, "state": state or {},
+                "partial_state": bool(partial_state)}
+        if stands_in:
+            # a constructor that fails still leaves the methods checkable: the child completes the
+            # object with the specified layers (plain descriptions), which stand in anyway
+            spec["layers"] = self._specified_layers(cls, args, kwargs)
+        value = tag({"__new__": spec}, self.specs, handle=f"{name}#{next(_NEW)}")
         self.stand_ins.forget(name)
         self.specs[name] = value["__new__"]  # `{"__ref__": name}` arguments find their twin too
-        self.sandbox.request({"op": "new", "name": name, "value": value, "seed": self.seed},
-                             timeout=self.call_timeout)
+        reply = self.sandbox.request({"op": "new", "name": name, "value": value, "seed": self.seed},
+                                     timeout=self.call_timeout)
+        self.constructor_errors[name] = reply.get("constructor_error")
+        if reply.get("constructor_error"):
+            self.notes.append(f"{cls}(...) fails ({reply['constructor_error']}): this check completed the object with "
+                              "the specified layers it did not build; the constructor's mistake is charged on its own check.")
+        unassigned = [(str(k), str(why)) for k, why in reply.get("unassigned") or []]
+        if unassigned and partial_state:
+            unassigned = self._assign_by_role(name, value["__new__"]["handle"], state or {}, unassigned)
+        self.unassigned[name] = unassigned
         return {"__ref__": name}
+
+    def _specified_layers(self, cls: str, args: tuple, kwargs: dict) -> dict:
+        """{path: [torch.nn class name, kwargs]} of the layers the reference's `cls(*args, **kwargs)` builds."""
+        from grader.sandbox.nets import describe_layer
+        from grader.sandbox.standins import layers
+
+        ref_cls = getattr(self.ref, cls, None)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                obj = ref_cls(*args, **kwargs)
+        except Exception:
+            return {}
+        if not isinstance(obj, torch.nn.Module):
+            return {}
+        out = {path: describe_layer(m) for path, m in layers(obj)}
+        return {p: d for p, d in out.items() if d is not None}
+
+    def _assign_by_role(self, name: str, handle: str, state: dict, unassigned: list) -> list:
+        """Give the student's layers found by role under other names (`map_layers`, e.g. `enc.0` for
+        `conv1`) the state entries their specified counterparts did not take; returns the entries
+        still without a place."""
+        from grader.checks.standins import map_layers
+        from grader.sandbox.standins import layers
+
+        try:
+            twin = self.stand_ins.twin(handle)
+        except LookupError:
+            return unassigned
+        if not isinstance(twin, torch.nn.Module):
+            return unassigned
+        mine = self.sandbox.request({"op": "layers", "name": name}, timeout=self.call_timeout)["layers"]
+        if len(mine) > MAX_LAYERS:
+            return unassigned
+        roles = {spec: own for own, spec in map_layers([(str(p), str(t)) for p, t, _ in mine],
+                                                       [(p, type(m).__name__) for p, m in layers(twin)]).items()}
+        moved = {}
+        for key, _ in unassigned:
+            layer, _, leaf = key.rpartition(".")
+            if roles.get(layer, layer) != layer:
+                moved[f"{roles[layer]}.{leaf}"] = key
+        if not moved:
+            return unassigned
+        reply = self.sandbox.request({"op": "assign", "name": name, "state": {k: state[v] for k, v in moved.items()}},
+                                     timeout=self.call_timeout)
+        failed = {moved[str(k)] for k, _ in reply.get("unassigned") or []}
+        return [(k, why) for k, why in unassigned if k not in moved.values() or k in failed]
+
+    @contextlib.contextmanager
+    def own_layers(self):
+        """Calls made inside run the student's objects on the layers their own constructor built (no
+        stand-ins for constructors): to ask whether a method is right for its own constructor."""
+        self._own_layers = True
+        try:
+            yield
+        finally:
+            self._own_layers = False
+
+    def layers_differ(self, name: str) -> list[str]:
+        """Why the calls made so far on the student's object `name` could not be checked apart from
+        its constructor: a layer they used (standing in by role) that the constructor built with
+        other shapes than specified, or a layer with no specified counterpart (it ran as written,
+        `StandInServer.gaps`). Empty when the constructor's layers all stood in as specified."""
+        handle = str(self.specs.get(name, {}).get("handle", ""))
+        used = self.stand_ins.layers_used.get(handle, set())
+        out = [why for key, why in self.unassigned.get(name, []) if key.rpartition(".")[0] in used]
+        if self.constructor_errors.get(name) and used:
+            out.insert(0, f"your constructor fails ({self.constructor_errors[name]}); the specified layers it did not "
+                          "build were added for this check")
+        return out + [f"your layer {g} matches no layer of the specification"
+                      for g in sorted(self.stand_ins.gaps.get(handle, set()))]
 
     @staticmethod
     def method(obj: dict, name: str, label: str) -> dict:
@@ -177,13 +286,20 @@ class CheckContext:
         the next case. Without it the first exception ended the check, so a mistake that breaks one
         input (e.g. flattened images) also took the credit of the cases after it, and the score
         depended on the order of the cases. Timeouts and crashes still end the check (the child is
-        gone)."""
+        gone). A case that needs a parameter the student's signature lacks is not judged (a note;
+        grader/checks/interface.py), and one the template requires without a default fails with a
+        message naming it."""
+        from grader.checks.interface import NotJudged, SignatureError
+
         try:
             yield
         except StudentException as e:
             self.expect(False, label, e.message + (f"\n  at {e.where}" if e.where else ""))
-        except StudentValueError as e:
+        except (StudentValueError, SignatureError) as e:
             self.expect(False, label, str(e))
+        except NotJudged as e:
+            self.notes.append(e.note.replace("a case:", f"{label}:", 1))
+            self.not_judged += 1
 
     def expect(self, ok: bool, case: str, message: str = "") -> bool:
         self.cases.append(Case(case, bool(ok), "" if ok else message))
@@ -202,7 +318,8 @@ class CheckContext:
             self.diagnose(diagnose)
         return self.expect(problem is None, case, problem or "")
 
-    def diagnose(self, matches: Callable[[dict], "bool | float"], components: list[str] | None = None) -> Mistake | None:
+    def diagnose(self, matches: Callable[..., "bool | float"], components: list[str] | None = None,
+                 scales: tuple[float, ...] = ()) -> Mistake | None:
         """Name the known mistake of the component(s) that explains the student's output, if one does clearly.
 
         `matches(patches)` runs the reference with `patches` applied and compares the student's
@@ -212,11 +329,17 @@ class CheckContext:
         of its prediction (distance <= 1) and at least SEPARATION tolerances away from the correct
         value and from every other candidate's prediction. Upstream components stand in with
         correct values (grader/checks/standins.py), so candidates are this component's own
-        mistakes, tried alone. Records and returns the named mistake, or None."""
-        def dist(patches) -> float:
+        mistakes, tried alone. Records and returns the named mistake, or None.
+
+        `scales` (statistical matchers whose statistic has a scale, e.g. the spread of noise):
+        `matches(patches, scale=c)` is the distance to the mistake's prediction rescaled by c, and
+        the named mistake must also be SEPARATION away from itself at every scale in `scales` (a
+        factor 2 in a standard deviation is another mistake, and a statistic that cannot tell
+        them apart names neither)."""
+        def dist(patches, scale: float | None = None) -> float:
             try:
                 with np.errstate(all="ignore"):
-                    hit = matches(patches)
+                    hit = matches(patches) if scale is None else matches(patches, scale=scale)
             except Exception:
                 return math.inf
             if isinstance(hit, (bool, np.bool_)):
@@ -230,27 +353,32 @@ class CheckContext:
                 continue
             mutant = self.mutants.get(mistake.id)
             if mutant is not None:
-                scored.append((dist({mutant.component: mutant.fn}), mistake))
+                patches = {mutant.component: mutant.fn}
+                scored.append((dist(patches), mistake, patches))
         scored.sort(key=lambda t: t[0])
         if not scored or scored[0][0] > 1.0:
             return None
-        best, mistake = scored[0]
-        if any(d < SEPARATION for d, _ in scored[1:]) or dist({}) < SEPARATION:
+        best, mistake, patches = scored[0]
+        if any(d < SEPARATION for d, _, _ in scored[1:]) or dist({}) < SEPARATION:
             return None  # ambiguous, or too close to the correct value: name nothing
+        if any(dist(patches, c) < SEPARATION for c in scales):
+            return None  # the same mistake at another scale fits as well: the statistic cannot tell
         if mistake not in self.mistakes:
             self.mistakes.append(mistake)
         return mistake
 
     def reference_variants(self) -> Iterator[tuple[str, dict]]:
         """The clean reference, then (if any) the reference with the mistakes diagnosed in other
-        components that *cannot stand in* patched in: constructors (`Class.__init__` components),
-        whose layers the object under test is made of. Every other component stands in with
-        correct values (grader/checks/standins.py), so its mistakes need no variant."""
+        components that *do not stand in* in this check patched in: constructors (`Class.__init__`
+        components) outside unit checks. In unit checks every other component stands in with correct
+        values, a constructor through the layers it built (grader/checks/standins.py), so its
+        mistakes need no variant."""
         yield "", {}
         targets = self.rubric.component_targets
         patches, names = {}, []
         for component, m in self.diagnosed.items():
-            if component == self.spec.component or not str(targets.get(component, "")).endswith(".__init__"):
+            target = str(targets.get(component, ""))
+            if component == self.spec.component or not target.endswith(".__init__") or target in self.stand_ins.names:
                 continue
             mutant = self.mutants.get(m.id)
             if mutant is not None:
@@ -280,6 +408,8 @@ class CheckContext:
                 setattr(owner, leaf, original)
 
     def outcome(self) -> Outcome:
+        if not self.cases and self.not_judged:  # every case needed a parameter charged elsewhere (or optional)
+            self.expect(True, "not applicable to your signature (see the notes)")
         if not self.cases:
             return Outcome(0.0, "the check recorded no result (a grader bug: please report it)")
         passed = sum(c.passed for c in self.cases)
@@ -304,8 +434,9 @@ def expect_any_variant(ctx: CheckContext, got: np.ndarray, reference: Callable[[
                        rtol: float | None = None, atol: float | None = None, diagnose: bool = True) -> bool:
     """Compare `got` with `reference({})` and (unless `diagnose=False`) name this component's
     mistake on a mismatch. The other components stand in with correct values while the student's
-    code runs (grader/checks/standins.py), so the plain reference is the right answer, except
-    for a constructor's mistake diagnosed by an earlier check (`ctx.reference_variants`)."""
+    code runs (grader/checks/standins.py), constructors through their layers, so the plain
+    reference is the right answer; `ctx.reference_variants` adds a diagnosed constructor's mistake
+    only where that constructor does not stand in."""
     rtol = ctx.spec.rtol if rtol is None else rtol
     atol = ctx.spec.atol if atol is None else atol
     for label, patches in list(ctx.reference_variants())[1:]:  # a constructor's mistake charged elsewhere

@@ -21,8 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from grader.checks import interface
 from grader.checks import (
-    CheckContext, distance, close, expect_any_variant, model_settings, relative_score, sequence, tensor, to_torch,
+    CheckContext, StudentValueError, distance, close, expect_any_variant, model_settings, relative_score, sequence,
+    tensor, to_torch,
 )
 from grader.metrics import Metric
 from grader.sandbox.client import StudentException
@@ -81,12 +83,55 @@ def _pair(reply, what: str) -> tuple[np.ndarray, np.ndarray]:
     return tensor(a, what), tensor(b, what)
 
 
+def _layer_probes(ctx: CheckContext, patches: dict, state: dict, latent_dim: int, side: int, x, z,
+                  inputs: dict | None = None) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+    """(layer path, its description, input, output) of every layer of the reference ConvVAE built with
+    `patches` (holding `state` where it fits), in the order encode(x) then decode(z) call them.
+    With `inputs` ({path: array}) each of those layers runs on its array alone instead (to predict a
+    mistaken constructor's layers on the inputs the student's layers got)."""
+    from grader.sandbox.standins import layers
+
+    seen: list[tuple[str, str, np.ndarray, np.ndarray]] = []
+    with ctx.patched(patches), torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # (the grader's own RNG is left as it was)
+        m = ctx.ref.ConvVAE(latent_dim, side).to(ctx.device)
+        own = m.state_dict()
+        for k, v in state.items():
+            if k in own and tuple(own[k].shape) == tuple(v.shape):
+                own[k].copy_(to_torch(v, ctx.device))
+        if inputs is not None:
+            for path, layer in layers(m):
+                if path in inputs:
+                    try:
+                        seen.append((path, repr(layer), inputs[path], layer(to_torch(inputs[path], ctx.device)).cpu().numpy()))
+                    except Exception:
+                        pass  # this layer refuses that input: no prediction
+            return seen
+        hooks = [layer.register_forward_hook(
+            lambda mod, args, out, path=path: seen.append((path, repr(mod), args[0].cpu().numpy(), out.cpu().numpy())))
+            for path, layer in layers(m)]
+        try:
+            m.encode(to_torch(x, ctx.device))
+            m.decode(to_torch(z, ctx.device))
+        finally:
+            for h in hooks:
+                h.remove()
+    return seen
+
+
 def check_conv_vae_architecture(ctx: CheckContext) -> None:
-    """Parameter names/shapes of the specified layers; encode and decode output shapes (8×8 and 28×28)."""
+    """The constructor alone: parameter names and shapes of the specified layers, then each layer on
+    its own (given weights, the input the reference's forward gives it), 8×8 and 28×28. The
+    student's encode/decode are not called: their mistakes are charged on their own checks."""
+    from grader.checks.standins import MAX_LAYERS, map_layers
+    from grader.sandbox.standins import layers
+
+    rtol, atol = ctx.tolerance("float32")
     for latent_dim, side in ((2, 8), (3, 28)):
         label = f"ConvVAE(latent_dim={latent_dim}, image_size={side})"
         name = f"arch_{latent_dim}_{side}"
-        ctx.new(name, "ConvVAE", latent_dim=latent_dim, image_size=side)
+        state = _vae_state(ctx, latent_dim, side)
+        ctx.new(name, "ConvVAE", latent_dim=latent_dim, image_size=side, state=state, partial_state=True)
         got = ctx.sandbox.request({"op": "params", "name": name}, timeout=ctx.call_timeout)
         got_shapes = {k: tuple(v.shape) for k, v in got.items() if isinstance(v, np.ndarray)}
         ref_shapes = param_shapes(latent_dim, side)
@@ -94,32 +139,107 @@ def check_conv_vae_architecture(ctx: CheckContext) -> None:
         ctx.expect(not missing, f"{label}: layers named and shaped as specified",
                    "expected " + ", ".join(f"{k} {v}" for k, v in list(missing.items())[:6])
                    + f"; found {', '.join(f'{k} {v}' for k, v in list(got_shapes.items())[:8]) or 'no parameters'}")
-        obj = {"__ref__": name}
+        # each layer alone, on the input the specified network gives it
         x = _images(ctx, 3, side)
-        mu, lv = _pair(ctx.call(ctx.method(obj, "encode", "ConvVAE.encode"), x), "ConvVAE.encode")
-        ctx.expect(mu.shape == (3, latent_dim) and lv.shape == (3, latent_dim), f"{label}: encode shapes",
-                   f"mu {mu.shape}, log_var {lv.shape}, expected {(3, latent_dim)} each")
         z = _f(ctx.rng.standard_normal((3, latent_dim)), "float32")
-        out = tensor(ctx.call(ctx.method(obj, "decode", "ConvVAE.decode"), z)["result"], "ConvVAE.decode")
-        want = (3, 1, side, side)
+        probes = _layer_probes(ctx, {}, state, latent_dim, side, x, z)
+        student = ctx.sandbox.request({"op": "layers", "name": name}, timeout=ctx.call_timeout)["layers"][:MAX_LAYERS]
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            specified = [(p, type(m).__name__) for p, m in layers(ctx.ref.ConvVAE(latent_dim, side))]
+        role = {v: k for k, v in map_layers([(str(p), str(t)) for p, t, _ in student], specified).items()}
+        outs: dict[str, np.ndarray] = {}
+        fed: dict[str, np.ndarray] = {}
+        failed = False
+        for path, desc, inp, want in probes:
+            case = f"{label}: {path} = {desc} on a {'×'.join(map(str, inp.shape))} input"
+            mine = role.get(path)
+            if mine is None:
+                failed |= not ctx.expect(False, case, f"no layer of your ConvVAE plays this role (your layers: "
+                                         + (", ".join(f"{p} {t}" for p, t, _ in student[:8]) or "none") + ")")
+                continue
+            try:
+                reply = ctx.call(ctx.method({"__ref__": name}, mine, f"ConvVAE.{mine}"), inp)
+                out = tensor(reply["result"], f"ConvVAE.{mine}")
+            except (StudentException, StudentValueError) as e:
+                msg = e.message if isinstance(e, StudentException) else str(e)
+                failed |= not ctx.expect(False, case, f"your `{mine}` fails on this input: {msg.splitlines()[0][:200]}")
+                continue
+            outs[path], fed[path] = out, inp
+            failed |= not ctx.expect_close(out, want, case + ("" if mine == path else f" (your `{mine}`)"), rtol, atol)
+        if failed and outs:
+            def matches(patches, x=x, z=z, latent_dim=latent_dim, side=side, outs=outs, fed=fed, state=state):
+                pred = {p: o for p, _, _, o in _layer_probes(ctx, patches, state, latent_dim, side, x, z, inputs=fed)}
+                return max((distance(o, pred[p], rtol, atol) if p in pred else math.inf) for p, o in outs.items())
+            ctx.diagnose(matches)
 
-        def same_shape(patches, z=z, latent_dim=latent_dim, side=side):
-            with ctx.patched(patches), torch.no_grad():
-                torch.manual_seed(0)
-                m = ctx.ref.ConvVAE(latent_dim, side).to(ctx.device)
-                return tuple(m.decode(to_torch(z, ctx.device)).shape) == tuple(out.shape)
 
-        if not ctx.expect(out.shape == want, f"{label}: decode shape",
-                          f"decoded images have shape {out.shape}, expected {want} "
-                          "(check padding=1 and output_padding=1 of the transposed convolutions)"):
-            ctx.diagnose(same_shape)
+def _not_isolated(ctx: CheckContext, name: str, case: str, what: str, own_run) -> bool:
+    """The rule when a method cannot be checked apart from its constructor (docs/grading.md): a layer
+    the method used is built with other shapes than specified, or has no specified counterpart and
+    ran as written (`ctx.layers_differ`). Then a failing call or a result of the wrong shape (`what`)
+    is not charged here — the constructor's mistake costs points once, on conv_vae.architecture —
+    and the note says so, provided the method is right for its own constructor as far as that can be
+    seen: `own_run()` (the same call on the layers the student's constructor built) runs and returns
+    the specified shape. A method that fails there too is charged: adding a layer must not excuse a
+    method that does not work. Wrong values of the right shape are the method's own: the layers it
+    used answered as specified. True (and a passed case) when the rule applies."""
+    differ = ctx.layers_differ(name)
+    if not differ:
+        return False
+    try:
+        with ctx.own_layers():
+            fits = own_run()
+        problem = "" if fits else "returns the wrong shape"
+    except (StudentException, StudentValueError) as e:
+        fits, problem = False, "fails (" + (e.message if isinstance(e, StudentException) else str(e)).splitlines()[0][:160] + ")"
+    if not fits:
+        ctx.notes.append(f"{case}: your ConvVAE's layers differ from the specification ({'; '.join(differ[:3])}), "
+                         f"but this method also {problem} on the layers your own constructor built, so it is "
+                         "judged as it is.")
+        return False
+    ctx.notes.append(f"{case}: not judged: {what}, but your ConvVAE's layers differ from the specification "
+                     f"({'; '.join(differ[:3])}), so this method cannot be checked apart from your constructor "
+                     "(on your own layers it runs and returns the specified shape). That mistake costs points "
+                     "once, on conv_vae.architecture.")
+    ctx.expect(True, case)
+    return True
+
+
+def _student_result(ctx: CheckContext, name: str, case: str, call, shape_of, expected):
+    """`call()`'s value, or None when it fails and `_not_isolated` excuses the failure (`shape_of(value)`
+    must then be `expected` when the call runs on the student's own layers)."""
+    try:
+        return call()
+    except (StudentException, StudentValueError) as e:
+        msg = e.message if isinstance(e, StudentException) else str(e)
+        if _not_isolated(ctx, name, case, f"your code fails ({msg.splitlines()[0][:160]})",
+                         lambda: shape_of(call()) == expected):
+            return None
+        raise
 
 
 def check_conv_vae_encode(ctx: CheckContext) -> None:
     state = _vae_state(ctx)
     obj = _student_vae(ctx, "enc", state)
     x = _images(ctx)
-    mu, lv = _pair(ctx.call(ctx.method(obj, "encode", "ConvVAE.encode"), x), "ConvVAE.encode")
+    case = f"(mu, log_var) for {B} images with given weights"
+    call = lambda: ctx.call(ctx.method(obj, "encode", "ConvVAE.encode"), x,  # noqa: E731
+                            grad={"params": "enc", "outputs": "sum"})
+    shapes = lambda reply: tuple(a.shape for a in _pair(reply, "ConvVAE.encode"))  # noqa: E731
+    reply = _student_result(ctx, "enc", case, call, shapes, ((B, L), (B, L)))
+    if reply is None:
+        return
+    mu, lv = _pair(reply, "ConvVAE.encode")
+    # training reaches every encoder layer (a detached intermediate, found by generated mutants, scored full marks)
+    # (parameters built under the specified name and shape; the others are the constructor's)
+    grads = reply.get("grads") or {}
+    misfit = {k for k, _ in ctx.unassigned.get("enc", [])}
+    judged = [k for k in param_shapes() if k.split(".")[0] in ("conv1", "conv2", "fc_mu", "fc_log_var")
+              and f"param:{k}" in grads and k not in misfit]
+    stuck = [k for k in judged if grads[f"param:{k}"] is None or not np.any(grads[f"param:{k}"])]
+    ctx.require(bool(grads) and not stuck, "gradients of mu and log_var reach conv1, conv2, fc_mu and fc_log_var",
+               "no gradient reaches " + (", ".join(stuck) if stuck else "the encoder's parameters")
+               + ": is an intermediate detached, or computed under torch.no_grad()?")
     got = np.concatenate([mu, lv], axis=1) if mu.shape == lv.shape == (B, L) else np.stack([mu.ravel()])
 
     def reference(patches):
@@ -127,14 +247,23 @@ def check_conv_vae_encode(ctx: CheckContext) -> None:
             m, v = _ref_vae(ctx, state).encode(to_torch(x, ctx.device))
             return torch.cat([m, v], dim=1).cpu().numpy()
 
-    expect_any_variant(ctx, got, reference, f"(mu, log_var) for {B} images with given weights")
+    if got.shape != reference({}).shape and _not_isolated(ctx, "enc", case, f"the result has shape {got.shape}",
+                                                          lambda: shapes(call()) == ((B, L), (B, L))):
+        return
+    expect_any_variant(ctx, got, reference, case)
 
 
 def check_conv_vae_decode(ctx: CheckContext) -> None:
     state = _vae_state(ctx)
     obj = _student_vae(ctx, "dec", state)
     z = _f(ctx.rng.standard_normal((B, L)) * 1.5, "float32")
-    reply = ctx.call(ctx.method(obj, "decode", "ConvVAE.decode"), z, grad={"inputs": ["args.0"], "cotangent": None})
+    case = f"Bernoulli means for {B} latents with given weights"
+    call = lambda: ctx.call(ctx.method(obj, "decode", "ConvVAE.decode"), z,  # noqa: E731
+                            grad={"inputs": ["args.0"], "cotangent": None})
+    shape = lambda reply: tensor(reply["result"], "ConvVAE.decode").shape  # noqa: E731
+    reply = _student_result(ctx, "dec", case, call, shape, (B, 1, S, S))
+    if reply is None:
+        return
     got = tensor(reply["result"], "ConvVAE.decode", dtype="float32")
     # training reaches the latents (a detached output, found by generated mutants, scored full marks)
     g = (reply.get("grads") or {}).get("args.0")
@@ -145,7 +274,10 @@ def check_conv_vae_decode(ctx: CheckContext) -> None:
         with ctx.patched(patches), torch.no_grad():
             return _ref_vae(ctx, state).decode(to_torch(z, ctx.device)).cpu().numpy()
 
-    if expect_any_variant(ctx, got, reference, f"Bernoulli means for {B} latents with given weights"):
+    if got.shape != reference({}).shape and _not_isolated(ctx, "dec", case, f"the result has shape {got.shape}",
+                                                          lambda: shape(call()) == (B, 1, S, S)):
+        return
+    if expect_any_variant(ctx, got, reference, case):
         return
     ctx.expect(bool(np.all((got > 0) & (got < 1))), "values are probabilities in (0, 1)",
                f"values range over [{np.nanmin(got):.3g}, {np.nanmax(got):.3g}]: apply a sigmoid to the last layer")
@@ -201,22 +333,6 @@ def _elbo_reference(ctx, state, x, eps):
     return reference
 
 
-def _excused(ctx: CheckContext, reference, case: str, error: StudentException) -> bool:
-    """True (and a passed case) when the student's crash is what the reference does with the
-    mistakes already charged on other components (e.g. decoded images of the wrong size)."""
-    for label, patches in ctx.reference_variants():
-        if not label:
-            continue
-        try:
-            reference(patches)
-        except Exception:
-            ctx.notes.append(f"{case}: your code fails ({error.message.splitlines()[0][:160]}), as the reference does "
-                             f"with your mistakes charged elsewhere ({label}): not charged again here.")
-            ctx.expect(True, case)
-            return True
-    return False
-
-
 def check_conv_vae_elbo_value(ctx: CheckContext) -> None:
     state = _vae_state(ctx)
     obj = _student_vae(ctx, "elbo", state)
@@ -224,12 +340,14 @@ def check_conv_vae_elbo_value(ctx: CheckContext) -> None:
     eps = _f(ctx.rng.standard_normal((B, L)), "float32")
     reference = _elbo_reference(ctx, state, x, eps)
     case = "per-example ELBO with the given noise eps"
-    try:
-        got = tensor(ctx.call(ctx.method(obj, "elbo", "ConvVAE.elbo"), x, eps)["result"], "ConvVAE.elbo", dtype="float32")
-    except StudentException as e:
-        if _excused(ctx, reference, case, e):
-            return
-        raise
+    call = lambda: tensor(ctx.call(ctx.method(obj, "elbo", "ConvVAE.elbo"), x, eps)["result"],  # noqa: E731
+                          "ConvVAE.elbo", dtype="float32")
+    got = _student_result(ctx, "elbo", case, call, lambda v: v.shape, (B,))
+    if got is None:
+        return
+    if got.shape != reference({}).shape and _not_isolated(ctx, "elbo", case, f"the result has shape {got.shape}",
+                                                          lambda: call().shape == (B,)):
+        return
     expect_any_variant(ctx, got, reference, case, rtol=1e-4, atol=1e-3)
     # without eps: fresh noise on every call
     draws = []
@@ -239,17 +357,43 @@ def check_conv_vae_elbo_value(ctx: CheckContext) -> None:
     ok = all(d.shape == (B,) and np.isfinite(d).all() for d in draws)
     if ctx.require(ok, "elbo(x) without eps: finite, one value per example",
                    f"shapes {[d.shape for d in draws]}, expected {(B,)}"):
-        case = "elbo(x) without eps draws fresh noise"
-        if np.allclose(draws[0], draws[1]):
-            # insensitive to the noise even with the mistakes charged elsewhere (e.g. saturated logits)?
-            e2 = _f(ctx.rng.standard_normal((B, L)), "float32")
-            for label, patches in ctx.reference_variants():
-                if label and np.allclose(reference(patches), _elbo_reference(ctx, state, x, e2)(patches)):
-                    ctx.notes.append(f"{case}: not judged, the ELBO ignores the noise with your mistakes charged "
-                                     f"elsewhere ({label}).")
-                    return
-        ctx.expect(not np.allclose(draws[0], draws[1]), case,
-                   "two calls with different seeds gave the same ELBO: z must be sampled, z = mu + exp(log_var/2)·eps")
+        if ctx.expect(not np.allclose(draws[0], draws[1]), "elbo(x) without eps draws fresh noise",
+                      "two calls with different seeds gave the same ELBO: z must be sampled, z = mu + exp(log_var/2)·eps"):
+            _expect_standard_normal_noise(ctx, state, x)
+
+
+NOISE_DRAWS = 200  # fresh-noise ELBOs per example in the distribution case (one call: the batch repeated)
+NOISE_Z = 6.0  # |z| of a per-example mean difference beyond which the noise is not standard normal
+NOISE_SPREAD = (0.75, 1.33)  # accepted ratio of the ELBO's spread over draws to the reference's
+
+
+def _expect_standard_normal_noise(ctx: CheckContext, state, x) -> None:
+    """elbo(x) without eps must draw eps ~ N(0, I): the mean of NOISE_DRAWS fresh-noise ELBOs of each example is
+    compared with the reference's under standard-normal draws (two-sample z, per example). A uniform eps
+    (`rand_like`) or a mis-scaled one shifts the mean; two different N(0, I) streams agree within |z| < 6.
+    The weights are changed so that the ELBO depends strongly on the noise: a wide posterior (std ≈ 2.7)
+    and a decoder whose output moves with z."""
+    state = dict(state)
+    state["fc_log_var.bias"] = state["fc_log_var.bias"] + np.float32(3.0)
+    state["fc_dec.weight"] = state["fc_dec.weight"] * np.float32(8.0)
+    obj = _student_vae(ctx, "noise", state)
+    xs = np.repeat(x, NOISE_DRAWS, axis=0)  # example-major: rows b*N … b*N+N-1 are example b
+    got = tensor(ctx.call(ctx.method(obj, "elbo", "ConvVAE.elbo"), xs, seed=3)["result"], "ConvVAE.elbo")
+    if got.shape != (len(xs),):
+        return  # the shape was judged above on the batch of B
+    eps = _f(ctx.rng.standard_normal((len(xs), L)), "float32")
+    ref = _elbo_reference(ctx, state, xs, eps)({})
+    got, ref = got.reshape(-1, NOISE_DRAWS).astype(np.float64), ref.reshape(-1, NOISE_DRAWS).astype(np.float64)
+    se = np.sqrt(got.var(axis=1) / NOISE_DRAWS + ref.var(axis=1) / NOISE_DRAWS) + 1e-12
+    z = (got.mean(axis=1) - ref.mean(axis=1)) / se
+    spread = got.std(axis=1).mean() / (ref.std(axis=1).mean() + 1e-12)
+    worst = int(np.argmax(np.abs(z)))
+    ok = bool(np.all(np.abs(z) < NOISE_Z)) and NOISE_SPREAD[0] < spread < NOISE_SPREAD[1]
+    ctx.expect(ok, f"elbo(x) without eps: eps ~ N(0, I) ({NOISE_DRAWS} draws per example)",
+               f"over {NOISE_DRAWS} fresh draws per example, your ELBO's spread is {spread:.2f}× the one with "
+               f"standard-normal noise, and example {worst}'s mean is {got[worst].mean():.4f} against "
+               f"{ref[worst].mean():.4f} ± {se[worst]:.4f} (z = {z[worst]:.1f}): draw eps with torch.randn_like, "
+               "not rand_like or a rescaled normal")
 
 
 def check_conv_vae_elbo_gradients(ctx: CheckContext) -> None:
@@ -257,7 +401,14 @@ def check_conv_vae_elbo_gradients(ctx: CheckContext) -> None:
     obj = _student_vae(ctx, "grad", state)
     x = _images(ctx)
     eps = _f(ctx.rng.standard_normal((B, L)), "float32")
-    order = list(state)
+    # the parameters the student's constructor built as specified; the others are the constructor's
+    # mistake (conv_vae.architecture), their gradients are not judged here
+    mine = ctx.sandbox.request({"op": "params", "name": "grad"}, timeout=ctx.call_timeout)
+    order = [n for n in state if isinstance(mine.get(n), np.ndarray) and mine[n].shape == state[n].shape]
+    skipped = [n for n in state if n not in order]
+    if skipped:
+        ctx.notes.append(f"gradients of {', '.join(skipped[:4])}{' …' if len(skipped) > 4 else ''} not judged: your "
+                         "constructor does not build them under the specified names and shapes (charged once, on conv_vae.architecture).")
 
     def reference(patches):
         with ctx.patched(patches):
@@ -269,12 +420,11 @@ def check_conv_vae_elbo_gradients(ctx: CheckContext) -> None:
                                    for n, g in zip(order, grads)])
 
     case = "gradients of Σ elbo w.r.t. every parameter"
-    try:
-        reply = ctx.call(ctx.method(obj, "elbo", "ConvVAE.elbo"), x, eps, grad={"params": "grad"})
-    except StudentException as e:
-        if _excused(ctx, reference, case, e):
-            return
-        raise
+    reply = _student_result(ctx, "grad", case,
+                            lambda: ctx.call(ctx.method(obj, "elbo", "ConvVAE.elbo"), x, eps, grad={"params": "grad"}),
+                            lambda reply: tensor(reply["result"], "ConvVAE.elbo").shape, (B,))
+    if reply is None:
+        return
     tensor(reply["result"], "ConvVAE.elbo")
     grads = reply.get("grads") or {}
     have = [grads.get("param:" + n) for n in order]
@@ -420,6 +570,8 @@ def check_gmm_em_step(ctx: CheckContext) -> None:
     for N, K, D, kwargs in ((120, 3, 2, {}), (200, 4, 3, {"reg": 1e-3})):
         X, w, means, covs = _em_data(ctx, N, K, D)
         label = f"N={N}, K={K}, D={D}" + (f", reg={kwargs['reg']}" if kwargs else "")
+        if interface.skip_unsupported(ctx, "gmm_em_step", kwargs, label):
+            continue
         with ctx.case(label):
             reply = ctx.call("gmm_em_step", X, w, means, covs, **kwargs)
             nw, nm, nc = (tensor(v, "gmm_em_step", dtype="float64") for v in sequence(reply["result"], "gmm_em_step", 3))

@@ -20,10 +20,13 @@ import math
 import numpy as np
 import torch
 
+from grader.signatures import bind, read_signature
 from grader.sandbox import nets
+from grader.sandbox.standins import layers
 
 MAX_UPCALL_ELEMENTS = 20_000_000  # a proxy's arguments larger than this are refused (memory of the grader)
 MAX_UPCALL_INT = 1_000_000  # larger integers (sizes, counts) are refused for the same reason
+MAX_LAYERS = 500  # an object with more layers is not matched by role (its own layers run)
 _HANDLES = itertools.count(1)
 
 
@@ -31,7 +34,8 @@ def upstream_targets(rubric, ref, component: str) -> list[str]:
     """The dotted names (in the submission's module) that stand in while `component` is checked:
     every other component's function or method; a component naming a class contributes the
     methods the reference class defines itself (constructors and the class's other components'
-    methods excluded). The "model" component (whole trained models) contributes nothing."""
+    methods excluded); a constructor component ("Class.__init__") contributes itself: the layers
+    it built stand in. The "model" component (whole trained models) contributes nothing."""
     targets = rubric.component_targets
     own = targets.get(component, "")
     explicit = set(targets.values())
@@ -47,8 +51,8 @@ def upstream_targets(rubric, ref, component: str) -> list[str]:
                     continue
                 if callable(member) or isinstance(member, staticmethod):
                     out.append(dotted)
-        elif target.rpartition(".")[2] != "__init__" and obj is not None:
-            out.append(target)
+        elif obj is not None:
+            out.append(target)  # "Class.__init__": the layers it built stand in (grader/sandbox/standins.py)
     # the own component's methods never stand in (a class component owns all its methods)
     return sorted(t for t in set(out) if not (own and (t == own or t.startswith(own + "."))))
 
@@ -60,6 +64,25 @@ def _resolve(ref, dotted: str):
         if obj is None:
             return None
     return obj
+
+
+def map_layers(student: list, specified: list) -> dict[str, str]:
+    """Which layer of the specified architecture each of the student's layers plays, by role.
+
+    `student`, `specified`: [(path, class name), ...] in definition order (`layers`). A layer maps
+    to the specified one of the same path and class (the assignment's names are the first hint);
+    the remaining layers of each class pair up in definition order when both sides have equally
+    many (e.g. `encoder.0`, `encoder.2` -> `conv1`, `conv2`). Returns {student path: specified path};
+    a layer without a counterpart is absent."""
+    kinds = {p: t for p, t in specified}
+    out = {p: p for p, t in student if kinds.get(p) == t}
+    taken = set(out.values())
+    for kind in dict.fromkeys(t for _, t in student):
+        mine = [p for p, t in student if t == kind and p not in out]
+        theirs = [p for p, t in specified if t == kind and p not in taken]
+        if mine and len(mine) == len(theirs):
+            out.update(zip(mine, theirs))
+    return out
 
 
 def tag(value, specs: dict, handle: str | None = None):
@@ -90,6 +113,10 @@ class StandInServer:
         self.twins: dict[str, object] = {}
         self.tapes: dict[int, tuple[list, list]] = {}
         self.used: set[str] = set()
+        # per object handle: specified layers that answered for the student's, and the student's
+        # layers without a specified counterpart (they ran as written)
+        self.layers_used: dict[str, set[str]] = {}
+        self.gaps: dict[str, set[str]] = {}
 
     def reset_call(self) -> None:
         self.tapes.clear()
@@ -161,14 +188,20 @@ class StandInServer:
         grad = bool(msg.get("grad"))
         size = [0]
         try:
-            obj = None if msg.get("self") is None else self._decode(msg["self"], leaves, grad, size)
+            if msg.get("layer") is not None:
+                obj = self._layer(msg["layer"], msg.get("self") or {}, leaves, grad)
+            else:
+                obj = None if msg.get("self") is None else self._decode(msg["self"], leaves, grad, size)
             args = [self._decode(a, leaves, grad, size) for a in msg.get("args", [])]
             kwargs = {str(k): v if str(k) == "seed" and type(v) is int else self._decode(v, leaves, grad, size)
                       for k, v in (msg.get("kwargs") or {}).items()}
         except LookupError:
             raise _Fallback from None
+        args, kwargs = _as_reference_call(self.ref, name, msg.get("signature"), args, kwargs)
         owner, _, leaf = name.rpartition(".")
-        if owner:
+        if msg.get("layer") is not None:
+            fn = obj  # the specified layer, called like the student's
+        elif owner:
             cls = getattr(self.ref, owner)
             fn = getattr(cls, leaf)
             if obj is not None:
@@ -213,6 +246,47 @@ class StandInServer:
                 grads[i] = None if g is None else _numpy(g)
         return {"ok": True, "grads": grads}
 
+    def _layer(self, info: dict, entry: dict, leaves: dict, grad: bool):
+        """The twin's layer playing the role of the student's layer `info["path"]` (map_layers), with
+        the student's values where a parameter has the specified name and shape; the others keep the
+        check's values (a constructor's mistake, charged on the constructor's own check)."""
+        base, _, _ = str(entry.get("__handle__", "")).partition("/")
+        twin = self.twin(base)
+        inventory = info.get("inventory") or []
+        if not isinstance(inventory, list) or len(inventory) > MAX_LAYERS:
+            raise LookupError("too many layers")  # the student's own layers run (no quadratic matching here)
+        mine = [(str(p), str(t)) for p, t in inventory]
+        path = map_layers(mine, [(p, type(m).__name__) for p, m in layers(twin)]).get(str(info.get("path")))
+        if path is None:
+            self.gaps.setdefault(base, set()).add(f"`{info.get('path')}` ({info.get('type')})")
+            raise LookupError(info.get("path"))
+        self.layers_used.setdefault(base, set()).add(path)
+        layer = twin.get_submodule(path)
+        self._mirror(layer, entry, leaves, grad, strict=False)
+        return layer
+
+    def _mirror(self, obj: torch.nn.Module, entry: dict, leaves: dict, grad: bool, strict: bool) -> None:
+        """Copy the student's state sent with an upcall into the twin `obj` (by name, only what
+        changed) and register its parameters as gradient leaves. `strict`: every floating tensor of
+        the twin needs a student tensor of the same name and shape, else the student's code runs
+        (another layout, grader.roles); not strict: only those that fit are copied (the object's
+        constructor stands in, so the twin keeps the check's values for the rest)."""
+        own = obj.state_dict(keep_vars=True)
+        state = entry.get("state") or {}
+        fits = {key for key, t in own.items() if key in state and tuple(np.shape(state[key])) == tuple(t.shape)}
+        if strict and any(t.is_floating_point() and key not in fits for key, t in own.items()):
+            raise _Fallback
+        for key in fits:
+            a = state[key]
+            # copy only what changed: an in-place copy would invalidate earlier tapes
+            if not np.array_equal(_numpy(own[key]), a):
+                with torch.no_grad():
+                    own[key].copy_(torch.from_numpy(np.array(a, copy=True)).to(own[key].device, own[key].dtype))
+        params = dict(obj.named_parameters())
+        for key, i in (entry.get("leaves") or {}).items():
+            if key in params and key in fits:
+                leaves[int(i)] = params[key]
+
     def _decode(self, v, leaves: dict, grad: bool, size: list):
         if isinstance(v, dict):
             if "__tensor__" in v:
@@ -230,26 +304,13 @@ class StandInServer:
                 items = [self._decode(x, leaves, grad, size) for x in v["__seq__"]]
                 return tuple(items) if v.get("kind") == "tuple" else items
             if "__handle__" in v:
-                obj = self.twin(str(v["__handle__"]))
+                handle = str(v["__handle__"])
+                obj = self.twin(handle)
                 if isinstance(obj, torch.nn.Module):
-                    own = obj.state_dict(keep_vars=True)
-                    state = v.get("state") or {}
-                    # The twin must hold the student's values: every floating tensor of the twin needs a
-                    # student tensor of the same name and shape. Another layout (renamed or reshaped
-                    # parameters, grader.roles) cannot be mirrored here: the student's own code runs.
-                    for key, t in own.items():
-                        if t.is_floating_point() and (key not in state or tuple(np.shape(state[key])) != tuple(t.shape)):
-                            raise _Fallback
-                    for key, a in state.items():
-                        # copy only what changed: an in-place copy would invalidate earlier tapes
-                        if key in own and tuple(own[key].shape) == tuple(np.shape(a)) \
-                                and not np.array_equal(_numpy(own[key]), a):
-                            with torch.no_grad():
-                                own[key].copy_(torch.from_numpy(np.array(a, copy=True)).to(own[key].device, own[key].dtype))
-                    params = dict(obj.named_parameters())
-                    for key, i in (v.get("leaves") or {}).items():
-                        if key in params:
-                            leaves[int(i)] = params[key]
+                    # an object whose constructor stands in keeps the check's values where the
+                    # student's constructor built something else
+                    base = self.twin(handle.partition("/")[0])
+                    self._mirror(obj, v, leaves, grad, strict=f"{type(base).__name__}.__init__" not in self.names)
                 return obj
             raise ValueError("unexpected argument")
         if type(v) is int and abs(v) > MAX_UPCALL_INT:  # e.g. a sample count: the grader would allocate it
@@ -261,6 +322,22 @@ class StandInServer:
 
 class _Fallback(Exception):
     """The stand-in cannot be computed here (an object the grader does not know): the child runs the student's code."""
+
+
+def _as_reference_call(ref, name: str, student_sig, args: list, kwargs: dict) -> tuple[list, dict]:
+    """The student's call of their own `name` (written against their signature: renamed keywords,
+    an extra parameter left at its default) mapped onto the reference's parameters; as it is when
+    it cannot be mapped (the reference then says what does not fit)."""
+    if not student_sig or "params" not in student_sig:
+        return args, kwargs
+    owner, _, leaf = name.rpartition(".")
+    try:
+        fn = getattr(getattr(ref, owner), leaf) if owner else getattr(ref, leaf)
+        reference_sig = read_signature(fn, getattr(ref, owner) if owner else None, leaf)
+        new_args, new_kwargs, _ = bind(student_sig, reference_sig, args, kwargs)
+    except Exception:  # (the signature is the child's word: anything malformed leaves the call as it is)
+        return args, kwargs
+    return new_args, new_kwargs
 
 
 def _copy_into(obj, dotted: str, value) -> None:

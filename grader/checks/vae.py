@@ -230,8 +230,9 @@ def check_reparameterization_gradients(ctx: CheckContext) -> None:
     if ctx.require(g_lv is not None, "gradient w.r.t. log_var",
                   "no gradient flows to log_var: use std = exp(0.5·log_var) inside the graph"):
         want = cot * 0.5 * (z - mu)
-        ctx.expect_close(g_lv, want, "gradient w.r.t. log_var equals 0.5·(z − mu)", rtol, atol,
-                         diagnose=lambda p: _reparam_grad_matches(ctx, p, mu, lv, cot, z, g_lv))
+        if not ctx.expect_close(g_lv, want, "gradient w.r.t. log_var equals 0.5·(z − mu)", rtol, atol):
+            ctx.diagnose(lambda p, scale=1.0: _reparam_grad_distance(ctx, p, mu, lv, cot, z, g_lv, scale),
+                         scales=PLAUSIBLE_SCALES)
 
 
 def _mutant_has_grad(ctx, fn, mu, lv) -> bool:
@@ -239,24 +240,52 @@ def _mutant_has_grad(ctx, fn, mu, lv) -> bool:
     return bool(fn(m, to_torch(lv, ctx.device).requires_grad_(True)).requires_grad)
 
 
-def _reparam_grad_matches(ctx, patches, mu, lv, cot, z_student, g_student) -> bool:
-    """Does a mutant's d z/d log_var, given the same standardized noise as the student's, match?"""
+PLAUSIBLE_SCALES = (0.5, 2.0)  # std vs variance, exp(x) vs exp(0.5·x): a factor 2 is another mistake
+
+
+def _log_scale(student_dev: np.ndarray, sigma: np.ndarray) -> float:
+    """log of the student's noise scale in units of a candidate's per-element std `sigma`
+    (sqrt of the mean of ((z − mu)/sigma)² over the elements; 0 for the candidate itself)."""
+    ok = sigma > 0
+    if not ok.any():
+        return 0.0 if np.allclose(student_dev, 0) else math.inf
+    return 0.5 * math.log(max(float(np.mean((student_dev[ok] / sigma[ok]) ** 2)), 1e-300))
+
+
+def _reparam_grad_distance(ctx, patches, mu, lv, cot, z_student, g_student, scale: float = 1.0) -> float:
+    """How far (in tolerances) the student's z and dz/dlog_var are from a mutant whose noise is
+    rescaled by `scale`. Two statistics: the ratio g / (cot·(z − mu)) (noise-free for mutants
+    linear in the noise, but blind to the noise's scale) within 1e-3, and the scale of z − mu in
+    units of the mutant's per-element std (estimated from 2,000 of its draws) within 3 standard
+    errors of log(scale) (se = 1/sqrt(2n) for n elements)."""
     fn = patches.get(REPARAM)
     if fn is None:
-        return False
+        return math.inf
     m, l = to_torch(mu, ctx.device), to_torch(lv, ctx.device).requires_grad_(True)
     torch.manual_seed(0)
     out = fn(m, l)
     if not out.requires_grad:
-        return False
+        return math.inf
     (g,) = torch.autograd.grad((out * to_torch(cot, ctx.device)).sum(), [l], allow_unused=True)
     if g is None:
-        return False
-    # Rescale: compare the ratio g / (cot·(z−mu)) which is noise-free for linear-in-noise mutants.
+        return math.inf
     z_m = out.detach().cpu().numpy()
     denom_m, denom_s = cot * (z_m - mu), cot * (z_student - mu)
     ok_m, ok_s = np.abs(denom_m) > 1e-8, np.abs(denom_s) > 1e-8
-    return close(np.median(g.cpu().numpy()[ok_m] / denom_m[ok_m]), np.median(g_student[ok_s] / denom_s[ok_s]), 1e-3, 1e-6)
+    if not ok_m.any() or not ok_s.any():
+        return math.inf
+    r_m, r_s = np.median(g.cpu().numpy()[ok_m] / denom_m[ok_m]), np.median(g_student[ok_s] / denom_s[ok_s])
+    d_ratio = abs(r_m - r_s) / (1e-6 + 1e-3 * abs(r_m))
+    reps = 2000
+    with torch.no_grad():
+        torch.manual_seed(1)
+        draws = fn(m.expand(reps, *m.shape), l.detach().expand(reps, *l.shape)).cpu().numpy()
+    sigma = draws.std(axis=0)
+    if scale != 1.0 and not (sigma > 0).any():
+        return math.inf  # no noise to rescale: the same prediction, not another mistake
+    se = 1.0 / math.sqrt(2 * z_student.size)
+    d_scale = abs(_log_scale(z_student - mu, sigma) - math.log(scale)) / (3 * se)
+    return max(d_ratio, d_scale)
 
 
 def _normal_thresholds(n_tests: int) -> tuple[float, float]:
@@ -308,20 +337,26 @@ def check_reparameterization_distribution(ctx: CheckContext) -> None:
     problems = _standard_normal_tests(u, 3 * m)
     if problems:
         std_ratio = np.std(z - mu, axis=0) / np.exp(0.5 * lv1)
-        ctx.diagnose(lambda p: _empirical_std_matches(ctx, p, mu1, lv1, np.std(z - mu, axis=0)))
+        ctx.diagnose(lambda p, scale=1.0: _empirical_std_distance(ctx, p, mu1, lv1, np.std(z - mu, axis=0), scale),
+                     scales=PLAUSIBLE_SCALES)
         problems.append(f"empirical std / exp(0.5·log_var) per dimension: {np.array2string(std_ratio, precision=2)}")
     ctx.expect(not problems, "z ~ N(mu, exp(log_var))", "; ".join(problems[:4]))
 
 
-def _empirical_std_matches(ctx, patches, mu1, lv1, student_std) -> bool:
+def _empirical_std_distance(ctx, patches, mu1, lv1, student_std, scale: float = 1.0) -> float:
+    """max over coordinates of |student std − scale·mutant std| / (1e-6 + 0.05·scale·mutant std):
+    within 5 % of the mutant's empirical std (20,000 draws each) with its noise rescaled by `scale`."""
     fn = patches.get(REPARAM)
     if fn is None:
-        return False
+        return math.inf
     torch.manual_seed(5)
     n = 20000
     m = to_torch(np.tile(mu1, (n, 1)), ctx.device)
     out = fn(m, to_torch(np.tile(lv1, (n, 1)), ctx.device)).detach().cpu().numpy()
-    return bool(np.allclose(np.std(out - mu1, axis=0), student_std, rtol=0.05, atol=1e-6))
+    base = np.std(out - mu1, axis=0)
+    if scale != 1.0 and not (base > 1e-6).any():
+        return math.inf  # no noise to rescale: the same prediction, not another mistake
+    return distance(student_std, scale * base, 0.05, 1e-6)
 
 
 def check_reparameterization_stochastic(ctx: CheckContext) -> None:

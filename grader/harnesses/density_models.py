@@ -13,6 +13,10 @@ import numpy as np
 import torch
 
 from grader.harnesses import state_arrays, using_threads
+from grader.signatures import call
+
+def GMM_EM_STEP(X, weights, means, covs, reg=1e-6):  # the template's signature (renamed parameters go by position)
+    pass
 
 
 def train_conv_vae(module, device, x_train, latent_dim: int = 2, image_size: int = 8, epochs: int = 20,
@@ -87,7 +91,7 @@ def run_em(module, device, X, weights, means, covs, iterations: int = 15, reg: f
     done = 0
     with using_threads(num_threads):
         for it in range(int(iterations)):
-            out = module.gmm_em_step(X, weights, means, covs, reg=float(reg))
+            out = call(module.gmm_em_step, GMM_EM_STEP, X, weights, means, covs, reg=float(reg))
             if not isinstance(out, (tuple, list)) or len(out) != 3 or not all(isinstance(t, torch.Tensor) for t in out):
                 return {"error": "gmm_em_step must return a tuple of 3 tensors (weights, means, covs)", "iteration": it + 1}
             weights, means, covs = (t.detach() for t in out)

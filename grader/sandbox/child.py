@@ -9,6 +9,8 @@ Requests (see `client.Sandbox`):
   {"op": "new", "name": N, "value": V}            build an object (e.g. a student class) and keep it as N
   {"op": "call", "target": T, "args": [...], "kwargs": {...}, "seed": s, "grad": {...}}
   {"op": "params", "name": N}                      the named object's parameters as arrays
+  {"op": "layers", "name": N}                      the named object's layers (modules holding parameters)
+  {"op": "assign", "name": N, "state": {...}}      copy arrays into the named object's tensors where they fit
   {"op": "train", ...}                             train a student model with the reference loop
   {"op": "harness", "function": F, "kwargs": {...}} run grader.harnesses.F(module, device, **kwargs)
 Values V are arrays (-> tensors), numbers, strings, or {"__net__": spec}, {"__new__": {...}}, {"__ref__": N}.
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 from grader.sandbox import isolation, nets, protocol
-from grader.sandbox.standins import StandIns
+from grader.sandbox.standins import StandIns, layers
 
 MAX_TEXT = 4000
 
@@ -46,6 +48,8 @@ class Child:
         self.scratch = config["scratch"]
         self.sock = None  # set by `serve`: stand-ins ask the grader through it (grader/sandbox/standins.py)
         self.handles: dict[int, tuple[str, object]] = {}  # id(obj) -> (handle, obj) of objects the grader built
+        self.unassigned: list[list[str]] = []  # [name, why] of state entries of a `partial_state` object that did not fit
+        self.constructor_error: str | None = None  # a constructor that failed while its layers stand in (op_new)
 
     # ---- values -------------------------------------------------------------------------
     def materialize(self, v):
@@ -67,13 +71,45 @@ class Child:
 
     def construct(self, spec: dict):
         cls = self.resolve(spec["class"])
-        obj = cls(*self.materialize(spec.get("args", [])), **self.materialize(spec.get("kwargs", {})))
+        args, kwargs = self.materialize(spec.get("args", [])), self.materialize(spec.get("kwargs", {}))
+        try:
+            obj = cls(*args, **kwargs)
+        except Exception as e:
+            if not spec.get("layers") or not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+                raise
+            obj = self._rebuild(cls, args, kwargs, spec["layers"], e)
         if isinstance(obj, torch.nn.Module):
             obj = obj.to(self.device)
         for name, value in (spec.get("state") or {}).items():
-            self.assign(obj, spec["class"], name, value)
+            try:
+                self.assign(obj, spec["class"], name, value)
+            except RequestError as e:
+                # a constructor that built other layers: where those layers stand in (grader/sandbox/
+                # standins.py) the object can still be checked; the grader is told what did not fit
+                if not spec.get("partial_state"):
+                    raise
+                self.unassigned.append([name, str(e)])
         if spec.get("handle"):
             self.register(obj, str(spec["handle"]))
+        return obj
+
+    def _rebuild(self, cls, args, kwargs, specified: dict, error: Exception):
+        """A module whose constructor fails, for checking its *methods* while its constructor stands
+        in: what the student's `__init__` built before failing, plus the specified layers it did not
+        build (`specified`: {path: [torch.nn class name, kwargs]}, plain data from the grader). The
+        failure is reported (`constructor_error`); the constructor's own check charges it."""
+        obj = cls.__new__(cls)
+        torch.nn.Module.__init__(obj)
+        try:
+            cls.__init__(obj, *args, **kwargs)
+        except Exception:
+            pass  # keep what it built before failing
+        for path, (kind, layer_kwargs) in specified.items():
+            parent, _, leaf = str(path).rpartition(".")
+            owner = obj.get_submodule(parent) if parent else obj
+            if kind in nets.LAYER_KINDS and not isinstance(getattr(owner, leaf, None), torch.nn.Module):
+                setattr(owner, leaf, getattr(torch.nn, kind)(**layer_kwargs))
+        self.constructor_error = f"{type(error).__name__}: {str(error).splitlines()[0][:200] if str(error) else ''}"
         return obj
 
     def register(self, obj, handle: str) -> None:
@@ -92,7 +128,7 @@ class Child:
         target = obj
         *path, leaf = name.split(".")
         for part in path:
-            target = getattr(target, part)
+            target = getattr(target, part, None)
         current = getattr(target, leaf, None)
         if not isinstance(current, torch.Tensor):
             raise RequestError(f"{cls_name} has no tensor attribute `{name}` (the assignment asks for one)")
@@ -130,17 +166,40 @@ class Child:
     def op_new(self, req):
         if req.get("seed") is not None:  # the student's random initialisation: the same at every grading
             _manual_seed(int(req["seed"]), self.device)
+        self.unassigned, self.constructor_error = [], None
         self.objects[req["name"]] = self.materialize(req["value"])
-        return {}
+        return {"unassigned": list(self.unassigned), "constructor_error": self.constructor_error}
+
+    def op_assign(self, req):
+        """Copy `state` ({dotted name: array}) into the named object where it fits (the grader's
+        weights for layers it found by role under other names); returns what did not fit."""
+        obj, unassigned = self.objects[req["name"]], []
+        for name, value in (req.get("state") or {}).items():
+            try:
+                self.assign(obj, type(obj).__name__, name, value)
+            except RequestError as e:
+                unassigned.append([name, str(e)])
+        return {"unassigned": unassigned}
 
     def op_params(self, req):
         obj = self.objects[req["name"]]
         return {k: _to_numpy(v) for k, v in obj.state_dict().items()}
 
+    def op_layers(self, req):
+        """The object's layers: (path, class name, {parameter: shape}) of every submodule holding
+        parameters itself, in definition order (what `__init__` built; grader.checks.standins.map_layers)."""
+        obj = self.objects[req["name"]]
+        if not isinstance(obj, torch.nn.Module):
+            return {"layers": []}
+        return {"layers": [[path, type(m).__name__, {k: list(p.shape) for k, p in m.named_parameters(recurse=False)}]
+                           for path, m in layers(obj)]}
+
     def op_call(self, req):
         target = req["target"]
         if isinstance(target, dict):
-            fn = getattr(self.materialize(target["object"]), target["method"], None)
+            fn = self.materialize(target["object"])
+            for part in str(target["method"]).split("."):  # "encoder.0": a submodule, called as a layer
+                fn = getattr(fn, part, None)
             if fn is None:
                 raise RequestError(f"`{target.get('label', target['method'])}` is missing")
         else:
@@ -169,14 +228,23 @@ class Child:
         params = []
         if grad.get("params"):
             params = [(n, p) for n, p in self.objects[grad["params"]].named_parameters()]
-        if (wrt or params) and isinstance(out, torch.Tensor) and out.requires_grad:
+        # a tuple of tensors (e.g. (mu, log_var)) with grad["outputs"] == "sum": the gradient of the sum of all
+        total = None
+        if not (wrt or params):
+            pass
+        elif isinstance(out, torch.Tensor) and out.requires_grad:
             cot = grad.get("cotangent")
             cot = torch.ones_like(out) if cot is None else torch.from_numpy(cot.copy()).to(out.device, out.dtype)
             if tuple(cot.shape) == tuple(out.shape):
-                tensors = [t for _, t in wrt] + [p for _, p in params]
-                grads = torch.autograd.grad((out * cot).sum(), tensors, allow_unused=True)
-                names = [p for p, _ in wrt] + ["param:" + n for n, _ in params]
-                reply["grads"] = {n: (None if g is None else _to_numpy(g)) for n, g in zip(names, grads)}
+                total = (out * cot).sum()
+        elif isinstance(out, (tuple, list)) and grad.get("outputs") == "sum":
+            parts = [o.sum() for o in out if isinstance(o, torch.Tensor) and o.requires_grad]
+            total = sum(parts) if parts else None
+        if total is not None:
+            tensors = [t for _, t in wrt] + [p for _, p in params]
+            grads = torch.autograd.grad(total, tensors, allow_unused=True)
+            names = [p for p, _ in wrt] + ["param:" + n for n, _ in params]
+            reply["grads"] = {n: (None if g is None else _to_numpy(g)) for n, g in zip(names, grads)}
         return reply
 
     def op_train(self, req):

@@ -52,3 +52,25 @@ def mlp_spec(sizes: list[int], seed: int, activation: str = "leaky_relu", scale:
             torch_layers.append(nn.Identity())
     state = {k: v.detach().numpy().copy() for k, v in nn.Sequential(*torch_layers).state_dict().items()}
     return {"layers": layers, "state": state}
+
+
+# Layers a constructor may be specified with, described as plain data ([class name, kwargs]) so the
+# child can build the specified layers of a student's object whose own constructor fails
+# (grader.sandbox.child `_rebuild`); the grader describes them from the reference (`describe_layer`).
+LAYER_KINDS = {"Linear": ("in_features", "out_features"),
+               "Conv1d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"),
+               "Conv2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups"),
+               "ConvTranspose1d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "output_padding",
+                                   "dilation", "groups"),
+               "ConvTranspose2d": ("in_channels", "out_channels", "kernel_size", "stride", "padding", "output_padding",
+                                   "dilation", "groups")}
+
+
+def describe_layer(layer: nn.Module) -> list | None:
+    """[class name, constructor kwargs] of a torch layer of a kind in LAYER_KINDS, else None."""
+    kind = type(layer).__name__
+    if kind not in LAYER_KINDS or type(layer) is not getattr(nn, kind):
+        return None
+    kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k in LAYER_KINDS[kind] for v in [getattr(layer, k)]}
+    kwargs["bias"] = layer.bias is not None
+    return [kind, kwargs]

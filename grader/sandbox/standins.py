@@ -8,6 +8,11 @@ side and sends arrays back, so the component under test runs on correct upstream
 any reference code entering this process. Gradients flow both ways through `_Upcall`, a
 torch.autograd.Function whose backward asks the grader for the vector-Jacobian product.
 
+A constructor stands in through what it built: for a name "Class.__init__", every layer (a
+submodule holding parameters) of the objects of exactly that class the grader built here answers
+its calls by an upcall too; the grader runs the layer of the specified architecture (its twin's, by
+role) on the input, so a method's own code is graded apart from the constructor's mistakes.
+
 Objects cross by *handle*: every object the grader had built here (`__new__` with a "handle") and
 its submodules ("<handle>/<attribute path>") are known to the grader, which keeps a reference
 twin of each; the object's current state travels with every upcall. An argument that cannot cross
@@ -18,7 +23,15 @@ from __future__ import annotations
 
 import torch
 
+from grader.signatures import read_signature
 from grader.sandbox import protocol
+
+
+def layers(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """(path, submodule) for every submodule of `module` that holds parameters itself (a layer), in
+    definition order: what a constructor built, and what stands in for it."""
+    return [(path, m) for path, m in module.named_modules()
+            if path and any(True for _ in m.parameters(recurse=False))]
 
 
 class StandInError(RuntimeError):
@@ -41,6 +54,9 @@ class StandIns:
         module = self.child.module
         for name in self.names:
             owner_name, _, leaf = name.rpartition(".")
+            if leaf == "__init__":
+                self._install_layers(name, module.__dict__.get(owner_name))
+                continue
             if not owner_name:
                 original = module.__dict__.get(leaf)
                 if callable(original) and not isinstance(original, type):
@@ -58,37 +74,67 @@ class StandIns:
 
     def __exit__(self, *exc) -> None:
         for owner, leaf, original in reversed(self.saved):
-            setattr(owner, leaf, original)
+            if original is _ABSENT:
+                owner.__dict__.pop(leaf, None)
+            else:
+                setattr(owner, leaf, original)
         self.saved.clear()
+
+    def _install_layers(self, name: str, owner) -> None:
+        """Proxy the `forward` of every layer of the grader-built instances of `owner` (an instance
+        attribute, removed on exit: the student's class and other instances are untouched)."""
+        if not isinstance(owner, type):
+            return
+        for handle, obj in list(self.child.handles.values()):
+            if "/" in handle or type(obj) is not owner or not isinstance(obj, torch.nn.Module):
+                continue
+            found = layers(obj)
+            inventory = [[path, type(m).__name__] for path, m in found]
+            for path, layer in found:
+                self.saved.append((layer, "forward", layer.__dict__.get("forward", _ABSENT)))
+                layer.__dict__["forward"] = self._layer_proxy(name, layer, path, inventory,
+                                                              layer.__dict__.get("forward") or layer.forward)
+
+    def _layer_proxy(self, name: str, layer, path: str, inventory: list, original):
+        def proxy(*args, **kwargs):
+            extra = {"layer": {"path": path, "type": type(layer).__name__, "inventory": inventory}}
+            return self.upcall(name, layer, args, kwargs, lambda: original(*args, **kwargs), extra=extra)
+        return proxy
 
     def _install(self, owner, leaf: str, proxy) -> None:
         self.saved.append((owner, leaf, owner.__dict__[leaf]))
         setattr(owner, leaf, proxy)
 
     def _function_proxy(self, name: str, original):
+        signature = _signature(original)
+
         def proxy(*args, **kwargs):
-            return self.upcall(name, None, args, kwargs, lambda: original(*args, **kwargs))
+            return self.upcall(name, None, args, kwargs, lambda: original(*args, **kwargs), signature)
         proxy.__name__ = getattr(original, "__name__", name)
         proxy.__doc__ = getattr(original, "__doc__", None)
         return proxy
 
     def _method_proxy(self, name: str, owner: type, original):
+        signature = _signature(original, owner, name.rpartition(".")[2])
+
         def proxy(obj, *args, **kwargs):
             if type(obj) is not owner:  # a subclass's inherited method belongs to the subclass's component
                 return original(obj, *args, **kwargs)
-            return self.upcall(name, obj, args, kwargs, lambda: original(obj, *args, **kwargs))
+            return self.upcall(name, obj, args, kwargs, lambda: original(obj, *args, **kwargs), signature)
         proxy.__name__ = getattr(original, "__name__", name)
         return proxy
 
     # ---- one upcall -----------------------------------------------------------------------
-    def upcall(self, name: str, obj, args: tuple, kwargs: dict, fallback):
+    def upcall(self, name: str, obj, args: tuple, kwargs: dict, fallback, signature: dict | None = None,
+               extra: dict | None = None):
         if self.child.sock is None and getattr(self.child, "ask", None) is None:
             return fallback()
         leaves: list[torch.Tensor] = []
         try:
-            msg = {"name": name, "self": None if obj is None else self._encode(obj, leaves, as_object=True),
+            msg = {**(extra or {}), "name": name, "self": None if obj is None else self._encode(obj, leaves, as_object=True),
                    "args": [self._encode(a, leaves) for a in args],
-                   "kwargs": {str(k): self._encode(v, leaves) for k, v in kwargs.items()}}
+                   "kwargs": {str(k): self._encode(v, leaves) for k, v in kwargs.items()},
+                   "signature": signature}  # the student's own parameters: the grader maps the call onto the reference's
         except _Unsupported:
             return fallback()
         want_grad = torch.is_grad_enabled() and any(t.requires_grad for t in leaves)
@@ -96,10 +142,12 @@ class StandIns:
         reply = self._ask({"upcall": msg})
         if reply.get("fallback"):
             return fallback()
+        layer = (extra or {}).get("layer")
         if not reply.get("ok"):
-            raise StandInError(f"calling `{name}` with these arguments fails for the correct implementation too: "
+            what = f"the layer `{layer['path']}`" if layer else f"`{name}`"
+            raise StandInError(f"calling {what} with these arguments fails for the correct implementation too: "
                                f"{reply.get('error', 'unknown error')}")
-        own = self._own_convention(reply, fallback)
+        own = None if layer else self._own_convention(reply, fallback)
         if own is not None:
             return own
         device = next((t.device for t in leaves), self.child.device)
@@ -177,6 +225,9 @@ class StandIns:
         return entry
 
 
+_ABSENT = object()  # `saved` marker: the attribute was not in the instance's __dict__
+
+
 class _Box:
     """What the backward pass needs: the grader's tape id and the leaves, in upcall order."""
 
@@ -205,3 +256,10 @@ def _array(t: torch.Tensor):
     from grader.sandbox.child import _to_numpy
     return _to_numpy(t)
 
+
+def _signature(fn, owner=None, name: str = "") -> dict | None:
+    """The student's signature of a function that stands in (plain data; None if unreadable)."""
+    try:
+        return read_signature(fn, owner, name)
+    except (TypeError, ValueError):
+        return None
