@@ -282,23 +282,8 @@ def _redact(result: GradeResult, submission: Path, out_dir) -> None:
     result.student_output = redact_paths(result.student_output, roots)
 
 
-def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict,
-               deadline: float, result: GradeResult, session: Session) -> TestResult:
-    test = TestResult(name=spec.name, number=number,
-                      score=0.0, max_score=spec.points, tags=spec.all_tags, check=spec.id, component=spec.component,
-                      visibility="visible" if spec.public else "after_published", hint=spec.hint)
-    t0 = time.monotonic()
-    if sandbox.load_error is not None:
-        e = sandbox.load_error
-        test.output = f"Not run: {rubric.module} could not be imported.\n{e.message}" + (f"\n  at {e.where}" if e.where else "")
-        test.error = "import"
-        return test
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        test.output = f"Not run: the submission used up its time budget of {rubric.limits.submission_timeout_s:g} s."
-        test.error = "budget"
-        return test
-    ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, min(rubric.limits.call_timeout_s, remaining), session)
+def _judge(ctx: CheckContext, spec: CheckSpec, rubric: Rubric, result: GradeResult, test: TestResult) -> Outcome:
+    """Run one check function on `ctx` and turn whatever it raises into its Outcome (sets `test.error`)."""
     try:
         with _torch_threads(None if "model" in spec.all_tags else 1):
             rubric.check_function(spec)(ctx)
@@ -329,6 +314,34 @@ def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, d
                                "This is not your fault; the course staff has been told.")
         result.errors.append(f"internal error in {spec.id}: {traceback.format_exc(limit=-3)}")
         test.error = "internal"
+    return outcome
+
+
+def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict,
+               deadline: float, result: GradeResult, session: Session) -> TestResult:
+    test = TestResult(name=spec.name, number=number,
+                      score=0.0, max_score=spec.points, tags=spec.all_tags, check=spec.id, component=spec.component,
+                      visibility="visible" if spec.public else "after_published", hint=spec.hint)
+    t0 = time.monotonic()
+    if sandbox.load_error is not None:
+        e = sandbox.load_error
+        test.output = f"Not run: {rubric.module} could not be imported.\n{e.message}" + (f"\n  at {e.where}" if e.where else "")
+        test.error = "import"
+        return test
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        test.output = f"Not run: the submission used up its time budget of {rubric.limits.submission_timeout_s:g} s."
+        test.error = "budget"
+        return test
+    timeout = min(rubric.limits.call_timeout_s, remaining)
+    ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, timeout, session)
+    outcome = _judge(ctx, spec, rubric, result, test)
+    if ctx.nothing_judged and not test.error:
+        # every case passes a parameter the student's function lacks: judge it called without that parameter,
+        # so that "not applicable" is never credit for code that does not work (CheckContext._lenient_outcome)
+        ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, timeout, session)
+        ctx.lenient_interface = True
+        outcome = _judge(ctx, spec, rubric, result, test)
     test.score = round(spec.points * outcome.fraction, 4)
     test.mistakes = [{"id": m.id, "message": m.message, "hint": m.hint} for m in outcome.mistakes]
     lines = [outcome.message]

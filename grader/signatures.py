@@ -100,10 +100,13 @@ def _is_default(template: dict, name: str, value) -> bool:
     return isinstance(value, _SIMPLE) and type(value) is type(d) and value == d
 
 
-def bind(template: dict, student: dict, args, kwargs) -> tuple[list, dict, dict]:
+def bind(template: dict, student: dict, args, kwargs, lenient: bool = False) -> tuple[list, dict, dict]:
     """(args, kwargs, where) for calling the student's function with a call written against the
     template; `where` maps each template name to "args.<i>" or "kwargs.<name>" in the new call.
-    Raises Unbound naming the template parameters the call needs and the student lacks."""
+    Raises Unbound naming the template parameters the call needs and the student lacks, unless
+    `lenient`: then those the template gives no default (`k`) are left out — the student's function
+    is called with what it takes, e.g. a hard-coded k — while one with a default passed another value
+    (`how="random"`) still raises: it asks for a behaviour the student's function cannot be asked for."""
     named = template_values(template, args, kwargs)
     if student.get("varargs") and not student["params"]:  # (*args, **kwargs): a wrapper; call as written
         return list(args), dict(kwargs), {**{n: f"args.{i}" for i, n in enumerate(list(named)[:len(args)])},
@@ -111,6 +114,8 @@ def bind(template: dict, student: dict, args, kwargs) -> tuple[list, dict, dict]
     found = mapping(template, student)
     lacking = [n for n in named if n not in found and not _is_default(template, n, named[n])
                and not student.get("varkw")]
+    if lenient:
+        lacking = [n for n in lacking if template["defaults"][template["params"].index(n)]]
     if lacking:
         raise Unbound(lacking)
     by_index = {i: n for n, i in found.items() if n in named}

@@ -193,3 +193,29 @@ def test_missing_required_parameter_is_charged_once_in_the_interface_check(tmp_p
     assert f"`{param}`" in text, text
     notes = " ".join(t.output for t in result.tests if t.check != "interface")
     assert "charged once in the interface check" in notes and "Traceback" not in notes, notes
+
+
+def _without_k(src: str, body: str) -> str:
+    """The example's `confusion`, without its `k` parameter, its body replaced by `body`."""
+    start = src.index("def confusion(assignments, labels, k, n_classes=10):")
+    end = src.find("\ndef ", start + 10)
+    return src[:start] + f"def confusion(assignments, labels, n_classes=10):\n{body}\n" + (src[end:] if end > 0 else "")
+
+
+def test_a_check_none_of_whose_cases_can_be_judged_is_judged_without_the_parameter(tmp_path):
+    """Every case of confusion.values passes `k`. Lacking `k` used to make the whole check 'not applicable'
+    (full marks), so `raise NotImplementedError` scored its point; now the check is run again calling the
+    function without `k`: a body hard-coding the course's 10 clusters is right where k = 10 and keeps the
+    point, a body that does not work gets nothing. The missing `k` itself costs the interface check, once."""
+    rubric = RUBRICS["kmeans-autoencoder"]
+    src = (REPO / "submissions" / EXAMPLES["kmeans-autoencoder"] / rubric.module).read_text()
+    example = src[src.index("def confusion("):]
+    example_body = example[example.index("\n") + 1:example.find("\ndef ") if "\ndef " in example else None]
+    honest = _without_k(src, "    k = 10\n" + example_body)
+    broken = _without_k(src, "    raise NotImplementedError")
+    result, lost = _grade(tmp_path / "honest", "kmeans-autoencoder", honest, ["confusion", "interface"])
+    assert set(lost) == {"interface"}, [(t.check, t.output) for t in result.tests if t.score < t.max_score]
+    result, lost = _grade(tmp_path / "broken", "kmeans-autoencoder", broken, ["confusion", "interface"])
+    assert lost.get("confusion.values") == 1.0 and "interface" in lost, lost
+    text = next(t.output for t in result.tests if t.check == "confusion.values")
+    assert "NotImplementedError" in text and "without it" in text, text

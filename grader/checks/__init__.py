@@ -97,6 +97,8 @@ class CheckContext:
         self.mistakes: list[Mistake] = []
         self.notes: list[str] = []
         self.not_judged = 0  # cases left out for a parameter the student's signature lacks (see notes)
+        self.lenient_interface = False  # re-run: call without the lacking parameters (`_lenient_outcome`)
+        self.nothing_judged = False  # every case needed a parameter the student's signature lacks
         seed = int.from_bytes(hashlib.sha256(spec.id.encode()).digest()[:4], "little")
         self.rng = np.random.default_rng(seed)
         self.seed = seed
@@ -408,7 +410,10 @@ class CheckContext:
                 setattr(owner, leaf, original)
 
     def outcome(self) -> Outcome:
+        if self.lenient_interface:
+            return self._lenient_outcome()
         if not self.cases and self.not_judged:  # every case needed a parameter charged elsewhere (or optional)
+            self.nothing_judged = True
             self.expect(True, "not applicable to your signature (see the notes)")
         if not self.cases:
             return Outcome(0.0, "the check recorded no result (a grader bug: please report it)")
@@ -426,6 +431,32 @@ class CheckContext:
             lines.append(f"All {len(self.cases)} cases passed.")
         lines += self.notes
         return Outcome(credit / len(self.cases), "\n".join(lines), list(self.mistakes))
+
+
+    def _lenient_outcome(self) -> Outcome:
+        """The outcome of a re-run in which every case called the student's function without the
+        [interface] parameters it lacks that the template gives no default (`lenient_interface`;
+        `signatures.bind`). The cases it gets right are evidence (e.g. `confusion` without `k` that
+        hard-codes the course's 10 clusters); the others needed the parameter and are not judged.
+        With no case right, nothing earns credit: a function that lacks a parameter and does not work
+        must not score as "not applicable" (it did before: `raise NotImplementedError` without `k`
+        scored confusion's full point). Only a check none of whose cases can be called at all (each
+        asks for a mode through a parameter the function lacks, `how="random"`) stays neutral: that
+        absence is what the interface check charges, once."""
+        passed = [c for c in self.cases if c.passed]
+        if not self.cases:
+            return Outcome(1.0, "\n".join(["Not applicable to your signature: every case needs a parameter your "
+                                           "function lacks (charged once, in the interface check)."] + self.notes), [])
+        lines = ["Every case of this check passes a parameter your function lacks (charged once, in the interface "
+                 "check); it was judged by calling your function without it."]
+        if not passed:
+            lines.append("No case gave the expected result that way:")
+            lines += [f"- {c.name}: {c.message}" for c in self.cases[:5]]
+            return Outcome(0.0, "\n".join(lines + self.notes), list(self.mistakes))
+        skipped = [c.name for c in self.cases if not c.passed]
+        lines.append(f"{len(passed)} case(s) right without it" + (f"; not judged (they need it): {', '.join(skipped[:5])}."
+                                                                   if skipped else "."))
+        return Outcome(sum(c.credit for c in passed) / len(passed), "\n".join(lines + self.notes), [])
 
 
 # ---- values ---------------------------------------------------------------------------------

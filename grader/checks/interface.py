@@ -118,7 +118,8 @@ def rebind(ctx: "CheckContext", target, args: list, kwargs: dict, grad: dict | N
     if tmpl is None or student is None:
         return args, kwargs, grad
     try:
-        new_args, new_kwargs, where = sig.bind(tmpl, student, args, kwargs)
+        lenient = bool(getattr(ctx, "lenient_interface", False)) and name in ctx.rubric.interface
+        new_args, new_kwargs, where = sig.bind(tmpl, student, args, kwargs, lenient=lenient)
     except sig.Unbound as e:
         if name in ctx.rubric.interface:
             raise NotJudged(_note(ctx, name, e.missing, "a case")) from None
@@ -144,6 +145,8 @@ def rebind(ctx: "CheckContext", target, args: list, kwargs: dict, grad: dict | N
 def unsupported(ctx: "CheckContext", target: str, kwargs: dict) -> list[str]:
     """The parameters in `kwargs` (template names) that the student's `target` cannot take and the
     call cannot leave out (they are declared in [interface] and the values are not the template's defaults)."""
+    if getattr(ctx, "lenient_interface", False):  # the re-run calls without them (rebind leaves them out)
+        return []
     student = _student(ctx, target)
     tmpl = template(ctx, target) if student is not None else None
     if tmpl is None or student is None:
@@ -165,8 +168,10 @@ def skip_unsupported(ctx: "CheckContext", target: str, kwargs: dict, case: str) 
 
 
 def finish_if_nothing_judged(ctx: "CheckContext", what: str) -> None:
-    """A check whose every case was skipped for a missing parameter records one neutral case."""
+    """A check whose every case was skipped for a missing parameter records one neutral case (and
+    the engine then judges it again, calling without the parameter: CheckContext._lenient_outcome)."""
     if not ctx.cases:
+        ctx.nothing_judged = True
         ctx.expect(True, f"{what}: not applicable to your signature (see the notes)")
 
 
