@@ -42,6 +42,8 @@ bench: $(STAMP)
 	$(PY) bench/bench_training.py
 	$(PY) bench/bench_assignments.py
 	$(PY) bench/bench_batch.py
+	$(PY) bench/bench_cold.py --repeat 3 --batch 10
+	$(PY) bench/bench_startup.py --repeat 3 --batch 6
 
 clean:
 	rm -rf reports .pytest_cache build *.egg-info

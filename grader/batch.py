@@ -177,6 +177,9 @@ def _worker_init(jobs: int) -> None:
 def _local_task(path: str, assignment, only, device, threads, out: str, marker: str, rubrics_dir,
                 reports: bool = True, data: str | None = None) -> dict:
     """Worker side of the local pool: grade, then write results.json (or error.txt) atomically."""
+    from grader import trace
+
+    trace.mark("batch: submission started")
     Path(marker).write_text(f"{os.getpid()} {time.time()}")
     t0 = time.monotonic()
     student = Path(path).name
@@ -199,6 +202,9 @@ def _store(data: dict, out: Path, student: str, seconds: float, reports: bool = 
 
     write_json_atomic(out / student / "results.json", data)
     (out / student / "error.txt").unlink(missing_ok=True)
+    from grader import trace
+
+    trace.mark("results.json written")
     errors = data.get("extra_data", {}).get("gradekit", {}).get("errors", [])
     notes = [_first_line(e) for e in errors[:2]]
     if reports:

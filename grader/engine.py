@@ -18,12 +18,9 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from grader import __version__
-from grader.checks import CheckContext, Outcome, Session, StudentValueError
-from grader.checks.interface import NotJudged, SignatureError
+from grader import __version__, trace
 from grader.metrics import metric_info
 from grader.redact import machine_paths, redact_paths
 from grader.results import GradeResult, QuestionResult, TestResult
@@ -31,6 +28,33 @@ from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available
 from grader.sandbox.client import REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig, StudentCodeError
 from grader.submission import fits, prepare, write_figures
 from grader.submission.answers import MAX_ANSWER_CHARS, parse_answers  # noqa: F401 (public here since v0.1)
+
+if TYPE_CHECKING:
+    from grader.checks import CheckContext, Outcome, Session, StudentValueError  # noqa: F401
+    from grader.checks.interface import NotJudged, SignatureError  # noqa: F401
+
+# torch and the checks are imported where grading starts, not here: `grade batch`'s parent process
+# imports this module only to find assignments and hash submissions, and a torch import there
+# (3-4 s on the project's VM) would delay the start of the workers that do the grading.
+_CHECKS_NAMES = ("CheckContext", "Outcome", "Session", "StudentValueError", "NotJudged", "SignatureError")
+
+
+def _load_checks() -> None:
+    """Import grader.checks (and with it torch) and publish its names in this module. A name already
+    set stays: the release recorder and the self-check replace `engine.CheckContext`."""
+    from grader import checks
+    from grader.checks import interface
+
+    for name in _CHECKS_NAMES:
+        globals().setdefault(name, getattr(checks, name, None) or getattr(interface, name))
+
+
+def __getattr__(name: str):
+    """`engine.CheckContext` and the other names of grader.checks, imported on first use."""
+    if name in _CHECKS_NAMES:
+        _load_checks()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 
@@ -47,13 +71,15 @@ class GradeOptions:
     data: str | None = None  # data set for model-level checks (overrides the rubric's [model] data)
     model_overrides: dict = field(default_factory=dict)  # training budget etc. (tests use tiny ones)
     write_figures: bool = True
-    threads: int | None = None
+    threads: int | None = None  # torch threads of the child when it trains (unit checks: always 1)
     namespaces: bool = True
     # Run where student code cannot be isolated: None = $GRADEKIT_ALLOW_UNSANDBOXED (`--allow-unsandboxed`)
     allow_unsandboxed: bool | None = None
 
 
 def resolve_device(device: str) -> str:
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -126,6 +152,9 @@ def _hide_list(rubric: Rubric, submission: Path, out_dir: Path | None) -> list[s
 
 
 def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | None = None) -> GradeResult:
+    import torch
+
+    _load_checks()
     options = options or GradeOptions()
     submission = Path(submission).resolve()
     if not submission.is_dir():
@@ -145,9 +174,10 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
     trains = any("model" in spec.all_tags for spec in selected)
     # Unit checks compute on small tensors, the grader and the child taking turns: more than one torch
     # thread only adds OpenMP hand-offs and spinning threads competing with the other process for the
-    # cores (3x the CPU time and 2-3x the wall time of `grade check` measured on 2 cores).
+    # cores (3x the CPU time and 2-3x the wall time of `grade check` measured on 2 cores). That holds
+    # for `grade batch` too, whose workers ask for cores // jobs threads (for training).
     config = SandboxConfig(module_file=rubric.module, device=device, memory_mb=rubric.limits.memory_mb,
-                           threads=options.threads or (torch.get_num_threads() if trains else 1),
+                           threads=(options.threads or torch.get_num_threads()) if trains else 1,
                            namespaces=options.namespaces,
                            load_timeout_s=rubric.limits.call_timeout_s,
                            hide=_hide_list(rubric, submission, options.out_dir))
@@ -160,6 +190,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             preflight(rubric, session, selected)
         except ValueError as e:  # bad data folder, bad [model] settings: the instructor's to fix
             raise GradingError(str(e)) from None
+    trace.mark("rubric's checks module imported, preflight")
     with Sandbox(submission, config) as sandbox:
         # From here on the grader reads only the sandbox's copy (no links, regular files only).
         result.submission_hash = submission_hash(sandbox.scratch)
@@ -167,6 +198,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         result.errors.extend(handed_in.errors)
         if handed_in.needs_source:  # built from a notebook by the grader; the child imports only this
             sandbox.write_module(handed_in.module.source)
+        trace.mark("submission hashed and read (answers, notebook)")
         answers = handed_in.answers.answers
         result.questions = [QuestionResult(q.id, q.title, q.points, answers.get(q.id)) for q in rubric.questions]
         if sandbox.skipped:
@@ -200,6 +232,12 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session)
             test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
             result.tests.append(test)
+        stats = getattr(sandbox, "stats", None)  # (a self-check bundle's in-process stand-in has none)
+        if stats and trace.enabled():
+            trace.mark("checks: waiting for the child (all requests)", total_s=stats["request_s"], count=stats["requests"])
+            trace.mark("checks: the child's own time in requests", total_s=stats["child_s"], count=stats["requests"])
+            trace.mark("checks: answering the child's upcalls (stand-ins)", total_s=stats["upcall_s"], count=stats["upcalls"])
+        trace.mark(f"checks ({len(selected)})")
         result.student_output = handed_in.translate(sandbox.output())
         _redact(result, submission, options.out_dir)
         result.figures = session.figures
@@ -208,17 +246,21 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             result.metrics["data_spec"] = options.data  # `grade batch` regrades when the data changes
         result.metric_info = metric_info(getattr(importlib.import_module(rubric.checks_module), "METRICS", None),
                                          result.metrics)
+        trace.mark("results collected")
     shown = []
     if figures_dir is not None and handed_in.figures:
         shown = write_figures(handed_in.figures, figures_dir.parent / "student_figures", figures_dir.parent)
     result.submission = handed_in.summary(shown)
     result.execution_time = time.monotonic() - t0
+    trace.mark("sandbox closed (children killed, run folder removed)")
     return result
 
 
 @contextlib.contextmanager
 def _torch_threads(n: int | None):
     """Run the grader's side of a check with `n` torch threads (None: unchanged; see `config` above)."""
+    import torch
+
     before = torch.get_num_threads()
     if n is None or n == before:
         yield

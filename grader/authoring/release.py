@@ -52,12 +52,12 @@ BEGIN = re.compile(r"^(\s*)#+\s*BEGIN SOLUTION\b.*$")
 END = re.compile(r"^(\s*)#+\s*END SOLUTION\b.*$")
 
 # Engine files copied into the bundle as they are (none holds solution code).
-SHIPPED = ["__init__.py", "engine.py", "metrics.py", "redact.py", "results.py", "rubric.py", "roles.py",
+SHIPPED = ["__init__.py", "engine.py", "metrics.py", "redact.py", "results.py", "rubric.py", "roles.py", "trace.py",
            "checks/__init__.py", "checks/interface.py", "checks/standins.py", "signatures.py",
            "sandbox/__init__.py", "sandbox/standins.py",
            "sandbox/child.py", "sandbox/errors.py", "sandbox/nets.py", "sandbox/protocol.py",
            "submission/__init__.py", "submission/notebook.py", "submission/answers.py", "submission/images.py"]
-SHIPPED_MODULES = {"grader", "grader.engine", "grader.metrics", "grader.redact", "grader.results", "grader.rubric",
+SHIPPED_MODULES = {"grader", "grader.engine", "grader.metrics", "grader.redact", "grader.results", "grader.rubric", "grader.trace",
                    "grader.roles", "grader.checks", "grader.checks.interface", "grader.signatures",
                    "grader.sandbox",
                    "grader.sandbox.child", "grader.sandbox.errors", "grader.sandbox.nets", "grader.sandbox.protocol",

@@ -76,6 +76,7 @@ class ReportWorker:
 
     def __init__(self, pid: int | None = None, to_worker: int | None = None, from_worker: int | None = None):
         self.pid, self.to_worker, self.from_worker = pid, to_worker, from_worker
+        self.submitted: Path | None = None  # the folder the worker was asked to render
 
     @classmethod
     def start(cls, answers_file: Path | None = None) -> "ReportWorker":
@@ -107,10 +108,23 @@ class ReportWorker:
         os.close(b_w)
         return cls(pid, a_w, b_r)
 
+    def submit(self, folder: Path) -> None:
+        """Have the worker start rendering folder/results.json now (`render` then waits for it), so
+        that the caller's own work, e.g. printing the results, overlaps with the rendering."""
+        folder = Path(folder).resolve()
+        if self.pid is None or self.submitted is not None:
+            return
+        try:
+            os.write(self.to_worker, json.dumps({"folder": str(folder)}).encode() + b"\n")
+            self.submitted = folder
+        except OSError:
+            self.close()  # `render` falls back to this process
+
     def render(self, folder: Path) -> tuple[Path, Path]:
         folder = Path(folder).resolve()
-        if self.pid is not None:
-            reply = self._ask(folder)
+        self.submit(folder)
+        if self.pid is not None and self.submitted == folder:
+            reply = self._wait()
             if reply is not None:
                 if reply.get("ok"):
                     return Path(reply["html"]), Path(reply["pdf"])
@@ -120,9 +134,8 @@ class ReportWorker:
 
         return render_report(load_result(folder / "results.json"), folder)
 
-    def _ask(self, folder: Path) -> dict | None:
+    def _wait(self) -> dict | None:
         try:
-            os.write(self.to_worker, json.dumps({"folder": str(folder)}).encode() + b"\n")
             data = b""
             while not data.endswith(b"\n"):
                 ready, _, _ = select.select([self.from_worker], [], [], RENDER_TIMEOUT_S)

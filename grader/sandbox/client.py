@@ -11,6 +11,7 @@ transparently starts a fresh child and re-imports the submission.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -25,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 
+from grader import trace
 from grader.sandbox import protocol
 from grader.sandbox.errors import (  # noqa: F401  (re-exported: the engine and checks import them from here)
     MAX_OUTPUT_BYTES, IsolationUnavailable, SandboxConfig, SandboxUnavailable, missing_protections, StudentCodeError, StudentCrash, StudentException,
@@ -46,6 +48,8 @@ class Zygote:
         self.ctl: socket.socket | None = None
         self.ready = False
         self.workdir = tempfile.mkdtemp(prefix="gradekit-zygote-")
+        # Stop it and remove its (empty) folder when the grader exits; they used to pile up in /tmp.
+        atexit.register(self.close)
 
     @classmethod
     def shared(cls) -> "Zygote":
@@ -68,6 +72,7 @@ class Zygote:
             from grader.sandbox import zygote
 
             zygote.preload()
+            trace.mark("torch imported")
             pid = os.fork()
             if pid == 0:  # the zygote: never returns into the caller's code
                 try:
@@ -78,6 +83,7 @@ class Zygote:
                     os._exit(0)
             theirs.close()
             self.proc, self.ctl, self.ready = _ForkedProcess(pid), ours, False
+            trace.mark("zygote forked")
             return
         env = {k: v for k, v in os.environ.items() if not k.startswith("GRADEKIT_SECRET")}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
@@ -133,6 +139,14 @@ class Zygote:
                 finally:
                     theirs.close()
         raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """At exit: kill the zygote (not waiting for it: its memory is freed after this process is
+        gone) and remove its working folder."""
+        self.ready = False
+        if self.proc is not None:
+            self.proc.kill()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def stop(self) -> None:
         self.ready = False
@@ -230,7 +244,9 @@ class Sandbox:
         self.log_fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self.status_r: int | None = None
         self.skipped = _copy_submission(self.submission_dir, self.scratch)
+        trace.mark("submission copied")
         self.pids: list[int] = []
+        self.stats = {"requests": 0, "request_s": 0.0, "upcalls": 0, "upcall_s": 0.0, "child_s": 0.0}
         self.sock: socket.socket | None = None
         self.protections: dict = {}
         self.load_error: StudentCodeError | None = None
@@ -249,7 +265,7 @@ class Sandbox:
             "scratch": str(self.scratch), "module_file": self.config.module_file,
             "device": self.config.device, "memory_mb": self.config.memory_mb, "threads": self.config.threads,
             "namespaces": self.config.namespaces, "hide": self._hide_list(), "repo_root": str(REPO_ROOT),
-            "tmp_root": tempfile.gettempdir(), "needed": _needed_paths(),
+            "tmp_root": tempfile.gettempdir(), "needed": _needed_paths(), "trace": trace.enabled(),
         }
 
     def _hide_list(self) -> list[str]:
@@ -283,6 +299,7 @@ class Sandbox:
             os.close(status_w)
         self.pids = [pid]
         self.sock = sock
+        trace.mark("child forked by the zygote")
         deadline = time.monotonic() + self.config.load_timeout_s
         while True:
             msg = self._recv(deadline, during="starting the sandbox")
@@ -290,6 +307,9 @@ class Sandbox:
                 self.pids.append(int(msg["init_pid"]))
             if "protections" in msg:
                 self.protections = msg["protections"]
+                if trace.enabled():  # the child's own marks (it cannot write the file), sent before any student code
+                    for name, t in msg.get("trace") or []:
+                        trace.mark("child: " + str(name), float(t))
             if msg.get("ready"):
                 break
         missing = missing_protections(self.protections) if self.config.namespaces else []
@@ -302,10 +322,12 @@ class Sandbox:
         if missing:
             self.protections["unsandboxed"] = missing
         self.load_error = None
+        trace.mark("child ready (isolated)")
         try:
             self.request({"op": "load"}, timeout=self.config.load_timeout_s, _starting=True)
         except StudentCodeError as e:
             self.load_error = e
+        trace.mark("submission imported in the child")
 
     def prepare_training(self) -> None:
         """Call before `start` when this submission's checks will train a model (see Zygote.prepare_training)."""
@@ -362,20 +384,32 @@ class Sandbox:
             self.start()
             if self.load_error is not None:
                 raise self.load_error
+        t_request = time.perf_counter()
+        self.stats["requests"] += 1
         try:
             protocol.send(self.sock, req)
         except OSError:
             raise self._death("while receiving a request") from None
         deadline = time.monotonic() + timeout
         while True:
-            reply = self._recv(deadline, during=f"{req.get('op')} {_label(req)}")
+            try:
+                reply = self._recv(deadline, during=f"{req.get('op')} {_label(req)}")
+            finally:
+                self.stats["request_s"] += time.perf_counter() - t_request
             if "upcall" not in reply and "upcall_backward" not in reply:
                 break
+            t_upcall = time.perf_counter()
             answer = upcall(reply) if upcall is not None else {"ok": False, "error": "no stand-ins in this request"}
+            self.stats["upcalls"] += 1
+            self.stats["upcall_s"] += time.perf_counter() - t_upcall
+            t_request = time.perf_counter()
             try:
                 protocol.send(self.sock, answer)
             except OSError:
                 raise self._death("while receiving a stand-in value") from None
+        seconds = reply.get("seconds")  # only for bench_startup's tables; the student's code may forge it
+        if type(seconds) is float and 0.0 <= seconds < 1e6:
+            self.stats["child_s"] += seconds
         if not reply.get("ok"):
             err = reply.get("error", {})
             raise StudentException(err.get("message", "unknown error"), err.get("where", ""), err.get("traceback", ""))
