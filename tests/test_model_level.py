@@ -124,3 +124,18 @@ def test_pickle_checkpoint_is_refused_and_never_executed(tmp_path):
     result = _grade(sub)
     assert not marker.exists()
     assert "could not be loaded safely" in result.tests[0].output
+
+
+def test_a_correct_model_cut_by_the_time_budget_is_compared_with_the_reference_at_the_same_epochs(tmp_path):
+    """How many epochs fit in the time budget depends on the machine's load and the code's speed, not
+    on its maths: a correct but slow VAE (a sleep in every forward pass) stops early at the budget and
+    is compared with the reference trained for the same number of epochs, at full marks."""
+    extra = ("\nimport time as _time\n_orig_forward = VAE.forward\n"
+             "def _slow(self, *a, **k):\n    _time.sleep(0.05)\n    return _orig_forward(self, *a, **k)\n"
+             "VAE.forward = _slow\n")
+    sub = make_submission(tmp_path, "slow", extra)
+    result = _grade(sub, overrides={"max_epochs": 12, "time_budget_s": 4})
+    assert result.metrics["training"]["stopped_because"] == "time_budget", result.metrics["training"]
+    text = " ".join(t.output for t in result.tests)
+    assert "trained for the same" in text, text
+    assert [t.status for t in result.tests] == ["passed"] * 4, [t.output for t in result.tests]

@@ -80,6 +80,7 @@ class ModelRun:
     error: str = ""
     source: str = "trained"  # or "checkpoint"
     samples_score: dict = field(default_factory=dict)
+    epoch_matched: int = 0  # >0: the reference was trained for this many epochs, as the student's run reached
 
 
 def settings(ctx_or_rubric, session=None) -> dict:
@@ -185,6 +186,7 @@ def model_run(ctx: CheckContext) -> ModelRun:
             run.student_history = hist
             if hist.get("stopped_because") == "error" and not hist.get("epochs"):
                 raise ModelGradingError(f"training your VAE failed: {hist.get('message')}")
+        ref_model = _reference_at_students_epochs(ctx, run, s, data) or ref_model
         try:
             model = evaluation.load_reference_model(weights, device=ctx.device, **dims)
         except ValueError as e:
@@ -196,6 +198,29 @@ def model_run(ctx: CheckContext) -> ModelRun:
         run.error = str(e)
     _record_metrics(ctx, run)
     return run
+
+
+UNBOUNDED_S = 1e9  # the reference's own training is not cut by wall-clock time when it is matched to epochs
+
+
+def _reference_at_students_epochs(ctx: CheckContext, run: ModelRun, s: dict, data):
+    """When the student's training stopped at the time budget after fewer epochs than the reference
+    trained, the reference trained for that many epochs instead (cached like the other; no time budget):
+    how far training gets in the budget depends on the machine's load and the code's speed, neither of
+    which is a mistake in the maths, so a correct model must not lose points for it. Returns that
+    reference model (and updates `run`'s reference metrics and history), or None when not needed."""
+    hist = run.student_history or {}
+    done = len(hist.get("epochs") or [])
+    if hist.get("stopped_because") != "time_budget" or not done:
+        return None
+    if done >= len((run.reference_history or {}).get("epochs") or []):
+        return None
+    matched = dict(s, max_epochs=done, time_budget_s=UNBOUNDED_S)
+    cached = ctx.session.metrics.get("reference_cache")
+    run.reference_metrics, run.reference_history, ref_model = _reference(ctx, matched, data)
+    ctx.session.metrics["reference_cache"] = cached or ctx.session.metrics.get("reference_cache")
+    run.epoch_matched = done
+    return ref_model
 
 
 @torch.no_grad()
@@ -319,6 +344,9 @@ def _grade_metric(ctx: CheckContext, metric: str, label: str, unit: str) -> None
     ctx.partial(frac, label, text)
     if run.source == "checkpoint":
         ctx.notes.append("Evaluated from your submitted checkpoint (not retrained).")
+    if run.epoch_matched:
+        ctx.notes.append(f"Your training reached {run.epoch_matched} epoch(s) in the time budget, so the reference "
+                         f"compared here was trained for the same {run.epoch_matched} epoch(s).")
     if frac >= 1.0:
         ctx.notes.append(f"{label}: {text}")
         return
