@@ -237,3 +237,23 @@ def test_all_nan_reparameterize_scores_zero_with_a_clear_message(tmp_path, rubri
     result = grade_submission(_submission(tmp_path, "nan", extra), rubric, GradeOptions(device="cpu", only=["reparameterize"]))
     assert result.tests and sum(t.score for t in result.tests) == 0, [(t.check, t.score, t.output) for t in result.tests]
     assert all("non-finite" in t.output for t in result.tests), [t.output for t in result.tests]
+
+
+@pytest.mark.slow
+def test_a_correct_cnn_cut_by_the_time_budget_is_compared_with_the_reference_at_the_same_epochs(rubric, tmp_path,
+                                                                                                 monkeypatch):
+    """A correct but slow CNN (a sleep in every forward pass) stops at the time budget after fewer epochs
+    than the reference: it is compared with the reference trained for as many epochs, at full marks."""
+    monkeypatch.setenv("GRADEKIT_CACHE", str(tmp_path / "cache"))
+    sub = tmp_path / "slow_cnn"
+    sub.mkdir()
+    src = (REPO / "submissions" / "heidi" / rubric.module).read_text()
+    src += ("\nimport time as _time\n_orig_forward = CNNClassifier.forward\n"
+            "def _slow(self, x):\n    _time.sleep(0.04)\n    return _orig_forward(self, x)\n"
+            "CNNClassifier.forward = _slow\n")
+    (sub / rubric.module).write_text(src)
+    overrides = {**TINY, "cnn_epochs": 8, "time_budget_s": 3}
+    result = grade_submission(sub, rubric, GradeOptions(device="cpu", only=["model"], model_overrides=overrides))
+    accuracy = next(t for t in result.tests if "accuracy" in t.name.lower())
+    assert "trained for the same" in accuracy.output, accuracy.output
+    assert accuracy.score == accuracy.max_score, accuracy.output

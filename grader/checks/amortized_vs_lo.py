@@ -788,11 +788,17 @@ def _strip(h: dict) -> dict:
     return {k: v for k, v in h.items() if k != "state_dict"}
 
 
+UNBOUNDED_S = 1e9  # the reference trains without a wall-clock budget (students' runs cut by theirs are matched to epochs)
+
+
 def _reference(ctx, s: dict, data: Prepared):
     from grader import model_cache
     from grader.harnesses import amortized_vs_lo as harness
 
     device = ctx.device
+    # the reference is never cut by wall-clock time: how far it trains must not depend on the load of the
+    # machine that first filled the cache (a student's loop cut by the budget is matched to epochs instead)
+    s = dict(s, time_budget_s=UNBOUNDED_S)
     key = model_cache.cache_key({"assignment": ctx.rubric.id, "data": data.summary,
                                  "settings": {k: v for k, v in s.items() if not k.endswith(("_full", "_zero"))},
                                  "device": device.type}, code_files=CODE_FILES)
@@ -831,6 +837,27 @@ class Run:
     student: dict = dataclasses.field(default_factory=dict)
     histories: dict = dataclasses.field(default_factory=dict)
     errors: dict = dataclasses.field(default_factory=dict)  # "cnn"/"vae"/"lo" -> why it could not be graded
+    epoch_matched: dict = dataclasses.field(default_factory=dict)  # loop -> epochs the reference was matched to
+
+
+def _epochs_matched(hists: dict, ref_hists: dict) -> dict:
+    """{"cnn"|"vae"|"lo": epochs} for each of the student's loops that the time budget stopped after fewer
+    epochs than the reference trained: how far a loop gets in the budget depends on the machine's load
+    and the code's speed, not on its maths, so those are compared with the reference at the same epochs."""
+    out = {}
+    for name, h in hists.items():
+        h = h if isinstance(h, dict) else {}
+        done = len(h.get("epochs") or [])
+        if h.get("stopped_because") == "time_budget" and 0 < done < len((ref_hists.get(name) or {}).get("epochs") or []):
+            out[name] = done
+    return out
+
+
+def _epoch_note(ctx, run, name: str) -> None:
+    if name in run.epoch_matched:
+        e = run.epoch_matched[name]
+        ctx.notes.append(f"Your training reached {e} epoch(s) in the time budget, so the reference compared here was "
+                         f"trained for the same {e} epoch(s).")
 
 
 def model_run(ctx: CheckContext) -> Run:
@@ -850,6 +877,13 @@ def model_run(ctx: CheckContext) -> Run:
             return {"stopped_because": "error", "message": getattr(e, "message", None) or f"{type(e).__name__}: {e}"}
 
     hists = _train_all(run_harness, s, data, ctx.device)
+    matched = _epochs_matched(hists, ref_hists)
+    if matched:  # compared with the reference trained for as many epochs as the budget let the student's run
+        cached = ctx.session.metrics.get("reference_cache")
+        run.reference, run.reference_histories, ref_models = _reference(
+            ctx, dict(s, **{f"{n}_epochs": e for n, e in matched.items()}), data)
+        ctx.session.metrics["reference_cache"] = cached
+        run.epoch_matched = matched
     cnn, vae, lo = _reference_models(ctx, s, data, ctx.device)
     models = {}
     for name, model, what in (("cnn", cnn, "CNNClassifier"), ("vae", vae, "VAE"), ("lo", lo, "LatentOptimizationVAE")):
@@ -1059,9 +1093,11 @@ def check_model_accuracy(ctx: CheckContext) -> None:
     gap = want - got
     frac = 1.0 if gap <= s["accuracy_full"] else 0.0 if gap >= s["accuracy_zero"] else \
         (s["accuracy_zero"] - gap) / (s["accuracy_zero"] - s["accuracy_full"])
-    text = (f"yours {100 * got:.1f} %, reference {100 * want:.1f} % after {s['cnn_epochs']} epochs "
+    epochs = run.epoch_matched.get("cnn", s["cnn_epochs"])
+    text = (f"yours {100 * got:.1f} %, reference {100 * want:.1f} % after {epochs} epochs "
             f"(full marks within {100 * s['accuracy_full']:.0f} points, none from {100 * s['accuracy_zero']:.0f} below)")
     ctx.partial(frac, "validation accuracy of the trained CNN", text)
+    _epoch_note(ctx, run, "cnn")
     ctx.notes.append(f"Test accuracy: yours {100 * run.student['cnn']['test_accuracy']:.1f} %, "
                      f"reference {100 * run.reference['cnn']['test_accuracy']:.1f} %.")
     if frac < 1:
@@ -1079,6 +1115,7 @@ def _grade_relative(ctx, name: str, key: str, label: str, sign: float) -> None:
     text = (f"yours {got:.2f} nats, reference {want:.2f} nats (full marks within {s[f'{name}_full']:.0%}, "
             f"none beyond {s[f'{name}_zero']:.0%} worse)")
     ctx.partial(frac, label, text)
+    _epoch_note(ctx, run, name)
     if frac >= 1:
         ctx.notes.append(f"{label}: {text}")
     else:

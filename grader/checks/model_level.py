@@ -102,11 +102,16 @@ def _train_config(s: dict):
     return TrainConfig(**{k: s[k] for k in TRAIN_KEYS})
 
 
+UNBOUNDED_S = 1e9  # the reference trains without a wall-clock budget (students' runs cut by theirs are matched to epochs)
+
+
 def _reference(ctx: CheckContext, s: dict, data) -> tuple[dict, dict, object]:
     """(metrics, history, model) of the reference, from the cache or trained now."""
     from grader import evaluation, model_cache, training
 
-    cfg = _train_config(s)
+    # the reference is never cut by wall-clock time: how far it trains must not depend on the load of
+    # the machine that first filled the cache (a student's run cut by the budget is matched to epochs)
+    cfg = _train_config(dict(s, time_budget_s=UNBOUNDED_S))
     key = model_cache.cache_key({"assignment": ctx.rubric.id, "data": data.summary(), "config": dataclasses.asdict(cfg),
                                  "K": s["K"], "device": ctx.device.type})
     hit = model_cache.load(key)
@@ -200,9 +205,6 @@ def model_run(ctx: CheckContext) -> ModelRun:
     return run
 
 
-UNBOUNDED_S = 1e9  # the reference's own training is not cut by wall-clock time when it is matched to epochs
-
-
 def _reference_at_students_epochs(ctx: CheckContext, run: ModelRun, s: dict, data):
     """When the student's training stopped at the time budget after fewer epochs than the reference
     trained, the reference trained for that many epochs instead (cached like the other; no time budget):
@@ -215,7 +217,7 @@ def _reference_at_students_epochs(ctx: CheckContext, run: ModelRun, s: dict, dat
         return None
     if done >= len((run.reference_history or {}).get("epochs") or []):
         return None
-    matched = dict(s, max_epochs=done, time_budget_s=UNBOUNDED_S)
+    matched = dict(s, max_epochs=done)
     cached = ctx.session.metrics.get("reference_cache")
     run.reference_metrics, run.reference_history, ref_model = _reference(ctx, matched, data)
     ctx.session.metrics["reference_cache"] = cached or ctx.session.metrics.get("reference_cache")
