@@ -356,3 +356,26 @@ def test_conv_vae_elbo_draws_standard_normal_noise(tmp_path, noise, correct):
         assert set(lost) == {"conv_vae.elbo.value"} and 0 < lost["conv_vae.elbo.value"] < 1, lost
         out = next(t.output for t in result.tests if t.check == "conv_vae.elbo.value")
         assert "eps ~ N(0, I)" in out and "randn_like" in out
+
+
+@pytest.mark.slow
+def test_a_correct_conv_vae_cut_by_the_time_budget_is_compared_with_the_reference_at_the_same_epochs(tmp_path,
+                                                                                                      monkeypatch):
+    """A correct but slow ConvVAE (a sleep in every elbo call) stops at the time budget after fewer epochs
+    than the reference (which trains without one): it is compared with the reference at as many epochs."""
+    from grader.engine import find_assignment
+
+    monkeypatch.setenv("GRADEKIT_CACHE", str(tmp_path / "cache"))
+    sub = tmp_path / "slow_vae"
+    sub.mkdir()
+    src = (SUBMISSIONS / "frank" / "density_models.py").read_text()
+    src += ("\nimport time as _time\n_orig_elbo = ConvVAE.elbo\n"
+            "def _slow(self, x, eps=None):\n    _time.sleep(0.05)\n    return _orig_elbo(self, x, eps)\n"
+            "ConvVAE.elbo = _slow\n")
+    (sub / "density_models.py").write_text(src)
+    rubric = find_assignment(SUBMISSIONS / "frank", None)
+    opts = GradeOptions(device="cpu", only=["model"], model_overrides={**TINY, "epochs": 10, "time_budget_s": 2})
+    result = grade_submission(sub, rubric, opts)
+    vae = [t for t in result.tests if t.check in ("model.vae_elbo", "model.reconstruction")]
+    assert vae and all("trained for the same" in t.output for t in vae), [t.output for t in vae]
+    assert all(t.score == t.max_score for t in vae), [t.output for t in vae]
