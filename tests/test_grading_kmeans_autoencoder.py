@@ -284,3 +284,22 @@ def test_any_nearest_centre_is_accepted_on_exact_ties(tmp_path, rubric):
     result = grade_submission(_submission(tmp_path, "ties", LAST_OF_TIES), rubric,
                               GradeOptions(device="cpu", only=["assign"]))
     assert lost(result) == {}, [(t.check, t.output) for t in result.tests if t.status != "passed"]
+
+
+@pytest.mark.slow
+def test_a_correct_autoencoder_cut_by_the_time_budget_is_compared_with_the_reference_at_the_same_epochs(
+        rubric, tmp_path, monkeypatch):
+    """A correct but slow autoencoder (a sleep in every forward pass) stops at the time budget after fewer
+    epochs than the reference (which trains without one): compared with the reference at as many epochs."""
+    monkeypatch.setenv("GRADEKIT_CACHE", str(tmp_path / "cache"))
+    sub = tmp_path / "slow_ae"
+    sub.mkdir()
+    src = (SUBMISSIONS / "dana" / rubric.module).read_text()
+    src += ("\nimport time as _time\n_orig_forward = ConvAutoencoder.forward\n"
+            "def _slow(self, x):\n    _time.sleep(0.03)\n    return _orig_forward(self, x)\n"
+            "ConvAutoencoder.forward = _slow\n")
+    (sub / rubric.module).write_text(src)
+    opts = GradeOptions(device="cpu", only=["model"], model_overrides={**TINY, "ae_epochs": 10, "time_budget_s": 1})
+    result = grade_submission(sub, rubric, opts)
+    ae = next(t for t in result.tests if t.check == "model.autoencoder")
+    assert "trained for the same" in ae.output and ae.score == ae.max_score, ae.output
