@@ -186,10 +186,12 @@ def test_load_reference_model_names_what_is_missing_and_ignores_extra_buffers(tr
     sd = dict(hist.state_dict)
     sd["prior.extra"] = np.zeros(cfg.num_components + 1, np.float32)  # an extra buffer plays no role: ignored
     load_reference_model(sd, digits.D, cfg.L, cfg.M, digits.num_vals, digits.likelihood, cfg.num_components)
-    del sd["prior.w"]
-    with pytest.raises(ValueError) as e:
-        load_reference_model(sd, digits.D, cfg.L, cfg.M, digits.num_vals, digits.likelihood, cfg.num_components)
-    assert "mixture weights" in str(e.value) and "prior.extra" in str(e.value)
+    # no mixture weights at all: the student's model used equal ones, and so does the loaded model (the
+    # interface check charges the missing weights once; model level grades the model as it is)
+    del sd["prior.w"], sd["prior.extra"]
+    model = load_reference_model(sd, digits.D, cfg.L, cfg.M, digits.num_vals, digits.likelihood, cfg.num_components)
+    w = torch.softmax(model.prior.w.detach().reshape(-1), 0)
+    assert torch.allclose(w, torch.full_like(w, 1.0 / cfg.num_components))
     sd = dict(hist.state_dict)
     del sd["encoder.encoder.0.weight"]
     with pytest.raises(ValueError, match="encoder.encoder"):

@@ -19,6 +19,8 @@ that cannot be bound is called as written (the student's TypeError is then the f
 
 from __future__ import annotations
 
+import types
+
 from typing import TYPE_CHECKING
 
 from grader import signatures as sig
@@ -50,16 +52,23 @@ _TEMPLATES: dict = {}
 
 
 def template(ctx: "CheckContext", target: str) -> dict | None:
-    """The template's (reference's) signature of dotted `target`, or None if it has none."""
-    key = (ctx.ref.__name__, target)
-    if key not in _TEMPLATES:
+    """The template's (reference's) signature of dotted `target`, or None if it has none. Cached per
+    reference module object: a stand-in for the reference (the release recorder's, the self-check's
+    replay) may share its name but not its signatures, and must not leave None behind for the real one."""
+    key = (id(ctx.ref), ctx.ref.__name__, target)
+    if not isinstance(ctx.ref, types.ModuleType):
+        key = None
+    if key is None or key not in _TEMPLATES:
         obj, owner = ctx.ref, None
         try:
             for part in target.split("."):
                 owner, obj = obj, getattr(obj, part)
-            _TEMPLATES[key] = sig.read_signature(obj, owner, target.rsplit(".", 1)[-1])
+            found = sig.read_signature(obj, owner, target.rsplit(".", 1)[-1])
         except (AttributeError, TypeError, ValueError):
-            _TEMPLATES[key] = None
+            found = None
+        if key is None:
+            return found
+        _TEMPLATES[key] = found
     return _TEMPLATES[key]
 
 
