@@ -483,6 +483,14 @@ def expect_any_variant(ctx: CheckContext, got: np.ndarray, reference: Callable[[
                             diagnose=(lambda p: distance(got, reference(p), rtol, atol)) if diagnose else None)
 
 
+def note_epoch_matched(ctx: CheckContext, epochs: int) -> None:
+    """Say that the reference was trained for `epochs` (> 0), as many as the student's run reached in its
+    time budget (model level: load and speed are not mistakes; docs/grading.md)."""
+    if epochs:
+        ctx.notes.append(f"Your training reached {epochs} epoch(s) in the time budget, so the reference compared "
+                         f"here was trained for the same {epochs} epoch(s).")
+
+
 def likely_causes(ctx: CheckContext, depends_on) -> None:
     """Add a note naming the mistakes the unit checks found in the components a model-level metric
     depends on (`depends_on`: component tags; the code the student's model runs while it trains or

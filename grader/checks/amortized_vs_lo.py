@@ -24,7 +24,7 @@ import torch
 from grader import roles
 from grader.checks import (
     CheckContext, distance, StudentValueError, close, expect_any_variant, likely_causes,
-    model_settings, relative_score, sequence, tensor, to_torch,
+    model_settings, note_epoch_matched, relative_score, sequence, tensor, to_torch,
 )
 from grader.metrics import Metric
 from grader.sandbox import nets
@@ -853,13 +853,6 @@ def _epochs_matched(hists: dict, ref_hists: dict) -> dict:
     return out
 
 
-def _epoch_note(ctx, run, name: str) -> None:
-    if name in run.epoch_matched:
-        e = run.epoch_matched[name]
-        ctx.notes.append(f"Your training reached {e} epoch(s) in the time budget, so the reference compared here was "
-                         f"trained for the same {e} epoch(s).")
-
-
 def model_run(ctx: CheckContext) -> Run:
     if "avl_model" in ctx.session.cache:
         return ctx.session.cache["avl_model"]
@@ -1097,7 +1090,7 @@ def check_model_accuracy(ctx: CheckContext) -> None:
     text = (f"yours {100 * got:.1f} %, reference {100 * want:.1f} % after {epochs} epochs "
             f"(full marks within {100 * s['accuracy_full']:.0f} points, none from {100 * s['accuracy_zero']:.0f} below)")
     ctx.partial(frac, "validation accuracy of the trained CNN", text)
-    _epoch_note(ctx, run, "cnn")
+    note_epoch_matched(ctx, run.epoch_matched.get("cnn", 0))
     ctx.notes.append(f"Test accuracy: yours {100 * run.student['cnn']['test_accuracy']:.1f} %, "
                      f"reference {100 * run.reference['cnn']['test_accuracy']:.1f} %.")
     if frac < 1:
@@ -1115,7 +1108,7 @@ def _grade_relative(ctx, name: str, key: str, label: str, sign: float) -> None:
     text = (f"yours {got:.2f} nats, reference {want:.2f} nats (full marks within {s[f'{name}_full']:.0%}, "
             f"none beyond {s[f'{name}_zero']:.0%} worse)")
     ctx.partial(frac, label, text)
-    _epoch_note(ctx, run, name)
+    note_epoch_matched(ctx, run.epoch_matched.get(name, 0))
     if frac >= 1:
         ctx.notes.append(f"{label}: {text}")
     else:

@@ -23,8 +23,8 @@ import torch
 
 from grader.checks import interface
 from grader.checks import (
-    CheckContext, StudentValueError, distance, close, expect_any_variant, model_settings, relative_score, sequence,
-    tensor, to_torch,
+    CheckContext, StudentValueError, distance, close, expect_any_variant, model_settings, note_epoch_matched,
+    relative_score, sequence, tensor, to_torch,
 )
 from grader.metrics import Metric
 from grader.sandbox.client import StudentException
@@ -1063,16 +1063,9 @@ def check_model_gmm(ctx: CheckContext) -> None:
                          "your EM steps: an exact EM step never decreases it.")
 
 
-def _epoch_note(ctx: CheckContext, part: Part) -> None:
-    if part.extra.get("epoch_matched"):
-        e = part.extra["epoch_matched"]
-        ctx.notes.append(f"Your training reached {e} epoch(s) in the time budget, so the reference compared here was "
-                         f"trained for the same {e} epoch(s).")
-
-
 def check_model_vae_elbo(ctx: CheckContext) -> None:
     part = _vae_part(ctx)
-    _epoch_note(ctx, part)
+    note_epoch_matched(ctx, part.extra.get("epoch_matched", 0))
     _grade(ctx, part, "elbo", "elbo", "trained conv VAE: test ELBO per example (evaluated by the reference)",
            higher_is_better=True, family=VAE_FAMILY)
     if part.student and part.reference and part.student.get("kl", 1) < 0.05 * max(part.reference.get("kl", 0), 1e-6):
@@ -1082,6 +1075,6 @@ def check_model_vae_elbo(ctx: CheckContext) -> None:
 
 def check_model_reconstruction(ctx: CheckContext) -> None:
     part = _vae_part(ctx)
-    _epoch_note(ctx, part)
+    note_epoch_matched(ctx, part.extra.get("epoch_matched", 0))
     _grade(ctx, part, "reconstruction_mse", "reconstruction", "trained conv VAE: test reconstruction MSE at z = mu",
            higher_is_better=False, family=VAE_FAMILY)

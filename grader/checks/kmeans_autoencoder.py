@@ -24,7 +24,8 @@ import torch
 
 from grader.checks import interface
 from grader.checks import (
-    CheckContext, distance, close, likely_causes, expect_any_variant, model_settings, relative_score, tensor, to_torch,
+    CheckContext, distance, close, likely_causes, expect_any_variant, model_settings, note_epoch_matched, relative_score,
+    tensor, to_torch,
 )
 from grader.metrics import Metric
 from grader.sandbox.client import StudentCodeError
@@ -727,9 +728,7 @@ def check_model_autoencoder(ctx: CheckContext) -> None:
         if np.isfinite(rec).all() and (rec.min() < -1e-6 or rec.max() > 1 + 1e-6):
             diagnoses.append(f"reconstructions range from {rec.min():.3g} to {rec.max():.3g}: the decoder should end "
                              "with a sigmoid so that pixels lie in (0, 1)")
-    if run.ae_epochs_matched:
-        ctx.notes.append(f"Your training reached {run.ae_epochs_matched} epoch(s) in the time budget, so the reference "
-                         f"compared here was trained for the same {run.ae_epochs_matched} epoch(s).")
+    note_epoch_matched(ctx, run.ae_epochs_matched)
     epochs = run.ae_epochs_matched or run.settings["ae_epochs"]
     _grade(ctx, f"test reconstruction MSE after {epochs} epochs", "autoencoder",
            "autoencoder_test_mse", run.errors.get("ae"), diagnoses)

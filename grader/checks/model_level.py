@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, likely_causes, model_settings, relative_score
+from grader.checks import CheckContext, likely_causes, model_settings, note_epoch_matched, relative_score
 from grader.metrics import Metric
 
 DEFAULTS = {
@@ -346,9 +346,7 @@ def _grade_metric(ctx: CheckContext, metric: str, label: str, unit: str) -> None
     ctx.partial(frac, label, text)
     if run.source == "checkpoint":
         ctx.notes.append("Evaluated from your submitted checkpoint (not retrained).")
-    if run.epoch_matched:
-        ctx.notes.append(f"Your training reached {run.epoch_matched} epoch(s) in the time budget, so the reference "
-                         f"compared here was trained for the same {run.epoch_matched} epoch(s).")
+    note_epoch_matched(ctx, run.epoch_matched)
     if frac >= 1.0:
         ctx.notes.append(f"{label}: {text}")
         return
