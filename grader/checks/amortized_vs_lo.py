@@ -24,7 +24,8 @@ import torch
 from grader import roles
 from grader.checks import (
     CheckContext, distance, StudentValueError, close, expect_any_variant, likely_causes,
-    model_settings, note_epoch_matched, relative_score, sequence, tensor, to_torch,
+    model_settings, UNBOUNDED_S, note_epoch_matched, reference_at_students_epochs, relative_score, sequence, tensor,
+    to_torch,
 )
 from grader.metrics import Metric
 from grader.sandbox import nets
@@ -788,9 +789,6 @@ def _strip(h: dict) -> dict:
     return {k: v for k, v in h.items() if k != "state_dict"}
 
 
-UNBOUNDED_S = 1e9  # the reference trains without a wall-clock budget (students' runs cut by theirs are matched to epochs)
-
-
 def _reference(ctx, s: dict, data: Prepared):
     from grader import model_cache
     from grader.harnesses import amortized_vs_lo as harness
@@ -872,10 +870,8 @@ def model_run(ctx: CheckContext) -> Run:
     hists = _train_all(run_harness, s, data, ctx.device)
     matched = _epochs_matched(hists, ref_hists)
     if matched:  # compared with the reference trained for as many epochs as the budget let the student's run
-        cached = ctx.session.metrics.get("reference_cache")
-        run.reference, run.reference_histories, ref_models = _reference(
-            ctx, dict(s, **{f"{n}_epochs": e for n, e in matched.items()}), data)
-        ctx.session.metrics["reference_cache"] = cached
+        run.reference, run.reference_histories, ref_models = reference_at_students_epochs(ctx, lambda: _reference(
+            ctx, dict(s, **{f"{n}_epochs": e for n, e in matched.items()}), data))
         run.epoch_matched = matched
     cnn, vae, lo = _reference_models(ctx, s, data, ctx.device)
     models = {}

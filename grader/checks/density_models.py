@@ -24,6 +24,7 @@ import torch
 from grader.checks import interface
 from grader.checks import (
     CheckContext, StudentValueError, distance, close, expect_any_variant, model_settings, note_epoch_matched,
+    reference_at_students_epochs, UNBOUNDED_S,
     relative_score, sequence, tensor, to_torch,
 )
 from grader.metrics import Metric
@@ -154,7 +155,7 @@ def check_conv_vae_architecture(ctx: CheckContext) -> None:
             case = f"{label}: {path} = {desc} on a {'×'.join(map(str, inp.shape))} input"
             mine = role.get(path)
             if mine is None:
-                failed |= not ctx.expect(False, case, f"no layer of your ConvVAE plays this role (your layers: "
+                failed |= not ctx.expect(False, case, "no layer of your ConvVAE plays this role (your layers: "
                                          + (", ".join(f"{p} {t}" for p, t, _ in student[:8]) or "none") + ")")
                 continue
             try:
@@ -831,9 +832,6 @@ def _train_kwargs(s: dict, data: Data) -> dict:
     return {**{k: s[k] for k in TRAIN_KEYS}, "image_size": data.image_shape[0]}
 
 
-UNBOUNDED_S = 1e9  # the reference trains without a wall-clock budget (a student's run cut by theirs is matched to epochs)
-
-
 def _vae_reference(ctx: CheckContext, s: dict, data: Data):
     from grader import model_cache
     from grader.harnesses import density_models as harness
@@ -903,9 +901,8 @@ def _vae_part(ctx: CheckContext) -> Part:
         done = hist.get("epochs") if isinstance(hist.get("epochs"), int) else 0
         if hist.get("stopped_because") == "time" and 0 < done < int(ref_history.get("epochs") or 0):
             # load and speed are not mistakes: compare with the reference trained for as many epochs
-            cached = ctx.session.metrics.get("reference_cache")
-            part.reference, ref_history, ref_model = _vae_reference(ctx, dict(s, epochs=done), data)
-            ctx.session.metrics["reference_cache"] = cached
+            part.reference, ref_history, ref_model = reference_at_students_epochs(
+                ctx, lambda: _vae_reference(ctx, dict(s, epochs=done), data))
             part.extra.update(reference_history=ref_history, reference_model=ref_model, epoch_matched=done)
         model = _load_vae(ctx, out["state_dict"], s, data)
         part.student = _vae_metrics(ctx, model, data, s)

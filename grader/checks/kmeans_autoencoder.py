@@ -24,7 +24,8 @@ import torch
 
 from grader.checks import interface
 from grader.checks import (
-    CheckContext, distance, close, likely_causes, expect_any_variant, model_settings, note_epoch_matched, relative_score,
+    CheckContext, distance, close, likely_causes, expect_any_variant, model_settings, note_epoch_matched, reference_at_students_epochs,
+    relative_score, UNBOUNDED_S,
     tensor, to_torch,
 )
 from grader.metrics import Metric
@@ -522,9 +523,6 @@ def _run_here(fn, ctx, kwargs) -> dict:
     return fn(ctx.ref, ctx.device, **kw)
 
 
-UNBOUNDED_S = 1e9  # the reference trains without a wall-clock budget (a student's run cut by theirs is matched to epochs)
-
-
 def _reference(ctx, s, data, splits) -> dict:
     """The reference's k-means centres (both inits) and autoencoder, from the cache or trained now."""
     from grader import model_cache
@@ -623,9 +621,7 @@ def model_run(ctx: CheckContext) -> _Run:
         done = len(run.ae.get("train_loss") or [])
         if run.ae.get("stopped_because") == "time_budget" and 0 < done < len(run.reference.get("train_loss") or []):
             # load and speed are not mistakes: compare with the reference autoencoder trained for as many epochs
-            cached = ctx.session.metrics.get("reference_cache")
-            run.reference = _reference(ctx, dict(s, ae_epochs=done), data, splits)
-            ctx.session.metrics["reference_cache"] = cached
+            run.reference = reference_at_students_epochs(ctx, lambda: _reference(ctx, dict(s, ae_epochs=done), data, splits))
             run.ae_epochs_matched = done
     except (StudentCodeError, ValueError, TypeError, KeyError) as e:
         run.ae = None

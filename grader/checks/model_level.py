@@ -21,7 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, likely_causes, model_settings, note_epoch_matched, relative_score
+from grader.checks import (
+    CheckContext, UNBOUNDED_S, likely_causes, model_settings, note_epoch_matched, reference_at_students_epochs,
+    relative_score,
+)
 from grader.metrics import Metric
 
 DEFAULTS = {
@@ -100,9 +103,6 @@ def _train_config(s: dict):
     from grader.training import TrainConfig
 
     return TrainConfig(**{k: s[k] for k in TRAIN_KEYS})
-
-
-UNBOUNDED_S = 1e9  # the reference trains without a wall-clock budget (students' runs cut by theirs are matched to epochs)
 
 
 def _reference(ctx: CheckContext, s: dict, data) -> tuple[dict, dict, object]:
@@ -217,10 +217,8 @@ def _reference_at_students_epochs(ctx: CheckContext, run: ModelRun, s: dict, dat
         return None
     if done >= len((run.reference_history or {}).get("epochs") or []):
         return None
-    matched = dict(s, max_epochs=done)
-    cached = ctx.session.metrics.get("reference_cache")
-    run.reference_metrics, run.reference_history, ref_model = _reference(ctx, matched, data)
-    ctx.session.metrics["reference_cache"] = cached or ctx.session.metrics.get("reference_cache")
+    run.reference_metrics, run.reference_history, ref_model = reference_at_students_epochs(
+        ctx, lambda: _reference(ctx, dict(s, max_epochs=done), data))
     run.epoch_matched = done
     return ref_model
 
