@@ -110,7 +110,8 @@ class CheckContext:
                                        layout=layout)
 
     # ---- talking to the student's code ------------------------------------------------------
-    def call(self, target, *args, seed: int | None = None, grad: dict | None = None, **kwargs) -> dict:
+    def call(self, target, *args, seed: int | None = None, grad: dict | None = None, inputs_after: bool = False,
+             **kwargs) -> dict:
         """Call the student's `target` (a dotted name, or {"object": .., "method": .., "label": "Class.method"})
         in the sandbox, with arguments written against the template's signature: they are mapped
         onto the student's own parameters first (grader/checks/interface.py: renamed, reordered,
@@ -130,7 +131,7 @@ class CheckContext:
         if getattr(self, "_own_layers", False):  # the student's object runs on the layers its constructor built
             names = [n for n in names if not n.endswith(".__init__")]
         req = {"op": "call", "target": target, "args": args, "kwargs": kwargs, "seed": seed, "grad": grad,
-               "stand_ins": names}
+               "stand_ins": names, "inputs_after": inputs_after}  # (inputs_after: the tensor arguments after the call)
         self.stand_ins.reset_call()
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         # (unseeded calls, and in-process sandboxes without stand-ins, leave the global RNG alone)

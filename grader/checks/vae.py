@@ -15,7 +15,7 @@ import torch
 
 from grader import roles
 from grader.checks import CheckContext, StudentValueError, close, distance, expect_any_variant, sequence, tensor, to_torch
-from grader.checks import interface
+from grader.checks import interface, properties
 from grader.checks import model_level
 from grader.checks.model_level import METRICS  # noqa: F401  (how this assignment's metrics are shown)
 from grader.checks.model_level import (  # noqa: F401  (model-level checks of this assignment)
@@ -777,3 +777,108 @@ def preflight(rubric, session, selected) -> None:
     """Before grading: when model-level checks are selected, make sure their data set loads."""
     if any(spec.component == "model" for spec in selected):
         model_level.preflight(rubric, session)
+
+
+# ---- examples for the declared properties (grader/checks/properties.py; rubric [properties]) ----------------
+
+def _dims(v, D_: int = 5) -> tuple[int, int]:
+    """(batch, width): non-square when `v.wide`, the realistic 784 pixels when `v.extreme`."""
+    return v.batch, (784 if v.extreme else 7 if v.wide else D_)
+
+
+def _example_log_normal_diag(ctx, v):
+    B_, D_ = _dims(v)
+    x, mu, lv = _gaussian_inputs(ctx, (B_, D_), v.dtype)
+    if v.extreme:  # tiny and huge variances, |x - mu| up to 1e3
+        lv = _f(np.resize(np.linspace(-12, 12, 25), (B_, D_)), v.dtype)
+        x = _f(ctx.rng.standard_normal((B_, D_)) * 1e3, v.dtype)
+    return properties.Example("log_normal_diag", {"x": x, "mu": mu, "log_var": lv},
+                              lambda t: ctx.ref.log_normal_diag(t["x"], t["mu"], t["log_var"]),
+                              batched=("x", "mu", "log_var"), label="log_normal_diag(x, mu, log_var)")
+
+
+def _example_log_standard_normal(ctx, v):
+    B_, D_ = _dims(v)
+    x = _f(ctx.rng.standard_normal((B_, D_)) * (1e3 if v.extreme else 1.0), v.dtype)
+    return properties.Example("log_standard_normal", {"x": x}, lambda t: ctx.ref.log_standard_normal(t["x"]),
+                              batched=("x",))
+
+
+def _example_log_bernoulli(ctx, v):
+    B_, D_ = _dims(v)
+    x, p = _bernoulli_inputs(ctx, (B_, D_), v.dtype, edge=v.extreme)
+    return properties.Example("log_bernoulli", {"x": x, "p": p}, lambda t: ctx.ref.log_bernoulli(t["x"], t["p"]),
+                              batched=("x", "p"))
+
+
+def _example_log_categorical(ctx, v):
+    B_, D_ = _dims(v, 4)
+    x, p = _categorical_inputs(ctx, (B_, min(D_, 64)), 5, v.dtype, zeros=v.extreme)
+    return properties.Example("log_categorical", {"x": x, "p": p},
+                              lambda t: ctx.ref.log_categorical(t["x"], t["p"], num_classes=5), kwargs={"num_classes": 5},
+                              batched=("x", "p"))
+
+
+def _example_reparameterization(ctx, v):
+    B_, L_ = _dims(v, 4)
+    mu = _f(ctx.rng.standard_normal((B_, L_)), v.dtype)
+    lv = _f(np.resize(np.linspace(-20, 20, 41), (B_, L_)) if v.extreme else ctx.rng.uniform(-2, 1, (B_, L_)), v.dtype)
+    return properties.Example(_reparam(ctx), {"mu": mu, "log_var": lv},
+                              lambda t: ctx.ref.Encoder.reparameterization(t["mu"], t["log_var"]),
+                              batched=("mu", "log_var"), rows_independent=False, label=REPARAM)
+
+
+def _example_encoder(ctx, v):
+    spec = _encoder_net(ctx)
+    enc = ctx.new("enc", "Encoder", {"__net__": spec})
+    ref_enc = ctx.ref.Encoder(nets.build(spec, ctx.device))
+    x = _f(ctx.rng.integers(0, V, (v.batch, D)), "float32")
+    return properties.Example(ctx.method(enc, "encode", "Encoder.encode"), {"x": x},
+                              lambda t: ref_enc.encode(t["x"]), params="enc", ref_object=ref_enc, batched=("x",))
+
+
+def _example_decoder(ctx, v):
+    spec = _decoder_net(ctx, "bernoulli")
+    dec = ctx.new("dec", "Decoder", {"__net__": spec}, distribution="bernoulli")
+    ref_dec = ctx.ref.Decoder(nets.build(spec, ctx.device), distribution="bernoulli")
+    z = _f(ctx.rng.standard_normal((v.batch, L)), "float32")
+    return properties.Example(ctx.method(dec, "decode", "Decoder.decode"), {"z": z},
+                              lambda t: ref_dec.decode(t["z"]), params="dec", ref_object=ref_dec, batched=("z",))
+
+
+def _example_mog_log_prob(ctx, v):
+    L_, K = (16, 8) if v.extreme else (3, 4)
+    params = _mog_params(ctx, L_=L_, K=K)
+    prior, params = _new_prior(ctx, params)
+    ref_prior = _ref_prior(ctx, params)
+    z = ctx.rng.standard_normal((v.batch, L_)) * 2
+    if v.extreme:  # far from every mode: log-sum-exp must keep it finite
+        z = ctx.rng.choice([-1, 1], (v.batch, L_)) * 60 + z
+    return properties.Example(ctx.method(prior, "log_prob", "MoGPrior.log_prob"), {"z": _f(z, "float32")},
+                              lambda t: ref_prior.log_prob(t["z"]), params="prior", ref_object=ref_prior, batched=("z",))
+
+
+def _example_mog_sample(ctx, v):
+    params = _mog_params(ctx)
+    prior, params = _new_prior(ctx, params)
+    ref_prior = _ref_prior(ctx, params)
+    return properties.Example(ctx.method(prior, "sample", "MoGPrior.sample"), {"batch_size": v.batch},
+                              lambda t: ref_prior.sample(t["batch_size"]), batched=("batch_size",), rows_independent=False)
+
+
+def _example_elbo(ctx, v):
+    enc_spec, dec_spec, params, _ = _vae_setup(ctx, 1)
+    vae = _student_vae(ctx, enc_spec, dec_spec, params)
+    ref_vae = _ref_vae(ctx, enc_spec, dec_spec, params)
+    x = _f(ctx.rng.integers(0, V, (v.batch, D)), "float32")
+    return properties.Example(ctx.method(vae, "forward", "VAE.forward"), {"x": x},
+                              lambda t: ref_vae(t["x"], reduction="avg"), kwargs={"reduction": "avg"},
+                              params="vae", ref_object=ref_vae, batched=("x",), batch_out=False, seed=5)
+
+
+EXAMPLES = {
+    "log_normal_diag": _example_log_normal_diag, "log_standard_normal": _example_log_standard_normal,
+    "log_bernoulli": _example_log_bernoulli, "log_categorical": _example_log_categorical,
+    "reparameterization": _example_reparameterization, "encoder": _example_encoder, "decoder": _example_decoder,
+    "mog_prior.log_prob": _example_mog_log_prob, "mog_prior.sample": _example_mog_sample, "elbo": _example_elbo,
+}
