@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from grader import __version__, trace
+from grader.charging import charge_once
 from grader.metrics import metric_info
 from grader.redact import machine_paths, redact_paths
 from grader.results import GradeResult, QuestionResult, TestResult
@@ -232,6 +233,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session)
             test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
             result.tests.append(test)
+        charge_once(result.tests)
         stats = getattr(sandbox, "stats", None)  # (a self-check bundle's in-process stand-in has none)
         if stats and trace.enabled():
             trace.mark("checks: waiting for the child (all requests)", total_s=stats["request_s"], count=stats["requests"])
@@ -305,7 +307,7 @@ def _judge(ctx: CheckContext, spec: CheckSpec, rubric: Rubric, result: GradeResu
         outcome = ctx.outcome()
         test.error = "value"
     except StudentValueError as e:
-        ctx.expect(False, "return value", str(e))
+        ctx.expect(False, "return value", str(e), cause=getattr(e, "cause", None))
         outcome = ctx.outcome()
         test.error = "value"
     except RubricError:
@@ -359,6 +361,7 @@ def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, d
                                     "(one value per dimension, which your code reduces itself).")
             outcome, test.error = own_outcome, trial.error
     test.score = round(spec.points * outcome.fraction, 4)
+    test.lost_by_cause = {c: spec.points * f for c, f in outcome.lost_by_cause.items()}
     test.mistakes = [{"id": m.id, "message": m.message, "hint": m.hint} for m in outcome.mistakes]
     lines = [outcome.message]
     for m in outcome.mistakes:

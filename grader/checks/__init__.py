@@ -43,7 +43,12 @@ def isolate(spec: CheckSpec) -> bool:
 
 
 class StudentValueError(Exception):
-    """The student's return value is not what the contract asks (type, shape, dtype)."""
+    """The student's return value is not what the contract asks (type, shape, dtype). `cause`: the root cause
+    when it is known (a dtype slip: "dtype"), so that several checks that see it charge it once."""
+
+    def __init__(self, message: str = "", cause: str | None = None):
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass
@@ -52,6 +57,9 @@ class Case:
     passed: bool
     message: str = ""
     fraction: float | None = None  # partial credit for this case; None: 1 if passed else 0
+    # the root cause of a failure when it is known ("mistake:<id>", a property such as "dtype"): several checks
+    # of one component that fail for the same cause are charged once (grader/charging.py)
+    cause: str | None = None
 
     @property
     def credit(self) -> float:
@@ -63,6 +71,7 @@ class Outcome:
     fraction: float
     message: str
     mistakes: list[Mistake] = field(default_factory=list)
+    lost_by_cause: dict[str, float] = field(default_factory=dict)  # cause -> fraction of the check lost to it
 
 
 @dataclass
@@ -96,6 +105,7 @@ class CheckContext:
         self.cases: list[Case] = []
         self.mistakes: list[Mistake] = []
         self.notes: list[str] = []
+        self.cause: str | None = None  # the cause of every failing case recorded (a property check: its property)
         self.not_judged = 0  # cases left out for a parameter the student's signature lacks (see notes)
         self.lenient_interface = False  # re-run: call without the lacking parameters (`_lenient_outcome`)
         self.nothing_judged = False  # every case needed a parameter the student's signature lacks
@@ -276,11 +286,11 @@ class CheckContext:
             return (s.rtol if s.rtol64 is None else s.rtol64), (s.atol if s.atol64 is None else s.atol64)
         return s.rtol, s.atol
 
-    def require(self, ok: bool, case: str, message: str) -> bool:
+    def require(self, ok: bool, case: str, message: str, cause: str | None = None) -> bool:
         """A prerequisite (a shape, a scalar, a gradient existing): it costs when it fails but earns
         nothing when it holds, so a wrong answer of the right shape gets no credit."""
         if not ok:
-            self.cases.append(Case(case, False, message))
+            self.cases.append(Case(case, False, message, cause=cause or self.cause))
         return bool(ok)
 
     @contextlib.contextmanager
@@ -299,14 +309,16 @@ class CheckContext:
             yield
         except StudentException as e:
             self.expect(False, label, e.message + (f"\n  at {e.where}" if e.where else ""))
-        except (StudentValueError, SignatureError) as e:
+        except StudentValueError as e:
+            self.expect(False, label, str(e), cause=e.cause)
+        except SignatureError as e:
             self.expect(False, label, str(e))
         except NotJudged as e:
             self.notes.append(e.note.replace("a case:", f"{label}:", 1))
             self.not_judged += 1
 
-    def expect(self, ok: bool, case: str, message: str = "") -> bool:
-        self.cases.append(Case(case, bool(ok), "" if ok else message))
+    def expect(self, ok: bool, case: str, message: str = "", cause: str | None = None) -> bool:
+        self.cases.append(Case(case, bool(ok), "" if ok else message, cause=None if ok else cause or self.cause))
         return bool(ok)
 
     def partial(self, fraction: float, case: str, message: str = "") -> None:
@@ -318,9 +330,8 @@ class CheckContext:
                      atol: float | None = None, diagnose: Callable[[Callable], bool] | None = None) -> bool:
         """Record whether `got` matches `want` (shape, finiteness, values)."""
         problem = mismatch(got, want, self.spec.rtol if rtol is None else rtol, self.spec.atol if atol is None else atol)
-        if problem and diagnose is not None:
-            self.diagnose(diagnose)
-        return self.expect(problem is None, case, problem or "")
+        named = self.diagnose(diagnose) if problem and diagnose is not None else None
+        return self.expect(problem is None, case, problem or "", cause=f"mistake:{named.id}" if named else None)
 
     def diagnose(self, matches: Callable[..., "bool | float"], components: list[str] | None = None,
                  scales: tuple[float, ...] = ()) -> Mistake | None:
@@ -432,7 +443,11 @@ class CheckContext:
         else:
             lines.append(f"All {len(self.cases)} cases passed.")
         lines += self.notes
-        return Outcome(credit / len(self.cases), "\n".join(lines), list(self.mistakes))
+        lost: dict[str, float] = {}
+        for c in self.cases:
+            if c.cause and c.credit < 1:
+                lost[c.cause] = lost.get(c.cause, 0.0) + (1 - c.credit) / len(self.cases)
+        return Outcome(credit / len(self.cases), "\n".join(lines), list(self.mistakes), lost)
 
 
     def _lenient_outcome(self) -> Outcome:
@@ -554,7 +569,8 @@ def tensor(reply_value, what: str, dtype: str | None = None, finite: bool = Fals
     v = reply_value
     if isinstance(v, dict) and "__tensor__" in v:
         if dtype is not None and v["dtype"] != dtype:
-            raise StudentValueError(f"{what} returned a {v['dtype']} tensor for {dtype} inputs (keep the inputs' dtype)")
+            raise StudentValueError(f"{what} returned a {v['dtype']} tensor for {dtype} inputs (keep the inputs' dtype)",
+                                    cause="dtype")
         a = v["__tensor__"]
         if finite:
             require_finite(a, what)

@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, StudentValueError, describe, distance, to_torch
+from grader.checks import CheckContext, StudentValueError, describe, distance, mismatch, to_torch
 from grader.rubric import PROPERTY_POINTS
 from grader.sandbox.errors import StudentException
 
@@ -175,6 +175,17 @@ def _name(ex: Example) -> str:
 
 # ---- the properties -----------------------------------------------------------------------------
 
+def _property(check):
+    """Every failing case of a property check has that property as its cause (grader/charging.py)."""
+    def run(ctx: CheckContext) -> None:
+        ctx.cause = check.__name__.removeprefix("check_")
+        check(ctx)
+
+    run.__name__, run.__doc__ = check.__name__, check.__doc__
+    return run
+
+
+@_property
 def check_differentiable(ctx: CheckContext) -> None:
     """Gradients reach the declared inputs (and parameters) and are right: equal to the reference's when the values
     are the reference's, else to finite differences of the student's own function (a value mistake is the value
@@ -194,8 +205,17 @@ def check_differentiable(ctx: CheckContext) -> None:
         grad["cotangent"] = cot[0]
     if params:
         grad["params"] = ex.params
-    reply = _fail_on_exception(ctx, "backward through the result", lambda: _call(ctx, ex, grad=grad))
-    if reply is None:
+    try:
+        reply = _call(ctx, ex, grad=grad)
+    except StudentException as e:
+        # works without gradients, fails with them: an in-place edit of an input (a leaf that requires grad);
+        # that is the `pure` property's root cause, charged once with it
+        works = _fail_on_exception(ctx, "call without gradients", lambda: _call(ctx, ex)) is not None
+        ctx.expect(False, "backward through the result", e.message + (f"\n  at {e.where}" if e.where else ""),
+                   cause="pure" if works and "pure" in declaration(ctx) else None)
+        return
+    except StudentValueError as e:
+        ctx.expect(False, "return value", str(e))
         return
     got_vals = _fail_on_exception(ctx, "return value", lambda: _tensors(reply["result"], name))
     if got_vals is None:
@@ -275,6 +295,7 @@ def _parameter_gradients(ctx: CheckContext, ex: Example, grads: dict, want_p: di
             ctx.expect(True, label)
 
 
+@_property
 def check_stochastic(ctx: CheckContext) -> None:
     """Two seeds give different draws, one seed the same draws, two unseeded calls different draws."""
     ex = example(ctx, Variant(dtype="float32", batch=64))
@@ -299,6 +320,7 @@ def check_stochastic(ctx: CheckContext) -> None:
                        f"two calls gave draws with correlation {r:.4f}: they share their noise")
 
 
+@_property
 def check_pure(ctx: CheckContext) -> None:
     """The inputs are unchanged after the call, and backward through the result works."""
     ex = example(ctx, Variant(dtype="float32"))
@@ -324,6 +346,7 @@ def check_pure(ctx: CheckContext) -> None:
         ctx.expect(True, "backward through the result works")
 
 
+@_property
 def check_dtype(ctx: CheckContext) -> None:
     """float32 in, float32 out; float64 in, float64 out (every floating output)."""
     for dtype in ("float32", "float64"):
@@ -342,6 +365,7 @@ def check_dtype(ctx: CheckContext) -> None:
                    "and new tensors with dtype=x.dtype, e.g. torch.zeros_like, torch.as_tensor(c, dtype=x.dtype))")
 
 
+@_property
 def check_batch(ctx: CheckContext) -> None:
     """A batch of one gives the values of that example in a batch; non-square shapes give the reference's shapes."""
     full = example(ctx, Variant(dtype="float64", batch=4))
@@ -373,14 +397,26 @@ def check_batch(ctx: CheckContext) -> None:
                    f"shapes {shapes}, expected {wants}: an axis is transposed or a size is hard-coded")
 
 
+@_property
 def check_range(ctx: CheckContext) -> None:
-    """Extreme but legal inputs: finite values wherever the reference's are finite (and no NaN)."""
+    """Right on ordinary inputs, right on extreme but legal ones too: finite wherever the reference is finite and
+    within tolerance of it. A function whose values already differ on ordinary inputs is not judged here (the value
+    checks charge that); so only a mistake that shows at extremes (overflow, underflow, ties) costs this check."""
+    ordinary = example(ctx, Variant(dtype="float64"))
+    want, _, _ = _reference(ctx, ordinary)
+    got = _fail_on_exception(ctx, "ordinary inputs", lambda: _tensors(_call(ctx, ordinary)["result"], _name(ordinary)))
+    if got is None:
+        return
+    if not _all_close(ctx, got, want, "float64"):
+        ctx.notes.append("Not judged: your values already differ from the reference's on ordinary inputs "
+                         "(charged by the value checks).")
+        ctx.expect(True, "extreme inputs (not judged)")
+        return
     for dtype in ("float32", "float64"):
         ex = example(ctx, Variant(dtype=dtype, extreme=True))
-        name = _name(ex)
+        name, label = _name(ex), f"{dtype}: {ex.label or 'extreme inputs'}"
         want, _, _ = _reference(ctx, ex)
-        got = _fail_on_exception(ctx, f"{dtype}: {ex.label or 'extreme inputs'}",
-                                 lambda: _tensors(_call(ctx, ex)["result"], name))
+        got = _fail_on_exception(ctx, label, lambda: _tensors(_call(ctx, ex)["result"], name))
         if got is None:
             continue
         problems = []
@@ -393,4 +429,11 @@ def check_range(ctx: CheckContext) -> None:
                 nan, inf = int(np.isnan(g[bad]).sum()), int(np.isinf(g[bad]).sum())
                 problems.append(f"{nan} NaN and {inf} infinite value(s) of {g.size} where the reference's are finite "
                                 "(overflow or underflow: work in log space, subtract the max before exp)")
-        ctx.expect(not problems, f"{dtype}: {ex.label or 'extreme inputs'}: finite", "; ".join(problems))
+            elif not _all_close(ctx, [g], [w], dtype, loose=10.0):
+                problems.append(mismatch(g, w, *[t * 10 for t in ctx.tolerance(dtype)]) or "values differ")
+        ctx.expect(not problems, label, "; ".join(problems))
+
+
+def _all_close(ctx: CheckContext, got: list, want: list, dtype: str, loose: float = 1.0) -> bool:
+    rtol, atol = ctx.tolerance(dtype)
+    return len(got) == len(want) and all(distance(g, w, rtol * loose, atol * loose) <= 1 for g, w in zip(got, want))
