@@ -32,7 +32,8 @@ def charge_once(tests: list[TestResult]) -> None:
     for (_, cause), hits in seen.items():
         if len(hits) < 2:
             continue
-        keep, _ = max(hits, key=lambda h: (h[1], h[0].max_score))
+        # the largest loss; on a tie, the property's own check (`<component>.property.<cause>`), then the heavier check
+        keep, _ = max(hits, key=lambda h: (round(h[1], 9), h[0].check.endswith(f".property.{cause}"), h[0].max_score))
         ids = [t.check for t, _ in hits]
         what = describe_cause(cause)
         for t, lost in hits:
