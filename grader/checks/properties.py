@@ -281,10 +281,12 @@ def _parameter_gradients(ctx: CheckContext, ex: Example, grads: dict, want_p: di
     for rname, want in want_p.items():
         if want is None:
             continue
-        key = rname.split(".", 1)[-1]  # the net's own path ("0.weight"), whatever attribute holds the net
-        matches = [k for k in got if (k == rname or k.endswith("." + key)) and got[k] is not None
-                   and np.shape(got[k]) == np.shape(want)] or \
-                  [k for k in got if (k == rname or k.endswith("." + key))]
+        # the same name; else the net's own path ("0.weight" of "decoder.0.weight") under whatever attribute the
+        # student keeps the net, when that path has an index or a submodule in it (never a bare ".weight")
+        key = rname.split(".", 1)[-1]
+        matches = [k for k in got if k == rname]
+        if not matches and key.count(".") >= 1:
+            matches = [k for k in got if k.endswith("." + key) and np.shape(got[k]) == np.shape(want)]
         if not matches:
             continue  # a parameter kept under another name: nothing to compare it with
         g = got[matches[0]]
@@ -424,19 +426,21 @@ def check_range(ctx: CheckContext) -> None:
             continue
         if ex.canonical is not None:
             got, want = [ex.canonical(g) for g in got], [ex.canonical(w) for w in want]
-        problems = []
-        for g, w in zip(got, want):
+        problems, overflow = [], False
+        for i, (g, w) in enumerate(zip(got, want)):
+            which = f"output {i}: " if len(got) > 1 else ""
             if g.shape != w.shape:
-                problems.append(f"shape {tuple(g.shape)}, expected {tuple(w.shape)}")
+                problems.append(f"{which}shape {tuple(g.shape)}, expected {tuple(w.shape)}")
                 continue
             bad = ~np.isfinite(g.astype(np.float64)) & np.isfinite(w.astype(np.float64))
             if bad.any():
                 nan, inf = int(np.isnan(g[bad]).sum()), int(np.isinf(g[bad]).sum())
-                problems.append(f"{nan} NaN and {inf} infinite value(s) of {g.size} where the reference's are finite "
-                                "(overflow or underflow: work in log space, subtract the max before exp)")
+                problems.append(f"{which}{nan} NaN and {inf} infinite value(s) of {g.size} where the reference's are finite")
+                overflow = True
             elif not _all_close(ctx, [g], [w], dtype, loose=10.0):
                 problems.append(mismatch(g, w, *[t * 10 for t in ctx.tolerance(dtype)]) or "values differ")
-        ctx.expect(not problems, label, "; ".join(problems))
+        ctx.expect(not problems, label, "; ".join(problems)
+                   + (" (overflow or underflow: work in log space, subtract the max before exp)" if overflow else ""))
 
 
 def _all_close(ctx: CheckContext, got: list, want: list, dtype: str, loose: float = 1.0) -> bool:
