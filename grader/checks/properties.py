@@ -388,7 +388,7 @@ def check_batch(ctx: CheckContext) -> None:
                       "that drops the batch axis of size 1)") and got_full is not None and full.batched and full.batch_out \
                 and full.rows_independent:
             rows = [g[:1] for g in got_full]
-            same = all(r.shape == o.shape and distance(o, r, 1e-6, 1e-9) <= 1 for r, o in zip(rows, got_one))
+            same = all(r.shape == o.shape and distance(o, r, *ctx.tolerance(str(o.dtype))) <= 1 for r, o in zip(rows, got_one))
             ctx.expect(same, "a batch of one: the same values as that example in a batch of 4",
                        "the values for one example depend on the other examples of the batch (a reduction over "
                        "the batch axis, or an axis mixed up)")
