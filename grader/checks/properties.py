@@ -419,7 +419,10 @@ def check_range(ctx: CheckContext) -> None:
         return
     for dtype in ("float32", "float64"):
         ex = example(ctx, Variant(dtype=dtype, extreme=True))
-        name, label = _name(ex), f"{dtype}: {ex.label or 'extreme inputs'}"
+        floats = {a.dtype.name for a in ex.args.values() if isinstance(a, np.ndarray) and a.dtype.kind == "f"}
+        if dtype == "float64" and floats and "float64" not in floats:
+            continue  # the component's example is float32 only (a network's weights): judged once
+        name, label = _name(ex), f"{sorted(floats)[0] if floats else dtype}: {ex.label or 'extreme inputs'}"
         want, _, _ = _reference(ctx, ex)
         got = _fail_on_exception(ctx, label, lambda: _tensors(_call(ctx, ex)["result"], name))
         if got is None:
