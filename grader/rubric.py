@@ -176,9 +176,12 @@ class Rubric:
 
     def check_function(self, spec: CheckSpec, shared=None):
         """The checks module's `check_<spec.check>`; else `shared` (the function a kind provides, e.g.
-        the interface runner's `judge_signatures`); else RubricError."""
+        the interface runner's `judge_signatures`); else, for a check of kind "property",
+        grader/checks/properties.py's `check_<property>` ([properties]); else RubricError."""
         module = importlib.import_module(self.checks_module)
         fn = getattr(module, "check_" + spec.check, None) or shared
+        if fn is None and spec.kind == "property":  # a [properties] declaration: one check for every component
+            fn = getattr(importlib.import_module("grader.checks.properties"), "check_" + spec.check, None)
         if fn is None:
             raise RubricError(f"{self.path}: check {spec.id!r} names check_{spec.check}, which {self.checks_module} does not define")
         return fn
@@ -400,8 +403,6 @@ def lint_rubric(rubric: Rubric) -> list[str]:
                                 "builder of an example call for it")
     for spec in rubric.checks:
         try:
-            if spec.kind == "property":
-                continue  # grader/checks/properties.py's check_<property> (the names are checked on loading)
             if not (spec.kind_info.shared_check and spec.check == spec.kind):  # the kind's own function
                 rubric.check_function(spec)
         except (RubricError, ImportError) as e:

@@ -149,12 +149,9 @@ class UnitRunner:
     policies = (lenient_interface, own_layout)
     shared_function: Callable | None = None  # the kind's own check function, when the checks module has none
 
-    def function(self, run: CheckRun) -> Callable:
-        shared = self.shared_function if run.spec.check == run.spec.kind else None
-        return run.rubric.check_function(run.spec, shared=shared)
-
     def run(self, run: CheckRun) -> Outcome:
-        run.function = self.function(run)
+        shared = self.shared_function if run.spec.check == run.spec.kind else None
+        run.function = run.rubric.check_function(run.spec, shared=shared)
         ctx = run.new_context()
         outcome = judge(run, ctx)
         for policy in self.policies:
@@ -166,16 +163,6 @@ class InterfaceRunner(UnitRunner):
     shared_function = staticmethod(judge_signatures)
 
 
-class PropertyRunner(UnitRunner):
-    """A declared property of a component (rubric [properties]): grader/checks/properties.py's
-    `check_<property>`, run like a unit check (stand-ins, the same re-run policies)."""
-
-    def function(self, run: CheckRun) -> Callable:
-        from grader.checks import properties
-
-        return getattr(properties, "check_" + run.spec.check)
-
-
 class ModelRunner:
     """Model level: the student's whole model, trained and evaluated (no stand-ins, nothing to re-run)."""
 
@@ -184,7 +171,7 @@ class ModelRunner:
         return judge(run, run.new_context())
 
 
-RUNNERS = {"unit": UnitRunner(), "interface": InterfaceRunner(), "property": PropertyRunner(), "model": ModelRunner()}
+RUNNERS = {"unit": UnitRunner(), "interface": InterfaceRunner(), "property": UnitRunner(), "model": ModelRunner()}
 assert set(RUNNERS) == set(KINDS), "every kind of grader/kinds.py has a runner"
 
 
