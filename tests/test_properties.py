@@ -16,7 +16,7 @@ import pytest
 
 from grader.charging import charge_once
 from grader.engine import GradeOptions, grade_submission
-from grader.results import TestResult
+from grader.results import TestResult as Result  # (not a test class)
 from grader.rubric import RubricError, available_rubrics, lint_rubric, load_rubric
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def test_bad_declarations_say_what_to_fix(tmp_path, entry, message):
 # ---- charged once ---------------------------------------------------------------------------------
 
 def _test(check, points, score, causes, component="c"):
-    t = TestResult(name=check, number="1", score=score, max_score=points, check=check, component=component)
+    t = Result(name=check, number="1", score=score, max_score=points, check=check, component=component)
     t.lost_by_cause = causes
     return t
 
@@ -153,3 +153,19 @@ def test_a_constant_left_out_costs_the_values_once_and_never_the_gradients(tmp_p
     assert by["log_normal_diag.gradients"].score == by["log_normal_diag.gradients"].max_score
     assert "missing_log2pi" in by["log_normal_diag.values"].output
     assert "charged once, in log_normal_diag.values" in by["log_normal_diag.reductions"].output
+
+
+@pytest.mark.slow
+def test_the_model_level_message_names_the_cause_the_property_check_found(tmp_path):
+    root = _planted(tmp_path, "dana", "kmeans_autoencoder.py", '    return F.mse_loss(x_hat, x, reduction="mean")',
+                    "    return x_hat.sub_(x).pow(2).mean()")
+    tiny = {"kmeans_epochs": 3, "ae_epochs": 4, "latent_dim": 8, "channels": [8, 16], "time_budget_s": 20}
+    result = grade_submission(root, RUBRICS["kmeans-autoencoder"],
+                              GradeOptions(only=["reconstruction_loss", "model.autoencoder"], device="cpu",
+                                           model_overrides=tiny))
+    by = {t.check: t for t in result.tests}
+    assert by["reconstruction_loss.property.pure"].score == 0
+    model = by["model.autoencoder"]
+    assert model.score == 0
+    assert "your reconstruction_loss changes its input in place, so backward through it fails" in model.output
+    assert "check that decode(encode(x)) has the shape of x" not in model.output

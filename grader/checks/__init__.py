@@ -88,6 +88,9 @@ class Session:
     cache: dict = field(default_factory=dict)
     figures: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    # component -> what its failed property checks found ("your reconstruction_loss changes its input in place,
+    # so backward through it fails"): model-level messages name these causes (`likely_causes`)
+    findings: dict = field(default_factory=dict)
     remaining_s: "Callable[[], float]" = lambda: float("inf")
 
 
@@ -527,10 +530,17 @@ def likely_causes(ctx: CheckContext, depends_on) -> None:
     """Add a note naming the mistakes the unit checks found in the components a model-level metric
     depends on (`depends_on`: component tags; the code the student's model runs while it trains or
     is evaluated). Mistakes of other components are not causes of this metric and are not named."""
-    found = [m for c, m in ctx.diagnosed.items() if c in set(depends_on)]
-    if found:
-        causes = "; ".join(f"{m.message} ({m.component})" for m in found)
+    causes = found_causes(ctx, depends_on)
+    if causes:
         ctx.notes.append(f"Likely cause, found by the unit checks: {causes}.")
+
+
+def found_causes(ctx: CheckContext, depends_on) -> str:
+    """The mistakes the unit checks named, and what the property checks found, in the components `depends_on`
+    ("" when none): e.g. "your reconstruction_loss changes its input in place, so backward through it fails"."""
+    found = [f"{m.message} ({m.component})" for c, m in ctx.diagnosed.items() if c in set(depends_on)]
+    found += [f for c in depends_on for f in ctx.session.findings.get(c, [])]
+    return "; ".join(found)
 
 
 def model_settings(rubric: Rubric, session: "Session | None", defaults: dict) -> dict:

@@ -24,7 +24,7 @@ import torch
 
 from grader.checks import interface, properties
 from grader.checks import (
-    CheckContext, distance, close, likely_causes, expect_any_variant, model_settings, note_epoch_matched, reference_at_students_epochs,
+    CheckContext, distance, close, found_causes, likely_causes, expect_any_variant, model_settings, note_epoch_matched, reference_at_students_epochs,
     relative_score, UNBOUNDED_S,
     tensor, to_torch,
 )
@@ -627,7 +627,9 @@ def model_run(ctx: CheckContext) -> _Run:
         run.ae = None
         run.errors["ae"] = (f"training your autoencoder with the course loop failed: {getattr(e, 'message', str(e))}"
                             + (f" (at {e.where})" if getattr(e, "where", "") else "")
-                            + " — check that decode(encode(x)) has the shape of x, (N, 1, 8, 8)")
+                            + (f" — likely cause, found by the unit checks: {causes}" if (causes := found_causes(
+                                ctx, DEPENDS_ON["autoencoder"])) else
+                               " — check that decode(encode(x)) has the shape of x, (N, 1, 8, 8)"))
     _record_metrics(ctx, run)
     try:
         _figures(ctx, run)

@@ -178,11 +178,30 @@ def _name(ex: Example) -> str:
 
 # ---- the properties -----------------------------------------------------------------------------
 
+FINDINGS = {  # what a failed property means, for the model-level checks' "likely cause" (grader.checks.found_causes)
+    "differentiable": "no gradient, or a wrong one, flows through your {name}, so training cannot reach what it computes",
+    "stochastic": "your {name} draws the same values whatever the RNG's state (it reseeds the RNG itself)",
+    "pure": "your {name} changes its input in place, so backward through it fails",
+    "dtype": "your {name} changes the dtype of its inputs",
+    "batch": "your {name} mixes the examples of a batch, or breaks on a batch of one",
+    "range": "your {name} overflows or underflows on extreme but legal inputs (NaN or inf)",
+}
+
+
 def _property(check):
-    """Every failing case of a property check has that property as its cause (grader/charging.py)."""
+    """Every failing case of a property check has that property as its cause (grader/charging.py), and a failed
+    property is remembered for the model-level messages (`Session.findings`)."""
     def run(ctx: CheckContext) -> None:
-        ctx.cause = check.__name__.removeprefix("check_")
-        check(ctx)
+        prop = ctx.cause = check.__name__.removeprefix("check_")
+        try:
+            check(ctx)
+        finally:
+            if any(not c.passed for c in ctx.cases):
+                name = str(ctx.rubric.component_targets.get(ctx.spec.component, ctx.spec.component))
+                finding = FINDINGS[prop].format(name=name)
+                found = ctx.session.findings.setdefault(ctx.spec.component, [])
+                if finding not in found:
+                    found.append(finding)
 
     run.__name__, run.__doc__ = check.__name__, check.__doc__
     return run
