@@ -5,10 +5,11 @@ A rubric declares, per component, the properties it has (`[properties]`, grader/
     [properties]
     log_normal_diag = { differentiable = ["x", "mu", "log_var"], pure = true, dtype = true, batch = true, range = true }
     "mog_prior.sample" = { stochastic = true, batch = true }
-    assign = { pure = true, range = true }            # ties are its extreme-but-legal input
+    minibatch_update = { dtype = true, range = true }   # ties are its extreme-but-legal input
+    "conv_vae.architecture" = { none = "a constructor: ..." }
 
-Each declared property becomes one check of that component (`<component>.property.<property>`, kind "property"), run by
-the function `check_<property>` below. The check calls the component on an *example*: the assignment's checks
+Each declared property becomes one hidden check of that component (`<component>.property.<property>`, kind
+"property", points from [property_points] or grader.rubric.PROPERTY_POINTS), run by `check_<property>` below. The check calls the component on an *example*: the assignment's checks
 module defines `EXAMPLES = {component: builder}`, where `builder(ctx, variant) -> Example` writes one call of the
 component against the template (inputs as arrays, objects built with `ctx.new`, the reference's answer). The
 property checks are generic: a new assignment declares its components' properties and one builder per component.
@@ -25,8 +26,13 @@ Each check fails only when its property fails, so a mistake in the values costs 
 - **dtype**: float32 in, float32 out; float64 in, float64 out;
 - **batch**: a batch of one gives the same values as that example inside a batch, and non-square shapes (B, D and L
   all different) give the reference's shapes, so that a transpose or a hard-coded size shows;
-- **range**: extreme but legal inputs (large spreads of log-weights, tiny and huge variances, realistic dimensions
-  such as 64 and 784, ties) give finite values wherever the reference's are finite.
+- **range**: right on ordinary inputs, right on extreme but legal ones too (large spreads of log-weights, tiny and
+  huge variances, realistic dimensions such as 64 and 784, ties): finite where the reference is finite and within
+  10 tolerances of it. Values already wrong on ordinary inputs are not judged here.
+
+A failing case's cause is its property (`Case.cause`), so the same root cause seen by a value check and a property
+check is charged once (grader/charging.py); a failed property is also remembered for the model-level messages
+(`Session.findings`, "your reconstruction_loss changes its input in place, so backward through it fails").
 """
 
 from __future__ import annotations
