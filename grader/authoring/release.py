@@ -53,12 +53,12 @@ END = re.compile(r"^(\s*)#+\s*END SOLUTION\b.*$")
 
 # Engine files copied into the bundle as they are (none holds solution code).
 SHIPPED = ["__init__.py", "charging.py", "engine.py", "kinds.py", "metrics.py", "redact.py", "results.py", "rubric.py", "roles.py", "trace.py",
-           "checks/__init__.py", "checks/interface.py", "checks/properties.py", "checks/runners.py", "checks/standins.py", "signatures.py",
+           "checks/__init__.py", "checks/interface.py", "checks/runners.py", "checks/standins.py", "signatures.py",
            "sandbox/__init__.py", "sandbox/standins.py",
            "sandbox/child.py", "sandbox/errors.py", "sandbox/nets.py", "sandbox/protocol.py",
            "submission/__init__.py", "submission/notebook.py", "submission/answers.py", "submission/images.py"]
 SHIPPED_MODULES = {"grader", "grader.charging", "grader.engine", "grader.kinds", "grader.metrics", "grader.redact", "grader.results", "grader.rubric", "grader.trace",
-                   "grader.roles", "grader.checks", "grader.checks.interface", "grader.checks.properties", "grader.checks.runners", "grader.signatures",
+                   "grader.roles", "grader.checks", "grader.checks.interface", "grader.checks.runners", "grader.signatures",
                    "grader.sandbox",
                    "grader.sandbox.child", "grader.sandbox.errors", "grader.sandbox.nets", "grader.sandbox.protocol",
                    "grader.sandbox.client", "grader.checks.standins", "grader.sandbox.standins",

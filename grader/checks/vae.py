@@ -834,12 +834,15 @@ def _example_reparameterization(ctx, v):
 
 
 def _example_encoder(ctx, v):
+    # log q(z|x) from x: through encode, sample and log_prob, the whole class (z drawn by the stand-in
+    # reparameterization, from the call's seed)
     spec = _encoder_net(ctx)
     enc = ctx.new("enc", "Encoder", {"__net__": spec})
     ref_enc = ctx.ref.Encoder(nets.build(spec, ctx.device))
     x = _f(ctx.rng.integers(0, V, (v.batch, D)), "float32")
-    return properties.Example(ctx.method(enc, "encode", "Encoder.encode"), {"x": x},
-                              lambda t: ref_enc.encode(t["x"]), params="enc", ref_object=ref_enc, batched=("x",))
+    return properties.Example(ctx.method(enc, "log_prob", "Encoder.log_prob"), {"x": x},
+                              lambda t: ref_enc.log_prob(t["x"]), params="enc", ref_object=ref_enc, batched=("x",),
+                              rows_independent=False, seed=3)
 
 
 def _example_decoder(ctx, v):
