@@ -225,8 +225,10 @@ def check_differentiable(ctx: CheckContext) -> None:
     name = _name(ex)
     want_vals, _, _ = _reference(ctx, ex)
     grad = {"inputs": [f"args.{list(ex.args).index(n)}" for n in wrt]}
-    if _returns_sequence(ctx, ex):  # the child takes the gradient of the sum of a tuple's tensors
+    if _returns_sequence(ctx, ex) or not wrt:  # the gradient of the sum of the outputs: for a tuple, and for
+        # parameters only (existence: then the student's own layout of the result, e.g. (B, L), is fine too)
         grad["outputs"] = "sum"
+        grad["cotangent"] = None
         cot = [np.ones_like(w) for w in want_vals]
     else:
         cot = [ctx.rng.standard_normal(w.shape) for w in want_vals]
