@@ -83,7 +83,7 @@ def main() -> None:
     rows.append(("import scikit-learn (once per server, at start)", [time.perf_counter() - t]))
 
     from grader.serve import groups, markup
-    from grader.serve.app import create_app, open_classroom
+    from grader.serve.app import create_app, new_token, open_classroom
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -96,12 +96,13 @@ def main() -> None:
         rows.append((f"group {args.students} answers (TF-IDF + agglomerative)", timed(group_uncached, args.repeat)))
         found = group_uncached()
         classroom, store = open_classroom(folder)
-        app = create_app(classroom, store, port=1)
+        token = new_token()
+        app = create_app(classroom, store, token, port=1)
         client = app.test_client()
         client.get("/login")
         with client.session_transaction() as s:
             csrf = s["csrf"]
-        client.post("/login", data={"csrf": csrf, "name": "bench", "next": "/"})
+        client.post("/login", data={"csrf": csrf, "name": "bench", "token": token, "next": "/"})
         with client.session_transaction() as s:
             csrf = s["csrf"]
 

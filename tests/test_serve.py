@@ -181,13 +181,18 @@ def test_groups_separate_different_answers():
 # ---- the app (Flask test client) ------------------------------------------------------------------------
 
 
-def _client(reports, token=None, host="127.0.0.1"):
+TOKEN = "test-token-0123456789abcdef"
+PAGES = ("/", "/s/alice", "/s/alice/report", "/s/alice/view/report.html", "/s/alice/view/instructor.html",
+         "/q/vae:Q1", "/api/q/vae:Q1", "/export/manual.csv", "/api/render")
+
+
+def _client(reports, host="127.0.0.1"):
     classroom, store = open_classroom(reports)
-    app = create_app(classroom, store, host=host, port=1, token=token)
+    app = create_app(classroom, store, TOKEN, host=host, port=1)
     return app.test_client(), store
 
 
-def _login(client, name="ann", token=None):
+def _login(client, name="ann", token=TOKEN):
     client.get("/login")
     with client.session_transaction() as s:
         csrf = s["csrf"]
@@ -196,16 +201,105 @@ def _login(client, name="ann", token=None):
         return r, s.get("csrf")
 
 
-def test_no_student_data_without_name_or_token(tmp_path):
-    make_reports(tmp_path)
-    client, _ = _client(tmp_path, token="s3cret", host="0.0.0.0")
-    for path in ("/", "/s/alice", "/s/alice/report", "/q/vae:Q1", "/api/q/vae:Q1", "/export/manual.csv"):
+def _nothing_to_read_or_write(client, store, csrf):
+    """Every page and API call answers with the sign-in page (or 401/403) and the database stays untouched."""
+    for path in PAGES:
         r = client.get(path)
         assert r.status_code in (302, 401) and b"bob" not in r.data and b"sigma" not in r.data, path
-    r, _ = _login(client, token="wrong")
-    assert r.status_code == 400 and b"Wrong token" in r.data
-    r, csrf = _login(client, token="s3cret")
+    headers = {"X-CSRF-Token": csrf or ""}
+    for path, body in (("/api/q/vae:Q1/items", {"points": "1", "comment": "Correct"}),
+                       ("/api/q/vae:Q1/grade/alice", {"op": "override", "score": "0"}),
+                       ("/api/q/vae:Q1/copy/alice", {"targets": ["bob"]}), ("/render", {})):
+        assert client.post(path, json=body, headers=headers).status_code in (302, 401, 403), path
+    assert store.items() == [] and store.grades() == {} and store.history() == []
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_no_student_data_without_the_token(tmp_path, host):
+    """On loopback too: another account of a shared machine reaches 127.0.0.1 and knows a TA's name."""
+    make_reports(tmp_path)
+    client, store = _client(tmp_path, host=host)
+    _nothing_to_read_or_write(client, store, None)
+    r, csrf = _login(client, name="Prof. Smith", token=None)  # a name alone opens nothing
+    assert r.status_code == 400 and b"Wrong or missing token" in r.data
+    _nothing_to_read_or_write(client, store, csrf)
+    r, csrf = _login(client, name="Prof. Smith", token="wrong")
+    assert r.status_code == 400 and b"Wrong or missing token" in r.data
+    _nothing_to_read_or_write(client, store, csrf)
+    assert client.get(f"/login?token={TOKEN}x").status_code == 400  # a link of another start
+    _nothing_to_read_or_write(client, store, csrf)
+    r, csrf = _login(client, token=TOKEN)  # with it, everything works
     assert r.status_code == 302 and b"alice" in client.get("/").data
+    assert client.post("/api/q/vae:Q1/grade/alice", json={"op": "override", "score": "0.5"},
+                       headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert store.grades()[("alice", "vae:Q1")].graded_by == "ann"
+
+
+def test_sign_in_link_proves_the_token_and_leaves_the_address(tmp_path):
+    from grader.serve.app import sign_in_url
+
+    make_reports(tmp_path)
+    client, _ = _client(tmp_path)
+    url = sign_in_url("http://127.0.0.1:1", TOKEN, "/q/vae:Q1")
+    r = client.get(url.split(":1", 1)[1])
+    assert r.status_code == 302 and TOKEN not in r.headers["Location"]  # not kept in history or Referer
+    page = client.get(r.headers["Location"])
+    assert b'id="token-ok"' in page.data and b'name="token"' not in page.data  # only the name is asked now
+    with client.session_transaction() as s:
+        csrf = s["csrf"]
+    assert client.get("/q/vae:Q1").status_code == 302  # proving the token without a name opens nothing yet
+    r = client.post("/login", data={"csrf": csrf, "name": "  Ann   Lee ", "next": "/q/vae:Q1"})
+    assert r.status_code == 302 and r.headers["Location"].endswith("/q/vae:Q1")
+    assert client.get("/q/vae:Q1").status_code == 200 and b"Ann Lee" in client.get("/").data
+
+
+def test_a_token_is_required_to_build_the_app(tmp_path):
+    make_reports(tmp_path)
+    classroom, store = open_classroom(tmp_path)
+    for token in (None, "", "short"):
+        with pytest.raises((ValueError, TypeError)):
+            create_app(classroom, store, token)
+
+
+def test_grade_serve_prints_a_sign_in_link_that_works(tmp_path):
+    """The command as a TA starts it, on loopback: without the printed link nothing is served."""
+    import http.cookiejar
+    import os
+    import re
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    make_reports(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "grader.cli", "serve", str(tmp_path), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = []
+        for _ in range(10):
+            lines.append(proc.stdout.readline())
+            if "access token" in lines[-1]:
+                break
+        link = re.search(r"http://127\.0\.0\.1:\d+/login\?token=[\w-]+", "".join(lines))
+        assert link, "".join(lines)
+        base = link.group(0).split("/login")[0]
+
+        def opener():
+            return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+        stranger = opener()  # another account: knows the port, not the token
+        page = stranger.open(base + "/q/vae:Q1", timeout=30).read().decode()
+        assert "Access token" in page and "alice" not in page
+        ta = opener()
+        page = ta.open(link.group(0), timeout=30).read().decode()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        data = f"csrf={csrf}&name=Ann&next=/".encode()
+        page = ta.open(urllib.request.Request(base + "/login", data=data), timeout=30).read().decode()
+        assert "alice" in page and "Class overview" in page
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_csrf_and_origin_are_checked(tmp_path):
@@ -350,7 +444,7 @@ def test_question_page_shows_the_rubrics_key_and_answers_escaped(tmp_path):
     q = SimpleNamespace
     classroom.rubrics = {"vae": q(title="VAE", questions=[q(id="Q1", key=r"$z = \mu + \sigma\epsilon$"), q(id="Q2", key="")])}
     classroom._questions = None
-    client = create_app(classroom, store, port=1).test_client()
+    client = create_app(classroom, store, TOKEN, port=1).test_client()
     _login(client)
     page = client.get("/q/vae:Q1").data.decode()
     assert 'id="key"' in page and r'<span class="tex" data-display="0">z = \mu + \sigma\epsilon</span>' in page

@@ -51,7 +51,7 @@ def sign_in(browser, server, name):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.set_default_timeout(30_000)  # the first question page may wait for scikit-learn's import
     page = context.new_page()
-    page.goto(server.url + "/q/vae:Q1")
+    page.goto(server.sign_in_url + "&next=/q/vae:Q1")  # the link `grade serve` prints
     page.fill("#name", name)
     page.click("button[type=submit]")
     expect(page.locator("#current-student")).to_have_text("alice")

@@ -3,10 +3,13 @@
 Pages: `/` class overview, `/s/<student>` a student's scores, report and code, `/q/<question>` grade by
 question. JSON API under `/api/` (each call one store transaction, answering with the question's new state).
 
-Access: every page but /login and /static needs a session that named its TA; when the server listens on
-anything but loopback, the session must also have given the token printed at start. Every POST carries the
-session's CSRF token (form field `csrf` or header `X-CSRF-Token`) and, when the browser sends one, an Origin
-of this server. Cookies are SameSite=Strict and HttpOnly; pages carry a CSP that allows no foreign content.
+Access: every page but /login, /static and /favicon.ico needs a session that gave the token printed at start
+(on every interface, loopback included: on a shared machine any local account can reach 127.0.0.1) and named
+its TA (kept with every decision, for attribution only: the token is the secret). The sign-in link printed at
+start carries the token (`/login?token=...`, as Jupyter does); the server takes it out of the address at once.
+Every POST carries the session's CSRF token (form field `csrf` or header `X-CSRF-Token`) and, when the browser
+sends one, an Origin of this server. Cookies are SameSite=Strict and HttpOnly; pages carry a CSP that allows no
+foreign content.
 """
 
 from __future__ import annotations
@@ -43,9 +46,25 @@ class BadRequest(Exception):
         self.status = status
 
 
-def create_app(classroom: Classroom, store: GradeStore, host: str = "127.0.0.1", port: int = 0,
-               token: str | None = None) -> Flask:
-    """The app for one reports folder. `token`: required from every session when not None (non-loopback)."""
+def new_token() -> str:
+    """A fresh access token (144 random bits), one per server start."""
+    return secrets.token_urlsafe(18)
+
+
+def sign_in_url(base: str, token: str, next_path: str = "/") -> str:
+    """The link printed at start: opening it proves the token; the TA then only types their name."""
+    from urllib.parse import urlencode
+
+    query = {"token": token} | ({"next": next_path} if next_path != "/" else {})
+    return f"{base.rstrip('/')}/login?{urlencode(query)}"
+
+
+def create_app(classroom: Classroom, store: GradeStore, token: str, host: str = "127.0.0.1",
+               port: int = 0) -> Flask:
+    """The app for one reports folder. `token`: the secret every session must give before anything is served
+    (`new_token()`; required, whatever the interface)."""
+    if not token or len(token) < 16:
+        raise ValueError("grade serve needs an access token of at least 16 characters (new_token())")
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=_secret_key(classroom.dir),
@@ -54,7 +73,7 @@ def create_app(classroom: Classroom, store: GradeStore, host: str = "127.0.0.1",
         MAX_CONTENT_LENGTH=5 * 1024 * 1024, TEMPLATES_AUTO_RELOAD=False,
     )
     app.jinja_env.globals.update(fmt=_fmt)
-    token_hash = hashlib.sha256(token.encode()).hexdigest() if token else None
+    token_hash = _digest(token)
     local = host in LOOPBACK
 
     def state_for(qid: str) -> dict:
@@ -63,7 +82,7 @@ def create_app(classroom: Classroom, store: GradeStore, host: str = "127.0.0.1",
     # ---- access ---------------------------------------------------------------------------------
     @app.before_request
     def guard():
-        if request.endpoint == "static":
+        if request.endpoint in ("static", "favicon"):
             return None
         if local and request.host.rsplit(":", 1)[0].strip("[]") not in LOOPBACK:
             return _error_page("This server only answers requests addressed to 127.0.0.1/localhost.", 400)
@@ -78,7 +97,7 @@ def create_app(classroom: Classroom, store: GradeStore, host: str = "127.0.0.1",
                 return _error_page("Missing or stale form token (CSRF): reload the page and try again.", 403)
         if request.endpoint in ("login", "logout"):
             return None
-        if not session.get("ta") or (token_hash and session.get("token") != token_hash):
+        if not session.get("ta") or not hmac.compare_digest(str(session.get("token", "")), token_hash):
             if request.path.startswith("/api/"):
                 return jsonify(error="not signed in: reload the page"), 401
             return redirect(url_for("login", next=request.full_path if request.args else request.path))
@@ -119,19 +138,33 @@ def create_app(classroom: Classroom, store: GradeStore, host: str = "127.0.0.1",
         nxt = request.values.get("next", "/")
         if not nxt.startswith("/") or nxt.startswith("//"):
             nxt = "/"
+        proven = hmac.compare_digest(str(session.get("token", "")), token_hash)
+        if request.method == "GET" and "token" in request.args:
+            # the printed link: remember the proof in the session and take the token out of the address bar
+            # (history, Referer) before anything else is shown
+            if hmac.compare_digest(_digest(request.args["token"].strip()), token_hash):
+                session["token"] = token_hash
+                return redirect(url_for("login", **({"next": nxt} if nxt != "/" else {})))
+            error = "This sign-in link is not valid for this server (it changes at every start): copy the " \
+                    "link or the token from the terminal where `grade serve` runs now."
         if request.method == "POST":
             name = " ".join(request.form.get("name", "").split())[:TA_NAME_MAX]
             given = request.form.get("token", "").strip()
-            if not name:
+            if not (proven or hmac.compare_digest(_digest(given), token_hash)):
+                error = "Wrong or missing token: open the sign-in link printed by `grade serve`, or copy its " \
+                        "token from that terminal."
+            elif not name:
                 error = "Give your name: it is recorded with every grade you enter."
-            elif token_hash and not hmac.compare_digest(hashlib.sha256(given.encode()).hexdigest(), token_hash):
-                error = "Wrong token: copy it from the terminal where `grade serve` started."
             else:
                 session.clear()
                 session.update(ta=name, token=token_hash, csrf=secrets.token_urlsafe(24))
                 return redirect(nxt)
-        return render_template("login.html", error=error, need_token=bool(token_hash), next=nxt,
+        return render_template("login.html", error=error, need_token=not proven, next=nxt,
                                name=session.get("ta", "")), (400 if error else 200)
+
+    @app.get("/favicon.ico")
+    def favicon():
+        return app.send_static_file("favicon.svg")
 
     @app.post("/logout")
     def logout():
@@ -291,6 +324,10 @@ def _secret_key(reports_dir: Path) -> bytes:
     except OSError:
         pass  # read-only folder: sessions last as long as this server
     return data
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _fmt(x) -> str:
