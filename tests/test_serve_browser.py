@@ -110,11 +110,28 @@ def test_apply_an_item_to_a_group(browser, server):
     page.locator('#answer-list li[data-student="bob"]').click()
     expect(page.locator("#group-box")).to_contain_text("identical to carol, dana")
     add_item(page, "0.5", "Formula without the noise distribution")
+    page.keyboard.press("g")  # every member is shown first; Esc changes nothing
+    dialog = page.locator("#group-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#group-members > li")).to_have_count(2)
+    for s in ("carol", "dana"):
+        expect(dialog.locator("#group-members > li", has_text=s).locator(".answer")).to_contain_text("z = mu + sigma")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(score_in_list(page, "carol")).to_have_text("–")
     page.keyboard.press("g")
+    page.keyboard.press("Enter")  # confirmed
     for s in ("bob", "carol", "dana"):
         expect(score_in_list(page, s)).to_have_text("0.5")
     expect(score_in_list(page, "eve")).to_have_text("–")
     expect(page.locator("#progress")).to_have_text("3 / 6")
+    page.locator('#answer-list li[data-student="eve"]').click()  # alone in its group: `g` says so
+    expect(page.locator("#group-box")).to_contain_text("Alone in its group")
+    page.keyboard.press("1")
+    page.keyboard.press("g")
+    expect(page.locator("#notice")).to_contain_text("alone in its group")
+    expect(page.locator("#group-dialog")).to_be_hidden()
+    expect(page.locator("#progress")).to_have_text("4 / 6")
 
 
 def test_editing_an_items_points_changes_every_score(browser, server):
