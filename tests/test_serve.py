@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 
@@ -492,3 +493,89 @@ def test_export_with_a_newer_database_says_so(tmp_path):
 
     r = CliRunner().invoke(main, ["export", "--format", "csv", "--out", str(tmp_path)])
     assert r.exit_code != 0 and "newer gradekit" in r.output and not (tmp_path / "grades.csv").exists()
+
+
+# ---- reports in the app: the TA view, figures, background re-rendering -----------------------------------
+
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c6360000002"
+                    "0001e221bc330000000049454e44ae426082")
+
+
+def _with_report_pages(reports):
+    for name, text in (("instructor.html", "<p>TA view: hidden check details</p>"), ("report.html", "<p>Hidden check</p>")):
+        (reports / "alice" / name).write_text(f'<html><body>{text}<img src="figures/loss%201.png"></body></html>')
+    (reports / "alice" / "figures").mkdir()
+    (reports / "alice" / "figures" / "loss 1.png").write_bytes(PNG)
+    (reports / "secret.png").write_bytes(PNG)
+    (reports / "alice" / "figures" / "link.png").symlink_to(reports / "secret.png")
+
+
+def test_student_page_shows_the_ta_view_with_its_figures(tmp_path):
+    make_reports(tmp_path)
+    _with_report_pages(tmp_path)
+    client, _ = _client(tmp_path)
+    _login(client)
+    page = client.get("/s/alice").data.decode()
+    frame = re.search(r'<iframe[^>]*id="report-frame"[^>]*>', page).group(0)
+    assert 'src="/s/alice/view/instructor.html"' in frame and 'sandbox="allow-same-origin"' in frame  # no scripts
+    assert "student.js" in page  # sizes the frame to the report
+    assert 'src="/s/alice/view/report.html"' in client.get("/s/alice?view=report.html").data.decode()
+    r = client.get("/s/alice/view/instructor.html")
+    assert r.status_code == 200 and b"TA view" in r.data
+    csp = r.headers["Content-Security-Policy"]
+    assert "img-src 'self' data:" in csp and "script-src" not in csp and "default-src 'none'" in csp
+    r = client.get("/s/alice/view/figures/loss%201.png")  # the page's relative address resolves here
+    assert r.status_code == 200 and r.mimetype == "image/png" and r.data == PNG
+    for path in ("/s/alice/view/results.json", "/s/alice/view/../bob/results.json", "/s/alice/view/figures/link.png",
+                 "/s/alice/view/%2e%2e/%2e%2e/secret.png", "/s/bob/view/instructor.html", "/s/mallory/view/report.html"):
+        assert client.get(path).status_code == 404, path
+    assert client.get("/s/alice/report").headers["Location"].endswith("/s/alice/view/instructor.html")
+    assert client.get("/favicon.ico").status_code == 200
+
+
+def test_render_job_reports_progress_and_runs_once():
+    from grader.serve.rendering import RenderJob
+
+    gate, seen = threading.Event(), []
+
+    def slow_render(classroom, store, progress):
+        for i, s in enumerate(("alice", "bob")):
+            progress(i, 2, s)
+            seen.append(s)
+            gate.wait(10)
+        return ["alice", "bob"], ["carol: OSError: disk full"]
+
+    job = RenderJob(None, None, render=slow_render)
+    assert job.start("Ann") and not job.start("Ben")  # a second start joins the running job
+    for _ in range(100):
+        if job.state()["current"]:
+            break
+        threading.Event().wait(0.05)
+    s = job.state()
+    assert s["running"] and s["total"] == 2 and s["current"] == "alice" and s["by"] == "Ann"
+    gate.set()
+    s = job.wait(10)
+    assert not s["running"] and s["done"] == 2 and s["rendered"] == ["alice", "bob"] and s["failed"]
+    assert seen == ["alice", "bob"] and s["finished_at"]
+
+    job = RenderJob(None, None, render=lambda c, st, p: 1 / 0)  # a crash is reported, the server lives on
+    job.start("Ann")
+    assert "ZeroDivisionError" in job.wait(10)["failed"][0]
+
+
+def test_rerender_button_returns_at_once_and_the_job_goes_on(tmp_path):
+    pytest.importorskip("weasyprint")
+    make_reports(tmp_path, {"alice": Q1["alice"], "bob": Q1["bob"]})
+    client, store = _client(tmp_path)
+    _, csrf = _login(client)
+    store.set_override("alice", "vae:Q1", "1", "ann", 1)
+    r = client.post("/render", json={}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200 and r.json["by"] == "ann"
+    assert r.json["running"] or r.json["rendered"] == ["alice"]
+    job = client.application.extensions["gradekit_render_job"]
+    s = job.wait(300)
+    assert s["rendered"] == ["alice"] and s["failed"] == [] and client.get("/api/render").json == s
+    assert (tmp_path / "alice" / "report.pdf").is_file() and (tmp_path / "alice" / "instructor.html").is_file()
+    page = client.get("/").data.decode()
+    assert 'id="render-status"' in page and "1 report(s) written" in page

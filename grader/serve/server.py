@@ -17,8 +17,8 @@ def make_server(reports_dir: Path, host: str = "127.0.0.1", port: int = 0, token
     for the caller. Raises before binding when the folder is unusable."""
     token = token or new_token()
     classroom, store = open_classroom(reports_dir, submissions)
-    # scikit-learn takes seconds to import, and Markdown/grouping of a big class most of a second per question:
-    # do both now, in the background, not when the first TA opens a question
+    # Markdown and grouping of a big class take most of a second per question: do them now, in the background,
+    # not when the first TA opens a question
     threading.Thread(target=_warm_up, args=(classroom,), daemon=True, name="grade-serve-warm-up").start()
     probe = _werkzeug_server(host, port, lambda e, s: [], threaded=True)  # learn the port before building the app
     real_port = probe.server_port

@@ -145,6 +145,7 @@
     for (const [s, el] of Object.entries(cards)) el.hidden = s !== current;
     if (cards[current]) renderMath(cards[current]);
     $("current-student").textContent = current;
+    $("current-report").href = `/s/${encodeURIComponent(current)}`;
     $("current-score").textContent = `${fmt(st.score)} / ${fmt(state.question.max)}`;
     $("current-score").className = "score " + (st.score === null ? "ungraded" : "graded");
     $("current-by").textContent = st.by ? `graded by ${st.by}, ${st.at.replace("T", " ").slice(0, 16)} UTC` : "";
