@@ -49,7 +49,7 @@ class _Student:
     def __init__(self, ctx: CheckContext, name: str, d: int = D, n: int = N, h: int = H, state: dict | None = None):
         self.ctx, self.name = ctx, name
         self.obj = ctx.new(name, "TransformerBlock", num_emb=d, num_neurons=n, num_heads=h, state=state,
-                           partial_state=state is not None)
+                           partial_state=False)  # a state entry that does not fit fails the request
         ctx.call(ctx.method(self.obj, "eval", "TransformerBlock.eval"))  # dropout off: outputs must be deterministic
 
     def __call__(self, x: np.ndarray, causal: bool | None = None, grad: dict | None = None) -> np.ndarray:
@@ -180,6 +180,13 @@ def check_block_noncausal(ctx: CheckContext) -> None:
 def check_block_permutation(ctx: CheckContext) -> None:
     """causal=False: permuting the positions permutes the outputs (self-attention has no order of its own)."""
     block = _Student(ctx, "perm")
+    x = _x(ctx, 2, T)
+    with ctx.case("causal=False is honoured"):
+        if not _changed(block(x, causal=True), block(x, causal=False), ctx).any():
+            ctx.notes.append("Not judged: your block gives the same output with causal=False as with causal=True "
+                             "(charged once, in block.noncausal).")
+            ctx.expect(True, "not applicable while causal=False is ignored (see the notes)")
+            return
     for b, t in ((2, 7), (1, 5)):
         x = _x(ctx, b, t)
         perm = ctx.rng.permutation(t)
@@ -212,8 +219,10 @@ def check_block_heads(ctx: CheckContext) -> None:
             return _Student(ctx, "heads_4", h=h)
         state = {k: v for k, v in ctx.sandbox.request({"op": "params", "name": base.name}, timeout=ctx.call_timeout).items()
                  if isinstance(v, np.ndarray) and v.dtype.kind == "f"}
-        block = _Student(ctx, f"heads_{h}", h=h, state=state)
-        return None if ctx.unassigned.get(block.name) else block
+        try:
+            return _Student(ctx, f"heads_{h}", h=h, state=state)
+        except StudentException:  # the weights do not fit a block with h heads
+            return None
 
     def reference(h, base, patches):
         r = _Reference(ctx, h=h)
@@ -369,10 +378,10 @@ DEFAULTS = {
     "levels": 4,  # digits: intensities 0..16 quantized to this many tokens
     "max_length": 48,  # headlines: characters kept per headline
     "num_emb": 32, "num_neurons": 64, "num_heads": 4, "num_blocks": 2, "dropout_prob": 0.1,
-    "lr": 1e-3, "batch_size": 32, "max_epochs": 12, "max_patience": 3, "time_budget_s": 60.0,
+    "lr": 1e-3, "batch_size": 32, "max_epochs": 5, "max_patience": 2, "time_budget_s": 45.0,
     "num_samples": 64, "seed": 0,
     # relative to the reference: full marks up to `*_full` worse, nothing from `*_zero` worse, linear between
-    "nll_full": 0.03, "nll_zero": 0.20,
+    "nll_full": 0.05, "nll_zero": 0.25,
     "samples_full": 0.5, "samples_zero": 2.0,
 }
 TRAIN_KEYS = ("num_emb", "num_neurons", "num_heads", "num_blocks", "dropout_prob", "lr", "batch_size", "max_epochs",
@@ -474,7 +483,7 @@ class Part:
 
 METRICS = {
     "test_bits_per_token": Metric("Test negative log-likelihood", "bits per token", "lower"),
-    "sample_distance": Metric("Samples: distance of the token frequencies from the test data's", "total variation", "lower"),
+    "sample_distance": Metric("Samples: distance of the token frequencies per row from the test data's", "total variation", "lower"),
     "training": Metric("Training of your model", kind="note"),
 }
 
@@ -484,13 +493,14 @@ def _train_kwargs(s: dict, data: Data) -> dict:
             "num_token_vals": data.num_token_vals}
 
 
-def _sample_distance(samples: np.ndarray, data: Data) -> float:
-    """Mean over positions of the total variation between the samples' token frequencies and the test data's."""
+def _sample_distance(samples: np.ndarray, data: Data, groups: int = 8) -> float:
+    """Mean over `groups` runs of consecutive positions (the image rows of the digits) of the total variation
+    between the samples' token frequencies there and the test data's (pooled: 64 samples give 512 tokens a row)."""
     v = data.num_token_vals
     tv = []
-    for t in range(1, data.x_test.shape[1]):
-        p = np.bincount(samples[:, t], minlength=v)[:v] / max(len(samples), 1)
-        q = np.bincount(data.x_test[:, t], minlength=v)[:v] / len(data.x_test)
+    for cols in np.array_split(np.arange(1, data.x_test.shape[1]), groups):
+        p = np.bincount(samples[:, cols].ravel(), minlength=v)[:v] / max(samples[:, cols].size, 1)
+        q = np.bincount(data.x_test[:, cols].ravel(), minlength=v)[:v] / data.x_test[:, cols].size
         tv.append(0.5 * np.abs(p - q).sum())
     return float(np.mean(tv))
 
