@@ -135,11 +135,12 @@ def test_metrics_refuse_log_probabilities_that_are_not_causal_or_not_normalised(
 
     data = checks._data(dict(checks.DEFAULTS))
     n, t = data.x_test.shape
+    v = data.num_token_vals
     good = {"test_log_probs": np.full((n, t - 1), -1.0), "test_normaliser": np.zeros((n, t - 1)), "probe_cut": 32,
-            "probe_log_probs": np.full((n, t - 1), -1.0), "samples": data.x_test[:8]}
-    kw = {"num_token_vals": data.num_token_vals}
+            "test_prefix": np.full((n, 32, v), -1.0), "probe_prefix": np.full((n, 32, v), -1.0), "samples": data.x_test[:8]}
+    kw = {"num_token_vals": v}
     assert checks._metrics(good, data, kw)["test_bits_per_token"] == pytest.approx(1 / math.log(2))
-    leaky = dict(good, probe_log_probs=np.full((n, t - 1), -0.5))
+    leaky = dict(good, probe_prefix=np.full((n, 32, v), -0.5))
     with pytest.raises(checks.ModelGradingError, match="not causal"):
         checks._metrics(leaky, data, kw)
     with pytest.raises(checks.ModelGradingError, match="sum to 1"):

@@ -517,8 +517,9 @@ def _metrics(out: dict, data: Data, kw: dict) -> dict:
     if norm.shape != lp.shape or np.abs(norm).max() > 1e-3:
         raise ModelGradingError("the trained model's next-token probabilities do not sum to 1")
     cut = int(out.get("probe_cut", 0))
-    probe = np.asarray(out.get("probe_log_probs"), dtype=np.float64)
-    if probe.shape != lp.shape or not np.allclose(probe[:, :cut], lp[:, :cut], rtol=1e-4, atol=1e-4):
+    prefix, probe = (np.asarray(out.get(k), dtype=np.float64) for k in ("test_prefix", "probe_prefix"))
+    if not (cut > 0 and prefix.shape == probe.shape == (n, cut, kw["num_token_vals"])
+            and np.allclose(prefix, probe, rtol=1e-4, atol=1e-4)):
         raise ModelGradingError(f"the trained model is not causal: its predictions of the first {cut} tokens change when "
                                 "later tokens change, so its test NLL is not a likelihood")
     samples = np.asarray(out.get("samples"))

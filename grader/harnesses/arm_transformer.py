@@ -177,13 +177,14 @@ def train_and_evaluate(module, device, x_train, x_val, x_test, num_tokens: int, 
     """The course's `training`: AdamW (lr 1e-3), batches of 32, the mean per-sequence NLL, the model with the best
     validation NLL kept, early stopping after `max_patience` epochs without improvement, here also after the epoch
     that ends past `time_budget_s`. Then, with the best model (eval mode): the log-probability of every test token,
-    the same for the test sequences with every token after position `cut` replaced (causality: the first `cut`
-    must not change), and `num_samples` samples.
+    the causality probe below, and `num_samples` samples.
 
     x_*: N×num_tokens int64 (start token first). Returns {"history": {"val_nll": [...] (nats per sequence),
     "epochs": n, "seconds": t, "stopped_because": "epochs" | "patience" | "time" | "diverged"},
     "test_log_probs": N×(T−1) (log p of each true next token), "test_normaliser": N×(T−1) (logsumexp over
-    values: 0 for a normalised model), "probe_log_probs", "probe_cut": int, "samples": num_samples×T,
+    values: 0 for a normalised model), "test_prefix" / "probe_prefix": N×cut×V (the next-token log-probabilities at
+    positions < cut for the test sequences, and for them with every token from `cut` on replaced: equal for a causal
+    model, whose prediction of token t+1 sees tokens ≤ t only), "probe_cut": int, "samples": num_samples×T,
     "error": "" | message}."""
     with using_threads(num_threads):
         return _train_and_evaluate(module, device, x_train, x_val, x_test, num_tokens, num_token_vals, num_emb,
@@ -248,19 +249,20 @@ def _train_and_evaluate(module, device, x_train, x_val, x_test, num_tokens, num_
     cut = int(num_tokens) // 2
     g_probe = torch.Generator().manual_seed(int(seed) + 1)
     probe = x_test.clone()
-    probe[:, cut + 1:] = torch.randint(0, int(num_token_vals) - 1, probe[:, cut + 1:].shape, generator=g_probe).to(device)
+    probe[:, cut:] = torch.randint(0, int(num_token_vals) - 1, probe[:, cut:].shape, generator=g_probe).to(device)
     out = {"history": history, "error": "", "probe_cut": cut}
     with torch.no_grad():
         for name, x in (("test", x_test), ("probe", probe)):
-            lp, norm = [], []
+            lp, norm, prefix = [], [], []
             for i in range(0, len(x), 256):
                 xb = x[i:i + 256]
                 log_probs = model.transformer_forward(xb)[:, :-1]
                 lp.append(torch.gather(log_probs, 2, xb[:, 1:].unsqueeze(2)).squeeze(2))
                 norm.append(torch.logsumexp(log_probs, dim=2))
-            out[f"{name}_log_probs"] = _np(torch.cat(lp))
+                prefix.append(log_probs[:, :cut])
+            out[f"{name}_prefix"] = _np(torch.cat(prefix))
             if name == "test":
-                out["test_normaliser"] = _np(torch.cat(norm))
+                out["test_log_probs"], out["test_normaliser"] = _np(torch.cat(lp)), _np(torch.cat(norm))
         torch.manual_seed(int(seed) + 2)
         out["samples"] = np.asarray(model.sample(batch_size=int(num_samples)), dtype=np.int64)
     return out
