@@ -252,3 +252,30 @@ def test_guess_assignment_and_mixed_folders(tmp_path):
 def test_documents_without_fingerprints_score_zero():
     docs = [Document("a", "vae.py", "", [], []), Document("b", "vae.py", "", [], [])]
     assert compare_documents(docs).pairs[0].score == 0.0
+
+
+# ---- the web app's page (staff only) ------------------------------------------------------------
+
+def test_serve_similarity_page(tmp_path):
+    pytest.importorskip("flask")
+    from grader.serve.app import create_app, open_classroom
+    from serve_data import make_reports
+    from test_serve import TOKEN, _login
+
+    reports = make_reports(tmp_path / "reports", {s: "answer" for s in AUTHORS[:3] + ["copycat"]})
+    submissions = write_class(tmp_path / "class", AUTHORS[:3])
+    (submissions / "copycat").mkdir()
+    (submissions / "copycat" / "vae.py").write_text(disguise(build(AUTHORS[2]), ["rename", "reorder"], seed=2))
+    classroom, store = open_classroom(reports, submissions)
+    client = create_app(classroom, store, TOKEN, port=1).test_client()
+    assert client.get("/similarity").status_code == 302, "the page needs a signed-in TA"
+    _login(client)
+    page = client.get("/similarity").get_data(as_text=True)
+    assert "Code similarity: vae" in page and "copycat" in page and "review" in page
+    first = page.index("<tbody>")
+    assert "copycat" in page[first:first + 600] and AUTHORS[2] in page[first:first + 600], "the copy ranks first"
+
+    unknown, _ = open_classroom(reports)
+    client = create_app(unknown, store, TOKEN, port=1).test_client()
+    _login(client)
+    assert "--submissions" in client.get("/similarity").get_data(as_text=True)

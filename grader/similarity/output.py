@@ -26,6 +26,9 @@ def _atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary file would be (mkstemp makes it 0600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -55,14 +58,20 @@ def _side(doc: Document, spans: list[tuple[int, int, int]]) -> list[dict]:
             for i, text in enumerate(doc.source.splitlines(), start=1)]
 
 
+def _excerpt(lines: list[dict], first: int, last: int, context: int = 2) -> list[dict]:
+    return lines[max(0, first - 1 - context):last + context]
+
+
 def pair_view(pair: Pair, docs: dict[str, Document], max_fragments: int = len(COLOURS)) -> dict:
-    """What the HTML shows for one pair: both sources, numbered, fragments coloured alike."""
+    """What the HTML shows for one pair: each fragment as two excerpts side by side (a few lines of
+    context, matched lines coloured), and both whole files, numbered, coloured alike."""
     frags = pair.fragments[:max_fragments]
     a_spans = [(first, last, k) for k, f in enumerate(frags) for first, last in f.a_spans]
     b_spans = [(first, last, k) for k, f in enumerate(frags) for first, last in f.b_spans]
-    return {"pair": pair, "a": docs[pair.a], "b": docs[pair.b],
-            "a_lines": _side(docs[pair.a], a_spans), "b_lines": _side(docs[pair.b], b_spans),
-            "fragments": [{"k": k, "colour": COLOURS[k], "a": f.a_lines, "b": f.b_lines, "weight": f.weight}
+    a_lines, b_lines = _side(docs[pair.a], a_spans), _side(docs[pair.b], b_spans)
+    return {"pair": pair, "a": docs[pair.a], "b": docs[pair.b], "a_lines": a_lines, "b_lines": b_lines,
+            "fragments": [{"k": k, "colour": COLOURS[k], "a": f.a_lines, "b": f.b_lines, "weight": f.weight,
+                           "a_excerpt": _excerpt(a_lines, *f.a_lines), "b_excerpt": _excerpt(b_lines, *f.b_lines)}
                           for k, f in enumerate(frags)]}
 
 
