@@ -16,9 +16,7 @@ the mutant library knows it or not. Rules: docs/grading.md.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
-import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +25,12 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from grader.checks.standins import MAX_LAYERS, StandInServer, tag, upstream_targets
+from grader.checks.inputs import check_seed
+from grader.checks.standins import MAX_LAYERS, StandInServer, new_handle, tag, upstream_targets
 from grader.rubric import CheckSpec, Mistake, Rubric
 from grader.sandbox.client import Sandbox
 from grader.sandbox.errors import StudentException
 
-_NEW = itertools.count(1)
 SEPARATION = 5.0  # a named mistake's prediction is this many tolerances from the correct value and the others
 
 
@@ -79,6 +77,7 @@ class Session:
     figures: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     remaining_s: "Callable[[], float]" = lambda: float("inf")
+    secret: str = ""  # what every check's inputs derive from (grader/checks/inputs.py); "": the published inputs
 
 
 class CheckContext:
@@ -99,7 +98,7 @@ class CheckContext:
         self.not_judged = 0  # cases left out for a parameter the student's signature lacks (see notes)
         self.lenient_interface = False  # re-run: call without the lacking parameters (`_lenient_outcome`)
         self.nothing_judged = False  # every case needed a parameter the student's signature lacks
-        seed = int.from_bytes(hashlib.sha256(spec.id.encode()).digest()[:4], "little")
+        seed = check_seed(self.session.secret, spec.id)  # unknown to the child before this check sends it
         self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.specs: dict[str, dict] = {}  # handle -> `__new__` spec of the student objects built by this check
@@ -177,7 +176,7 @@ class CheckContext:
             # a constructor that fails still leaves the methods checkable: the child completes the
             # object with the specified layers (plain descriptions), which stand in anyway
             spec["layers"] = self._specified_layers(cls, args, kwargs)
-        value = tag({"__new__": spec}, self.specs, handle=f"{name}#{next(_NEW)}")
+        value = tag({"__new__": spec}, self.specs, handle=new_handle())
         self.stand_ins.forget(name)
         self.specs[name] = value["__new__"]  # `{"__ref__": name}` arguments find their twin too
         reply = self.sandbox.request({"op": "new", "name": name, "value": value, "seed": self.seed},

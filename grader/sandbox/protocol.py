@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import time
 
 import numpy as np
 
@@ -90,17 +91,28 @@ def send(sock: socket.socket, obj) -> None:
     sock.sendall(_LEN.pack(len(payload)) + payload)
 
 
-def recv(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES):
-    """Receive one message (blocking). EOFError when the peer closed the connection."""
-    (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
+def recv(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES, deadline: float | None = None):
+    """Receive one message (blocking). EOFError when the peer closed the connection; TimeoutError
+    when `deadline` (time.monotonic()) passes first, however the bytes trickle in."""
+    return recv_sized(sock, max_bytes, deadline)[0]
+
+
+def recv_sized(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES, deadline: float | None = None):
+    """(message, its size in bytes): see `recv`."""
+    (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size, deadline))
     if n > max_bytes:
         raise ProtocolError(f"message of {n} bytes exceeds the limit of {max_bytes}")
-    return decode(_recv_exact(sock, n))
+    return decode(_recv_exact(sock, n, deadline)), n
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
     buf = bytearray()
     while len(buf) < n:
+        if deadline is not None:  # one deadline for the whole message: a reply trickled byte by byte cannot extend it
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the peer did not send its message in time")
+            sock.settimeout(left)
         chunk = sock.recv(min(n - len(buf), 1 << 20))
         if not chunk:
             raise EOFError("peer closed the connection")
