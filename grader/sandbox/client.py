@@ -394,13 +394,16 @@ class Sandbox:
                 raise self.load_error
         t_request = time.perf_counter()
         self.stats["requests"] += 1
-        try:
-            protocol.send(self.sock, req)
-        except OSError:
-            raise self._death("while receiving a request") from None
         # ONE deadline for the whole request: serving upcalls and slow or trickled messages count against it
         deadline = time.monotonic() + timeout
         during = f"{req.get('op')} {_label(req)}"
+        try:
+            protocol.send(self.sock, req, deadline=deadline)
+        except TimeoutError:
+            self.kill()
+            raise StudentTimeout(f"did not finish within the time limit while {during}; the process was killed") from None
+        except OSError:
+            raise self._death("while receiving a request") from None
         upcalls, upcall_bytes = 0, 0
         while True:
             try:
@@ -425,7 +428,10 @@ class Sandbox:
                 raise StudentTimeout(f"did not finish within the time limit while {during}; the process was killed")
             t_request = time.perf_counter()
             try:
-                protocol.send(self.sock, answer)
+                protocol.send(self.sock, answer, deadline=deadline)  # a child that stops reading cannot block us
+            except TimeoutError:
+                self.kill()
+                raise StudentTimeout(f"did not finish within the time limit while {during}; the process was killed") from None
             except OSError:
                 raise self._death("while receiving a stand-in value") from None
         seconds = reply.get("seconds")  # only for bench_startup's tables; the student's code may forge it

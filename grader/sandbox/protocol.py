@@ -86,9 +86,19 @@ def decode(data: bytes):
     return walk(header["tree"])
 
 
-def send(sock: socket.socket, obj) -> None:
+def send(sock: socket.socket, obj, deadline: float | None = None) -> None:
+    """Send one message; TimeoutError when `deadline` passes first (a peer that stopped reading)."""
     payload = encode(obj)
-    sock.sendall(_LEN.pack(len(payload)) + payload)
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the peer did not take the message in time")
+        sock.settimeout(left)
+    try:
+        sock.sendall(_LEN.pack(len(payload)) + payload)
+    finally:
+        if deadline is not None:
+            sock.settimeout(None)
 
 
 def recv(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES, deadline: float | None = None):
