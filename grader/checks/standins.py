@@ -49,15 +49,15 @@ def upstream_targets(rubric, ref, component: str) -> list[str]:
     directly or through the reference code it calls (`_reachable_names`); a component naming a
     class contributes the methods the reference class defines itself (constructors and the class's
     other components' methods excluded); a constructor component ("Class.__init__") contributes
-    itself: the layers it built stand in. The "model" component (whole trained models) contributes
+    itself: the layers it built stand in. Model-level components (whole trained models) contribute
     nothing. Answering only upstream calls means the check of a component cannot ask for the
     reference's value of a component built on top of it (which would give its own answer away)."""
-    targets = rubric.component_targets
+    targets = rubric.code_targets
     own = targets.get(component, "")
-    explicit = set(targets.values())
+    explicit = set(rubric.component_targets.values())
     out: list[str] = []
     for tag, target in targets.items():
-        if tag == component or tag == "model" or target == own or not target:
+        if tag == component or target == own or not target:
             continue
         obj = _resolve(ref, target)
         if isinstance(obj, type):
