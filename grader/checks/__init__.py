@@ -28,6 +28,7 @@ import torch
 from grader.checks.inputs import check_seed
 from grader.checks.standins import MAX_LAYERS, StandInServer, new_handle, tag, upstream_targets
 from grader.rubric import CheckSpec, Mistake, Rubric
+from grader.sandbox import values
 from grader.sandbox.client import Sandbox
 from grader.sandbox.errors import StudentException
 
@@ -551,10 +552,10 @@ def tensor(reply_value, what: str, dtype: str | None = None, finite: bool = Fals
     `finite=True` (statistical checks, whose tests compare with NaN as False and so would pass a
     NaN) also insists that every value is finite."""
     v = reply_value
-    if isinstance(v, dict) and "__tensor__" in v:
+    if isinstance(v, dict) and values.TENSOR in v:
         if dtype is not None and v["dtype"] != dtype:
             raise StudentValueError(f"{what} returned a {v['dtype']} tensor for {dtype} inputs (keep the inputs' dtype)")
-        a = v["__tensor__"]
+        a = v[values.TENSOR]
         if finite:
             require_finite(a, what)
         return a
@@ -572,21 +573,21 @@ def require_finite(a, what: str) -> None:
 
 def sequence(reply_value, what: str, length: int) -> list:
     v = reply_value
-    if isinstance(v, dict) and "__seq__" in v and v["len"] == length:
-        return v["__seq__"]
+    if isinstance(v, dict) and values.SEQ in v and v["len"] == length:
+        return v[values.SEQ]
     raise StudentValueError(f"{what} must return a tuple/list of {length} tensors, but returned {describe(v)}")
 
 
 def describe(v) -> str:
     if isinstance(v, dict):
-        if "__tensor__" in v:
-            return f"a {v['dtype']} tensor of shape {tuple(v['__tensor__'].shape)}"
-        if "__numpy__" in v:
-            return f"a numpy.ndarray of shape {v['__numpy__'].shape} (convert with torch operations, not numpy)"
-        if "__seq__" in v:
+        if values.TENSOR in v:
+            return f"a {v['dtype']} tensor of shape {tuple(v[values.TENSOR].shape)}"
+        if values.NUMPY in v:
+            return f"a numpy.ndarray of shape {v[values.NUMPY].shape} (convert with torch operations, not numpy)"
+        if values.SEQ in v:
             return f"a {v['kind']} of length {v['len']}"
-        if "__object__" in v:
-            return f"an object of type {v['__object__']}"
+        if values.OBJECT in v:
+            return f"an object of type {v[values.OBJECT]}"
     if v is None:
         return "None (did you forget `return`?)"
     return f"a Python {type(v).__name__} ({v!r})"[:200]

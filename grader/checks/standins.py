@@ -22,7 +22,7 @@ import torch
 
 from grader import roles
 from grader.signatures import bind, read_signature
-from grader.sandbox import nets
+from grader.sandbox import nets, values
 from grader.sandbox.standins import layers
 
 MAX_UPCALL_ELEMENTS = 4_000_000  # a proxy's arguments larger than this are refused (memory of the grader)
@@ -182,14 +182,14 @@ def map_layers(student: list, specified: list) -> dict[str, str]:
 def tag(value, specs: dict, handle: str | None = None):
     """Give every `__new__` spec in `value` a handle (recorded in `specs`); returns the tagged copy."""
     if isinstance(value, dict):
-        if "__new__" in value:
-            spec = dict(value["__new__"])
+        if values.NEW in value:
+            spec = dict(value[values.NEW])
             h = handle or new_handle()
             spec["args"] = [tag(a, specs) for a in spec.get("args", [])]
             spec["kwargs"] = {k: tag(v, specs) for k, v in (spec.get("kwargs") or {}).items()}
             spec["handle"] = h
             specs[h] = spec
-            return {"__new__": spec}
+            return {values.NEW: spec}
         return {k: tag(v, specs) for k, v in value.items()}
     if isinstance(value, list):
         return [tag(v, specs) for v in value]
@@ -263,20 +263,24 @@ class StandInServer:
         if isinstance(v, list):
             return [self._value(x) for x in v]
         if isinstance(v, dict):
-            if "__net__" in v:
+            if values.NET in v:
                 dtype = {"float32": torch.float32, "float64": torch.float64}[v.get("dtype", "float32")]
-                return nets.build(v["__net__"], self.device, dtype)
-            if "__new__" in v:
-                return self.twin(v["__new__"]["handle"])
-            if "__ref__" in v:
-                return self.twin(v["__ref__"])
-            if "__tuple__" in v:
-                return tuple(self._value(x) for x in v["__tuple__"])
+                return nets.build(v[values.NET], self.device, dtype)
+            if values.NEW in v:
+                return self.twin(v[values.NEW]["handle"])
+            if values.REF in v:
+                return self.twin(v[values.REF])
+            if values.TUPLE in v:
+                return tuple(self._value(x) for x in v[values.TUPLE])
             return {k: self._value(x) for k, x in v.items()}
         return v
 
     # ---- upcalls --------------------------------------------------------------------------
     def __call__(self, message: dict) -> dict:
+        try:
+            values.upcall(message)  # (the sandbox's client checked it already; the in-process self-check did not)
+        except values.Malformed:
+            return {"ok": False, "error": BAD_UPCALL}
         if (message.get("upcall") or {}).get("note") == "own_layout":
             # the child saw the student's own layout of an upstream value, with other values
             self.own_layouts.add(str(message["upcall"].get("name")))
@@ -344,10 +348,10 @@ class StandInServer:
         reply = {"ok": True, "structure": structure, "outputs": [_numpy(o) for o in outs], "tape": None}
         if grad and any(o.requires_grad for o in outs):
             # the graph is kept until the call ends (for the child's backward): bounded per call
-            self.tape_bytes += sum(t.numel() * t.element_size() for t in [*outs, *leaves.values()])
-            if len(self.tapes) >= MAX_TAPES or self.tape_bytes > MAX_TAPE_BYTES:
-                self.tapes.clear()
+            need = sum(t.numel() * t.element_size() for t in [*outs, *leaves.values()])
+            if len(self.tapes) >= MAX_TAPES or self.tape_bytes + need > MAX_TAPE_BYTES:
                 raise Refused(TOO_MUCH_GRADIENT)
+            self.tape_bytes += need
             tape = len(self.tapes) + 1
             order = [leaves.get(i) for i in range(max(leaves, default=-1) + 1)]
             self.tapes[tape] = (outs, order, dict(self._grad_maps))
@@ -374,7 +378,7 @@ class StandInServer:
         """The twin's layer playing the role of the student's layer `info["path"]` (map_layers), with
         the student's values where a parameter has the specified name and shape; the others keep the
         check's values (a constructor's mistake, charged on the constructor's own check)."""
-        base, _, _ = str(entry.get("__handle__", "")).partition("/")
+        base, _, _ = str(entry.get(values.HANDLE, "")).partition("/")
         twin = self.twin(base)
         inventory = info.get("inventory") or []
         if not isinstance(inventory, list) or len(inventory) > MAX_LAYERS:
@@ -420,8 +424,8 @@ class StandInServer:
 
     def _decode(self, v, leaves: dict, grad: bool, size: list):
         if isinstance(v, dict):
-            if "__tensor__" in v:
-                a = np.asarray(v["__tensor__"])
+            if values.TENSOR in v:
+                a = np.asarray(v[values.TENSOR])
                 size[0] += a.size
                 if size[0] > MAX_UPCALL_ELEMENTS:
                     raise Refused(f"the arguments are too large (the grader allows {MAX_UPCALL_ELEMENTS:,} numbers)")
@@ -431,11 +435,11 @@ class StandInServer:
                         t.requires_grad_(True)
                     leaves[int(v["leaf"])] = t
                 return t
-            if "__seq__" in v:
-                items = [self._decode(x, leaves, grad, size) for x in v["__seq__"]]
+            if values.SEQ in v:
+                items = [self._decode(x, leaves, grad, size) for x in v[values.SEQ]]
                 return tuple(items) if v.get("kind") == "tuple" else items
-            if "__handle__" in v:
-                handle = str(v["__handle__"])
+            if values.HANDLE in v:
+                handle = str(v[values.HANDLE])
                 obj = self.twin(handle)
                 if isinstance(obj, torch.nn.Module):
                     # an object whose constructor stands in keeps the check's values where the

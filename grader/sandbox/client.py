@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from grader import trace
-from grader.sandbox import protocol
+from grader.sandbox import protocol, values
 from grader.sandbox.errors import (  # noqa: F401  (re-exported: the engine and checks import them from here)
     MAX_OUTPUT_BYTES, IsolationUnavailable, SandboxConfig, SandboxUnavailable, missing_protections, StudentCodeError, StudentCrash, StudentException,
     StudentTimeout,
@@ -412,6 +412,7 @@ class Sandbox:
                 self.stats["request_s"] += time.perf_counter() - t_request
             if "upcall" not in reply and "upcall_backward" not in reply:
                 break
+            self._checked(values.upcall, reply, during)
             upcalls, upcall_bytes = upcalls + 1, upcall_bytes + size
             if upcalls > MAX_UPCALLS_PER_REQUEST or size > MAX_UPCALL_BYTES or upcall_bytes > MAX_UPCALL_TOTAL_BYTES:
                 self.kill()
@@ -434,6 +435,7 @@ class Sandbox:
                 raise StudentTimeout(f"did not finish within the time limit while {during}; the process was killed") from None
             except OSError:
                 raise self._death("while receiving a stand-in value") from None
+        self._checked(lambda m: values.reply(req.get("op"), m), reply, during)
         seconds = reply.get("seconds")  # only for bench_startup's tables; the student's code may forge it
         if type(seconds) is float and 0.0 <= seconds < 1e6:
             self.stats["child_s"] += seconds
@@ -441,6 +443,16 @@ class Sandbox:
             err = reply.get("error", {})
             raise StudentException(err.get("message", "unknown error"), err.get("where", ""), err.get("traceback", ""))
         return reply
+
+    def _checked(self, check, message: dict, during: str) -> None:
+        """`check(message)` (grader/sandbox/values.py); a malformed message kills the child: the
+        student's code tampered with it, and its check fails with what was wrong."""
+        try:
+            check(message)
+        except values.Malformed as e:
+            self.kill()
+            raise StudentCrash(f"the process running your code sent a malformed message ({e}) while {during}; "
+                               "it was killed") from None
 
     def _recv(self, deadline: float, during: str) -> tuple[dict, int]:
         """The child's next message and its size, by `deadline` (however it trickles in), else StudentTimeout."""
