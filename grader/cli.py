@@ -322,6 +322,7 @@ def _register_optional_commands() -> None:
     else:
         main.add_command(new_cmd, "new")
         main.add_command(release_cmd, "release")
+    from grader.commands.similarity import similarity_cmd; main.add_command(similarity_cmd)  # noqa: E702
     try:
         from grader.commands.report import report_cmd, summary_cmd
     except ImportError:
