@@ -294,8 +294,12 @@ class CheckContext:
         """A prerequisite (a shape, a scalar, a gradient existing): it costs when it fails but earns
         nothing when it holds, so a wrong answer of the right shape gets no credit."""
         if not ok:
-            self.cases.append(Case(case, False, message, cause=cause or self.cause))
+            self.cases.append(Case(case, False, message, cause=self._cause(cause)))
         return bool(ok)
+
+    def _cause(self, cause: str | None) -> str | None:
+        """A failing case's cause: the one given, else the check's own (`self.cause`); "" for none at all."""
+        return (self.cause if cause is None else cause) or None
 
     @contextlib.contextmanager
     def case(self, label: str) -> Iterator[None]:
@@ -322,7 +326,7 @@ class CheckContext:
             self.not_judged += 1
 
     def expect(self, ok: bool, case: str, message: str = "", cause: str | None = None) -> bool:
-        self.cases.append(Case(case, bool(ok), "" if ok else message, cause=None if ok else cause or self.cause))
+        self.cases.append(Case(case, bool(ok), "" if ok else message, cause=None if ok else self._cause(cause)))
         return bool(ok)
 
     def partial(self, fraction: float, case: str, message: str = "") -> None:

@@ -178,6 +178,22 @@ def _fail_on_exception(ctx: CheckContext, label: str, fn) -> object:
     return None
 
 
+def _works(ctx: CheckContext, label: str, got: list, want: list | None = None) -> bool:
+    """Code whose values are NaN or infinite where the reference's are finite does not work: a property check gives
+    it no credit (a prerequisite, with no known cause: like code that raises, it costs every check)."""
+    bad = 0
+    for i, g in enumerate(got):
+        g = np.asarray(g)
+        if g.dtype.kind not in "fc":
+            continue
+        w = np.asarray(want[i]) if want is not None and i < len(want) and np.shape(want[i]) == g.shape else None
+        finite_ref = np.isfinite(w.astype(np.float64)) if w is not None and w.dtype.kind in "fc" else np.ones(g.shape, bool)
+        bad += int((~np.isfinite(g.astype(np.float64)) & finite_ref).sum())
+    return ctx.require(not bad, f"{label}: finite values",
+                       f"{bad} NaN or infinite value(s) for ordinary inputs: the code does not work yet, so its "
+                       "properties cannot earn credit", cause="")
+
+
 def _name(ex: Example) -> str:
     return ex.label or (ex.target if isinstance(ex.target, str) else str(ex.target.get("label", "")))
 
@@ -248,7 +264,7 @@ def check_differentiable(ctx: CheckContext) -> None:
         ctx.expect(False, "return value", str(e))
         return
     got_vals = _fail_on_exception(ctx, "return value", lambda: _tensors(reply["result"], name))
-    if got_vals is None:
+    if got_vals is None or not _works(ctx, "your result", got_vals, want_vals):
         return
     grads = reply.get("grads")
     if grads is None:
@@ -334,6 +350,8 @@ def check_stochastic(ctx: CheckContext) -> None:
         out = _fail_on_exception(ctx, f"draw with {label}", lambda: _tensors(_call(ctx, ex, seed=seed)["result"], name))
         if out is None:
             return
+        if not _works(ctx, label, out[:1]):
+            return
         draws[label] = out[0]
     ctx.expect(not np.array_equal(draws["seed 1"], draws["seed 2"]), "different draws for different global seeds",
                f"{name} returned the same draws whatever the global RNG's state: it reseeds the RNG itself "
@@ -356,6 +374,9 @@ def check_pure(ctx: CheckContext) -> None:
     name = _name(ex)
     reply = _fail_on_exception(ctx, "call", lambda: _call(ctx, ex, inputs_after=True))
     if reply is None:
+        return
+    got = _fail_on_exception(ctx, "return value", lambda: _tensors(reply["result"], name))
+    if got is None or not _works(ctx, "your result", got, _reference(ctx, ex)[0]):
         return
     originals = [a for a in ex.args.values() if isinstance(a, np.ndarray)]
     after = {k: v["__tensor__"] for k, v in (reply.get("inputs_after") or {}).items()
@@ -384,10 +405,10 @@ def check_dtype(ctx: CheckContext) -> None:
         reply = _fail_on_exception(ctx, f"{dtype} inputs", lambda: _call(ctx, ex))
         if reply is None:
             continue
-        got = [d for d in _dtypes(reply["result"]) if d.startswith(("float", "bfloat"))]
-        if not _dtypes(reply["result"]):
-            ctx.expect(False, f"{dtype} inputs", f"{name} must return a torch.Tensor, returned {describe(reply['result'])}")
+        values = _fail_on_exception(ctx, f"{dtype} inputs", lambda: _tensors(reply["result"], name))
+        if values is None or not _works(ctx, f"{dtype} inputs", values, _reference(ctx, ex)[0]):
             continue
+        got = [d for d in _dtypes(reply["result"]) if d.startswith(("float", "bfloat"))]
         wrong = sorted(set(d for d in got if d != dtype))
         ctx.expect(not wrong, f"{dtype} in, {dtype} out",
                    f"{name} returned {', '.join(wrong)} for {dtype} inputs: keep the inputs' dtype (create constants "
@@ -400,6 +421,8 @@ def check_batch(ctx: CheckContext) -> None:
     full = example(ctx, Variant(dtype="float64", batch=4))
     name = _name(full)
     got_full = _fail_on_exception(ctx, "a batch of 4", lambda: _tensors(_call(ctx, full)["result"], name))
+    if got_full is not None and not _works(ctx, "a batch of 4", got_full, _reference(ctx, full)[0]):
+        return
     # the same example (objects, weights), its first row: batched arrays sliced, a batch-size argument set to 1
     one = dataclasses.replace(full, args={n: (np.ascontiguousarray(a[:1]) if isinstance(a, np.ndarray) else 1)
                                           if n in full.batched else a for n, a in full.args.items()})
@@ -434,7 +457,7 @@ def check_range(ctx: CheckContext) -> None:
     ordinary = example(ctx, Variant(dtype="float64"))
     want, _, _ = _reference(ctx, ordinary)
     got = _fail_on_exception(ctx, "ordinary inputs", lambda: _tensors(_call(ctx, ordinary)["result"], _name(ordinary)))
-    if got is None:
+    if got is None or not _works(ctx, "ordinary inputs", got, want):
         return
     if not _all_close(ctx, got, want, "float64"):
         ctx.notes.append("Not judged: your values already differ from the reference's on ordinary inputs "
