@@ -326,10 +326,14 @@ def _parameter_gradients(ctx: CheckContext, ex: Example, grads: dict, want_p: di
             continue
         # the same name; else the net's own path ("0.weight" of "decoder.0.weight") under whatever attribute the
         # student keeps the net, when that path has an index or a submodule in it (never a bare ".weight")
+        # (a parameter the constructor built under another shape, or that took no state, is the constructor's:
+        # not judged here, as in the unit checks)
         key = rname.split(".", 1)[-1]
-        matches = [k for k in got if k == rname]
+        misfit = {k for k, _ in ctx.unassigned.get(ex.params, [])}
+        matches = [k for k in got if k == rname and k not in misfit
+                   and (got[k] is None or np.shape(got[k]) == np.shape(want))]
         if not matches and key.count(".") >= 1:
-            matches = [k for k in got if k.endswith("." + key) and np.shape(got[k]) == np.shape(want)]
+            matches = [k for k in got if k.endswith("." + key) and k not in misfit and np.shape(got[k]) == np.shape(want)]
         if not matches:
             continue  # a parameter kept under another name: nothing to compare it with
         g = got[matches[0]]
