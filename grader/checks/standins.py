@@ -7,9 +7,12 @@ arrays, and keeps the autograd graph ("tape") so the child can ask for gradients
 component's score depends on its own code only, whatever mistakes the others have and whatever
 `--only` selects; the reference's code stays in this process. Rules: docs/grading.md.
 
-Objects cross by handle. Every `{"__new__": ...}` a check sends gets a handle (`tag`); this side
-keeps the spec and builds a *twin* from the reference's class of the same name on first use
-(`twin`), then copies the object's current state (sent with each upcall) into it by name.
+Objects cross by handle. Every `{"__new__": ...}` a check sends gets a handle (`tag`: an opaque
+random id, `new_handle`); this side keeps the spec and builds a *twin* from the reference's class
+of the same name on first use (`twin`), then copies the object's current state (sent with each
+upcall) into it by name. The child is untrusted (docs/sandbox.md, "What the child may ask of the
+grader"): only upstream components are answered, a handle resolves only to what this grader handed
+out, and what goes back when the reference fails is a fixed sentence.
 """
 
 from __future__ import annotations
