@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import weakref
 
 import numpy as np
 import torch
@@ -55,6 +56,20 @@ def upstream_targets(rubric, ref, component: str) -> list[str]:
     itself: the layers it built stand in. Model-level components (whole trained models) contribute
     nothing. Answering only upstream calls means the check of a component cannot ask for the
     reference's value of a component built on top of it (which would give its own answer away)."""
+    key = (tuple(sorted(rubric.code_targets.items())), tuple(sorted(rubric.component_targets.items())), component)
+    try:
+        per_ref = _UPSTREAM.setdefault(ref, {})
+    except TypeError:  # a reference that cannot be weakly referenced: not cached
+        return _upstream_targets(rubric, ref, component)
+    if key not in per_ref:  # the reference's code is read once per component, not once per check
+        per_ref[key] = _upstream_targets(rubric, ref, component)
+    return list(per_ref[key])
+
+
+_UPSTREAM: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _upstream_targets(rubric, ref, component: str) -> list[str]:
     targets = rubric.code_targets
     own = targets.get(component, "")
     explicit = set(rubric.component_targets.values())
