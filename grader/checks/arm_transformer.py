@@ -485,6 +485,7 @@ METRICS = {
     "test_bits_per_token": Metric("Test negative log-likelihood", "bits per token", "lower"),
     "sample_distance": Metric("Samples: distance of the token frequencies per row from the test data's", "total variation", "lower"),
     "training": Metric("Training of your model", kind="note"),
+    "sample_text": Metric("Headlines sampled from your model", kind="note"),
 }
 
 
@@ -620,6 +621,7 @@ def _figures(ctx: CheckContext, part: Part, data: Data) -> None:
                         + "\n".join(text(part.extra["reference_samples"])) + "\n")
         rel = "figures/arm_samples.txt"
         caption = "16 headlines sampled from your model and from the reference."
+        ctx.session.metrics["sample_text"] = " · ".join(t.strip() or "(empty)" for t in text(part.extra["samples"])[:6])
     if not any(f["path"] == rel for f in ctx.session.figures) and Path(path).suffix == ".png":
         ctx.session.figures.append({"path": rel, "caption": caption, "tag": "model"})
 
