@@ -291,6 +291,10 @@ def _judge(ctx: CheckContext, spec: CheckSpec, rubric: Rubric, result: GradeResu
         outcome = ctx.outcome()
     except StudentCodeError as e:
         where = f"\n  at {e.where}" if e.where else ""
+        blocked = _blocked_by_constructor(e, spec, rubric, ctx.session)
+        if blocked:
+            test.error = "blocked"
+            return Outcome(1.0, f"Not judged: {blocked}")
         ctx.expect(False, "your code", f"{e.message}{where}")
         outcome = ctx.outcome()
         test.error = e.kind
@@ -316,6 +320,38 @@ def _judge(ctx: CheckContext, spec: CheckSpec, rubric: Rubric, result: GradeResu
         result.errors.append(f"internal error in {spec.id}: {traceback.format_exc(limit=-3)}")
         test.error = "internal"
     return outcome
+
+
+def _constructor_owners(rubric: Rubric, cls: str) -> list[str]:
+    """The components that grade class `cls` itself or one of its methods (rubric [components])."""
+    return [c for c, target in rubric.component_targets.items()
+            if c != "model" and target and (target == cls or target.startswith(cls + "."))]
+
+
+def _blocked_by_constructor(e: StudentCodeError, spec: CheckSpec, rubric: Rubric, session: Session) -> str:
+    """Why `spec` cannot be judged when the student's code failed inside `Class.__init__` of a class
+    that another component grades ('' when it is this check's own failure, charged as usual).
+
+    A constructor's mistake is charged once, on its class's component: the first check of an owning
+    component that hits it records it (and is charged); later checks of other components that need an
+    object of that class (a composite, the trained model) say why they could not run and cost nothing
+    more. A class never found broken by its own checks (e.g. not selected by --only) is charged where it
+    fails, so a claim of the child alone never earns credit."""
+    cls = e.constructor.rpartition(".")[0] if e.constructor.endswith(".__init__") else ""
+    owners = _constructor_owners(rubric, cls) if cls else []
+    if not owners:
+        return ""
+    broken = session.cache.setdefault("broken_constructors", {})
+    if spec.component in owners:
+        broken.setdefault(cls, (spec.component, e.message))
+        return ""
+    if cls not in broken:
+        return ""
+    _, message = broken[cls]
+    charged = " and ".join(f"`{rubric.component_targets[c]}`" for c in owners)
+    return (f"your `{cls}` could not be built ({message}, in `{cls}.__init__`) and this check needs one. "
+            f"That mistake is charged once, in the checks of {charged}; this check costs you nothing more. "
+            "Fix the constructor and this check will be judged.")
 
 
 def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict,
