@@ -15,6 +15,7 @@ trace.mark("python started, grader.cli imported")
 import click  # noqa: E402
 
 from grader import __version__  # noqa: E402
+from grader.glossary import fmt_points  # noqa: E402
 from grader.commands.console import Table, console, escape  # noqa: E402  (rich, imported on first use)
 
 
@@ -159,7 +160,7 @@ def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
     table.add_column("feedback", overflow="fold")
     for t in result.tests:
         style = "green" if t.status == "passed" else ("yellow" if t.score > 0 else "red")
-        table.add_row(t.number, t.name, f"[{style}]{t.score:g}/{t.max_score:g}[/]", escape(_brief(t)))
+        table.add_row(t.number, t.name, f"[{style}]{fmt_points(t.score)}/{fmt_points(t.max_score)}[/]", escape(_brief(t)))
     console.print(table)
     for e in result.errors:
         console.print(f"[red]! {escape(e.splitlines()[0])}[/]")
@@ -194,7 +195,7 @@ def run_cmd(path, assignment, out, only, device, data, allow_unsandboxed, report
             reporter.submit(written.parent)  # rendered on the other core while the table prints
         _print_table(result, f"{result.student} — {rubric.title}")
         _print_handed_in(result)
-        auto = f"{result.autograded_score:g}/{result.autograded_max:g}"
+        auto = f"{fmt_points(result.autograded_score)}/{fmt_points(result.autograded_max)}"
         console.print(f"[bold]{result.student}[/]: autograded {auto}; written answers: "
                       f"{sum(1 for q in result.questions if q.answer)}/{len(result.questions)} submitted "
                       f"({sum(q.max_score for q in result.questions):g} points, graded by hand)")
@@ -252,7 +253,7 @@ def check_cmd(path, assignment, only):
     passed = sum(t.status == "passed" for t in result.tests)
     colour = "green" if passed == len(result.tests) else "yellow"
     console.print(f"[{colour}]{passed}/{len(result.tests)} public checks passed "
-                  f"({result.autograded_score:g}/{result.autograded_max:g} points)[/] in {result.execution_time:.1f} s. "
+                  f"({fmt_points(result.autograded_score)}/{fmt_points(result.autograded_max)} points)[/] in {result.execution_time:.1f} s. "
                   "Hidden checks run at grading time.")
     trace.mark("table printed")
 

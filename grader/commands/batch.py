@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from grader.glossary import fmt_points
+
 from grader.commands.console import Table, console
 
 
@@ -85,7 +87,7 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
     table.add_column("note", overflow="fold")
     style = {"graded": "green", "skipped": "dim", "failed": "red"}
     for o in sorted(summary.outcomes, key=lambda o: o.student):
-        score = f"{round(o.score, 2):g}/{o.max_score:g}" if o.score is not None else "—"
+        score = f"{fmt_points(o.score)}/{fmt_points(o.max_score)}" if o.score is not None else "—"
         table.add_row(o.student, score, f"{o.seconds:.1f} s" if o.status != "skipped" else "",
                       f"[{style.get(o.status, '')}]{o.status}[/]", o.message[:200])
     console.print(table)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from grader.glossary import fmt_points
+
 
 @click.command(name="report")
 @click.argument("results_dir", default="reports", type=click.Path(path_type=Path, file_okay=False))
@@ -76,7 +78,7 @@ def report_cmd(results_dir: Path, students: tuple[str, ...], manual: Path | None
             continue
         pending = [q.id for q in result.questions if q.score is None]
         note = f" (written {', '.join(pending)} not graded yet)" if pending else ""
-        click.echo(f"{student}: {result.score:g}/{result.max_score:g}{note} -> {pdf} (+ {html.name})")
+        click.echo(f"{student}: {fmt_points(result.score)}/{fmt_points(result.max_score)}{note} -> {pdf} (+ {html.name})")
     for path, why in broken:
         if wanted is None or path.parent.name in wanted:
             failures.append(f"{path}: unreadable ({why})")
