@@ -124,3 +124,14 @@ def data_summary(name: str, n_train: int | None, likelihood: str, num_vals: int,
     levels = "binary" if num_vals == 2 else f"{num_vals} grey levels"
     head = f"{name}: {n_train:,} training images" if n_train is not None else f"{name}:"
     return f"{head} of {size}, {levels} ({LIKELIHOODS.get(likelihood, likelihood)})"
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters at a word boundary, with '…' when cut (never mid-word)."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    if " " in cut[limit // 2:]:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,;:") + "…"

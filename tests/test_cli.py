@@ -47,7 +47,7 @@ def test_check_runs_public_checks_only_and_writes_nothing(tmp_path, monkeypatch)
 def test_bad_usage_exits_2_with_a_message(tmp_path):
     runner = CliRunner()
     r = runner.invoke(main, ["run", str(tmp_path / "nope")])
-    assert r.exit_code == 2 and "not a folder" in r.output
+    assert r.exit_code == 2 and "does not exist" in r.output
     (tmp_path / "empty").mkdir()
     r = runner.invoke(main, ["run", str(tmp_path / "empty")])
     assert r.exit_code == 2 and "vae.py" in r.output
