@@ -54,8 +54,8 @@ def fmt_value(x: object, digits: int = 3) -> str:
         return f"{x:,}".replace(",", " ")
     if v != 0 and not 1e-4 <= abs(v) < 1e6:
         mantissa, exponent = f"{v:.{max(0, digits - 1)}e}".split("e")
-        # narrow no-break spaces and a word joiner: the number never breaks across lines
-        return f"{mantissa.replace('-', '−')}\u202f×\u202f10\u2060{str(int(exponent)).translate(_SUPERSCRIPT)}"
+        # narrow no-break spaces; table cells holding numbers never wrap (report.css)
+        return f"{mantissa.replace('-', '−')}\u202f×\u202f10{str(int(exponent)).translate(_SUPERSCRIPT)}"
     return f"{v:.4g}".replace("-", "−")  # one minus sign in every column
 
 

@@ -489,6 +489,15 @@ def _sandbox(result: GradeResult) -> dict:
     return {"active": active, "inactive": inactive}
 
 
+def _student_error(error: str) -> str:
+    """A problem as its student reads it: a grader error in one sentence, without the grader's traceback
+    (the instructor's view and results.json keep it)."""
+    if error.startswith("internal error in "):
+        return ("The grader itself failed in one of its checks (not your fault); that check is marked in the "
+                "list below and the course staff has the details.")
+    return error
+
+
 def _short_hash(h: str) -> str:
     h = clean_text(h, 200)
     if ":" in h:
@@ -525,7 +534,7 @@ def report_context(result: GradeResult, result_dir: Path, instructor: bool = Fal
         "pending_points": fmt_points(sum(q.max_score for q in pending)),
         "sandbox": _sandbox(result), "instructor": instructor,
         "sandbox_raw": [(clean_text(k, 80), clean_text(v, 2000)) for k, v in (result.sandbox or {}).items()] if instructor else [],
-        "errors": [clean_text(e, FIELD_MAX_CHARS * 2) for e in result.errors],
+        "errors": [clean_text(e if instructor else _student_error(e), FIELD_MAX_CHARS * 2) for e in result.errors],
         "components": _components(result, instructor),
         "n_checks": len(result.tests), "n_passed": sum(t.status == "passed" for t in result.tests),
         "metrics": _metrics(result),
