@@ -61,7 +61,7 @@ FAILURE_KINDS = {
 }
 
 # Observation models of the data (Dataset.likelihood) in words.
-LIKELIHOODS = {"categorical": "categorical pixels", "bernoulli": "binary pixels (Bernoulli)"}
+LIKELIHOODS = {"categorical": "a categorical distribution per pixel", "bernoulli": "a Bernoulli distribution per pixel"}
 
 # Component tags that are not the name of something the student wrote.
 COMPONENT_TITLES = {"model": "Trained model", "interface": "Function signatures"}
@@ -118,12 +118,10 @@ def component_title(tag: str, target: str = "") -> str:
     return target or tag
 
 
-def data_summary(name: str, n_train: int | None, likelihood: str, num_vals: int, shape: tuple) -> str:
-    """'digits: 1,000 training images of 8×8, 17 grey levels (categorical pixels)'."""
-    size = "×".join(str(s) for s in shape)
-    levels = "binary" if num_vals == 2 else f"{num_vals} grey levels"
-    head = f"{name}: {n_train:,} training images" if n_train is not None else f"{name}:"
-    return f"{head} of {size}, {levels} ({LIKELIHOODS.get(likelihood, likelihood)})"
+def training_note(stopped_because: str, epochs: int, seconds: float) -> str:
+    """'Training ran all its epochs: 15 epochs in 3.1 s' (a model-level metric's note)."""
+    text = stop_reason(stopped_because)
+    return f"{text[0].upper()}{text[1:]}: {plural(int(epochs), 'epoch')} in {float(seconds or 0):.1f} s"
 
 
 def shorten(text: str, limit: int) -> str:

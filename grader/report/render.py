@@ -368,8 +368,10 @@ def _hidden_reason(t: TestResult, title: str) -> list[str]:
         msg = clean_text(m.get("message", "") if isinstance(m, dict) else m, FIELD_MAX_CHARS)
         if msg:
             reasons.append(f"Diagnosed mistake: {msg}.")
-    reasons += [line.strip() for line in clean_text(t.output, CHECK_OUTPUT_MAX_CHARS).split("\n")
-                if line.strip().startswith(_REASON_PREFIXES)]
+    lines = [line.strip() for line in clean_text(t.output, CHECK_OUTPUT_MAX_CHARS).split("\n")]
+    if "model" in t.tags:  # a trained model's failures describe the student's model, not the hidden test
+        reasons += [line.removeprefix("- ") for line in lines if line.startswith("- ")][:5]
+    reasons += [line for line in lines if line.startswith(_REASON_PREFIXES)]
     return reasons
 
 
