@@ -7,15 +7,12 @@ only for problems of the grader's inputs (no such folder, unknown assignment, ba
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import datetime as _dt
 import hashlib
 import importlib
 import os
 import stat
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,13 +22,14 @@ from grader.metrics import metric_info
 from grader.redact import machine_paths, redact_paths
 from grader.results import GradeResult, QuestionResult, TestResult
 from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available_rubrics
-from grader.sandbox.client import REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig, StudentCodeError
+from grader.sandbox.client import REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig
 from grader.submission import fits, prepare, write_figures
 from grader.submission.answers import MAX_ANSWER_CHARS, parse_answers  # noqa: F401 (public here since v0.1)
 
 if TYPE_CHECKING:
     from grader.checks import CheckContext, Outcome, Session, StudentValueError  # noqa: F401
     from grader.checks.interface import NotJudged, SignatureError  # noqa: F401
+    from grader.checks.runners import ContextFactory
 
 # torch and the checks are imported where grading starts, not here: `grade batch`'s parent process
 # imports this module only to find assignments and hash submissions, and a torch import there
@@ -39,21 +37,14 @@ if TYPE_CHECKING:
 _CHECKS_NAMES = ("CheckContext", "Outcome", "Session", "StudentValueError", "NotJudged", "SignatureError")
 
 
-def _load_checks() -> None:
-    """Import grader.checks (and with it torch) and publish its names in this module. A name already
-    set stays: the release recorder and the self-check replace `engine.CheckContext`."""
-    from grader import checks
-    from grader.checks import interface
-
-    for name in _CHECKS_NAMES:
-        globals().setdefault(name, getattr(checks, name, None) or getattr(interface, name))
-
-
 def __getattr__(name: str):
-    """`engine.CheckContext` and the other names of grader.checks, imported on first use."""
+    """`engine.CheckContext` and the other names of grader.checks (public here since v0.1), imported on
+    first use. Read-only: to grade with another context, pass `grade_submission(..., context=...)`."""
     if name in _CHECKS_NAMES:
-        _load_checks()
-        return globals()[name]
+        from grader import checks
+        from grader.checks import interface
+
+        return getattr(checks, name, None) or getattr(interface, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -170,10 +161,15 @@ def _hide_list(rubric: Rubric, submission: Path, out_dir: Path | None) -> list[s
     return [str(p) for p in paths]
 
 
-def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | None = None) -> GradeResult:
+def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | None = None,
+                     context: "ContextFactory | None" = None) -> GradeResult:
+    """Grade `submission` with `rubric`. `context` builds each check's context (default
+    `grader.checks.CheckContext`; grader/checks/runners.py says what it is called with): the release
+    recorder and the offline self-check pass subclasses that answer from recorded reference values."""
     import torch
 
-    _load_checks()
+    from grader.checks import Session
+
     options = options or GradeOptions()
     submission = Path(submission).resolve()
     if not submission.is_dir():
@@ -190,7 +186,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         graded_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), device=device,
         questions=[],
     )
-    trains = any("model" in spec.all_tags for spec in selected)
+    trains = any(spec.kind_info.trains for spec in selected)
     # Unit checks compute on small tensors, the grader and the child taking turns: more than one torch
     # thread only adds OpenMP hand-offs and spinning threads competing with the other process for the
     # cores (3x the CPU time and 2-3x the wall time of `grade check` measured on 2 cores). That holds
@@ -247,7 +243,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         numbers = check_numbers(rubric)
         for spec in selected:
             number = numbers[spec.id]
-            test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session)
+            test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session, context)
             test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
             result.tests.append(test)
         stats = getattr(sandbox, "stats", None)  # (a self-check bundle's in-process stand-in has none)
@@ -284,22 +280,6 @@ def check_numbers(rubric: Rubric) -> dict[str, str]:
     return out
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    """Run the grader's side of a check with `n` torch threads (None: unchanged; see `config` above)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _redact(result: GradeResult, submission: Path, out_dir) -> None:
     """Take the grading machine's paths out of what the student sees (feedback, errors, captured output)."""
     roots = machine_paths(submission, Path(submission).parent, out_dir)
@@ -311,79 +291,10 @@ def _redact(result: GradeResult, submission: Path, out_dir) -> None:
     result.student_output = redact_paths(result.student_output, roots)
 
 
-def _judge(ctx: CheckContext, spec: CheckSpec, rubric: Rubric, result: GradeResult, test: TestResult) -> Outcome:
-    """Run one check function on `ctx` and turn whatever it raises into its Outcome (sets `test.error`)."""
-    try:
-        with _torch_threads(None if "model" in spec.all_tags else 1):
-            rubric.check_function(spec)(ctx)
-        outcome = ctx.outcome()
-    except StudentCodeError as e:
-        where = f"\n  at {e.where}" if e.where else ""
-        blocked = _blocked_by_constructor(e, spec, rubric, ctx.session)
-        if blocked:
-            test.error = "blocked"
-            return Outcome(1.0, f"Not judged: {blocked}")
-        ctx.expect(False, "your code", f"{e.message}{where}")
-        outcome = ctx.outcome()
-        test.error = e.kind
-        if e.kind == "timeout":
-            outcome.message += f"\n(limit: {ctx.call_timeout:g} s per call)"
-    except NotJudged as e:  # a case needs a parameter the student's signature lacks: charged once, elsewhere
-        ctx.notes.append(e.note)
-        ctx.not_judged += 1
-        outcome = ctx.outcome()
-    except SignatureError as e:
-        ctx.expect(False, "signature", str(e))
-        outcome = ctx.outcome()
-        test.error = "value"
-    except StudentValueError as e:
-        ctx.expect(False, "return value", str(e))
-        outcome = ctx.outcome()
-        test.error = "value"
-    except RubricError:
-        raise
-    except Exception as e:  # a grader bug must not take the batch down: record it loudly
-        outcome = Outcome(0.0, f"Internal grader error in check {spec.id}: {type(e).__name__}: {e}. "
-                               "This is not your fault; the course staff has been told.")
-        result.errors.append(f"internal error in {spec.id}: {traceback.format_exc(limit=-3)}")
-        test.error = "internal"
-    return outcome
-
-
-def _constructor_owners(rubric: Rubric, cls: str) -> list[str]:
-    """The components that grade class `cls` itself or one of its methods (rubric [components])."""
-    return [c for c, target in rubric.component_targets.items()
-            if c != "model" and target and (target == cls or target.startswith(cls + "."))]
-
-
-def _blocked_by_constructor(e: StudentCodeError, spec: CheckSpec, rubric: Rubric, session: Session) -> str:
-    """Why `spec` cannot be judged when the student's code failed inside `Class.__init__` of a class
-    that another component grades ('' when it is this check's own failure, charged as usual).
-
-    A constructor's mistake is charged once, on its class's component: the first check of an owning
-    component that hits it records it (and is charged); later checks of other components that need an
-    object of that class (a composite, the trained model) say why they could not run and cost nothing
-    more. A class never found broken by its own checks (e.g. not selected by --only) is charged where it
-    fails, so a claim of the child alone never earns credit."""
-    cls = e.constructor.rpartition(".")[0] if e.constructor.endswith(".__init__") else ""
-    owners = _constructor_owners(rubric, cls) if cls else []
-    if not owners:
-        return ""
-    broken = session.cache.setdefault("broken_constructors", {})
-    if spec.component in owners:
-        broken.setdefault(cls, (spec.component, e.message))
-        return ""
-    if cls not in broken:
-        return ""
-    _, message = broken[cls]
-    charged = " and ".join(f"`{rubric.component_targets[c]}`" for c in owners)
-    return (f"your `{cls}` could not be built ({message}, in `{cls}.__init__`) and this check needs one. "
-            f"That mistake is charged once, in the checks of {charged}; this check costs you nothing more. "
-            "Fix the constructor and this check will be judged.")
-
-
 def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict,
-               deadline: float, result: GradeResult, session: Session) -> TestResult:
+               deadline: float, result: GradeResult, session: Session, context=None) -> TestResult:
+    from grader.checks.runners import CheckRun, runner_for
+
     test = TestResult(name=spec.name, number=number,
                       score=0.0, max_score=spec.points, tags=spec.all_tags, check=spec.id, component=spec.component,
                       visibility="visible" if spec.public else "after_published", hint=spec.hint)
@@ -398,30 +309,11 @@ def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, d
         test.output = f"Not run: the submission used up its time budget of {rubric.limits.submission_timeout_s:g} s."
         test.error = "budget"
         return test
-    timeout = min(rubric.limits.call_timeout_s, remaining)
-    ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, timeout, session)
-    outcome = _judge(ctx, spec, rubric, result, test)
-    if ctx.nothing_judged and not test.error:
-        # every case passes a parameter the student's function lacks: judge it called without that parameter,
-        # so that "not applicable" is never credit for code that does not work (CheckContext._lenient_outcome)
-        ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, timeout, session)
-        ctx.lenient_interface = True
-        outcome = _judge(ctx, spec, rubric, result, test)
-    if outcome.fraction < 1.0 and ctx.stand_ins.own_layouts and time.monotonic() < deadline:
-        # The student's code keeps an upstream value in its own layout (e.g. log p(z) per latent
-        # dimension, B×L) and that upstream is wrong. A composite written against that layout is
-        # graded again with the correct values laid out the student's way; it keeps the better
-        # score, so the upstream mistake is charged on its own component only (docs/grading.md).
-        own = CheckContext(spec, rubric, sandbox, device, diagnosed, timeout, session, layout="own")
-        own.lenient_interface = ctx.lenient_interface
-        trial = copy.copy(test)
-        trial.error = ""
-        own_outcome = _judge(own, spec, rubric, result, trial)
-        if own_outcome.fraction > outcome.fraction:
-            names = ", ".join(f"`{n}`" for n in sorted(ctx.stand_ins.own_layouts))
-            own_outcome.message += (f"\nGraded with correct upstream values in your own layout of {names} "
-                                    "(one value per dimension, which your code reduces itself).")
-            outcome, test.error = own_outcome, trial.error
+    run = CheckRun(spec, rubric, sandbox, device, diagnosed, timeout=min(rubric.limits.call_timeout_s, remaining),
+                   deadline=deadline, session=session, result=result, test=test)
+    if context is not None:
+        run.context = context
+    outcome = runner_for(spec).run(run)
     test.score = round(spec.points * outcome.fraction, 4)
     test.mistakes = [{"id": m.id, "message": m.message, "hint": m.hint} for m in outcome.mistakes]
     lines = [outcome.message]

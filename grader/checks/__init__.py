@@ -37,9 +37,10 @@ SEPARATION = 5.0  # a named mistake's prediction is this many tolerances from th
 
 
 def isolate(spec: CheckSpec) -> bool:
-    """Whether a check runs the student's code with stand-ins for the other components (all unit
-    checks; not the model-level ones, which train and evaluate the student's whole model)."""
-    return spec.component != "model"
+    """Whether a check runs the student's code with stand-ins for the other components (its kind's
+    `isolated`: unit, interface and property checks; not the model-level ones, which train and
+    evaluate the student's whole model)."""
+    return spec.kind_info.isolated
 
 
 class StudentValueError(Exception):

@@ -36,13 +36,13 @@ def upstream_targets(rubric, ref, component: str) -> list[str]:
     every other component's function or method; a component naming a class contributes the
     methods the reference class defines itself (constructors and the class's other components'
     methods excluded); a constructor component ("Class.__init__") contributes itself: the layers
-    it built stand in. The "model" component (whole trained models) contributes nothing."""
-    targets = rubric.component_targets
+    it built stand in. Model-level components (whole trained models) contribute nothing."""
+    targets = rubric.code_targets
     own = targets.get(component, "")
-    explicit = set(targets.values())
+    explicit = set(rubric.component_targets.values())
     out: list[str] = []
     for tag, target in targets.items():
-        if tag == component or tag == "model" or target == own or not target:
+        if tag == component or target == own or not target:
             continue
         obj = _resolve(ref, target)
         if isinstance(obj, type):
