@@ -60,6 +60,31 @@ FAILURE_KINDS = {
     "error": "your code failed",
 }
 
+# What a failing case's message says, as the kind of fault a hidden check may name (first match wins; the
+# case itself, its inputs and its numbers stay hidden).
+FAULT_KINDS = (
+    ("NaN", "your code returns NaN (or infinite) values where the correct result is finite"),
+    ("shape", "your code returns a result of the wrong shape"),
+    ("grad", "the gradients of your code are wrong"),
+    ("dtype", "your code returns the wrong data type"),
+    ("values differ", "your code returns wrong values"),
+    ("statistic", "your code's random draws do not follow the right distribution"),
+)
+
+
+def fault_kinds(output: str) -> list[str]:
+    """The kinds of fault (FAULT_KINDS) that a check's failing cases ("- case: message" lines) show."""
+    found = []
+    for line in output.splitlines():
+        if not line.startswith("- "):
+            continue
+        for needle, words in FAULT_KINDS:
+            if needle.lower() in line.lower() and words not in found:
+                found.append(words)
+                break
+    return found
+
+
 # Observation models of the data (Dataset.likelihood) in words.
 LIKELIHOODS = {"categorical": "a categorical distribution per pixel", "bernoulli": "a Bernoulli distribution per pixel"}
 

@@ -231,10 +231,10 @@ def test_cli_report_and_summary(tmp_path):
 
     (tmp_path / "bad.csv").write_text("student,question,score\nalice,Q1,9\n", encoding="utf-8")
     res = runner.invoke(report_cmd, [str(tmp_path), "--manual", str(tmp_path / "bad.csv")])
-    assert res.exit_code == 1 and "row 2" in res.output and "outside" in res.output
+    assert res.exit_code == 2 and "row 2" in res.output and "outside" in res.output  # bad input: 2, as everywhere
 
     res = runner.invoke(report_cmd, [str(tmp_path), "--student", "nobody"])
-    assert res.exit_code == 1 and "nobody" in res.output
+    assert res.exit_code == 2 and "nobody" in res.output
 
     res = runner.invoke(summary_cmd, [str(tmp_path)])
     assert res.exit_code == 0, res.output

@@ -364,6 +364,8 @@ def _hidden_reason(t: TestResult, title: str) -> list[str]:
     kind = glossary.failure_kind(t.error)
     if kind:
         reasons.append(f"What happened: {kind}.")
+    elif not t.mistakes:
+        reasons += [f"{k[0].upper()}{k[1:]}." for k in glossary.fault_kinds(t.output)[:2]]
     for m in t.mistakes:
         msg = clean_text(m.get("message", "") if isinstance(m, dict) else m, FIELD_MAX_CHARS)
         if msg:
