@@ -329,7 +329,8 @@ def test_no_example_report_ends_on_a_near_empty_page(examples):
 
 # ---- the report as a student reads it: words, not grader internals ---------------------------------
 _QUOTED = re.compile(r'<pre class="(?:output|feedback)">.*?</pre>|<div class="answer-body">.*?</article>'
-                     r'|<code\b.*?</code>|<img [^>]*>|<style>.*?</style>|<head>.*?</head>', re.S)
+                     r'|<code\b.*?</code>|<img [^>]*>|<style>.*?</style>|<head>.*?</head>'
+                     r"|`[^`<\n]*`", re.S)  # `…`: the student's code quoted in the report's own sentences
 
 
 def _words_of(html: str) -> str:
