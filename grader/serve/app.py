@@ -236,6 +236,31 @@ def create_app(classroom: Classroom, store: GradeStore, token: str, host: str = 
             resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
         return resp
 
+    @app.get("/similarity")
+    def similarity_page():
+        """Code similarity across the class (grade similarity), for staff only: never shown to a student."""
+        from grader.similarity import run_similarity
+        from grader.similarity.load import SimilarityError
+        from grader.similarity.output import render_html
+
+        assignments = classroom.assignments
+        chosen = request.args.get("assignment") or (assignments[0] if assignments else "")
+        if chosen not in assignments:
+            raise BadRequest(f"No assignment {chosen!r} in this class; choose one of: {', '.join(assignments)}.", 404)
+        body, problem = "", ""
+        if classroom.submissions_dir is None:
+            problem = ("The submissions folder is not known: start the server with "
+                       "`grade serve REPORTS --submissions CLASS_FOLDER` to compare the students' code.")
+        else:
+            try:
+                comparison, rubric = run_similarity(classroom.submissions_dir, chosen)
+                body = render_html(comparison, rubric.id, embedded=True) if len(comparison.documents) > 1 else ""
+                problem = "" if body else "Fewer than two submissions could be read: nothing to compare."
+            except SimilarityError as e:
+                problem = str(e)
+        return render_template("similarity.html", assignments=assignments, chosen=chosen,
+                               body=Markup(body), problem=problem, classroom=classroom)
+
     @app.get("/q/<qid>")
     def question_page(qid: str):
         q = _question(classroom, qid)
