@@ -655,3 +655,27 @@ def check_model_nll(ctx: CheckContext) -> None:
 def check_model_samples(ctx: CheckContext) -> None:
     _grade(ctx, "sample_distance", "samples", "samples of the trained model: token frequencies per position against "
                                               "the test data's (mean total variation)")
+
+
+# ---- mutation testing ----------------------------------------------------------------------------------
+
+def probe(M) -> dict:
+    """Run module `M`'s TransformerBlock in process on fixed float64 inputs (grader/mutation: a mutant that changes
+    nothing here cannot be planted): outputs with causal True, False and the default, at T = 1 and T = 6, and the
+    gradients of a fixed projection of them with respect to the input and the parameters."""
+    out: dict = {}
+    for key, (t, causal) in {"T6.causal": (6, True), "T6.open": (6, False), "T6.default": (6, None),
+                             "T1.causal": (1, True)}.items():
+        try:
+            torch.manual_seed(1)
+            block = M.TransformerBlock(D, N, H).double().eval()
+            x = torch.randn(2, t, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64, requires_grad=True)
+            y = block(x) if causal is None else block(x, causal=causal)
+            out[key] = y.detach().clone()
+            proj = torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+            grads = torch.autograd.grad((y * proj).sum(), [x, *block.parameters()], allow_unused=True)
+            for i, g in enumerate(grads):
+                out[f"{key}.grad[{i}]"] = None if g is None else g.detach().clone()
+        except Exception as e:  # a mutant may crash where the reference does not: that is behaviour too
+            out[key] = ("raises", type(e).__name__)
+    return out
