@@ -382,6 +382,9 @@ DEFAULTS = {
     "num_samples": 64, "seed": 0,
     # relative to the reference: full marks up to `*_full` worse, nothing from `*_zero` worse, linear between
     "nll_full": 0.05, "nll_zero": 0.25,
+    # the student's model is evaluated in the sandbox (its architecture is its own), so an NLL this much *better* than
+    # the reference's, trained alike, is not believed: no credit, and the note asks the instructor to look
+    "nll_implausible": 0.15,
     "samples_full": 0.5, "samples_zero": 2.0,
 }
 TRAIN_KEYS = ("num_emb", "num_neurons", "num_heads", "num_blocks", "dropout_prob", "lr", "batch_size", "max_epochs",
@@ -649,7 +652,15 @@ def _grade(ctx: CheckContext, key: str, metric: str, label: str) -> None:
 
 
 def check_model_nll(ctx: CheckContext) -> None:
-    _grade(ctx, "test_bits_per_token", "nll", "the course's decoder with your block, trained: test NLL in bits per token")
+    label = "the course's decoder with your block, trained: test NLL in bits per token"
+    part, s = _part(ctx), settings(ctx)
+    if part.student and part.student["test_bits_per_token"] < (1 - s["nll_implausible"]) * part.reference["test_bits_per_token"]:
+        ctx.expect(False, label, f"yours {part.student['test_bits_per_token']:.4g}, reference "
+                   f"{part.reference['test_bits_per_token']:.4g}: more than {s['nll_implausible']:.0%} better than the "
+                   "reference block trained the same way, which a transformer block cannot be; not credited (the "
+                   "instructor is asked to look at this submission)")
+        return
+    _grade(ctx, "test_bits_per_token", "nll", label)
 
 
 def check_model_samples(ctx: CheckContext) -> None:
