@@ -147,6 +147,12 @@ def check_block_causal(ctx: CheckContext) -> None:
         return _leaks(b, x, fresh, ctx, None), _leaks(b, x, fresh, ctx, True), _constant_in_constant_out(b, c, ctx)
 
     failed = False
+    with ctx.case("finite outputs"):
+        if not np.isfinite(block(x)).all():
+            ctx.notes.append("Not judged: your block's outputs are not finite on this input (charged once, in "
+                             "block.shapes), so which of them change cannot be told.")
+            ctx.expect(True, "not applicable while the outputs are not finite (see the notes)")
+            return
     for causal in (True, None):
         how = "block(x)" if causal is None else "block(x, causal=True)"
         with ctx.case(how):
@@ -282,10 +288,9 @@ def check_block_dtypes(ctx: CheckContext) -> None:
         ctx.call(ctx.method(block.obj, "double", "TransformerBlock.double"))
         for causal in (True, False):
             out64 = block(x.astype(np.float64), causal=causal)
-            ref32 = out32 if causal else None
-            ctx.expect(bool(np.isfinite(out64).all()), f"float64, causal={causal}: finite", "non-finite values")
-            if ref32 is not None:
-                ctx.expect_close(out64, ref32.astype(np.float64), "float64 matches float32 (causal=True)",
+            ctx.expect(True, f"float64 in, float64 out (causal={causal})")
+            if causal:  # (non-finite values are charged once, in block.shapes: NaN where float32 has NaN passes)
+                ctx.expect_close(out64, out32.astype(np.float64), "float64 matches float32 (causal=True)",
                                  rtol=1e-3, atol=1e-4)
 
 
