@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from grader.checks import (
-    CheckContext, UNBOUNDED_S, likely_causes, model_settings, note_epoch_matched, reference_at_students_epochs,
-    relative_score,
+    CheckContext, UNBOUNDED_S, believed_epochs, likely_causes, model_settings, note_epoch_matched,
+    reference_at_students_epochs, relative_score, timed_call,
 )
+from grader.history import TrainingClaim, epochs_done
 from grader.metrics import Metric
 
 DEFAULTS = {
@@ -84,6 +85,7 @@ class ModelRun:
     source: str = "trained"  # or "checkpoint"
     samples_score: dict = field(default_factory=dict)
     epoch_matched: int = 0  # >0: the reference was trained for this many epochs, as the student's run reached
+    claim: TrainingClaim | None = None  # what the child said about its training, beside the grader's clock
 
 
 def settings(ctx_or_rubric, session=None) -> dict:
@@ -182,13 +184,15 @@ def model_run(ctx: CheckContext) -> ModelRun:
             run.source = "checkpoint"
         else:
             budget = min(ctx.session.remaining_s(), cfg.time_budget_s * 2 + 60)
-            reply = ctx.sandbox.request({
+            reply, seconds = timed_call(ctx.sandbox.request, {
                 "op": "train", "config": dataclasses.asdict(cfg), "D": data.D, "num_vals": data.num_vals,
                 "likelihood": data.likelihood, "x_train": data.x_train.numpy(), "x_val": data.x_val.numpy(),
             }, timeout=budget)
             hist = reply["history"]
             weights = hist.pop("state_dict", {})
             run.student_history = hist
+            run.claim = TrainingClaim("your VAE's training", epochs_done(hist), str(hist.get("stopped_because")),
+                                      seconds, cfg.time_budget_s)
             if hist.get("stopped_because") == "error" and not hist.get("epochs"):
                 raise ModelGradingError(f"training your VAE failed: {hist.get('message')}")
         ref_model = _reference_at_students_epochs(ctx, run, s, data) or ref_model
@@ -211,11 +215,8 @@ def _reference_at_students_epochs(ctx: CheckContext, run: ModelRun, s: dict, dat
     how far training gets in the budget depends on the machine's load and the code's speed, neither of
     which is a mistake in the maths, so a correct model must not lose points for it. Returns that
     reference model (and updates `run`'s reference metrics and history), or None when not needed."""
-    hist = run.student_history or {}
-    done = len(hist.get("epochs") or [])
-    if hist.get("stopped_because") != "time_budget" or not done:
-        return None
-    if done >= len((run.reference_history or {}).get("epochs") or []):
+    done = believed_epochs(ctx, run.claim, epochs_done(run.reference_history)) if run.claim else 0
+    if not done:
         return None
     run.reference_metrics, run.reference_history, ref_model = reference_at_students_epochs(
         ctx, lambda: _reference(ctx, dict(s, max_epochs=done), data))

@@ -83,13 +83,12 @@ def training_sentence(value: object) -> str:
     """A training summary {stopped_because, best_epoch, seconds, message} (or text) in one sentence."""
     if not isinstance(value, dict):
         return str(value)
-    why, best = value.get("stopped_because") or "", value.get("best_epoch")
+    from grader.history import STOP_REASONS, stop_reason
+
+    said, best = value.get("stopped_because") or "", value.get("best_epoch")
     seconds = as_number(value.get("seconds"))
-    parts = {"diverged": "training diverged (the loss became NaN or infinite)",
-             "error": "training stopped with an error", "time_budget": "training stopped at the time budget",
-             "patience": "training stopped early: the validation loss no longer improved",
-             "max_epochs": "training ran all its epochs"}
-    text = parts.get(why, f"training ended ({why})" if why else "training ran")
+    why = stop_reason(said)
+    text = STOP_REASONS[why] if why else (f"training ended ({said})" if said else "training ran")
     if value.get("message"):
         text += f": {value['message']}"
     if best:
