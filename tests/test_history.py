@@ -45,7 +45,7 @@ def test_the_report_words_every_stop_reason(reason):
 
 def test_the_training_loop_early_stop_is_worded_as_such():
     """The VAE loop says "early_stopping"; the report used to look up "patience", so the sentence never showed."""
-    from grader.training import STOP_REASONS as LOOP_REASONS
+    from grader.harnesses.vae import STOP_REASONS as LOOP_REASONS
 
     assert set(LOOP_REASONS) == set(STOP_REASONS)
     assert "no longer improved" in training_sentence({"stopped_because": "early_stopping"})

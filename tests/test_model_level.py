@@ -90,7 +90,7 @@ def test_bad_data_path_is_a_clear_grading_error(tmp_path):
 
 
 def test_checkpoint_is_evaluated_instead_of_training(tmp_path):
-    from grader import training
+    from grader.harnesses import vae as training
     import reference.vae as ref
 
     sub = make_submission(tmp_path, "ckpt")
@@ -143,7 +143,7 @@ def test_a_correct_model_cut_by_the_time_budget_is_compared_with_the_reference_a
 
 FORGE = """
 import dataclasses as _dc
-import grader.training as _gt
+import grader.harnesses.vae as _gt
 _real_train = _gt.train_vae
 def _forged(model, x_train, x_val, config=None, device="cpu"):
     h = _real_train(model, x_train, x_val, _dc.replace(config, max_epochs=1), device)
