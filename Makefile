@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test bench clean browser
+.PHONY: setup demo test test-fast bench clean browser
 
 setup: $(STAMP)
 
@@ -26,6 +26,13 @@ demo: $(STAMP)
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# Pure modules and the framework's own tests (no sandbox, no training), every rubric included
+# (tests/test_assignments.py): a minute or so. `make test` runs everything.
+FAST := tests/test_layers.py tests/test_rubric.py tests/test_history.py tests/test_assignments.py \
+        tests/test_check_helpers.py tests/test_protocol.py tests/test_data.py tests/test_answers.py
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(FAST)
 
 # The browser tests of `grade serve` drive the system's Chromium (Playwright's own download is not used).
 # As root we install it; otherwise tests/test_serve_browser.py is skipped with the reason.

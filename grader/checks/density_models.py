@@ -607,7 +607,7 @@ DEFAULTS = {
     "gmm_full": 0.02, "gmm_zero": 0.20,
 }
 TRAIN_KEYS = ("latent_dim", "epochs", "batch_size", "lr", "time_budget_s", "seed")
-CODE_FILES = ("reference/density_models.py", "grader/harnesses/density_models.py")
+CODE_FILES = ("reference/density_models.py", "grader/harnesses/density_models.py", "grader/checks/density_models.py")
 
 
 class ModelGradingError(Exception):

@@ -474,7 +474,8 @@ DEFAULTS = {
     "kmeans_full": 0.05, "kmeans_zero": 0.30,
     "autoencoder_full": 0.25, "autoencoder_zero": 1.5,
 }
-CODE_FILES = ("reference/kmeans_autoencoder.py", "grader/harnesses/kmeans_autoencoder.py")
+CODE_FILES = ("reference/kmeans_autoencoder.py", "grader/harnesses/kmeans_autoencoder.py",
+              "grader/checks/kmeans_autoencoder.py")
 
 
 def settings(rubric, session=None) -> dict:

@@ -59,7 +59,8 @@ class VAEModelLevel(ModelLevel):
     name = "model"
     Settings = Settings
     reference_fields = ("max_epochs", "patience", "L", "M", "num_components", "lr", "batch_size", "seed", "K")
-    code_files = ("reference/vae.py", "grader/harnesses/vae.py", "grader/checks/vae_evaluation.py")
+    code_files = ("reference/vae.py", "grader/harnesses/vae.py", "grader/checks/vae_evaluation.py",
+                  "grader/checks/vae_model.py")
     student = "your VAE"
 
     def load_data(self, s: Settings):
