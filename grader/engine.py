@@ -66,6 +66,9 @@ class GradeOptions:
     namespaces: bool = True
     # Run where student code cannot be isolated: None = $GRADEKIT_ALLOW_UNSANDBOXED (`--allow-unsandboxed`)
     allow_unsandboxed: bool | None = None
+    # What the checks' inputs derive from (grader/checks/inputs.py): None = a fresh secret for this run (recorded
+    # in results.json); a recorded one (`--seed`) draws the same inputs again; "" = the published inputs (self-checks)
+    secret: str | None = None
 
 
 def resolve_device(device: str) -> str:
@@ -179,7 +182,14 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
                            hide=_hide_list(rubric, submission, options.out_dir))
     if options.allow_unsandboxed is not None:
         config.allow_unsandboxed = options.allow_unsandboxed
-    session = Session(data=options.data, model_overrides=dict(options.model_overrides), figures_dir=None)
+    from grader.checks.inputs import check_secret, new_secret
+
+    try:  # made here, after the zygote was forked off this process: never in a child's memory
+        secret = new_secret() if options.secret is None else check_secret(options.secret)
+    except ValueError as e:
+        raise GradingError(str(e)) from None
+    result.inputs_secret = secret
+    session = Session(data=options.data, model_overrides=dict(options.model_overrides), figures_dir=None, secret=secret)
     preflight = getattr(importlib.import_module(rubric.checks_module), "preflight", None)
     if preflight is not None:
         try:

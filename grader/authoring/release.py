@@ -53,14 +53,14 @@ END = re.compile(r"^(\s*)#+\s*END SOLUTION\b.*$")
 
 # Engine files copied into the bundle as they are (none holds solution code).
 SHIPPED = ["__init__.py", "engine.py", "kinds.py", "metrics.py", "redact.py", "results.py", "rubric.py", "roles.py", "trace.py",
-           "checks/__init__.py", "checks/interface.py", "checks/runners.py", "checks/standins.py", "signatures.py",
+           "checks/__init__.py", "checks/inputs.py", "checks/interface.py", "checks/runners.py", "checks/standins.py", "signatures.py",
            "sandbox/__init__.py", "sandbox/standins.py",
-           "sandbox/child.py", "sandbox/errors.py", "sandbox/nets.py", "sandbox/protocol.py",
+           "sandbox/child.py", "sandbox/errors.py", "sandbox/nets.py", "sandbox/protocol.py", "sandbox/values.py",
            "submission/__init__.py", "submission/notebook.py", "submission/answers.py", "submission/images.py"]
 SHIPPED_MODULES = {"grader", "grader.engine", "grader.kinds", "grader.metrics", "grader.redact", "grader.results", "grader.rubric", "grader.trace",
-                   "grader.roles", "grader.checks", "grader.checks.interface", "grader.checks.runners", "grader.signatures",
+                   "grader.roles", "grader.checks", "grader.checks.inputs", "grader.checks.interface", "grader.checks.runners", "grader.signatures",
                    "grader.sandbox",
-                   "grader.sandbox.child", "grader.sandbox.errors", "grader.sandbox.nets", "grader.sandbox.protocol",
+                   "grader.sandbox.child", "grader.sandbox.errors", "grader.sandbox.nets", "grader.sandbox.protocol", "grader.sandbox.values",
                    "grader.sandbox.client", "grader.checks.standins", "grader.sandbox.standins",
                    "grader.submission", "grader.submission.notebook",
                    "grader.submission.answers", "grader.submission.images",
@@ -334,7 +334,8 @@ def record(rubric: Rubric, checks_file: Path, subjects: list[Path]) -> tuple[dic
     try:
         for subject in subjects:
             runs.clear()
-            options = engine.GradeOptions(public_only=True, device="cpu", write_figures=False)
+            options = engine.GradeOptions(public_only=True, device="cpu", write_figures=False,
+                                          secret="")  # the published inputs: the bundle replays them
             results[str(subject)] = engine.grade_submission(subject, rec_rubric, options, context=RecordingContext)
             asked[str(subject)] = {}
             for check_id, recorder in runs:

@@ -168,7 +168,7 @@ def main(argv=None) -> int:
         folder = _submission(Path(args.path), rubric.module, Path(tmp))
         try:
             result = grade_submission(folder, rubric, GradeOptions(only=only, public_only=True, device=args.device,
-                                                                   write_figures=False, namespaces=False),
+                                                                   write_figures=False, namespaces=False, secret=""),
                                       context=context)
         except GradingError as e:
             print(f"error: {e}", file=sys.stderr)
