@@ -538,7 +538,8 @@ print(json.dumps({"lint": lint, "score": result.autograded_score, "max": result.
 
 def test_new_scaffolds_an_assignment_that_lints_grades_full_marks_and_releases(tmp_path):
     root = _repo_copy(tmp_path / "repo")
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    # PYTHONPATH: the sandbox's children import the copy's grader too (its new harness, grader/harnesses/demo_gen.py)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(root)}
     new = subprocess.run([sys.executable, "-m", "grader.cli", "new", "demo-gen", "--title", "A demo"],
                          cwd=root, capture_output=True, text=True, env=env, timeout=60)
     assert new.returncode == 0, new.stdout + new.stderr
