@@ -549,7 +549,7 @@ def test_new_scaffolds_an_assignment_that_lints_grades_full_marks_and_releases(t
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
     skeleton = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                "tests/test_grading_demo_gen.py"], cwd=root, capture_output=True, text=True, env=env,
-                              timeout=240)
+                              timeout=420)
     assert skeleton.returncode == 0 and "3 passed" in skeleton.stdout, skeleton.stdout[-3000:] + skeleton.stderr[-2000:]
     (root / "tests_extra.py").write_text(f"EXTRA_CHECKS = {EXTRA_CHECKS!r}\nEXTRA_RUBRIC = {EXTRA_RUBRIC!r}\nOTHER = {OTHER!r}\n")
     run = subprocess.run([sys.executable, "-c", SCAFFOLD_SCRIPT], cwd=root, capture_output=True, text=True, env=env,
