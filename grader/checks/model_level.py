@@ -32,6 +32,7 @@ import torch
 from grader.checks import CheckContext, believed_epochs, reference_at_students_epochs
 from grader.history import TrainingClaim, epochs_done
 from grader.metrics import Metric
+from grader.sandbox.errors import StudentCodeError
 
 MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024  # a model for these data sets is a few MB
 
@@ -62,6 +63,7 @@ class ModelRun:
     source: str = "trained"  # or "checkpoint"
     claim: TrainingClaim | None = None  # what the child said about its training, beside the grader's clock
     epoch_matched: int = 0  # >0: the reference was trained for this many epochs, as the student's run reached
+    student_error: StudentCodeError | None = None  # the student's code raised while building or training
     extra: dict = field(default_factory=dict)  # the assignment's own results (e.g. sample scores)
 
     @property
@@ -155,8 +157,12 @@ class ModelLevel:
 
     # ---- the run -------------------------------------------------------------------------------------
     def run(self, ctx: CheckContext) -> ModelRun:
+        """The shared run; re-raises the student's error (StudentCodeError) in every model check it failed."""
         if self.name in ctx.session.cache:
-            return ctx.session.cache[self.name]
+            run = ctx.session.cache[self.name]
+            if run.student_error is not None:  # the student's code failed: every model check says so, not just the first
+                raise run.student_error
+            return run
         s = self.settings(ctx.rubric, ctx.session)
         data = self.load_data(s)
         run = ModelRun(settings=s, data=data, reference=self.reference(ctx, s, data))
@@ -172,6 +178,10 @@ class ModelLevel:
             self.figures(ctx, run)
         except ModelGradingError as e:
             run.error = str(e)
+        except StudentCodeError as e:
+            run.student_error = e
+            self.record(ctx, run)
+            raise
         self.record(ctx, run)
         return run
 

@@ -151,7 +151,7 @@ class VAEModelLevel(ModelLevel):
     def record(self, ctx: CheckContext, run: ModelRun) -> None:
         m, r = run.student_metrics or {}, run.reference_metrics
         ctx.session.metrics.update({
-            "data": run.data.summary(), "source": run.source, "K": run.settings.K,
+            "data": run.data.describe(), "source": run.source, "K": run.settings.K,
             "nll": {"student": m.get("nll"), "reference": r.get("nll")},
             "negative_elbo": {"student": m.get("negative_elbo"), "reference": r.get("negative_elbo")},
             "reconstruction_mse": {"student": m.get("reconstruction_mse"), "reference": r.get("reconstruction_mse")},
