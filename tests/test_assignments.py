@@ -56,6 +56,7 @@ def check_probe_is_deterministic_on_the_reference(rubric):
     assert same_behaviour(first, again), f"{rubric.id}: the probe {rubric.probe} gives other values on a second run"
 
 
+@pytest.mark.slow  # every mutant through the probe: up to a few minutes per assignment under load
 def check_every_known_mistake_changes_the_probe(rubric):
     """A mutant the probe cannot tell from the reference is a mistake the mutation bench cannot plant."""
     if not rubric.probe or not rubric.mistakes_module:
