@@ -30,7 +30,7 @@ def _tags(value: str | None) -> list[str]:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Regrade submissions whose results are up to date.")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-              help="local: a process pool on this machine; dask: tasks on a distributed scheduler.")
+              help="local: a process pool on this machine; dask: tasks on a Dask cluster (docs/cluster.md).")
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address (with --executor dask).")
 @click.option("--data", metavar="SPEC", help="Data for model-level checks: digits, mnist:PATH or mnist-binary:PATH "
               "(default: the rubric's).")
@@ -99,6 +99,9 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
     if summary.interrupted:
         console.print(f"[yellow]interrupted: {summary.not_done} not graded yet; run the same command again to resume[/]")
         sys.exit(130)
+    if summary.total and not summary.graded and not summary.skipped:
+        console.print("[red]nothing could be graded[/]: see the messages above")
+        sys.exit(1)
 
 
 @click.command(name="export")
