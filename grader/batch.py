@@ -451,7 +451,8 @@ def _run_dask(todo, out: Path, only, device, scheduler, report, summary: BatchSu
               data: str | None = None) -> None:
     """Grade `todo` on a Dask cluster that shares no files with this machine (grader.remote has the protocol).
 
-    Each distinct submission (by content hash) is scattered once; a task runs `remote.grade_packed` on a worker,
+    Each submission travels inside its task (not scattered: scattered data dies with the worker holding it, and
+    the scheduler could not rerun the task); a task runs `remote.grade_packed` on a worker,
     which refuses when its grader or data differ from ours: that worker gets no more tasks and the submission is
     sent to another one. The scheduler retries a task whose worker was lost (the student's outcome says so);
     after `distributed.scheduler.allowed-failures` losses it is a failure of that student. While the reference
@@ -482,7 +483,7 @@ def _run_dask(todo, out: Path, only, device, scheduler, report, summary: BatchSu
                            "and workers with `dask worker ADDRESS --preload grader.remote` (docs/cluster.md)") from None
     try:
         identities: dict[str, dict] = {}
-        payloads: dict[str, object] = {}  # submission digest -> scattered Packed (identical hand-ins sent once)
+        lost: dict[str, int] = {}  # student -> tasks lost with their inputs (resubmitted)
         refused: dict[str, str] = {}  # worker -> why it refused; it gets no more tasks
         entries = model_cache.export_entries()
         shipped = [client.scatter([entries], broadcast=True)[0] if entries else None]
@@ -498,13 +499,11 @@ def _run_dask(todo, out: Path, only, device, scheduler, report, summary: BatchSu
             sub, guard, rubric, packed = item
             if rubric.id not in identities:
                 identities[rubric.id] = grader_identity(rubric)
-            if packed.digest not in payloads:
-                payloads[packed.digest] = client.scatter([packed], hash=False)[0]
             task = {"student": sub.name, "assignment": rubric.id, "identity": identities[rubric.id], "only": only,
                     "device": device, "data": data_spec, "data_as_given": data, "data_digest": data_sha,
                     "allow_unsandboxed": True if os.environ.get(ALLOW_UNSANDBOXED_ENV) == "1" else None}
             restrict = usable() if refused else None
-            f = client.submit(grade_packed, task, payloads[packed.digest], shipped[0], pure=False,
+            f = client.submit(grade_packed, task, packed, shipped[0], pure=False,
                               key=f"grade-{sub.name}-{uuid.uuid4().hex[:12]}", workers=restrict,
                               allow_other_workers=False)
             running[f] = (item, time.monotonic())
@@ -525,19 +524,28 @@ def _run_dask(todo, out: Path, only, device, scheduler, report, summary: BatchSu
                 submit(queue.pop(0))
             try:
                 distributed.wait(list(running), timeout=0.5, return_when="FIRST_COMPLETED")
-            except (TimeoutError, distributed.TimeoutError if hasattr(distributed, "TimeoutError") else TimeoutError):
+            except Exception:  # timeout, or a future cancelled (handled below)
                 pass
             now = time.monotonic()
             for f, (item, t0) in list(running.items()):
                 sub, guard = item[0], item[1]
-                if f.done():
+                if f.cancelled():  # its input (the shipped reference entries) was lost with a worker
+                    running.pop(f)
+                    lost[sub.name] = lost.get(sub.name, 0) + 1
+                    if lost[sub.name] > 3:
+                        fail(sub, now - t0, "the Dask task was lost with its workers 4 times; regrade it alone")
+                        continue
+                    if entries:
+                        shipped[0] = client.scatter([entries], broadcast=True)[0]
+                    queue.insert(0, item)
+                elif f.done():
                     running.pop(f)
                     try:
                         reply = f.result()
                     except Exception as e:  # KilledWorker: its workers died `allowed-failures` times
                         reply = {"ok": False, "error": f"the Dask task failed: {type(e).__name__}: {e} (the workers "
                                  "running it died: out of memory? killed?); regrade it alone with `grade run`"}
-                    lost = _times_rescheduled(client, f.key)
+                    times = _times_rescheduled(client, f.key) + lost.get(sub.name, 0)
                     if reply.get("refused"):
                         refused[reply.get("worker", "?")] = reply["refused"]
                         queue.insert(0, item)  # to another worker, or failed above when none is left
@@ -555,7 +563,7 @@ def _run_dask(todo, out: Path, only, device, scheduler, report, summary: BatchSu
                         except Exception as e:  # e.g. the disk is full: still a per-student failure
                             fail(sub, now - t0, f"could not write the result: {type(e).__name__}: {e}")
                             continue
-                        note = f"graded again after its worker was lost {lost}×" if lost else ""
+                        note = f"graded again after its worker was lost {times}×" if times else ""
                         report(StudentOutcome(sub.name, "graded", r["score"], r["max_score"], now - t0,
                                               "; ".join(m for m in (note, r["message"]) if m)))
                         if gated[0] and sum(o.status == "graded" for o in summary.outcomes) >= 2:
