@@ -44,7 +44,7 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
 
         from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV
 
-        os.environ[ALLOW_UNSANDBOXED_ENV] = "1"  # the local workers inherit it (Dask workers need it set too)
+        os.environ[ALLOW_UNSANDBOXED_ENV] = "1"  # the local workers inherit it; Dask tasks carry it
         console.print("[bold red]WARNING[/]: --allow-unsandboxed: where this machine cannot isolate student code, "
                       "it runs unisolated; every affected result and report says so.")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
