@@ -51,8 +51,8 @@ def main() -> None:
             t0 = time.perf_counter()
             r = grade_submission(sub, rubric, opts)
             cached.append(time.perf_counter() - t0)
-        unit = sum(t.duration for t in r.tests if t.component != "model")
-        model = sum(t.duration for t in r.tests if t.component == "model")
+        model = sum(t.duration for t in r.tests if rubric.kind_of(t.component).trains)
+        unit = sum(t.duration for t in r.tests) - model
         rows.append((aid, EXAMPLES[aid], f"{r.autograded_score:g}/{r.autograded_max:g}", unit, model, cold,
                      statistics.median(cached)))
     print(f"device: {args.device}, torch threads: {__import__('torch').get_num_threads()}")

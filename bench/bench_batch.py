@@ -102,8 +102,7 @@ def main() -> None:
     from grader.batch import grade_batch
     from grader.rubric import available_rubrics
 
-    comps = available_rubrics()["vae"].components
-    only = [] if args.all else [c for c in comps if not c.startswith("model")]
+    only = [] if args.all else available_rubrics()["vae"].components_where(lambda k: not k.trains)
 
     tmp = Path(tempfile.mkdtemp(prefix="gradekit-bench-"))
     try:

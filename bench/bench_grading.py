@@ -64,7 +64,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", "import torch, numpy, sys; sys.path.insert(0, sys.argv[1]); import vae", str(sub)],
                        check=True, capture_output=True)
 
-    units = [c for c in rubric.components if c != "model"]
+    units = rubric.components_where(lambda k: not k.trains)
     rows = [
         ("zygote start (once per grader process)", [zygote_start]),
         ("sandbox start+load+close, warm zygote", timed(sandbox_cycle, args.n)),

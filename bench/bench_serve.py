@@ -1,9 +1,10 @@
 """Benchmark `grade serve`: `python bench/bench_serve.py [--students 300] [--repeat 5]`.
 
-A synthetic class of N students (one results.json each) whose answers to Q1 are variations of six model
+First the answer groups' safety on the labelled set of tests/answer_group_cases.py (groups mixing answers the key
+grades differently: must be 0; grade-keeping rewrites grouped with their original).
+Then a synthetic class of N students (one results.json each) whose answers to Q1 are variations of six model
 answers (reworded, reordered, with LaTeX, some exact duplicates, some empty). Rows:
-- importing scikit-learn (paid once per server, in a background thread at start);
-- grouping N answers (TF-IDF + agglomerative clustering), not cached;
+- grouping N answers (near-identical answers only), not cached;
 - opening the question page with N answers with nothing cached (Markdown of every answer + grouping), and again
   (what a TA sees: the server prepares every question in a background thread at start);
 - one grading decision (apply an item; the answer carries the question's whole new state).
@@ -77,13 +78,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     rows = []
-    t = time.perf_counter()
-    import sklearn.cluster  # noqa: F401
-    import sklearn.feature_extraction.text  # noqa: F401
-    rows.append(("import scikit-learn (once per server, at start)", [time.perf_counter() - t]))
-
     from grader.serve import groups, markup
-    from grader.serve.app import create_app, open_classroom
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from answer_group_cases import measure
+
+    st = measure(groups.group_answers)
+    print(f"answer groups on the labelled set: {st['answers']} answers -> {st['groups']} groups; "
+          f"{st['mixed']} groups mix answers the key grades differently ({st['wrong_pairs']} wrong pairs); "
+          f"{st['variants_joined']}/{st['variants']} grade-keeping rewrites grouped with their original")
+    from grader.serve.app import create_app, new_token, open_classroom
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -93,15 +97,16 @@ def main() -> None:
             groups._cached.cache_clear()
             return groups.group_answers(answers)
 
-        rows.append((f"group {args.students} answers (TF-IDF + agglomerative)", timed(group_uncached, args.repeat)))
+        rows.append((f"group {args.students} answers (near-identical only)", timed(group_uncached, args.repeat)))
         found = group_uncached()
         classroom, store = open_classroom(folder)
-        app = create_app(classroom, store, port=1)
+        token = new_token()
+        app = create_app(classroom, store, token, port=1)
         client = app.test_client()
         client.get("/login")
         with client.session_transaction() as s:
             csrf = s["csrf"]
-        client.post("/login", data={"csrf": csrf, "name": "bench", "next": "/"})
+        client.post("/login", data={"csrf": csrf, "name": "bench", "token": token, "next": "/"})
         with client.session_transaction() as s:
             csrf = s["csrf"]
 

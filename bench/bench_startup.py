@@ -37,7 +37,7 @@ GRADE = [str(BIN / "grade")] if (BIN / "grade").exists() else [sys.executable, "
 def unit_tags() -> str:
     from grader.rubric import available_rubrics
 
-    return ",".join(c for c in available_rubrics()["vae"].components if not c.startswith("model"))
+    return ",".join(available_rubrics()["vae"].components_where(lambda k: not k.trains))
 
 
 def traced_run(cmd: list[str], cwd: Path) -> tuple[float, float, list[dict]]:

@@ -135,7 +135,7 @@ def _first_line(text: str) -> str:
 # ---- the work of one submission (runs in a worker process) ------------------------------------
 def grade_one(path: str, assignment: str | None = None, only: list[str] | None = None, device: str = "auto",
               threads: int | None = None, out_dir: str | None = None, rubrics_dir: str | None = None,
-              data: str | None = None) -> dict:
+              data: str | None = None, secret: str | None = None) -> dict:
     """Grade one submission; return {"ok": True, "result": results.json dict} or {"ok": False, "error": text}.
 
     Never raises: the Dask executor ships this dict back to the parent, which writes it.
@@ -151,7 +151,7 @@ def grade_one(path: str, assignment: str | None = None, only: list[str] | None =
                   else find_assignment(submission, assignment))
         result = grade_submission(submission, rubric, GradeOptions(
             only=list(only or []), device=device, out_dir=Path(out_dir) if out_dir else None, threads=threads,
-            data=data))
+            data=data, secret=secret))
         return {"ok": True, "result": result.to_json()}
     except Exception as e:
         return {"ok": False, "error": _error_text(e)}
@@ -177,7 +177,7 @@ def _worker_init(jobs: int) -> None:
         torch.set_num_threads(1)
 
 
-def _local_task(path: str, assignment, only, device, threads, out: str, marker: str, rubrics_dir,
+def _local_task(path: str, assignment, only, device, threads, out: str, marker: str, rubrics_dir, secret,
                 reports: bool = True, data: str | None = None) -> dict:
     """Worker side of the local pool: grade, then write results.json (or error.txt) atomically."""
     from grader import trace
@@ -186,7 +186,7 @@ def _local_task(path: str, assignment, only, device, threads, out: str, marker: 
     Path(marker).write_text(f"{os.getpid()} {time.time()}")
     t0 = time.monotonic()
     student = Path(path).name
-    reply = grade_one(path, assignment, only, device, threads, out, rubrics_dir, data)
+    reply = grade_one(path, assignment, only, device, threads, out, rubrics_dir, data, secret)
     seconds = time.monotonic() - t0
     try:
         if reply["ok"]:
@@ -291,8 +291,10 @@ def default_cores() -> int:
 def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = None, only=None,
                 device: str = "auto", force: bool = False, progress: ProgressFn | None = None,
                 executor: str = "local", scheduler: str | None = None, write_gradebook_csv: bool = True,
-                rubrics_dir: Path | None = None, reports: bool = True, data: str | None = None) -> BatchSummary:
-    """Grade every submission folder under `root` into `out` (see the module docstring)."""
+                rubrics_dir: Path | None = None, reports: bool = True, data: str | None = None,
+                secret: str | None = None) -> BatchSummary:
+    """Grade every submission folder under `root` into `out` (see the module docstring). `secret`: the
+    checks' inputs of every student (grader/checks/inputs.py; None: a fresh one per submission)."""
     from grader.engine import GradingError, find_assignment
 
     root, out = Path(root), Path(out)
@@ -347,9 +349,9 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
     try:
         if todo:
             if executor == "dask":
-                _run_dask(todo, out, only, device, scheduler, report, summary, reports, data)
+                _run_dask(todo, out, only, device, scheduler, report, summary, reports, data, secret)
             elif executor == "local":
-                _run_local(todo, out, jobs, assignment, only, device, report, summary, rubrics_dir, reports, data)
+                _run_local(todo, out, jobs, assignment, only, device, report, summary, rubrics_dir, reports, data, secret)
             else:
                 raise GradingError(f"unknown executor {executor!r}: use local or dask")
     except KeyboardInterrupt:
@@ -367,7 +369,7 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
 
 
 def _run_local(todo, out: Path, jobs: int, assignment, only, device, report, summary: BatchSummary, rubrics_dir=None,
-               reports: bool = True, data: str | None = None) -> None:
+               reports: bool = True, data: str | None = None, secret: str | None = None) -> None:
     rubrics_dir = str(Path(rubrics_dir).resolve()) if rubrics_dir else None
     threads = max(1, default_cores() // jobs)
     state = Path(tempfile.mkdtemp(prefix="gradekit-batch-"))
@@ -385,7 +387,7 @@ def _run_local(todo, out: Path, jobs: int, assignment, only, device, report, sum
             try:
                 for sub in pending:
                     futures[pool.submit(_local_task, str(sub.resolve()), assignment, only, device, threads,
-                                        str(out.resolve()), str(state / sub.name), rubrics_dir, reports, data)] = sub
+                                        str(out.resolve()), str(state / sub.name), rubrics_dir, secret, reports, data)] = sub
                 broken = False
                 while futures and not broken:
                     done, _ = cf.wait(list(futures), timeout=0.5, return_when=cf.FIRST_COMPLETED)
@@ -448,7 +450,7 @@ def _started(marker: Path) -> tuple[int, float] | None:
 
 
 def _run_dask(todo, out: Path, only, device, scheduler, report, summary: BatchSummary, reports: bool = True,
-              data: str | None = None) -> None:
+              data: str | None = None, secret: str | None = None) -> None:
     """Grade `todo` on a Dask cluster that shares no files with this machine (grader.remote has the protocol).
 
     Each submission travels inside its task (not scattered: scattered data dies with the worker holding it, and
@@ -501,7 +503,8 @@ def _run_dask(todo, out: Path, only, device, scheduler, report, summary: BatchSu
                 identities[rubric.id] = grader_identity(rubric)
             task = {"student": sub.name, "assignment": rubric.id, "identity": identities[rubric.id], "only": only,
                     "device": device, "data": data_spec, "data_as_given": data, "data_digest": data_sha,
-                    "allow_unsandboxed": True if os.environ.get(ALLOW_UNSANDBOXED_ENV) == "1" else None}
+                    "allow_unsandboxed": True if os.environ.get(ALLOW_UNSANDBOXED_ENV) == "1" else None,
+                    "secret": secret}
             restrict = usable() if refused else None
             f = client.submit(grade_packed, task, packed, shipped[0], pure=False,
                               key=f"grade-{sub.name}-{uuid.uuid4().hex[:12]}", workers=restrict,

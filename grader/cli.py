@@ -94,7 +94,7 @@ def _require_folder(path: str) -> Path:
 
 
 def _grade(path: str, assignment: str | None, only: str | None, device: str, out: Path | None, public_only: bool,
-           data: str | None = None, allow_unsandboxed: bool | None = None):
+           data: str | None = None, allow_unsandboxed: bool | None = None, secret: str | None = None):
     from grader.engine import GradeOptions, GradingError, find_assignment, grade_submission
     from grader.rubric import RubricError
 
@@ -109,14 +109,14 @@ def _grade(path: str, assignment: str | None, only: str | None, device: str, out
             folder = Path(tmp) / submission.stem
             folder.mkdir()
             shutil.copyfile(submission, folder / submission.name)
-            return _grade(str(folder), assignment, only, device, out, public_only, data, allow_unsandboxed)
+            return _grade(str(folder), assignment, only, device, out, public_only, data, allow_unsandboxed, secret)
     if not submission.is_dir():
         raise UsageError(f"{path} is not a folder: pass a submission folder (e.g. submissions/alice) or a .ipynb")
     try:
         rubric = find_assignment(submission.resolve(), assignment)
         trace.mark("rubric found")
         options = GradeOptions(only=_tags(only), public_only=public_only, device=device, out_dir=out, data=data,
-                               allow_unsandboxed=allow_unsandboxed)
+                               allow_unsandboxed=allow_unsandboxed, secret=secret)
         return rubric, grade_submission(submission, rubric, options)
     except (GradingError, RubricError) as e:
         raise UsageError(str(e)) from None
@@ -178,7 +178,9 @@ def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
               "no user namespaces): only for code you trust; the results and the report say so.")
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Render OUT/<student>/report.html and report.pdf after results.json is written.")
-def run_cmd(path, assignment, out, only, device, data, allow_unsandboxed, report):
+@click.option("--seed", "secret", metavar="SECRET", help="Draw the checks' inputs from this secret (the `inputs_secret` "
+              "of an earlier results.json) to reproduce that grade. Default: a fresh secret, recorded in results.json.")
+def run_cmd(path, assignment, out, only, device, data, allow_unsandboxed, report, secret):
     """Grade one submission folder and write OUT/<student>/results.json (and the report)."""
     _require_folder(path)
     reporter = _start_report_worker(Path(path)) if report else None
@@ -187,7 +189,7 @@ def run_cmd(path, assignment, out, only, device, data, allow_unsandboxed, report
         from grader.results import save_result
 
         rubric, result = _grade(path, assignment, only, device, out.resolve(), public_only=False, data=data,
-                                allow_unsandboxed=allow_unsandboxed or None)
+                                allow_unsandboxed=allow_unsandboxed or None, secret=secret)
         written = save_result(result, out)
         trace.mark("results.json written")
         if reporter is not None:
@@ -320,6 +322,7 @@ def _register_optional_commands() -> None:
     else:
         main.add_command(new_cmd, "new")
         main.add_command(release_cmd, "release")
+    from grader.commands.similarity import similarity_cmd; main.add_command(similarity_cmd)  # noqa: E702
     try:
         from grader.commands.report import report_cmd, summary_cmd
     except ImportError:

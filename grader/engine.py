@@ -7,15 +7,12 @@ only for problems of the grader's inputs (no such folder, unknown assignment, ba
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import datetime as _dt
 import hashlib
 import importlib
 import os
 import stat
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,13 +22,14 @@ from grader.metrics import metric_info
 from grader.redact import machine_paths, redact_paths
 from grader.results import GradeResult, QuestionResult, TestResult
 from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available_rubrics
-from grader.sandbox.client import REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig, StudentCodeError
+from grader.sandbox.client import REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig
 from grader.submission import fits, prepare, write_figures
 from grader.submission.answers import MAX_ANSWER_CHARS, parse_answers  # noqa: F401 (public here since v0.1)
 
 if TYPE_CHECKING:
     from grader.checks import CheckContext, Outcome, Session, StudentValueError  # noqa: F401
     from grader.checks.interface import NotJudged, SignatureError  # noqa: F401
+    from grader.checks.runners import ContextFactory
 
 # torch and the checks are imported where grading starts, not here: `grade batch`'s parent process
 # imports this module only to find assignments and hash submissions, and a torch import there
@@ -39,21 +37,14 @@ if TYPE_CHECKING:
 _CHECKS_NAMES = ("CheckContext", "Outcome", "Session", "StudentValueError", "NotJudged", "SignatureError")
 
 
-def _load_checks() -> None:
-    """Import grader.checks (and with it torch) and publish its names in this module. A name already
-    set stays: the release recorder and the self-check replace `engine.CheckContext`."""
-    from grader import checks
-    from grader.checks import interface
-
-    for name in _CHECKS_NAMES:
-        globals().setdefault(name, getattr(checks, name, None) or getattr(interface, name))
-
-
 def __getattr__(name: str):
-    """`engine.CheckContext` and the other names of grader.checks, imported on first use."""
+    """`engine.CheckContext` and the other names of grader.checks (public here since v0.1), imported on
+    first use. Read-only: to grade with another context, pass `grade_submission(..., context=...)`."""
     if name in _CHECKS_NAMES:
-        _load_checks()
-        return globals()[name]
+        from grader import checks
+        from grader.checks import interface
+
+        return getattr(checks, name, None) or getattr(interface, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -78,6 +69,9 @@ class GradeOptions:
     # Files the client left out when it packed this submission on another machine (grader.remote):
     # reported as if this machine's copy had left them out.
     left_out: list[str] = field(default_factory=list)
+    # What the checks' inputs derive from (grader/checks/inputs.py): None = a fresh secret for this run (recorded
+    # in results.json); a recorded one (`--seed`) draws the same inputs again; "" = the published inputs (self-checks)
+    secret: str | None = None
 
 
 def resolve_device(device: str) -> str:
@@ -154,10 +148,15 @@ def _hide_list(rubric: Rubric, submission: Path, out_dir: Path | None) -> list[s
     return [str(p) for p in paths]
 
 
-def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | None = None) -> GradeResult:
+def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | None = None,
+                     context: "ContextFactory | None" = None) -> GradeResult:
+    """Grade `submission` with `rubric`. `context` builds each check's context (default
+    `grader.checks.CheckContext`; grader/checks/runners.py says what it is called with): the release
+    recorder and the offline self-check pass subclasses that answer from recorded reference values."""
     import torch
 
-    _load_checks()
+    from grader.checks import Session
+
     options = options or GradeOptions()
     submission = Path(submission).resolve()
     if not submission.is_dir():
@@ -174,7 +173,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         graded_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), device=device,
         questions=[],
     )
-    trains = any("model" in spec.all_tags for spec in selected)
+    trains = any(spec.kind_info.trains for spec in selected)
     # Unit checks compute on small tensors, the grader and the child taking turns: more than one torch
     # thread only adds OpenMP hand-offs and spinning threads competing with the other process for the
     # cores (3x the CPU time and 2-3x the wall time of `grade check` measured on 2 cores). That holds
@@ -186,7 +185,14 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
                            hide=_hide_list(rubric, submission, options.out_dir))
     if options.allow_unsandboxed is not None:
         config.allow_unsandboxed = options.allow_unsandboxed
-    session = Session(data=options.data, model_overrides=dict(options.model_overrides), figures_dir=None)
+    from grader.checks.inputs import check_secret, new_secret
+
+    try:  # made here, after the zygote was forked off this process: never in a child's memory
+        secret = new_secret() if options.secret is None else check_secret(options.secret)
+    except ValueError as e:
+        raise GradingError(str(e)) from None
+    result.inputs_secret = secret
+    session = Session(data=options.data, model_overrides=dict(options.model_overrides), figures_dir=None, secret=secret)
     preflight = getattr(importlib.import_module(rubric.checks_module), "preflight", None)
     if preflight is not None:
         try:
@@ -233,7 +239,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         for spec in selected:
             per_component[spec.component] = per_component.get(spec.component, 0) + 1
             number = f"{rubric.components.index(spec.component) + 1}.{per_component[spec.component]}"
-            test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session)
+            test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session, context)
             test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
             result.tests.append(test)
         stats = getattr(sandbox, "stats", None)  # (a self-check bundle's in-process stand-in has none)
@@ -260,22 +266,6 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
     return result
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    """Run the grader's side of a check with `n` torch threads (None: unchanged; see `config` above)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _redact(result: GradeResult, submission: Path, out_dir) -> None:
     """Take the grading machine's paths out of what the student sees (feedback, errors, captured output)."""
     roots = machine_paths(submission, Path(submission).parent, out_dir)
@@ -287,43 +277,10 @@ def _redact(result: GradeResult, submission: Path, out_dir) -> None:
     result.student_output = redact_paths(result.student_output, roots)
 
 
-def _judge(ctx: CheckContext, spec: CheckSpec, rubric: Rubric, result: GradeResult, test: TestResult) -> Outcome:
-    """Run one check function on `ctx` and turn whatever it raises into its Outcome (sets `test.error`)."""
-    try:
-        with _torch_threads(None if "model" in spec.all_tags else 1):
-            rubric.check_function(spec)(ctx)
-        outcome = ctx.outcome()
-    except StudentCodeError as e:
-        where = f"\n  at {e.where}" if e.where else ""
-        ctx.expect(False, "your code", f"{e.message}{where}")
-        outcome = ctx.outcome()
-        test.error = e.kind
-        if e.kind == "timeout":
-            outcome.message += f"\n(limit: {ctx.call_timeout:g} s per call)"
-    except NotJudged as e:  # a case needs a parameter the student's signature lacks: charged once, elsewhere
-        ctx.notes.append(e.note)
-        ctx.not_judged += 1
-        outcome = ctx.outcome()
-    except SignatureError as e:
-        ctx.expect(False, "signature", str(e))
-        outcome = ctx.outcome()
-        test.error = "value"
-    except StudentValueError as e:
-        ctx.expect(False, "return value", str(e))
-        outcome = ctx.outcome()
-        test.error = "value"
-    except RubricError:
-        raise
-    except Exception as e:  # a grader bug must not take the batch down: record it loudly
-        outcome = Outcome(0.0, f"Internal grader error in check {spec.id}: {type(e).__name__}: {e}. "
-                               "This is not your fault; the course staff has been told.")
-        result.errors.append(f"internal error in {spec.id}: {traceback.format_exc(limit=-3)}")
-        test.error = "internal"
-    return outcome
-
-
 def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, device: str, diagnosed: dict,
-               deadline: float, result: GradeResult, session: Session) -> TestResult:
+               deadline: float, result: GradeResult, session: Session, context=None) -> TestResult:
+    from grader.checks.runners import CheckRun, runner_for
+
     test = TestResult(name=spec.name, number=number,
                       score=0.0, max_score=spec.points, tags=spec.all_tags, check=spec.id, component=spec.component,
                       visibility="visible" if spec.public else "after_published", hint=spec.hint)
@@ -338,30 +295,11 @@ def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, d
         test.output = f"Not run: the submission used up its time budget of {rubric.limits.submission_timeout_s:g} s."
         test.error = "budget"
         return test
-    timeout = min(rubric.limits.call_timeout_s, remaining)
-    ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, timeout, session)
-    outcome = _judge(ctx, spec, rubric, result, test)
-    if ctx.nothing_judged and not test.error:
-        # every case passes a parameter the student's function lacks: judge it called without that parameter,
-        # so that "not applicable" is never credit for code that does not work (CheckContext._lenient_outcome)
-        ctx = CheckContext(spec, rubric, sandbox, device, diagnosed, timeout, session)
-        ctx.lenient_interface = True
-        outcome = _judge(ctx, spec, rubric, result, test)
-    if outcome.fraction < 1.0 and ctx.stand_ins.own_layouts and time.monotonic() < deadline:
-        # The student's code keeps an upstream value in its own layout (e.g. log p(z) per latent
-        # dimension, B×L) and that upstream is wrong. A composite written against that layout is
-        # graded again with the correct values laid out the student's way; it keeps the better
-        # score, so the upstream mistake is charged on its own component only (docs/grading.md).
-        own = CheckContext(spec, rubric, sandbox, device, diagnosed, timeout, session, layout="own")
-        own.lenient_interface = ctx.lenient_interface
-        trial = copy.copy(test)
-        trial.error = ""
-        own_outcome = _judge(own, spec, rubric, result, trial)
-        if own_outcome.fraction > outcome.fraction:
-            names = ", ".join(f"`{n}`" for n in sorted(ctx.stand_ins.own_layouts))
-            own_outcome.message += (f"\nGraded with correct upstream values in your own layout of {names} "
-                                    "(one value per dimension, which your code reduces itself).")
-            outcome, test.error = own_outcome, trial.error
+    run = CheckRun(spec, rubric, sandbox, device, diagnosed, timeout=min(rubric.limits.call_timeout_s, remaining),
+                   deadline=deadline, session=session, result=result, test=test)
+    if context is not None:
+        run.context = context
+    outcome = runner_for(spec).run(run)
     test.score = round(spec.points * outcome.fraction, 4)
     test.mistakes = [{"id": m.id, "message": m.message, "hint": m.hint} for m in outcome.mistakes]
     lines = [outcome.message]

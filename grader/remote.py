@@ -192,7 +192,7 @@ def _worker_threads() -> int:
 def grade_packed(task: dict, packed: Packed, reference_entries: dict | None = None) -> dict:
     """Grade `packed` as student task["student"] on this machine, if it runs the client's grader.
 
-    task: {"student", "assignment", "identity", "only", "device", "data", "data_digest", "allow_unsandboxed"}.
+    task: {"student", "assignment", "identity", "only", "device", "data", "data_digest", "allow_unsandboxed", "secret"}.
     Returns {"ok": True, "result": results.json dict, "files": {path under OUT/<student>: bytes},
     "reference_entries": {key: entry} trained here, "worker"}, or {"ok": False, "refused"|"error": text,
     "worker"}. Never raises (the client writes every answer)."""
@@ -237,7 +237,7 @@ def grade_packed(task: dict, packed: Packed, reference_entries: dict | None = No
             result = grade_submission(submission, rubric, GradeOptions(
                 only=list(task.get("only") or []), device=task.get("device", "auto"), out_dir=out,
                 threads=_worker_threads(), data=data, allow_unsandboxed=task.get("allow_unsandboxed"),
-                left_out=list(packed.left_out)))
+                left_out=list(packed.left_out), secret=task.get("secret")))
             if task.get("data_as_given"):
                 result.metrics["data_spec"] = task["data_as_given"]  # as the client wrote it (resume compares it)
             files, dropped = collect_files(out / task["student"])

@@ -105,6 +105,7 @@ class GradeResult:
     metrics: dict = field(default_factory=dict)  # model-level numbers, e.g. {"nll": {"student": .., "reference": ..}}
     metric_info: dict = field(default_factory=dict)  # how each metric is shown: {key: grader.metrics.Metric.to_json()}
     submission: dict = field(default_factory=dict)  # what was handed in: module_from, left_out, answers_from, figures (grader.submission)
+    inputs_secret: str = ""  # the per-run secret the checks' inputs were derived from (grader.checks.inputs); `--seed` regrades the same
 
     @property
     def autograded_score(self) -> float:
@@ -151,6 +152,7 @@ class GradeResult:
                     "metrics": strict_numbers(self.metrics),
                     "metric_info": self.metric_info,
                     "submission": self.submission,
+                    "inputs_secret": self.inputs_secret,
                 }
             },
         }
@@ -175,6 +177,7 @@ class GradeResult:
             errors=list(g.get("errors", [])), figures=list(g.get("figures", [])), metrics=dict(g.get("metrics", {})),
             metric_info=dict(g.get("metric_info", {})),
             submission=dict(g.get("submission", {})),
+            inputs_secret=str(g.get("inputs_secret", "")),
         )
 
 

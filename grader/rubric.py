@@ -6,6 +6,7 @@
     [model]       model-level grading: data, training budget, scoring thresholds (grader/checks/model_level.py)
     [limits]      call_timeout_s, submission_timeout_s, memory_mb
     [[checks]]    id, name, component, check (function name), points, visibility (public|hidden),
+                  kind (unit|interface|model|property, grader/kinds.py; default inferred),
                   rtol, atol, rtol64, atol64 (float64 cases), hint, tags (extra tags)
     [[mistakes]]  id, component (as tagged in checks), message, hint
     [[questions]] id ("Q1"), title, points, key (optional reference answer shown to graders in `grade serve`)
@@ -24,6 +25,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.kinds import KINDS, Kind, infer_kind
 from grader.resources import data_dir
 
 if sys.version_info >= (3, 11):
@@ -53,10 +55,19 @@ class CheckSpec:
     rtol64: float | None = None  # float64 cases (default: rtol)
     atol64: float | None = None  # float64 cases (default: atol)
     tags: tuple[str, ...] = ()
+    kind: str = ""  # grader/kinds.py; "" (built in code): inferred from component and check
+
+    def __post_init__(self):
+        if not self.kind:
+            object.__setattr__(self, "kind", infer_kind(self.component, self.check))
 
     @property
     def public(self) -> bool:
         return self.visibility == "public"
+
+    @property
+    def kind_info(self) -> Kind:
+        return KINDS[self.kind]
 
     @property
     def all_tags(self) -> list[str]:
@@ -114,6 +125,23 @@ class Rubric:
             seen.setdefault(c.component, None)
         return list(seen)
 
+    def components_where(self, predicate) -> list[str]:
+        """Components (tags, in order) whose checks' kind satisfies `predicate(Kind)`, e.g.
+        `rubric.components_where(lambda k: k.mutable)`: the ones a mistake can be planted in."""
+        kinds = {c.component: c.kind_info for c in self.checks}
+        return [t for t in self.components if predicate(kinds[t])]
+
+    @property
+    def code_targets(self) -> dict[str, str]:
+        """[components] entries graded as code, i.e. of a `mutable` kind (not the model level, which grades
+        trained models): what stands in for the other components, where a mutant can be planted."""
+        return {tag: t for tag, t in self.component_targets.items()
+                if (k := self.kind_of(tag)) is None or k.mutable}
+
+    def kind_of(self, component: str) -> Kind | None:
+        """The kind of `component`'s checks (one per component, `load_rubric` checks it); None if unknown."""
+        return next((c.kind_info for c in self.checks if c.component == component), None)
+
     @property
     def max_points(self) -> float:
         return sum(c.points for c in self.checks)
@@ -129,13 +157,11 @@ class Rubric:
             out.append(c)
         return out
 
-    def check_function(self, spec: CheckSpec):
+    def check_function(self, spec: CheckSpec, shared=None):
+        """The checks module's `check_<spec.check>`; else `shared` (the function a kind provides, e.g.
+        the interface runner's `judge_signatures`); else RubricError."""
         module = importlib.import_module(self.checks_module)
-        fn = getattr(module, "check_" + spec.check, None)
-        if fn is None and spec.check == "interface":  # the [interface] table's signatures: shared by every assignment
-            from grader.checks.interface import judge_signatures
-
-            fn = judge_signatures
+        fn = getattr(module, "check_" + spec.check, None) or shared
         if fn is None:
             raise RubricError(f"{self.path}: check {spec.id!r} names check_{spec.check}, which {self.checks_module} does not define")
         return fn
@@ -174,7 +200,8 @@ def load_rubric(path: Path) -> Rubric:
     checks, ids = [], set()
     for i, c in enumerate(data.get("checks", [])):
         w = f"{path} [[checks]] #{i + 1}" + (f" ({c.get('id')})" if isinstance(c, dict) and "id" in c else "")
-        unknown = set(c) - {"id", "name", "component", "check", "points", "visibility", "rtol", "atol", "rtol64", "atol64", "hint", "tags"}
+        unknown = set(c) - {"id", "name", "component", "check", "points", "visibility", "kind", "rtol", "atol", "rtol64",
+                            "atol64", "hint", "tags"}
         if unknown:
             raise RubricError(f"{w}: unknown key(s) {sorted(unknown)}")
         spec = CheckSpec(
@@ -183,8 +210,10 @@ def load_rubric(path: Path) -> Rubric:
             visibility=c.get("visibility", "public"), rtol=float(c.get("rtol", 1e-4)), atol=float(c.get("atol", 1e-5)),
             hint=c.get("hint", ""), tags=tuple(c.get("tags", ())),
             rtol64=None if "rtol64" not in c else float(c["rtol64"]),
-            atol64=None if "atol64" not in c else float(c["atol64"]),
+            atol64=None if "atol64" not in c else float(c["atol64"]), kind=str(c.get("kind", "")),
         )
+        if spec.kind not in KINDS:
+            raise RubricError(f"{w}: kind must be one of {', '.join(KINDS)}, got {spec.kind!r}")
         if spec.visibility not in VISIBILITIES:
             raise RubricError(f"{w}: visibility must be one of {VISIBILITIES}, got {spec.visibility!r}")
         if spec.points < 0:
@@ -195,6 +224,11 @@ def load_rubric(path: Path) -> Rubric:
         checks.append(spec)
     if not checks:
         raise RubricError(f"{path}: no [[checks]] defined")
+    kinds: dict[str, str] = {}
+    for spec in checks:  # a component is one kind of judgement (its checks run, and are skipped, together)
+        if kinds.setdefault(spec.component, spec.kind) != spec.kind:
+            raise RubricError(f"{path} [[checks]] {spec.id!r}: kind {spec.kind!r}, but other checks of component "
+                              f"{spec.component!r} are {kinds[spec.component]!r}; give one component one kind")
     mistakes = []
     for i, m in enumerate(data.get("mistakes", [])):
         w = f"{path} [[mistakes]] #{i + 1}"
@@ -245,8 +279,8 @@ def lint_rubric(rubric: Rubric) -> list[str]:
         return [f"reference module {rubric.reference!r} cannot be imported: {e}"]
     for tag in rubric.components:
         target = rubric.component_targets.get(tag)
-        if tag == "interface" and rubric.interface and target is None:
-            continue  # grades the signatures of the [interface] table, not one reference function
+        if rubric.kind_of(tag).shared_check and target is None:
+            continue  # e.g. grades the signatures of the [interface] table, not one reference function
         if target is None:
             problems.append(f"component {tag!r} has checks but no entry in [components] naming what it grades")
             continue
@@ -269,14 +303,15 @@ def lint_rubric(rubric: Rubric) -> list[str]:
         for p in entry["required"] + entry["optional"]:
             if p not in names:
                 problems.append(f"[interface] {target!r}: {p!r} is not a parameter of the reference's {target}")
-    if rubric.interface and "interface" not in rubric.components:
-        problems.append("[interface] is set but no check is tagged `interface` to charge missing required parameters")
+    if rubric.interface and not any(c.kind == "interface" for c in rubric.checks):
+        problems.append("[interface] is set but no check of kind `interface` charges missing required parameters")
     for tag in rubric.component_targets:
         if tag not in rubric.components:
             problems.append(f"[components] lists {tag!r}, but no check is tagged with it")
     for spec in rubric.checks:
         try:
-            rubric.check_function(spec)
+            if not (spec.kind_info.shared_check and spec.check == spec.kind):  # the kind's own function
+                rubric.check_function(spec)
         except (RubricError, ImportError) as e:
             problems.append(str(e))
         if spec.points == 0:

@@ -41,6 +41,7 @@ class RunningServer:
 
         self.server = make_server(reports, "127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.sign_in_url = self.server.sign_in_url  # what `grade serve` prints
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

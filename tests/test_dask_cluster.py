@@ -35,6 +35,7 @@ pytestmark = pytest.mark.slow
 ONLY = ["log_standard_normal", "log_bernoulli"]
 BUG = "\ndef log_standard_normal(x, reduction=None, dim=None):\n    return -0.5 * x**2\n"
 # `dask scheduler` / `dask worker`, run by this interpreter (the `dask` script's #! may name another venv)
+SECRET = "5ec7e7" * 6  # the same checks' inputs on both sides (grader/checks/inputs.py): comparable outputs
 DASK = [sys.executable, "-m", "distributed.cli.dask_scheduler"], [sys.executable, "-m", "distributed.cli.dask_worker"]
 
 
@@ -112,7 +113,7 @@ def classroom(tmp_path_factory):
     stale = base / "stale"
     for s in ("alice", "anna", "bob_bug"):
         make_submission(stale, s, BUG + "\ndef log_bernoulli(x, p, reduction=None, dim=None):\n    return x\n")
-    local = grade_batch(root, client_side / "local", jobs=1, only=ONLY)
+    local = grade_batch(root, client_side / "local", jobs=1, only=ONLY, secret=SECRET)
     assert len(local.graded) == 3
     cluster = Cluster(base)
     cluster.add_worker("clean", [client_side])
@@ -149,7 +150,7 @@ def test_cluster_without_shared_files_grades_like_the_local_pool(classroom):
 
     root, client_side, cluster = classroom
     out = client_side / "dask"
-    remote = grade_batch(root, out, only=ONLY, executor="dask", scheduler=cluster.address)
+    remote = grade_batch(root, out, only=ONLY, executor="dask", scheduler=cluster.address, secret=SECRET)
     assert not remote.failed, [(o.student, o.message) for o in remote.failed]
     assert sorted(o.student for o in remote.graded) == ["alice", "anna", "bob_bug"]
     for s in ("alice", "anna", "bob_bug"):

@@ -9,12 +9,17 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("flask")
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
 
+from grader.results import load_result  # noqa: E402
 from grader.serve.store import DB_NAME, GradeStore  # noqa: E402
 from serve_data import RunningServer, make_reports  # noqa: E402
 
@@ -49,9 +54,9 @@ def server(reports):
 
 def sign_in(browser, server, name):
     context = browser.new_context(viewport={"width": 1400, "height": 900})
-    context.set_default_timeout(30_000)  # the first question page may wait for scikit-learn's import
+    context.set_default_timeout(30_000)  # the machine running the tests may be busy
     page = context.new_page()
-    page.goto(server.url + "/q/vae:Q1")
+    page.goto(server.sign_in_url + "&next=/q/vae:Q1")  # the link `grade serve` prints
     page.fill("#name", name)
     page.click("button[type=submit]")
     expect(page.locator("#current-student")).to_have_text("alice")
@@ -110,11 +115,28 @@ def test_apply_an_item_to_a_group(browser, server):
     page.locator('#answer-list li[data-student="bob"]').click()
     expect(page.locator("#group-box")).to_contain_text("identical to carol, dana")
     add_item(page, "0.5", "Formula without the noise distribution")
+    page.keyboard.press("g")  # every member is shown first; Esc changes nothing
+    dialog = page.locator("#group-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#group-members > li")).to_have_count(2)
+    for s in ("carol", "dana"):
+        expect(dialog.locator("#group-members > li", has_text=s).locator(".answer")).to_contain_text("z = mu + sigma")
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    expect(score_in_list(page, "carol")).to_have_text("–")
     page.keyboard.press("g")
+    page.keyboard.press("Enter")  # confirmed
     for s in ("bob", "carol", "dana"):
         expect(score_in_list(page, s)).to_have_text("0.5")
     expect(score_in_list(page, "eve")).to_have_text("–")
     expect(page.locator("#progress")).to_have_text("3 / 6")
+    page.locator('#answer-list li[data-student="eve"]').click()  # alone in its group: `g` says so
+    expect(page.locator("#group-box")).to_contain_text("Alone in its group")
+    page.keyboard.press("1")
+    page.keyboard.press("g")
+    expect(page.locator("#notice")).to_contain_text("alone in its group")
+    expect(page.locator("#group-dialog")).to_be_hidden()
+    expect(page.locator("#progress")).to_have_text("4 / 6")
 
 
 def test_editing_an_items_points_changes_every_score(browser, server):
@@ -177,3 +199,159 @@ def test_two_tas_grading_at_once(browser, server, reports):
     grades = GradeStore(reports / DB_NAME).grades(question="vae:Q1")
     by = {s: g.graded_by for (s, _), g in grades.items()}
     assert by == {"alice": "Ann", "bob": "Ann", "carol": "Ann", "eve": "Ben", "frank": "Ben"}
+
+
+# ---- the example class (submissions/), graded once for this module -----------------------------------------
+# Grading the eleven examples takes minutes: GRADEKIT_EXAMPLE_REPORTS=FOLDER reuses a folder that
+# `grade batch submissions --out FOLDER` wrote (copied, never changed). GRADEKIT_SCREENSHOTS=FOLDER keeps the
+# screenshots taken on the way (to look at them as a TA would).
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def example_class(tmp_path_factory):
+    out = tmp_path_factory.mktemp("example-class")
+    given = os.environ.get("GRADEKIT_EXAMPLE_REPORTS")
+    if given:
+        shutil.copytree(given, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("grades.sqlite*"))
+    else:
+        r = subprocess.run([sys.executable, "-m", "grader.cli", "batch", str(REPO / "submissions"), "--out", str(out),
+                            "-j", "2", "--device", "cpu"], capture_output=True, text=True, timeout=3600)
+        r = None
+    students = sorted(p.parent.name for p in out.glob("*/results.json"))
+    expected = sorted(p.name for p in (REPO / "submissions").iterdir() if p.is_dir())
+    assert students == expected, (r.stdout[-3000:] + r.stderr[-3000:]) if r else given
+    return out
+
+
+@pytest.fixture()
+def example_server(example_class):
+    s = RunningServer(example_class)
+    yield s
+    s.stop()
+
+
+@pytest.fixture()
+def shots(tmp_path):
+    folder = Path(os.environ.get("GRADEKIT_SCREENSHOTS") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class Watch:
+    """Everything a TA's browser console would show: errors, failed loads, CSP violations, uncaught exceptions."""
+
+    def __init__(self, page):
+        self.problems: list[str] = []
+        page.on("console", lambda m: m.type in ("error", "warning") and self.problems.append(f"console {m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
+        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url} ({r.failure})"))
+        page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
+
+    def take(self) -> list[str]:
+        out, self.problems = self.problems, []
+        return out
+
+
+BROKEN_IMAGES = "Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
+
+
+def sign_in_example(browser, server, name="Ann"):
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(60_000)
+    page = context.new_page()
+    watch = Watch(page)
+    page.goto(server.sign_in_url)
+    expect(page.locator("#token-ok")).to_be_visible()  # the link proved the token: only the name is asked
+    page.fill("#name", name)
+    page.click("button[type=submit]")
+    expect(page.locator("#students")).to_be_visible()
+    return page, watch
+
+
+def check_report_frame(page, student):
+    """The report in the student page: loaded, every figure drawn, as tall as its content (no inner scrolling)."""
+    frame_el = page.locator("#report-frame")
+    frame_el.wait_for()
+    frame = frame_el.element_handle().content_frame()
+    frame.wait_for_load_state("load")
+    page.wait_for_function("""() => { const f = document.getElementById('report-frame');
+        const d = f.contentDocument; return d && d.readyState === 'complete'
+          && Array.from(d.images).every(i => i.complete)
+          && Math.abs(f.getBoundingClientRect().height - d.documentElement.scrollHeight) <= 4; }""")
+    assert frame.evaluate(BROKEN_IMAGES) == [], f"{student}: figures that do not load"
+    height = page.evaluate("document.getElementById('report-frame').getBoundingClientRect().height")
+    assert height > 1500, f"{student}: report frame {height}px high"
+    return frame
+
+
+def test_every_page_of_the_example_class_loads_cleanly(browser, example_server, example_class, shots):
+    page, watch = sign_in_example(browser, example_server)
+    assert watch.take() == []
+    page.goto(example_server.url + "/")
+    expect(page.locator("#students tbody tr")).to_have_count(len(example_server.server.classroom.students))
+    assert page.evaluate(BROKEN_IMAGES) == [] and watch.take() == [], "overview"
+    page.screenshot(path=str(shots / "overview.png"), full_page=True)
+    for student in example_server.server.classroom.students:
+        figures = len(load_result(example_class / student).figures)
+        for view in ("instructor.html", "report.html"):
+            page.goto(f"{example_server.url}/s/{student}?view={view}")
+            frame = check_report_frame(page, student)
+            shown = frame.evaluate("document.images.length")
+            assert shown >= figures, f"{student} {view}: {shown} images for {figures} figures"
+            text = frame.evaluate("document.body.innerText")
+            if view == "instructor.html":  # the TA sees what hidden checks found
+                assert "details are not shown" not in text, student
+            assert watch.take() == [], f"{student} {view}"
+        page.screenshot(path=str(shots / f"student-{student}.png"), full_page=True)
+    for q in example_server.server.classroom.questions:
+        page.goto(f"{example_server.url}/q/{q.key}")
+        expect(page.locator("#current-student")).not_to_be_empty()
+        page.wait_for_function("() => !document.querySelector('.answer:not([hidden]) .tex')")  # maths drawn
+        assert page.evaluate(BROKEN_IMAGES) == [] and watch.take() == [], q.key
+    page.screenshot(path=str(shots / "question-last.png"), full_page=True)
+    page.goto(example_server.url + "/favicon.ico")
+    assert watch.take() == []
+
+
+def test_a_ta_grades_the_ppca_question_and_re_renders(browser, example_server, example_class, shots):
+    """frank's PPCA answer is right, grace's wrong: they are not one group; grades land in the PDFs in the
+    background, with progress, while the TA looks at grace's report and figures."""
+    page, watch = sign_in_example(browser, example_server)
+    page.goto(example_server.url + "/q/density-models:Q3#frank")
+    expect(page.locator("#current-student")).to_have_text("frank")
+    expect(page.locator(".answer[data-student=frank] .katex").first).to_be_visible()
+    expect(page.locator("#group-box")).to_contain_text("Alone in its group")
+    add_item(page, "2", "Correct closed form and exact log-likelihood")
+    page.keyboard.press("g")  # frank's answer is alone: nothing happens to grace, and the TA is told why
+    expect(page.locator("#notice")).to_contain_text("alone in its group")
+    page.keyboard.press("j")
+    expect(page.locator("#current-student")).to_have_text("grace")
+    expect(score_in_list(page, "grace")).to_have_text("–")
+    add_item(page, "0.5", "sigma2 is the mean of the discarded eigenvalues; log det C is missing")
+    expect(page.locator("#progress")).to_have_text("2 / 2")
+    page.screenshot(path=str(shots / "grading-ppca.png"), full_page=True)
+    assert watch.take() == []
+    page.goto(example_server.url + "/")
+    page.click("#render-btn")
+    expect(page.locator("#render-status")).to_contain_text("in the background")  # the page is not blocked
+    page.screenshot(path=str(shots / "rerendering.png"))
+    page.goto(example_server.url + "/s/grace")  # leaving the page stops nothing
+    check_report_frame(page, "grace")
+    page.screenshot(path=str(shots / "grace-ta-view.png"), full_page=True)
+    assert watch.take() == []
+    state = page.context.request.get(example_server.url + "/api/render").json()
+    deadline = time.monotonic() + 600
+    while state["running"] and time.monotonic() < deadline:
+        time.sleep(1)
+        state = page.context.request.get(example_server.url + "/api/render").json()
+    assert state["rendered"] == ["frank", "grace"] and state["failed"] == [], state
+    page.goto(example_server.url + "/")
+    expect(page.locator("#render-status")).to_contain_text("2 report(s) written")
+    q3 = next(q for q in load_result(example_class / "grace").questions if q.id == "Q3")
+    assert q3.score == 0.5 and "log det C" in q3.comment
+    page.goto(example_server.url + "/s/grace")
+    frame = check_report_frame(page, "grace")
+    assert "log det C is missing" in frame.evaluate("document.body.innerText")
+    assert watch.take() == []

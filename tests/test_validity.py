@@ -76,12 +76,12 @@ def test_operators_mutate_only_solution_blocks_and_each_mutant_is_new_and_compil
 
 
 def test_component_of_picks_the_most_specific_graded_target(rubrics):
-    targets = rubrics["vae"].component_targets
+    targets = rubrics["vae"].code_targets
     assert component_of("Encoder.reparameterization", targets) == "reparameterization"
     assert component_of("Encoder.encode", targets) == "encoder"
     assert component_of("VAE.forward", targets) == "elbo"
     assert component_of("VAE.sample", targets) is None  # graded only by the model-level checks
-    assert component_of("_log_gaussians", rubrics["density-models"].component_targets) is None
+    assert component_of("_log_gaussians", rubrics["density-models"].code_targets) is None
 
 
 def test_probes_tell_equivalent_mutants_from_behaviour_changing_ones(rubrics, studies):

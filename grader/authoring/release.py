@@ -52,15 +52,15 @@ BEGIN = re.compile(r"^(\s*)#+\s*BEGIN SOLUTION\b.*$")
 END = re.compile(r"^(\s*)#+\s*END SOLUTION\b.*$")
 
 # Engine files copied into the bundle as they are (none holds solution code).
-SHIPPED = ["__init__.py", "engine.py", "metrics.py", "redact.py", "results.py", "rubric.py", "roles.py", "trace.py",
-           "checks/__init__.py", "checks/interface.py", "checks/standins.py", "signatures.py",
+SHIPPED = ["__init__.py", "engine.py", "kinds.py", "metrics.py", "redact.py", "results.py", "rubric.py", "roles.py", "trace.py",
+           "checks/__init__.py", "checks/inputs.py", "checks/interface.py", "checks/runners.py", "checks/standins.py", "signatures.py",
            "sandbox/__init__.py", "sandbox/standins.py",
-           "sandbox/child.py", "sandbox/errors.py", "sandbox/nets.py", "sandbox/protocol.py",
+           "sandbox/child.py", "sandbox/errors.py", "sandbox/nets.py", "sandbox/protocol.py", "sandbox/values.py",
            "submission/__init__.py", "submission/notebook.py", "submission/answers.py", "submission/images.py"]
-SHIPPED_MODULES = {"grader", "grader.engine", "grader.metrics", "grader.redact", "grader.results", "grader.rubric", "grader.trace",
-                   "grader.roles", "grader.checks", "grader.checks.interface", "grader.signatures",
+SHIPPED_MODULES = {"grader", "grader.engine", "grader.kinds", "grader.metrics", "grader.redact", "grader.results", "grader.rubric", "grader.trace",
+                   "grader.roles", "grader.checks", "grader.checks.inputs", "grader.checks.interface", "grader.checks.runners", "grader.signatures",
                    "grader.sandbox",
-                   "grader.sandbox.child", "grader.sandbox.errors", "grader.sandbox.nets", "grader.sandbox.protocol",
+                   "grader.sandbox.child", "grader.sandbox.errors", "grader.sandbox.nets", "grader.sandbox.protocol", "grader.sandbox.values",
                    "grader.sandbox.client", "grader.checks.standins", "grader.sandbox.standins",
                    "grader.submission", "grader.submission.notebook",
                    "grader.submission.answers", "grader.submission.images",
@@ -289,7 +289,7 @@ def release_rubric_json(rubric: Rubric, checks_module: str, not_offline: dict | 
         "assignment": {"id": rubric.id, "title": rubric.title, "course": rubric.course, "module": rubric.module,
                        "answers": rubric.answers, "checks": checks_module},
         "limits": dataclasses.asdict(rubric.limits),
-        "checks": [{"id": c.id, "name": c.name, "component": c.component, "check": c.check, "points": c.points,
+        "checks": [{"id": c.id, "name": c.name, "component": c.component, "check": c.check, "kind": c.kind, "points": c.points,
                     "visibility": "public", "rtol": c.rtol, "atol": c.atol, "rtol64": c.rtol64, "atol64": c.atol64, "hint": c.hint, "tags": list(c.tags),
                     "offline": c.id not in not_offline}
                    for c in rubric.checks if c.public],
@@ -331,20 +331,18 @@ def record(rubric: Rubric, checks_file: Path, subjects: list[Path]) -> tuple[dic
     records: dict[str, dict] = {c.id: {} for c in public}
     arrays: dict[str, np.ndarray] = {}
     results, asked = {}, {}
-    original = engine.CheckContext
-    engine.CheckContext = RecordingContext
     try:
         for subject in subjects:
             runs.clear()
-            options = engine.GradeOptions(public_only=True, device="cpu", write_figures=False)
-            results[str(subject)] = engine.grade_submission(subject, rec_rubric, options)
+            options = engine.GradeOptions(public_only=True, device="cpu", write_figures=False,
+                                          secret="")  # the published inputs: the bundle replays them
+            results[str(subject)] = engine.grade_submission(subject, rec_rubric, options, context=RecordingContext)
             asked[str(subject)] = {}
             for check_id, recorder in runs:
                 merge(records[check_id], recorder.export())
                 arrays.update(recorder.arrays)
                 asked[str(subject)].setdefault(check_id, set()).update(recorder.records)
     finally:
-        engine.CheckContext = original
         sys.modules.pop(mod_name, None)
     return records, arrays, results, asked
 

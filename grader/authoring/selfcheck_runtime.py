@@ -44,8 +44,8 @@ def _rubric(meta):
     from grader.rubric import CheckSpec, Limits, Rubric
 
     class BundleRubric(Rubric):
-        def check_function(self, spec):
-            fn = Rubric.check_function(self, spec)
+        def check_function(self, spec, shared=None):
+            fn = Rubric.check_function(self, spec, shared=shared)
 
             def guarded(ctx):
                 ok = False
@@ -77,7 +77,8 @@ def _rubric(meta):
     checks = tuple(CheckSpec(id=c["id"], name=c["name"], component=c["component"], check=c["check"],
                              points=float(c["points"]), visibility="public", rtol=c["rtol"], atol=c["atol"],
                              rtol64=c.get("rtol64"), atol64=c.get("atol64"),
-                             hint=c.get("hint", ""), tags=tuple(c.get("tags", ()))) for c in meta["checks"]
+                             hint=c.get("hint", ""), tags=tuple(c.get("tags", ())), kind=c.get("kind", ""))
+                   for c in meta["checks"]
                    if c.get("offline", True))
     return BundleRubric(id=a["id"], title=a["title"], course=a.get("course", ""), module=a["module"],
                         reference="grader.authoring.replay", checks_module=a["checks"], mistakes_module="",
@@ -90,8 +91,8 @@ def _gradient_missing(ctx) -> bool:
     return bool(getattr(session, "gradient_not_recorded", False))
 
 
-def _install_replay(records, arrays) -> None:
-    from grader import engine
+def _replay_context(records, arrays):
+    """The check context of the offline self-check: the reference answers from the recorded values."""
     from grader.authoring.replay import ReplayRef
     from grader.checks import CheckContext
 
@@ -113,7 +114,7 @@ def _install_replay(records, arrays) -> None:
             finally:
                 self.asked_variants = asked
 
-    engine.CheckContext = ReplayContext
+    return ReplayContext
 
 
 def _outside_modules() -> list[str]:
@@ -161,13 +162,14 @@ def main(argv=None) -> int:
 
     meta, records, arrays = _load()
     rubric = _rubric(meta)
-    _install_replay(records, arrays)
+    context = _replay_context(records, arrays)
     only = [t.strip() for t in args.only.split(",") if t.strip()]
     with tempfile.TemporaryDirectory(prefix="selfcheck-") as tmp:
         folder = _submission(Path(args.path), rubric.module, Path(tmp))
         try:
             result = grade_submission(folder, rubric, GradeOptions(only=only, public_only=True, device=args.device,
-                                                                   write_figures=False, namespaces=False))
+                                                                   write_figures=False, namespaces=False, secret=""),
+                                      context=context)
         except GradingError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -16,9 +16,7 @@ the mutant library knows it or not. Rules: docs/grading.md.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
-import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,19 +25,21 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from grader.checks.standins import MAX_LAYERS, StandInServer, tag, upstream_targets
+from grader.checks.inputs import check_seed
+from grader.checks.standins import MAX_LAYERS, StandInServer, new_handle, tag, upstream_targets
 from grader.rubric import CheckSpec, Mistake, Rubric
+from grader.sandbox import values
 from grader.sandbox.client import Sandbox
 from grader.sandbox.errors import StudentException
 
-_NEW = itertools.count(1)
 SEPARATION = 5.0  # a named mistake's prediction is this many tolerances from the correct value and the others
 
 
 def isolate(spec: CheckSpec) -> bool:
-    """Whether a check runs the student's code with stand-ins for the other components (all unit
-    checks; not the model-level ones, which train and evaluate the student's whole model)."""
-    return spec.component != "model"
+    """Whether a check runs the student's code with stand-ins for the other components (its kind's
+    `isolated`: unit, interface and property checks; not the model-level ones, which train and
+    evaluate the student's whole model)."""
+    return spec.kind_info.isolated
 
 
 class StudentValueError(Exception):
@@ -79,6 +79,7 @@ class Session:
     figures: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     remaining_s: "Callable[[], float]" = lambda: float("inf")
+    secret: str = ""  # what every check's inputs derive from (grader/checks/inputs.py); "": the published inputs
 
 
 class CheckContext:
@@ -99,7 +100,7 @@ class CheckContext:
         self.not_judged = 0  # cases left out for a parameter the student's signature lacks (see notes)
         self.lenient_interface = False  # re-run: call without the lacking parameters (`_lenient_outcome`)
         self.nothing_judged = False  # every case needed a parameter the student's signature lacks
-        seed = int.from_bytes(hashlib.sha256(spec.id.encode()).digest()[:4], "little")
+        seed = check_seed(self.session.secret, spec.id)  # unknown to the child before this check sends it
         self.rng = np.random.default_rng(seed)
         self.seed = seed
         self.specs: dict[str, dict] = {}  # handle -> `__new__` spec of the student objects built by this check
@@ -177,7 +178,7 @@ class CheckContext:
             # a constructor that fails still leaves the methods checkable: the child completes the
             # object with the specified layers (plain descriptions), which stand in anyway
             spec["layers"] = self._specified_layers(cls, args, kwargs)
-        value = tag({"__new__": spec}, self.specs, handle=f"{name}#{next(_NEW)}")
+        value = tag({"__new__": spec}, self.specs, handle=new_handle())
         self.stand_ins.forget(name)
         self.specs[name] = value["__new__"]  # `{"__ref__": name}` arguments find their twin too
         reply = self.sandbox.request({"op": "new", "name": name, "value": value, "seed": self.seed},
@@ -551,10 +552,10 @@ def tensor(reply_value, what: str, dtype: str | None = None, finite: bool = Fals
     `finite=True` (statistical checks, whose tests compare with NaN as False and so would pass a
     NaN) also insists that every value is finite."""
     v = reply_value
-    if isinstance(v, dict) and "__tensor__" in v:
+    if isinstance(v, dict) and values.TENSOR in v:
         if dtype is not None and v["dtype"] != dtype:
             raise StudentValueError(f"{what} returned a {v['dtype']} tensor for {dtype} inputs (keep the inputs' dtype)")
-        a = v["__tensor__"]
+        a = v[values.TENSOR]
         if finite:
             require_finite(a, what)
         return a
@@ -572,21 +573,21 @@ def require_finite(a, what: str) -> None:
 
 def sequence(reply_value, what: str, length: int) -> list:
     v = reply_value
-    if isinstance(v, dict) and "__seq__" in v and v["len"] == length:
-        return v["__seq__"]
+    if isinstance(v, dict) and values.SEQ in v and v["len"] == length:
+        return v[values.SEQ]
     raise StudentValueError(f"{what} must return a tuple/list of {length} tensors, but returned {describe(v)}")
 
 
 def describe(v) -> str:
     if isinstance(v, dict):
-        if "__tensor__" in v:
-            return f"a {v['dtype']} tensor of shape {tuple(v['__tensor__'].shape)}"
-        if "__numpy__" in v:
-            return f"a numpy.ndarray of shape {v['__numpy__'].shape} (convert with torch operations, not numpy)"
-        if "__seq__" in v:
+        if values.TENSOR in v:
+            return f"a {v['dtype']} tensor of shape {tuple(v[values.TENSOR].shape)}"
+        if values.NUMPY in v:
+            return f"a numpy.ndarray of shape {v[values.NUMPY].shape} (convert with torch operations, not numpy)"
+        if values.SEQ in v:
             return f"a {v['kind']} of length {v['len']}"
-        if "__object__" in v:
-            return f"an object of type {v['__object__']}"
+        if values.OBJECT in v:
+            return f"an object of type {v[values.OBJECT]}"
     if v is None:
         return "None (did you forget `return`?)"
     return f"a Python {type(v).__name__} ({v!r})"[:200]

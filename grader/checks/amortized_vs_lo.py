@@ -645,7 +645,7 @@ def settings(rubric, session=None) -> dict:
 
 def preflight(rubric, session, selected) -> None:
     """Before grading: bad [model] settings or a missing data folder are the instructor's to fix."""
-    if any(c.component == "model" for c in selected):
+    if any(c.kind == "model" for c in selected):
         from grader.data import load_dataset
 
         load_dataset(settings(rubric, session)["data"])

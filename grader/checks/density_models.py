@@ -621,7 +621,7 @@ def settings(ctx_or_rubric, session=None) -> dict:
 
 def preflight(rubric, session, selected=None) -> None:
     """Fail early (before the sandbox starts) on bad [model] settings or data."""
-    if selected is not None and not any(spec.component == "model" for spec in selected):
+    if selected is not None and not any(spec.kind == "model" for spec in selected):
         return
     s = settings(rubric, session)
     _data(s)

@@ -482,7 +482,7 @@ def settings(rubric, session=None) -> dict:
 
 def preflight(rubric, session, selected) -> None:
     """Before grading: model-level checks need the 8×8 digits (the autoencoder's input shape)."""
-    if not any(spec.component == "model" for spec in selected):
+    if not any(spec.kind == "model" for spec in selected):
         return
     s = settings(rubric, session)
     from grader.data import load_dataset

@@ -14,35 +14,50 @@ keeps the spec and builds a *twin* from the reference's class of the same name o
 
 from __future__ import annotations
 
-import itertools
 import math
+import secrets
 
 import numpy as np
 import torch
 
 from grader import roles
 from grader.signatures import bind, read_signature
-from grader.sandbox import nets
+from grader.sandbox import nets, values
 from grader.sandbox.standins import layers
 
-MAX_UPCALL_ELEMENTS = 20_000_000  # a proxy's arguments larger than this are refused (memory of the grader)
+MAX_UPCALL_ELEMENTS = 4_000_000  # a proxy's arguments larger than this are refused (memory of the grader)
 MAX_UPCALL_INT = 1_000_000  # larger integers (sizes, counts) are refused for the same reason
 MAX_LAYERS = 500  # an object with more layers is not matched by role (its own layers run)
-_HANDLES = itertools.count(1)
+MAX_TAPE_BYTES = 64 * 1024 * 1024  # arrays kept for gradients (inputs + outputs of taped upcalls) per call
+MAX_TAPES = 1000  # taped upcalls per call
+
+# What the child hears when the reference cannot answer: fixed sentences, never text derived from a
+# reference object (its repr, str or exception messages could carry its code, constants or values).
+REFERENCE_FAILED = "the correct implementation cannot be evaluated on these arguments either"
+TOO_MUCH_GRADIENT = "too many values with gradients in one call: the grader keeps at most 64 MiB of them"
+BAD_UPCALL = "malformed stand-in request"
+
+
+def new_handle() -> str:
+    """An opaque id for an object the grader hands out: unguessable, and names nothing of the reference."""
+    return "h" + secrets.token_hex(8)
 
 
 def upstream_targets(rubric, ref, component: str) -> list[str]:
     """The dotted names (in the submission's module) that stand in while `component` is checked:
-    every other component's function or method; a component naming a class contributes the
-    methods the reference class defines itself (constructors and the class's other components'
-    methods excluded); a constructor component ("Class.__init__") contributes itself: the layers
-    it built stand in. The "model" component (whole trained models) contributes nothing."""
-    targets = rubric.component_targets
+    the other components upstream of it, i.e. whose name the reference's code of `component` uses,
+    directly or through the reference code it calls (`_reachable_names`); a component naming a
+    class contributes the methods the reference class defines itself (constructors and the class's
+    other components' methods excluded); a constructor component ("Class.__init__") contributes
+    itself: the layers it built stand in. Model-level components (whole trained models) contribute
+    nothing. Answering only upstream calls means the check of a component cannot ask for the
+    reference's value of a component built on top of it (which would give its own answer away)."""
+    targets = rubric.code_targets
     own = targets.get(component, "")
-    explicit = set(targets.values())
+    explicit = set(rubric.component_targets.values())
     out: list[str] = []
     for tag, target in targets.items():
-        if tag == component or tag == "model" or target == own or not target:
+        if tag == component or target == own or not target:
             continue
         obj = _resolve(ref, target)
         if isinstance(obj, type):
@@ -54,8 +69,65 @@ def upstream_targets(rubric, ref, component: str) -> list[str]:
                     out.append(dotted)
         elif obj is not None:
             out.append(target)  # "Class.__init__": the layers it built stand in (grader/sandbox/standins.py)
+    used = _reachable_names(ref, own) if own else None
+    owner = _resolve(ref, own.rpartition(".")[0]) if "." in own else None
+    if used is not None and isinstance(owner, type):
+        # a method's check also calls the class's methods that are no component of their own (e.g. an
+        # `elbo` built on the `posterior` under test); a constructor's check exercises its layers through all
+        for name in vars(owner):
+            dotted = f"{own.rpartition('.')[0]}.{name}"
+            if own.endswith(".__init__") or (dotted not in explicit and not name.startswith("__")):
+                used |= {name} | (_reachable_names(ref, dotted) or set())
+
+    def upstream(t: str) -> bool:
+        if used is None or t.endswith(".__init__") or t.rpartition(".")[2] in used:
+            return True
+        # calling a module (`self.encoder(x)`) runs its `forward`, named nowhere: a `forward` stands in
+        # unless it is downstream, i.e. its own code reaches the component under test
+        return t.endswith(".forward") and not (_reachable_names(ref, t) or set()) & _own_names(ref, own)
+
     # the own component's methods never stand in (a class component owns all its methods)
-    return sorted(t for t in set(out) if not (own and (t == own or t.startswith(own + "."))))
+    return sorted(t for t in set(out) if not (own and (t == own or t.startswith(own + "."))) and upstream(t))
+
+
+def _own_names(ref, own: str) -> set[str]:
+    """The names by which reference code reaches the component `own`: its function or method name, or
+    a class's name and the names of its own methods (`forward` excepted: every module has one)."""
+    obj = _resolve(ref, own)
+    if isinstance(obj, type):
+        return {own.rpartition(".")[2]} | {n for n in vars(obj) if not n.startswith("_") and n != "forward"}
+    return {own.rpartition(".")[2]} - {"forward"} if not own.endswith(".forward") else {own.partition(".")[0], "forward"}
+
+
+def _reachable_names(ref, target: str) -> "set[str] | None":
+    """Every name (global or attribute) used by the reference's code of `target` and by the reference
+    functions and methods it can reach by those names; None when `target` has no code to read (then
+    every other component stands in, as before)."""
+    start = _resolve(ref, target)
+    if start is None:
+        return None
+    module = getattr(ref, "__name__", "")
+    by_leaf: dict[str, list] = {}  # method name -> the reference classes' functions of that name
+    for cls in vars(ref).values():
+        if isinstance(cls, type) and cls.__module__ == module:
+            for leaf, member in vars(cls).items():
+                by_leaf.setdefault(leaf, []).append(member)
+    seen: set[str] = set()
+    todo, done = [start], set()
+    while todo:
+        obj = todo.pop()
+        if id(obj) in done:
+            continue
+        done.add(id(obj))
+        for name in _code_names(obj):
+            if name in seen:
+                continue
+            seen.add(name)
+            found = vars(ref).get(name)
+            if found is not None and getattr(found, "__module__", None) == module:
+                todo.append(found)
+            todo += by_leaf.get(name, [])
+    return seen
 
 
 def _resolve(ref, dotted: str):
@@ -65,6 +137,27 @@ def _resolve(ref, dotted: str):
         if obj is None:
             return None
     return obj
+
+
+def _code_names(obj) -> set[str]:
+    """The names a function, method, property or class (all its own members) refers to in its code."""
+    if isinstance(obj, type):
+        out: set[str] = set()
+        for member in vars(obj).values():
+            out |= _code_names(member)
+        return out
+    if isinstance(obj, (staticmethod, classmethod)):
+        obj = obj.__func__
+    if isinstance(obj, property):
+        return set().union(*(_code_names(f) for f in (obj.fget, obj.fset) if f is not None))
+    code = getattr(obj, "__code__", None)
+    out = set()
+    stack = [code] if code is not None else []
+    while stack:
+        c = stack.pop()
+        out.update(c.co_names)
+        stack += [k for k in c.co_consts if hasattr(k, "co_names")]
+    return out
 
 
 def map_layers(student: list, specified: list) -> dict[str, str]:
@@ -89,14 +182,14 @@ def map_layers(student: list, specified: list) -> dict[str, str]:
 def tag(value, specs: dict, handle: str | None = None):
     """Give every `__new__` spec in `value` a handle (recorded in `specs`); returns the tagged copy."""
     if isinstance(value, dict):
-        if "__new__" in value:
-            spec = dict(value["__new__"])
-            h = handle or f"h{next(_HANDLES)}"
+        if values.NEW in value:
+            spec = dict(value[values.NEW])
+            h = handle or new_handle()
             spec["args"] = [tag(a, specs) for a in spec.get("args", [])]
             spec["kwargs"] = {k: tag(v, specs) for k, v in (spec.get("kwargs") or {}).items()}
             spec["handle"] = h
             specs[h] = spec
-            return {"__new__": spec}
+            return {values.NEW: spec}
         return {k: tag(v, specs) for k, v in value.items()}
     if isinstance(value, list):
         return [tag(v, specs) for v in value]
@@ -118,6 +211,7 @@ class StandInServer:
         self.names = set(names)
         self.twins: dict[str, object] = {}
         self.tapes: dict[int, tuple[list, list]] = {}
+        self.tape_bytes = 0  # inputs and outputs of the taped upcalls of the current call (MAX_TAPE_BYTES)
         self.used: set[str] = set()
         # per object handle: specified layers that answered for the student's, and the student's
         # layers without a specified counterpart (they ran as written)
@@ -126,21 +220,26 @@ class StandInServer:
 
     def reset_call(self) -> None:
         self.tapes.clear()
+        self.tape_bytes = 0
 
     def forget(self, handle: str) -> None:
         self.twins.pop(handle, None)
 
     # ---- twins ----------------------------------------------------------------------------
     def twin(self, handle: str):
-        """The reference's counterpart of the student's object known as `handle` ("h3", "vae/encoder")."""
-        base, _, path = handle.partition("/")
+        """The reference's counterpart of the student's object known as `handle`: an id this grader
+        handed out (`new_handle`, or a `ctx.new` name), optionally "/<submodule>" for a submodule
+        of the object the student built (e.g. "h3a…/encoder"). The submodule part is looked up in
+        the twin's own table of submodules (`named_modules`), never by attribute access, so no
+        handle reaches an attribute of a reference object (`__class__`, `__code__`, globals...)."""
+        base, _, path = str(handle).partition("/")
         if base not in self.twins:
             spec = self.specs.get(base)
             if spec is None:
-                raise LookupError(f"unknown object {base!r}")
+                raise LookupError("unknown object")
             cls = getattr(self.ref, str(spec["class"]), None)
             if not isinstance(cls, type):
-                raise LookupError(f"the reference has no class {spec['class']!r}")
+                raise LookupError("no such class")
             # building must not move the RNG the stand-ins draw from (nn.Linear initialises randomly)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
@@ -151,11 +250,12 @@ class StandInServer:
                 _copy_into(obj, name, v)
             self.twins[base] = obj
         obj = self.twins[base]
-        for part in filter(None, path.split(".")):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                raise LookupError(f"the reference's object has no `{path}`")
-        return obj
+        if not path:
+            return obj
+        sub = dict(obj.named_modules()).get(path) if isinstance(obj, torch.nn.Module) and path else None
+        if sub is None:
+            raise LookupError("no such submodule")
+        return sub
 
     def _value(self, v):
         if isinstance(v, np.ndarray):
@@ -163,20 +263,24 @@ class StandInServer:
         if isinstance(v, list):
             return [self._value(x) for x in v]
         if isinstance(v, dict):
-            if "__net__" in v:
+            if values.NET in v:
                 dtype = {"float32": torch.float32, "float64": torch.float64}[v.get("dtype", "float32")]
-                return nets.build(v["__net__"], self.device, dtype)
-            if "__new__" in v:
-                return self.twin(v["__new__"]["handle"])
-            if "__ref__" in v:
-                return self.twin(v["__ref__"])
-            if "__tuple__" in v:
-                return tuple(self._value(x) for x in v["__tuple__"])
+                return nets.build(v[values.NET], self.device, dtype)
+            if values.NEW in v:
+                return self.twin(v[values.NEW]["handle"])
+            if values.REF in v:
+                return self.twin(v[values.REF])
+            if values.TUPLE in v:
+                return tuple(self._value(x) for x in v[values.TUPLE])
             return {k: self._value(x) for k, x in v.items()}
         return v
 
     # ---- upcalls --------------------------------------------------------------------------
     def __call__(self, message: dict) -> dict:
+        try:
+            values.upcall(message)  # (the sandbox's client checked it already; the in-process self-check did not)
+        except values.Malformed:
+            return {"ok": False, "error": BAD_UPCALL}
         if (message.get("upcall") or {}).get("note") == "own_layout":
             # the child saw the student's own layout of an upstream value, with other values
             self.own_layouts.add(str(message["upcall"].get("name")))
@@ -190,13 +294,18 @@ class StandInServer:
             return self._backward(message["upcall_backward"])
         except _Fallback:
             return {"ok": False, "fallback": True}
+        except Refused as e:  # the grader's own reason (sizes, counts): its words, nothing of the reference
+            return {"ok": False, "error": e.sentence}
         except Exception as e:  # the reference fails on these arguments: the caller's mistake
-            return {"ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
+            # Only a fixed sentence goes back: the exception's text comes from reference code and
+            # could carry its constants, shapes or reprs. The builtin class name is kept: it helps and says nothing.
+            kind = type(e).__name__ if type(e).__module__ == "builtins" else "error"
+            return {"ok": False, "error": f"{REFERENCE_FAILED} ({kind})"}
 
     def _forward(self, msg: dict) -> dict:
         name = str(msg.get("name"))
-        if name not in self.names:
-            return {"ok": False, "error": f"`{name}` does not stand in here"}
+        if name not in self.names:  # not upstream of this check's component: the student's own code runs
+            raise _Fallback
         leaves: dict[int, torch.Tensor] = {}
         self._grad_maps = {}  # leaf -> the gradient in the student's parametrisation (roles)
         grad = bool(msg.get("grad"))
@@ -235,9 +344,14 @@ class StandInServer:
             return {"ok": True, "structure": "value", "value": out if not isinstance(out, float) or math.isfinite(out)
                     else None, "outputs": []}
         else:
-            raise TypeError(f"the reference's {name} returned {type(out).__name__}")
+            raise TypeError("the reference returned something that is not a tensor")
         reply = {"ok": True, "structure": structure, "outputs": [_numpy(o) for o in outs], "tape": None}
         if grad and any(o.requires_grad for o in outs):
+            # the graph is kept until the call ends (for the child's backward): bounded per call
+            need = sum(t.numel() * t.element_size() for t in [*outs, *leaves.values()])
+            if len(self.tapes) >= MAX_TAPES or self.tape_bytes + need > MAX_TAPE_BYTES:
+                raise Refused(TOO_MUCH_GRADIENT)
+            self.tape_bytes += need
             tape = len(self.tapes) + 1
             order = [leaves.get(i) for i in range(max(leaves, default=-1) + 1)]
             self.tapes[tape] = (outs, order, dict(self._grad_maps))
@@ -264,7 +378,7 @@ class StandInServer:
         """The twin's layer playing the role of the student's layer `info["path"]` (map_layers), with
         the student's values where a parameter has the specified name and shape; the others keep the
         check's values (a constructor's mistake, charged on the constructor's own check)."""
-        base, _, _ = str(entry.get("__handle__", "")).partition("/")
+        base, _, _ = str(entry.get(values.HANDLE, "")).partition("/")
         twin = self.twin(base)
         inventory = info.get("inventory") or []
         if not isinstance(inventory, list) or len(inventory) > MAX_LAYERS:
@@ -310,22 +424,22 @@ class StandInServer:
 
     def _decode(self, v, leaves: dict, grad: bool, size: list):
         if isinstance(v, dict):
-            if "__tensor__" in v:
-                a = np.asarray(v["__tensor__"])
+            if values.TENSOR in v:
+                a = np.asarray(v[values.TENSOR])
                 size[0] += a.size
                 if size[0] > MAX_UPCALL_ELEMENTS:
-                    raise ValueError("the arguments are too large")
+                    raise Refused(f"the arguments are too large (the grader allows {MAX_UPCALL_ELEMENTS:,} numbers)")
                 t = torch.from_numpy(a.copy()).to(self.device)
                 if "leaf" in v and t.is_floating_point():
                     if grad:
                         t.requires_grad_(True)
                     leaves[int(v["leaf"])] = t
                 return t
-            if "__seq__" in v:
-                items = [self._decode(x, leaves, grad, size) for x in v["__seq__"]]
+            if values.SEQ in v:
+                items = [self._decode(x, leaves, grad, size) for x in v[values.SEQ]]
                 return tuple(items) if v.get("kind") == "tuple" else items
-            if "__handle__" in v:
-                handle = str(v["__handle__"])
+            if values.HANDLE in v:
+                handle = str(v[values.HANDLE])
                 obj = self.twin(handle)
                 if isinstance(obj, torch.nn.Module):
                     # an object whose constructor stands in keeps the check's values where the
@@ -333,12 +447,12 @@ class StandInServer:
                     base = self.twin(handle.partition("/")[0])
                     self._mirror(obj, v, leaves, grad, strict=f"{type(base).__name__}.__init__" not in self.names)
                 return obj
-            raise ValueError("unexpected argument")
+            raise Refused(BAD_UPCALL)
         if type(v) is int and abs(v) > MAX_UPCALL_INT:  # e.g. a sample count: the grader would allocate it
-            raise ValueError(f"the integer argument {v} is larger than the grader allows ({MAX_UPCALL_INT:,})")
+            raise Refused(f"an integer argument is larger than the grader allows ({MAX_UPCALL_INT:,})")
         if v is None or type(v) in (bool, int, float, str):
             return v
-        raise ValueError("unexpected argument")
+        raise Refused(BAD_UPCALL)
 
 
 def _same(g: np.ndarray) -> np.ndarray:
@@ -382,6 +496,14 @@ def _by_role(own: dict, state: dict) -> tuple[dict, dict]:
             mapped[mine.logits] = (twin.logits, lambda g, m=mine: np.asarray(g).reshape(m.logits_shape))
         return out, mapped
     raise _Fallback
+
+
+class Refused(Exception):
+    """The grader will not serve this upcall; `sentence` (the grader's own words) is what the child hears."""
+
+    def __init__(self, sentence: str):
+        super().__init__(sentence)
+        self.sentence = sentence
 
 
 class _Fallback(Exception):

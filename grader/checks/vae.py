@@ -775,5 +775,5 @@ def check_elbo_gradients(ctx: CheckContext) -> None:
 
 def preflight(rubric, session, selected) -> None:
     """Before grading: when model-level checks are selected, make sure their data set loads."""
-    if any(spec.component == "model" for spec in selected):
+    if any(spec.kind == "model" for spec in selected):
         model_level.preflight(rubric, session)

@@ -20,12 +20,10 @@ from grader.mutation.operators import solution_ranges
 def component_of(qualname: str, targets: dict[str, str]) -> str | None:
     """The rubric component whose [components] target is `qualname` or its class (the most specific wins).
 
-    The model-level component ("model") is never the answer: it grades a trained model, not code.
+    Pass `rubric.code_targets`: a model-level component is never the answer (it grades a trained model, not code).
     """
     best, best_len = None, -1
     for tag, target in targets.items():
-        if tag == "model":
-            continue
         if (qualname == target or qualname.startswith(target + ".")) and len(target) > best_len:
             best, best_len = tag, len(target)
     return best

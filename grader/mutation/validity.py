@@ -100,7 +100,7 @@ class Study:
         """(mutant, component) for every mutant of a function a unit-graded component owns."""
         if self._mutants is not None:
             return list(self._mutants)
-        targets = self.rubric.component_targets
+        targets = self.rubric.code_targets
         out = []
         for m in mutants(self.reference_source):
             comp = component_of(m.qualname, targets)
@@ -146,7 +146,7 @@ class Study:
         return folder
 
     def _grade(self, folder: Path):
-        only = [c for c in self.rubric.components if self.model or c != "model"]
+        only = self.rubric.components if self.model else self.rubric.components_where(lambda k: k.mutable)
         options = GradeOptions(only=only, write_figures=False, device="cpu",
                                model_overrides=dict(TINY_MODEL) if self.model else {})
         return grade_submission(folder, self.rubric, options)

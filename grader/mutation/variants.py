@@ -34,7 +34,7 @@ class Variant:
 
 
 def _graded_functions(rubric: Rubric) -> set[str]:
-    return {t for tag, t in rubric.component_targets.items() if tag != "model" and "." not in t}
+    return {t for t in rubric.code_targets.values() if "." not in t}
 
 
 class _RenameParams(ast.NodeTransformer):
@@ -107,9 +107,7 @@ def _graded_methods(rubric: Rubric) -> dict[str, set[str]]:
     """{class: method names} the rubric grades: a class target's methods, "Class.method" targets and
     the [interface] table's methods (constructors excluded: the template gives them)."""
     out: dict[str, set[str]] = {}
-    for tag, t in rubric.component_targets.items():
-        if tag == "model":
-            continue
+    for t in rubric.code_targets.values():
         cls, _, method = t.partition(".")
         if method and method != "__init__":
             out.setdefault(cls, set()).add(method)

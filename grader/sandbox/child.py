@@ -31,6 +31,8 @@ import torch
 
 from grader.sandbox import isolation, nets, protocol
 from grader.sandbox.standins import StandIns, layers
+from grader.sandbox.values import NET, NEW, REF, TUPLE, export
+from grader.sandbox.values import to_numpy as _to_numpy
 
 MAX_TEXT = 4000
 
@@ -58,14 +60,14 @@ class Child:
         if isinstance(v, list):
             return [self.materialize(x) for x in v]
         if isinstance(v, dict):
-            if "__net__" in v:
-                return nets.build(v["__net__"], self.device, _dtype(v.get("dtype", "float32")))
-            if "__ref__" in v:
-                return self.objects[v["__ref__"]]
-            if "__new__" in v:
-                return self.construct(v["__new__"])
-            if "__tuple__" in v:
-                return tuple(self.materialize(x) for x in v["__tuple__"])
+            if NET in v:
+                return nets.build(v[NET], self.device, _dtype(v.get("dtype", "float32")))
+            if REF in v:
+                return self.objects[v[REF]]
+            if NEW in v:
+                return self.construct(v[NEW])
+            if TUPLE in v:
+                return tuple(self.materialize(x) for x in v[TUPLE])
             return {k: self.materialize(x) for k, x in v.items()}
         return v
 
@@ -299,38 +301,6 @@ def _manual_seed(seed: int, device: torch.device) -> None:
 
 def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[name]
-
-
-def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    with torch._C.DisableTorchFunctionSubclass():
-        t = torch.Tensor.detach(t)
-        if t.dtype == torch.bfloat16:
-            t = t.float()
-        return torch.Tensor.numpy(torch.Tensor.contiguous(torch.Tensor.cpu(t))).copy()
-
-
-def export(o, depth: int = 0):
-    """A student's return value as plain data, with what the grader needs to judge its type."""
-    if depth > 4:
-        return {"__object__": "nested too deep"}
-    if isinstance(o, torch.Tensor):
-        with torch._C.DisableTorchFunctionSubclass():
-            return {
-                "__tensor__": _to_numpy(o),
-                "dtype": str(o.dtype).replace("torch.", ""),
-                "device": str(o.device),
-                "requires_grad": bool(torch.Tensor.requires_grad.__get__(o)),
-                "subclass": None if type(o) in (torch.Tensor, torch.nn.Parameter) else type(o).__name__,
-            }
-    if isinstance(o, np.ndarray):
-        if o.dtype.name in protocol.ALLOWED_DTYPES:
-            return {"__numpy__": np.array(o, copy=True)}
-        return {"__object__": f"numpy array of dtype {o.dtype}"}
-    if isinstance(o, (bool, int, float)) and type(o) in (bool, int, float):
-        return o
-    if isinstance(o, (list, tuple)) and type(o) in (list, tuple):
-        return {"__seq__": [export(x, depth + 1) for x in o[:64]], "kind": type(o).__name__, "len": len(o)}
-    return {"__object__": type(o).__module__ + "." + type(o).__qualname__}
 
 
 def describe_exception(e: BaseException, scratch: str) -> dict:

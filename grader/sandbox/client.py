@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from grader import trace
-from grader.sandbox import protocol
+from grader.sandbox import protocol, values
 from grader.sandbox.errors import (  # noqa: F401  (re-exported: the engine and checks import them from here)
     MAX_OUTPUT_BYTES, IsolationUnavailable, SandboxConfig, SandboxUnavailable, missing_protections, StudentCodeError, StudentCrash, StudentException,
     StudentTimeout,
@@ -35,6 +35,11 @@ from grader.sandbox.errors import (  # noqa: F401  (re-exported: the engine and 
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_COPY_BYTES = 200 * 1024 * 1024  # a submission folder larger than this is not copied whole
+# What one request may ask of the grader through upcalls (stand-ins, grader/checks/standins.py). A
+# unit check's calls make a few dozen upcalls of a few KiB; beyond these the child is killed.
+MAX_UPCALLS_PER_REQUEST = 5000
+MAX_UPCALL_BYTES = 64 * 1024 * 1024  # one upcall message
+MAX_UPCALL_TOTAL_BYTES = 512 * 1024 * 1024  # all the upcall messages of one request
 
 
 class Zygote:
@@ -162,14 +167,17 @@ class Zygote:
 def _fork_here_is_safe() -> bool:
     """True when a zygote forked off this process inherits nothing a student must not see or break.
 
-    - no GRADEKIT_SECRET* variable: a fork keeps the process's memory, where os.environ's strings
-      (and the original environment block) would stay readable; the spawned zygote gets an
-      environment without them instead;
+    - no GRADEKIT_SECRET* variable and no `--seed` on the command line: a fork keeps the process's
+      memory, where os.environ's strings, sys.argv (and the original environment and argument
+      blocks) would stay readable; the spawned zygote gets an environment without them instead,
+      and its own argv (grader/checks/inputs.py);
     - nothing of the grader's loaded yet (reference, rubric, checks, engine);
     - one Python thread (native BLAS pools, as in the spawned zygote, are fork-safe)."""
     if not hasattr(os, "fork") or sys.platform == "darwin":
         return False
     if any(k.startswith("GRADEKIT_SECRET") for k in os.environ):
+        return False
+    if any(a == "--seed" or a.startswith("--seed=") for a in sys.argv):
         return False
     loaded = ("reference", "rubrics", "grader.checks", "grader.engine", "grader.rubric")
     if any(m == p or m.startswith(p + ".") for m in sys.modules for p in loaded):
@@ -302,7 +310,7 @@ class Sandbox:
         trace.mark("child forked by the zygote")
         deadline = time.monotonic() + self.config.load_timeout_s
         while True:
-            msg = self._recv(deadline, during="starting the sandbox")
+            msg, _ = self._recv(deadline, during="starting the sandbox")
             if "init_pid" in msg:
                 self.pids.append(int(msg["init_pid"]))
             if "protections" in msg:
@@ -386,27 +394,48 @@ class Sandbox:
                 raise self.load_error
         t_request = time.perf_counter()
         self.stats["requests"] += 1
+        # ONE deadline for the whole request: serving upcalls and slow or trickled messages count against it
+        deadline = time.monotonic() + timeout
+        during = f"{req.get('op')} {_label(req)}"
         try:
-            protocol.send(self.sock, req)
+            protocol.send(self.sock, req, deadline=deadline)
+        except TimeoutError:
+            self.kill()
+            raise StudentTimeout(f"did not finish within the time limit while {during}; the process was killed") from None
         except OSError:
             raise self._death("while receiving a request") from None
-        deadline = time.monotonic() + timeout
+        upcalls, upcall_bytes = 0, 0
         while True:
             try:
-                reply = self._recv(deadline, during=f"{req.get('op')} {_label(req)}")
+                reply, size = self._recv(deadline, during=during)
             finally:
                 self.stats["request_s"] += time.perf_counter() - t_request
             if "upcall" not in reply and "upcall_backward" not in reply:
                 break
+            self._checked(values.upcall, reply, during)
+            upcalls, upcall_bytes = upcalls + 1, upcall_bytes + size
+            if upcalls > MAX_UPCALLS_PER_REQUEST or size > MAX_UPCALL_BYTES or upcall_bytes > MAX_UPCALL_TOTAL_BYTES:
+                self.kill()
+                raise StudentCrash(
+                    f"your code asked the grader for stand-in values too often or with too much data while {during} "
+                    f"(at most {MAX_UPCALLS_PER_REQUEST:,} calls, {MAX_UPCALL_BYTES >> 20} MiB each and "
+                    f"{MAX_UPCALL_TOTAL_BYTES >> 20} MiB in all per call); the process was killed")
             t_upcall = time.perf_counter()
             answer = upcall(reply) if upcall is not None else {"ok": False, "error": "no stand-ins in this request"}
             self.stats["upcalls"] += 1
             self.stats["upcall_s"] += time.perf_counter() - t_upcall
+            if time.monotonic() >= deadline:
+                self.kill()
+                raise StudentTimeout(f"did not finish within the time limit while {during}; the process was killed")
             t_request = time.perf_counter()
             try:
-                protocol.send(self.sock, answer)
+                protocol.send(self.sock, answer, deadline=deadline)  # a child that stops reading cannot block us
+            except TimeoutError:
+                self.kill()
+                raise StudentTimeout(f"did not finish within the time limit while {during}; the process was killed") from None
             except OSError:
                 raise self._death("while receiving a stand-in value") from None
+        self._checked(lambda m: values.reply(req.get("op"), m), reply, during)
         seconds = reply.get("seconds")  # only for bench_startup's tables; the student's code may forge it
         if type(seconds) is float and 0.0 <= seconds < 1e6:
             self.stats["child_s"] += seconds
@@ -415,16 +444,30 @@ class Sandbox:
             raise StudentException(err.get("message", "unknown error"), err.get("where", ""), err.get("traceback", ""))
         return reply
 
-    def _recv(self, deadline: float, during: str) -> dict:
+    def _checked(self, check, message: dict, during: str) -> None:
+        """`check(message)` (grader/sandbox/values.py); a malformed message kills the child: the
+        student's code tampered with it, and its check fails with what was wrong."""
+        try:
+            check(message)
+        except values.Malformed as e:
+            self.kill()
+            raise StudentCrash(f"the process running your code sent a malformed message ({e}) while {during}; "
+                               "it was killed") from None
+
+    def _recv(self, deadline: float, during: str) -> tuple[dict, int]:
+        """The child's next message and its size, by `deadline` (however it trickles in), else StudentTimeout."""
         limit = deadline - time.monotonic()
-        ready, _, _ = select.select([self.sock], [], [], max(0.0, limit))
+        ready, _, _ = select.select([self.sock], [], [], max(0.0, limit)) if limit > 0 else ([], [], [])
         if not ready:
             self.kill()
             raise StudentTimeout(f"did not finish within the time limit while {during}; the process was killed")
         try:
-            self.sock.settimeout(max(1.0, deadline - time.monotonic()))
-            return protocol.recv(self.sock)
-        except (EOFError, OSError, socket.timeout):
+            message, size = protocol.recv_sized(self.sock, deadline=deadline)
+        except TimeoutError:
+            self.kill()
+            raise StudentTimeout(f"did not finish within the time limit while {during} (its reply came too slowly); "
+                                 "the process was killed") from None
+        except (EOFError, OSError):
             raise self._death(f"while {during}") from None
         except protocol.ProtocolError as e:
             self.kill()
@@ -432,6 +475,10 @@ class Sandbox:
         finally:
             if self.sock is not None:
                 self.sock.settimeout(None)
+        if not isinstance(message, dict):
+            self.kill()
+            raise StudentCrash(f"the process running your code sent garbage (not a message) while {during}")
+        return message, size
 
     def _death(self, during: str) -> StudentCrash:
         status = self._exit_status()  # the namespace's parent writes it right after the death

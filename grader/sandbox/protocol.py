@@ -8,13 +8,16 @@ grader can only receive plain data, whatever the child sends. Frames are length-
 from __future__ import annotations
 
 import json
+import math
 import socket
 import struct
+import time
 
 import numpy as np
 
 ALLOWED_DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"}
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024  # a single reply larger than this is refused
+MAX_DEPTH = 64  # nesting of a message's tree (values.py bounds what each kind may hold)
 _LEN = struct.Struct("!Q")
 
 
@@ -61,46 +64,73 @@ def decode(data: bytes):
             if dtype not in ALLOWED_DTYPES:
                 raise ProtocolError(f"dtype {dtype!r} not allowed")
             shape = tuple(int(s) for s in m["shape"])
-            if any(s < 0 for s in shape):
-                raise ProtocolError("negative dimension")
-            n = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+            if any(s < 0 for s in shape) or len(shape) > 32:
+                raise ProtocolError("bad array shape")
+            n = math.prod(shape) * np.dtype(dtype).itemsize  # (Python ints: no overflow)
             if offset + n > len(data):
                 raise ProtocolError("truncated array data")
             arrays.append(np.frombuffer(data, dtype=dtype, count=n // np.dtype(dtype).itemsize, offset=offset).reshape(shape).copy())
             offset += n
+        return _arrays_into(header["tree"], arrays)
     except ProtocolError:
         raise
-    except Exception as e:  # malformed JSON, bad lengths, ...
-        raise ProtocolError(f"malformed message: {e}") from None
-
-    def walk(o):
-        if isinstance(o, dict):
-            if set(o) == {"__nd__"}:
-                return arrays[int(o["__nd__"])]
-            return {k: walk(v) for k, v in o.items()}
-        if isinstance(o, list):
-            return [walk(v) for v in o]
-        return o
-
-    return walk(header["tree"])
+    except (Exception, RecursionError) as e:  # malformed JSON, bad lengths, ...
+        raise ProtocolError(f"malformed message: {type(e).__name__}") from None
 
 
-def send(sock: socket.socket, obj) -> None:
+def _arrays_into(tree, arrays: list, depth: int = 0):
+    """`tree` with each {"__nd__": i} replaced by arrays[i] (i a valid index; at most MAX_DEPTH levels)."""
+    if depth > MAX_DEPTH:
+        raise ProtocolError("message nested too deep")
+    if isinstance(tree, dict):
+        if set(tree) == {"__nd__"}:
+            i = tree["__nd__"]
+            if type(i) is not int or not 0 <= i < len(arrays):
+                raise ProtocolError("bad array reference")
+            return arrays[i]
+        return {k: _arrays_into(v, arrays, depth + 1) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_arrays_into(v, arrays, depth + 1) for v in tree]
+    return tree
+
+
+def send(sock: socket.socket, obj, deadline: float | None = None) -> None:
+    """Send one message; TimeoutError when `deadline` passes first (a peer that stopped reading)."""
     payload = encode(obj)
-    sock.sendall(_LEN.pack(len(payload)) + payload)
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the peer did not take the message in time")
+        sock.settimeout(left)
+    try:
+        sock.sendall(_LEN.pack(len(payload)) + payload)
+    finally:
+        if deadline is not None:
+            sock.settimeout(None)
 
 
-def recv(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES):
-    """Receive one message (blocking). EOFError when the peer closed the connection."""
-    (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
+def recv(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES, deadline: float | None = None):
+    """Receive one message (blocking). EOFError when the peer closed the connection; TimeoutError
+    when `deadline` (time.monotonic()) passes first, however the bytes trickle in."""
+    return recv_sized(sock, max_bytes, deadline)[0]
+
+
+def recv_sized(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES, deadline: float | None = None):
+    """(message, its size in bytes): see `recv`."""
+    (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size, deadline))
     if n > max_bytes:
         raise ProtocolError(f"message of {n} bytes exceeds the limit of {max_bytes}")
-    return decode(_recv_exact(sock, n))
+    return decode(_recv_exact(sock, n, deadline)), n
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
     buf = bytearray()
     while len(buf) < n:
+        if deadline is not None:  # one deadline for the whole message: a reply trickled byte by byte cannot extend it
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the peer did not send its message in time")
+            sock.settimeout(left)
         chunk = sock.recv(min(n - len(buf), 1 << 20))
         if not chunk:
             raise EOFError("peer closed the connection")

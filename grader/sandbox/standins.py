@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from grader.signatures import read_signature
-from grader.sandbox import protocol
+from grader.sandbox import protocol, values
 
 
 def layers(module: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -212,20 +212,17 @@ class StandIns:
         return protocol.recv(self.child.sock)
 
     def _encode(self, v, leaves: list, as_object: bool = False):
+        """An upcall argument (grader/sandbox/values.py); _Unsupported for what cannot cross."""
         if isinstance(v, torch.Tensor) and not as_object:
-            entry = {"__tensor__": _array(v)}
-            if v.is_floating_point():
-                entry["leaf"] = len(leaves)
-                leaves.append(v)
-            return entry
+            return values.tensor_arg(v, leaves)
         if not as_object and (v is None or type(v) in (bool, int, float, str)):
             return v
         if not as_object and type(v) in (list, tuple):
-            return {"__seq__": [self._encode(x, leaves) for x in v], "kind": type(v).__name__}
+            return values.seq_arg([self._encode(x, leaves) for x in v], type(v).__name__)
         handle = self.child.handle_of(v)
         if handle is None:
             raise _Unsupported
-        entry = {"__handle__": handle, "state": {}, "leaves": {}}
+        entry = values.handle_arg(handle)
         if isinstance(v, torch.nn.Module):
             for key, t in v.state_dict(keep_vars=True).items():
                 entry["state"][key] = _array(t)
@@ -279,8 +276,7 @@ class _Upcall(torch.autograd.Function):
 
 
 def _array(t: torch.Tensor):
-    from grader.sandbox.child import _to_numpy
-    return _to_numpy(t)
+    return values.to_numpy(t)
 
 
 def _signature(fn, owner=None, name: str = "") -> dict | None:

@@ -3,10 +3,13 @@
 Pages: `/` class overview, `/s/<student>` a student's scores, report and code, `/q/<question>` grade by
 question. JSON API under `/api/` (each call one store transaction, answering with the question's new state).
 
-Access: every page but /login and /static needs a session that named its TA; when the server listens on
-anything but loopback, the session must also have given the token printed at start. Every POST carries the
-session's CSRF token (form field `csrf` or header `X-CSRF-Token`) and, when the browser sends one, an Origin
-of this server. Cookies are SameSite=Strict and HttpOnly; pages carry a CSP that allows no foreign content.
+Access: every page but /login, /static and /favicon.ico needs a session that gave the token printed at start
+(on every interface, loopback included: on a shared machine any local account can reach 127.0.0.1) and named
+its TA (kept with every decision, for attribution only: the token is the secret). The sign-in link printed at
+start carries the token (`/login?token=...`, as Jupyter does); the server takes it out of the address at once.
+Every POST carries the session's CSRF token (form field `csrf` or header `X-CSRF-Token`) and, when the browser
+sends one, an Origin of this server. Cookies are SameSite=Strict and HttpOnly; pages carry a CSP that allows no
+foreign content.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from pathlib import Path
 from flask import Flask, g, jsonify, redirect, render_template, request, session, url_for
 from markupsafe import Markup
 
-from grader.report.manual import ManualGradeError, apply_manual, check_manual_csv, save_in_place
+from grader.report.manual import ManualGradeError, check_manual_csv
 from grader.serve.classroom import Classroom, question_key
 from grader.serve.groups import group_answers
 from grader.serve.markup import answer_html
+from grader.serve.rendering import RenderJob, render_changed  # noqa: F401 (render_changed: part of this API)
 from grader.serve.scoring import ScoreError
 from grader.serve.store import GradeStore, StoreError, open_store
 
@@ -32,7 +36,12 @@ TA_NAME_MAX = 60
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
        "font-src 'self'; connect-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'self'; "
        "base-uri 'none'; object-src 'none'")
-REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:"
+# the report pages: figures are files of the student's folder, served beside the page (img-src 'self')
+REPORT_CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; font-src data:; frame-ancestors 'self'"
+# (file, label): the instructor's view first (hidden checks' details: what a TA needs), then what the student got
+REPORT_VIEWS = (("instructor.html", "TA view"), ("report.html", "student's view"))
+FIGURE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
+                ".gif": "image/gif", ".webp": "image/webp"}
 
 
 class BadRequest(Exception):
@@ -43,9 +52,25 @@ class BadRequest(Exception):
         self.status = status
 
 
-def create_app(classroom: Classroom, store: GradeStore, host: str = "127.0.0.1", port: int = 0,
-               token: str | None = None) -> Flask:
-    """The app for one reports folder. `token`: required from every session when not None (non-loopback)."""
+def new_token() -> str:
+    """A fresh access token (144 random bits), one per server start."""
+    return secrets.token_urlsafe(18)
+
+
+def sign_in_url(base: str, token: str, next_path: str = "/") -> str:
+    """The link printed at start: opening it proves the token; the TA then only types their name."""
+    from urllib.parse import urlencode
+
+    query = {"token": token} | ({"next": next_path} if next_path != "/" else {})
+    return f"{base.rstrip('/')}/login?{urlencode(query)}"
+
+
+def create_app(classroom: Classroom, store: GradeStore, token: str, host: str = "127.0.0.1",
+               port: int = 0) -> Flask:
+    """The app for one reports folder. `token`: the secret every session must give before anything is served
+    (`new_token()`; required, whatever the interface)."""
+    if not token or len(token) < 16:
+        raise ValueError("grade serve needs an access token of at least 16 characters (new_token())")
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=_secret_key(classroom.dir),
@@ -54,8 +79,11 @@ def create_app(classroom: Classroom, store: GradeStore, host: str = "127.0.0.1",
         MAX_CONTENT_LENGTH=5 * 1024 * 1024, TEMPLATES_AUTO_RELOAD=False,
     )
     app.jinja_env.globals.update(fmt=_fmt)
-    token_hash = hashlib.sha256(token.encode()).hexdigest() if token else None
+    token_hash = _digest(token)
     local = host in LOOPBACK
+
+    job = RenderJob(classroom, store)
+    app.extensions["gradekit_render_job"] = job
 
     def state_for(qid: str) -> dict:
         return question_state(classroom, store, qid)
@@ -63,7 +91,7 @@ def create_app(classroom: Classroom, store: GradeStore, host: str = "127.0.0.1",
     # ---- access ---------------------------------------------------------------------------------
     @app.before_request
     def guard():
-        if request.endpoint == "static":
+        if request.endpoint in ("static", "favicon"):
             return None
         if local and request.host.rsplit(":", 1)[0].strip("[]") not in LOOPBACK:
             return _error_page("This server only answers requests addressed to 127.0.0.1/localhost.", 400)
@@ -78,7 +106,7 @@ def create_app(classroom: Classroom, store: GradeStore, host: str = "127.0.0.1",
                 return _error_page("Missing or stale form token (CSRF): reload the page and try again.", 403)
         if request.endpoint in ("login", "logout"):
             return None
-        if not session.get("ta") or (token_hash and session.get("token") != token_hash):
+        if not session.get("ta") or not hmac.compare_digest(str(session.get("token", "")), token_hash):
             if request.path.startswith("/api/"):
                 return jsonify(error="not signed in: reload the page"), 401
             return redirect(url_for("login", next=request.full_path if request.args else request.path))
@@ -119,19 +147,33 @@ def create_app(classroom: Classroom, store: GradeStore, host: str = "127.0.0.1",
         nxt = request.values.get("next", "/")
         if not nxt.startswith("/") or nxt.startswith("//"):
             nxt = "/"
+        proven = hmac.compare_digest(str(session.get("token", "")), token_hash)
+        if request.method == "GET" and "token" in request.args:
+            # the printed link: remember the proof in the session and take the token out of the address bar
+            # (history, Referer) before anything else is shown
+            if hmac.compare_digest(_digest(request.args["token"].strip()), token_hash):
+                session["token"] = token_hash
+                return redirect(url_for("login", **({"next": nxt} if nxt != "/" else {})))
+            error = "This sign-in link is not valid for this server (it changes at every start): copy the " \
+                    "link or the token from the terminal where `grade serve` runs now."
         if request.method == "POST":
             name = " ".join(request.form.get("name", "").split())[:TA_NAME_MAX]
             given = request.form.get("token", "").strip()
-            if not name:
+            if not (proven or hmac.compare_digest(_digest(given), token_hash)):
+                error = "Wrong or missing token: open the sign-in link printed by `grade serve`, or copy its " \
+                        "token from that terminal."
+            elif not name:
                 error = "Give your name: it is recorded with every grade you enter."
-            elif token_hash and not hmac.compare_digest(hashlib.sha256(given.encode()).hexdigest(), token_hash):
-                error = "Wrong token: copy it from the terminal where `grade serve` started."
             else:
                 session.clear()
                 session.update(ta=name, token=token_hash, csrf=secrets.token_urlsafe(24))
                 return redirect(nxt)
-        return render_template("login.html", error=error, need_token=bool(token_hash), next=nxt,
+        return render_template("login.html", error=error, need_token=not proven, next=nxt,
                                name=session.get("ta", "")), (400 if error else 200)
+
+    @app.get("/favicon.ico")
+    def favicon():
+        return app.send_static_file("favicon.svg")
 
     @app.post("/logout")
     def logout():
@@ -150,27 +192,74 @@ def create_app(classroom: Classroom, store: GradeStore, host: str = "127.0.0.1",
         return render_template("overview.html", rows=rows, questions=questions, progress=progress,
                                counts=counts,
                                histogram=Markup(histogram_svg([100 * r["total"] / r["max"] for r in rows if r["max"]], 100)),
-                               pending=pending, classroom=classroom, message=request.args.get("msg", ""))
+                               pending=pending, classroom=classroom, message=request.args.get("msg", ""),
+                               render=job.state())
 
     @app.get("/s/<student>")
     def student_page(student: str):
         _student(classroom, student)
         row = next(r for r in overview_rows(classroom, store) if r["student"] == student)
         mine = [q for q in classroom.questions if q.assignment == classroom.results[student].assignment]
+        folder = classroom.dir / student
+        views = [(name, label) for name, label in REPORT_VIEWS if (folder / name).is_file()]
+        shown = request.args.get("view", views[0][0] if views else "")
+        if shown not in dict(views):
+            shown = views[0][0] if views else ""
         return render_template("student.html", row=row, questions=mine,
                                result=classroom.results[student], code=classroom.code_files(student),
-                               has_report=(classroom.dir / student / "report.html").is_file(),
-                               history=store.history(50, student=student), classroom=classroom)
+                               views=views, shown=shown, history=store.history(50, student=student),
+                               classroom=classroom)
 
     @app.get("/s/<student>/report")
     def student_report(student: str):
+        """Old address of the report: the TA's view of it."""
         _student(classroom, student)
-        path = classroom.dir / student / "report.html"
-        if not path.is_file():
-            raise BadRequest(f"{student} has no report.html yet: press 'Re-render PDFs' or run `grade report`.", 404)
-        resp = app.response_class(path.read_bytes(), mimetype="text/html")
-        resp.headers["Content-Security-Policy"] = REPORT_CSP  # the report's own HTML: no script, nothing fetched
+        return redirect(url_for("student_file", student=student, name=REPORT_VIEWS[0][0]))
+
+    @app.get("/s/<student>/view/<path:name>")
+    def student_file(student: str, name: str):
+        """A report page of the student's results folder, or a figure it shows (relative addresses resolve
+        here); nothing else of the folder (results.json, PDFs, the database) is served this way."""
+        _student(classroom, student)
+        folder = (classroom.dir / student).resolve()
+        path = (folder / name).resolve()
+        kind = "report" if name in dict(REPORT_VIEWS) else FIGURE_TYPES.get(path.suffix.lower())
+        if not kind or not path.is_relative_to(folder) or not path.is_file():
+            if name in dict(REPORT_VIEWS):
+                raise BadRequest(f"{student} has no {name} yet: press 'Re-render PDFs' or run `grade report`.", 404)
+            raise BadRequest(f"{student}'s results folder serves no {name!r}.", 404)
+        if kind == "report":
+            resp = app.response_class(path.read_bytes(), mimetype="text/html")
+            resp.headers["Content-Security-Policy"] = REPORT_CSP  # the report's own HTML: no script, nothing foreign
+        else:
+            resp = app.response_class(path.read_bytes(), mimetype=kind)
+            resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
         return resp
+
+    @app.get("/similarity")
+    def similarity_page():
+        """Code similarity across the class (grade similarity), for staff only: never shown to a student."""
+        from grader.similarity import run_similarity
+        from grader.similarity.load import SimilarityError
+        from grader.similarity.output import render_html
+
+        assignments = classroom.assignments
+        chosen = request.args.get("assignment") or (assignments[0] if assignments else "")
+        if chosen not in assignments:
+            raise BadRequest(f"No assignment {chosen!r} in this class; choose one of: {', '.join(assignments)}.", 404)
+        body, problem = "", ""
+        if classroom.submissions_dir is None:
+            problem = ("The submissions folder is not known: start the server with "
+                       "`grade serve REPORTS --submissions CLASS_FOLDER` to compare the students' code.")
+        else:
+            try:
+                comparison, rubric = run_similarity(classroom.submissions_dir, chosen)
+                body = render_html(comparison, rubric.id, embedded=True) if len(comparison.documents) > 1 else ""
+                problem = "" if body else "Fewer than two submissions could be read: nothing to compare."
+            except SimilarityError as e:
+                problem = str(e)
+        return render_template("similarity.html", assignments=assignments, chosen=chosen,
+                               body=Markup(body), problem=problem, classroom=classroom)
 
     @app.get("/q/<qid>")
     def question_page(qid: str):
@@ -240,11 +329,15 @@ def create_app(classroom: Classroom, store: GradeStore, host: str = "127.0.0.1",
     # ---- finishing, import/export -------------------------------------------------------------------
     @app.post("/render")
     def render_changed_reports():
-        done, failed = render_changed(classroom, store)
-        msg = f"Re-rendered {len(done)} report(s)" + (f": {', '.join(done)}" if done else "")
-        if failed:
-            msg += f"; FAILED: {'; '.join(failed)}"
-        return redirect(url_for("overview", msg=msg + "."))
+        """Start re-rendering in the background (or join the job running); the overview shows its progress."""
+        job.start(g.ta)
+        if request.is_json:
+            return jsonify(job.state())
+        return redirect(url_for("overview"))
+
+    @app.get("/api/render")
+    def render_state():
+        return jsonify(job.state())
 
     @app.get("/export/manual.csv")
     def export_csv():
@@ -291,6 +384,10 @@ def _secret_key(reports_dir: Path) -> bytes:
     except OSError:
         pass  # read-only folder: sessions last as long as this server
     return data
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _fmt(x) -> str:
@@ -438,37 +535,6 @@ def manual_csv_text(classroom: Classroom, store: GradeStore) -> str:
     for (s, key), (score, comment) in sorted(store.decided(classroom.maxima()).items()):
         w.writerow([s, key.split(":", 1)[1], "" if score is None else f"{score:g}", comment])
     return buf.getvalue()
-
-
-def render_changed(classroom: Classroom, store: GradeStore) -> tuple[list[str], list[str]]:
-    """Write the database's grades into results.json and re-render report.html/pdf of every student whose
-    manual grades differ from their results.json, then gradebook.csv. No student code runs.
-    Returns (rendered students, failures)."""
-    from grader.report.render import render_report
-    from grader.serve.store import stored_entries
-
-    classroom.refresh()
-    results = {s: r for s, r in classroom.results.items()}
-    entries = stored_entries(classroom.dir, results)
-    done, failed = [], []
-    for s, r in sorted(results.items()):
-        if not apply_manual(r, entries, s):
-            continue
-        try:
-            path = save_in_place(r, classroom.result_path(s))
-            render_report(r, path.parent)
-            done.append(s)
-        except Exception as e:  # one broken report must not stop the others
-            failed.append(f"{s}: {type(e).__name__}: {e}")
-    if done:
-        try:
-            from grader.batch import write_gradebook
-
-            write_gradebook(classroom.dir)  # gradebook.csv shows the new written grades too
-        except Exception as e:
-            failed.append(f"gradebook.csv: {type(e).__name__}: {e}")
-    classroom.refresh()
-    return done, failed
 
 
 def open_classroom(reports_dir: Path, submissions_dir: Path | None = None) -> tuple[Classroom, GradeStore]:

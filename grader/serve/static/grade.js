@@ -26,7 +26,7 @@
   function post(path, body) {
     busy++;
     const run = async () => {
-      $("error").textContent = "";
+      $("error").textContent = ""; $("notice").textContent = "";
       try {
         const payload = typeof body === "function" ? body() : body;
         if (payload === null) return null;
@@ -145,6 +145,7 @@
     for (const [s, el] of Object.entries(cards)) el.hidden = s !== current;
     if (cards[current]) renderMath(cards[current]);
     $("current-student").textContent = current;
+    $("current-report").href = `/s/${encodeURIComponent(current)}`;
     $("current-score").textContent = `${fmt(st.score)} / ${fmt(state.question.max)}`;
     $("current-score").className = "score " + (st.score === null ? "ungraded" : "graded");
     $("current-by").textContent = st.by ? `graded by ${st.by}, ${st.at.replace("T", " ").slice(0, 16)} UTC` : "";
@@ -154,7 +155,7 @@
     if (grp && grp.members.length > 1) {
       const others = grp.members.filter((m) => m !== current);
       const span = document.createElement("span");
-      span.textContent = `Group ${grp.id}${grp.empty ? " (no answer)" : ""} · ${grp.members.length} answers: `;
+      span.textContent = `Group ${grp.id}${grp.empty ? " (no answer)" : ""} · ${grp.members.length} near-identical answers: `;
       box.append(span);
       others.forEach((m) => {
         const a = document.createElement("a"); a.href = "#" + m; a.textContent = m;
@@ -170,10 +171,14 @@
       }
       const b = document.createElement("button");
       b.id = "apply-group";
-      b.textContent = `Give this grade to ${others.length === 1 ? others[0] : `the ${others.length} others`} (g)`;
+      b.textContent = `Give this grade to ${others.length === 1 ? others[0] : `the ${others.length} others`}… (g)`;
       b.disabled = st.score === null && !st.items.length;
       b.addEventListener("click", applyToGroup);
       box.append(b);
+    } else if (grp) {
+      const span = document.createElement("span"); span.className = "muted";
+      span.textContent = "Alone in its group: no other answer is near-identical.";
+      box.append(span);
     }
     const c = $("comment"), o = $("override");
     if (document.activeElement !== c) c.value = st.comment || "";
@@ -211,14 +216,56 @@
     const student = current;
     return grade(() => ({op: "item", item: itemId, applied: !state.students[student].items.includes(itemId)}), student);
   }
+  // `g`: give the answer's grade to the rest of its group, after showing every member (a group is only a
+  // guess that one grade fits all: the TA confirms it, seeing each answer)
+  function notice(text) { $("notice").textContent = text; }
   function applyToGroup() {
     const st = state.students[current];
     const grp = state.groups.find((g) => g.id === st.group);
-    if (!grp) return;
-    const targets = grp.members.filter((m) => m !== current);
-    if (!targets.length) return;
-    return post(`/api/q/${encodeURIComponent(qid)}/copy/${encodeURIComponent(current)}`, {targets});
+    const targets = grp ? grp.members.filter((m) => m !== current) : [];
+    if (!targets.length) {
+      notice(`${current}'s answer is alone in its group (no other answer is near-identical): nothing to give. `
+        + "Grade the other answers one by one.");
+      return;
+    }
+    if (st.score === null && !st.items.length) {
+      notice(`Grade ${current}'s answer first, then press g to give that grade to its group.`);
+      return;
+    }
+    const dialog = $("group-dialog"), list = $("group-members");
+    const applied = state.items.filter((it) => st.items.includes(it.id)).map((it) => `${it.comment} (${signed(it.points)})`);
+    $("group-what").textContent = `${current}'s grade: ${fmt(st.score)} / ${fmt(state.question.max)}`
+      + (applied.length ? ` · ${applied.join(" · ")}` : "") + (st.override !== null ? " · score set by hand" : "")
+      + (st.comment ? ` · comment “${st.comment}”` : "");
+    list.textContent = "";
+    for (const m of targets) {
+      const li = document.createElement("li");
+      const head = document.createElement("div"); head.className = "member-head";
+      const name = document.createElement("b"); name.textContent = m;
+      const now = document.createElement("span"); now.className = "muted";
+      const ms = state.students[m];
+      now.textContent = ms.score === null ? " · not graded yet" : ` · now ${fmt(ms.score)}${ms.by ? ", graded by " + ms.by : ""}: will be replaced`;
+      head.append(name, now);
+      const body = document.createElement("div"); body.className = "answer";
+      if (cards[m]) { renderMath(cards[m]); body.append(...Array.from(cards[m].childNodes, (n) => n.cloneNode(true))); }
+      li.append(head, body);
+      list.append(li);
+    }
+    $("group-confirm").textContent = `Give it to ${targets.length === 1 ? targets[0] : `these ${targets.length} answers`}`;
+    dialog.dataset.source = current;
+    dialog.dataset.targets = JSON.stringify(targets);
+    dialog.returnValue = "";  // Esc keeps the last value: start from none
+    dialog.showModal();
+    $("group-confirm").focus();
   }
+  $("group-dialog").addEventListener("close", () => {
+    const dialog = $("group-dialog");
+    if (dialog.returnValue !== "confirm") return;
+    dialog.returnValue = "";
+    const source = dialog.dataset.source, targets = JSON.parse(dialog.dataset.targets);
+    post(`/api/q/${encodeURIComponent(qid)}/copy/${encodeURIComponent(source)}`, {targets})
+      .then((data) => { if (data) notice(`${source}'s grade given to ${targets.join(", ")}.`); });
+  });
   function saveBoxes() {
     const st = state.students[current];
     const c = $("comment"), o = $("override");
@@ -247,6 +294,7 @@
 
   document.addEventListener("keydown", (e) => {
     const t = e.target;
+    if ($("group-dialog").open) return;  // the dialog's own keys: Enter confirms, Esc cancels
     if (t.matches("input, textarea, select")) {
       if (e.key === "Escape") { t.blur(); }
       else if (e.key === "Enter" && t.id === "override") { t.blur(); }

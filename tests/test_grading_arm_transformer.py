@@ -1,0 +1,179 @@
+"""Tests of the `arm-transformer` assignment (scaffolded by `grade new`, then written for the assignment).
+
+The grader is honest only if a wrong block loses points and a right one, in any style, does not: every mutant
+is planted in a copy of the reference and must cost points on its own component and be named; the examples
+(a post-norm nn.MultiheadAttention block, a notebook with an einsum block, a buggy block) get what they earn;
+the course's given code (grader/harnesses/arm_transformer.py) is tested directly. Unit checks only, except the
+model-level test (slow: it trains the course's decoder twice, tiny).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from grader.engine import GradeOptions, grade_submission
+from grader.rubric import available_rubrics, lint_rubric
+from reference.arm_transformer_mistakes import MUTANTS
+
+REPO = Path(__file__).resolve().parents[1]
+SUBMISSIONS = REPO / "submissions"
+MODULE = "arm_transformer.py"
+UNIT = GradeOptions(device="cpu", only=["block"])
+# model level in a few seconds: one small block, two epochs, few samples
+TINY = {"num_emb": 16, "num_neurons": 32, "num_blocks": 1, "max_epochs": 2, "time_budget_s": 30, "num_samples": 16}
+
+
+@pytest.fixture(scope="module")
+def rubric():
+    return available_rubrics()["arm-transformer"]
+
+
+def _planted(mutant) -> str:
+    src = textwrap.dedent(inspect.getsource(mutant.fn))
+    body = re.sub(r"def \w+\(", "def _planted(", "\n".join(l for l in src.splitlines() if not l.lstrip().startswith("@")), count=1)
+    owner, _, attr = mutant.component.rpartition(".")
+    install = f"{owner}.{attr} = _planted" if owner else f"{attr} = _planted"
+    return f"\n\n# --- planted mistake: {mutant.id} ---\n{body}\n{install}\n"
+
+
+def _lost(result) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for t in result.tests:
+        if t.score < t.max_score:
+            out.setdefault(t.component, []).append(t.check)
+    return out
+
+
+def test_rubric_lints(rubric):
+    assert lint_rubric(rubric) == []
+
+
+def test_reference_gets_full_marks(tmp_path, rubric):
+    (tmp_path / MODULE).write_text((REPO / "reference" / MODULE).read_text())
+    result = grade_submission(tmp_path, rubric, UNIT)
+    assert not result.errors, result.errors
+    assert _lost(result) == {}, [(t.check, t.output) for t in result.tests if t.status != "passed"]
+
+
+@pytest.mark.parametrize("example", ["arm-transformer-example", "arm-transformer-notebook"])
+def test_correct_examples_in_other_styles_get_full_marks(rubric, example):
+    result = grade_submission(SUBMISSIONS / example, rubric, UNIT)
+    assert not result.errors, result.errors
+    assert _lost(result) == {}, [(t.check, t.output) for t in result.tests if t.status != "passed"]
+    assert len(result.tests) == sum(1 for c in rubric.checks if c.component == "block")
+
+
+def test_buggy_example_loses_on_causality_and_heads_and_both_are_named(rubric):
+    result = grade_submission(SUBMISSIONS / "arm-transformer-buggy", rubric, UNIT)
+    assert not result.errors, result.errors
+    lost = {t.check for t in result.tests if t.score < t.max_score}
+    assert lost == {"block.causal", "block.heads"}, [(t.check, t.output) for t in result.tests]
+    named = {m["id"]: t.check for t in result.tests for m in t.mistakes}
+    assert named == {"mask_lets_next_in": "block.causal", "heads_alike": "block.heads"}
+    decoder = [t for t in result.tests if t.check.startswith("decoder.")]
+    assert decoder and all("Not judged" in t.output for t in decoder)  # the leak is charged once, in block.causal
+
+
+@pytest.mark.parametrize("mistake_id", sorted(MUTANTS))
+def test_each_mistake_costs_points_on_its_component_and_is_named(tmp_path, rubric, mistake_id):
+    mutant = MUTANTS[mistake_id]
+    component = next(m.component for m in rubric.mistakes if m.id == mistake_id)
+    (tmp_path / MODULE).write_text((REPO / "reference" / MODULE).read_text() + _planted(mutant))
+    result = grade_submission(tmp_path, rubric, UNIT)
+    lost = {t.component for t in result.tests if t.score < t.max_score}
+    assert lost == {component}, [(t.check, t.output) for t in result.tests if t.score < t.max_score]
+    assert mistake_id in {m["id"] for t in result.tests for m in t.mistakes}
+
+
+BROKEN = {
+    # forward returns a tuple (as nn.MultiheadAttention does): unusable by the course's decoder
+    "tuple": "return (x, None)",
+    # attention over the batch dimension (a sequence-first module fed batch-first input): mixes students' sequences
+    "batch_mix": "return x + x.mean(dim=0, keepdim=True)",
+    # a mask built once for 8 positions: fails for longer sequences
+    "fixed_length": "return x + torch.zeros(1, 8, 1, dtype=x.dtype)",
+    # detached: no gradient reaches the parameters
+    "detached": "return self.mlp(self.ln2(x)).detach() + x",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_broken_blocks_lose_points_with_a_message_never_a_grader_error(tmp_path, rubric, kind):
+    src = (REPO / "reference" / MODULE).read_text()
+    src += ("\n\ndef _broken(self, x, causal=True):\n    " + BROKEN[kind] + "\n\nTransformerBlock.forward = _broken\n")
+    (tmp_path / MODULE).write_text(src)
+    result = grade_submission(tmp_path, rubric, UNIT)
+    assert not result.errors, result.errors
+    assert result.autograded_score < result.autograded_max
+    assert not any("Internal grader error" in t.output for t in result.tests), [t.output for t in result.tests]
+
+
+# ---- the course's given code, directly ----------------------------------------------------------------
+
+def test_the_course_decoder_with_the_reference_block_is_a_normalised_arm():
+    import reference.arm_transformer as ref
+    from grader.harnesses import arm_transformer as harness
+
+    out = harness.decoder_nll(ref, torch.device("cpu"), num_tokens=4, num_token_vals=3)
+    assert out["nll"].shape == (27,) and out["log_probs"].shape == (27, 4, 3)
+    assert math.isclose(np.exp(-out["nll"]).sum(), 1.0, rel_tol=1e-5)
+    assert math.isclose(out["sum"], out["nll"].sum(), rel_tol=1e-5) and out["blocks_without_grad"] == []
+    seqs = harness.all_sequences(4, 3)
+    assert (seqs[:, 0] == 2).all() and len({tuple(r) for r in seqs}) == 27
+
+
+def test_metrics_refuse_log_probabilities_that_are_not_causal_or_not_normalised():
+    from grader.checks import arm_transformer as checks
+
+    data = checks._data(dict(checks.DEFAULTS))
+    n, t = data.x_test.shape
+    v = data.num_token_vals
+    good = {"test_log_probs": np.full((n, t - 1), -1.0), "test_normaliser": np.zeros((n, t - 1)), "probe_cut": 32,
+            "test_prefix": np.full((n, 32, v), -1.0), "probe_prefix": np.full((n, 32, v), -1.0), "samples": data.x_test[:8]}
+    kw = {"num_token_vals": v}
+    assert checks._metrics(good, data, kw)["test_bits_per_token"] == pytest.approx(1 / math.log(2))
+    leaky = dict(good, probe_prefix=np.full((n, 32, v), -0.5))
+    with pytest.raises(checks.ModelGradingError, match="not causal"):
+        checks._metrics(leaky, data, kw)
+    with pytest.raises(checks.ModelGradingError, match="sum to 1"):
+        checks._metrics(dict(good, test_normaliser=np.full((n, t - 1), 0.3)), data, kw)
+    assert checks._sample_distance(data.x_test, data) == 0.0
+
+
+def test_headlines_are_read_from_a_local_file_with_the_course_tokenizer(tmp_path):
+    from grader.checks import arm_transformer as checks
+
+    f = tmp_path / "headlines.txt"
+    f.write_text("\n".join(f"Café number {i} opens, again!" for i in range(40)))
+    data = checks._data(dict(checks.DEFAULTS, data=f"headlines:{f}", max_length=12))
+    assert data.num_token_vals == 29 and data.x_train.shape[1] == 13 and (data.x_train[:, 0] == 28).all()
+    assert "".join(checks.ALPHABET[i - 1] for i in data.x_train[0, 1:] if i) == "cafe number "
+    with pytest.raises(ValueError, match="does not exist"):
+        checks._data(dict(checks.DEFAULTS, data=f"headlines:{tmp_path / 'missing.txt'}"))
+
+
+# ---- model level ---------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_model_level_grades_a_correct_block_and_refuses_a_leaky_one(tmp_path, rubric, monkeypatch):
+    monkeypatch.setenv("GRADEKIT_CACHE", str(tmp_path / "cache"))
+    opts = GradeOptions(device="cpu", only=["model"], model_overrides=TINY, out_dir=tmp_path / "out")
+    good = grade_submission(SUBMISSIONS / "arm-transformer-example", rubric, opts)
+    assert not good.errors, good.errors
+    bits = good.metrics["test_bits_per_token"]
+    assert 0 < bits["student"] < math.log2(5) and 0 < bits["reference"] < math.log2(5)
+    nll = next(t for t in good.tests if t.check == "model.nll")
+    assert nll.score > 0, nll.output
+    assert any(f["path"].endswith("arm_samples.png") for f in good.figures)
+    bad = grade_submission(SUBMISSIONS / "arm-transformer-buggy", rubric, opts)
+    nll = next(t for t in bad.tests if t.check == "model.nll")
+    assert nll.score == 0 and "not causal" in nll.output
+    assert bad.metrics["reference_cache"] == "reused"
