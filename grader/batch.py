@@ -94,6 +94,21 @@ def find_submissions(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
+def not_submissions(root: Path) -> list[tuple[str, str]]:
+    """(name, why it is not graded and what to do) for every entry of `root` that `find_submissions` leaves
+    out but a student may have handed in (a zip, a loose module or notebook): listed, never silently dropped."""
+    out = []
+    for p in sorted(Path(root).iterdir()):
+        if p.name.startswith((".", "_")) or p.is_dir():
+            continue
+        if p.suffix.lower() == ".zip":
+            out.append((p.name, "a zip archive, not a folder: unpack it into ROOT/<student>/ "
+                                "(`grade import canvas|moodle` unpacks an LMS download)"))
+        elif p.suffix.lower() in (".py", ".ipynb", ".pdf", ".tex", ".md"):
+            out.append((p.name, f"a loose file: put it in a folder of its own, ROOT/{p.stem}/{p.name}"))
+    return out
+
+
 def _wanted_checks(rubric, only) -> set[str]:
     return {c.id for c in rubric.select(list(only or []))}
 
@@ -129,7 +144,9 @@ def _write_error(out: Path, student: str, text: str) -> None:
 
 
 def _first_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0][:300]
+    from grader.glossary import shorten
+
+    return shorten((text.strip().splitlines() or [""])[0], 300)
 
 
 # ---- the work of one submission (runs in a worker process) ------------------------------------

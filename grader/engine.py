@@ -99,11 +99,30 @@ def find_assignment(submission: Path, assignment: str | None, rubrics_dir: Path 
     if len(fitting) == 1:
         return fitting[0]
     if not fitting:
+        unreadable = _unreadable_notebooks(submission)
+        if unreadable:  # the cause, not "holds none of the files": the notebook is there but cannot be read
+            raise GradingError("; ".join(unreadable))
         wanted = ", ".join(f"{r.module} ({r.id})" for r in rubrics.values())
         raise GradingError(f"{submission} holds none of the files an assignment expects ({wanted}, or a notebook "
                            "defining its functions); "
                            "check the folder, or name the assignment with --assignment")
     raise GradingError(f"{submission} fits several assignments ({', '.join(r.id for r in fitting)}): choose one with --assignment")
+
+
+def _unreadable_notebooks(folder: Path) -> list[str]:
+    """What is wrong with each notebook in `folder` that cannot be read at all (NotebookError's words)."""
+    from grader.submission import notebooks_in
+    from grader.submission.notebook import NotebookError, read_notebook
+
+    out = []
+    for book in notebooks_in(folder):
+        try:
+            read_notebook(book)
+        except NotebookError as e:
+            out.append(str(e))
+        except OSError as e:
+            out.append(f"{book.name} could not be read ({e.strerror or e})")
+    return out
 
 
 def submission_hash(submission: Path) -> str:
@@ -235,10 +254,9 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             figures_dir = Path(options.out_dir) / result.student / "figures"
         session.figures_dir = figures_dir
         session.remaining_s = lambda: deadline - time.monotonic()
-        per_component: dict[str, int] = {}
+        numbers = check_numbers(rubric)
         for spec in selected:
-            per_component[spec.component] = per_component.get(spec.component, 0) + 1
-            number = f"{rubric.components.index(spec.component) + 1}.{per_component[spec.component]}"
+            number = numbers[spec.id]
             test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session, context)
             test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
             result.tests.append(test)
@@ -264,6 +282,16 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
     result.execution_time = time.monotonic() - t0
     trace.mark("sandbox closed (children killed, run folder removed)")
     return result
+
+
+def check_numbers(rubric: Rubric) -> dict[str, str]:
+    """check id -> its number "component.position", counted over the whole rubric: the same check has the
+    same number in `grade check` (public checks only), an --only run and the full report."""
+    out, per_component = {}, {}
+    for spec in rubric.checks:
+        per_component[spec.component] = per_component.get(spec.component, 0) + 1
+        out[spec.id] = f"{rubric.components.index(spec.component) + 1}.{per_component[spec.component]}"
+    return out
 
 
 def _redact(result: GradeResult, submission: Path, out_dir) -> None:

@@ -212,16 +212,16 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def example_class(tmp_path_factory):
     out = tmp_path_factory.mktemp("example-class")
-    given = os.environ.get("GRADEKIT_EXAMPLE_REPORTS")
+    given, log = os.environ.get("GRADEKIT_EXAMPLE_REPORTS"), ""
     if given:
         shutil.copytree(given, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("grades.sqlite*"))
     else:
         r = subprocess.run([sys.executable, "-m", "grader.cli", "batch", str(REPO / "submissions"), "--out", str(out),
                             "-j", "2", "--device", "cpu"], capture_output=True, text=True, timeout=3600)
-        r = None
+        log = r.stdout[-3000:] + r.stderr[-3000:]
     students = sorted(p.parent.name for p in out.glob("*/results.json"))
     expected = sorted(p.name for p in (REPO / "submissions").iterdir() if p.is_dir())
-    assert students == expected, (r.stdout[-3000:] + r.stderr[-3000:]) if r else given
+    assert students == expected, log or f"{given} lacks some students' results.json"
     return out
 
 
@@ -308,7 +308,8 @@ def test_every_page_of_the_example_class_loads_cleanly(browser, example_server, 
     for q in example_server.server.classroom.questions:
         page.goto(f"{example_server.url}/q/{q.key}")
         expect(page.locator("#current-student")).not_to_be_empty()
-        page.wait_for_function("() => !document.querySelector('.answer:not([hidden]) .tex')")  # maths drawn
+        page.wait_for_function("""() => Array.from(document.querySelectorAll('.answer:not([hidden]) .tex'))
+            .every(s => s.querySelector('.katex, .katex-error'))""")  # the answer in view: its maths drawn
         assert page.evaluate(BROKEN_IMAGES) == [] and watch.take() == [], q.key
     page.screenshot(path=str(shots / "question-last.png"), full_page=True)
     page.goto(example_server.url + "/favicon.ico")
@@ -334,6 +335,7 @@ def test_a_ta_grades_the_ppca_question_and_re_renders(browser, example_server, e
     page.screenshot(path=str(shots / "grading-ppca.png"), full_page=True)
     assert watch.take() == []
     page.goto(example_server.url + "/")
+    expect(page.locator("#render-progress")).to_be_hidden()  # nothing re-rendered yet
     page.click("#render-btn")
     expect(page.locator("#render-status")).to_contain_text("in the background")  # the page is not blocked
     page.screenshot(path=str(shots / "rerendering.png"))

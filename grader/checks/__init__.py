@@ -424,13 +424,13 @@ class CheckContext:
         failed = [c for c in self.cases if not c.passed]
         lines = []
         if failed:
-            lines.append(f"{passed}/{len(self.cases)} cases passed.")
+            lines.append(f"{passed}/{len(self.cases)} case{'s' if len(self.cases) != 1 else ''} passed.")
             for c in failed[:5]:
                 lines.append(f"- {c.name}: {c.message}")
             if len(failed) > 5:
                 lines.append(f"- ... and {len(failed) - 5} more failing cases")
         else:
-            lines.append(f"All {len(self.cases)} cases passed.")
+            lines.append("The case passed." if len(self.cases) == 1 else f"All {len(self.cases)} cases passed.")
         lines += self.notes
         return Outcome(credit / len(self.cases), "\n".join(lines), list(self.mistakes))
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader import roles
+from grader import glossary, roles
 from grader.checks import (
     CheckContext, distance, StudentValueError, close, expect_any_variant, likely_causes,
     model_settings, UNBOUNDED_S, note_epoch_matched, reference_at_students_epochs, relative_score, sequence, tensor,
@@ -951,8 +951,9 @@ def _record_metrics(ctx, run: Run) -> None:
         got = st.get(key)
         M[key] = {"student": None if got is None else [num(v) for v in got], "reference": [num(v) for v in rf[key]]}
     for name, h in run.histories.items():
-        M[f"{name} training"] = f"{h.get('stopped_because')} after {len(h.get('epochs') or [])} epoch(s), " \
-                                f"{float(h.get('seconds') or 0):.1f} s" + (f": {h['message']}" if h.get("message") else "")
+        M[f"{name} training"] = (glossary.training_note(h.get("stopped_because") or "", len(h.get("epochs") or []),
+                                                        h.get("seconds") or 0)
+                                 + (f" ({h['message']})" if h.get("message") else ""))
 
 
 # ---- figures -----------------------------------------------------------------------------------------

@@ -935,14 +935,13 @@ def _comparison_figure(ctx: CheckContext) -> None:
     names = [n for n in ("conv_vae", "ppca", "gmm") if n in comp]
     fig = Figure(figsize=(7.0, 2.4), layout="constrained")
     axes = fig.subplots(1, 2)
-    xs = np.arange(len(names))
     for ax, key, title in ((axes[0], "log_likelihood", "test log-lik. / ELBO per example (higher is better)"),
                            (axes[1], "reconstruction_mse", "test reconstruction MSE (lower is better)")):
-        for j, who in enumerate(("student", "reference")):
-            vals = [(comp[n].get(who) or {}).get(key, np.nan) for n in names]
-            ax.bar(xs + (j - 0.5) * 0.38, np.nan_to_num(np.asarray(vals, dtype=float), nan=0.0), 0.38,
-                   label="yours" if who == "student" else "reference", color=f"C{j}")
-        ax.set_xticks(xs, [{"conv_vae": "conv VAE", "ppca": "PPCA", "gmm": "GMM"}[n] for n in names])
+        figures.draw_bars(ax, [{"conv_vae": "conv VAE", "ppca": "PPCA", "gmm": "GMM"}[n] for n in names],
+                          [{"label": "yours" if who == "student" else "reference", "color": f"C{j}",
+                            "reference": who == "reference",
+                            "values": [(comp[n].get(who) or {}).get(key) for n in names]}
+                           for j, who in enumerate(("student", "reference"))])
         ax.set_title(title, fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0].legend(fontsize=7)

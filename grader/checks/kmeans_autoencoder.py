@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from grader import glossary
 from grader.checks import interface
 from grader.checks import (
     CheckContext, distance, close, likely_causes, expect_any_variant, model_settings, note_epoch_matched, reference_at_students_epochs,
@@ -657,8 +658,16 @@ def _record_metrics(ctx, run: _Run) -> None:
     stu = _mse(run.ae["student_test_recon"], x_img) if run.ae else None
     m["autoencoder_test_mse"] = {"student": stu, "reference": _mse(run.reference["test_recon"], x_img)}
     if run.ae:
-        m["autoencoder_training"] = f"{run.ae['stopped_because']} after {len(run.ae['train_loss'])} epochs, " \
-                                    f"{run.ae['seconds']:.1f} s; evaluated with {run.ae_source}"
+        note = glossary.training_note(run.ae["stopped_because"], len(run.ae["train_loss"]), run.ae["seconds"])
+        note += f"; the test error above was computed with {run.ae_source}"
+        own = _mse(run.ae["val_recon"][-1], run.splits["val"][0].reshape(-1, 1, 8, 8)) if len(run.ae["val_recon"]) else None
+        if own is not None and stu is not None and np.isfinite(own) and np.isfinite(stu) and \
+                max(own, stu) > 1.5 * max(min(own, stu), 1e-12) and "reference architecture" in run.ae_source:
+            # the figure's validation curve is the student's own model: say why its numbers differ from the table's
+            note += (f". Your own model's last validation MSE (the loss-curve figure) is {own:.3g}, not {stu:.3g}: "
+                     "your forward pass computes something the reference architecture does not (an extra or missing "
+                     "activation, a different output layer?), and the table grades the weights in the reference one")
+        m["autoencoder_training"] = note
     m["data"] = "digits scaled to [0, 1] (pixel / 16)"
 
 

@@ -26,6 +26,7 @@ from grader.checks import (
     relative_score,
 )
 from grader.metrics import Metric
+from grader.sandbox.errors import StudentCodeError
 
 DEFAULTS = {
     "data": "digits",
@@ -83,6 +84,7 @@ class ModelRun:
     error: str = ""
     source: str = "trained"  # or "checkpoint"
     samples_score: dict = field(default_factory=dict)
+    student_error: "StudentCodeError | None" = None  # the student's code raised while building or training
     epoch_matched: int = 0  # >0: the reference was trained for this many epochs, as the student's run reached
 
 
@@ -165,7 +167,10 @@ def _checkpoint_weights(ctx: CheckContext, s: dict) -> dict | None:
 
 def model_run(ctx: CheckContext) -> ModelRun:
     if "model" in ctx.session.cache:
-        return ctx.session.cache["model"]
+        run = ctx.session.cache["model"]
+        if run.student_error is not None:  # the student's code failed: every model check says so, not just the first
+            raise run.student_error
+        return run
     from grader import evaluation
     from grader.data import load_dataset
 
@@ -201,6 +206,10 @@ def model_run(ctx: CheckContext) -> ModelRun:
         _figures(ctx, run, model, data)
     except ModelGradingError as e:
         run.error = str(e)
+    except StudentCodeError as e:
+        run.student_error = e
+        _record_metrics(ctx, run)
+        raise
     _record_metrics(ctx, run)
     return run
 
@@ -281,7 +290,7 @@ METRICS = {
 def _record_metrics(ctx: CheckContext, run: ModelRun) -> None:
     m, r = run.student_metrics or {}, run.reference_metrics
     ctx.session.metrics.update({
-        "data": run.data.summary(), "source": run.source, "K": run.settings["K"],
+        "data": run.data.describe(), "source": run.source, "K": run.settings["K"],
         "nll": {"student": m.get("nll"), "reference": r.get("nll")},
         "negative_elbo": {"student": m.get("negative_elbo"), "reference": r.get("negative_elbo")},
         "reconstruction_mse": {"student": m.get("reconstruction_mse"), "reference": r.get("reconstruction_mse")},

@@ -244,7 +244,7 @@ def summary_html(results_dir: Path) -> str:
     graded = [r.graded_at for r in results.values() if r.graded_at]
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(SUMMARY_TEMPLATE).render(
-        css=stylesheet(), n=len(results), folder=str(results_dir),
+        css=stylesheet(), n=len(results), folder=results_dir.name,  # its name only: the grading machine's absolute path is nobody's business
         assignments=", ".join(sorted({clean_text(r.assignment, 80) for r in results.values()})) or "no results",
         generated_at=datetime.now(timezone.utc).strftime("%d %b %Y, %H:%M UTC"),
         last_graded=fmt_date(max(graded)) if graded else "–",

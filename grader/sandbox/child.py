@@ -314,7 +314,21 @@ def describe_exception(e: BaseException, scratch: str) -> dict:
     msg = f"{type(e).__name__}: {e}"
     if isinstance(e, SyntaxError):
         where = f"{os.path.basename(e.filename or '')}, line {e.lineno}"
-    return {"type": type(e).__name__, "message": msg[:MAX_TEXT], "where": where, "traceback": tb[-MAX_TEXT:]}
+    return {"type": type(e).__name__, "message": msg[:MAX_TEXT], "where": where, "traceback": tb[-MAX_TEXT:],
+            "constructor": failed_constructor(e, scratch)}
+
+
+def failed_constructor(e: BaseException, scratch: str) -> str:
+    """"Class.__init__" of the innermost constructor of the student's own code on the traceback (the
+    qualified name, e.g. "MoGPrior.__init__"), or "" when the exception did not pass through one. The
+    grader uses it to charge a constructor's mistake on its class's component only (engine._judge)."""
+    found, tb = "", e.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename.startswith(scratch) and code.co_name == "__init__":
+            found = getattr(code, "co_qualname", "")
+        tb = tb.tb_next
+    return found[:200] if found.count(".") == 1 else ""
 
 
 def serve(sock: socket.socket, config: dict) -> None:

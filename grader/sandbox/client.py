@@ -441,7 +441,8 @@ class Sandbox:
             self.stats["child_s"] += seconds
         if not reply.get("ok"):
             err = reply.get("error", {})
-            raise StudentException(err.get("message", "unknown error"), err.get("where", ""), err.get("traceback", ""))
+            raise StudentException(err.get("message", "unknown error"), err.get("where", ""), err.get("traceback", ""),
+                                   str(err.get("constructor", "") or "")[:200])
         return reply
 
     def _checked(self, check, message: dict, during: str) -> None:
