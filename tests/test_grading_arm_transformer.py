@@ -177,3 +177,44 @@ def test_model_level_grades_a_correct_block_and_refuses_a_leaky_one(tmp_path, ru
     nll = next(t for t in bad.tests if t.check == "model.nll")
     assert nll.score == 0 and "not causal" in nll.output
     assert bad.metrics["reference_cache"] == "reused"
+
+
+# ---- what students receive, and the Gradescope zip -------------------------------------------------------
+
+def test_gradescope_zip_holds_the_assignment_and_its_harness(tmp_path):
+    import zipfile
+
+    from click.testing import CliRunner
+
+    from grader.cli import main
+
+    out = tmp_path / "autograder.zip"
+    r = CliRunner().invoke(main, ["gradescope", "build", "--assignment", "arm-transformer", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    with zipfile.ZipFile(out) as zf:
+        names = set(zf.namelist())
+        assert "python3 -m grader.gradescope arm-transformer" in zf.read("run_autograder").decode()
+    for needed in ("reference/arm_transformer.py", "reference/arm_transformer_mistakes.py", "rubrics/arm-transformer.toml",
+                   "grader/checks/arm_transformer.py", "grader/harnesses/arm_transformer.py"):
+        assert "gradekit/" + needed in names
+
+
+@pytest.mark.slow
+def test_release_bundle_self_checks_the_examples_offline(tmp_path):
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from grader.cli import main
+
+    out = tmp_path / "release"
+    r = CliRunner().invoke(main, ["release", "arm-transformer", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    starter = (out / MODULE).read_text()
+    assert "TODO: implement TransformerBlock.forward" in starter and "masked_fill" not in starter
+    run = lambda sub: subprocess.run([sys.executable, "selfcheck.py", str(SUBMISSIONS / sub / MODULE), "--json"],  # noqa: E731
+                                     cwd=out, capture_output=True, text=True, timeout=600)
+    good, bad = run("arm-transformer-example"), run("arm-transformer-buggy")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert bad.returncode == 1 and "block.causal" in bad.stdout, bad.stdout + bad.stderr

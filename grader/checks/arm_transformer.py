@@ -117,13 +117,13 @@ def check_block_shapes(ctx: CheckContext) -> None:
                         _name_mistake(ctx, _nonfinite_positions(block, x), lambda r: _nonfinite_positions(r, x))
 
 
-def _leaks(block, x: np.ndarray, ctx_rng, ctx: CheckContext, causal) -> tuple:
-    """leak[s] = the positions t < s whose output changes when only x[:, s] changes (a tuple of tuples)."""
+def _leaks(block, x: np.ndarray, fresh: list, ctx: CheckContext, causal) -> tuple:
+    """leak[s − 1] = the positions t < s whose output changes when only x[:, s] becomes fresh[s − 1] (tuples)."""
     base = block(x, causal=causal)
     out = []
     for s in range(1, x.shape[1]):
         x2 = x.copy()
-        x2[:, s] = ctx_rng[s - 1]
+        x2[:, s] = fresh[s - 1]
         moved = _changed(base, block(x2, causal=causal), ctx)
         out.append(tuple(int(t) for t in np.flatnonzero(moved[:s])))
     return tuple(out)
@@ -485,6 +485,7 @@ METRICS = {
     "test_bits_per_token": Metric("Test negative log-likelihood", "bits per token", "lower"),
     "sample_distance": Metric("Samples: distance of the token frequencies per row from the test data's", "total variation", "lower"),
     "training": Metric("Training of your model", kind="note"),
+    "sample_text": Metric("Headlines sampled from your model", kind="note"),
 }
 
 
@@ -605,7 +606,13 @@ def _figures(ctx: CheckContext, part: Part, data: Data) -> None:
         levels = data.num_token_vals - 1
         rows = [a[:16, 1:].reshape(-1, 8, 8).astype(np.float32) / max(levels - 1, 1)
                 for a in (part.extra["samples"], part.extra["reference_samples"])]
-        path = figures.image_grid(rows[0], rows[1], folder / "arm_samples.png", (8, 8))
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(0.6 * 16 + 1.2, 1.6), layout="constrained")
+        for ax, imgs, label in zip(fig.subplots(2, 1), rows, ("yours", "reference")):
+            figures._show(ax, figures._mosaic(imgs, 1, len(imgs), (8, 8)), 1.0)
+            ax.set_ylabel(label, fontsize=7)
+        path = figures._save(fig, folder / "arm_samples.png")
         caption = "16 samples of your model (top) and of the reference trained the same way (bottom)."
     else:
         path = folder / "arm_samples.txt"
@@ -614,6 +621,7 @@ def _figures(ctx: CheckContext, part: Part, data: Data) -> None:
                         + "\n".join(text(part.extra["reference_samples"])) + "\n")
         rel = "figures/arm_samples.txt"
         caption = "16 headlines sampled from your model and from the reference."
+        ctx.session.metrics["sample_text"] = " · ".join(t.strip() or "(empty)" for t in text(part.extra["samples"])[:6])
     if not any(f["path"] == rel for f in ctx.session.figures) and Path(path).suffix == ".png":
         ctx.session.figures.append({"path": rel, "caption": caption, "tag": "model"})
 

@@ -244,6 +244,8 @@ class Sandbox:
         self.zygote = zygote or Zygote.shared()
         self.tmp = Path(tempfile.mkdtemp(prefix="gradekit-run-"))
         self.scratch = self.tmp / "submission"
+        if os.geteuid() == 0:  # the child runs as SANDBOX_ID: it must reach its copy (not list the folder)
+            os.chmod(self.tmp, 0o711)
         # The grader's own files about this run: never visible to the child (a private tmpfs
         # covers the temp dir there), opened by fd, and read back without following links.
         self.log_dir = self.tmp / "log"
@@ -323,10 +325,7 @@ class Sandbox:
         missing = missing_protections(self.protections) if self.config.namespaces else []
         if missing and not self.config.allow_unsandboxed:
             self.kill()  # before the student's module is imported: nothing of theirs has run
-            raise IsolationUnavailable(
-                "this machine cannot isolate student code (missing: " + ", ".join(missing) + "). Grade on Linux with "
-                "user namespaces enabled (sysctl kernel.unprivileged_userns_clone=1, or as root), or pass "
-                "--allow-unsandboxed to run it anyway, only for code you trust.")
+            raise IsolationUnavailable(isolation_message(missing, self.protections))
         if missing:
             self.protections["unsandboxed"] = missing
         self.load_error = None
@@ -507,6 +506,19 @@ class Sandbox:
         if size > limit:
             text += f"\n[... output truncated: {size:,} bytes in all, first {limit:,} shown ...]"
         return text
+
+
+def isolation_message(missing: list[str], protections: dict) -> str:
+    """Why grading is refused, naming the cause: the namespaces themselves, or (when they worked)
+    the mounts that could not be made read-only."""
+    text = "this machine cannot isolate student code (missing: " + ", ".join(missing) + "). "
+    if protections.get("pid_namespace") and protections.get("not_read_only"):
+        return text + ("Namespaces work here, but these mounts could not be made read-only in the child's mount "
+                       "namespace: " + ", ".join(protections["not_read_only"]) + ". Mount them read-only (or "
+                       "remove them) on this worker, or pass --allow-unsandboxed to run it anyway, only for code "
+                       "you trust.")
+    return text + ("Grade on Linux with user namespaces enabled (sysctl kernel.unprivileged_userns_clone=1, or as "
+                   "root), or pass --allow-unsandboxed to run it anyway, only for code you trust.")
 
 
 def _needed_paths() -> list[str]:
