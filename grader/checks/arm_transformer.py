@@ -383,6 +383,9 @@ DEFAULTS = {
     "num_samples": 64, "seed": 0,
     # relative to the reference: full marks up to `*_full` worse, nothing from `*_zero` worse, linear between
     "nll_full": 0.05, "nll_zero": 0.25,
+    # the student's model is evaluated in the sandbox (its architecture is its own), so an NLL this much *better* than
+    # the reference's, trained alike, is not believed: no credit, and the note asks the instructor to look
+    "nll_implausible": 0.15,
     "samples_full": 0.5, "samples_zero": 2.0,
 }
 TRAIN_KEYS = ("num_emb", "num_neurons", "num_heads", "num_blocks", "dropout_prob", "lr", "batch_size", "max_epochs",
@@ -653,9 +656,41 @@ def _grade(ctx: CheckContext, key: str, metric: str, label: str) -> None:
 
 
 def check_model_nll(ctx: CheckContext) -> None:
-    _grade(ctx, "test_bits_per_token", "nll", "the course's decoder with your block, trained: test NLL in bits per token")
+    label = "the course's decoder with your block, trained: test NLL in bits per token"
+    part, s = _part(ctx), settings(ctx)
+    if part.student and part.student["test_bits_per_token"] < (1 - s["nll_implausible"]) * part.reference["test_bits_per_token"]:
+        ctx.expect(False, label, f"yours {part.student['test_bits_per_token']:.4g}, reference "
+                   f"{part.reference['test_bits_per_token']:.4g}: more than {s['nll_implausible']:.0%} better than the "
+                   "reference block trained the same way, which a transformer block cannot be; not credited (the "
+                   "instructor is asked to look at this submission)")
+        return
+    _grade(ctx, "test_bits_per_token", "nll", label)
 
 
 def check_model_samples(ctx: CheckContext) -> None:
     _grade(ctx, "sample_distance", "samples", "samples of the trained model: token frequencies per position against "
                                               "the test data's (mean total variation)")
+
+
+# ---- mutation testing ----------------------------------------------------------------------------------
+
+def probe(M) -> dict:
+    """Run module `M`'s TransformerBlock in process on fixed float64 inputs (grader/mutation: a mutant that changes
+    nothing here cannot be planted): outputs with causal True, False and the default, at T = 1 and T = 6, and the
+    gradients of a fixed projection of them with respect to the input and the parameters."""
+    out: dict = {}
+    for key, (t, causal) in {"T6.causal": (6, True), "T6.open": (6, False), "T6.default": (6, None),
+                             "T1.causal": (1, True)}.items():
+        try:
+            torch.manual_seed(1)
+            block = M.TransformerBlock(D, N, H).double().eval()
+            x = torch.randn(2, t, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64, requires_grad=True)
+            y = block(x) if causal is None else block(x, causal=causal)
+            out[key] = y.detach().clone()
+            proj = torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+            grads = torch.autograd.grad((y * proj).sum(), [x, *block.parameters()], allow_unused=True)
+            for i, g in enumerate(grads):
+                out[f"{key}.grad[{i}]"] = None if g is None else g.detach().clone()
+        except Exception as e:  # a mutant may crash where the reference does not: that is behaviour too
+            out[key] = ("raises", type(e).__name__)
+    return out
