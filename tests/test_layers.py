@@ -23,12 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("core", ["grader", "grader.kinds", "grader.rubric", "grader.results", "grader.redact", "grader.trace",
               "grader.metrics", "grader.signatures", "grader.roles", "grader.data", "grader.figures",
-              "grader.model_cache", "grader.history", "grader.glossary"]),
+              "grader.model_cache", "grader.history", "grader.glossary", "grader.resources"]),
     ("run", ["grader.sandbox", "grader.submission", "grader.harnesses"]),
     ("judge", ["grader.checks", "reference"]),
     ("engine", ["grader.engine"]),
     ("apps", ["grader.batch", "grader.report", "grader.gradescope", "grader.lms", "grader.mutation", "grader.authoring",
-              "grader.similarity"]),
+              "grader.similarity", "grader.remote"]),
     ("front", ["grader.cli", "grader.commands", "grader.serve"]),
 ]
 
