@@ -53,7 +53,7 @@ h2.assignment-title { background: var(--soft); padding: 1.5mm 3mm; border-radius
 <header class="masthead">
   <div class="masthead-text">
     <div class="kicker">Class summary</div>
-    <h1 data-runtitle="Class summary · {{ assignments }}">{{ assignments }}</h1>
+    <h1 data-runtitle="Class summary">{{ assignments }}</h1>
     <table class="meta"><tr><th>Students</th><td>{{ n }}</td><th>Generated</th><td>{{ generated_at }}</td></tr>
     <tr><th>Folder</th><td>{{ folder }}</td><th>Last graded</th><td>{{ last_graded }}</td></tr></table>
   </div>
