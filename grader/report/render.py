@@ -376,7 +376,10 @@ def _hidden_reason(t: TestResult, title: str) -> list[str]:
     if "model" in t.tags:  # a trained model's failures describe the student's model, not the hidden test
         reasons += [line.removeprefix("- ") for line in lines if line.startswith("- ")][:5]
     reasons += [line for line in lines if line.startswith(_REASON_PREFIXES)]
-    return reasons
+    return [_E_NOTATION.sub(lambda m: display.fmt_value(float(m.group(0))), r) for r in reasons]
+
+
+_E_NOTATION = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?e[+-]?\d+\b")  # 6.376e+22 -> 6.38 × 10²² in the report's words
 
 
 def _check(t: TestResult, instructor: bool = False, title: str = "") -> dict:
