@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.kinds import KINDS, Kind, infer_kind
+from grader.resources import data_dir
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-RUBRICS_DIR = Path(__file__).resolve().parents[1] / "rubrics"
+RUBRICS_DIR = data_dir("rubrics")  # the checkout's rubrics/, or the installed package's
 VISIBILITIES = ("public", "hidden")
 
 

@@ -117,13 +117,13 @@ def check_block_shapes(ctx: CheckContext) -> None:
                         _name_mistake(ctx, _nonfinite_positions(block, x), lambda r: _nonfinite_positions(r, x))
 
 
-def _leaks(block, x: np.ndarray, ctx_rng, ctx: CheckContext, causal) -> tuple:
-    """leak[s] = the positions t < s whose output changes when only x[:, s] changes (a tuple of tuples)."""
+def _leaks(block, x: np.ndarray, fresh: list, ctx: CheckContext, causal) -> tuple:
+    """leak[s − 1] = the positions t < s whose output changes when only x[:, s] becomes fresh[s − 1] (tuples)."""
     base = block(x, causal=causal)
     out = []
     for s in range(1, x.shape[1]):
         x2 = x.copy()
-        x2[:, s] = ctx_rng[s - 1]
+        x2[:, s] = fresh[s - 1]
         moved = _changed(base, block(x2, causal=causal), ctx)
         out.append(tuple(int(t) for t in np.flatnonzero(moved[:s])))
     return tuple(out)
@@ -382,6 +382,9 @@ DEFAULTS = {
     "num_samples": 64, "seed": 0,
     # relative to the reference: full marks up to `*_full` worse, nothing from `*_zero` worse, linear between
     "nll_full": 0.05, "nll_zero": 0.25,
+    # the student's model is evaluated in the sandbox (its architecture is its own), so an NLL this much *better* than
+    # the reference's, trained alike, is not believed: no credit, and the note asks the instructor to look
+    "nll_implausible": 0.15,
     "samples_full": 0.5, "samples_zero": 2.0,
 }
 TRAIN_KEYS = ("num_emb", "num_neurons", "num_heads", "num_blocks", "dropout_prob", "lr", "batch_size", "max_epochs",
@@ -485,6 +488,7 @@ METRICS = {
     "test_bits_per_token": Metric("Test negative log-likelihood", "bits per token", "lower"),
     "sample_distance": Metric("Samples: distance of the token frequencies per row from the test data's", "total variation", "lower"),
     "training": Metric("Training of your model", kind="note"),
+    "sample_text": Metric("Headlines sampled from your model", kind="note"),
 }
 
 
@@ -605,7 +609,13 @@ def _figures(ctx: CheckContext, part: Part, data: Data) -> None:
         levels = data.num_token_vals - 1
         rows = [a[:16, 1:].reshape(-1, 8, 8).astype(np.float32) / max(levels - 1, 1)
                 for a in (part.extra["samples"], part.extra["reference_samples"])]
-        path = figures.image_grid(rows[0], rows[1], folder / "arm_samples.png", (8, 8))
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(0.6 * 16 + 1.2, 1.6), layout="constrained")
+        for ax, imgs, label in zip(fig.subplots(2, 1), rows, ("yours", "reference")):
+            figures._show(ax, figures._mosaic(imgs, 1, len(imgs), (8, 8)), 1.0)
+            ax.set_ylabel(label, fontsize=7)
+        path = figures._save(fig, folder / "arm_samples.png")
         caption = "16 samples of your model (top) and of the reference trained the same way (bottom)."
     else:
         path = folder / "arm_samples.txt"
@@ -614,6 +624,7 @@ def _figures(ctx: CheckContext, part: Part, data: Data) -> None:
                         + "\n".join(text(part.extra["reference_samples"])) + "\n")
         rel = "figures/arm_samples.txt"
         caption = "16 headlines sampled from your model and from the reference."
+        ctx.session.metrics["sample_text"] = " · ".join(t.strip() or "(empty)" for t in text(part.extra["samples"])[:6])
     if not any(f["path"] == rel for f in ctx.session.figures) and Path(path).suffix == ".png":
         ctx.session.figures.append({"path": rel, "caption": caption, "tag": "model"})
 
@@ -641,9 +652,41 @@ def _grade(ctx: CheckContext, key: str, metric: str, label: str) -> None:
 
 
 def check_model_nll(ctx: CheckContext) -> None:
-    _grade(ctx, "test_bits_per_token", "nll", "the course's decoder with your block, trained: test NLL in bits per token")
+    label = "the course's decoder with your block, trained: test NLL in bits per token"
+    part, s = _part(ctx), settings(ctx)
+    if part.student and part.student["test_bits_per_token"] < (1 - s["nll_implausible"]) * part.reference["test_bits_per_token"]:
+        ctx.expect(False, label, f"yours {part.student['test_bits_per_token']:.4g}, reference "
+                   f"{part.reference['test_bits_per_token']:.4g}: more than {s['nll_implausible']:.0%} better than the "
+                   "reference block trained the same way, which a transformer block cannot be; not credited (the "
+                   "instructor is asked to look at this submission)")
+        return
+    _grade(ctx, "test_bits_per_token", "nll", label)
 
 
 def check_model_samples(ctx: CheckContext) -> None:
     _grade(ctx, "sample_distance", "samples", "samples of the trained model: token frequencies per position against "
                                               "the test data's (mean total variation)")
+
+
+# ---- mutation testing ----------------------------------------------------------------------------------
+
+def probe(M) -> dict:
+    """Run module `M`'s TransformerBlock in process on fixed float64 inputs (grader/mutation: a mutant that changes
+    nothing here cannot be planted): outputs with causal True, False and the default, at T = 1 and T = 6, and the
+    gradients of a fixed projection of them with respect to the input and the parameters."""
+    out: dict = {}
+    for key, (t, causal) in {"T6.causal": (6, True), "T6.open": (6, False), "T6.default": (6, None),
+                             "T1.causal": (1, True)}.items():
+        try:
+            torch.manual_seed(1)
+            block = M.TransformerBlock(D, N, H).double().eval()
+            x = torch.randn(2, t, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64, requires_grad=True)
+            y = block(x) if causal is None else block(x, causal=causal)
+            out[key] = y.detach().clone()
+            proj = torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+            grads = torch.autograd.grad((y * proj).sum(), [x, *block.parameters()], allow_unused=True)
+            for i, g in enumerate(grads):
+                out[f"{key}.grad[{i}]"] = None if g is None else g.detach().clone()
+        except Exception as e:  # a mutant may crash where the reference does not: that is behaviour too
+            out[key] = ("raises", type(e).__name__)
+    return out

@@ -39,9 +39,10 @@ from grader.redact import machine_paths, redact_paths
 from grader.report import display
 from grader.report.handed_in import handed_in_context
 from grader.report.pages import render_without_near_empty_last_page
+from grader.resources import data_dir
 from grader.results import GradeResult, TestResult
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATES_DIR = data_dir("templates")  # the checkout's templates/, or the installed package's
 HIDDEN_VISIBILITIES = ("after_published", "hidden")
 INSTRUCTOR_HTML = "instructor.html"  # the instructor's view, next to the student's report.html/report.pdf
 

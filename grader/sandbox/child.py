@@ -376,12 +376,14 @@ def run(fds: "int | list[int]", config: dict) -> None:
         sock = socket.socket(fileno=sock_fd)
         protections = {"process_group": True}
         if config.get("namespaces", True):
+            sockets = isolation.host_socket_paths()  # /proc/net/unix of the namespace about to be left
             protections.update(isolation.enter_namespaces())
         else:
             protections.update(network_isolated=False, filesystem_masking=False, pid_namespace=False)
         mark("namespaces entered")
         if protections.get("filesystem_masking"):
-            protections.update(isolation.lock_down_filesystem(config["scratch"], config["tmp_root"], config.get("needed", [])))
+            protections.update(isolation.lock_down_filesystem(config["scratch"], config["tmp_root"], config.get("needed", []),
+                                                             sockets=sockets))
             mark("file system locked down (tmpfs, overlay, read-only remounts)")
             protections["masked_paths"] = isolation.mask_paths(config.get("hide", []))
             mark("paths masked")
