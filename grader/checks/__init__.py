@@ -540,7 +540,8 @@ def likely_causes(ctx: CheckContext, depends_on) -> None:
     is evaluated). Mistakes of other components are not causes of this metric and are not named."""
     found = [m for c, m in ctx.diagnosed.items() if c in set(depends_on)]
     if found:
-        causes = "; ".join(f"{m.message} ({m.component})" for m in found)
+        names = ctx.rubric.component_targets  # the name in the student's code, not the rubric's tag
+        causes = "; ".join(f"{m.message} (in `{names.get(m.component) or m.component}`)" for m in found)
         ctx.notes.append(f"Likely cause, found by the unit checks: {causes}.")
 
 

@@ -662,7 +662,8 @@ class Prepared:
     x_test: torch.Tensor
     y_test: torch.Tensor
     image_shape: tuple
-    summary: str
+    summary: str  # the exact record (cache keys)
+    words: str = ""  # the same for a student (the report's "Data set" line)
 
 
 def _prepare(spec: str) -> Prepared:
@@ -672,7 +673,7 @@ def _prepare(spec: str) -> Prepared:
     scale = float(max(data.num_vals - 1, 1))
     f = lambda t: (t.float() / scale).clamp(0, 1) if data.likelihood != "bernoulli" else t.float()
     return Prepared(f(data.x_train), data.y_train.long(), f(data.x_val), data.y_val.long(), f(data.x_test),
-                    data.y_test.long(), tuple(data.image_shape), data.summary())
+                    data.y_test.long(), tuple(data.image_shape), data.summary(), data.describe())
 
 
 def _img(x: torch.Tensor, shape) -> torch.Tensor:
@@ -948,7 +949,7 @@ def _record_metrics(ctx, run: Run) -> None:
 
     pair = lambda a, b: {"student": num(a), "reference": num(b)}
     M = ctx.session.metrics
-    M["data"] = run.data.summary
+    M["data"] = run.data.words
     M["K (importance samples)"] = run.settings["K"]
     M["CNN validation accuracy"] = pair(st.get("cnn", {}).get("val_accuracy"), rf["cnn"]["val_accuracy"])
     M["CNN test accuracy"] = pair(st.get("cnn", {}).get("test_accuracy"), rf["cnn"]["test_accuracy"])

@@ -634,7 +634,8 @@ class Data:
     x_test: np.ndarray
     y_test: np.ndarray
     image_shape: tuple
-    summary: str
+    summary: str  # the exact record (cache keys)
+    words: str = ""  # the same for a student (the report's "Data set" line)
 
 
 _DATA: dict = {}
@@ -651,7 +652,8 @@ def _data(s: dict) -> Data:
         scale = float(ds.num_vals - 1)
         x_train = np.concatenate([ds.x_train.numpy(), ds.x_val.numpy()]).astype(np.float64) / scale
         _DATA[s["data"]] = Data(x_train, ds.x_test.numpy().astype(np.float64) / scale, ds.y_test.numpy(),
-                                tuple(ds.image_shape), ds.summary() + f", scaled to [0, 1] (÷{scale:g})")
+                                tuple(ds.image_shape), ds.summary() + f", scaled to [0, 1] (÷{scale:g})",
+                                ds.describe() + ", scaled to [0, 1]")
     return _DATA[s["data"]]
 
 
@@ -686,7 +688,7 @@ def _record(ctx: CheckContext, model: str, part: Part, labels: dict) -> None:
     """One model's rows of the comparison table (student and reference) in the metrics, and the figure."""
     comp = ctx.session.cache.setdefault("comparison", {})
     comp[model] = {"student": part.student, "reference": part.reference, "error": part.error or None, **labels}
-    ctx.session.metrics["data"] = _data(settings(ctx)).summary
+    ctx.session.metrics["data"] = _data(settings(ctx)).words
     for metric in METRIC_NAMES:
         ctx.session.metrics[comparison_key(model, metric)] = {"student": (part.student or {}).get(metric),
                                                               "reference": part.reference.get(metric)}
