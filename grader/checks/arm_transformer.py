@@ -27,8 +27,9 @@ import torch
 
 from grader.checks import (
     CheckContext, StudentValueError, UNBOUNDED_S, likely_causes, model_settings, note_epoch_matched,
-    reference_at_students_epochs, relative_score, tensor,
+    believed_epochs, reference_at_students_epochs, relative_score, tensor, timed_call,
 )
+from grader.history import TrainingClaim, epochs_done, stop_reason
 from grader.metrics import Metric
 from grader.sandbox.client import StudentException
 
@@ -414,7 +415,7 @@ def settings(ctx_or_rubric, session=None) -> dict:
 
 def preflight(rubric, session, selected=None) -> None:
     """Fail early (before the sandbox starts) on bad [model] settings or data."""
-    if selected is not None and not any(spec.component == "model" for spec in selected):
+    if selected is not None and not any(spec.kind == "model" for spec in selected):
         return
     _data(settings(rubric, session))
 
@@ -574,13 +575,16 @@ def _part(ctx: CheckContext) -> Part:
     kw = _train_kwargs(s, data)
     try:
         budget = min(ctx.session.remaining_s(), s["time_budget_s"] * 2 + 30)
-        out = ctx.harness("arm_transformer.train_and_evaluate", timeout=max(1.0, budget), x_train=data.x_train,
-                          x_val=data.x_val, x_test=data.x_test, **kw)
+        out, seconds = timed_call(ctx.harness, "arm_transformer.train_and_evaluate", timeout=max(1.0, budget),
+                                  x_train=data.x_train, x_val=data.x_val, x_test=data.x_test, **kw)
         part.extra["history"] = hist = out.get("history", {}) or {}
         if out.get("error"):
             raise ModelGradingError(f"training your model failed: {out['error']}")
-        done = hist.get("epochs") if isinstance(hist.get("epochs"), int) else 0
-        if hist.get("stopped_because") == "time" and 0 < done < int(ref_history.get("epochs") or 0):
+        # what the child reports is a claim: a budget stop counts only when the grader's clock saw the budget run out
+        claim = TrainingClaim("your model's training", epochs_done(hist), str(hist.get("stopped_because")), seconds,
+                              float(s["time_budget_s"]))
+        done = believed_epochs(ctx, claim, epochs_done(ref_history))
+        if done:
             # load and speed are not mistakes: compare with the reference trained for as many epochs
             part.reference, ref_history, ref_samples = reference_at_students_epochs(
                 ctx, lambda: _reference(ctx, dict(s, max_epochs=done), data))
@@ -600,8 +604,8 @@ def _part(ctx: CheckContext) -> Part:
 
 
 def _training_note(ctx: CheckContext, hist: dict, ref_hist: dict) -> None:
-    why = {"epochs": "after the last epoch", "patience": "by early stopping", "time": "at the time budget",
-           "diverged": "because the loss became non-finite"}.get(hist.get("stopped_because"), "")
+    why = {"max_epochs": "after the last epoch", "early_stopping": "by early stopping", "time_budget": "at the time budget",
+           "diverged": "because the loss became non-finite"}.get(stop_reason(hist.get("stopped_because")), "")
     ctx.session.metrics["training"] = (f"{hist.get('epochs', 0)} epoch(s) in {hist.get('seconds', 0):.0f} s, stopped {why}; "
                                        f"the reference: {ref_hist.get('epochs', 0)} epoch(s).")
 
