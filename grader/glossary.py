@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+from grader import history
+
 # Sandbox protection key -> what it meant for the student's code, completing "Your code …" ("{}": the value).
 # "" marks bookkeeping the student does not need (sizes of internal mounts, what was exposed to whom).
 PROTECTIONS = {
@@ -44,14 +46,8 @@ PROTECTIONS = {
     "unsandboxed": "",
 }
 
-# Why training stopped (training.History.stopped_because) -> a clause.
-STOP_REASONS = {
-    "diverged": "training diverged (the loss became NaN or infinite)",
-    "error": "training stopped with an error",
-    "time_budget": "training stopped at the time budget",
-    "patience": "training stopped early: the validation loss no longer improved",
-    "max_epochs": "training ran all its epochs",
-}
+# Why training stopped (a training history's stopped_because) -> a clause: one list, grader/history.py.
+STOP_REASONS = history.STOP_REASONS
 
 # TestResult.error (how a check's run of the student's code ended) -> a short label for the check.
 FAILURE_KINDS = {
@@ -119,7 +115,9 @@ def points(x: float) -> str:
 
 
 def stop_reason(why: str) -> str:
-    return STOP_REASONS.get(str(why), f"training ended ({why})" if why else "training ran")
+    """The clause for a stop reason (older loops' words mapped, grader.history.stop_reason); unknown ones shown as given."""
+    known = history.stop_reason(why)
+    return STOP_REASONS[known] if known else (f"training ended ({why})" if why else "training ran")
 
 
 def failure_kind(kind: str) -> str:
