@@ -410,7 +410,9 @@ def enter_allow_list_root(tmp_real: str, in_tmp: list[str], needed: list[str]) -
         for p in in_tmp:
             ok &= bind(p)
         inside = lambda p: any(p == b or p.startswith(b.rstrip("/") + "/") for b in bound)
-        for p in sorted({os.path.realpath(n) for n in needed if os.path.isdir(n)}):
+        # The running interpreter's own folders always: it imports lazily (codecs, stdlib modules).
+        own = [sys.prefix, sys.base_prefix, sys.exec_prefix, *[p for p in sys.path if p]]
+        for p in sorted({os.path.realpath(n) for n in [*needed, *own] if os.path.isdir(n)}):
             if not inside(p):
                 ok &= bind(p)
         os.chmod(root, 0o755)
