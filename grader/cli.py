@@ -15,7 +15,7 @@ trace.mark("python started, grader.cli imported")
 import click  # noqa: E402
 
 from grader import __version__  # noqa: E402
-from grader.glossary import fmt_points  # noqa: E402
+from grader.glossary import fmt_points, shorten  # noqa: E402
 from grader.commands.console import Table, console, escape  # noqa: E402  (rich, imported on first use)
 
 
@@ -157,7 +157,7 @@ def _brief(test, limit: int = 240) -> str:
     lines = test.output.splitlines()
     picked = [l for l in lines if l.startswith("Diagnosis")][:2] or [l for l in lines if l.startswith("- ")][:1] or lines[:1]
     text = " ".join(l.removeprefix("- ") for l in picked)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(text, limit)
 
 
 def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
