@@ -3,7 +3,7 @@
 results.json keeps machine-oriented names (protection keys of the sandbox, training stop reasons,
 the kind of failure of a check, component tags, figure tags); the report, the console and the web
 app show them through this module only. A name not listed here is bookkeeping: the instructor's view
-may show it, the student's never does (tests/test_report_reading.py renders every example report and
+may show it, the student's never does (tests/test_report_layout.py renders every example report and
 fails on any key of these tables appearing as a bare word).
 """
 
@@ -113,7 +113,7 @@ def points(x: float) -> str:
 
 
 def stop_reason(why: str) -> str:
-    return STOP_REASONS.get(str(why), f"training ended ({why})" if why else "training ran")
+    return STOP_REASONS.get(str(why), "training ended" if why else "training ran")  # an unknown reason: no raw name
 
 
 def failure_kind(kind: str) -> str:

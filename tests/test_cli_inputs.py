@@ -8,10 +8,9 @@ import zipfile
 from click.testing import CliRunner
 
 from grader.cli import main
+from grader.results import save_result
 from tests.conftest import SUBMISSIONS
 from tests.test_lms import fake_result
-
-from grader.results import save_result
 
 
 def _run(*args):
