@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+from grader import history
+
 # Sandbox protection key -> what it meant for the student's code, completing "Your code …" ("{}": the value).
 # "" marks bookkeeping the student does not need (sizes of internal mounts, what was exposed to whom).
 PROTECTIONS = {
@@ -31,21 +33,21 @@ PROTECTIONS = {
     "max_tasks": "could start at most {} processes or threads",
     "disk_limit_mb": "could write at most {} MB",
     "writable_mb": "could write at most {} MB",
+    "host_sockets_hidden": "could not reach any service of the grading machine",
+    "allow_list_root": "saw only the system's programs and libraries, none of the grader's folders",
     "masked_paths": "",
+    "socket_folders_covered": "",
+    "sockets_covered": "",
+    "sockets_left": "",
+    "not_read_only": "",
     "writable_submission": "",
     "covered_for_sandbox_id": "",
     "fresh_proc": "",
     "unsandboxed": "",
 }
 
-# Why training stopped (training.History.stopped_because) -> a clause.
-STOP_REASONS = {
-    "diverged": "training diverged (the loss became NaN or infinite)",
-    "error": "training stopped with an error",
-    "time_budget": "training stopped at the time budget",
-    "patience": "training stopped early: the validation loss no longer improved",
-    "max_epochs": "training ran all its epochs",
-}
+# Why training stopped (a training history's stopped_because) -> a clause: one list, grader/history.py.
+STOP_REASONS = history.STOP_REASONS
 
 # TestResult.error (how a check's run of the student's code ended) -> a short label for the check.
 FAILURE_KINDS = {
@@ -113,7 +115,10 @@ def points(x: float) -> str:
 
 
 def stop_reason(why: str) -> str:
-    return STOP_REASONS.get(str(why), "training ended" if why else "training ran")  # an unknown reason: no raw name
+    """The clause for a stop reason (older loops' words mapped, grader.history.stop_reason); an unknown one
+    without its raw name (a student never reads an internal name)."""
+    known = history.stop_reason(why)
+    return STOP_REASONS[known] if known else ("training ended" if why else "training ran")
 
 
 def failure_kind(kind: str) -> str:
