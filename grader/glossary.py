@@ -3,7 +3,7 @@
 results.json keeps machine-oriented names (protection keys of the sandbox, training stop reasons,
 the kind of failure of a check, component tags, figure tags); the report, the console and the web
 app show them through this module only. A name not listed here is bookkeeping: the instructor's view
-may show it, the student's never does (tests/test_report_reading.py renders every example report and
+may show it, the student's never does (tests/test_report_layout.py renders every example report and
 fails on any key of these tables appearing as a bare word).
 """
 
@@ -115,9 +115,10 @@ def points(x: float) -> str:
 
 
 def stop_reason(why: str) -> str:
-    """The clause for a stop reason (older loops' words mapped, grader.history.stop_reason); unknown ones shown as given."""
+    """The clause for a stop reason (older loops' words mapped, grader.history.stop_reason); an unknown one
+    without its raw name (a student never reads an internal name)."""
     known = history.stop_reason(why)
-    return STOP_REASONS[known] if known else (f"training ended ({why})" if why else "training ran")
+    return STOP_REASONS[known] if known else ("training ended" if why else "training ran")
 
 
 def failure_kind(kind: str) -> str:
