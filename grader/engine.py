@@ -66,6 +66,9 @@ class GradeOptions:
     namespaces: bool = True
     # Run where student code cannot be isolated: None = $GRADEKIT_ALLOW_UNSANDBOXED (`--allow-unsandboxed`)
     allow_unsandboxed: bool | None = None
+    # Files the client left out when it packed this submission on another machine (grader.remote):
+    # reported as if this machine's copy had left them out.
+    left_out: list[str] = field(default_factory=list)
     # What the checks' inputs derive from (grader/checks/inputs.py): None = a fresh secret for this run (recorded
     # in results.json); a recorded one (`--seed`) draws the same inputs again; "" = the published inputs (self-checks)
     secret: str | None = None
@@ -154,7 +157,7 @@ def rubric_hash(rubric: Rubric) -> str:
 
 
 def _hide_list(rubric: Rubric, submission: Path, out_dir: Path | None) -> list[str]:
-    paths = [REPO_ROOT / "reference", REPO_ROOT / "rubrics", REPO_ROOT / "grader" / "checks", REPO_ROOT / "tests",
+    paths = [REPO_ROOT / "reference", RUBRICS_DIR, REPO_ROOT / "grader" / "checks", REPO_ROOT / "tests",
              REPO_ROOT / "submissions", submission.parent, submission]
     # The grading user's secrets (a grader run unprivileged shares its id with the child).
     home = Path.home()
@@ -226,9 +229,10 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         trace.mark("submission hashed and read (answers, notebook)")
         answers = handed_in.answers.answers
         result.questions = [QuestionResult(q.id, q.title, q.points, answers.get(q.id)) for q in rubric.questions]
-        if sandbox.skipped:
+        left_out = list(options.left_out) + sandbox.skipped
+        if left_out:
             result.errors.append("not graded (links, special files, or over the size limit): "
-                                 + ", ".join(sandbox.skipped[:20]) + (" …" if len(sandbox.skipped) > 20 else ""))
+                                 + ", ".join(left_out[:20]) + (" …" if len(left_out) > 20 else ""))
         if trains:
             sandbox.prepare_training()  # unit checks never train: they do not wait for it
         try:

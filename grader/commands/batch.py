@@ -32,7 +32,7 @@ def _tags(value: str | None) -> list[str]:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Regrade submissions whose results are up to date.")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-              help="local: a process pool on this machine; dask: tasks on a distributed scheduler.")
+              help="local: a process pool on this machine; dask: tasks on a Dask cluster (docs/cluster.md).")
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address (with --executor dask).")
 @click.option("--data", metavar="SPEC", help="Data for model-level checks: digits, mnist:PATH or mnist-binary:PATH "
               "(default: the rubric's).")
@@ -46,7 +46,7 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
 
         from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV
 
-        os.environ[ALLOW_UNSANDBOXED_ENV] = "1"  # the local workers inherit it (Dask workers need it set too)
+        os.environ[ALLOW_UNSANDBOXED_ENV] = "1"  # the local workers inherit it; Dask tasks carry it
         console.print("[bold red]WARNING[/]: --allow-unsandboxed: where this machine cannot isolate student code, "
                       "it runs unisolated; every affected result and report says so.")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -111,6 +111,9 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
     if summary.interrupted:
         console.print(f"[yellow]interrupted: {summary.not_done} not graded yet; run the same command again to resume[/]")
         sys.exit(130)
+    if summary.total and not summary.graded and not summary.skipped:
+        console.print("[red]nothing could be graded[/]: see the messages above")
+        sys.exit(1)
 
 
 @click.command(name="export")

@@ -115,7 +115,7 @@ class Zygote:
         self.ready = True
 
     def prepare_training(self) -> None:
-        """Ask the zygote to preload the training stack (torch._dynamo, grader.training) before its next
+        """Ask the zygote to preload the training stack (torch._dynamo, which the first optimiser imports) before its next
         fork, so children that train do not each pay ~2.5 s. No reply: the next `fork` waits for it."""
         with self._lock:
             self.start()
@@ -557,36 +557,50 @@ def _fatal_from_log(tail: bytes) -> str:
     return ""
 
 
-def _copy_submission(src: Path, dst: Path) -> list[str]:
-    """Copy the submission's regular files into the scratch folder, once: links, FIFOs, devices and
-    anything past MAX_COPY_BYTES are left out (returned, relative to `src`, so the report can say
-    so). Each file is opened with O_NOFOLLOW and copied from that descriptor, so swapping a file for
-    a link between the listing and the copy changes nothing. Everything the grader reads about the
-    submission afterwards (answers, checkpoints, hash) reads this copy, readable by the sandbox's id."""
+def submission_files(src: Path):
+    """The submission as the grader sees it: yields ("dir", rel, None), ("file", rel, open binary file)
+    or ("left_out", rel, None), `rel` relative to `src`. Links, FIFOs, devices, hidden folders,
+    __pycache__ and anything past MAX_COPY_BYTES are left out. Each file is opened with O_NOFOLLOW and
+    read from that descriptor (closed when the caller asks for the next item), so swapping a file for
+    a link between the listing and the read changes nothing. The one place of these rules: the
+    sandbox's copy and `grader.remote.pack_submission` both use it."""
     total = 0
-    skipped: list[str] = []
-    dst.mkdir(parents=True, mode=0o755)
-    os.chmod(dst, 0o755)
     for root, dirs, files in os.walk(src, followlinks=False):
         rel = Path(root).relative_to(src)
         for d in list(dirs):
             if (Path(root) / d).is_symlink():
-                skipped.append(str(rel / d))
+                yield "left_out", rel / d, None
         dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__" and not (Path(root) / d).is_symlink()]
-        (dst / rel).mkdir(parents=True, exist_ok=True, mode=0o755)
+        yield "dir", rel, None
         for name in files:
             try:
                 fd = os.open(Path(root) / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError:
-                skipped.append(str(rel / name))
+                yield "left_out", rel / name, None
                 continue
             with os.fdopen(fd, "rb") as f:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode) or total + st.st_size > MAX_COPY_BYTES:
-                    skipped.append(str(rel / name))
+                    yield "left_out", rel / name, None
                     continue
                 total += st.st_size
-                with open(dst / rel / name, "wb") as out:
-                    shutil.copyfileobj(f, out)
-                    os.fchmod(out.fileno(), 0o644)
+                yield "file", rel / name, f
+
+
+def _copy_submission(src: Path, dst: Path) -> list[str]:
+    """Copy the submission's files (`submission_files`) into the scratch folder, once; return what was
+    left out, relative to `src`, so the report can say so. Everything the grader reads about the
+    submission afterwards (answers, checkpoints, hash) reads this copy, readable by the sandbox's id."""
+    skipped: list[str] = []
+    dst.mkdir(parents=True, mode=0o755)
+    os.chmod(dst, 0o755)
+    for kind, rel, f in submission_files(src):
+        if kind == "left_out":
+            skipped.append(str(rel))
+        elif kind == "dir":
+            (dst / rel).mkdir(parents=True, exist_ok=True, mode=0o755)
+        else:
+            with open(dst / rel, "wb") as out:
+                shutil.copyfileobj(f, out)
+                os.fchmod(out.fileno(), 0o644)
     return skipped
