@@ -15,8 +15,9 @@
 - Ctrl-C / SIGTERM: nothing more is submitted, the pool is shut down, finished results stay.
 - At the end OUT/gradebook.csv is (re)written atomically from every OUT/*/results.json.
 
-`executor="dask"` sends `grade_one` tasks to a `distributed` scheduler instead; the results come
-back as JSON and this process writes them (same skipping rules).
+`executor="dask"` grades on a Dask cluster whose machines share no files with this one: each submission
+travels as bytes, the results, figures and plots come back as bytes, and this process writes them and
+renders the reports (same skipping rules; see `_run_dask` and grader/remote.py, docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -93,12 +94,29 @@ def find_submissions(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
+def not_submissions(root: Path) -> list[tuple[str, str]]:
+    """(name, why it is not graded and what to do) for every entry of `root` that `find_submissions` leaves
+    out but a student may have handed in (a zip, a loose module or notebook): listed, never silently dropped."""
+    out = []
+    for p in sorted(Path(root).iterdir()):
+        if p.name.startswith((".", "_")) or p.is_dir():
+            continue
+        if p.suffix.lower() == ".zip":
+            out.append((p.name, "a zip archive, not a folder: unpack it into ROOT/<student>/ "
+                                "(`grade import canvas|moodle` unpacks an LMS download)"))
+        elif p.suffix.lower() in (".py", ".ipynb", ".pdf", ".tex", ".md"):
+            out.append((p.name, f"a loose file: put it in a folder of its own, ROOT/{p.stem}/{p.name}"))
+    return out
+
+
 def _wanted_checks(rubric, only) -> set[str]:
     return {c.id for c in rubric.select(list(only or []))}
 
 
-def is_up_to_date(submission: Path, rubric, out: Path, only=None, data: str | None = None) -> bool:
-    """True when OUT/<student>/results.json grades exactly this submission with this rubric and grader."""
+def is_up_to_date(submission: Path, rubric, out: Path, only=None, data: str | None = None,
+                  digest: str | None = None) -> bool:
+    """True when OUT/<student>/results.json grades exactly this submission with this rubric and grader
+    (`digest`: the submission's hash when the caller has it already, see grader.remote.Packed)."""
     from grader import __version__
     from grader.engine import rubric_hash, submission_hash
     from grader.results import load_result
@@ -113,7 +131,7 @@ def is_up_to_date(submission: Path, rubric, out: Path, only=None, data: str | No
     return (old.grader_version == __version__ and old.rubric_hash == rubric_hash(rubric)
             and {t.check for t in old.tests} == _wanted_checks(rubric, only)
             and (old.metrics.get("data_spec") or None) == (data or None)
-            and old.submission_hash == submission_hash(submission))
+            and old.submission_hash == (digest or submission_hash(submission)))
 
 
 def _write_error(out: Path, student: str, text: str) -> None:
@@ -126,13 +144,15 @@ def _write_error(out: Path, student: str, text: str) -> None:
 
 
 def _first_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0][:300]
+    from grader.glossary import shorten
+
+    return shorten((text.strip().splitlines() or [""])[0], 300)
 
 
 # ---- the work of one submission (runs in a worker process) ------------------------------------
 def grade_one(path: str, assignment: str | None = None, only: list[str] | None = None, device: str = "auto",
               threads: int | None = None, out_dir: str | None = None, rubrics_dir: str | None = None,
-              data: str | None = None) -> dict:
+              data: str | None = None, secret: str | None = None) -> dict:
     """Grade one submission; return {"ok": True, "result": results.json dict} or {"ok": False, "error": text}.
 
     Never raises: the Dask executor ships this dict back to the parent, which writes it.
@@ -148,7 +168,7 @@ def grade_one(path: str, assignment: str | None = None, only: list[str] | None =
                   else find_assignment(submission, assignment))
         result = grade_submission(submission, rubric, GradeOptions(
             only=list(only or []), device=device, out_dir=Path(out_dir) if out_dir else None, threads=threads,
-            data=data))
+            data=data, secret=secret))
         return {"ok": True, "result": result.to_json()}
     except Exception as e:
         return {"ok": False, "error": _error_text(e)}
@@ -174,7 +194,7 @@ def _worker_init(jobs: int) -> None:
         torch.set_num_threads(1)
 
 
-def _local_task(path: str, assignment, only, device, threads, out: str, marker: str, rubrics_dir,
+def _local_task(path: str, assignment, only, device, threads, out: str, marker: str, rubrics_dir, secret,
                 reports: bool = True, data: str | None = None) -> dict:
     """Worker side of the local pool: grade, then write results.json (or error.txt) atomically."""
     from grader import trace
@@ -183,7 +203,7 @@ def _local_task(path: str, assignment, only, device, threads, out: str, marker: 
     Path(marker).write_text(f"{os.getpid()} {time.time()}")
     t0 = time.monotonic()
     student = Path(path).name
-    reply = grade_one(path, assignment, only, device, threads, out, rubrics_dir, data)
+    reply = grade_one(path, assignment, only, device, threads, out, rubrics_dir, data, secret)
     seconds = time.monotonic() - t0
     try:
         if reply["ok"]:
@@ -288,8 +308,10 @@ def default_cores() -> int:
 def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = None, only=None,
                 device: str = "auto", force: bool = False, progress: ProgressFn | None = None,
                 executor: str = "local", scheduler: str | None = None, write_gradebook_csv: bool = True,
-                rubrics_dir: Path | None = None, reports: bool = True, data: str | None = None) -> BatchSummary:
-    """Grade every submission folder under `root` into `out` (see the module docstring)."""
+                rubrics_dir: Path | None = None, reports: bool = True, data: str | None = None,
+                secret: str | None = None) -> BatchSummary:
+    """Grade every submission folder under `root` into `out` (see the module docstring). `secret`: the
+    checks' inputs of every student (grader/checks/inputs.py; None: a fresh one per submission)."""
     from grader.engine import GradingError, find_assignment
 
     root, out = Path(root), Path(out)
@@ -308,19 +330,24 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
             except Exception:
                 pass
 
-    todo: list[tuple[Path, float]] = []  # (submission, wall-clock guard in s)
+    todo: list[tuple[Path, float, object, object]] = []  # (submission, wall-clock guard in s, rubric, Packed | None)
     for sub in submissions:
         try:
             rubric = (find_assignment(sub.resolve(), assignment, Path(rubrics_dir)) if rubrics_dir
                       else find_assignment(sub.resolve(), assignment))
             if only and not rubric.select(only):
                 raise GradingError(f"--only {','.join(only)} matches no check of {rubric.id}; tags: {', '.join(rubric.components)}")
+            packed = None
+            if executor == "dask":  # read once: the bytes hashed here are the bytes graded on the cluster
+                from grader.remote import pack_submission
+
+                packed = pack_submission(sub)
         except Exception as e:
             text = str(e) if isinstance(e, GradingError) else f"{type(e).__name__}: {e}"
             _write_error(out, sub.name, f"cannot grade: {text}")
             report(StudentOutcome(sub.name, "failed", message=_first_line(text)))
             continue
-        if not force and is_up_to_date(sub, rubric, out, only, data):
+        if not force and is_up_to_date(sub, rubric, out, only, data, packed.digest if packed else None):
             from grader.results import load_result
 
             old = load_result(out / sub.name / "results.json")
@@ -328,7 +355,7 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
                 render_student_report(out / sub.name)  # no student code runs: cheap and safe
             report(StudentOutcome(sub.name, "skipped", old.score, old.max_score, 0.0))
             continue
-        todo.append((sub, rubric.limits.submission_timeout_s + GUARD_EXTRA_S))
+        todo.append((sub, rubric.limits.submission_timeout_s + GUARD_EXTRA_S, rubric, packed))
 
     old_handler = None
     if threading.current_thread() is threading.main_thread():
@@ -339,9 +366,9 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
     try:
         if todo:
             if executor == "dask":
-                _run_dask(todo, out, assignment, only, device, scheduler, report, summary, rubrics_dir, reports, data)
+                _run_dask(todo, out, only, device, scheduler, report, summary, reports, data, secret)
             elif executor == "local":
-                _run_local(todo, out, jobs, assignment, only, device, report, summary, rubrics_dir, reports, data)
+                _run_local(todo, out, jobs, assignment, only, device, report, summary, rubrics_dir, reports, data, secret)
             else:
                 raise GradingError(f"unknown executor {executor!r}: use local or dask")
     except KeyboardInterrupt:
@@ -359,12 +386,12 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
 
 
 def _run_local(todo, out: Path, jobs: int, assignment, only, device, report, summary: BatchSummary, rubrics_dir=None,
-               reports: bool = True, data: str | None = None) -> None:
+               reports: bool = True, data: str | None = None, secret: str | None = None) -> None:
     rubrics_dir = str(Path(rubrics_dir).resolve()) if rubrics_dir else None
     threads = max(1, default_cores() // jobs)
     state = Path(tempfile.mkdtemp(prefix="gradekit-batch-"))
-    guard = {sub.name: g for sub, g in todo}
-    pending = [sub for sub, _ in todo]  # not yet finished, in order
+    guard = {sub.name: g for sub, g, *_ in todo}
+    pending = [sub for sub, *_ in todo]  # not yet finished, in order
     deaths: dict[str, int] = {}
     ctx = multiprocessing.get_context("spawn")
     try:
@@ -377,7 +404,7 @@ def _run_local(todo, out: Path, jobs: int, assignment, only, device, report, sum
             try:
                 for sub in pending:
                     futures[pool.submit(_local_task, str(sub.resolve()), assignment, only, device, threads,
-                                        str(out.resolve()), str(state / sub.name), rubrics_dir, reports, data)] = sub
+                                        str(out.resolve()), str(state / sub.name), rubrics_dir, secret, reports, data)] = sub
                 broken = False
                 while futures and not broken:
                     done, _ = cf.wait(list(futures), timeout=0.5, return_when=cf.FIRST_COMPLETED)
@@ -439,61 +466,148 @@ def _started(marker: Path) -> tuple[int, float] | None:
         return None
 
 
-def _run_dask(todo, out: Path, assignment, only, device, scheduler, report, summary: BatchSummary, rubrics_dir=None,
-              reports: bool = True, data: str | None = None) -> None:
-    rubrics_dir = str(Path(rubrics_dir).resolve()) if rubrics_dir else None
+def _run_dask(todo, out: Path, only, device, scheduler, report, summary: BatchSummary, reports: bool = True,
+              data: str | None = None, secret: str | None = None) -> None:
+    """Grade `todo` on a Dask cluster that shares no files with this machine (grader.remote has the protocol).
+
+    Each submission travels inside its task (not scattered: scattered data dies with the worker holding it, and
+    the scheduler could not rerun the task); a task runs `remote.grade_packed` on a worker,
+    which refuses when its grader or data differ from ours: that worker gets no more tasks and the submission is
+    sent to another one. The scheduler retries a task whose worker was lost (the student's outcome says so);
+    after `distributed.scheduler.allowed-failures` losses it is a failure of that student. While the reference
+    model is not in our cache, one task runs alone first: the reference is trained once, for the whole cluster,
+    and shipped with every later task."""
+    import uuid
+
+    from grader import model_cache
     from grader.engine import GradingError
+    from grader.remote import data_digest, grade_packed, grader_identity, resolve_data_spec, write_files
+    from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV
 
     try:
         import distributed
     except ImportError:
-        raise GradingError("--executor dask needs the `distributed` package: pip install 'dask[distributed]'") from None
+        raise GradingError("--executor dask needs the `distributed` package: pip install 'gradekit[dask]'") from None
     if not scheduler:
         raise GradingError("--executor dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.5:8786)")
+    data_spec = resolve_data_spec(data)
+    try:
+        data_sha = data_digest(data_spec)
+    except Exception as e:
+        raise GradingError(f"--data {data}: {e}") from None
     try:
         client = distributed.Client(scheduler, timeout="20s")
     except Exception as e:
         raise GradingError(f"cannot reach the Dask scheduler at {scheduler}: {e}; start one with `dask scheduler` "
-                           "and workers with `dask worker ADDRESS`") from None
+                           "and workers with `dask worker ADDRESS --preload grader.remote` (docs/cluster.md)") from None
     try:
-        nthreads = client.nthreads()
-        slots = max(1, sum(nthreads.values()))
-        out_abs = str(out.resolve())
-        queue = list(todo)
-        running: dict = {}  # future -> (submission, guard, submitted_at)
+        identities: dict[str, dict] = {}
+        lost: dict[str, int] = {}  # student -> tasks lost with their inputs (resubmitted)
+        refused: dict[str, str] = {}  # worker -> why it refused; it gets no more tasks
+        entries = model_cache.export_entries()
+        shipped = [client.scatter([entries], broadcast=True)[0] if entries else None]
+        trains = any("model" in spec.all_tags for _, _, rubric, _ in todo for spec in rubric.select(only))
+        gated = [trains and not entries]  # one task alone until the reference model comes back
+        queue = [(sub, guard, rubric, packed) for sub, guard, rubric, packed in todo]
+        running: dict = {}  # future -> (item, submitted_at)
+
+        def usable() -> list[str]:
+            return [w for w in client.scheduler_info(n_workers=-1)["workers"] if w not in refused]
+
+        def submit(item) -> None:
+            sub, guard, rubric, packed = item
+            if rubric.id not in identities:
+                identities[rubric.id] = grader_identity(rubric)
+            task = {"student": sub.name, "assignment": rubric.id, "identity": identities[rubric.id], "only": only,
+                    "device": device, "data": data_spec, "data_as_given": data, "data_digest": data_sha,
+                    "allow_unsandboxed": True if os.environ.get(ALLOW_UNSANDBOXED_ENV) == "1" else None,
+                    "secret": secret}
+            restrict = usable() if refused else None
+            f = client.submit(grade_packed, task, packed, shipped[0], pure=False,
+                              key=f"grade-{sub.name}-{uuid.uuid4().hex[:12]}", workers=restrict,
+                              allow_other_workers=False)
+            running[f] = (item, time.monotonic())
+
+        def fail(sub: Path, seconds: float, text: str) -> None:
+            _write_error(out, sub.name, text)
+            report(StudentOutcome(sub.name, "failed", seconds=seconds, message=_first_line(text)))
+
         while queue or running:
+            workers = usable()
+            if not workers and not running:
+                why = "; ".join(sorted(set(refused.values()))) or "the scheduler has no workers"
+                for sub, *_ in queue:
+                    fail(sub, 0.0, f"cannot grade: no Dask worker can grade it: {why}")
+                break
+            slots = 1 if gated[0] else max(1, sum(n for w, n in client.nthreads().items() if w in workers))
             while queue and len(running) < slots:
-                sub, guard = queue.pop(0)
-                f = client.submit(grade_one, str(sub.resolve()), assignment, only, device, 1, out_abs, rubrics_dir, data,
-                                  pure=False,
-                                  key=f"grade-{sub.name}-{time.time_ns()}")
-                running[f] = (sub, guard, time.monotonic())
+                submit(queue.pop(0))
             try:
                 distributed.wait(list(running), timeout=0.5, return_when="FIRST_COMPLETED")
-            except (TimeoutError, distributed.TimeoutError if hasattr(distributed, "TimeoutError") else TimeoutError):
+            except Exception:  # timeout, or a future cancelled (handled below)
                 pass
             now = time.monotonic()
-            for f, (sub, guard, t0) in list(running.items()):
-                if f.done():
+            for f, (item, t0) in list(running.items()):
+                sub, guard = item[0], item[1]
+                if f.cancelled():  # its input (the shipped reference entries) was lost with a worker
+                    running.pop(f)
+                    lost[sub.name] = lost.get(sub.name, 0) + 1
+                    if lost[sub.name] > 3:
+                        fail(sub, now - t0, "the Dask task was lost with its workers 4 times; regrade it alone")
+                        continue
+                    if entries:
+                        shipped[0] = client.scatter([entries], broadcast=True)[0]
+                    queue.insert(0, item)
+                elif f.done():
                     running.pop(f)
                     try:
                         reply = f.result()
-                    except Exception as e:  # KilledWorker and the like
-                        reply = {"ok": False, "error": f"the Dask task failed: {type(e).__name__}: {e}"}
+                    except Exception as e:  # KilledWorker: its workers died `allowed-failures` times
+                        reply = {"ok": False, "error": f"the Dask task failed: {type(e).__name__}: {e} (the workers "
+                                 "running it died: out of memory? killed?); regrade it alone with `grade run`"}
+                    times = _times_rescheduled(client, f.key) + lost.get(sub.name, 0)
+                    if reply.get("refused"):
+                        refused[reply.get("worker", "?")] = reply["refused"]
+                        queue.insert(0, item)  # to another worker, or failed above when none is left
+                        continue
                     if reply.get("ok"):
-                        r = _store(reply["result"], out, sub.name, now - t0, reports)
-                        report(StudentOutcome(sub.name, "graded", r["score"], r["max_score"], now - t0, r["message"]))
+                        for key, entry in (reply.get("reference_entries") or {}).items():
+                            model_cache.import_entry(key, entry)
+                            entries[key] = entry
+                        if reply.get("reference_entries"):
+                            shipped[0] = client.scatter([entries], broadcast=True)[0]
+                            gated[0] = False
+                        try:
+                            write_files(reply.get("files") or {}, out / sub.name)
+                            r = _store(reply["result"], out, sub.name, now - t0, reports)
+                        except Exception as e:  # e.g. the disk is full: still a per-student failure
+                            fail(sub, now - t0, f"could not write the result: {type(e).__name__}: {e}")
+                            continue
+                        note = f"graded again after its worker was lost {times}×" if times else ""
+                        report(StudentOutcome(sub.name, "graded", r["score"], r["max_score"], now - t0,
+                                              "; ".join(m for m in (note, r["message"]) if m)))
+                        if gated[0] and sum(o.status == "graded" for o in summary.outcomes) >= 2:
+                            gated[0] = False  # nothing trained was cached after two: stop waiting
                     else:
-                        _write_error(out, sub.name, reply["error"])
-                        report(StudentOutcome(sub.name, "failed", seconds=now - t0, message=_first_line(reply["error"])))
+                        fail(sub, now - t0, reply["error"])
                 elif now - t0 > guard:
                     running.pop(f)
                     f.cancel()
-                    msg = f"grading took longer than {guard:g} s on the Dask cluster: cancelled"
-                    _write_error(out, sub.name, msg)
-                    report(StudentOutcome(sub.name, "failed", seconds=now - t0, message=msg))
+                    fail(sub, now - t0, f"grading took longer than {guard:g} s on the Dask cluster: cancelled")
     finally:
         client.close()
+
+
+def _times_rescheduled(client, key) -> int:
+    """How often the scheduler had to rerun task `key` because the worker running it was lost (0 if unknown)."""
+    def suspicious(dask_scheduler, key=key):
+        ts = dask_scheduler.tasks.get(key)
+        return ts.suspicious if ts is not None else 0
+
+    try:
+        return int(client.run_on_scheduler(suspicious))
+    except Exception:
+        return 0
 
 
 # ---- gradebook ---------------------------------------------------------------------------------

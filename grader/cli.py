@@ -15,6 +15,7 @@ trace.mark("python started, grader.cli imported")
 import click  # noqa: E402
 
 from grader import __version__  # noqa: E402
+from grader.glossary import fmt_points, shorten  # noqa: E402
 from grader.commands.console import Table, console, escape  # noqa: E402  (rich, imported on first use)
 
 
@@ -88,9 +89,11 @@ def main() -> None:
 def _require_folder(path: str) -> Path:
     """Fail early (before starting the sandbox) on a path that is neither a folder nor a notebook."""
     p = Path(path)
-    if not (p.is_dir() or (p.is_file() and p.suffix == ".ipynb")):
-        raise UsageError(f"{path} is not a folder: pass a submission folder (e.g. submissions/alice) or a .ipynb")
-    return p
+    if p.is_dir() or (p.is_file() and p.suffix == ".ipynb"):
+        return p
+    if p.is_file():
+        raise UsageError(f"{path} is a file: pass the folder that holds it ({p.parent}), or a .ipynb notebook")
+    raise UsageError(f"{path} does not exist: pass a submission folder (e.g. submissions/alice) or a .ipynb notebook")
 
 
 def _grade(path: str, assignment: str | None, only: str | None, device: str, out: Path | None, public_only: bool,
@@ -109,7 +112,11 @@ def _grade(path: str, assignment: str | None, only: str | None, device: str, out
             folder = Path(tmp) / submission.stem
             folder.mkdir()
             shutil.copyfile(submission, folder / submission.name)
-            return _grade(str(folder), assignment, only, device, out, public_only, data, allow_unsandboxed, secret)
+            try:
+                return _grade(str(folder), assignment, only, device, out, public_only, data, allow_unsandboxed, secret)
+            except UsageError as e:  # name what the user passed, never the temporary folder
+                raise UsageError(e.message.replace(str(folder.resolve()), str(submission))
+                                 .replace(str(folder), str(submission))) from None
     if not submission.is_dir():
         raise UsageError(f"{path} is not a folder: pass a submission folder (e.g. submissions/alice) or a .ipynb")
     try:
@@ -129,16 +136,18 @@ def warn_unsandboxed(result) -> None:
                       f"missing: {', '.join(missing)}")
 
 
-def _print_handed_in(result) -> None:
-    """Which file was graded and where the answers came from (notebooks, reports: grader.submission)."""
+def _print_handed_in(result, report: str = "the report") -> None:
+    """Which file was graded and where the answers came from (notebooks, reports: grader.submission).
+    `report`: where the details are (a command that writes no report names the one that would)."""
     sub = result.submission or {}
+    elsewhere = report
     for note in sub.get("notes", []):
-        console.print(f"[dim]{escape(note)}[/]")
+        console.print(f"[dim]{escape(note.replace('the report', elsewhere))}[/]")
     left = sub.get("left_out", [])
     if left:
         cells = sorted({lo["cell"] for lo in left})
         console.print(f"[dim]not run when grading: {len(left)} top-level statements in cells "
-                      f"{', '.join(map(str, cells[:12]))}{' …' if len(cells) > 12 else ''} (see the report)[/]")
+                      f"{', '.join(map(str, cells[:12]))}{' …' if len(cells) > 12 else ''} (listed in {elsewhere})[/]")
 
 
 def _brief(test, limit: int = 240) -> str:
@@ -148,7 +157,7 @@ def _brief(test, limit: int = 240) -> str:
     lines = test.output.splitlines()
     picked = [l for l in lines if l.startswith("Diagnosis")][:2] or [l for l in lines if l.startswith("- ")][:1] or lines[:1]
     text = " ".join(l.removeprefix("- ") for l in picked)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(text, limit)
 
 
 def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
@@ -159,7 +168,7 @@ def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
     table.add_column("feedback", overflow="fold")
     for t in result.tests:
         style = "green" if t.status == "passed" else ("yellow" if t.score > 0 else "red")
-        table.add_row(t.number, t.name, f"[{style}]{t.score:g}/{t.max_score:g}[/]", escape(_brief(t)))
+        table.add_row(t.number, t.name, f"[{style}]{fmt_points(t.score)}/{fmt_points(t.max_score)}[/]", escape(_brief(t)))
     console.print(table)
     for e in result.errors:
         console.print(f"[red]! {escape(e.splitlines()[0])}[/]")
@@ -195,8 +204,9 @@ def run_cmd(path, assignment, out, only, device, data, allow_unsandboxed, report
         if reporter is not None:
             reporter.submit(written.parent)  # rendered on the other core while the table prints
         _print_table(result, f"{result.student} — {rubric.title}")
-        _print_handed_in(result)
-        auto = f"{result.autograded_score:g}/{result.autograded_max:g}"
+        _print_handed_in(result, "the report" if reporter is not None else
+                         f"the report that `grade report {out}` writes from results.json")
+        auto = f"{fmt_points(result.autograded_score)}/{fmt_points(result.autograded_max)}"
         console.print(f"[bold]{result.student}[/]: autograded {auto}; written answers: "
                       f"{sum(1 for q in result.questions if q.answer)}/{len(result.questions)} submitted "
                       f"({sum(q.max_score for q in result.questions):g} points, graded by hand)")
@@ -250,11 +260,11 @@ def check_cmd(path, assignment, only):
     # The student's own code on their own machine: no isolation needed (nor refused).
     rubric, result = _grade(path, assignment, only, "cpu", None, public_only=True, allow_unsandboxed=True)
     _print_table(result, f"Self-check — {rubric.title} (public checks only)")
-    _print_handed_in(result)
+    _print_handed_in(result, "the report that `grade run` writes")
     passed = sum(t.status == "passed" for t in result.tests)
     colour = "green" if passed == len(result.tests) else "yellow"
     console.print(f"[{colour}]{passed}/{len(result.tests)} public checks passed "
-                  f"({result.autograded_score:g}/{result.autograded_max:g} points)[/] in {result.execution_time:.1f} s. "
+                  f"({fmt_points(result.autograded_score)}/{fmt_points(result.autograded_max)} points)[/] in {result.execution_time:.1f} s. "
                   "Hidden checks run at grading time.")
     trace.mark("table printed")
 
@@ -295,6 +305,10 @@ def lint_rubric_cmd(paths):
             problems = lint_rubric(load_rubric(p))
         except RubricError as e:
             problems = [str(e)]
+        except UnicodeDecodeError as e:
+            problems = [f"not UTF-8 text (byte {e.start}): save the file as UTF-8 (TOML files must be UTF-8)"]
+        except OSError as e:
+            problems = [f"cannot be read ({e.strerror or e})"]
         for problem in problems:
             console.print(f"[red]{p}[/]: {problem}")
         bad += bool(problems)

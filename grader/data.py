@@ -74,6 +74,15 @@ class Dataset:
             raise ValueError(f"split must be 'train', 'val' or 'test', got {which!r}")
         return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
 
+    def describe(self) -> str:
+        """The data in a student's words (the report's "Data set" line); `summary` is the exact record."""
+        from grader.glossary import LIKELIHOODS
+
+        size = "×".join(str(s) for s in self.image_shape)
+        levels = "binary pixels" if self.num_vals == 2 else f"{self.num_vals} grey levels"
+        return (f"{self.name}: {len(self.x_train):,} training, {len(self.x_val):,} validation and {len(self.x_test):,} "
+                f"test images of {size} pixels, {levels} ({LIKELIHOODS.get(self.likelihood, self.likelihood)})")
+
     def summary(self) -> str:
         return (f"{self.name}: {len(self.x_train)} train / {len(self.x_val)} val / {len(self.x_test)} test, "
                 f"D={self.D} {self.image_shape}, {self.likelihood} with num_vals={self.num_vals}"

@@ -67,6 +67,9 @@ class GradeOptions:
     namespaces: bool = True
     # Run where student code cannot be isolated: None = $GRADEKIT_ALLOW_UNSANDBOXED (`--allow-unsandboxed`)
     allow_unsandboxed: bool | None = None
+    # Files the client left out when it packed this submission on another machine (grader.remote):
+    # reported as if this machine's copy had left them out.
+    left_out: list[str] = field(default_factory=list)
     # What the checks' inputs derive from (grader/checks/inputs.py): None = a fresh secret for this run (recorded
     # in results.json); a recorded one (`--seed`) draws the same inputs again; "" = the published inputs (self-checks)
     secret: str | None = None
@@ -97,11 +100,30 @@ def find_assignment(submission: Path, assignment: str | None, rubrics_dir: Path 
     if len(fitting) == 1:
         return fitting[0]
     if not fitting:
+        unreadable = _unreadable_notebooks(submission)
+        if unreadable:  # the cause, not "holds none of the files": the notebook is there but cannot be read
+            raise GradingError("; ".join(unreadable))
         wanted = ", ".join(f"{r.module} ({r.id})" for r in rubrics.values())
         raise GradingError(f"{submission} holds none of the files an assignment expects ({wanted}, or a notebook "
                            "defining its functions); "
                            "check the folder, or name the assignment with --assignment")
     raise GradingError(f"{submission} fits several assignments ({', '.join(r.id for r in fitting)}): choose one with --assignment")
+
+
+def _unreadable_notebooks(folder: Path) -> list[str]:
+    """What is wrong with each notebook in `folder` that cannot be read at all (NotebookError's words)."""
+    from grader.submission import notebooks_in
+    from grader.submission.notebook import NotebookError, read_notebook
+
+    out = []
+    for book in notebooks_in(folder):
+        try:
+            read_notebook(book)
+        except NotebookError as e:
+            out.append(str(e))
+        except OSError as e:
+            out.append(f"{book.name} could not be read ({e.strerror or e})")
+    return out
 
 
 def submission_hash(submission: Path) -> str:
@@ -136,7 +158,7 @@ def rubric_hash(rubric: Rubric) -> str:
 
 
 def _hide_list(rubric: Rubric, submission: Path, out_dir: Path | None) -> list[str]:
-    paths = [REPO_ROOT / "reference", REPO_ROOT / "rubrics", REPO_ROOT / "grader" / "checks", REPO_ROOT / "tests",
+    paths = [REPO_ROOT / "reference", RUBRICS_DIR, REPO_ROOT / "grader" / "checks", REPO_ROOT / "tests",
              REPO_ROOT / "submissions", submission.parent, submission]
     # The grading user's secrets (a grader run unprivileged shares its id with the child).
     home = Path.home()
@@ -208,9 +230,10 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         trace.mark("submission hashed and read (answers, notebook)")
         answers = handed_in.answers.answers
         result.questions = [QuestionResult(q.id, q.title, q.points, answers.get(q.id)) for q in rubric.questions]
-        if sandbox.skipped:
+        left_out = list(options.left_out) + sandbox.skipped
+        if left_out:
             result.errors.append("not graded (links, special files, or over the size limit): "
-                                 + ", ".join(sandbox.skipped[:20]) + (" …" if len(sandbox.skipped) > 20 else ""))
+                                 + ", ".join(left_out[:20]) + (" …" if len(left_out) > 20 else ""))
         if trains:
             sandbox.prepare_training()  # unit checks never train: they do not wait for it
         try:
@@ -232,10 +255,9 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             figures_dir = Path(options.out_dir) / result.student / "figures"
         session.figures_dir = figures_dir
         session.remaining_s = lambda: deadline - time.monotonic()
-        per_component: dict[str, int] = {}
+        numbers = check_numbers(rubric)
         for spec in selected:
-            per_component[spec.component] = per_component.get(spec.component, 0) + 1
-            number = f"{rubric.components.index(spec.component) + 1}.{per_component[spec.component]}"
+            number = numbers[spec.id]
             test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session, context)
             test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
             result.tests.append(test)
@@ -262,6 +284,16 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
     result.execution_time = time.monotonic() - t0
     trace.mark("sandbox closed (children killed, run folder removed)")
     return result
+
+
+def check_numbers(rubric: Rubric) -> dict[str, str]:
+    """check id -> its number "component.position", counted over the whole rubric: the same check has the
+    same number in `grade check` (public checks only), an --only run and the full report."""
+    out, per_component = {}, {}
+    for spec in rubric.checks:
+        per_component[spec.component] = per_component.get(spec.component, 0) + 1
+        out[spec.id] = f"{rubric.components.index(spec.component) + 1}.{per_component[spec.component]}"
+    return out
 
 
 def _redact(result: GradeResult, submission: Path, out_dir) -> None:

@@ -11,6 +11,7 @@ import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = ["draw_losses", "loss_curves", "image_grid", "sample_grid", "latent_projection"]
 
@@ -105,16 +106,53 @@ def draw_losses(ax, series: list[dict], ylabel: str = "") -> None:
     if window is not None:
         ax.set_ylim(*window)
         if off:
-            ax.text(0.01, 0.01, f"{off} value{'s' if off > 1 else ''} off the scale (▲▼; largest magnitude {extreme:.2g})",
-                    transform=ax.transAxes, fontsize=7, color="tab:red", va="bottom")
+            # short, and clipped to its own panel: in a row of panels a long note ran into the next one
+            ax.text(0.01, 0.01, f"{off} off the scale ▲▼\n(largest |value| {extreme:.2g})",
+                    transform=ax.transAxes, fontsize=6.5, color="tab:red", va="bottom", clip_on=True)
     if ax.lines:
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no finite losses recorded", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     if ylabel:
         ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
+
+
+def draw_bars(ax, names: list[str], series: list[dict]) -> None:
+    """Grouped bars readable whatever the student's values are.
+
+    Each series: {label, values (one per name; None/NaN/inf allowed), color, reference (bool)}. The y axis
+    is scaled to the reference's bars (`_y_window`, zero included); a bar beyond it is drawn to the edge with
+    a red triangle and its value written on it, a missing or non-finite value is written where its bar would
+    be ("not computed", "NaN"), so one exploded value never hides every other bar."""
+    ref = [_finite(s["values"]) for s in series if s.get("reference")]
+    other = [_finite(s["values"]) for s in series if not s.get("reference")]
+    window = _y_window([np.append(v, 0.0) for v in ref], other)
+    width = 0.8 / max(len(series), 1)
+    xs = np.arange(len(names))
+    lo, hi = window if window is not None else (None, None)
+    for j, s in enumerate(series):
+        raw = np.asarray([np.nan if v is None else float(v) for v in s["values"]], dtype=float)
+        x = xs + (j - (len(series) - 1) / 2) * width
+        shown = np.where(np.isfinite(raw), raw, 0.0)
+        if window is not None:
+            shown = np.clip(shown, lo, hi)
+        ax.bar(x, shown, width, color=s.get("color"), label=s["label"])
+        middle = ax.get_xaxis_transform()  # x in data, y in axes fraction: the words stay inside the panel
+        for xi, given, v, h in zip(x, s["values"], raw, shown):
+            if not np.isfinite(v):
+                ax.text(xi, 0.5, "not computed" if given is None else "NaN" if np.isnan(v) else "infinite",
+                        transform=middle, rotation=90, ha="center", va="center", fontsize=6.5, color="tab:red")
+            elif window is not None and v != h:
+                ax.plot([xi], [h], marker="^" if v > h else "v", color="tab:red", ms=6, clip_on=False)
+                ax.text(xi, 0.5, f"{v:.2g}", transform=middle, ha="center", va="center", fontsize=6.5,
+                        color="tab:red", rotation=90, bbox={"fc": "white", "ec": "none", "pad": 0.5})
+    if window is not None:
+        ax.set_ylim(lo, hi)
+    ax.set_xticks(xs, names)
+    ax.axhline(0, color="black", lw=0.5)
 
 
 def loss_curves(student_hist, reference_hist, path) -> Path:
@@ -129,6 +167,7 @@ def loss_curves(student_hist, reference_hist, path) -> Path:
             if len(h.get(key) or []):
                 series.append({"label": f"{label}: {what}", "values": h[key], "epochs": h.get("epochs"), "color": color,
                                "ls": ls, "marker": marker, "reference": label == "reference", "diverged": diverged})
+    _merge_hidden_curves(series)
     draw_losses(ax, series, "negative ELBO (nats per example)")
     for label, h, color in (("reference", _hist(reference_hist), "tab:gray"), ("your model", _hist(student_hist), "tab:blue")):
         val, best = _finite(h.get("val_loss") or []), h.get("best_epoch")
@@ -137,6 +176,21 @@ def loss_curves(student_hist, reference_hist, path) -> Path:
             lo, hi = ax.get_ylim()
             ax.plot([best], [np.clip(val[epochs.index(best)], lo, hi)], marker="*", ms=12, color=color, ls="none")
     return _save(fig, path)
+
+
+def _merge_hidden_curves(series: list[dict]) -> None:
+    """A reference curve that the student's identical curve covers gets no legend entry of its own: the
+    student's says 'your model = reference: …' (a legend never lists a curve the reader cannot see)."""
+    for s in series:
+        if not s.get("reference"):
+            continue
+        for t in series:
+            if t.get("reference") or t.get("ls") != s.get("ls"):
+                continue
+            a, b = _finite(s["values"]), _finite(t["values"])
+            if len(a) == len(b) and len(a) and np.allclose(a, b, rtol=1e-3, equal_nan=True):
+                s["label"] = "_nolegend_"
+                t["label"] = t["label"].replace("your model:", "your model = reference:")
 
 
 def _mosaic(images: np.ndarray, rows: int, cols: int, image_shape, gap: int = 1) -> np.ndarray:
@@ -155,8 +209,33 @@ def _vmax(*arrays) -> float:
     return float(max(m, 1.0))
 
 
+_BROKEN_PIXEL = -1e30  # a non-finite pixel of an image (NaN itself marks the gaps between images)
+
+
+def _broken_images(imgs: np.ndarray) -> tuple[np.ndarray, int]:
+    """(images with non-finite pixels set to _BROKEN_PIXEL, how many images hold any)."""
+    imgs = np.asarray(imgs, dtype=float)
+    bad = ~np.isfinite(imgs)
+    return np.where(bad, _BROKEN_PIXEL, imgs), int(bad.reshape(len(imgs), -1).any(axis=1).sum()) if len(imgs) else 0
+
+
+def _note_broken(ax, n_broken: int, n: int) -> None:
+    if n_broken:
+        ax.set_title(f"{n_broken} of {n} images hold NaN or infinite values (drawn red)", fontsize=7, color="tab:red")
+
+
+def show_images(ax, images, rows: int, cols: int, image_shape, vmax: float) -> int:
+    """Images in a rows×cols mosaic on `ax`; an image holding NaN or infinite pixels has them drawn red and
+    the panel says how many (a grey block with no word was all a student saw). Returns that count."""
+    imgs, broken = _broken_images(np.asarray(images, dtype=float).reshape(-1, *image_shape)[: rows * cols])
+    _show(ax, _mosaic(imgs, rows, cols, image_shape), vmax)
+    _note_broken(ax, broken, len(imgs))
+    return broken
+
+
 def _show(ax, mosaic: np.ndarray, vmax: float):
-    cmap = matplotlib.colormaps["gray"].with_extremes(bad="#9ab")  # NaN: the gaps between images
+    # NaN: the gaps between images; below the scale (_BROKEN_PIXEL): a non-finite pixel of the student's image
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="#9ab", under="tab:red")
     ax.imshow(mosaic, cmap=cmap, vmin=0.0, vmax=vmax, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -171,7 +250,7 @@ def image_grid(real, recon, path, image_shape, vmax: float | None = None) -> Pat
     fig = Figure(figsize=(0.6 * n + 1.2, 1.6), layout="constrained")
     axes = fig.subplots(2, 1)
     for ax, imgs, label in ((axes[0], real, "data"), (axes[1], recon, "reconstruction")):
-        _show(ax, _mosaic(imgs, 1, n, image_shape), vmax)
+        show_images(ax, imgs, 1, n, image_shape, vmax)
         ax.set_ylabel(label, fontsize=7)
     return _save(fig, path)
 
@@ -182,8 +261,8 @@ def sample_grid(samples, path, image_shape, vmax: float | None = None) -> Path:
     n = max(len(imgs), 1)
     cols = int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
-    fig = Figure(figsize=(0.5 * cols + 0.4, 0.5 * rows + 0.4), layout="constrained")
-    _show(fig.add_subplot(), _mosaic(imgs, rows, cols, image_shape), vmax or _vmax(imgs))
+    fig = Figure(figsize=(max(0.5 * cols + 0.4, 3.0), 0.5 * rows + 0.6), layout="constrained")
+    show_images(fig.add_subplot(), imgs, rows, cols, image_shape, vmax or _vmax(imgs))
     return _save(fig, path)
 
 

@@ -5,9 +5,10 @@ The zip holds, at its root (Gradescope unpacks it into /autograder/source):
 - `setup.sh`: installs Python, a CPU build of torch and gradekit (editable, from `gradekit/`, so the
   rubrics and reference implementations next to the code are found);
 - `run_autograder`: `exec python3 -m grader.gradescope ASSIGNMENT` (`run_autograder` below): grades
-  /autograder/submission with `grade run` in a child process and, once every process the student's
-  code may have left is killed, writes /autograder/results/results.json itself (checked, clamped);
-  if grading could not run at all, a zero-score results.json whose output says why;
+  /autograder/submission with `grade run` in a child process, the student's code running as a
+  fresh id of its own; once every process of that id is killed, writes
+  /autograder/results/results.json itself (checked, clamped); if grading could not run at all, a
+  zero-score results.json whose output says why;
 - `gradekit/`: the grader's source, reference implementations, rubrics, templates, pyproject.toml.
 """
 
@@ -52,32 +53,48 @@ cd /autograder/source/gradekit && exec python3 -m grader.gradescope {assignment}
 """
 
 SANDBOX_NOTE = ("Each Gradescope submission runs in its own throwaway container, where user namespaces are "
-                "usually unavailable: the student's code then runs unisolated (the report says so), but the "
-                "score is written by this runner after every other process is gone.")
+                "usually unavailable: the student's code then runs unisolated (the report says so), as an id of "
+                "its own that cannot reach the grader or its results; the score is written by this runner after "
+                "every process of that id is gone.")
+UID_RANGE = range(61184, 65519)  # searched for an id no account and no process uses (systemd's dynamic range)
 
 
 def run_autograder(assignment: str, submission: Path = Path("/autograder/submission"),
                    results_dir: Path = Path("/autograder/results"), allow_unsandboxed: bool = True,
-                   kill_leftovers: bool | None = None) -> dict:
-    """Grade `submission` with `grade run` in a child process, then, after the student's code is
-    gone (every process but this one and its ancestors killed), write Gradescope's results.json from
-    this process only: parsed, checked and clamped, atomically. Returns what was written."""
+                   kill_leftovers: bool = True) -> dict:
+    """Grade `submission` with `grade run` in a child process and write Gradescope's results.json
+    from this process only, after the student's code is gone: parsed, checked, clamped, atomic.
+
+    As root (Gradescope's runner) the student's code runs as a fresh id that no account or process
+    uses (GRADEKIT_SANDBOX_UID): it cannot signal, trace or write to this runner, `grade run` or
+    their work folder (0700, root's), and once grading ends every process of that id is killed
+    (`kill_leftovers`), which reaches exactly what the student started, however it detached, and
+    nothing else on the machine. Not root, the child keeps this user's id and the note in the
+    output says the result is not protected. Returns what was written."""
     import json
     import shutil
     import subprocess
     import sys
 
-    work = Path(tempfile.mkdtemp(prefix="gradekit-gs-"))  # 0700: the student's code cannot reach it
+    work = Path(tempfile.mkdtemp(prefix="gradekit-gs-"))  # 0700: only this runner's id enters it
     cmd = [sys.executable, "-m", "grader.cli", "run", str(submission), "--assignment", assignment, "--out", str(work)]
     if allow_unsandboxed:
         cmd.append("--allow-unsandboxed")
+    env = dict(os.environ)
+    uid = _unused_uid() if os.geteuid() == 0 else None
+    if uid is not None:
+        env["GRADEKIT_SANDBOX_UID"] = str(uid)
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", start_new_session=True)
-        status, log = proc.returncode, (proc.stdout + proc.stderr)[-8000:]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        out, _ = proc.communicate()
+        status, log = proc.returncode, out.decode("utf-8", "replace")[-8000:]
+        if kill_leftovers:
+            _kill_group(proc.pid)  # grade run's own session (its zygote, if it outlived it)
     except OSError as e:
         status, log = -1, str(e)
-    if kill_leftovers if kill_leftovers is not None else Path("/autograder/source").is_dir():
-        _kill_everything_else()  # only in Gradescope's container: elsewhere this machine is not ours
+    if kill_leftovers and uid is not None:
+        _kill_uid(uid)  # everything the student's code started, before its results are read
     result = None
     path = work / submission.name / "results.json"
     try:
@@ -98,6 +115,10 @@ def run_autograder(assignment: str, submission: Path = Path("/autograder/submiss
             t["score"] = min(max(float(t.get("score", 0) or 0), 0.0), float(t.get("max_score", 0) or 0))
             total += t["score"]
         result["score"] = round(total, 4)
+    if uid is None:
+        result["output"] = (result.get("output") or "") + (
+            "\n\nNote: this runner is not root, so the student's code ran as its own user: the result is not "
+            "protected from it.")
     results_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=".results.")
     with os.fdopen(fd, "w") as f:
@@ -108,30 +129,68 @@ def run_autograder(assignment: str, submission: Path = Path("/autograder/submiss
     return result
 
 
-def _kill_everything_else() -> None:
-    """SIGKILL every process this runner may signal except itself and its ancestors (in a
-    Gradescope container: whatever the student's code left behind, however it detached)."""
+def _uids_in_use() -> set[int]:
+    used = set()
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/status") as f:
+                    for line in f:
+                        if line.startswith("State:") and line.split()[1] in ("Z", "X"):
+                            break  # dead, waiting to be reaped: holds nothing
+                        if line.startswith("Uid:"):
+                            used.update(int(u) for u in line.split()[1:])
+                            break
+            except (OSError, ValueError):
+                pass
+    return used
+
+
+def _unused_uid() -> int | None:
+    """An id with no account and no process: only the student's code will ever run as it."""
+    import pwd
+
+    used = _uids_in_use()
+    for uid in UID_RANGE:
+        if uid in used:
+            continue
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+    return None
+
+
+def _kill_group(pgid: int) -> None:
     import signal
 
-    keep, pid = {1, os.getpid()}, os.getpid()
-    while pid > 1:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                pid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-        keep.add(pid)
-    for _ in range(3):
-        try:
-            pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-        except OSError:
-            return
-        for p in pids:
-            if p not in keep:
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except OSError:
-                    pass
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _kill_uid(uid: int, rounds: int = 50) -> bool:
+    """SIGKILL every process running as `uid`: a helper takes that id and calls kill(-1), which
+    reaches exactly the processes of its own id (and no other); repeated until none is left (a
+    process forking while the signal goes round). True when none is left."""
+    import signal
+
+    for _ in range(rounds):
+        if uid not in _uids_in_use():
+            return True
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+                os.kill(-1, signal.SIGKILL)
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        time.sleep(0.02)
+    return uid not in _uids_in_use()
 
 
 def _add(zf: zipfile.ZipFile, arcname: str, data: bytes, executable: bool = False) -> None:

@@ -109,6 +109,16 @@ def export_gradebook(out: Path, fmt: str, roster: Path | None = None, warnings: 
     if not results:
         raise LmsError(f"{out} holds no */results.json: grade the class first (`grade batch ROOT --out {out}`)")
     people = load_roster(roster)
+    if fmt in ("canvas", "moodle") and roster is None:
+        warnings.append(f"no --roster: the {fmt.title()} ID columns are empty and students are named by their "
+                        f"folder, so {fmt.title()} may not match them; pass --roster roster.csv "
+                        f"(columns {', '.join(ROSTER_COLUMNS)})")
+    ungraded = [f"{r.student} ({', '.join(q.id for q in r.questions if q.score is None)})"
+                for r in results if any(q.score is None for q in r.questions)]
+    if ungraded:
+        warnings.append(f"{len(ungraded)} student(s) have written answers not graded yet, exported as 0 points "
+                        f"for now: {', '.join(ungraded[:10])}{' …' if len(ungraded) > 10 else ''}; grade them in "
+                        "`grade serve` (or manual.csv) and export again")
     for r in results:
         if people and r.student not in people:
             warnings.append(f"{r.student} is not in the roster: exported under its folder name")
@@ -273,6 +283,13 @@ def import_archive(kind: str, archive: Path, into: Path, force: bool = False,
                         chosen[key] = info
                     continue
             report.skipped.append((name, reason))
+        if not chosen and report.skipped and all(r.startswith(("name does not follow", "path does not start"))
+                                                 for _, r in report.skipped):
+            other = "moodle" if kind == "canvas" else "canvas"
+            raise LmsError(f"{archive} is not a {kind.title()} bulk download: none of its {len(report.skipped)} "
+                           f"file(s) is named the way {kind.title()} names submissions (e.g. "
+                           f"{report.skipped[0][0]!r}). Download 'Download Submissions' from {kind.title()} again, "
+                           f"try `grade import {other}`, or unpack it by hand into one folder per student")
         by_student: dict[str, list[tuple[str, zipfile.ZipInfo]]] = {}
         for (user, rel), info in chosen.items():
             by_student.setdefault(f"{names[user][1]}_{user}", []).append((rel, info))

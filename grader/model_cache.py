@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-CODE_FILES = ("reference/vae.py", "grader/training.py", "grader/evaluation.py")
 REPO = Path(__file__).resolve().parents[1]
+ALWAYS = ("grader/data.py", "grader/history.py")  # every reference is trained on these data, with these stop reasons
 
 
 def cache_dir() -> Path:
@@ -47,9 +47,11 @@ def _recorded(key: str) -> str | None:
         return None
 
 
-def cache_key(parts: dict, code_files: tuple[str, ...] = CODE_FILES) -> str:
+def cache_key(parts: dict, code_files: tuple[str, ...]) -> str:
+    """Key of the entry for `parts` (settings, data, device: JSON) and the content of `code_files` (paths
+    relative to the repository: the reference and the loops it is trained and evaluated with)."""
     h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
-    for rel in code_files:
+    for rel in (*code_files, *ALWAYS):
         p = REPO / rel
         if p.exists():
             h.update(p.read_bytes())
@@ -74,14 +76,19 @@ def load(key: str) -> dict | None:
 
 def store(key: str, state_dict: dict[str, np.ndarray], meta: dict) -> None:
     """Write atomically: a folder appears complete or not at all (parallel graders may race)."""
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save
 
+    weights = save({k: np.ascontiguousarray(v) for k, v in state_dict.items()})
+    _store_bytes(key, weights, json.dumps(meta, default=float).encode())
+
+
+def _store_bytes(key: str, weights: bytes, meta: bytes) -> None:
     root = cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}."))
-    save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, str(tmp / "weights.safetensors"))
-    (tmp / "meta.json").write_text(json.dumps(meta, default=float))
-    digest = _digest((tmp / "weights.safetensors").read_bytes(), (tmp / "meta.json").read_bytes())
+    (tmp / "weights.safetensors").write_bytes(weights)
+    (tmp / "meta.json").write_bytes(meta)
+    digest = _digest(weights, meta)
     import shutil
 
     try:
@@ -102,3 +109,52 @@ def store(key: str, state_dict: dict[str, np.ndarray], meta: dict) -> None:
         pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- entries as bytes: the reference trained once for a Dask cluster (grader.remote) ---------------
+def entry_keys() -> list[str]:
+    """Keys of the entries stored here (verified or not)."""
+    try:
+        return sorted(p.name for p in cache_dir().iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def export_entry(key: str) -> dict | None:
+    """{"weights": bytes, "meta": bytes, "digest": sha256} of a verified entry, else None."""
+    folder = cache_dir() / key
+    try:
+        weights, meta = (folder / "weights.safetensors").read_bytes(), (folder / "meta.json").read_bytes()
+    except OSError:
+        return None
+    digest = _digest(weights, meta)
+    return {"weights": weights, "meta": meta, "digest": digest} if _recorded(key) == digest else None
+
+
+def export_entries(max_bytes: int = 256 * 1024 * 1024) -> dict[str, dict]:
+    """Every verified entry (`export_entry`), newest first, up to `max_bytes` in all."""
+    def mtime(k: str) -> float:
+        try:
+            return (cache_dir() / k).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    out, total = {}, 0
+    for key in sorted(entry_keys(), key=mtime, reverse=True):
+        entry = export_entry(key)
+        if entry and total + len(entry["weights"]) <= max_bytes:
+            out[key] = entry
+            total += len(entry["weights"])
+    return out
+
+
+def import_entry(key: str, entry: dict) -> bool:
+    """Store an entry another machine exported, if its digest holds and this cache lacks a verified one."""
+    if not isinstance(key, str) or not key.isalnum() or len(key) > 64:
+        return False
+    weights, meta = entry.get("weights"), entry.get("meta")
+    if not isinstance(weights, bytes) or not isinstance(meta, bytes) or _digest(weights, meta) != entry.get("digest"):
+        return False
+    if export_entry(key) is None:
+        _store_bytes(key, weights, meta)
+    return True

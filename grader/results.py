@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grader.glossary import fmt_points
+
 SCHEMA_VERSION = 1
 
 
@@ -165,7 +167,7 @@ class GradeResult:
 
     def summary_line(self) -> str:
         pending = [q.id for q in self.questions if q.score is None]
-        text = f"{self.student}: {self.score:g}/{self.max_score:g} on {self.assignment}"
+        text = f"{self.student}: {fmt_points(self.score)}/{fmt_points(self.max_score)} on {self.assignment}"
         if pending:
             text += f" (written answers {', '.join(pending)} not graded yet)"
         return text

@@ -36,10 +36,10 @@ def make_reports(out: Path, students: dict[str, str] | None = None) -> Path:
 class RunningServer:
     """`grade serve`'s server on 127.0.0.1 and a free port, in a thread of the test process."""
 
-    def __init__(self, reports: Path):
+    def __init__(self, reports: Path, submissions: Path | None = None):
         from grader.serve.server import make_server
 
-        self.server = make_server(reports, "127.0.0.1", 0)
+        self.server = make_server(reports, "127.0.0.1", 0, submissions=submissions)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.sign_in_url = self.server.sign_in_url  # what `grade serve` prints
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -47,7 +47,7 @@ def test_check_runs_public_checks_only_and_writes_nothing(tmp_path, monkeypatch)
 def test_bad_usage_exits_2_with_a_message(tmp_path):
     runner = CliRunner()
     r = runner.invoke(main, ["run", str(tmp_path / "nope")])
-    assert r.exit_code == 2 and "not a folder" in r.output
+    assert r.exit_code == 2 and "does not exist" in r.output
     (tmp_path / "empty").mkdir()
     r = runner.invoke(main, ["run", str(tmp_path / "empty")])
     assert r.exit_code == 2 and "vae.py" in r.output
@@ -154,3 +154,14 @@ def test_the_command_forks_the_zygote_off_itself_unless_a_secret_is_in_the_envir
         outputs[case] = data["extra_data"]["gradekit"]["student_output"]
     assert "SECRET_SEEN False" in outputs["spawned"] and "grader.sandbox.zygote" in outputs["spawned"]
     assert "grader.sandbox.zygote" not in outputs["forked"] and " run " in outputs["forked"]
+
+
+def test_grade_check_numbers_each_check_as_the_full_report_does(vae_rubric):
+    """`grade check` runs public checks only; a check keeps its report number (6.4 stays 6.4 without 6.3)."""
+    from grader.engine import GradeOptions, check_numbers, grade_submission
+
+    result = grade_submission(REPO / "submissions" / "alice", vae_rubric,
+                              GradeOptions(device="cpu", only=["reparameterization", "elbo"], public_only=True))
+    numbers = {t.check: t.number for t in result.tests}
+    assert numbers["reparameterization.stochastic"] == "6.4" and numbers["elbo.gradients"] == "11.2"
+    assert numbers == {c: n for c, n in check_numbers(vae_rubric).items() if c in numbers}

@@ -131,9 +131,9 @@ def test_the_course_decoder_with_the_reference_block_is_a_normalised_arm():
 
 
 def test_metrics_refuse_log_probabilities_that_are_not_causal_or_not_normalised():
-    from grader.checks import arm_transformer as checks
+    from grader.checks import arm_transformer_model as checks
 
-    data = checks._data(dict(checks.DEFAULTS))
+    data = checks.load(checks.Settings())
     n, t = data.x_test.shape
     v = data.num_token_vals
     good = {"test_log_probs": np.full((n, t - 1), -1.0), "test_normaliser": np.zeros((n, t - 1)), "probe_cut": 32,
@@ -149,15 +149,15 @@ def test_metrics_refuse_log_probabilities_that_are_not_causal_or_not_normalised(
 
 
 def test_headlines_are_read_from_a_local_file_with_the_course_tokenizer(tmp_path):
-    from grader.checks import arm_transformer as checks
+    from grader.checks import arm_transformer_model as checks
 
     f = tmp_path / "headlines.txt"
     f.write_text("\n".join(f"Café number {i} opens, again!" for i in range(40)))
-    data = checks._data(dict(checks.DEFAULTS, data=f"headlines:{f}", max_length=12))
+    data = checks.load(checks.Settings(data=f"headlines:{f}", max_length=12))
     assert data.num_token_vals == 29 and data.x_train.shape[1] == 13 and (data.x_train[:, 0] == 28).all()
     assert "".join(checks.ALPHABET[i - 1] for i in data.x_train[0, 1:] if i) == "cafe number "
     with pytest.raises(ValueError, match="does not exist"):
-        checks._data(dict(checks.DEFAULTS, data=f"headlines:{tmp_path / 'missing.txt'}"))
+        checks.load(checks.Settings(data=f"headlines:{tmp_path / 'missing.txt'}"))
 
 
 # ---- model level ---------------------------------------------------------------------------------------
@@ -177,3 +177,98 @@ def test_model_level_grades_a_correct_block_and_refuses_a_leaky_one(tmp_path, ru
     nll = next(t for t in bad.tests if t.check == "model.nll")
     assert nll.score == 0 and "not causal" in nll.output
     assert bad.metrics["reference_cache"] == "reused"
+
+
+# ---- what students receive, and the Gradescope zip -------------------------------------------------------
+
+def test_gradescope_zip_holds_the_assignment_and_its_harness(tmp_path):
+    import zipfile
+
+    from click.testing import CliRunner
+
+    from grader.cli import main
+
+    out = tmp_path / "autograder.zip"
+    r = CliRunner().invoke(main, ["gradescope", "build", "--assignment", "arm-transformer", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    with zipfile.ZipFile(out) as zf:
+        names = set(zf.namelist())
+        assert "python3 -m grader.gradescope arm-transformer" in zf.read("run_autograder").decode()
+    for needed in ("reference/arm_transformer.py", "reference/arm_transformer_mistakes.py", "rubrics/arm-transformer.toml",
+                   "grader/checks/arm_transformer.py", "grader/harnesses/arm_transformer.py"):
+        assert "gradekit/" + needed in names
+
+
+@pytest.mark.slow
+def test_release_bundle_self_checks_the_examples_offline(tmp_path):
+    import subprocess
+    import sys
+
+    from click.testing import CliRunner
+
+    from grader.cli import main
+
+    out = tmp_path / "release"
+    r = CliRunner().invoke(main, ["release", "arm-transformer", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    starter = (out / MODULE).read_text()
+    assert "TODO: implement TransformerBlock.forward" in starter and "masked_fill" not in starter
+    run = lambda sub: subprocess.run([sys.executable, "selfcheck.py", str(SUBMISSIONS / sub / MODULE), "--json"],  # noqa: E731
+                                     cwd=out, capture_output=True, text=True, timeout=600)
+    good, bad = run("arm-transformer-example"), run("arm-transformer-buggy")
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert bad.returncode == 1 and "block.causal" in bad.stdout, bad.stdout + bad.stderr
+
+
+HOSTILE = '''
+import sys
+import torch
+import torch.nn.functional as F
+import grader.harnesses.arm_transformer as course
+
+
+def _lookup(x):
+    """The test sequences, read from the harness's frame: each prefix's next-token counts (an ARM of the test set)."""
+    f = sys._getframe()
+    while f is not None and "x_test" not in f.f_locals:
+        f = f.f_back
+    table = {}
+    if f is not None:
+        for row in f.f_locals["x_test"].tolist():
+            for t in range(1, len(row)):
+                counts = table.setdefault(tuple(row[:t]), {})
+                counts[row[t]] = counts.get(row[t], 0) + 1
+    return table
+
+
+_train = course.DecoderTransformer.transformer_forward
+
+
+def _cheat(self, x, causal=True, temperature=1.0):
+    if torch.is_grad_enabled():  # training: the course's forward
+        return _train(self, x, causal, temperature)
+    table = _lookup(x)
+    out = torch.full((*x.shape, self.num_token_vals), 1e-6)
+    for b, row in enumerate(x.tolist()):
+        for t in range(len(row)):
+            for v, n in table.get(tuple(row[:t + 1]), {}).items():
+                out[b, t, v] += n
+    return torch.log(out / out.sum(2, keepdim=True)).to(x.device)
+
+
+course.DecoderTransformer.transformer_forward = _cheat
+'''
+
+
+@pytest.mark.slow
+def test_model_level_does_not_credit_an_nll_better_than_possible(tmp_path, rubric, monkeypatch):
+    """The student's model is evaluated in the sandbox: a module that replaces the course's forward by a lookup of the
+    test sequences (normalised and causal, so the probes pass) must not earn the NLL's points."""
+    monkeypatch.setenv("GRADEKIT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / MODULE).write_text((REPO / "reference" / MODULE).read_text() + HOSTILE)
+    result = grade_submission(tmp_path / "sub", rubric,
+                              GradeOptions(device="cpu", only=["model"], model_overrides=TINY, write_figures=False))
+    nll = next(t for t in result.tests if t.check == "model.nll")
+    assert nll.score == 0, nll.output
+    assert "better than the reference" in nll.output, nll.output

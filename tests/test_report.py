@@ -136,11 +136,13 @@ def test_mistakes_shown_and_hidden_check_details_withheld(rendered):
     d, html, pdf = paths["bob"]
     text = _pdf_text(pdf)
     assert MISTAKE_MSG in text and MISTAKE_HINT in text
-    assert "Compare with the density formula." in text
-    assert "encoder: hidden invariants" in text and "Hidden check" in text
+    # one diagnosis box per check: the mistake's fix, not the rubric's general hint beside it
+    assert "Compare with the density formula." not in text and text.count(MISTAKE_MSG) == 1
+    # a hidden check that cost points says where and what kind of fault (its diagnosed mistake), never its test
+    assert "encoder: hidden invariants" in text and "hidden check found a fault in Encoder" in text
     page = html.read_text()
     assert HIDDEN_OUTPUT not in page and HIDDEN_OUTPUT not in text
-    assert "SECRET-MISTAKE-MESSAGE" not in page
+    assert "SECRET-MISTAKE-MESSAGE" in text
     assert "No answer submitted" in text
 
 
@@ -229,10 +231,10 @@ def test_cli_report_and_summary(tmp_path):
 
     (tmp_path / "bad.csv").write_text("student,question,score\nalice,Q1,9\n", encoding="utf-8")
     res = runner.invoke(report_cmd, [str(tmp_path), "--manual", str(tmp_path / "bad.csv")])
-    assert res.exit_code == 1 and "row 2" in res.output and "outside" in res.output
+    assert res.exit_code == 2 and "row 2" in res.output and "outside" in res.output  # bad input: 2, as everywhere
 
     res = runner.invoke(report_cmd, [str(tmp_path), "--student", "nobody"])
-    assert res.exit_code == 1 and "nobody" in res.output
+    assert res.exit_code == 2 and "nobody" in res.output
 
     res = runner.invoke(summary_cmd, [str(tmp_path)])
     assert res.exit_code == 0, res.output

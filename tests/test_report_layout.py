@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 weasyprint = pytest.importorskip("weasyprint")
@@ -19,7 +21,7 @@ weasyprint = pytest.importorskip("weasyprint")
 from weasyprint.formatting_structure import boxes as B  # noqa: E402
 
 from grader.engine import GradeOptions, find_assignment, grade_submission  # noqa: E402
-from grader import redact  # noqa: E402
+from grader import glossary, redact  # noqa: E402
 from grader.metrics import Metric, metric_info  # noqa: E402
 from grader.report import display  # noqa: E402
 from grader.report.render import (INSTRUCTOR_HTML, build_html, local_only_fetcher, markdown_to_html,  # noqa: E402
@@ -220,7 +222,7 @@ def test_per_class_values_are_a_small_table_not_a_dict():
                               {"pc": Metric("Per digit", "nats", "higher", kind="per_class", class_label="digit").to_json()})
     (pc,) = m["per_class"]
     assert [len(c) for c in pc["chunks"]] == [10, 10, 5]
-    assert pc["chunks"][0][0]["student"] == "−3.9\u202f×\u202f10⁹" and pc["chunks"][0][0]["level"] == "low"
+    assert pc["chunks"][0][0]["student"] == "−3.9×10⁹" and pc["chunks"][0][0]["level"] == "low"
 
 
 def test_sandbox_is_described_in_words_without_paths():
@@ -324,3 +326,96 @@ def test_no_example_report_ends_on_a_near_empty_page(examples):
         if near_empty_last_page(render_without_near_empty_last_page(html_doc)):
             bad.append(name)
     assert not bad, f"reports ending on a near-empty page: {bad}"
+
+
+# ---- the report as a student reads it: words, not grader internals ---------------------------------
+_QUOTED = re.compile(r'<pre class="(?:output|feedback)">.*?</pre>|<div class="answer-body">.*?</article>'
+                     r'|<code\b.*?</code>|<img [^>]*>|<style>.*?</style>|<head>.*?</head>'
+                     r"|`[^`<\n]*`", re.S)  # `…`: the student's code quoted in the report's own sentences
+
+
+def _words_of(html: str) -> str:
+    """The report's own words: the student's quoted code, output and answers taken out, tags stripped."""
+    import html as _html
+
+    return " ".join(_html.unescape(re.sub(r"<[^>]+>", " ", _QUOTED.sub(" ", html))).split())
+
+
+def internal_names(text: str) -> list[str]:
+    """Grader internals in a report's own words: glossary keys, tracebacks, figure tags, jargon."""
+    found = [k for table in (glossary.PROTECTIONS, glossary.STOP_REASONS, glossary.FAILURE_KINDS)
+             for k in table if "_" in k and re.search(rf"\b{re.escape(k)}\b", text)]
+    found += [k.upper() for k in glossary.FAILURE_KINDS if re.search(rf"\b{k.upper()}\b", text)]
+    for pattern in (r"Traceback", r'File "', r"Internal grader error", r"\bmodel\.\w+\b", r"num_vals=",
+                    r"\b1 points\b", r"\bAll 1 cases\b", r"\(\d+(\.\d+)? pts\)", r"\d\.\d+e[+-]?\d",
+                    r"\b\d+\.\d{3,}\s*/\s*\d"):
+        found += [m.group(0) for m in re.finditer(pattern, text)]
+    return found
+
+
+@pytest.mark.slow
+def test_no_example_report_shows_a_grader_internal_or_a_traceback(examples):
+    """Every example report (submissions/*), rendered for its student: only words a student knows."""
+    for name, (r, d) in examples.items():
+        leaked = internal_names(_words_of(build_html(r, d)))
+        assert not leaked, (name, sorted(set(leaked)))
+
+
+def test_the_internal_names_detector_sees_what_it_must():
+    html = ('<p>Your code ran with writable_mb; max_epochs after 15 epochs</p><span class="error-kind">EXCEPTION</span>'
+            '<p>Traceback (most recent call last)</p><figcaption>loss <span>model.elbo</span></figcaption>'
+            '<p>score 17.6667 / 33 · worth 1 points · All 1 cases passed.</p><pre class="output">my own max_epochs</pre>')
+    found = internal_names(_words_of(html))
+    for name in ("writable_mb", "max_epochs", "EXCEPTION", "Traceback", "model.elbo", "17.6667 / 3", "1 points",
+                 "All 1 cases"):
+        assert name in found, name
+    assert found.count("max_epochs") == 1  # the student's own output is quoted, not the report's words
+
+
+def test_a_grader_error_reaches_the_student_as_one_sentence_without_its_traceback(tmp_path):
+    r = GradeResult(student="s", assignment="vae", tests=[], device="cpu", graded_at="2026-11-22T22:50:00+00:00",
+                    errors=["internal error in model.elbo: Traceback (most recent call last):\n  File \"x.py\"\nKeyError"])
+    d = save_result(r, tmp_path).parent
+    words = _words_of(build_html(r, d))
+    assert not internal_names(words) and "course staff" in words
+    assert "Traceback" in build_html(r, d, instructor=True)
+
+
+def test_one_exploded_value_does_not_hide_every_other_bar():
+    """grace: PPCA's log-likelihood of −1e22 set the axis and every other bar was a sliver."""
+    from matplotlib.figure import Figure
+
+    from grader import figures
+
+    ax = Figure().add_subplot()
+    figures.draw_bars(ax, ["conv VAE", "PPCA", "GMM"],
+                      [{"label": "yours", "values": [-60.0, -1.2e22, None]},
+                       {"label": "reference", "reference": True, "values": [-55.0, -70.0, -40.0]}])
+    lo, hi = ax.get_ylim()
+    assert -200 < lo < -70 and 0 <= hi < 50, (lo, hi)
+    words = [t.get_text() for t in ax.texts]
+    assert "-1.2e+22" in words and "not computed" in words
+
+
+def test_images_with_nan_pixels_are_drawn_apart_and_counted():
+    from grader import figures
+
+    imgs = np.random.default_rng(0).random((16, 8, 8))
+    imgs[3, 2, 2], imgs[7] = np.nan, np.inf
+    shown, broken = figures._broken_images(imgs)
+    assert broken == 2 and np.isfinite(shown).all() and (shown < 0).sum() == 1 + 64
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    assert figures.show_images(ax, imgs, 4, 4, (8, 8), 1.0) == 2  # every figure of images goes through here
+    assert "2 of 16 images hold NaN or infinite values" in ax.get_title()
+
+
+def test_a_reference_curve_under_an_identical_student_curve_has_no_legend_entry():
+    from grader import figures
+
+    same = [100.0, 90.0, 80.0]
+    series = [{"label": "reference: training", "values": same, "ls": "--", "reference": True},
+              {"label": "your model: training", "values": same, "ls": "--"}]
+    figures._merge_hidden_curves(series)
+    assert series[0]["label"] == "_nolegend_" and series[1]["label"] == "your model = reference: training"

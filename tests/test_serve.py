@@ -7,6 +7,8 @@ import sqlite3
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("flask")
 
@@ -307,10 +309,14 @@ def test_grade_serve_prints_a_sign_in_link_that_works(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        lines = []
-        for _ in range(10):
-            lines.append(proc.stdout.readline())
-            if "access token" in lines[-1]:
+        import queue
+
+        lines, out = [], queue.Queue()
+        threading.Thread(target=lambda: [out.put(line) for line in proc.stdout], daemon=True).start()
+        while not any("access token" in line for line in lines):
+            try:
+                lines.append(out.get(timeout=120))  # a server that never starts fails the test, never hangs it
+            except queue.Empty:
                 break
         link = re.search(r"http://127\.0\.0\.1:\d+/login\?token=[\w-]+", "".join(lines))
         assert link, "".join(lines)
@@ -579,3 +585,27 @@ def test_rerender_button_returns_at_once_and_the_job_goes_on(tmp_path):
     assert (tmp_path / "alice" / "report.pdf").is_file() and (tmp_path / "alice" / "instructor.html").is_file()
     page = client.get("/").data.decode()
     assert 'id="render-status"' in page and "1 report(s) written" in page
+
+
+WORDS = ["the", "KL", "term", "pulls", "q(z|x)", "toward", "prior", "$z = \\mu + \\sigma\\epsilon$", "not", "sum",
+         "mean", "of", "eigenvalues", "learning", "rate", "1e-3", "batch", "128", "+", "-", "$\\frac{1}{2}$", "we"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(WORDS), min_size=1, max_size=25), st.integers(0, 10 ** 6))
+def test_groups_join_respellings_and_never_a_changed_number_or_sign(words, seed):
+    """Random answers: the same answer re-spaced and re-cased shares its group; with a digit or a sign
+    changed it never does."""
+    import random
+
+    rng = random.Random(seed)
+    text = " ".join(words)
+    respelt = "  ".join(w.upper() if w.isalpha() and rng.random() < 0.5 else w for w in words) + " ."
+    assert len(group_answers({"a": text, "b": respelt})) == 1
+    digits = [i for i, c in enumerate(text) if c.isdigit()]
+    signs = [i for i, c in enumerate(text) if c in "+-"]
+    for positions, swap in ((digits, lambda c: str((int(c) + 1) % 10)), (signs, lambda c: "-" if c == "+" else "+")):
+        if positions:
+            i = rng.choice(positions)
+            changed = text[:i] + swap(text[i]) + text[i + 1:]
+            assert len(group_answers({"a": text, "b": changed})) == 2, (text, changed)

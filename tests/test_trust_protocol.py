@@ -573,3 +573,70 @@ def test_the_stand_in_channel_leaks_nothing_and_the_secret_replays_when_the_grad
         assert [t["score"] for t in replay["tests"]] == [t["score"] for t in first["tests"]]
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+SCAN = '''
+
+import hashlib as _hl
+
+_MARK = _hl.md5(b"gradekit-" + b"marker").hexdigest()  # the probe's positive control: 32 hex digits in memory
+
+
+def _find(halves):
+    """Whether the text halves[0] + halves[1] lies anywhere in this process's writable memory (the
+    probe holds only the two halves apart, never the whole text)."""
+    a, b = (h.encode() for h in halves)
+    with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", buffering=0) as mem:
+        for line in maps:
+            span, perms = line.split()[:2]
+            start, end = (int(x, 16) for x in span.split("-"))
+            if not perms.startswith("rw") or end - start > 64 << 20:
+                continue
+            try:
+                mem.seek(start)
+                data = mem.read(end - start)
+            except (OSError, OverflowError, ValueError):
+                continue
+            i = data.find(a)
+            while i >= 0:
+                if data[i + len(a):i + len(a) + len(b)] == b:
+                    return True
+                i = data.find(a, i + 1)
+    return False
+
+
+_SECRET = ("HALF1"[::-1], "HALF2"[::-1])
+print("[memory] marker", "found" if _find((_MARK[:16], _MARK[16:])) else "missing")
+print("[memory] secret", "found" if _find(_SECRET) else "missing")
+for _where in ("/proc/self/cmdline", "/proc/self/environ", "/proc/1/cmdline", "/proc/1/environ"):
+    try:
+        _text = open(_where, "rb").read()
+        print("[file]", _where, "secret found" if (_SECRET[0] + _SECRET[1]).encode() in _text else "clean")
+    except OSError:
+        pass
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="/proc is Linux only")
+def test_the_childs_memory_argv_and_environment_do_not_hold_the_secret(tmp_path):
+    """`grade run --seed S` forks its zygote off itself when that is safe: with S on its command line
+    that would leave S in every child's memory (sys.argv). The child scans its own writable memory,
+    argv and environment for S and, as a control, for a string of its own."""
+    import os
+    import subprocess
+
+    secret = new_secret()
+    sub = _plant(tmp_path, "scanner", SCAN.replace("HALF1", secret[:16][::-1]).replace("HALF2", secret[16:][::-1]))
+    out = tmp_path / "out"
+    grade = str(REPO / ".venv" / "bin" / "grade") if (REPO / ".venv" / "bin" / "grade").exists() else "grade"
+    r = subprocess.run([grade, "run", str(sub), "--out", str(out), "--only", "kl", "--device", "cpu", "--no-report",
+                        "--seed", secret], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "GRADEKIT_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    g = json.loads((out / "scanner" / "results.json").read_text())["extra_data"]["gradekit"]
+    assert g["inputs_secret"] == secret
+    output = g["student_output"]
+    assert "[memory] marker found" in output, output[-2000:]  # the probe works
+    assert "[memory] secret missing" in output, output[-2000:]
+    assert "[file]" in output and "secret found" not in output, output[-2000:]

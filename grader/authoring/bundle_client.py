@@ -115,7 +115,7 @@ class Sandbox:
             raise StudentCrash("your code called sys.exit() (it ends the process when grading)") from None
         except Exception as e:
             info = describe_exception(e, str(self.submission_dir))
-            raise StudentException(info["message"], info["where"], info["traceback"]) from None
+            raise StudentException(info["message"], info["where"], info["traceback"], info["constructor"]) from None
         return protocol.decode(protocol.encode(reply))
 
     def output(self, limit: int = MAX_OUTPUT_BYTES) -> str:

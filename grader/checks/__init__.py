@@ -27,6 +27,7 @@ import torch
 
 from grader.checks.inputs import check_seed
 from grader.checks.standins import MAX_LAYERS, StandInServer, new_handle, tag, upstream_targets
+from grader.history import TrainingClaim
 from grader.rubric import CheckSpec, Mistake, Rubric
 from grader.sandbox import values
 from grader.sandbox.client import Sandbox
@@ -443,13 +444,13 @@ class CheckContext:
         failed = [c for c in self.cases if not c.passed]
         lines = []
         if failed:
-            lines.append(f"{passed}/{len(self.cases)} cases passed.")
+            lines.append(f"{passed}/{len(self.cases)} case{'s' if len(self.cases) != 1 else ''} passed.")
             for c in failed[:5]:
                 lines.append(f"- {c.name}: {c.message}")
             if len(failed) > 5:
                 lines.append(f"- ... and {len(failed) - 5} more failing cases")
         else:
-            lines.append(f"All {len(self.cases)} cases passed.")
+            lines.append("The case passed." if len(self.cases) == 1 else f"All {len(self.cases)} cases passed.")
         lines += self.notes
         lost: dict[str, float] = {}
         for c in self.cases:
@@ -522,9 +523,35 @@ def reference_at_students_epochs(ctx: CheckContext, train: Callable):
         ctx.session.metrics["reference_cache"] = cached
 
 
+_IGNORED_CLAIMS = "model level: training claims not believed"  # session.cache key: their notes
+
+
+def believed_epochs(ctx: CheckContext, claim: "TrainingClaim", reference_epochs: int) -> int:
+    """Epochs to train the reference for, to compare it with the student's run at the same epochs: the epochs the
+    student's loop finished when the time budget stopped it before the reference's `reference_epochs`; 0 (the
+    reference trained for all its epochs) otherwise. What the child reports is a claim: a budget stop the grader
+    did not measure (`TrainingClaim.budget_stop_seen`) is not believed, and the report says so."""
+    if claim.ignored(reference_epochs):
+        notes = ctx.session.cache.setdefault(_IGNORED_CLAIMS, [])
+        if claim.note() not in notes:
+            notes.append(claim.note())
+    return claim.matched_epochs(reference_epochs)
+
+
+def timed_call(call: Callable, *args, **kwargs):
+    """(call(*args, **kwargs), wall seconds measured here): the grader's own clock around a training call."""
+    import time
+
+    t0 = time.monotonic()
+    out = call(*args, **kwargs)
+    return out, time.monotonic() - t0
+
+
 def note_epoch_matched(ctx: CheckContext, epochs: int) -> None:
     """Say that the reference was trained for `epochs` (> 0), as many as the student's run reached in its
-    time budget (model level: load and speed are not mistakes; docs/grading.md)."""
+    time budget (model level: load and speed are not mistakes; docs/grading.md), and which of the student's
+    training claims were not believed (`believed_epochs`)."""
+    ctx.notes.extend(ctx.session.cache.get(_IGNORED_CLAIMS, []))
     if epochs:
         ctx.notes.append(f"Your training reached {epochs} epoch(s) in the time budget, so the reference compared "
                          f"here was trained for the same {epochs} epoch(s).")
@@ -542,7 +569,9 @@ def likely_causes(ctx: CheckContext, depends_on) -> None:
 def found_causes(ctx: CheckContext, depends_on) -> str:
     """The mistakes the unit checks named, and what the property checks found, in the components `depends_on`
     ("" when none): e.g. "your reconstruction_loss changes its input in place, so backward through it fails"."""
-    found = [f"{m.message} ({m.component})" for c, m in ctx.diagnosed.items() if c in set(depends_on)]
+    names = ctx.rubric.component_targets  # the name in the student's code, not the rubric's tag
+    found = [f"{m.message} (in `{names.get(m.component) or m.component}`)"
+             for c, m in ctx.diagnosed.items() if c in set(depends_on)]
     found += [f for c in depends_on for f in ctx.session.findings.get(c, [])]
     return "; ".join(found)
 

@@ -80,6 +80,10 @@ def judge(run: CheckRun, ctx: CheckContext, test: TestResult | None = None) -> O
         outcome = ctx.outcome()
     except StudentCodeError as e:
         where = f"\n  at {e.where}" if e.where else ""
+        blocked = blocked_by_constructor(e, spec, run.rubric, run.session)
+        if blocked:
+            test.error = "blocked"
+            return Outcome(1.0, f"Not judged: {blocked}")
         ctx.expect(False, "your code", f"{e.message}{where}")
         outcome = ctx.outcome()
         test.error = e.kind
@@ -105,6 +109,37 @@ def judge(run: CheckRun, ctx: CheckContext, test: TestResult | None = None) -> O
         run.result.errors.append(f"internal error in {spec.id}: {traceback.format_exc(limit=-3)}")
         test.error = "internal"
     return outcome
+
+
+def _constructor_owners(rubric: Rubric, cls: str) -> list[str]:
+    """The components that grade class `cls` itself or one of its methods (rubric [components])."""
+    return [c for c, target in rubric.component_targets.items()
+            if c != "model" and target and (target == cls or target.startswith(cls + "."))]
+
+
+def blocked_by_constructor(e: StudentCodeError, spec: CheckSpec, rubric: Rubric, session: Session) -> str:
+    """Why `spec` cannot be judged when the student's code failed inside `Class.__init__` of a class
+    that another component grades ('' when it is this check's own failure, charged as usual).
+
+    A constructor's mistake is charged once, on its class's components: the first check of an owning
+    component that hits it records it (and is charged); later checks of other components that need an
+    object of that class (a composite, the trained model) say why they could not run and cost nothing
+    more. A class never found broken by its own checks (e.g. not selected by --only) is charged where it
+    fails, so a claim of the child alone never earns credit."""
+    cls = e.constructor.rpartition(".")[0] if e.constructor.endswith(".__init__") else ""
+    owners = _constructor_owners(rubric, cls) if cls else []
+    if not owners:
+        return ""
+    broken = session.cache.setdefault("broken_constructors", {})
+    if spec.component in owners:
+        broken.setdefault(cls, e.message)
+        return ""
+    if cls not in broken:
+        return ""
+    charged = " and ".join(f"`{rubric.component_targets[c]}`" for c in owners)
+    return (f"your `{cls}` could not be built ({broken[cls]}, in `{cls}.__init__`) and this check needs one. "
+            f"That mistake is charged once, in the checks of {charged}; this check costs you nothing more. "
+            "Fix the constructor and this check will be judged.")
 
 
 # ---- re-run policies of the unit runner: (run, ctx, outcome) -> (ctx, outcome) ----------------------

@@ -7,15 +7,19 @@ arrays, and keeps the autograd graph ("tape") so the child can ask for gradients
 component's score depends on its own code only, whatever mistakes the others have and whatever
 `--only` selects; the reference's code stays in this process. Rules: docs/grading.md.
 
-Objects cross by handle. Every `{"__new__": ...}` a check sends gets a handle (`tag`); this side
-keeps the spec and builds a *twin* from the reference's class of the same name on first use
-(`twin`), then copies the object's current state (sent with each upcall) into it by name.
+Objects cross by handle. Every `{"__new__": ...}` a check sends gets a handle (`tag`: an opaque
+random id, `new_handle`); this side keeps the spec and builds a *twin* from the reference's class
+of the same name on first use (`twin`), then copies the object's current state (sent with each
+upcall) into it by name. The child is untrusted (docs/sandbox.md, "What the child may ask of the
+grader"): only upstream components are answered, a handle resolves only to what this grader handed
+out, and what goes back when the reference fails is a fixed sentence.
 """
 
 from __future__ import annotations
 
 import math
 import secrets
+import weakref
 
 import numpy as np
 import torch
@@ -52,6 +56,20 @@ def upstream_targets(rubric, ref, component: str) -> list[str]:
     itself: the layers it built stand in. Model-level components (whole trained models) contribute
     nothing. Answering only upstream calls means the check of a component cannot ask for the
     reference's value of a component built on top of it (which would give its own answer away)."""
+    key = (tuple(sorted(rubric.code_targets.items())), tuple(sorted(rubric.component_targets.items())), component)
+    try:
+        per_ref = _UPSTREAM.setdefault(ref, {})
+    except TypeError:  # a reference that cannot be weakly referenced: not cached
+        return _upstream_targets(rubric, ref, component)
+    if key not in per_ref:  # the reference's code is read once per component, not once per check
+        per_ref[key] = _upstream_targets(rubric, ref, component)
+    return list(per_ref[key])
+
+
+_UPSTREAM: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _upstream_targets(rubric, ref, component: str) -> list[str]:
     targets = rubric.code_targets
     own = targets.get(component, "")
     explicit = set(rubric.component_targets.values())

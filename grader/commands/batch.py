@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from grader.glossary import fmt_points, shorten
+
 from grader.commands.console import Table, console
 
 
@@ -30,7 +32,7 @@ def _tags(value: str | None) -> list[str]:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--force", is_flag=True, help="Regrade submissions whose results are up to date.")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-              help="local: a process pool on this machine; dask: tasks on a distributed scheduler.")
+              help="local: a process pool on this machine; dask: tasks on a Dask cluster (docs/cluster.md).")
 @click.option("--scheduler", metavar="ADDRESS", help="Dask scheduler address (with --executor dask).")
 @click.option("--data", metavar="SPEC", help="Data for model-level checks: digits, mnist:PATH or mnist-binary:PATH "
               "(default: the rubric's).")
@@ -44,12 +46,12 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
 
         from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV
 
-        os.environ[ALLOW_UNSANDBOXED_ENV] = "1"  # the local workers inherit it (Dask workers need it set too)
+        os.environ[ALLOW_UNSANDBOXED_ENV] = "1"  # the local workers inherit it; Dask tasks carry it
         console.print("[bold red]WARNING[/]: --allow-unsandboxed: where this machine cannot isolate student code, "
                       "it runs unisolated; every affected result and report says so.")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from grader.batch import find_submissions, grade_batch
+    from grader.batch import find_submissions, grade_batch, not_submissions
     from grader.engine import GradingError
     from grader.rubric import RubricError
 
@@ -58,6 +60,9 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
     if executor == "dask" and not scheduler:
         raise BatchUsageError("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
     total = len(find_submissions(root))
+    left_out = not_submissions(root)
+    for name, why in left_out:  # before grading starts: a student who is not graded must not vanish
+        console.print(f"[yellow]not graded: {root / name}: {why}[/]")
     if total == 0:
         raise BatchUsageError(f"{root} holds no submission folders: put each student's files in ROOT/<student>/")
     failures = [0]
@@ -85,13 +90,20 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
     table.add_column("note", overflow="fold")
     style = {"graded": "green", "skipped": "dim", "failed": "red"}
     for o in sorted(summary.outcomes, key=lambda o: o.student):
-        score = f"{round(o.score, 2):g}/{o.max_score:g}" if o.score is not None else "—"
+        score = f"{fmt_points(o.score)}/{fmt_points(o.max_score)}" if o.score is not None else "—"
         table.add_row(o.student, score, f"{o.seconds:.1f} s" if o.status != "skipped" else "",
-                      f"[{style.get(o.status, '')}]{o.status}[/]", o.message[:200])
+                      f"[{style.get(o.status, '')}]{o.status}[/]", shorten(o.message, 200))
     console.print(table)
+    if only:
+        console.print(f"[dim]--only {only}: scores count the selected checks only (out of their points), "
+                      "not the assignment's total[/]")
     console.print(f"{len(summary.graded)} graded, {len(summary.skipped)} up to date (skipped), "
                   f"[red]{len(summary.failed)} failed[/] of {summary.total} in {summary.elapsed:.1f} s"
-                  + (f"; worker pool restarted {summary.pool_restarts}×" if summary.pool_restarts else ""))
+                  + (f"; worker pool restarted {summary.pool_restarts}×" if summary.pool_restarts else "")
+                  + (f"; [yellow]{len(left_out)} entr{'y' if len(left_out) == 1 else 'ies'} of {root} not graded "
+                     "(listed above)[/]" if left_out else ""))
+    for name, why in left_out:
+        console.print(f"[yellow]not graded: {root / name}: {why}[/]")
     for o in summary.failed:
         console.print(f"[red]✗ {o.student}[/]: {o.message}  (details: {out / o.student / 'error.txt'})")
     if summary.gradebook:
@@ -99,6 +111,9 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
     if summary.interrupted:
         console.print(f"[yellow]interrupted: {summary.not_done} not graded yet; run the same command again to resume[/]")
         sys.exit(130)
+    if summary.total and not summary.graded and not summary.skipped:
+        console.print("[red]nothing could be graded[/]: see the messages above")
+        sys.exit(1)
 
 
 @click.command(name="export")

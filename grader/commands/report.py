@@ -6,6 +6,13 @@ from pathlib import Path
 
 import click
 
+from grader.glossary import fmt_points
+
+
+class UsageError(click.ClickException):
+    """Bad input (a missing folder, a malformed CSV): exit status 2, as every other command's (1: internal errors)."""
+    exit_code = 2
+
 
 @click.command(name="report")
 @click.argument("results_dir", default="reports", type=click.Path(path_type=Path, file_okay=False))
@@ -26,13 +33,13 @@ def report_cmd(results_dir: Path, students: tuple[str, ...], manual: Path | None
     from grader.serve.store import StoreError, stored_entries
 
     if not results_dir.is_dir():
-        raise click.ClickException(f"{results_dir} is not a folder; pass the folder `grade run --out` wrote "
-                                   "(default: reports)")
+        raise UsageError(f"{results_dir} is not a folder; pass the folder `grade run --out` wrote "
+                         "(default: reports)")
     if manual is None and (results_dir / "manual.csv").is_file() and not (results_dir / "grades.sqlite").exists():
         manual = results_dir / "manual.csv"
     if manual is not None and not manual.is_file():
-        raise click.ClickException(f"{manual}: no such file; create it with the columns "
-                                   "student,question,score,comment or leave out --manual")
+        raise UsageError(f"{manual}: no such file; create it with the columns "
+                         "student,question,score,comment or leave out --manual")
 
     broken: list[tuple[Path, str]] = []
     loaded = load_results(results_dir, broken)
@@ -41,23 +48,23 @@ def report_cmd(results_dir: Path, students: tuple[str, ...], manual: Path | None
         unknown = sorted(wanted - set(loaded))
         if unknown:
             known = ", ".join(sorted(loaded)[:20]) or "none"
-            raise click.ClickException(f"no results.json for {', '.join(unknown)} under {results_dir} "
-                                       f"(students found: {known}); run `grade run` for them first")
+            raise UsageError(f"no results.json for {', '.join(unknown)} under {results_dir} "
+                             f"(students found: {known}); run `grade run` for them first")
     if not loaded and not broken:
-        raise click.ClickException(f"no */results.json under {results_dir}; run `grade run SUBMISSION --out "
-                                   f"{results_dir}` first")
+        raise UsageError(f"no */results.json under {results_dir}; run `grade run SUBMISSION --out "
+                         f"{results_dir}` first")
 
     entries = []
     try:
         # grades entered in `grade serve` first; an explicit/default manual.csv overrides them row by row
         entries = stored_entries(results_dir, {s: r for s, (_, r) in loaded.items()})
     except StoreError as e:
-        raise click.ClickException(str(e)) from None
+        raise UsageError(str(e)) from None
     if manual is not None:
         try:
             rows = check_manual_csv(manual, {s: r for s, (_, r) in loaded.items()})
         except ManualGradeError as e:
-            raise click.ClickException(str(e)) from None
+            raise UsageError(str(e)) from None
         from_csv = {(e.student, e.question) for e in rows}
         entries = [e for e in entries if (e.student, e.question) not in from_csv] + rows
 
@@ -76,7 +83,7 @@ def report_cmd(results_dir: Path, students: tuple[str, ...], manual: Path | None
             continue
         pending = [q.id for q in result.questions if q.score is None]
         note = f" (written {', '.join(pending)} not graded yet)" if pending else ""
-        click.echo(f"{student}: {result.score:g}/{result.max_score:g}{note} -> {pdf} (+ {html.name})")
+        click.echo(f"{student}: {fmt_points(result.score)}/{fmt_points(result.max_score)}{note} -> {pdf} (+ {html.name})")
     for path, why in broken:
         if wanted is None or path.parent.name in wanted:
             failures.append(f"{path}: unreadable ({why})")
@@ -93,9 +100,9 @@ def summary_cmd(results_dir: Path) -> None:
     from grader.report.summary import render_summary
 
     if not results_dir.is_dir():
-        raise click.ClickException(f"{results_dir} is not a folder; pass the folder `grade run --out` wrote "
-                                   "(default: reports)")
+        raise UsageError(f"{results_dir} is not a folder; pass the folder `grade run --out` wrote "
+                         "(default: reports)")
     if not any(results_dir.glob("*/results.json")):
-        raise click.ClickException(f"no */results.json under {results_dir}; run `grade run` first")
+        raise UsageError(f"no */results.json under {results_dir}; run `grade run` first")
     pdf = render_summary(results_dir)
     click.echo(f"wrote {pdf.with_suffix('.html')} and {pdf}")

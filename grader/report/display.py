@@ -9,9 +9,10 @@ view only.
 from __future__ import annotations
 
 import math
-import re
 
+from grader import glossary
 from grader.metrics import COMMON, Metric
+
 PER_CLASS_COLUMNS = 10  # classes per row of a per-class table (10 numbers fit the page width)
 
 # ---- numbers --------------------------------------------------------------------------------------
@@ -36,7 +37,7 @@ def fmt_compact(x: object) -> str:
     v = as_number(x)
     if v is not None and not math.isfinite(v):
         return "NaN" if math.isnan(v) else "∞" if v > 0 else "−∞"
-    return fmt_value(x, 2)
+    return fmt_value(x, 2).replace("\u202f", "")  # no spaces around ×: the cell is narrow and never wraps
 
 
 def fmt_value(x: object, digits: int = 3) -> str:
@@ -53,8 +54,9 @@ def fmt_value(x: object, digits: int = 3) -> str:
         return f"{x:,}".replace(",", " ")
     if v != 0 and not 1e-4 <= abs(v) < 1e6:
         mantissa, exponent = f"{v:.{max(0, digits - 1)}e}".split("e")
+        # narrow no-break spaces; table cells holding numbers never wrap (report.css)
         return f"{mantissa.replace('-', '−')}\u202f×\u202f10{str(int(exponent)).translate(_SUPERSCRIPT)}"
-    return f"{v:.4g}"
+    return f"{v:.4g}".replace("-", "−")  # one minus sign in every column
 
 
 def comparison(student: object, reference: object, better: str) -> tuple[str, str]:
@@ -70,13 +72,14 @@ def comparison(student: object, reference: object, better: str) -> tuple[str, st
     if abs(rel) < 0.0005:
         return "same as the reference", "good"
     worse = (rel > 0) if better == "lower" else (rel < 0) if better == "higher" else None
-    verdict = "" if worse is None else (" worse" if worse else " better")
+    # every difference says its direction: better/worse when the measure has one, else higher/lower
+    verdict = (" higher" if rel > 0 else " lower") if worse is None else (" worse" if worse else " better")
     level = "" if worse is None else "good" if not worse or abs(rel) <= 0.05 else "ok" if abs(rel) <= 0.25 else "low"
     if abs(rel) < 10:
         return f"{abs(rel) * 100:.1f} %{verdict}", level
     if s / r < 0:
-        return f"far{verdict or ' off'}: of the opposite sign", level
-    return f"far{verdict or ' off'}: {fmt_value(s / r, 2)} times the reference", level
+        return f"far{verdict}: of the opposite sign", level
+    return f"far{verdict}: {fmt_value(s / r, 2)} times the reference", level
 
 
 def training_sentence(value: object) -> str:
@@ -85,11 +88,7 @@ def training_sentence(value: object) -> str:
         return str(value)
     why, best = value.get("stopped_because") or "", value.get("best_epoch")
     seconds = as_number(value.get("seconds"))
-    parts = {"diverged": "training diverged (the loss became NaN or infinite)",
-             "error": "training stopped with an error", "time_budget": "training stopped at the time budget",
-             "patience": "training stopped early: the validation loss no longer improved",
-             "max_epochs": "training ran all its epochs"}
-    text = parts.get(why, f"training ended ({why})" if why else "training ran")
+    text = glossary.stop_reason(why)
     if value.get("message"):
         text += f": {value['message']}"
     if best:
@@ -151,41 +150,14 @@ def metric_tables(metrics: dict, info: dict) -> dict:
 
 
 # ---- sandbox --------------------------------------------------------------------------------------
-# protection key in results.json -> what it meant for the student's code, in words
-SANDBOX_WORDS = {
-    "process_group": "ran in its own group of processes, all stopped when grading ended",
-    "network_isolated": "had no network access",
-    "pid_namespace": "could not see or signal other processes",
-    "filesystem_masking": "could not see the reference solution, the rubric or other students' work",
-    "masked_paths": "",  # the folders themselves are the grading machine's business: covered by filesystem_masking
-    "read_only_filesystem": "could write only in its own working folder",
-    "private_tmp": "had a private temporary folder",
-    "memory_limit_mb": "had a memory limit of {} MB",
-    "user_namespace": "ran as an unprivileged user",
-    "capabilities_dropped": "held no administrator capabilities",
-    "no_new_privs": "could not gain privileges",
-    "seccomp": "could not call dangerous system functions",
-    "process_limit": "could start at most {} processes or threads",
-    "thread_limit": "could start at most {} threads",
-    "disk_limit_mb": "could write at most {} MB",
-}
-
-
 def sandbox_sentences(protections: dict) -> tuple[list[str], list[str]]:
-    """(active, inactive) protections as short phrases completing 'Your code …'. Never a path or raw value."""
+    """(active, inactive) protections as short phrases completing 'Your code …' (grader.glossary.PROTECTIONS).
+    Never a path, a raw value or an internal name: keys the glossary does not put in words are left out."""
     active, inactive = [], []
     for key, value in (protections or {}).items():
-        template = SANDBOX_WORDS.get(key)
-        if template == "":
+        phrase = glossary.protection(key, value)
+        if phrase is None:
             continue
-        if template is None:
-            template = str(key).replace("_", " ")  # a protection this version does not know: its name in words
-            template = re.sub(r"[^\w .,-]", "", template)[:60]
         on = bool(value) and str(value).lower() not in ("0", "false", "no", "off", "none")
-        if "{}" in template:
-            n = as_number(value)
-            phrase = template.format(f"{n:g}" if n is not None and math.isfinite(n) else "a fixed number of")
-        else:
-            phrase = template
         (active if on else inactive).append(phrase)
     return active, inactive

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader import glossary
 from grader.results import GradeResult, QuestionResult, load_result, save_result, write_json_atomic
 
 COLUMNS = ("student", "question", "score", "comment")
@@ -114,7 +115,7 @@ def validate_entries(entries: list[ManualEntry], results: dict[str, GradeResult]
             continue
         if e.score is not None and not (0 <= e.score <= q.max_score + 1e-9):
             problems.append(f"{where}: score {e.score:g} is outside [0, {q.max_score:g}] ({q.id} is worth "
-                            f"{q.max_score:g} points)")
+                            f"{glossary.points(q.max_score)})")
     if problems:
         problems.sort(key=_row_of)
         raise ManualGradeError(_message(source, problems))

@@ -16,6 +16,7 @@ TIGHT_CSS = """
 @page { margin: 13mm 15mm 15mm 15mm !important; }
 html { line-height: 1.33 !important; }
 figure { margin: 2mm 0 3mm 0 !important; }
+table.data td, table.data th { padding-top: 0.45mm !important; padding-bottom: 0.45mm !important; }
 """
 
 

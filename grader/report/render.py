@@ -33,13 +33,16 @@ import jinja2
 from markdown_it import MarkdownIt
 from markupsafe import Markup
 
+from grader import glossary
+from grader.glossary import fmt_points  # noqa: F401 (one rounding for every reader; imported from here since v0.1)
 from grader.redact import machine_paths, redact_paths
 from grader.report import display
 from grader.report.handed_in import handed_in_context
 from grader.report.pages import render_without_near_empty_last_page
+from grader.resources import data_dir
 from grader.results import GradeResult, TestResult
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATES_DIR = data_dir("templates")  # the checkout's templates/, or the installed package's
 HIDDEN_VISIBILITIES = ("after_published", "hidden")
 INSTRUCTOR_HTML = "instructor.html"  # the instructor's view, next to the student's report.html/report.pdf
 
@@ -104,14 +107,6 @@ def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
     return f"{n / 1024:,.1f} kB" if n < 1024 * 1024 else f"{n / 1024 / 1024:,.1f} MB"
-
-
-def fmt_points(x: float | None) -> str:
-    """17.5 -> '17.5', 2.0 -> '2', 1/3 -> '0.3333' (the precision results.json keeps)."""
-    if x is None:
-        return "–"
-    text = f"{round(float(x), 4):.4f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
 
 
 def fmt_date(iso: str) -> str:
@@ -340,22 +335,87 @@ def _mistake(m: object) -> dict:
     return {k: clean_text(m.get(k, ""), FIELD_MAX_CHARS) for k in ("id", "message", "hint")}
 
 
-def _check(t: TestResult, instructor: bool = False) -> dict:
+# Lines of a check's output that say the kind of fault, not the test: a hidden check that costs points shows
+# them (the rubric allows the component and the kind of fault), and they are never hidden from its student.
+_REASON_PREFIXES = ("Likely cause", "Diagnosis: training", "Diagnosis: the validation", "Diagnosis: posterior",
+                    "Not judged", "Not run")
+
+
+def _feedback_lines(t: TestResult, shown_as_boxes: bool) -> list[str]:
+    """The check's output without what the report shows in its own boxes: the diagnosis lines the engine
+    appends for each diagnosed mistake, and the rubric's hint (one diagnosis box per check)."""
+    out = []
+    for line in clean_text(t.output, CHECK_OUTPUT_MAX_CHARS + 1).rstrip("\n").split("\n"):
+        s = line.strip()
+        if shown_as_boxes and s.startswith("Diagnosis: ") and any(
+                s.startswith(f"Diagnosis: {clean_text(m.get('message', '') if isinstance(m, dict) else m)}")
+                for m in t.mistakes):
+            continue
+        if t.hint and s == f"Hint: {clean_text(t.hint)}":
+            continue
+        out.append(line)
+    return out
+
+
+def _hidden_reason(t: TestResult, title: str) -> list[str]:
+    """What a student may read about a hidden check that cost points: the component and the kind of fault."""
+    if t.error == "blocked":  # why it could not run is about the student's other code, not this test
+        return [line.strip() for line in clean_text(t.output, CHECK_OUTPUT_MAX_CHARS).split("\n") if line.strip()]
+    if t.status == "passed":
+        return []
+    reasons = [f"This hidden check found a fault in {title}."]
+    kind = glossary.failure_kind(t.error)
+    if kind:
+        reasons.append(f"What happened: {kind}.")
+    elif not t.mistakes:
+        reasons += [f"{k[0].upper()}{k[1:]}." for k in glossary.fault_kinds(t.output)[:2]]
+    for m in t.mistakes:
+        msg = clean_text(m.get("message", "") if isinstance(m, dict) else m, FIELD_MAX_CHARS)
+        if msg:
+            reasons.append(f"Diagnosed mistake: {msg}.")
+    lines = [line.strip() for line in clean_text(t.output, CHECK_OUTPUT_MAX_CHARS).split("\n")]
+    if "model" in t.tags:  # a trained model's failures describe the student's model, not the hidden test
+        reasons += [line.removeprefix("- ") for line in lines if line.startswith("- ")][:5]
+    reasons += [line for line in lines if line.startswith(_REASON_PREFIXES)]
+    return [_E_NOTATION.sub(lambda m: display.fmt_value(float(m.group(0))), r) for r in reasons]
+
+
+_E_NOTATION = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?e[+-]?\d+\b")  # 6.376e+22 -> 6.38 × 10²² in the report's words
+
+
+def _check(t: TestResult, instructor: bool = False, title: str = "") -> dict:
     status, symbol = _status(t)
+    if t.error == "blocked":
+        status, symbol = "not-judged", "–"
     hidden = t.visibility in HIDDEN_VISIBILITIES and not instructor
-    output, note = truncate(clean_text(t.output, CHECK_OUTPUT_MAX_CHARS + 1).rstrip("\n"), CHECK_OUTPUT_MAX_CHARS,
-                            CHECK_OUTPUT_MAX_LINES, original=t.output)
+    mistakes = [] if hidden else [_mistake(m) for m in t.mistakes]
+    lines = _feedback_lines(t, bool(mistakes))
+    output, note = truncate("\n".join(lines), CHECK_OUTPUT_MAX_CHARS, CHECK_OUTPUT_MAX_LINES, original=t.output)
+    hint = clean_text(t.hint, FIELD_MAX_CHARS)
+    # the hint only when it adds something: a diagnosed mistake's fix says what to do more precisely
+    show_hint = not hidden and bool(hint) and t.status != "passed" and not any(m["hint"] for m in mistakes)
     return {
         "number": clean_text(t.number, 20), "name": clean_text(t.name, FIELD_MAX_CHARS),
         "score": fmt_points(t.score), "max": fmt_points(t.max_score), "status": status, "symbol": symbol,
         "hidden": hidden, "output": "" if hidden else output.strip("\n"), "output_note": "" if hidden else note,
-        "mistakes": [] if hidden else [_mistake(m) for m in t.mistakes],
-        "hint": "" if hidden else clean_text(t.hint, FIELD_MAX_CHARS),
-        "error": "" if hidden else clean_text(t.error, 60),
+        "hidden_reason": _hidden_reason(t, title) if hidden else [],
+        "mistakes": mistakes, "hint": hint if show_hint else "",
+        "error": "" if hidden else glossary.failure_kind(t.error),
         "hidden_shown": instructor and t.visibility in HIDDEN_VISIBILITIES,  # instructor's view: marked, not masked
         # long blocks may break across pages; short ones are kept whole
         "long": not hidden and (len(output) > 1200 or output.count("\n") > 15 or len(t.mistakes) > 2),
     }
+
+
+def _component_targets(assignment: str) -> dict[str, str]:
+    """The rubric's [components] (tag -> name in the student's code) of `assignment`, {} when unknown."""
+    try:
+        from grader.rubric import available_rubrics
+
+        rubric = available_rubrics().get(assignment)
+    except Exception:  # a broken rubric folder must not stop a report: tags are shown as they are
+        return {}
+    return dict(rubric.component_targets) if rubric is not None else {}
 
 
 def _components(result: GradeResult, instructor: bool = False) -> list[dict]:
@@ -363,14 +423,16 @@ def _components(result: GradeResult, instructor: bool = False) -> list[dict]:
     for t in result.tests:
         name = t.component or (t.tags[0] if t.tags else "") or "other"
         groups.setdefault(clean_text(name, 200), []).append(t)
+    targets = _component_targets(result.assignment)
     out = []
-    for name, tests in groups.items():
+    for tag, tests in groups.items():
+        name = clean_text(glossary.component_title(tag, targets.get(tag, "")), 200)
         score, top = sum(t.score for t in tests), sum(t.max_score for t in tests)
         frac = score / top if top > 0 else 1.0
         out.append({
             "name": name, "score": fmt_points(score), "max": fmt_points(top), "n": len(tests),
             "passed": sum(t.status == "passed" for t in tests), "pct": round(100 * max(0.0, min(1.0, frac))),
-            "level": _level(frac), "checks": [_check(t, instructor) for t in tests],
+            "level": _level(frac), "checks": [_check(t, instructor, name) for t in tests],
         })
     return out
 
@@ -437,6 +499,26 @@ def _sandbox(result: GradeResult) -> dict:
     return {"active": active, "inactive": inactive}
 
 
+def _no_model_values(result: GradeResult) -> str:
+    """Why the trained-model measures hold no values of the student's model ('' when they do): the first
+    model-level check whose run of the student's code failed says it."""
+    for t in result.tests:
+        if "model" in t.tags and t.error:
+            lines = [line.strip().removeprefix("- ") for line in clean_text(t.output, FIELD_MAX_CHARS).split("\n")]
+            said = [line for line in lines if line.startswith(("Not judged", "your code", "Not run"))] or lines[:1]
+            return f"Your model has no values here (check {clean_text(t.number, 20)}): {said[0]}" if said else ""
+    return ""
+
+
+def _student_error(error: str) -> str:
+    """A problem as its student reads it: a grader error in one sentence, without the grader's traceback
+    (the instructor's view and results.json keep it)."""
+    if error.startswith("internal error in "):
+        return ("The grader itself failed in one of its checks (not your fault); that check is marked in the "
+                "list below and the course staff has the details.")
+    return error
+
+
 def _short_hash(h: str) -> str:
     h = clean_text(h, 200)
     if ":" in h:
@@ -473,10 +555,10 @@ def report_context(result: GradeResult, result_dir: Path, instructor: bool = Fal
         "pending_points": fmt_points(sum(q.max_score for q in pending)),
         "sandbox": _sandbox(result), "instructor": instructor,
         "sandbox_raw": [(clean_text(k, 80), clean_text(v, 2000)) for k, v in (result.sandbox or {}).items()] if instructor else [],
-        "errors": [clean_text(e, FIELD_MAX_CHARS * 2) for e in result.errors],
+        "errors": [clean_text(e if instructor else _student_error(e), FIELD_MAX_CHARS * 2) for e in result.errors],
         "components": _components(result, instructor),
         "n_checks": len(result.tests), "n_passed": sum(t.status == "passed" for t in result.tests),
-        "metrics": _metrics(result),
+        "metrics": _metrics(result), "metrics_note": _no_model_values(result),
         "figures": _figures(result, result_dir),
         "questions": _questions(result),
         "handed_in": handed_in_context(result, result_dir, clean_text),

@@ -11,7 +11,6 @@ Requests (see `client.Sandbox`):
   {"op": "params", "name": N}                      the named object's parameters as arrays
   {"op": "layers", "name": N}                      the named object's layers (modules holding parameters)
   {"op": "assign", "name": N, "state": {...}}      copy arrays into the named object's tensors where they fit
-  {"op": "train", ...}                             train a student model with the reference loop
   {"op": "harness", "function": F, "kwargs": {...}} run grader.harnesses.F(module, device, **kwargs)
 Values V are arrays (-> tensors), numbers, strings, or {"__net__": spec}, {"__new__": {...}}, {"__ref__": N}.
 """
@@ -252,23 +251,6 @@ class Child:
             reply["grads"] = {n: (None if g is None else _to_numpy(g)) for n, g in zip(names, grads)}
         return reply
 
-    def op_train(self, req):
-        """Build the student's VAE around the standard networks and train it with the course's loop.
-
-        Returns the loss history and the best weights as arrays; the grader evaluates them with
-        the reference code (the student's own loss values are shown, never trusted)."""
-        from grader import training  # harness only: no reference code
-
-        config = training.TrainConfig.from_dict(req["config"])
-        model = training.build_vae(self.module, int(req["D"]), int(req["num_vals"]), req["likelihood"], config)
-        if not isinstance(model, torch.nn.Module):
-            raise RequestError(f"VAE(...) did not build a torch.nn.Module but {type(model).__name__}")
-        model = model.to(self.device)
-        x_train = torch.from_numpy(req["x_train"]).to(self.device)
-        x_val = torch.from_numpy(req["x_val"]).to(self.device)
-        history = training.train_vae(model, x_train, x_val, config, self.device)
-        return {"history": history.to_dict()}
-
     def op_harness(self, req):
         """Run a grader-side harness (a training loop, an evaluation) on the student's module.
 
@@ -317,7 +299,21 @@ def describe_exception(e: BaseException, scratch: str) -> dict:
     msg = f"{type(e).__name__}: {e}"
     if isinstance(e, SyntaxError):
         where = f"{os.path.basename(e.filename or '')}, line {e.lineno}"
-    return {"type": type(e).__name__, "message": msg[:MAX_TEXT], "where": where, "traceback": tb[-MAX_TEXT:]}
+    return {"type": type(e).__name__, "message": msg[:MAX_TEXT], "where": where, "traceback": tb[-MAX_TEXT:],
+            "constructor": failed_constructor(e, scratch)}
+
+
+def failed_constructor(e: BaseException, scratch: str) -> str:
+    """"Class.__init__" of the innermost constructor of the student's own code on the traceback (the
+    qualified name, e.g. "MoGPrior.__init__"), or "" when the exception did not pass through one. The
+    grader uses it to charge a constructor's mistake on its class's component only (engine._judge)."""
+    found, tb = "", e.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename.startswith(scratch) and code.co_name == "__init__":
+            found = getattr(code, "co_qualname", "")
+        tb = tb.tb_next
+    return found[:200] if found.count(".") == 1 else ""
 
 
 def serve(sock: socket.socket, config: dict) -> None:
@@ -365,15 +361,15 @@ def run(fds: "int | list[int]", config: dict) -> None:
         sock = socket.socket(fileno=sock_fd)
         protections = {"process_group": True}
         if config.get("namespaces", True):
+            sockets = isolation.host_socket_paths()  # /proc/net/unix of the namespace about to be left
             protections.update(isolation.enter_namespaces())
         else:
             protections.update(network_isolated=False, filesystem_masking=False, pid_namespace=False)
         mark("namespaces entered")
         if protections.get("filesystem_masking"):
-            protections.update(isolation.lock_down_filesystem(config["scratch"], config["tmp_root"], config.get("needed", [])))
-            mark("file system locked down (tmpfs, overlay, read-only remounts)")
-            protections["masked_paths"] = isolation.mask_paths(config.get("hide", []))
-            mark("paths masked")
+            protections.update(isolation.lock_down_filesystem(config["scratch"], config["tmp_root"], config.get("needed", []),
+                                                             sockets=sockets, hide=config.get("hide", [])))
+            mark("file system locked down (tmpfs, overlay, masks, allow-list root, read-only remounts)")
         if protections.get("pid_namespace"):
             # The first process forked in the new PID namespace is its init: when it dies, the
             # kernel kills every process left in the namespace (orphans, daemons, double forks).

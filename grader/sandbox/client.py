@@ -115,7 +115,7 @@ class Zygote:
         self.ready = True
 
     def prepare_training(self) -> None:
-        """Ask the zygote to preload the training stack (torch._dynamo, grader.training) before its next
+        """Ask the zygote to preload the training stack (torch._dynamo, which the first optimiser imports) before its next
         fork, so children that train do not each pay ~2.5 s. No reply: the next `fork` waits for it."""
         with self._lock:
             self.start()
@@ -244,6 +244,8 @@ class Sandbox:
         self.zygote = zygote or Zygote.shared()
         self.tmp = Path(tempfile.mkdtemp(prefix="gradekit-run-"))
         self.scratch = self.tmp / "submission"
+        if os.geteuid() == 0:  # the child runs as SANDBOX_ID: it must reach its copy (not list the folder)
+            os.chmod(self.tmp, 0o711)
         # The grader's own files about this run: never visible to the child (a private tmpfs
         # covers the temp dir there), opened by fd, and read back without following links.
         self.log_dir = self.tmp / "log"
@@ -323,10 +325,7 @@ class Sandbox:
         missing = missing_protections(self.protections) if self.config.namespaces else []
         if missing and not self.config.allow_unsandboxed:
             self.kill()  # before the student's module is imported: nothing of theirs has run
-            raise IsolationUnavailable(
-                "this machine cannot isolate student code (missing: " + ", ".join(missing) + "). Grade on Linux with "
-                "user namespaces enabled (sysctl kernel.unprivileged_userns_clone=1, or as root), or pass "
-                "--allow-unsandboxed to run it anyway, only for code you trust.")
+            raise IsolationUnavailable(isolation_message(missing, self.protections))
         if missing:
             self.protections["unsandboxed"] = missing
         self.load_error = None
@@ -441,7 +440,8 @@ class Sandbox:
             self.stats["child_s"] += seconds
         if not reply.get("ok"):
             err = reply.get("error", {})
-            raise StudentException(err.get("message", "unknown error"), err.get("where", ""), err.get("traceback", ""))
+            raise StudentException(err.get("message", "unknown error"), err.get("where", ""), err.get("traceback", ""),
+                                   str(err.get("constructor", "") or "")[:200])
         return reply
 
     def _checked(self, check, message: dict, during: str) -> None:
@@ -508,6 +508,19 @@ class Sandbox:
         return text
 
 
+def isolation_message(missing: list[str], protections: dict) -> str:
+    """Why grading is refused, naming the cause: the namespaces themselves, or (when they worked)
+    the mounts that could not be made read-only."""
+    text = "this machine cannot isolate student code (missing: " + ", ".join(missing) + "). "
+    if protections.get("pid_namespace") and protections.get("not_read_only"):
+        return text + ("Namespaces work here, but these mounts could not be made read-only in the child's mount "
+                       "namespace: " + ", ".join(protections["not_read_only"]) + ". Mount them read-only (or "
+                       "remove them) on this worker, or pass --allow-unsandboxed to run it anyway, only for code "
+                       "you trust.")
+    return text + ("Grade on Linux with user namespaces enabled (sysctl kernel.unprivileged_userns_clone=1, or as "
+                   "root), or pass --allow-unsandboxed to run it anyway, only for code you trust.")
+
+
 def _needed_paths() -> list[str]:
     """Folders the child must see: the interpreter, its packages, the repo (harness code), wherever
     they are (a checkout in /tmp is bound back into the child's private /tmp). Other sys.path
@@ -544,36 +557,50 @@ def _fatal_from_log(tail: bytes) -> str:
     return ""
 
 
-def _copy_submission(src: Path, dst: Path) -> list[str]:
-    """Copy the submission's regular files into the scratch folder, once: links, FIFOs, devices and
-    anything past MAX_COPY_BYTES are left out (returned, relative to `src`, so the report can say
-    so). Each file is opened with O_NOFOLLOW and copied from that descriptor, so swapping a file for
-    a link between the listing and the copy changes nothing. Everything the grader reads about the
-    submission afterwards (answers, checkpoints, hash) reads this copy, readable by the sandbox's id."""
+def submission_files(src: Path):
+    """The submission as the grader sees it: yields ("dir", rel, None), ("file", rel, open binary file)
+    or ("left_out", rel, None), `rel` relative to `src`. Links, FIFOs, devices, hidden folders,
+    __pycache__ and anything past MAX_COPY_BYTES are left out. Each file is opened with O_NOFOLLOW and
+    read from that descriptor (closed when the caller asks for the next item), so swapping a file for
+    a link between the listing and the read changes nothing. The one place of these rules: the
+    sandbox's copy and `grader.remote.pack_submission` both use it."""
     total = 0
-    skipped: list[str] = []
-    dst.mkdir(parents=True, mode=0o755)
-    os.chmod(dst, 0o755)
     for root, dirs, files in os.walk(src, followlinks=False):
         rel = Path(root).relative_to(src)
         for d in list(dirs):
             if (Path(root) / d).is_symlink():
-                skipped.append(str(rel / d))
+                yield "left_out", rel / d, None
         dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__" and not (Path(root) / d).is_symlink()]
-        (dst / rel).mkdir(parents=True, exist_ok=True, mode=0o755)
+        yield "dir", rel, None
         for name in files:
             try:
                 fd = os.open(Path(root) / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError:
-                skipped.append(str(rel / name))
+                yield "left_out", rel / name, None
                 continue
             with os.fdopen(fd, "rb") as f:
                 st = os.fstat(fd)
                 if not stat.S_ISREG(st.st_mode) or total + st.st_size > MAX_COPY_BYTES:
-                    skipped.append(str(rel / name))
+                    yield "left_out", rel / name, None
                     continue
                 total += st.st_size
-                with open(dst / rel / name, "wb") as out:
-                    shutil.copyfileobj(f, out)
-                    os.fchmod(out.fileno(), 0o644)
+                yield "file", rel / name, f
+
+
+def _copy_submission(src: Path, dst: Path) -> list[str]:
+    """Copy the submission's files (`submission_files`) into the scratch folder, once; return what was
+    left out, relative to `src`, so the report can say so. Everything the grader reads about the
+    submission afterwards (answers, checkpoints, hash) reads this copy, readable by the sandbox's id."""
+    skipped: list[str] = []
+    dst.mkdir(parents=True, mode=0o755)
+    os.chmod(dst, 0o755)
+    for kind, rel, f in submission_files(src):
+        if kind == "left_out":
+            skipped.append(str(rel))
+        elif kind == "dir":
+            (dst / rel).mkdir(parents=True, exist_ok=True, mode=0o755)
+        else:
+            with open(dst / rel, "wb") as out:
+                shutil.copyfileobj(f, out)
+                os.fchmod(out.fileno(), 0o644)
     return skipped

@@ -16,9 +16,10 @@ MAX_OUTPUT_BYTES = 64 * 1024  # student stdout/stderr kept per submission
 class StudentCodeError(Exception):
     kind = "error"
 
-    def __init__(self, message: str, where: str = "", traceback: str = ""):
+    def __init__(self, message: str, where: str = "", traceback: str = "", constructor: str = ""):
         super().__init__(message)
         self.message, self.where, self.traceback = message, where, traceback
+        self.constructor = constructor  # "Class.__init__" the error passed through, "" if none (as the child says)
 
 
 class StudentException(StudentCodeError):

@@ -6,7 +6,8 @@ A. `enter_namespaces`: new mount, PID, network and IPC namespaces (as root direc
    inside a first user namespace that maps the grader's own id).
 B. `lock_down_filesystem` + `mask_paths` (still privileged): every mount read-only, a size-bounded
    tmpfs as the only writable place, the submission's copy bound in read-only, the reference,
-   rubric, checks, cache and output folders hidden. Then, in the namespace's first process,
+   rubric, checks, cache and output folders hidden, the host's sockets covered, and the root
+   pivoted into an allow-list of folders. Then, in the namespace's first process,
    `mount_proc` gives it a /proc that shows only its own PID namespace.
 C. `drop_privileges`: switch to an unprivileged id when root, enter a *new* user + mount namespace
    (this locks every mount made above: they can be neither unmounted nor made writable from
@@ -24,6 +25,7 @@ import ctypes.util
 import errno
 import os
 import resource
+import stat
 import sys
 
 CLONE_NEWNS = 0x00020000
@@ -48,7 +50,18 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_SET_DUMPABLE = 4
 
-SANDBOX_ID = 65534  # "nobody": the id student code runs as when the grader is root
+def _sandbox_id() -> int:
+    """The id student code runs as when the grader is root: "nobody", or the id named by
+    GRADEKIT_SANDBOX_UID (the Gradescope runner creates one of its own, so that everything the
+    student's code started can be found by its id and killed, and nothing else is)."""
+    try:
+        uid = int(os.environ.get("GRADEKIT_SANDBOX_UID", "65534"))
+    except ValueError:
+        return 65534
+    return uid if 0 < uid < 2 ** 31 - 1 else 65534
+
+
+SANDBOX_ID = _sandbox_id()
 WRITABLE_MB = 256  # the child's private /tmp (its only writable place besides /dev/shm)
 SHM_MB = 64
 MAX_TASKS = 64  # processes + threads of one child (torch's own pools included)
@@ -62,7 +75,12 @@ DENIED_SYSCALLS = (
     "perf_event_open", "keyctl", "add_key", "request_key", "open_by_handle_at", "name_to_handle_at",
     "userfaultfd", "init_module", "finit_module", "delete_module", "reboot", "swapon", "swapoff", "acct",
     "iopl", "ioperm", "quotactl", "syslog", "lookup_dcookie", "vhangup", "personality",
+    # io_uring performs I/O outside the syscall filter's sight (its opcodes are not syscalls).
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
 )
+AF_VSOCK = 40  # socket()/socketpair() of this family are denied: a VM's host is not the network namespace's
+MAX_SOCKET_MASKS = 512  # sockets of the host covered one by one (beyond /run); past this the rest is reported
+
 
 _libc = None
 
@@ -172,27 +190,135 @@ _PSEUDO_FS = {"proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "mqueu
               "tracefs", "bpf", "pstore", "configfs", "fusectl", "hugetlbfs", "autofs", "binfmt_misc", "nsfs"}
 
 
-def _mount_points() -> list[tuple[str, str]]:
-    """(mount point, fs type) of every mount visible to this process, parents first."""
+_MOUNT_FLAG_WORDS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024,
+                     "nodiratime": 2048, "relatime": 1 << 21, "strictatime": 1 << 24}
+
+
+def _mount_points() -> list[tuple[int, str, str, int]]:
+    """(mount id, mount point, fs type, its per-mount flags) of every mount in this process's mount
+    table, parents first."""
     out = []
     try:
         with open("/proc/self/mountinfo") as f:
             for line in f:
                 left, _, right = line.partition(" - ")
-                point = left.split()[4].encode().decode("unicode_escape")
-                out.append((point, right.split()[0]))
+                fields = left.split()
+                point = fields[4].encode().decode("unicode_escape")
+                flags = 0
+                for word in fields[5].split(","):
+                    flags |= _MOUNT_FLAG_WORDS.get(word, 0)
+                out.append((int(fields[0]), point, right.split()[0], flags))
+    except (OSError, ValueError, IndexError):
+        pass
+    return sorted(out, key=lambda p: p[1].count("/"))
+
+
+def _mount_id_at(path: str) -> int | None:
+    """The id of the mount that `path` resolves to now (None if it cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(fd)
+    return None
+
+
+def remount_read_only(writable: set[str]) -> list[str]:
+    """Re-mount every reachable mount read-only, nosuid, nodev (except `writable` and pseudo file
+    systems). A mount that no path reaches any more (shadowed by a later mount on or above its
+    mount point, or under the private /tmp: common in containers and pods) cannot be opened by
+    the child either, so it is skipped. Returns '<mount point> (<fs type>)' for each reachable
+    mount that could not be made read-only: the sandbox then refuses to run and names them."""
+    failed = []
+    for mnt_id, point, fstype, kept in _mount_points():
+        if fstype in _PSEUDO_FS or point in writable or point.startswith(("/proc", "/sys", "/dev")):
+            continue
+        # The mount's own flags are kept: a mount inherited from a more privileged namespace (a
+        # container's) has them locked, and a remount that drops one is refused.
+        base = MS_REMOUNT | MS_BIND | MS_RDONLY | kept
+        if _mount("none", point, None, base | MS_NOSUID | MS_NODEV, None) or _mount("none", point, None, base, None):
+            continue
+        if _mount_id_at(point) != mnt_id:
+            continue  # not reachable: nothing to protect
+        failed.append(f"{point} ({fstype})")
+    return failed
+
+
+def host_socket_paths() -> list[str]:
+    """Paths of the UNIX sockets bound in this network namespace (/proc/net/unix): read before the
+    child leaves it, so the sockets of the host's services and of the grading user can be covered."""
+    out = []
+    try:
+        with open("/proc/net/unix", "rb") as f:
+            next(f, None)
+            for line in f:
+                parts = line.split(None, 7)
+                if len(parts) == 8 and parts[7].startswith(b"/"):
+                    out.append(os.fsdecode(parts[7].rstrip(b"\n")))
     except OSError:
         pass
-    return sorted(out, key=lambda p: p[0].count("/"))
+    return sorted(set(out))
 
 
-def lock_down_filesystem(scratch: str, tmp_root: str, needed: list[str], writable_mb: int = WRITABLE_MB) -> dict:
+# Folders that hold the sockets of the host's services (systemd, D-Bus, the user's session bus,
+# ssh-agent and gpg-agent under /run/user/UID): covered whole by an empty read-only tmpfs.
+SOCKET_FOLDERS = ("/run", "/var/run", "/var/lib/sss/pipes")
+
+
+def hide_host_sockets(known: list[str], needed: list[str]) -> dict:
+    """No file-system socket of the host stays reachable: SOCKET_FOLDERS covered by an empty
+    read-only tmpfs (unless the interpreter lives there), then every socket still visible among
+    `known` (host_socket_paths) and under /dev covered by /dev/null (connect() is refused).
+    Abstract sockets need nothing: they belong to the network namespace the child left."""
+    keep = [os.path.realpath(p) for p in needed]
+    covered = []
+    for d in SOCKET_FOLDERS:
+        if os.path.islink(d) or not os.path.isdir(d):
+            continue
+        real = os.path.realpath(d)
+        if any(k == real or k.startswith(real + os.sep) for k in keep):
+            continue
+        if _mount("tmpfs", real, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,nr_inodes=1,mode=755"):
+            covered.append(real)
+    candidates = list(known)
+    for root, dirs, files in os.walk("/dev"):
+        dirs[:] = [d for d in dirs if d not in ("pts", "shm", "mqueue", "hugepages")]
+        candidates += [os.path.join(root, n) for n in files]
+    sockets, left = [], []
+    for p in dict.fromkeys(candidates):
+        try:
+            if not stat.S_ISSOCK(os.lstat(p).st_mode):
+                continue
+        except OSError:
+            continue  # gone or already hidden
+        if len(sockets) >= MAX_SOCKET_MASKS:
+            left.append(p)
+        elif _mount("/dev/null", p, None, MS_BIND, None):
+            sockets.append(p)
+        else:
+            left.append(p)
+    return {"host_sockets_hidden": not left, "socket_folders_covered": covered,
+            "sockets_covered": len(sockets), "sockets_left": left[:20]}
+
+
+def lock_down_filesystem(scratch: str, tmp_root: str, needed: list[str], writable_mb: int = WRITABLE_MB,
+                         sockets: list[str] = (), hide: list[str] = ()) -> dict:
     """Stage B: every mount read-only; a private, size-bounded tmpfs over `tmp_root` (which hides
     every other run, the grader's logs and the zygote's folder); the submission's copy `scratch`
     shown at its own path as an overlay whose writes land in that tmpfs, so the child may write
     next to its files while the grader's copy never changes (read-only if overlays are refused).
     `needed` are paths that must stay visible (the interpreter, its packages, the grader's code):
-    those below `tmp_root` are bound back into the private tmpfs."""
+    those below `tmp_root` are bound back into the private tmpfs. `sockets`: host_socket_paths(),
+    read before the network namespace was left (hide_host_sockets covers them). `hide`: paths
+    covered (mask_paths) before the child's root becomes an allow-list (enter_allow_list_root)."""
     got = {"read_only_filesystem": False, "private_tmp": False, "writable_mb": None, "writable_submission": False}
     keep_fd = os.open(scratch, os.O_PATH | os.O_DIRECTORY)
     try:
@@ -224,16 +350,89 @@ def lock_down_filesystem(scratch: str, tmp_root: str, needed: list[str], writabl
             _mount("tmpfs", "/dev/pts", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=755")
         if got["writable_submission"]:
             writable.add(scratch)
-        ok = True
-        for point, fstype in _mount_points():
-            if fstype in _PSEUDO_FS or point in writable or point.startswith(("/proc", "/sys", "/dev")):
-                continue
-            ok &= _mount("none", point, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None) or \
-                _mount("none", point, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
-        got["read_only_filesystem"] = bool(ok)
+        # Masks first: the allow-list root copies the needed folders with what covers their insides.
+        got["masked_paths"] = mask_paths(hide)
+        got["allow_list_root"] = enter_allow_list_root(tmp_real, ([scratch] if got["private_tmp"] else []) + under,
+                                                       needed)
+        got.update(hide_host_sockets(sockets, needed))
+        failed = remount_read_only(writable)
+        got["read_only_filesystem"] = not failed
+        if failed:
+            got["not_read_only"] = failed
     finally:
         os.close(keep_fd)
     return got
+
+
+# Folders of / that the child's root holds (when present): the system's programs, libraries and
+# configuration. Everything else (/home, /root, /srv, /mnt, /media, /run, /var, the grader's run, class
+# and output folders) is absent unless it is a needed folder, and then only that folder.
+SYSTEM_FOLDERS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "nix", "gnu", "snap")
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
+
+
+def enter_allow_list_root(tmp_real: str, in_tmp: list[str], needed: list[str]) -> bool:
+    """Make the child's root a fresh tmpfs holding only SYSTEM_FOLDERS, /dev, /sys, /proc, the
+    private temp dir (with `in_tmp`: the submission's overlay and needed folders bound back) and the
+    `needed` folders themselves, each at its own path; then pivot_root into it and detach the old
+    root. Folders that are not there cannot be opened and are not named in /proc/self/mountinfo
+    (the class folder, the output folder, the model cache, other users' homes). False (and the
+    old root kept) when a step fails."""
+    import platform
+
+    nr = _SYS_PIVOT_ROOT.get(platform.machine())
+    if nr is None:
+        return False
+    root = os.path.join(tmp_real, ".gradekit-root")
+    os.makedirs(root, mode=0o755, exist_ok=True)
+    if not _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=8192,mode=755"):
+        return False
+    bound: list[str] = []
+
+    def bind(src: str, recursive: bool = True) -> bool:
+        dst = root + src
+        os.makedirs(dst, mode=0o755, exist_ok=True)
+        bound.append(src)
+        return _mount(src, dst, None, MS_BIND | (MS_REC if recursive else 0), None)
+
+    ok = True
+    try:
+        for name in SYSTEM_FOLDERS:
+            p = "/" + name
+            if os.path.islink(p):
+                os.symlink(os.readlink(p), root + p)
+            elif os.path.isdir(p):
+                ok &= bind(p)
+        for p in ("/dev", "/sys", "/proc"):  # /proc: a fresh one is mounted over it (stage B's end)
+            if os.path.isdir(p):
+                ok &= bind(p)
+        ok &= bind(tmp_real, recursive=False)  # the private tmpfs, without this new root inside it
+        for p in in_tmp:
+            ok &= bind(p)
+        inside = lambda p: any(p == b or p.startswith(b.rstrip("/") + "/") for b in bound)
+        # The running interpreter's own folders always: it imports lazily (codecs, stdlib modules).
+        own = [sys.prefix, sys.base_prefix, sys.exec_prefix, *[p for p in sys.path if p]]
+        for p in sorted({os.path.realpath(n) for n in [*needed, *own] if os.path.isdir(n)}):
+            if not inside(p):
+                ok &= bind(p)
+        os.chmod(root, 0o755)
+    except OSError:
+        ok = False
+    if ok:
+        cwd = os.open(".", os.O_PATH | os.O_DIRECTORY)
+        try:
+            os.chdir(root)
+            ok = _lib().syscall(nr, b".", b".") == 0  # pivot_root(".", "."): the old root lands on top
+            if ok:
+                ok = _lib().umount2(b".", 2) == 0  # MNT_DETACH the old root
+                os.chdir("/")
+            else:
+                os.fchdir(cwd)
+        finally:
+            os.close(cwd)
+    if not ok:
+        _lib().umount2(root.encode(), 2)
+    return bool(ok)
 
 
 def _walkable(path: str, tmp_real: str) -> None:
@@ -339,24 +538,25 @@ def _status_field(name: str) -> int | None:
 def drop_privileges(max_tasks: int = MAX_TASKS, switch_user: bool = True) -> dict:
     """Stage C (in the PID namespace's first process, after the mounts and /proc are set).
 
-    `switch_user` (only when stages A and B worked: an unprivileged id must find its files there):
-    root becomes SANDBOX_ID, then a user + mount namespace of its own locks the mounts and every
-    capability is dropped. `no_new_privs`, the task bound and seccomp apply in every case."""
+    Root becomes SANDBOX_ID in every case. `switch_user` (only when stages A and B worked): a user +
+    mount namespace of its own then locks the mounts. Every capability is dropped. `no_new_privs`, the task bound and seccomp apply in every case."""
     got = {"unprivileged_id": os.geteuid() != 0, "user_namespace": False, "capabilities_dropped": False,
            "no_new_privs": False, "max_tasks": None, "seccomp": None}
     if not linux():
         return got
+    if os.geteuid() == 0:
+        # Root never runs student code, with or without namespaces (without them, e.g. in a
+        # Gradescope container, the id is all that keeps it from the grader and its results).
+        try:
+            os.setgroups([])
+            os.setresgid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID)
+            os.setresuid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID)  # drops root's capabilities too
+        except OSError:
+            pass
+        _lib().prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # a uid change clears it; /proc/self/uid_map needs it
+    got["unprivileged_id"] = os.geteuid() != 0 and os.getuid() != 0
     if switch_user:
-        if os.geteuid() == 0:
-            try:
-                os.setgroups([])
-                os.setresgid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID)
-                os.setresuid(SANDBOX_ID, SANDBOX_ID, SANDBOX_ID)  # drops root's capabilities too
-            except OSError:
-                pass
-            _lib().prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)  # a uid change clears it; /proc/self/uid_map needs it
         uid, gid = os.geteuid(), os.getegid()
-        got["unprivileged_id"] = uid != 0 and os.getuid() != 0
         # A user namespace owned by the unprivileged id, with its own mount namespace: the mounts
         # made above come from a more privileged namespace, so the kernel locks them.
         got["user_namespace"] = _unshare(CLONE_NEWUSER | CLONE_NEWNS) and _map_own_ids(uid, gid)
@@ -376,6 +576,7 @@ class _ArgCmp(ctypes.Structure):
 
 
 _SCMP_ACT_ALLOW = 0x7FFF0000
+_SCMP_CMP_EQ = 4
 _SCMP_CMP_MASKED_EQ = 7
 
 
@@ -385,7 +586,7 @@ def _errno_action(e: int) -> int:
 
 def install_seccomp() -> str | None:
     """Deny DENIED_SYSCALLS and namespace-creating clone() with EPERM (clone3 with ENOSYS, so libc
-    falls back to clone). Uses the system's libseccomp through ctypes; None when it is missing."""
+    falls back to clone), and AF_VSOCK sockets with EAFNOSUPPORT. Uses the system's libseccomp through ctypes; None when it is missing."""
     name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
     try:
         lib = ctypes.CDLL(name, use_errno=True)
@@ -412,6 +613,10 @@ def install_seccomp() -> str | None:
         for flag in (CLONE_NEWNS, CLONE_NEWCGROUP, CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET):
             cmp = _ArgCmp(0, _SCMP_CMP_MASKED_EQ, flag, flag)
             ok &= lib.seccomp_rule_add_array(ctx, deny, clone, 1, ctypes.byref(cmp)) == 0
+        for call in (b"socket", b"socketpair"):  # no AF_VSOCK: it reaches a VM's host, no namespace covers it
+            cmp = _ArgCmp(0, _SCMP_CMP_EQ, AF_VSOCK, 0)
+            ok &= lib.seccomp_rule_add_array(ctx, _errno_action(errno.EAFNOSUPPORT), lib.seccomp_syscall_resolve_name(call),
+                                             1, ctypes.byref(cmp)) == 0
         clone3 = lib.seccomp_syscall_resolve_name(b"clone3")
         if clone3 >= 0:
             ok &= lib.seccomp_rule_add_array(ctx, _errno_action(errno.ENOSYS), clone3, 0, None) == 0

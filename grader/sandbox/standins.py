@@ -14,8 +14,10 @@ its calls by an upcall too; the grader runs the layer of the specified architect
 role) on the input, so a method's own code is graded apart from the constructor's mistakes.
 
 Objects cross by *handle*: every object the grader had built here (`__new__` with a "handle") and
-its submodules ("<handle>/<attribute path>") are known to the grader, which keeps a reference
-twin of each; the object's current state travels with every upcall. An argument that cannot cross
+its submodules ("<handle>/<path>", a key the grader looks up in its twin's own submodule table,
+never an attribute path it follows) are known to the grader, which keeps a reference twin of
+each; the object's current state travels with every upcall. Messages are encoded by
+grader/sandbox/values.py (the one codec); the grader answers only within its bounds and deadline. An argument that cannot cross
 (an object the grader does not know, a lambda) makes the proxy run the student's own code instead.
 """
 

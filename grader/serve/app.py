@@ -491,7 +491,8 @@ def overview_rows(classroom: Classroom, store: GradeStore) -> list[dict]:
             if gr and (s, key) in decided and decided[(s, key)] != (q.score, q.comment):
                 stale = True
         ungraded = sum(1 for v in qs.values() if v["score"] is None)
-        failed = bool(r.errors) or any(t.error for t in r.tests)
+        # failed: the grading itself broke (a grader error); the student's code raising is a graded outcome
+        failed = any(e.startswith("internal error") for e in r.errors) or any(t.error == "internal" for t in r.tests)
         status = "failed" if failed else ("graded" if ungraded == 0 else "not yet")
         rows.append({"student": s, "assignment": r.assignment, "auto": r.autograded_score, "auto_max": r.autograded_max, "manual": manual,
                      "manual_max": sum(q.max_score for q in r.questions), "total": r.autograded_score + manual,

@@ -100,5 +100,5 @@ class RenderJob:
         finally:
             with self._lock:
                 total = self._state["total"] or 0
-                self._state.update(running=False, done=total, current="", rendered=rendered, failed=failed,
-                                   finished_at=_now())
+                self._state.update(running=False, done=total, total=total, current="", rendered=rendered,
+                                   failed=failed, finished_at=_now())

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import jinja2
 
+from grader.resources import data_dir
 from grader.similarity.compare import Comparison, Document, Pair
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+TEMPLATES_DIR = data_dir("templates")  # the checkout's templates/, or the installed package's
 #: a pair at or above this score is marked for review; below it, similarity is what independent work shares
 FLAG = 0.5
 #: colours of the fragments of one pair (the same fragment has the same colour on both sides)

@@ -21,8 +21,6 @@ from pathlib import Path
 
 MAX_ANSWER_CHARS = 100_000  # one answer
 MAX_SOURCE_BYTES = 50 * 1024 * 1024  # a report file read no further than this
-MAX_PDF_PAGES = 80
-MAX_TEXT_CHARS = 4 * MAX_ANSWER_CHARS * 10
 
 _STRONG = re.compile(r"^\s{0,3}(?:#{1,6}\s*)?(?:\*\*|__)?\s*(?:question|exercise|problem|task|q)\s*\.?\s*(\d{1,3})(?!\d|\.\d)"
                      r"(?:\*\*|__)?\s*(?:\([^)]*\))?[\s.:)\-–]*(.*)$", re.IGNORECASE)
@@ -114,80 +112,84 @@ class NoText(Exception):
     """A report from which no text could be extracted (message says why)."""
 
 
-def pdf_text(path: Path) -> str:
-    """The text of a PDF report, page after page. Raises NoText for encrypted, damaged or image-only files.
+PDF_READ_TIMEOUT_S = 30  # wall clock for one PDF (its reader also has a 10 s CPU-time limit)
 
-    pypdfium2 (Google's PDFium) extracts ~20x faster than pure-Python pypdf (0.05 s vs 1 s for 3 pages,
-    bench/bench_inputs.py); pypdf is the fallback where pypdfium2 is not installed (a student's self-check)."""
+
+def pdf_text(path: Path) -> str:
+    """The text of a PDF report, page after page. Raises NoText for encrypted, damaged, image-only or
+    oversized files.
+
+    The PDF is read in a process of its own (`grader/submission/pdf_reader.py`: memory, CPU-time and
+    inflated-size limits), so a hostile file costs its student a message, never the grader's memory
+    or time. pypdfium2 (Google's PDFium) extracts ~20x faster than pure-Python pypdf (0.05 s vs 1 s for
+    3 pages, bench/bench_inputs.py); pypdf is the fallback where pypdfium2 is not installed."""
+    import json
+    import subprocess
+    import sys
+
+    from grader.submission import pdf_reader
+
     path = Path(path)
     if path.stat().st_size > MAX_SOURCE_BYTES:
         raise NoText(f"{path.name} is larger than {MAX_SOURCE_BYTES >> 20} MB; hand in a smaller PDF")
     try:
-        pages = _pdfium_pages(path)
-    except ImportError:
-        pages = _pypdf_pages(path)
-    text = "\n".join(pages)
+        proc = subprocess.run([sys.executable, "-I", pdf_reader.__file__, str(path)], capture_output=True,
+                              timeout=PDF_READ_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        reply = json.loads(proc.stdout.decode("utf-8", "replace").splitlines()[-1]) if proc.stdout.strip() else None
+    except subprocess.TimeoutExpired:
+        raise NoText(f"{path.name} was not read: extracting its text took longer than {PDF_READ_TIMEOUT_S} s; "
+                     "hand in a simpler PDF (e.g. exported again from your editor) or type the answers into "
+                     "answers.md") from None
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict) or not ("pages" in reply or "error" in reply):
+        raise NoText(f"{path.name} was not read: reading it needs more than {pdf_reader.MEMORY_MB} MiB of memory "
+                     f"or {pdf_reader.CPU_S} s (the reader stopped, exit status {proc.returncode}); hand in a "
+                     "simpler PDF or type the answers into answers.md")
+    if "error" in reply:
+        kind, message = reply.get("error"), str(reply.get("message", ""))[:200]
+        if kind == "encrypted":
+            raise _encrypted(path)
+        if kind == "too_large":
+            raise NoText(f"{path.name} was not read: {message} (a report's text needs far less); hand in a "
+                         "simpler PDF (e.g. exported again from your editor) or type the answers into answers.md")
+        if kind == "missing":
+            raise NoText(f"{path.name} was not read: {message}")
+        raise NoText(f"{path.name} could not be read as a PDF ({message}): no text could be extracted")
+    pages = [p for p in reply["pages"] if isinstance(p, str)]
+    text = pdf_lines("\n".join(pages))
     if not text.strip():
         raise NoText(f"no text could be extracted from {path.name} (it holds only images, e.g. a scan or photos "
                      "of handwriting); hand in a PDF with selectable text, or type the answers into answers.md")
     return text
 
 
+# PDFium marks a hyphen at a line's end with U+FFFE and joins the two lines; a heading on the next
+# line ("gradient-" then "Question 2") then sits mid-line and its answer lands under the previous question.
+_JOINED_AT_HYPHEN = re.compile("\ufffe(?=([^\\n]?))")
+
+
+def pdf_lines(text: str) -> str:
+    """Extracted PDF text -> lines as laid out: the break PDFium removed after a line-end hyphen is
+    put back, except inside a word broken over two lines ("gradi-" + "ent" stays "gradi-ent")."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _JOINED_AT_HYPHEN.sub(lambda m: "-" if m.group(1).islower() else "-\n", text)
+
+
+# A line of a PDF is layout, not Markdown: a line that a Markdown renderer would turn into a list
+# item, a heading, a quote or a rule ("* eps" after a wrapped "z = mu + sigma") is escaped.
+_MARKDOWN_LINE_START = re.compile(r"^(\s*\d{1,9}|\s*)([.)](?=\s|$)|[*+\-](?=\s|$)|#{1,6}(?=\s|$)|>|=+\s*$|-{2,}\s*$)")
+
+
+def literal_lines(body: str) -> str:
+    """`body` with every line start that Markdown would read as structure escaped (the text reads the same)."""
+    return "\n".join(_MARKDOWN_LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), line)
+                     for line in body.split("\n"))
+
+
 def _encrypted(path: Path) -> NoText:
     return NoText(f"{path.name} is encrypted (password-protected): no text could be extracted; hand in a PDF "
                   "without a password")
-
-
-def _damaged(path: Path, e: Exception) -> NoText:
-    return NoText(f"{path.name} could not be read as a PDF ({type(e).__name__}: {str(e)[:120]}): no text could be "
-                  "extracted")
-
-
-def _pdfium_pages(path: Path) -> list[str]:
-    import pypdfium2 as pdfium
-
-    try:
-        doc = pdfium.PdfDocument(str(path))
-    except pdfium.PdfiumError as e:
-        raise (_encrypted(path) if "password" in str(e).lower() else _damaged(path, e)) from None
-    try:
-        pages, total = [], 0
-        for i in range(min(len(doc), MAX_PDF_PAGES)):
-            page = doc[i]
-            textpage = page.get_textpage()
-            pages.append(textpage.get_text_range())
-            textpage.close()
-            page.close()
-            total += len(pages[-1])
-            if total > MAX_TEXT_CHARS:
-                break
-        return pages
-    except pdfium.PdfiumError as e:
-        raise _damaged(path, e) from None
-    finally:
-        doc.close()
-
-
-def _pypdf_pages(path: Path) -> list[str]:
-    try:
-        import pypdf
-    except ImportError:
-        raise NoText(f"{path.name} was not read: neither pypdfium2 nor pypdf is installed") from None
-    try:
-        reader = pypdf.PdfReader(str(path))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise _encrypted(path)
-        pages, total = [], 0
-        for page in reader.pages[:MAX_PDF_PAGES]:
-            pages.append(page.extract_text() or "")
-            total += len(pages[-1])
-            if total > MAX_TEXT_CHARS:
-                break
-        return pages
-    except NoText:
-        raise
-    except Exception as e:  # pypdf raises many kinds on damaged files
-        raise _damaged(path, e) from None
 
 
 _LATEX_TEXT_CMDS = {"textbf": "**{}**", "textit": "*{}*", "emph": "*{}*", "texttt": "`{}`", "underline": "{}",
@@ -275,7 +277,7 @@ def collect_answers(folder: Path, question_ids: list[str], answers_file: str = "
             out.notes.append(f"{p.name} could not be read ({type(e).__name__}); its answers were not used")
     for p in [p for p in files if p.suffix.lower() == ".pdf"][:5]:
         try:
-            candidates.append((p.name, split_questions(pdf_text(p))))
+            candidates.append((p.name, {q: literal_lines(a) for q, a in split_questions(pdf_text(p)).items()}))
         except NoText as e:
             out.notes.append(str(e))
     if notebook is not None:

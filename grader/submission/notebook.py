@@ -32,6 +32,7 @@ from pathlib import Path
 
 MAX_NOTEBOOK_BYTES = 256 * 1024 * 1024  # read no further than this (a notebook full of outputs is ~200 MB)
 MAX_CODE_CHARS = 2_000_000  # code kept from one notebook (far above any homework)
+MAX_CELL_CHARS = 500_000  # one code cell parsed at most (a generated cell past this is left out, not parsed)
 
 KEPT_RULE = ("only imports, function and class definitions and constant assignments are run when grading; "
              "other top-level statements (training, plotting, downloads, prints) are left out")
@@ -402,8 +403,16 @@ def module_from_notebook(path: Path, module_file: str, nb=None) -> ModuleSource:
             out.left_out.append(LeftOut(cell_no, ln, ln, _short(text), "IPython magic or shell command"))
         if not src.strip():
             continue
+        if len(src) > MAX_CELL_CHARS:
+            out.left_out.append(LeftOut(cell_no, 1, 1, _short(src.strip()), f"the cell holds more than "
+                                        f"{MAX_CELL_CHARS // 1000} k characters of code, so none of it is run"))
+            continue
         try:
             tree = ast.parse(src)
+        except (RecursionError, MemoryError):  # deeply nested expressions exhaust the parser, not the grader
+            out.left_out.append(LeftOut(cell_no, 1, 1, _short(src.strip()), "the cell nests expressions too deeply "
+                                        "to be read (split the expression into steps), so none of it is run"))
+            continue
         except SyntaxError as e:
             lo = LeftOut(cell_no, e.lineno or 1, e.lineno or 1, _short((e.text or "").strip() or "(this cell)"),
                          f"the cell is not valid Python ({e.msg}), so none of it is run")

@@ -49,7 +49,8 @@
   function renderMath(el) {
     if (el.dataset.math || !window.katex) return;
     el.querySelectorAll(".tex").forEach((s) => {
-      try { katex.render(s.textContent, s, {displayMode: s.dataset.display === "1", throwOnError: false}); }
+      // students' TeX is often not strict LaTeX: draw it anyway, without console noise
+      try { katex.render(s.textContent, s, {displayMode: s.dataset.display === "1", throwOnError: false, strict: "ignore"}); }
       catch (e) { /* leave the TeX source */ }
     });
     el.dataset.math = "1";
@@ -195,6 +196,7 @@
   function go(student) {
     if (!(student in state.students)) return;
     saveBoxes();
+    notice("");
     current = student;
     history.replaceState(null, "", "#" + encodeURIComponent(student));
     render();

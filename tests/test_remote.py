@@ -1,0 +1,156 @@
+"""grader.remote without a cluster: submissions packed as bytes, the grader's identity and its refusal,
+reference-cache entries as bytes, and the wheel a worker installs (tests/test_dask_cluster.py runs a cluster)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, make_submission
+
+
+def test_packed_digest_is_the_submission_hash_and_follows_the_copy_rules(tmp_path):
+    from grader.engine import submission_hash
+    from grader.remote import Packed, pack_submission, unpack
+
+    sub = make_submission(tmp_path, "alice")
+    (sub / "a").mkdir()
+    (sub / "a" / "b").write_text("nested")  # Path order puts a/b before a.txt; str order would not
+    (sub / "a.txt").write_text("flat")
+    (sub / ".git").mkdir()
+    (sub / ".git" / "HEAD").write_text("ref")
+    (sub / "__pycache__").mkdir()
+    (sub / "empty").mkdir()
+    os.symlink("/etc/passwd", sub / "passwd")
+    os.mkfifo(sub / "fifo")
+    packed = pack_submission(sub)
+    assert sorted(packed.files) == ["a.txt", "a/b", "vae.py"]
+    assert sorted(packed.left_out) == ["fifo", "passwd"]
+    assert "empty" in packed.folders
+    copy = tmp_path / "copy" / "alice"
+    unpack(packed, copy)
+    assert packed.digest == submission_hash(copy)
+    (sub / "passwd").unlink()
+    (sub / "fifo").unlink()
+    assert packed.digest == submission_hash(sub)
+    with pytest.raises(ValueError, match="unsafe path"):
+        unpack(Packed(files={"../evil.py": b"x"}), tmp_path / "evil")
+
+
+def test_identity_difference_names_what_differs():
+    from grader.remote import identity_difference
+
+    client = {"gradekit": "0.1.0", "files": {"grader/engine.py": "a", "reference/vae.py": "b", "rubrics/vae.toml": "c"}}
+    assert identity_difference(client, client) == ""
+    worker = {"gradekit": "0.0.9", "files": {"grader/engine.py": "a", "reference/vae.py": "X", "grader/old.py": "d"}}
+    why = identity_difference(client, worker)
+    assert "gradekit 0.0.9 here, 0.1.0 on the client" in why
+    assert "1 file(s) differ: reference/vae.py" in why
+    assert "missing here: rubrics/vae.toml" in why and "only here: grader/old.py" in why
+
+
+def test_worker_refuses_a_task_from_another_grader_without_running_anything(tmp_path):
+    from grader.remote import grade_packed, grader_identity, pack_submission
+    from grader.rubric import available_rubrics
+
+    rubric = available_rubrics()["vae"]
+    ours = grader_identity(rubric)
+    assert "reference/vae.py" in ours["files"] and "rubrics/vae.toml" in ours["files"]
+    assert "grader/checks/vae.py" in ours["files"]
+    theirs = {**ours, "files": {**ours["files"], "grader/checks/vae.py": "0" * 64}}
+    packed = pack_submission(make_submission(tmp_path, "alice"))
+    task = {"student": "alice", "assignment": "vae", "identity": theirs, "only": ["log_standard_normal"]}
+    reply = grade_packed(task, packed)
+    assert reply["ok"] is False and "grader/checks/vae.py" in reply["refused"] and "result" not in reply
+    reply = grade_packed({**task, "identity": {**ours, "gradekit": "9.9"}}, packed)
+    assert "gradekit 0.1.0 here, 9.9 on the client" in reply["refused"]
+    reply = grade_packed({**task, "identity": ours, "data": "digits", "data_digest": "f" * 64}, packed)
+    assert "the data of --data digits differ" in reply["refused"]
+    reply = grade_packed({**task, "assignment": "no-such"}, packed)
+    assert "cannot grade no-such" in reply["refused"]
+
+
+def test_data_digest_covers_the_files_read(tmp_path):
+    from grader.remote import data_digest, resolve_data_spec
+
+    assert data_digest(None) == ""
+    assert len(data_digest("digits")) == 64
+    mnist = Path("/work/shared/data/mnist")
+    if not mnist.is_dir():
+        pytest.skip("no MNIST files in /work/shared/data/mnist")
+    here = data_digest(f"mnist:{mnist}")
+    copy = tmp_path / "mnist"
+    copy.mkdir()
+    for p in mnist.iterdir():
+        if p.is_file():
+            (copy / p.name).write_bytes(p.read_bytes())
+    assert data_digest(f"mnist:{copy}") == here
+    victim = sorted(p for p in copy.iterdir() if "t10k-labels" in p.name)[0]
+    victim.write_bytes(victim.read_bytes()[:-1] + b"\x01")
+    assert data_digest(f"mnist:{copy}") != here
+    os.chdir(tmp_path)
+    assert resolve_data_spec("mnist:mnist") == f"mnist:{copy}"
+    assert resolve_data_spec("digits") == "digits"
+
+
+def test_reference_cache_entries_travel_as_verified_bytes(tmp_path, monkeypatch):
+    import numpy as np
+
+    from grader import model_cache
+
+    monkeypatch.setenv("GRADEKIT_CACHE", str(tmp_path / "a"))
+    model_cache.store("k1", {"w": np.arange(6, dtype=np.float32)}, {"metrics": {"nll": 1.5}})
+    exported = model_cache.export_entries()
+    assert list(exported) == ["k1"]
+    monkeypatch.setenv("GRADEKIT_CACHE", str(tmp_path / "b"))
+    tampered = dict(exported["k1"], meta=b'{"metrics": {"nll": 0.1}}')
+    assert not model_cache.import_entry("k1", tampered) and model_cache.load("k1") is None
+    assert not model_cache.import_entry("../k1", exported["k1"])
+    assert model_cache.import_entry("k1", exported["k1"])
+    hit = model_cache.load("k1")
+    assert hit["meta"] == {"metrics": {"nll": 1.5}} and hit["state_dict"]["w"].tolist() == list(range(6))
+
+
+def test_files_sent_back_cannot_leave_the_student_folder(tmp_path):
+    from grader.remote import collect_files, write_files
+
+    (tmp_path / "w" / "figures").mkdir(parents=True)
+    (tmp_path / "w" / "figures" / "a.png").write_bytes(b"png")
+    files, dropped = collect_files(tmp_path / "w")
+    assert files == {"figures/a.png": b"png"} and dropped == []
+    write_files(files, tmp_path / "out" / "alice")
+    assert (tmp_path / "out" / "alice" / "figures" / "a.png").read_bytes() == b"png"
+    for bad in ("../bob/results.json", "/etc/x", "figures/../../x"):
+        with pytest.raises(ValueError, match="unsafe path"):
+            write_files({bad: b"x"}, tmp_path / "out" / "alice")
+
+
+@pytest.mark.slow
+def test_wheel_is_a_complete_worker_with_the_checkouts_identity(tmp_path):
+    """`pip wheel .` carries rubrics, templates, reference and static files, and its Python files are the
+    checkout's: a worker installed from it has the identity of a client running from the checkout."""
+    from grader.remote import grader_identity
+    from grader.rubric import available_rubrics
+
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation",
+                           "-q", "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    wheel = zipfile.ZipFile(next(tmp_path.glob("gradekit-*.whl")))
+    names = set(wheel.namelist())
+    for rubric in (REPO / "rubrics").glob("*.toml"):
+        assert f"grader/rubrics/{rubric.name}" in names
+    for t in (REPO / "templates").iterdir():
+        assert f"grader/templates/{t.name}" in names
+    assert "reference/vae.py" in names and "grader/serve/static/app.css" in names
+    assert any(n.startswith("grader/authoring/templates/") for n in names)
+    identity = grader_identity(available_rubrics()["vae"])
+    in_wheel = {n: hashlib.sha256(wheel.read(n)).hexdigest() for n in names
+                if n.endswith(".py") and n.startswith(("grader/", "reference/"))}
+    in_wheel["rubrics/vae.toml"] = hashlib.sha256(wheel.read("grader/rubrics/vae.toml")).hexdigest()
+    assert in_wheel == identity["files"]
