@@ -3,7 +3,7 @@
 results.json keeps machine-oriented names (protection keys of the sandbox, training stop reasons,
 the kind of failure of a check, component tags, figure tags); the report, the console and the web
 app show them through this module only. A name not listed here is bookkeeping: the instructor's view
-may show it, the student's never does (tests/test_report_reading.py renders every example report and
+may show it, the student's never does (tests/test_report_layout.py renders every example report and
 fails on any key of these tables appearing as a bare word).
 """
 
@@ -33,7 +33,13 @@ PROTECTIONS = {
     "max_tasks": "could start at most {} processes or threads",
     "disk_limit_mb": "could write at most {} MB",
     "writable_mb": "could write at most {} MB",
+    "host_sockets_hidden": "could not reach any service of the grading machine",
+    "allow_list_root": "saw only the system's programs and libraries, none of the grader's folders",
     "masked_paths": "",
+    "socket_folders_covered": "",
+    "sockets_covered": "",
+    "sockets_left": "",
+    "not_read_only": "",
     "writable_submission": "",
     "covered_for_sandbox_id": "",
     "fresh_proc": "",
@@ -109,9 +115,10 @@ def points(x: float) -> str:
 
 
 def stop_reason(why: str) -> str:
-    """The clause for a stop reason (older loops' words mapped, grader.history.stop_reason); unknown ones shown as given."""
+    """The clause for a stop reason (older loops' words mapped, grader.history.stop_reason); an unknown one
+    without its raw name (a student never reads an internal name)."""
     known = history.stop_reason(why)
-    return STOP_REASONS[known] if known else (f"training ended ({why})" if why else "training ran")
+    return STOP_REASONS[known] if known else ("training ended" if why else "training ran")
 
 
 def failure_kind(kind: str) -> str:

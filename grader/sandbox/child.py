@@ -365,10 +365,8 @@ def run(fds: "int | list[int]", config: dict) -> None:
         mark("namespaces entered")
         if protections.get("filesystem_masking"):
             protections.update(isolation.lock_down_filesystem(config["scratch"], config["tmp_root"], config.get("needed", []),
-                                                             sockets=sockets))
-            mark("file system locked down (tmpfs, overlay, read-only remounts)")
-            protections["masked_paths"] = isolation.mask_paths(config.get("hide", []))
-            mark("paths masked")
+                                                             sockets=sockets, hide=config.get("hide", [])))
+            mark("file system locked down (tmpfs, overlay, masks, allow-list root, read-only remounts)")
         if protections.get("pid_namespace"):
             # The first process forked in the new PID namespace is its init: when it dies, the
             # kernel kills every process left in the namespace (orphans, daemons, double forks).
