@@ -3,7 +3,7 @@
 results.json keeps machine-oriented names (protection keys of the sandbox, training stop reasons,
 the kind of failure of a check, component tags, figure tags); the report, the console and the web
 app show them through this module only. A name not listed here is bookkeeping: the instructor's view
-may show it, the student's never does (tests/test_report_reading.py renders every example report and
+may show it, the student's never does (tests/test_report_layout.py renders every example report and
 fails on any key of these tables appearing as a bare word).
 """
 
@@ -94,12 +94,12 @@ LIKELIHOODS = {"categorical": "a categorical distribution per pixel", "bernoulli
 COMPONENT_TITLES = {"model": "Trained model", "interface": "Function signatures"}
 
 
-def fmt_points(x: float | None) -> str:
+def fmt_points(score: float | None) -> str:
     """A score as every reader sees it (report, console, summary, web app): rounded once, to 2 decimals.
     17.5 -> '17.5', 2.0 -> '2', 1/3 -> '0.33', None -> '–'. results.json and the CSV keep full precision."""
-    if x is None:
+    if score is None:  # (named `score`: the self-check bundle ships this file, which must share no line with a solution)
         return "–"
-    text = f"{round(float(x), 2):.2f}".rstrip("0").rstrip(".")
+    text = f"{round(float(score), 2):.2f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
 
 
@@ -115,9 +115,10 @@ def points(x: float) -> str:
 
 
 def stop_reason(why: str) -> str:
-    """The clause for a stop reason (older loops' words mapped, grader.history.stop_reason); unknown ones shown as given."""
+    """The clause for a stop reason (older loops' words mapped, grader.history.stop_reason); an unknown one
+    without its raw name (a student never reads an internal name)."""
     known = history.stop_reason(why)
-    return STOP_REASONS[known] if known else (f"training ended ({why})" if why else "training ran")
+    return STOP_REASONS[known] if known else ("training ended" if why else "training ran")
 
 
 def failure_kind(kind: str) -> str:

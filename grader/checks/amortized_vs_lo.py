@@ -666,6 +666,10 @@ class Prepared:
     words: str = ""  # the same for a student (the report's "Data set" line)
 
 
+_BROKEN_NOTE = (" Red pixels: your model's output there is NaN or infinite (its numbers broke down; see the training "
+                "notes above).")
+
+
 def _prepare(spec: str) -> Prepared:
     from grader.data import load_dataset
 
@@ -1016,13 +1020,14 @@ def _figures(ctx, run: Run, models: dict, ref_models) -> None:
             mu, _ = m.posterior(x, idx)
             rows.append(m.decoder(mu).cpu().numpy())
             labels.append(label)
-    fig = Figure(figsize=(7, 0.75 * len(rows) + 0.3), layout="constrained")
+    fig = Figure(figsize=(7, 0.9 * len(rows) + 0.3), layout="constrained")
+    broken = 0
     for ax, imgs, label in zip(np.atleast_1d(fig.subplots(len(rows), 1)), rows, labels):
-        F._show(ax, F._mosaic(imgs, 1, len(pick), shape), 1.0)
+        broken += F.show_images(ax, imgs, 1, len(pick), shape, 1.0)
         ax.set_ylabel(label, fontsize=7)
     made.append((F._save(fig, folder / "reconstructions.png"),
                  "One training image per digit (top) and its reconstruction (decoder mean at z = mu) by your amortized VAE "
-                 "and your latent-optimization model.", "model"))
+                 "and your latent-optimization model." + _BROKEN_NOTE * bool(broken), "model"))
     rows, labels = [], []
     with torch.no_grad(), _seed(0, device):
         z = torch.randn(10, run.settings["L"], device=device)
@@ -1031,12 +1036,14 @@ def _figures(ctx, run: Run, models: dict, ref_models) -> None:
                 rows.append(models[name].decoder(z).cpu().numpy())
                 labels.append(label)
     if rows:
-        fig = Figure(figsize=(7, 0.75 * len(rows) + 0.3), layout="constrained")
+        fig = Figure(figsize=(7, 0.9 * len(rows) + 0.3), layout="constrained")
+        broken = 0
         for ax, imgs, label in zip(np.atleast_1d(fig.subplots(len(rows), 1)), rows, labels):
-            F._show(ax, F._mosaic(imgs, 1, 10, shape), 1.0)
+            broken += F.show_images(ax, imgs, 1, 10, shape, 1.0)
             ax.set_ylabel(label, fontsize=7)
         made.append((F._save(fig, folder / "samples.png"),
-                     "Decoder means for the same 10 draws z ~ N(0, I): your amortized VAE and your LO model.", "model"))
+                     "Decoder means for the same 10 draws z ~ N(0, I): your amortized VAE and your LO model."
+                     + _BROKEN_NOTE * bool(broken), "model"))
     fig = Figure(figsize=(8, 3.2), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, key, title in zip(axes, ("vae_test_log_px_per_digit", "lo_train_log_px_per_digit"),

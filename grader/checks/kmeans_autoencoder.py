@@ -671,7 +671,7 @@ def _record_metrics(ctx, run: _Run) -> None:
             # the figure's validation curve is the student's own model: say why its numbers differ from the table's
             note += (f". Your own model's last validation MSE (the loss-curve figure) is {own:.3g}, not {stu:.3g}: "
                      "your forward pass computes something the reference architecture does not (an extra or missing "
-                     "activation, a different output layer?), and the table grades the weights in the reference one")
+                     "activation, a different output layer?), and the table grades the weights in the reference one.")
         m["autoencoder_training"] = note
     m["data"] = "digits scaled to [0, 1] (pixel / 16)"
 
