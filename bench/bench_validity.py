@@ -68,14 +68,12 @@ def main(argv=None) -> int:
     from grader.rubric import available_rubrics
 
     rubrics = available_rubrics()
-    from grader.mutation.probes import PROBES
-
     wanted = [a for a in args.assignment.split(",") if a] or sorted(rubrics)
-    if not args.assignment:  # an assignment without a probe (grader/mutation/probes.py) cannot be measured yet
-        skipped = [a for a in wanted if a not in PROBES]
-        wanted = [a for a in wanted if a in PROBES]
+    if not args.assignment:  # an assignment without a probe ([assignment] probe) cannot be measured yet
+        skipped = [a for a in wanted if not rubrics[a].probe]
+        wanted = [a for a in wanted if rubrics[a].probe]
         if skipped:
-            print(f"skipped (no probe in grader/mutation/probes.py): {', '.join(skipped)}", flush=True)
+            print(f"skipped (no [assignment] probe): {', '.join(skipped)}", flush=True)
     unknown = [a for a in wanted if a not in rubrics]
     if unknown:
         ap.error(f"unknown assignment(s) {', '.join(unknown)}; known: {', '.join(sorted(rubrics))}")
