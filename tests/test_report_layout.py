@@ -404,6 +404,11 @@ def test_images_with_nan_pixels_are_drawn_apart_and_counted():
     imgs[3, 2, 2], imgs[7] = np.nan, np.inf
     shown, broken = figures._broken_images(imgs)
     assert broken == 2 and np.isfinite(shown).all() and (shown < 0).sum() == 1 + 64
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    assert figures.show_images(ax, imgs, 4, 4, (8, 8), 1.0) == 2  # every figure of images goes through here
+    assert "2 of 16 images hold NaN or infinite values" in ax.get_title()
 
 
 def test_a_reference_curve_under_an_identical_student_curve_has_no_legend_entry():

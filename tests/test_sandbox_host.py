@@ -154,7 +154,7 @@ def test_the_grading_users_own_sockets_are_unreachable_when_unprivileged():
         assert g["student_output"].count("host socket refused") == 2, (what, g["student_output"])
         assert not escape_attempts(g["student_output"]), (what, g["student_output"])
         assert [l.accepted for l in listeners] == [0, 0]
-        assert g["sandbox"]["host_sockets_hidden"] and g["sandbox"]["user_namespace"]
+        assert g["sandbox"]["host_sockets_hidden"] and g["sandbox"]["user_namespace"] and g["sandbox"]["allow_list_root"]
     finally:
         for l in listeners:
             l.close()

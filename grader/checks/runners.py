@@ -98,7 +98,7 @@ def judge(run: CheckRun, ctx: CheckContext, test: TestResult | None = None) -> O
         outcome = ctx.outcome()
         test.error = "value"
     except StudentValueError as e:
-        ctx.expect(False, "return value", str(e))
+        ctx.expect(False, "return value", str(e), cause=getattr(e, "cause", None))
         outcome = ctx.outcome()
         test.error = "value"
     except RubricError:

@@ -172,6 +172,12 @@ def _call_reply(m: dict) -> None:
     if "result" not in m:
         raise Malformed("a reply without the call's result")
     value(m["result"])
+    after = m.get("inputs_after")  # the tensor arguments after the call (the property check `pure`)
+    if after is not None:
+        if not isinstance(after, dict) or len(after) > MAX_SEQ or not all(isinstance(k, str) for k in after):
+            raise Malformed("the inputs after a call")
+        for v in after.values():
+            value(v)
     grads = m.get("grads")
     if grads is not None:
         if not isinstance(grads, dict) or len(grads) > MAX_SEQ * 16:
@@ -210,20 +216,13 @@ def _load_reply(m: dict) -> None:
         raise Malformed("the module's names")
 
 
-def _dict_of(key: str):
-    def check(m: dict) -> None:
-        if not isinstance(m.get(key), dict):
-            raise Malformed(f"a reply without its `{key}`")
-    return check
-
-
 def _harness_reply(m: dict) -> None:
     if "result" not in m:
         raise Malformed("a reply without the harness's result")
 
 
 _REPLIES = {"call": _call_reply, "new": _new_reply, "assign": lambda m: _pairs(m.get("unassigned", []), "entries"),
-            "params": _params_reply, "layers": _layers_reply, "load": _load_reply, "train": _dict_of("history"),
+            "params": _params_reply, "layers": _layers_reply, "load": _load_reply,
             "harness": _harness_reply}
 
 
