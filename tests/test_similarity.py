@@ -309,3 +309,14 @@ def test_partial_copy_of_a_unit_the_copier_lacks_is_found(tmp_path):
     assert pair.score >= FLAG and pair.score > max(p.score for p in others), \
         f"the added copied class scored {pair.score:.2f}; best other pair {max(p.score for p in others):.2f}"
     assert pair.partial_unit.endswith(PARTIAL_UNIT), f"the copied unit should be named, got {pair.partial_unit!r}"
+
+
+def test_copied_unit_is_named_only_when_the_score_is_worth_reading():
+    # on public code, pairs at ~0.02 named a "largest copied unit" (the partial score won by a hair): noise
+    from grader.similarity.compare import Comparison, Pair
+
+    pairs = [Pair("ann", "bob", score=0.60, whole=0.10, partial=0.60, partial_unit="bob:BigPrior"),
+             Pair("cat", "dan", score=0.03, whole=0.02, partial=0.03, partial_unit="dan:TinyHelper")]
+    page = render_html(Comparison(documents=[], skipped=[], pairs=pairs, starter=""), "vae")
+    assert "BigPrior" in page, "a unit that decides a high score should be named"
+    assert "TinyHelper" not in page, "a unit behind a 0.03 score should not be named"
