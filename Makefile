@@ -10,7 +10,7 @@ TORCH  := torch==2.14.1 torchvision==0.29.1
 TORCH_INDEX ?=
 SETUP_LOG := $(VENV)/setup.log
 
-.PHONY: setup demo test bench clean browser
+.PHONY: setup demo test test-fast bench clean browser
 
 setup: $(STAMP)
 
@@ -39,6 +39,13 @@ test: $(STAMP) browser
 	@echo "make test: about 20 minutes on 2 CPU cores without a GPU (model training, sandboxes, PDFs);"
 	@echo "one line per test file below, with the share done at its right."
 	$(PY) -m pytest -p no:cacheprovider --durations=10
+
+# Pure modules and the framework's own tests (no sandbox, no training), every rubric included
+# (tests/test_assignments.py): a minute or so. `make test` runs everything.
+FAST := tests/test_layers.py tests/test_rubric.py tests/test_history.py tests/test_assignments.py \
+        tests/test_check_helpers.py tests/test_protocol.py tests/test_data.py tests/test_answers.py
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" $(FAST)
 
 # The browser tests of `grade serve` drive the system's Chromium (Playwright's own download is not used).
 # As root we install it; otherwise tests/test_serve_browser.py is skipped with the reason.

@@ -21,8 +21,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-EXAMPLES = {"vae": "alice", "kmeans-autoencoder": "dana", "density-models": "frank", "amortized-vs-lo": "heidi"}
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,10 +35,11 @@ def main() -> None:
 
     Zygote.shared().start()
     rubrics = available_rubrics()
-    wanted = args.only.split(",") if args.only else list(EXAMPLES)
+    wanted = args.only.split(",") if args.only else [r for r in rubrics if rubrics[r].examples]
     rows = []
     for aid in wanted:
-        rubric, sub = rubrics[aid], REPO / "submissions" / EXAMPLES[aid]
+        rubric = rubrics[aid]
+        sub = rubric.example_paths(REPO)[0]  # the first correct example the rubric names
         out = Path(tempfile.mkdtemp(prefix="gradekit-bench-out-"))
         opts = GradeOptions(device=args.device, out_dir=out)
         t0 = time.perf_counter()
@@ -53,7 +52,7 @@ def main() -> None:
             cached.append(time.perf_counter() - t0)
         model = sum(t.duration for t in r.tests if rubric.kind_of(t.component).trains)
         unit = sum(t.duration for t in r.tests) - model
-        rows.append((aid, EXAMPLES[aid], f"{r.autograded_score:g}/{r.autograded_max:g}", unit, model, cold,
+        rows.append((aid, sub.name, f"{r.autograded_score:g}/{r.autograded_max:g}", unit, model, cold,
                      statistics.median(cached)))
     print(f"device: {args.device}, torch threads: {__import__('torch').get_num_threads()}")
     print(f"{'assignment':20s} {'example':8s} {'score':>10s} {'unit s':>8s} {'model s':>8s} {'cold s':>8s} {'cached s':>9s}")

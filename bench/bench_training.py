@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from grader import evaluation  # noqa: E402
+from grader.checks import vae_evaluation as evaluation  # noqa: E402
 from grader.data import load_dataset  # noqa: E402
-from grader.training import TrainConfig, build_vae, train_vae  # noqa: E402
+from grader.harnesses.vae import TrainConfig, build_vae, train_vae  # noqa: E402
 from reference import vae as ref  # noqa: E402
 
 

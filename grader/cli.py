@@ -15,7 +15,7 @@ trace.mark("python started, grader.cli imported")
 import click  # noqa: E402
 
 from grader import __version__  # noqa: E402
-from grader.glossary import fmt_points  # noqa: E402
+from grader.glossary import fmt_points, shorten  # noqa: E402
 from grader.commands.console import Table, console, escape  # noqa: E402  (rich, imported on first use)
 
 
@@ -136,13 +136,13 @@ def warn_unsandboxed(result) -> None:
                       f"missing: {', '.join(missing)}")
 
 
-def _print_handed_in(result, report: bool = True) -> None:
+def _print_handed_in(result, report: str = "the report") -> None:
     """Which file was graded and where the answers came from (notebooks, reports: grader.submission).
-    `report`: whether a report is written (else nothing may point the reader to it)."""
+    `report`: where the details are (a command that writes no report names the one that would)."""
     sub = result.submission or {}
-    elsewhere = "the report" if report else "the report that `grade run` writes"
+    elsewhere = report
     for note in sub.get("notes", []):
-        console.print(f"[dim]{escape(note if report else note.replace('the report', elsewhere))}[/]")
+        console.print(f"[dim]{escape(note.replace('the report', elsewhere))}[/]")
     left = sub.get("left_out", [])
     if left:
         cells = sorted({lo["cell"] for lo in left})
@@ -157,7 +157,7 @@ def _brief(test, limit: int = 240) -> str:
     lines = test.output.splitlines()
     picked = [l for l in lines if l.startswith("Diagnosis")][:2] or [l for l in lines if l.startswith("- ")][:1] or lines[:1]
     text = " ".join(l.removeprefix("- ") for l in picked)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(text, limit)
 
 
 def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
@@ -204,7 +204,8 @@ def run_cmd(path, assignment, out, only, device, data, allow_unsandboxed, report
         if reporter is not None:
             reporter.submit(written.parent)  # rendered on the other core while the table prints
         _print_table(result, f"{result.student} — {rubric.title}")
-        _print_handed_in(result, report=reporter is not None)
+        _print_handed_in(result, "the report" if reporter is not None else
+                         f"the report that `grade report {out}` writes from results.json")
         auto = f"{fmt_points(result.autograded_score)}/{fmt_points(result.autograded_max)}"
         console.print(f"[bold]{result.student}[/]: autograded {auto}; written answers: "
                       f"{sum(1 for q in result.questions if q.answer)}/{len(result.questions)} submitted "
@@ -259,7 +260,7 @@ def check_cmd(path, assignment, only):
     # The student's own code on their own machine: no isolation needed (nor refused).
     rubric, result = _grade(path, assignment, only, "cpu", None, public_only=True, allow_unsandboxed=True)
     _print_table(result, f"Self-check — {rubric.title} (public checks only)")
-    _print_handed_in(result, report=False)
+    _print_handed_in(result, "the report that `grade run` writes")
     passed = sum(t.status == "passed" for t in result.tests)
     colour = "green" if passed == len(result.tests) else "yellow"
     console.print(f"[{colour}]{passed}/{len(result.tests)} public checks passed "

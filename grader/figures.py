@@ -224,6 +224,15 @@ def _note_broken(ax, n_broken: int, n: int) -> None:
         ax.set_title(f"{n_broken} of {n} images hold NaN or infinite values (drawn red)", fontsize=7, color="tab:red")
 
 
+def show_images(ax, images, rows: int, cols: int, image_shape, vmax: float) -> int:
+    """Images in a rows×cols mosaic on `ax`; an image holding NaN or infinite pixels has them drawn red and
+    the panel says how many (a grey block with no word was all a student saw). Returns that count."""
+    imgs, broken = _broken_images(np.asarray(images, dtype=float).reshape(-1, *image_shape)[: rows * cols])
+    _show(ax, _mosaic(imgs, rows, cols, image_shape), vmax)
+    _note_broken(ax, broken, len(imgs))
+    return broken
+
+
 def _show(ax, mosaic: np.ndarray, vmax: float):
     # NaN: the gaps between images; below the scale (_BROKEN_PIXEL): a non-finite pixel of the student's image
     cmap = matplotlib.colormaps["gray"].with_extremes(bad="#9ab", under="tab:red")
@@ -240,11 +249,9 @@ def image_grid(real, recon, path, image_shape, vmax: float | None = None) -> Pat
     vmax = vmax or _vmax(real, recon)
     fig = Figure(figsize=(0.6 * n + 1.2, 1.6), layout="constrained")
     axes = fig.subplots(2, 1)
-    recon, broken = _broken_images(recon)
     for ax, imgs, label in ((axes[0], real, "data"), (axes[1], recon, "reconstruction")):
-        _show(ax, _mosaic(imgs, 1, n, image_shape), vmax)
+        show_images(ax, imgs, 1, n, image_shape, vmax)
         ax.set_ylabel(label, fontsize=7)
-    _note_broken(axes[1], broken, len(recon))
     return _save(fig, path)
 
 
@@ -255,11 +262,7 @@ def sample_grid(samples, path, image_shape, vmax: float | None = None) -> Path:
     cols = int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / cols))
     fig = Figure(figsize=(max(0.5 * cols + 0.4, 3.0), 0.5 * rows + 0.6), layout="constrained")
-    vmax = vmax or _vmax(imgs)
-    imgs, broken = _broken_images(imgs)
-    ax = fig.add_subplot()
-    _show(ax, _mosaic(imgs, rows, cols, image_shape), vmax)
-    _note_broken(ax, broken, len(imgs))
+    show_images(fig.add_subplot(), imgs, rows, cols, image_shape, vmax or _vmax(imgs))
     return _save(fig, path)
 
 

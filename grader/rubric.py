@@ -1,7 +1,9 @@
 """Assignments as data: a rubric TOML file per assignment under `rubrics/`.
 
     [assignment]  id, title, course, module (file a submission must hold), reference (module),
-                  checks (module with check_<name> functions), mistakes (module with MUTANTS), answers
+                  checks (module with check_<name> functions), mistakes (module with MUTANTS), answers,
+                  examples (folders under submissions/ that get full marks: the tests and benches use them),
+                  probe ("module.function" that runs every component in process: mutation testing)
     [components]  tag = "dotted name in the reference" (what each component grades)
     [model]       model-level grading: data, training budget, scoring thresholds (grader/checks/model_level.py)
     [limits]      call_timeout_s, submission_timeout_s, memory_mb
@@ -117,6 +119,18 @@ class Rubric:
     # template's signatures; a missing required one is charged once, by the `interface` check.
     interface: dict = field(default_factory=dict, compare=False)
     path: Path = field(default=Path("."), compare=False)
+    examples: tuple[str, ...] = ()  # submissions/<name> folders that get full marks (the first: "the" example)
+    probe: str = ""  # "module.function": runs every component of a module in process (grader/mutation/probes.py)
+
+    def example_paths(self, root: Path | None = None) -> list[Path]:
+        """The example submissions' folders (under `root`/submissions, default: this repository's)."""
+        base = Path(root) if root is not None else RUBRICS_DIR.parent
+        return [base / "submissions" / name for name in self.examples]
+
+    def probe_function(self):
+        """The probe named by [assignment] probe (ImportError/AttributeError when it does not exist)."""
+        module, _, name = self.probe.rpartition(".")
+        return getattr(importlib.import_module(module), name)
 
     @property
     def components(self) -> list[str]:
@@ -245,7 +259,16 @@ def load_rubric(path: Path) -> Rubric:
         checks=tuple(checks), mistakes=tuple(mistakes), questions=tuple(questions),
         component_targets=dict(data.get("components", {})), model=dict(data.get("model", {})),
         interface=_interface(data.get("interface", {}), path), path=path,
+        examples=_names(a, "examples", where), probe=a.get("probe", ""),
     )
+
+
+def _names(table: dict, key: str, where: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v and "/" not in v and v not in (".", "..")
+                                              for v in value):
+        raise RubricError(f"{where}: {key!r} must be a list of folder names under submissions/, got {value!r}")
+    return tuple(value)
 
 
 def _interface(table: dict, path) -> dict:
@@ -335,4 +358,16 @@ def lint_rubric(rubric: Rubric) -> list[str]:
             problems.append(f"question {q!r} is declared twice")
     if not any(c.public for c in rubric.checks):
         problems.append("no check is public: `grade check` would have nothing to run")
+    root = Path(rubric.path).resolve().parent.parent
+    if not rubric.examples:
+        problems.append("[assignment] examples names no correct example submission (tests/test_assignments.py "
+                        "and the benches grade it)")
+    for folder in rubric.example_paths(root):
+        if not (folder / rubric.module).is_file() and not any(folder.glob("*.ipynb")):
+            problems.append(f"example {folder.name!r}: {folder} holds no {rubric.module} (nor a notebook)")
+    if rubric.probe:
+        try:
+            rubric.probe_function()
+        except Exception as e:
+            problems.append(f"probe {rubric.probe!r} cannot be imported: {type(e).__name__}: {e}")
     return problems

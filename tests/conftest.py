@@ -49,13 +49,20 @@ def make_submission(tmp_path: Path, name: str, extra: str = "", base: Path = REP
     return folder
 
 
+TEST_MODEL_CACHE = REPO / ".pytest_cache" / "gradekit-models"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_model_cache(tmp_path_factory):
-    """Tests never read or fill the user's reference-model cache."""
+    """Tests never read or fill the user's reference-model cache. They share their own across sessions
+    (.pytest_cache/gradekit-models, or $GRADEKIT_TEST_CACHE; "fresh": a new one per session): entries are
+    keyed by content (settings, data, device and the code they depend on, grader/model_cache.py), so a change
+    of any of these trains anew, and the references are not retrained in every session."""
     import os
 
     old = os.environ.get("GRADEKIT_CACHE")
-    os.environ["GRADEKIT_CACHE"] = str(tmp_path_factory.mktemp("gradekit-cache"))
+    chosen = os.environ.get("GRADEKIT_TEST_CACHE", str(TEST_MODEL_CACHE))
+    os.environ["GRADEKIT_CACHE"] = str(tmp_path_factory.mktemp("gradekit-cache")) if chosen == "fresh" else chosen
     yield
     if old is None:
         os.environ.pop("GRADEKIT_CACHE", None)

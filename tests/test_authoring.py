@@ -538,7 +538,8 @@ print(json.dumps({"lint": lint, "score": result.autograded_score, "max": result.
 
 def test_new_scaffolds_an_assignment_that_lints_grades_full_marks_and_releases(tmp_path):
     root = _repo_copy(tmp_path / "repo")
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    # PYTHONPATH: the sandbox's children import the copy's grader too (its new harness, grader/harnesses/demo_gen.py)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(root)}
     new = subprocess.run([sys.executable, "-m", "grader.cli", "new", "demo-gen", "--title", "A demo"],
                          cwd=root, capture_output=True, text=True, env=env, timeout=60)
     assert new.returncode == 0, new.stdout + new.stderr
@@ -548,7 +549,7 @@ def test_new_scaffolds_an_assignment_that_lints_grades_full_marks_and_releases(t
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
     skeleton = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                "tests/test_grading_demo_gen.py"], cwd=root, capture_output=True, text=True, env=env,
-                              timeout=240)
+                              timeout=420)
     assert skeleton.returncode == 0 and "3 passed" in skeleton.stdout, skeleton.stdout[-3000:] + skeleton.stderr[-2000:]
     (root / "tests_extra.py").write_text(f"EXTRA_CHECKS = {EXTRA_CHECKS!r}\nEXTRA_RUBRIC = {EXTRA_RUBRIC!r}\nOTHER = {OTHER!r}\n")
     run = subprocess.run([sys.executable, "-c", SCAFFOLD_SCRIPT], cwd=root, capture_output=True, text=True, env=env,
@@ -556,7 +557,7 @@ def test_new_scaffolds_an_assignment_that_lints_grades_full_marks_and_releases(t
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["lint"] == [] and not out["errors"]
-    assert out["score"] == out["max"] == 3
+    assert out["score"] == out["max"] == 4  # three unit points and the model level (grader/checks/demo_gen_model.py)
     assert out["recorded_with"] == ["reference-solution", "demo-gen-example"]
     assert out["selfcheck"] == {"log_normal.values": "passed", "log_normal.data": "not checked offline",
                                 "log_normal.own_output": "passed"}  # the example's run was recorded

@@ -8,10 +8,9 @@ import zipfile
 from click.testing import CliRunner
 
 from grader.cli import main
+from grader.results import save_result
 from tests.conftest import SUBMISSIONS
 from tests.test_lms import fake_result
-
-from grader.results import save_result
 
 
 def _run(*args):
@@ -79,3 +78,12 @@ def test_canvas_export_without_roster_warns_and_names_ungraded_answers(tmp_path)
     assert r.exit_code == 0, r.output
     assert "no --roster" in text and "ID columns are empty" in text
     assert "not graded yet" in text and "roejim (Q1)" in text and "doejane (" not in text
+
+
+def test_check_never_points_to_a_report_it_does_not_write():
+    """judy's notebook has statements left out; `grade check` writes no report, so it must not send her to one."""
+    r = _run("check", SUBMISSIONS / "judy", "--only", "log_standard_normal")
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert "not run when grading" in text and "the report that `grade run` writes" in text
+    assert "(see the report)" not in text and "listed in the report)" not in text

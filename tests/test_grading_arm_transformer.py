@@ -131,9 +131,9 @@ def test_the_course_decoder_with_the_reference_block_is_a_normalised_arm():
 
 
 def test_metrics_refuse_log_probabilities_that_are_not_causal_or_not_normalised():
-    from grader.checks import arm_transformer as checks
+    from grader.checks import arm_transformer_model as checks
 
-    data = checks._data(dict(checks.DEFAULTS))
+    data = checks.load(checks.Settings())
     n, t = data.x_test.shape
     v = data.num_token_vals
     good = {"test_log_probs": np.full((n, t - 1), -1.0), "test_normaliser": np.zeros((n, t - 1)), "probe_cut": 32,
@@ -149,15 +149,15 @@ def test_metrics_refuse_log_probabilities_that_are_not_causal_or_not_normalised(
 
 
 def test_headlines_are_read_from_a_local_file_with_the_course_tokenizer(tmp_path):
-    from grader.checks import arm_transformer as checks
+    from grader.checks import arm_transformer_model as checks
 
     f = tmp_path / "headlines.txt"
     f.write_text("\n".join(f"Café number {i} opens, again!" for i in range(40)))
-    data = checks._data(dict(checks.DEFAULTS, data=f"headlines:{f}", max_length=12))
+    data = checks.load(checks.Settings(data=f"headlines:{f}", max_length=12))
     assert data.num_token_vals == 29 and data.x_train.shape[1] == 13 and (data.x_train[:, 0] == 28).all()
     assert "".join(checks.ALPHABET[i - 1] for i in data.x_train[0, 1:] if i) == "cafe number "
     with pytest.raises(ValueError, match="does not exist"):
-        checks._data(dict(checks.DEFAULTS, data=f"headlines:{tmp_path / 'missing.txt'}"))
+        checks.load(checks.Settings(data=f"headlines:{tmp_path / 'missing.txt'}"))
 
 
 # ---- model level ---------------------------------------------------------------------------------------

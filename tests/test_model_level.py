@@ -90,7 +90,7 @@ def test_bad_data_path_is_a_clear_grading_error(tmp_path):
 
 
 def test_checkpoint_is_evaluated_instead_of_training(tmp_path):
-    from grader import training
+    from grader.harnesses import vae as training
     import reference.vae as ref
 
     sub = make_submission(tmp_path, "ckpt")
@@ -139,3 +139,32 @@ def test_a_correct_model_cut_by_the_time_budget_is_compared_with_the_reference_a
     text = " ".join(t.output for t in result.tests)
     assert "trained for the same" in text, text
     assert [t.status for t in result.tests] == ["passed"] * 4, [t.output for t in result.tests]
+
+
+FORGE = """
+import dataclasses as _dc
+import grader.harnesses.vae as _gt
+_real_train = _gt.train_vae
+def _forged(model, x_train, x_val, config=None, device="cpu"):
+    h = _real_train(model, x_train, x_val, _dc.replace(config, max_epochs=1), device)
+    h.stopped_because, h.message = "time_budget", "time budget used up after epoch 1"
+    return h
+_gt.train_vae = _forged
+"""
+
+
+def test_a_forged_time_budget_stop_does_not_lower_the_reference(tmp_path):
+    """Issue 19, training claims: the child says "time budget used up after epoch 1" for a buggy VAE, which
+    would compare it with a 1-epoch reference (1.92/7 -> 3.58/7 in the issue). The grader measured far less
+    than the budget: the claim is ignored, the reference is the full one, the report says so."""
+    from reference.vae_mistakes import MUTANTS
+    from tests.conftest import mutant_source
+
+    bug = mutant_source(MUTANTS["kl_wrong_sign"])
+    honest = _grade(make_submission(tmp_path, "honest", bug))
+    forged = _grade(make_submission(tmp_path, "forged", bug + FORGE))
+    assert forged.metrics["training"]["stopped_because"] == "time_budget"  # what the child said, kept as said
+    assert forged.metrics["nll"]["reference"] == honest.metrics["nll"]["reference"]  # the bar did not move
+    assert forged.autograded_score <= honest.autograded_score + 1e-9, (forged.autograded_score, honest.autograded_score)
+    text = " ".join(t.output for t in forged.tests)
+    assert "the claim is ignored" in text and "trained for the same" not in text, text

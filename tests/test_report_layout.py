@@ -13,6 +13,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 weasyprint = pytest.importorskip("weasyprint")
@@ -378,3 +379,43 @@ def test_a_grader_error_reaches_the_student_as_one_sentence_without_its_tracebac
     words = _words_of(build_html(r, d))
     assert not internal_names(words) and "course staff" in words
     assert "Traceback" in build_html(r, d, instructor=True)
+
+
+def test_one_exploded_value_does_not_hide_every_other_bar():
+    """grace: PPCA's log-likelihood of −1e22 set the axis and every other bar was a sliver."""
+    from matplotlib.figure import Figure
+
+    from grader import figures
+
+    ax = Figure().add_subplot()
+    figures.draw_bars(ax, ["conv VAE", "PPCA", "GMM"],
+                      [{"label": "yours", "values": [-60.0, -1.2e22, None]},
+                       {"label": "reference", "reference": True, "values": [-55.0, -70.0, -40.0]}])
+    lo, hi = ax.get_ylim()
+    assert -200 < lo < -70 and 0 <= hi < 50, (lo, hi)
+    words = [t.get_text() for t in ax.texts]
+    assert "-1.2e+22" in words and "not computed" in words
+
+
+def test_images_with_nan_pixels_are_drawn_apart_and_counted():
+    from grader import figures
+
+    imgs = np.random.default_rng(0).random((16, 8, 8))
+    imgs[3, 2, 2], imgs[7] = np.nan, np.inf
+    shown, broken = figures._broken_images(imgs)
+    assert broken == 2 and np.isfinite(shown).all() and (shown < 0).sum() == 1 + 64
+    from matplotlib.figure import Figure
+
+    ax = Figure().add_subplot()
+    assert figures.show_images(ax, imgs, 4, 4, (8, 8), 1.0) == 2  # every figure of images goes through here
+    assert "2 of 16 images hold NaN or infinite values" in ax.get_title()
+
+
+def test_a_reference_curve_under_an_identical_student_curve_has_no_legend_entry():
+    from grader import figures
+
+    same = [100.0, 90.0, 80.0]
+    series = [{"label": "reference: training", "values": same, "ls": "--", "reference": True},
+              {"label": "your model: training", "values": same, "ls": "--"}]
+    figures._merge_hidden_curves(series)
+    assert series[0]["label"] == "_nolegend_" and series[1]["label"] == "your model = reference: training"

@@ -154,7 +154,7 @@ def test_the_grading_users_own_sockets_are_unreachable_when_unprivileged():
         assert g["student_output"].count("host socket refused") == 2, (what, g["student_output"])
         assert not escape_attempts(g["student_output"]), (what, g["student_output"])
         assert [l.accepted for l in listeners] == [0, 0]
-        assert g["sandbox"]["host_sockets_hidden"] and g["sandbox"]["user_namespace"]
+        assert g["sandbox"]["host_sockets_hidden"] and g["sandbox"]["user_namespace"] and g["sandbox"]["allow_list_root"]
     finally:
         for l in listeners:
             l.close()
@@ -230,3 +230,31 @@ def test_a_refusal_names_the_mounts_it_could_not_make_read_only():
     msg = isolation_message(["read-only file system"], {"pid_namespace": True, "not_read_only": ["/data (nfs4)"]})
     assert "/data (nfs4)" in msg and "user namespaces" not in msg
     assert "user namespaces" in isolation_message(["own PID namespace"], {"pid_namespace": False})
+
+
+@linux_only
+def test_the_childs_tree_is_an_allow_list_that_names_no_class_or_output_folder(tmp_path, fast_rubric):
+    """The class folder and the output folder (outside the temp dir, as on an instructor's machine)
+    are neither reachable nor named in the child's /proc/self/mountinfo; no home of the machine is."""
+    from grader.engine import GradeOptions, grade_submission
+
+    base = Path(tempfile.mkdtemp(prefix="gradekit-classdir-", dir="/var/tmp"))
+    try:
+        os.chmod(base, 0o755)
+        out = base / "gradekit-outdir"
+        sub = make_submission(base / "gradekit-classlist", "tree", attack("""
+            import os as _os
+            _mi = open("/proc/self/mountinfo").read()
+            for _word in ("gradekit-classdir", "gradekit-classlist", "gradekit-outdir"):
+                print("[escape] mountinfo names", _word, "SUCCEEDED" if _word in _mi else "no")
+            for _p in ("/var/tmp", "/home", "/root", "/run", "/srv", "/mnt"):
+                _seen = [n for n in (_os.listdir(_p) if _os.path.isdir(_p) else []) if "gradekit" in n]
+                print("[escape] listing", _p, "SUCCEEDED" if _seen else "no")
+        """))
+        result = grade_submission(sub, fast_rubric, GradeOptions(device="cpu", only=QUICK, out_dir=out))
+        assert result.sandbox.get("allow_list_root"), result.sandbox
+        assert "mountinfo names" in result.student_output, result.student_output
+        assert not escape_attempts(result.student_output), result.student_output
+        assert all(full(result, c) for c in QUICK), [t.output for t in result.tests]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -309,10 +309,14 @@ def test_grade_serve_prints_a_sign_in_link_that_works(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        lines = []
-        for _ in range(10):
-            lines.append(proc.stdout.readline())
-            if "access token" in lines[-1]:
+        import queue
+
+        lines, out = [], queue.Queue()
+        threading.Thread(target=lambda: [out.put(line) for line in proc.stdout], daemon=True).start()
+        while not any("access token" in line for line in lines):
+            try:
+                lines.append(out.get(timeout=120))  # a server that never starts fails the test, never hangs it
+            except queue.Empty:
                 break
         link = re.search(r"http://127\.0\.0\.1:\d+/login\?token=[\w-]+", "".join(lines))
         assert link, "".join(lines)

@@ -246,7 +246,10 @@ class Watch:
         self.problems: list[str] = []
         page.on("console", lambda m: m.type == "error" and self.problems.append(f"console error: {m.text}"))
         page.on("pageerror", lambda e: self.problems.append(f"uncaught: {e}"))
-        page.on("requestfailed", lambda r: self.problems.append(f"failed: {r.url} ({r.failure})"))
+        # ERR_ABORTED: a load cancelled because the test moved on to the next page (Chrome's console does not
+        # show it; an image that did not load is caught by BROKEN_IMAGES)
+        page.on("requestfailed", lambda r: "ERR_ABORTED" not in (r.failure or "")
+                and self.problems.append(f"failed: {r.url} ({r.failure})"))
         page.on("response", lambda r: r.status >= 400 and self.problems.append(f"HTTP {r.status}: {r.url}"))
 
     def take(self) -> list[str]:
@@ -267,6 +270,7 @@ def sign_in_example(browser, server, name="Ann"):
     page.fill("#name", name)
     page.click("button[type=submit]")
     expect(page.locator("#students")).to_be_visible()
+    page.wait_for_load_state("load")
     return page, watch
 
 

@@ -3,13 +3,14 @@ student's code raised (carol's completed grading, with exceptions in her code, i
 
 from __future__ import annotations
 
-from grader.results import GradeResult, QuestionResult, TestResult, save_result
+from grader.results import GradeResult, QuestionResult, save_result
+from grader.results import TestResult as Check
 from grader.serve.app import open_classroom, overview_rows
 
 
 def _result(student: str, error: str, errors: list[str]) -> GradeResult:
     return GradeResult(student=student, assignment="vae", graded_at="2026-11-22T22:50:00+00:00", errors=errors,
-                       tests=[TestResult("log_categorical", "5.1", 0.0, 1.5, error=error, component="log_categorical")],
+                       tests=[Check("log_categorical", "5.1", 0.0, 1.5, error=error, component="log_categorical")],
                        questions=[QuestionResult("Q1", "t", 1.0, "answer", 1.0)])
 
 

@@ -1,4 +1,5 @@
-"""grader.training (child side), grader.evaluation and grader.figures (grader side), with tiny budgets."""
+"""The vae assignment's training loop (grader/harnesses/vae.py, child side), its evaluation
+(grader/checks/vae_evaluation.py) and grader.figures (grader side), with tiny budgets."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 from grader.data import load_dataset
-from grader.training import TrainConfig, TrainHistory, build_mlp_nets, build_vae, train_vae
+from grader.harnesses.vae import TrainConfig, TrainHistory, build_mlp_nets, build_vae, train_vae
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(M=32, L=4, num_components=3, max_epochs=2, time_budget_s=10.0, batch_size=100, num_threads=1)
@@ -153,8 +154,8 @@ def test_time_budget_and_early_stopping(digits):
 
 
 def test_child_side_never_imports_the_reference():
-    code = ("import sys, grader.training; bad = [m for m in sys.modules if m.split('.')[0] == 'reference' "
-            "or m in ('grader.evaluation', 'grader.figures', 'matplotlib')]; assert not bad, bad")
+    code = ("import sys, grader.harnesses.vae; bad = [m for m in sys.modules if m.split('.')[0] == 'reference' "
+            "or m in ('grader.checks.vae_evaluation', 'grader.figures', 'matplotlib')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
 
 
@@ -162,7 +163,7 @@ def test_child_side_never_imports_the_reference():
 
 @pytest.fixture(scope="module")
 def loaded(trained):
-    from grader.evaluation import load_reference_model
+    from grader.checks.vae_evaluation import load_reference_model
 
     cfg, model, hist = trained
     d = load_dataset("digits")
@@ -170,7 +171,7 @@ def loaded(trained):
 
 
 def test_state_dict_round_trip_into_the_reference(trained, loaded, digits):
-    from grader.evaluation import negative_elbo
+    from grader.checks.vae_evaluation import negative_elbo
 
     cfg, model, hist = trained
     x = digits.x_test[:50]
@@ -180,7 +181,7 @@ def test_state_dict_round_trip_into_the_reference(trained, loaded, digits):
 
 
 def test_load_reference_model_names_what_is_missing_and_ignores_extra_buffers(trained, digits):
-    from grader.evaluation import load_reference_model
+    from grader.checks.vae_evaluation import load_reference_model
 
     cfg, _, hist = trained
     sd = dict(hist.state_dict)
@@ -199,7 +200,7 @@ def test_load_reference_model_names_what_is_missing_and_ignores_extra_buffers(tr
 
 
 def test_importance_sampling_bound_and_k1_matches_the_elbo(loaded, digits):
-    from grader.evaluation import negative_elbo, nll_importance_sampling
+    from grader.checks.vae_evaluation import negative_elbo, nll_importance_sampling
 
     x = digits.x_test
     neg_elbo = np.mean([negative_elbo(loaded, x, seed=s) for s in range(4)])
@@ -235,7 +236,7 @@ def test_importance_weights_use_the_reference_decoders_log_prob_bit_for_bit(trai
 
 
 def test_evaluate_and_diagnostics(loaded, digits):
-    from grader import evaluation as ev
+    from grader.checks import vae_evaluation as ev
 
     x, y = digits.x_test[:120], digits.y_test[:120]
     r = ev.evaluate(loaded, x, y, K=20)
@@ -254,7 +255,8 @@ def test_evaluate_and_diagnostics(loaded, digits):
 
 
 def test_figures_write_pngs(trained, loaded, digits, tmp_path):
-    from grader import evaluation as ev, figures
+    from grader import figures
+    from grader.checks import vae_evaluation as ev
 
     _, _, hist = trained
     x = digits.x_test[:16]
@@ -272,7 +274,8 @@ def test_figures_write_pngs(trained, loaded, digits, tmp_path):
 
 
 def test_evaluation_of_non_finite_weights_does_not_raise(trained, digits, tmp_path):
-    from grader import evaluation as ev, figures
+    from grader import figures
+    from grader.checks import vae_evaluation as ev
 
     cfg, _, hist = trained
     sd = {k: np.full_like(v, np.nan) if k.startswith("decoder") else v for k, v in hist.state_dict.items()}

@@ -84,6 +84,8 @@ def plan(name: str, root: Path = REPO_ROOT) -> dict[Path, str]:
         root / "reference" / f"{mod}_mistakes.py": "mistakes.py.tmpl",
         root / "rubrics" / f"{name}.toml": "rubric.toml.tmpl",
         root / "grader" / "checks" / f"{mod}.py": "checks.py.tmpl",
+        root / "grader" / "checks" / f"{mod}_model.py": "model.py.tmpl",
+        root / "grader" / "harnesses" / f"{mod}.py": "harness.py.tmpl",
         example / f"{mod}.py": "example.py.tmpl",
         example / "answers.md": "example_answers.md.tmpl",
         example / "README.md": "example_README.md.tmpl",

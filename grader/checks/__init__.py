@@ -27,6 +27,7 @@ import torch
 
 from grader.checks.inputs import check_seed
 from grader.checks.standins import MAX_LAYERS, StandInServer, new_handle, tag, upstream_targets
+from grader.history import TrainingClaim
 from grader.rubric import CheckSpec, Mistake, Rubric
 from grader.sandbox import values
 from grader.sandbox.client import Sandbox
@@ -499,9 +500,35 @@ def reference_at_students_epochs(ctx: CheckContext, train: Callable):
         ctx.session.metrics["reference_cache"] = cached
 
 
+_IGNORED_CLAIMS = "model level: training claims not believed"  # session.cache key: their notes
+
+
+def believed_epochs(ctx: CheckContext, claim: "TrainingClaim", reference_epochs: int) -> int:
+    """Epochs to train the reference for, to compare it with the student's run at the same epochs: the epochs the
+    student's loop finished when the time budget stopped it before the reference's `reference_epochs`; 0 (the
+    reference trained for all its epochs) otherwise. What the child reports is a claim: a budget stop the grader
+    did not measure (`TrainingClaim.budget_stop_seen`) is not believed, and the report says so."""
+    if claim.ignored(reference_epochs):
+        notes = ctx.session.cache.setdefault(_IGNORED_CLAIMS, [])
+        if claim.note() not in notes:
+            notes.append(claim.note())
+    return claim.matched_epochs(reference_epochs)
+
+
+def timed_call(call: Callable, *args, **kwargs):
+    """(call(*args, **kwargs), wall seconds measured here): the grader's own clock around a training call."""
+    import time
+
+    t0 = time.monotonic()
+    out = call(*args, **kwargs)
+    return out, time.monotonic() - t0
+
+
 def note_epoch_matched(ctx: CheckContext, epochs: int) -> None:
     """Say that the reference was trained for `epochs` (> 0), as many as the student's run reached in its
-    time budget (model level: load and speed are not mistakes; docs/grading.md)."""
+    time budget (model level: load and speed are not mistakes; docs/grading.md), and which of the student's
+    training claims were not believed (`believed_epochs`)."""
+    ctx.notes.extend(ctx.session.cache.get(_IGNORED_CLAIMS, []))
     if epochs:
         ctx.notes.append(f"Your training reached {epochs} epoch(s) in the time budget, so the reference compared "
                          f"here was trained for the same {epochs} epoch(s).")
@@ -513,7 +540,8 @@ def likely_causes(ctx: CheckContext, depends_on) -> None:
     is evaluated). Mistakes of other components are not causes of this metric and are not named."""
     found = [m for c, m in ctx.diagnosed.items() if c in set(depends_on)]
     if found:
-        causes = "; ".join(f"{m.message} ({m.component})" for m in found)
+        names = ctx.rubric.component_targets  # the name in the student's code, not the rubric's tag
+        causes = "; ".join(f"{m.message} (in `{names.get(m.component) or m.component}`)" for m in found)
         ctx.notes.append(f"Likely cause, found by the unit checks: {causes}.")
 
 

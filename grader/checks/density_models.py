@@ -24,9 +24,10 @@ import torch
 from grader.checks import interface
 from grader.checks import (
     CheckContext, StudentValueError, distance, close, expect_any_variant, model_settings, note_epoch_matched,
-    reference_at_students_epochs, UNBOUNDED_S,
+    reference_at_students_epochs, UNBOUNDED_S, believed_epochs, timed_call,
     relative_score, sequence, tensor, to_torch,
 )
+from grader.history import TrainingClaim, epochs_done
 from grader.metrics import Metric
 from grader.sandbox.client import StudentException
 
@@ -606,7 +607,7 @@ DEFAULTS = {
     "gmm_full": 0.02, "gmm_zero": 0.20,
 }
 TRAIN_KEYS = ("latent_dim", "epochs", "batch_size", "lr", "time_budget_s", "seed")
-CODE_FILES = ("reference/density_models.py", "grader/harnesses/density_models.py")
+CODE_FILES = ("reference/density_models.py", "grader/harnesses/density_models.py", "grader/checks/density_models.py")
 
 
 class ModelGradingError(Exception):
@@ -633,7 +634,8 @@ class Data:
     x_test: np.ndarray
     y_test: np.ndarray
     image_shape: tuple
-    summary: str
+    summary: str  # the exact record (cache keys)
+    words: str = ""  # the same for a student (the report's "Data set" line)
 
 
 _DATA: dict = {}
@@ -650,7 +652,8 @@ def _data(s: dict) -> Data:
         scale = float(ds.num_vals - 1)
         x_train = np.concatenate([ds.x_train.numpy(), ds.x_val.numpy()]).astype(np.float64) / scale
         _DATA[s["data"]] = Data(x_train, ds.x_test.numpy().astype(np.float64) / scale, ds.y_test.numpy(),
-                                tuple(ds.image_shape), ds.summary() + f", scaled to [0, 1] (÷{scale:g})")
+                                tuple(ds.image_shape), ds.summary() + f", scaled to [0, 1] (÷{scale:g})",
+                                ds.describe() + ", scaled to [0, 1]")
     return _DATA[s["data"]]
 
 
@@ -685,7 +688,7 @@ def _record(ctx: CheckContext, model: str, part: Part, labels: dict) -> None:
     """One model's rows of the comparison table (student and reference) in the metrics, and the figure."""
     comp = ctx.session.cache.setdefault("comparison", {})
     comp[model] = {"student": part.student, "reference": part.reference, "error": part.error or None, **labels}
-    ctx.session.metrics["data"] = _data(settings(ctx)).summary
+    ctx.session.metrics["data"] = _data(settings(ctx)).words
     for metric in METRIC_NAMES:
         ctx.session.metrics[comparison_key(model, metric)] = {"student": (part.student or {}).get(metric),
                                                               "reference": part.reference.get(metric)}
@@ -782,13 +785,18 @@ def _gmm_part(ctx: CheckContext) -> Part:
     part.reference = _gmm_metrics(ref, Xte, _gmm_reference(ctx, s, data, start), ctx.device)
     try:
         budget = float(s["gmm_time_budget_s"])
-        out = ctx.harness("density_models.run_em", X=data.x_train, weights=start[0], means=start[1], covs=start[2],
-                          iterations=s["gmm_iterations"], reg=s["gmm_reg"], time_budget_s=budget,
-                          timeout=max(1.0, min(ctx.session.remaining_s(), budget * 2 + 30)))
+        out, seconds = timed_call(
+            ctx.harness, "density_models.run_em", X=data.x_train, weights=start[0], means=start[1], covs=start[2],
+            iterations=s["gmm_iterations"], reg=s["gmm_reg"], time_budget_s=budget,
+            timeout=max(1.0, min(ctx.session.remaining_s(), budget * 2 + 30)))
         if out.get("error"):
             raise ModelGradingError(f"your EM failed at iteration {out.get('iteration')}: {out['error']}")
-        done = int(out.get("iterations", s["gmm_iterations"]))
-        if 0 < done < int(s["gmm_iterations"]):
+        steps = out.get("iterations", s["gmm_iterations"])
+        steps = steps if isinstance(steps, int) and not isinstance(steps, bool) else int(s["gmm_iterations"])
+        # fewer steps than asked is the harness's time-budget stop (run_em): believed only when measured here
+        claim = TrainingClaim("your EM", steps, "time_budget", seconds, budget)
+        done = believed_epochs(ctx, claim, int(s["gmm_iterations"]))
+        if done:
             # a slow but correct EM (Python loops over points and components) is judged against the reference
             # after as many steps, not charged for its speed
             part.reference = _gmm_metrics(ref, Xte, _gmm_reference(ctx, s, data, start, done), ctx.device)
@@ -893,13 +901,15 @@ def _vae_part(ctx: CheckContext) -> Part:
     part.extra["reference_model"] = ref_model
     try:
         budget = min(ctx.session.remaining_s(), s["time_budget_s"] * 2 + 30)
-        out = ctx.harness("density_models.train_conv_vae", x_train=data.x_train.astype(np.float32),
-                          timeout=max(1.0, budget), **_train_kwargs(s, data))
+        out, seconds = timed_call(ctx.harness, "density_models.train_conv_vae", x_train=data.x_train.astype(np.float32),
+                                  timeout=max(1.0, budget), **_train_kwargs(s, data))
         part.extra["history"] = hist = out.get("history", {}) or {}
         if out.get("error") and not out.get("state_dict"):
             raise ModelGradingError(f"training your ConvVAE failed: {out['error']}")
-        done = hist.get("epochs") if isinstance(hist.get("epochs"), int) else 0
-        if hist.get("stopped_because") == "time" and 0 < done < int(ref_history.get("epochs") or 0):
+        claim = TrainingClaim("your ConvVAE's training", epochs_done(hist), str(hist.get("stopped_because")), seconds,
+                              float(s["time_budget_s"]))
+        done = believed_epochs(ctx, claim, epochs_done(ref_history))
+        if done:
             # load and speed are not mistakes: compare with the reference trained for as many epochs
             part.reference, ref_history, ref_model = reference_at_students_epochs(
                 ctx, lambda: _vae_reference(ctx, dict(s, epochs=done), data))

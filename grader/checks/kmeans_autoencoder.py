@@ -25,10 +25,11 @@ import torch
 from grader import glossary
 from grader.checks import interface
 from grader.checks import (
-    CheckContext, distance, close, likely_causes, expect_any_variant, model_settings, note_epoch_matched, reference_at_students_epochs,
+    CheckContext, believed_epochs, distance, close, likely_causes, timed_call, expect_any_variant, model_settings, note_epoch_matched, reference_at_students_epochs,
     relative_score, UNBOUNDED_S,
     tensor, to_torch,
 )
+from grader.history import TrainingClaim
 from grader.metrics import Metric
 from grader.sandbox.client import StudentCodeError
 
@@ -474,7 +475,8 @@ DEFAULTS = {
     "kmeans_full": 0.05, "kmeans_zero": 0.30,
     "autoencoder_full": 0.25, "autoencoder_zero": 1.5,
 }
-CODE_FILES = ("reference/kmeans_autoencoder.py", "grader/harnesses/kmeans_autoencoder.py")
+CODE_FILES = ("reference/kmeans_autoencoder.py", "grader/harnesses/kmeans_autoencoder.py",
+              "grader/checks/kmeans_autoencoder.py")
 
 
 def settings(rubric, session=None) -> dict:
@@ -617,10 +619,13 @@ def model_run(ctx: CheckContext) -> _Run:
                                f"{getattr(e, 'message', str(e))}" + (f" (at {e.where})" if getattr(e, "where", "") else ""))
     try:
         budget = min(ctx.session.remaining_s(), float(s["time_budget_s"]) * 2 + 30)
-        run.ae = ctx.harness("kmeans_autoencoder.train_autoencoder", timeout=budget, **_ae_kwargs(s, splits))
+        run.ae, seconds = timed_call(ctx.harness, "kmeans_autoencoder.train_autoencoder", timeout=budget,
+                                     **_ae_kwargs(s, splits))
+        claim = TrainingClaim("your autoencoder's training", len(run.ae.get("train_loss") or []),
+                              str(run.ae.get("stopped_because")), seconds, float(s["time_budget_s"]))
         run.ae["student_test_recon"] = _student_test_recon(ctx, run)
-        done = len(run.ae.get("train_loss") or [])
-        if run.ae.get("stopped_because") == "time_budget" and 0 < done < len(run.reference.get("train_loss") or []):
+        done = believed_epochs(ctx, claim, len(run.reference.get("train_loss") or []))
+        if done:
             # load and speed are not mistakes: compare with the reference autoencoder trained for as many epochs
             run.reference = reference_at_students_epochs(ctx, lambda: _reference(ctx, dict(s, ae_epochs=done), data, splits))
             run.ae_epochs_matched = done
@@ -666,7 +671,7 @@ def _record_metrics(ctx, run: _Run) -> None:
             # the figure's validation curve is the student's own model: say why its numbers differ from the table's
             note += (f". Your own model's last validation MSE (the loss-curve figure) is {own:.3g}, not {stu:.3g}: "
                      "your forward pass computes something the reference architecture does not (an extra or missing "
-                     "activation, a different output layer?), and the table grades the weights in the reference one")
+                     "activation, a different output layer?), and the table grades the weights in the reference one.")
         m["autoencoder_training"] = note
     m["data"] = "digits scaled to [0, 1] (pixel / 16)"
 

@@ -16,9 +16,9 @@ import torch
 from grader import roles
 from grader.checks import CheckContext, StudentValueError, close, distance, expect_any_variant, sequence, tensor, to_torch
 from grader.checks import interface
-from grader.checks import model_level
-from grader.checks.model_level import METRICS  # noqa: F401  (how this assignment's metrics are shown)
-from grader.checks.model_level import (  # noqa: F401  (model-level checks of this assignment)
+from grader.checks import vae_model
+from grader.checks.vae_model import METRICS  # noqa: F401  (how this assignment's metrics are shown)
+from grader.checks.vae_model import (  # noqa: F401  (model-level checks of this assignment)
     check_model_elbo,
     check_model_nll,
     check_model_reconstruction,
@@ -775,5 +775,4 @@ def check_elbo_gradients(ctx: CheckContext) -> None:
 
 def preflight(rubric, session, selected) -> None:
     """Before grading: when model-level checks are selected, make sure their data set loads."""
-    if any(spec.kind == "model" for spec in selected):
-        model_level.preflight(rubric, session)
+    vae_model.preflight(rubric, session, selected)

@@ -180,7 +180,7 @@ def train_and_evaluate(module, device, x_train, x_val, x_test, num_tokens: int, 
     the causality probe below, and `num_samples` samples.
 
     x_*: N×num_tokens int64 (start token first). Returns {"history": {"val_nll": [...] (nats per sequence),
-    "epochs": n, "seconds": t, "stopped_because": "epochs" | "patience" | "time" | "diverged"},
+    "epochs": n, "seconds": t, "stopped_because": "max_epochs" | "early_stopping" | "time_budget" | "diverged"} (grader/history.py),
     "test_log_probs": N×(T−1) (log p of each true next token), "test_normaliser": N×(T−1) (logsumexp over
     values: 0 for a normalised model), "test_prefix" / "probe_prefix": N×cut×V (the next-token log-probabilities at
     positions < cut for the test sequences, and for them with every token from `cut` on replaced: equal for a causal
@@ -208,7 +208,7 @@ def _train_and_evaluate(module, device, x_train, x_val, x_test, num_tokens, num_
                           dropout_prob=dropout_prob, seed=seed)
     x_train, x_val, x_test = (t.long().to(device) for t in (x_train, x_val, x_test))
     params = [p for p in model.parameters() if p.requires_grad]
-    history = {"val_nll": [], "epochs": 0, "seconds": 0.0, "stopped_because": "epochs"}
+    history = {"val_nll": [], "epochs": 0, "seconds": 0.0, "stopped_because": "max_epochs"}
     if not params:
         return {"history": history, "error": "the model has no parameters to train"}
     optimizer = torch.optim.AdamW(params, lr=float(lr))
@@ -236,10 +236,10 @@ def _train_and_evaluate(module, device, x_train, x_val, x_test, num_tokens, num_
         else:
             patience += 1
         if patience > int(max_patience):
-            history["stopped_because"] = "patience"
+            history["stopped_because"] = "early_stopping"
             break
         if time.monotonic() - t0 > float(time_budget_s):
-            history["stopped_because"] = "time"
+            history["stopped_because"] = "time_budget"
             break
     history["seconds"] = time.monotonic() - t0
     if best is None:

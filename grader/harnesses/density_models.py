@@ -26,7 +26,7 @@ def train_conv_vae(module, device, x_train, latent_dim: int = 2, image_size: int
     epochs or `time_budget_s` seconds. x_train: N×D in [0, 1], reshaped to N×1×H×W.
 
     Returns {"state_dict": {name: array}, "history": {"train_elbo": [...], "epochs": n, "seconds": t,
-    "stopped_because": "epochs" | "time" | "diverged"}, "error": "" | message}."""
+    "stopped_because": "max_epochs" | "time_budget" | "diverged"} (grader/history.py), "error": "" | message}."""
     with using_threads(num_threads):
         return _train_conv_vae(module, device, x_train, latent_dim, image_size, epochs, batch_size, lr, time_budget_s, seed)
 
@@ -43,7 +43,7 @@ def _train_conv_vae(module, device, x_train, latent_dim, image_size, epochs, bat
     if not params:
         return {"state_dict": {}, "history": {}, "error": "ConvVAE has no parameters to train"}
     opt = torch.optim.Adam(params, lr=float(lr))
-    history = {"train_elbo": [], "epochs": 0, "seconds": 0.0, "stopped_because": "epochs"}
+    history = {"train_elbo": [], "epochs": 0, "seconds": 0.0, "stopped_because": "max_epochs"}
     best = state_arrays(model)
     t0 = time.monotonic()
     error = ""
@@ -73,7 +73,7 @@ def _train_conv_vae(module, device, x_train, latent_dim, image_size, epochs, bat
         history["epochs"] = epoch + 1
         best = state_arrays(model)
         if time.monotonic() - t0 > float(time_budget_s):
-            history["stopped_because"] = "time"
+            history["stopped_because"] = "time_budget"
             break
     history["seconds"] = time.monotonic() - t0
     return {"state_dict": best if history["epochs"] else {}, "history": history, "error": error}

@@ -1,6 +1,6 @@
 """Does a mutant change behaviour? Run it and the reference, in process, on the same random inputs.
 
-    probe = PROBES["vae"]; same_behaviour(probe(reference_module), probe(mutant_module))
+    probe = rubric.probe_function(); same_behaviour(probe(reference_module), probe(mutant_module))
 
 A probe calls every component of an assignment's module on random float64 inputs (including hard
 ones: ties, empty clusters, probabilities at the clamp, extreme variances, a batch of one) and
@@ -12,7 +12,8 @@ every call, so sampling code that draws the same numbers gives the same values. 
 grader's own trusted code (the reference and mutants generated from it) runs here; student code
 runs in the sandbox.
 
-A new assignment needs a probe here (a dozen lines) for the validity bench.
+A new assignment names its probe (a dozen lines, here or in its own files) in its rubric's
+[assignment] probe = "module.function" for the validity bench.
 """
 
 from __future__ import annotations
@@ -276,12 +277,10 @@ def probe_amortized_vs_lo(M) -> dict:
     for Ms in (1, 4):
         rec(f"iw.vae.{Ms}", lambda: M.log_px_importance(vae, x, Ms))
         rec(f"iw.lo.{Ms}", lambda: M.log_px_importance(lo, x, Ms, idx))
+    # log p(x) far below log(smallest double) (~ -745): averaging exp(log w) underflows, log-mean-exp does not
+    Dw = 300
+    wide = M.VAE(M.GaussianEncoder(_net(Dw, 2 * L, 13)), M.BernoulliDecoder(_net(L, Dw, 14, scale=40.0)), L)
+    xw = (torch.rand(2, Dw, generator=torch.Generator().manual_seed(15), dtype=torch.float64) > 0.5).double()
+    rec("iw.vae.underflow", lambda: M.log_px_importance(wide, xw, 4))
     return rec.out
 
-
-PROBES: dict[str, Callable] = {
-    "vae": probe_vae,
-    "kmeans-autoencoder": probe_kmeans_autoencoder,
-    "density-models": probe_density_models,
-    "amortized-vs-lo": probe_amortized_vs_lo,
-}

@@ -32,12 +32,13 @@ from pathlib import Path
 from grader.engine import GradeOptions, grade_submission
 from grader.mutation.operators import Mutant, mutants
 from grader.mutation.plant import component_of, planted
-from grader.mutation.probes import PROBES, same_behaviour
-from grader.rubric import Rubric
+from grader.mutation.probes import same_behaviour
+from grader.rubric import Rubric, available_rubrics
 
 REPO = Path(__file__).resolve().parents[2]
-# The correct example submission of each assignment (their README says: full marks, another style).
-EXAMPLES = {"vae": "alice", "kmeans-autoencoder": "dana", "density-models": "frank", "amortized-vs-lo": "heidi"}
+# The correct example submission of each assignment (their README says: full marks, another style): the first
+# of its rubric's [assignment] examples.
+EXAMPLES = {r.id: r.examples[0] for r in available_rubrics().values() if r.examples}
 # Budgets small enough for a bench (the tests' TINY budgets), used only with model=True.
 TINY_MODEL = {"epochs": 3, "lr": 3e-3, "time_budget_s": 10, "gmm_iterations": 4, "gmm_components": 4, "elbo_samples": 2,
               "max_epochs": 3, "patience": 1}
@@ -83,11 +84,16 @@ class Study:
         self.reference_path = Path(spec.origin)
         self.reference_source = self.reference_path.read_text()
         self.reference = importlib.import_module(rubric.reference)
-        self.probe = PROBES[rubric.id]
+        if not rubric.probe:
+            raise ValueError(f"{rubric.path}: [assignment] probe is not set: mutation testing needs a function that "
+                             "runs every component in process (grader/mutation/probes.py)")
+        if not rubric.examples:
+            raise ValueError(f"{rubric.path}: [assignment] examples names no correct example submission")
+        self.probe = rubric.probe_function()
         self.model = model
         self._tmp = tempfile.TemporaryDirectory(prefix=f"gk-validity-{rubric.id}-") if workdir is None else None
         self.workdir = Path(workdir or self._tmp.name)
-        self.example = REPO / "submissions" / EXAMPLES[rubric.id] / rubric.module
+        self.example = rubric.example_paths(REPO)[0] / rubric.module
         fresh = _module_from_tree(ast.parse(self.reference_source), str(self.reference_path), "_gk_reference")
         self.reference_probe = self.probe(fresh)
         self._controls: dict[tuple[str, str], bool] = {}

@@ -359,6 +359,8 @@ def _feedback_lines(t: TestResult, shown_as_boxes: bool) -> list[str]:
 
 def _hidden_reason(t: TestResult, title: str) -> list[str]:
     """What a student may read about a hidden check that cost points: the component and the kind of fault."""
+    if t.error == "blocked":  # why it could not run is about the student's other code, not this test
+        return [line.strip() for line in clean_text(t.output, CHECK_OUTPUT_MAX_CHARS).split("\n") if line.strip()]
     if t.status == "passed":
         return []
     reasons = [f"This hidden check found a fault in {title}."]
@@ -375,7 +377,10 @@ def _hidden_reason(t: TestResult, title: str) -> list[str]:
     if "model" in t.tags:  # a trained model's failures describe the student's model, not the hidden test
         reasons += [line.removeprefix("- ") for line in lines if line.startswith("- ")][:5]
     reasons += [line for line in lines if line.startswith(_REASON_PREFIXES)]
-    return reasons
+    return [_E_NOTATION.sub(lambda m: display.fmt_value(float(m.group(0))), r) for r in reasons]
+
+
+_E_NOTATION = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?e[+-]?\d+\b")  # 6.376e+22 -> 6.38 × 10²² in the report's words
 
 
 def _check(t: TestResult, instructor: bool = False, title: str = "") -> dict:
@@ -494,6 +499,17 @@ def _sandbox(result: GradeResult) -> dict:
     return {"active": active, "inactive": inactive}
 
 
+def _no_model_values(result: GradeResult) -> str:
+    """Why the trained-model measures hold no values of the student's model ('' when they do): the first
+    model-level check whose run of the student's code failed says it."""
+    for t in result.tests:
+        if "model" in t.tags and t.error:
+            lines = [line.strip().removeprefix("- ") for line in clean_text(t.output, FIELD_MAX_CHARS).split("\n")]
+            said = [line for line in lines if line.startswith(("Not judged", "your code", "Not run"))] or lines[:1]
+            return f"Your model has no values here (check {clean_text(t.number, 20)}): {said[0]}" if said else ""
+    return ""
+
+
 def _student_error(error: str) -> str:
     """A problem as its student reads it: a grader error in one sentence, without the grader's traceback
     (the instructor's view and results.json keep it)."""
@@ -542,7 +558,7 @@ def report_context(result: GradeResult, result_dir: Path, instructor: bool = Fal
         "errors": [clean_text(e if instructor else _student_error(e), FIELD_MAX_CHARS * 2) for e in result.errors],
         "components": _components(result, instructor),
         "n_checks": len(result.tests), "n_passed": sum(t.status == "passed" for t in result.tests),
-        "metrics": _metrics(result),
+        "metrics": _metrics(result), "metrics_note": _no_model_values(result),
         "figures": _figures(result, result_dir),
         "questions": _questions(result),
         "handed_in": handed_in_context(result, result_dir, clean_text),

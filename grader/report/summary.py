@@ -46,14 +46,15 @@ table.students-t td:nth-child(n+2), table.students-t th:nth-child(n+2),
 table.mistakes-t td:nth-child(n+4), table.mistakes-t th:nth-child(n+4),
 table.questions-t td:nth-child(n+3), table.questions-t th:nth-child(n+3) { text-align: right; white-space: nowrap; }
 table.students-t td:last-child, table.students-t th:last-child { text-align: left; white-space: normal; }
-h2.assignment-title { background: var(--soft); padding: 1.5mm 3mm; border-radius: 1.5mm; margin-top: 4mm; }
+h2.assignment-title { background: var(--soft); padding: 1.5mm 3mm; border-radius: 1.5mm; margin-top: 8mm; break-after: avoid; }
+.summary-stats, h3 { break-after: avoid; }  /* a section's head stays with its histogram */
 </style>
 </head>
 <body>
 <header class="masthead">
   <div class="masthead-text">
     <div class="kicker">Class summary</div>
-    <h1 data-runtitle="Class summary · {{ assignments }}">{{ assignments }}</h1>
+    <h1 data-runtitle="Class summary">{{ assignments }}</h1>
     <table class="meta"><tr><th>Students</th><td>{{ n }}</td><th>Generated</th><td>{{ generated_at }}</td></tr>
     <tr><th>Folder</th><td>{{ folder }}</td><th>Last graded</th><td>{{ last_graded }}</td></tr></table>
   </div>
@@ -65,7 +66,8 @@ h2.assignment-title { background: var(--soft); padding: 1.5mm 3mm; border-radius
 {% endif %}
 
 {% for sec in sections %}
-{% if sections|length > 1 %}<h2 class="assignment-title"{% if not loop.first %} style="page-break-before: always"{% endif %}>{{ sec.assignment }} · {{ sec.n }} student{{ "s" if sec.n != 1 }}</h2>{% endif %}
+{# sections flow on (no forced page break): a section's short last table must not be left alone on a page #}
+{% if sections|length > 1 %}<h2 class="assignment-title">{{ sec.assignment }} · {{ sec.n }} student{{ "s" if sec.n != 1 }}</h2>{% endif %}
 <div class="summary-stats">
   <div class="stat"><div class="v">{{ sec.stats.mean }}</div><div class="k">mean score (of {{ sec.stats.max }})</div></div>
   <div class="stat"><div class="v">{{ sec.stats.median }}</div><div class="k">median</div></div>

@@ -11,7 +11,6 @@ Requests (see `client.Sandbox`):
   {"op": "params", "name": N}                      the named object's parameters as arrays
   {"op": "layers", "name": N}                      the named object's layers (modules holding parameters)
   {"op": "assign", "name": N, "state": {...}}      copy arrays into the named object's tensors where they fit
-  {"op": "train", ...}                             train a student model with the reference loop
   {"op": "harness", "function": F, "kwargs": {...}} run grader.harnesses.F(module, device, **kwargs)
 Values V are arrays (-> tensors), numbers, strings, or {"__net__": spec}, {"__new__": {...}}, {"__ref__": N}.
 """
@@ -249,23 +248,6 @@ class Child:
             reply["grads"] = {n: (None if g is None else _to_numpy(g)) for n, g in zip(names, grads)}
         return reply
 
-    def op_train(self, req):
-        """Build the student's VAE around the standard networks and train it with the course's loop.
-
-        Returns the loss history and the best weights as arrays; the grader evaluates them with
-        the reference code (the student's own loss values are shown, never trusted)."""
-        from grader import training  # harness only: no reference code
-
-        config = training.TrainConfig.from_dict(req["config"])
-        model = training.build_vae(self.module, int(req["D"]), int(req["num_vals"]), req["likelihood"], config)
-        if not isinstance(model, torch.nn.Module):
-            raise RequestError(f"VAE(...) did not build a torch.nn.Module but {type(model).__name__}")
-        model = model.to(self.device)
-        x_train = torch.from_numpy(req["x_train"]).to(self.device)
-        x_val = torch.from_numpy(req["x_val"]).to(self.device)
-        history = training.train_vae(model, x_train, x_val, config, self.device)
-        return {"history": history.to_dict()}
-
     def op_harness(self, req):
         """Run a grader-side harness (a training loop, an evaluation) on the student's module.
 
@@ -383,10 +365,8 @@ def run(fds: "int | list[int]", config: dict) -> None:
         mark("namespaces entered")
         if protections.get("filesystem_masking"):
             protections.update(isolation.lock_down_filesystem(config["scratch"], config["tmp_root"], config.get("needed", []),
-                                                             sockets=sockets))
-            mark("file system locked down (tmpfs, overlay, read-only remounts)")
-            protections["masked_paths"] = isolation.mask_paths(config.get("hide", []))
-            mark("paths masked")
+                                                             sockets=sockets, hide=config.get("hide", [])))
+            mark("file system locked down (tmpfs, overlay, masks, allow-list root, read-only remounts)")
         if protections.get("pid_namespace"):
             # The first process forked in the new PID namespace is its init: when it dies, the
             # kernel kills every process left in the namespace (orphans, daemons, double forks).

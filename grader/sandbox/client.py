@@ -115,7 +115,7 @@ class Zygote:
         self.ready = True
 
     def prepare_training(self) -> None:
-        """Ask the zygote to preload the training stack (torch._dynamo, grader.training) before its next
+        """Ask the zygote to preload the training stack (torch._dynamo, which the first optimiser imports) before its next
         fork, so children that train do not each pay ~2.5 s. No reply: the next `fork` waits for it."""
         with self._lock:
             self.start()

@@ -6,7 +6,8 @@ A. `enter_namespaces`: new mount, PID, network and IPC namespaces (as root direc
    inside a first user namespace that maps the grader's own id).
 B. `lock_down_filesystem` + `mask_paths` (still privileged): every mount read-only, a size-bounded
    tmpfs as the only writable place, the submission's copy bound in read-only, the reference,
-   rubric, checks, cache and output folders hidden. Then, in the namespace's first process,
+   rubric, checks, cache and output folders hidden, the host's sockets covered, and the root
+   pivoted into an allow-list of folders. Then, in the namespace's first process,
    `mount_proc` gives it a /proc that shows only its own PID namespace.
 C. `drop_privileges`: switch to an unprivileged id when root, enter a *new* user + mount namespace
    (this locks every mount made above: they can be neither unmounted nor made writable from
@@ -309,14 +310,15 @@ def hide_host_sockets(known: list[str], needed: list[str]) -> dict:
 
 
 def lock_down_filesystem(scratch: str, tmp_root: str, needed: list[str], writable_mb: int = WRITABLE_MB,
-                         sockets: list[str] = ()) -> dict:
+                         sockets: list[str] = (), hide: list[str] = ()) -> dict:
     """Stage B: every mount read-only; a private, size-bounded tmpfs over `tmp_root` (which hides
     every other run, the grader's logs and the zygote's folder); the submission's copy `scratch`
     shown at its own path as an overlay whose writes land in that tmpfs, so the child may write
     next to its files while the grader's copy never changes (read-only if overlays are refused).
     `needed` are paths that must stay visible (the interpreter, its packages, the grader's code):
     those below `tmp_root` are bound back into the private tmpfs. `sockets`: host_socket_paths(),
-    read before the network namespace was left (hide_host_sockets covers them)."""
+    read before the network namespace was left (hide_host_sockets covers them). `hide`: paths
+    covered (mask_paths) before the child's root becomes an allow-list (enter_allow_list_root)."""
     got = {"read_only_filesystem": False, "private_tmp": False, "writable_mb": None, "writable_submission": False}
     keep_fd = os.open(scratch, os.O_PATH | os.O_DIRECTORY)
     try:
@@ -348,6 +350,10 @@ def lock_down_filesystem(scratch: str, tmp_root: str, needed: list[str], writabl
             _mount("tmpfs", "/dev/pts", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=755")
         if got["writable_submission"]:
             writable.add(scratch)
+        # Masks first: the allow-list root copies the needed folders with what covers their insides.
+        got["masked_paths"] = mask_paths(hide)
+        got["allow_list_root"] = enter_allow_list_root(tmp_real, ([scratch] if got["private_tmp"] else []) + under,
+                                                       needed)
         got.update(hide_host_sockets(sockets, needed))
         failed = remount_read_only(writable)
         got["read_only_filesystem"] = not failed
@@ -356,6 +362,77 @@ def lock_down_filesystem(scratch: str, tmp_root: str, needed: list[str], writabl
     finally:
         os.close(keep_fd)
     return got
+
+
+# Folders of / that the child's root holds (when present): the system's programs, libraries and
+# configuration. Everything else (/home, /root, /srv, /mnt, /media, /run, /var, the grader's run, class
+# and output folders) is absent unless it is a needed folder, and then only that folder.
+SYSTEM_FOLDERS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "nix", "gnu", "snap")
+_SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "ppc64le": 203, "s390x": 217}
+
+
+def enter_allow_list_root(tmp_real: str, in_tmp: list[str], needed: list[str]) -> bool:
+    """Make the child's root a fresh tmpfs holding only SYSTEM_FOLDERS, /dev, /sys, /proc, the
+    private temp dir (with `in_tmp`: the submission's overlay and needed folders bound back) and the
+    `needed` folders themselves, each at its own path; then pivot_root into it and detach the old
+    root. Folders that are not there cannot be opened and are not named in /proc/self/mountinfo
+    (the class folder, the output folder, the model cache, other users' homes). False (and the
+    old root kept) when a step fails."""
+    import platform
+
+    nr = _SYS_PIVOT_ROOT.get(platform.machine())
+    if nr is None:
+        return False
+    root = os.path.join(tmp_real, ".gradekit-root")
+    os.makedirs(root, mode=0o755, exist_ok=True)
+    if not _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,nr_inodes=8192,mode=755"):
+        return False
+    bound: list[str] = []
+
+    def bind(src: str, recursive: bool = True) -> bool:
+        dst = root + src
+        os.makedirs(dst, mode=0o755, exist_ok=True)
+        bound.append(src)
+        return _mount(src, dst, None, MS_BIND | (MS_REC if recursive else 0), None)
+
+    ok = True
+    try:
+        for name in SYSTEM_FOLDERS:
+            p = "/" + name
+            if os.path.islink(p):
+                os.symlink(os.readlink(p), root + p)
+            elif os.path.isdir(p):
+                ok &= bind(p)
+        for p in ("/dev", "/sys", "/proc"):  # /proc: a fresh one is mounted over it (stage B's end)
+            if os.path.isdir(p):
+                ok &= bind(p)
+        ok &= bind(tmp_real, recursive=False)  # the private tmpfs, without this new root inside it
+        for p in in_tmp:
+            ok &= bind(p)
+        inside = lambda p: any(p == b or p.startswith(b.rstrip("/") + "/") for b in bound)
+        # The running interpreter's own folders always: it imports lazily (codecs, stdlib modules).
+        own = [sys.prefix, sys.base_prefix, sys.exec_prefix, *[p for p in sys.path if p]]
+        for p in sorted({os.path.realpath(n) for n in [*needed, *own] if os.path.isdir(n)}):
+            if not inside(p):
+                ok &= bind(p)
+        os.chmod(root, 0o755)
+    except OSError:
+        ok = False
+    if ok:
+        cwd = os.open(".", os.O_PATH | os.O_DIRECTORY)
+        try:
+            os.chdir(root)
+            ok = _lib().syscall(nr, b".", b".") == 0  # pivot_root(".", "."): the old root lands on top
+            if ok:
+                ok = _lib().umount2(b".", 2) == 0  # MNT_DETACH the old root
+                os.chdir("/")
+            else:
+                os.fchdir(cwd)
+        finally:
+            os.close(cwd)
+    if not ok:
+        _lib().umount2(root.encode(), 2)
+    return bool(ok)
 
 
 def _walkable(path: str, tmp_real: str) -> None:

@@ -210,20 +210,13 @@ def _load_reply(m: dict) -> None:
         raise Malformed("the module's names")
 
 
-def _dict_of(key: str):
-    def check(m: dict) -> None:
-        if not isinstance(m.get(key), dict):
-            raise Malformed(f"a reply without its `{key}`")
-    return check
-
-
 def _harness_reply(m: dict) -> None:
     if "result" not in m:
         raise Malformed("a reply without the harness's result")
 
 
 _REPLIES = {"call": _call_reply, "new": _new_reply, "assign": lambda m: _pairs(m.get("unassigned", []), "entries"),
-            "params": _params_reply, "layers": _layers_reply, "load": _load_reply, "train": _dict_of("history"),
+            "params": _params_reply, "layers": _layers_reply, "load": _load_reply,
             "harness": _harness_reply}
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from grader import roles
-from grader.training import build_mlp_nets, seeded
+from grader.harnesses.vae import build_mlp_nets, seeded
 
 __all__ = ["load_reference_model", "negative_elbo", "nll_importance_sampling", "reconstruction_error",
            "per_class_loglik", "posterior_collapse", "kl_per_dim", "active_units", "encode_means",

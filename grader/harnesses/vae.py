@@ -1,9 +1,10 @@
-"""Training harness for model-level grading; safe to run in the sandboxed child.
+"""The vae assignment's training loop (model level): the `vae.train` harness, run in the sandboxed child,
+and the same loop trains the reference in the grader (grader/checks/vae_model.py).
 
 It imports torch and numpy only: no density formulas and no `reference` import, so it can train a
 student's VAE where the reference must not be reachable. Everything it returns is plain data
 (`TrainHistory.to_dict()`: lists, numbers, strings and a dict of numpy arrays), which the grader
-loads into the reference VAE (`grader.evaluation.load_reference_model`).
+loads into the reference VAE (`grader.checks.vae_evaluation.load_reference_model`).
 
 The loop is the course's (Tomczak, "Deep Generative Modeling"): Adamax, shuffled mini-batches,
 `loss = model(x, reduction='avg')`, validation loss = sum of `model(x, reduction='sum')` / N,
@@ -24,9 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["build_mlp_nets", "build_vae", "TrainConfig", "TrainHistory", "train_vae", "seeded", "state_dict_arrays"]
+from grader.history import STOP_REASONS as _STOP_WORDS
 
-STOP_REASONS = ("max_epochs", "early_stopping", "time_budget", "diverged", "error")
+__all__ = ["build_mlp_nets", "build_vae", "TrainConfig", "TrainHistory", "train", "train_vae", "seeded", "state_dict_arrays"]
+
+STOP_REASONS = tuple(_STOP_WORDS)  # grader/history.py: one list for every loop, worded by the report
 
 
 def build_mlp_nets(D: int, L: int, M: int, num_vals: int, likelihood: str = "categorical") -> tuple[nn.Sequential, nn.Sequential]:
@@ -257,3 +260,15 @@ def train_vae(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor, conf
         hist.message += f"; could not restore the best weights into the model: {_describe(e)}"
     hist.seconds = time.perf_counter() - t0
     return hist
+
+
+def train(module, device, config: dict, D: int, num_vals: int, likelihood: str, x_train, x_val) -> dict:
+    """The harness (`ctx.harness("vae.train", ...)`): build the student's VAE around the standard networks and
+    train it with the course's loop. Returns {"history": TrainHistory.to_dict()} (the best weights in it);
+    the grader evaluates them with the reference code and believes none of the student's own numbers."""
+    config = TrainConfig.from_dict(dict(config))
+    model = build_vae(module, int(D), int(num_vals), str(likelihood), config)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"VAE(...) did not build a torch.nn.Module but {type(model).__name__}")
+    model = model.to(device)
+    return {"history": train_vae(model, x_train, x_val, config, device).to_dict()}
