@@ -221,7 +221,7 @@ def test_importance_sampling_bound_and_k1_matches_the_elbo(loaded, digits):
 def test_importance_weights_use_the_reference_decoders_log_prob_bit_for_bit(trained, loaded, digits):
     """evaluation's gathered log p(x|z) is the reference Decoder.log_prob's number exactly (categorical and
     Bernoulli), so the faster importance sampling changes no metric."""
-    from grader.evaluation import _decoder_log_prob
+    from grader.checks.vae_evaluation import _decoder_log_prob
 
     g = torch.Generator().manual_seed(0)
     x = digits.x_test[:200]

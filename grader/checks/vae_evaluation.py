@@ -114,7 +114,7 @@ def _decoder_log_prob(model, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """`model.decoder.log_prob(x, z)` (shape B), the same numbers bit for bit, at about half the cost for
     categorical pixels: reference `log_categorical` multiplies log(clamp(p)) by a B×D×V one-hot and sums over
     the values, keeping one term per pixel (the others are exact zeros); gathering that term skips the
-    one-hot and the V-fold log (tests/test_evaluation.py checks the equality)."""
+    one-hot and the V-fold log (tests/test_training.py checks the equality)."""
     decoder = model.decoder
     if decoder.distribution != "categorical":
         return decoder.log_prob(x, z)
