@@ -1,12 +1,15 @@
 """The grader on mistakes it was never told about: generated mutants and interface variants, per assignment.
 
     .venv/bin/python bench/bench_validity.py [--assignment vae,...] [--components c1,...] [--per-component 3]
-                                             [--limit N] [--model] [--json out.json] [--list-escapes]
+                                             [--seed N | --dev] [--limit N] [--model] [--json out.json]
+                                             [--report full.json] [--list-escapes]
 
 For each assignment: every single-node mutant of the reference's solution blocks
 (grader.mutation.operators) of a graded component; behaviour-changing ones (probed in process
 against the reference, gradients included: grader.mutation.probes); of those, `--per-component`
-per component (spread over operators; all with --per-component 0) planted into the assignment's
+per component (spread over operators; all with --per-component 0; which ones: --seed N, random by default
+and printed, so that a run is a held-out measurement unless it repeats a seed; --dev: the fixed development
+sample the grader was fixed against) planted into the assignment's
 correct example submission and graded (unit checks; `--model` adds the model-level checks with
 tiny budgets). Then the interface variants of the example (grader.mutation.variants), graded the
 same way. Columns:
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
@@ -42,9 +46,17 @@ def main(argv=None) -> int:
     ap.add_argument("--model", action="store_true", help="also the model-level checks (tiny budgets; slow)")
     ap.add_argument("--no-variants", action="store_true", help="skip the interface variants")
     ap.add_argument("--variants-only", action="store_true", help="only the interface variants (no mutants)")
-    ap.add_argument("--json", type=Path, help="write every outcome to this file")
+    ap.add_argument("--seed", type=int, default=None, help="which mutants are sampled (default: a random seed, printed)")
+    ap.add_argument("--dev", action="store_true", help="the fixed development sample (no seed)")
+    ap.add_argument("--json", type=Path, help='write {"seed", "graded", "detected", "own_component_only", "misnamed"} '
+                    "(all assignments together) to this file")
+    ap.add_argument("--report", type=Path, help="write every outcome (per assignment, per mutant) to this file")
     ap.add_argument("--list-escapes", action="store_true", help="print each mutant not detected or not own-only")
     args = ap.parse_args(argv)
+    if args.dev and args.seed is not None:
+        ap.error("--dev and --seed exclude each other")
+    seed = None if args.dev else args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
+    print(f"sample: {'development (fixed)' if seed is None else f'--seed {seed}'}", flush=True)
 
     import torch
 
@@ -57,6 +69,11 @@ def main(argv=None) -> int:
 
     rubrics = available_rubrics()
     wanted = [a for a in args.assignment.split(",") if a] or sorted(rubrics)
+    if not args.assignment:  # an assignment without a probe ([assignment] probe) cannot be measured yet
+        skipped = [a for a in wanted if not rubrics[a].probe]
+        wanted = [a for a in wanted if rubrics[a].probe]
+        if skipped:
+            print(f"skipped (no [assignment] probe): {', '.join(skipped)}", flush=True)
     unknown = [a for a in wanted if a not in rubrics]
     if unknown:
         ap.error(f"unknown assignment(s) {', '.join(unknown)}; known: {', '.join(sorted(rubrics))}")
@@ -73,7 +90,7 @@ def main(argv=None) -> int:
         pairs = [(m, c) for m, c in pairs if not only or c in only]
         changing = [(m, c) for m, c in pairs if study.changes_behaviour(m)]
         equivalent = [m.id for m, c in pairs if (m, c) not in changing]
-        chosen = sample(changing, args.per_component or None)
+        chosen = sample(changing, args.per_component or None, seed)
         if args.limit:
             chosen = chosen[: args.limit]
         t_probe = time.monotonic() - t0
@@ -108,8 +125,14 @@ def main(argv=None) -> int:
             for v in r["variants"]:
                 if not v["full"]:
                     print(f"{a}  variant {v['id']}: lost {v['lost']}")
+    if args.report:
+        args.report.write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.report}")
     if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
+        summary = {"seed": seed, "graded": sum(r["graded"] for r in rows), "detected": sum(r["detected"] for r in rows),
+                   "own_component_only": sum(r["own_only"] for r in rows), "misnamed": sum(r["misnamed"] for r in rows),
+                   "per_component": args.per_component, "assignments": [r["assignment"] for r in rows]}
+        args.json.write_text(json.dumps(summary, indent=1))
         print(f"wrote {args.json}")
     return 0
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from grader import __version__, trace
+from grader.charging import charge_once
 from grader.metrics import metric_info
 from grader.redact import machine_paths, redact_paths
 from grader.results import GradeResult, QuestionResult, TestResult
@@ -260,6 +261,10 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session, context)
             test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
             result.tests.append(test)
+        charge_once(result.tests)
+        from grader.checks.runners import credit_blocked
+
+        credit_blocked(result.tests, rubric, session)
         stats = getattr(sandbox, "stats", None)  # (a self-check bundle's in-process stand-in has none)
         if stats and trace.enabled():
             trace.mark("checks: waiting for the child (all requests)", total_s=stats["request_s"], count=stats["requests"])
@@ -329,6 +334,7 @@ def _run_check(spec: CheckSpec, number: str, rubric: Rubric, sandbox: Sandbox, d
         run.context = context
     outcome = runner_for(spec).run(run)
     test.score = round(spec.points * outcome.fraction, 4)
+    test.lost_by_cause = {c: spec.points * f for c, f in outcome.lost_by_cause.items()}
     test.mistakes = [{"id": m.id, "message": m.message, "hint": m.hint} for m in outcome.mistakes]
     lines = [outcome.message]
     for m in outcome.mistakes:

@@ -39,6 +39,10 @@ class TestResult:
     hint: str = ""
     error: str = ""  # kind of failure when the student's code did not run: exception|timeout|crash|...
     duration: float = 0.0
+    # one root cause seen by several checks of a component is charged once (grader/charging.py):
+    # [{"cause", "charged_in", "seen_by": [check ids]}] for each such cause this check saw
+    charged_once: list[dict] = field(default_factory=list)
+    lost_by_cause: dict = field(default_factory=dict, repr=False)  # cause -> points lost to it (grading only)
 
     @property
     def status(self) -> str:
@@ -61,6 +65,7 @@ class TestResult:
                 "hint": self.hint,
                 "error": self.error,
                 "duration": round(self.duration, 4),
+                **({"charged_once": self.charged_once} if self.charged_once else {}),
             },
         }
 
@@ -73,6 +78,7 @@ class TestResult:
             visibility=d.get("visibility", "visible"), check=extra.get("check", ""),
             component=extra.get("component", ""), mistakes=list(extra.get("mistakes", [])),
             hint=extra.get("hint", ""), error=extra.get("error", ""), duration=float(extra.get("duration", 0.0)),
+            charged_once=list(extra.get("charged_once", [])),
         )
 
 

@@ -14,6 +14,11 @@
     [[questions]] id ("Q1"), title, points, key (optional reference answer shown to graders in `grade serve`)
     [interface]   "dotted.name" = { required = [...], optional = [...] }: the template's parameters
                   (by the reference's names) a student's function must have / may lack
+    [properties]  component = { differentiable = ["x", "params"], stochastic = true, pure = true, dtype = true,
+                  batch = true, range = true } (or { none = "why" }): what every check-free property the
+                  component has; each becomes a check `<component>.property.<property>` (grader/checks/properties.py).
+                  Every graded component must declare its properties (`grade lint-rubric`).
+    [property_points]  points per property check (default: PROPERTY_POINTS)
 
 `load_rubric` validates everything it reads and raises `RubricError` naming the file, the entry
 and what to fix. See docs/authoring.md.
@@ -37,6 +42,17 @@ else:  # pragma: no cover
 
 RUBRICS_DIR = data_dir("rubrics")  # the checkout's rubrics/, or the installed package's
 VISIBILITIES = ("public", "hidden")
+# The properties a component can declare (grader/checks/properties.py runs them), their default points
+# and what the check's name says.
+PROPERTY_POINTS = {"differentiable": 0.25, "stochastic": 0.25, "pure": 0.25, "dtype": 0.1, "batch": 0.1, "range": 0.25}
+PROPERTY_TITLES = {
+    "differentiable": "gradients reach {wrt} and are right",
+    "stochastic": "fresh, independent draws on every call; the RNG is not reseeded",
+    "pure": "inputs unchanged after the call; backward through the result works",
+    "dtype": "float32 in, float32 out; float64 in, float64 out",
+    "batch": "a batch of one, and non-square shapes",
+    "range": "extreme but legal inputs give finite values",
+}
 
 
 class RubricError(ValueError):
@@ -118,6 +134,8 @@ class Rubric:
     # [interface]: dotted name -> {"required": [...], "optional": [...]} parameter names of the
     # template's signatures; a missing required one is charged once, by the `interface` check.
     interface: dict = field(default_factory=dict, compare=False)
+    # [properties]: component -> {property: declaration}; their checks are in `checks` (kind "property")
+    properties: dict = field(default_factory=dict, compare=False)
     path: Path = field(default=Path("."), compare=False)
     examples: tuple[str, ...] = ()  # submissions/<name> folders that get full marks (the first: "the" example)
     probe: str = ""  # "module.function": runs every component of a module in process (grader/mutation/probes.py)
@@ -173,9 +191,12 @@ class Rubric:
 
     def check_function(self, spec: CheckSpec, shared=None):
         """The checks module's `check_<spec.check>`; else `shared` (the function a kind provides, e.g.
-        the interface runner's `judge_signatures`); else RubricError."""
+        the interface runner's `judge_signatures`); else, for a check of kind "property",
+        grader/checks/properties.py's `check_<property>` ([properties]); else RubricError."""
         module = importlib.import_module(self.checks_module)
         fn = getattr(module, "check_" + spec.check, None) or shared
+        if fn is None and spec.kind == "property":  # a [properties] declaration: one check for every component
+            fn = getattr(importlib.import_module("grader.checks.properties"), "check_" + spec.check, None)
         if fn is None:
             raise RubricError(f"{self.path}: check {spec.id!r} names check_{spec.check}, which {self.checks_module} does not define")
         return fn
@@ -243,6 +264,9 @@ def load_rubric(path: Path) -> Rubric:
         if kinds.setdefault(spec.component, spec.kind) != spec.kind:
             raise RubricError(f"{path} [[checks]] {spec.id!r}: kind {spec.kind!r}, but other checks of component "
                               f"{spec.component!r} are {kinds[spec.component]!r}; give one component one kind")
+    # (a declared property's check has kind "property" whatever its component's kind: it judges the same code)
+    properties = _properties(data.get("properties", {}), data.get("property_points", {}), path)
+    checks = _with_property_checks(checks, properties, data.get("property_points", {}), path)
     mistakes = []
     for i, m in enumerate(data.get("mistakes", [])):
         w = f"{path} [[mistakes]] #{i + 1}"
@@ -258,9 +282,67 @@ def load_rubric(path: Path) -> Rubric:
         mistakes_module=a.get("mistakes", ""), answers=a.get("answers", "answers.md"), limits=limits,
         checks=tuple(checks), mistakes=tuple(mistakes), questions=tuple(questions),
         component_targets=dict(data.get("components", {})), model=dict(data.get("model", {})),
-        interface=_interface(data.get("interface", {}), path), path=path,
+        interface=_interface(data.get("interface", {}), path), properties=properties, path=path,
         examples=_names(a, "examples", where), probe=a.get("probe", ""),
     )
+
+
+def _properties(table: dict, points: dict, path) -> dict:
+    """[properties]: component -> {property: True | [names]} (`none = "why"`: declares that it has none)."""
+    for k, v in points.items():
+        if k not in PROPERTY_POINTS or not isinstance(v, (int, float)) or v < 0:
+            raise RubricError(f"{path} [property_points]: {k!r} = {v!r}; known properties: {', '.join(PROPERTY_POINTS)}, "
+                              "each a number >= 0")
+    out = {}
+    for component, entry in table.items():
+        w = f"{path} [properties] {component!r}"
+        if not isinstance(entry, dict):
+            raise RubricError(f"{w}: expected an inline table, e.g. {{ pure = true, dtype = true }}")
+        unknown = set(entry) - set(PROPERTY_POINTS) - {"none"}
+        if unknown:
+            raise RubricError(f"{w}: unknown propert(ies) {sorted(unknown)}; known: {', '.join(PROPERTY_POINTS)}, none")
+        if "none" in entry and (len(entry) > 1 or not isinstance(entry["none"], str) or not entry["none"].strip()):
+            raise RubricError(f"{w}: `none` (no property applies) takes a reason and no other key")
+        decl = {}
+        for prop, v in entry.items():
+            if prop == "none":
+                continue
+            if prop == "differentiable":
+                if not (isinstance(v, list) and v and all(isinstance(n, str) and n.isidentifier() for n in v)):
+                    raise RubricError(f"{w}: differentiable = [...] lists the inputs (template names) and/or "
+                                      "\"params\" (the component's own parameters) that gradients must reach")
+                decl[prop] = list(v)
+            elif v is True:
+                decl[prop] = True
+            elif v is not False:
+                raise RubricError(f"{w}: {prop} = true or false, got {v!r}")
+        out[component] = decl
+    return out
+
+
+def _with_property_checks(checks: list, properties: dict, points: dict, path) -> list:
+    """The [[checks]] with one hidden check per declared property, after its component's last check."""
+    known = {c.component for c in checks}
+    for component in properties:
+        if component not in known:
+            raise RubricError(f"{path} [properties]: {component!r} is no component of any [[checks]] entry")
+    out = []
+    last = {c.component: i for i, c in enumerate(checks)}
+    for i, c in enumerate(checks):
+        out.append(c)
+        if last[c.component] != i:
+            continue
+        for prop, decl in properties.get(c.component, {}).items():
+            wrt = ", ".join(decl) if isinstance(decl, list) else ""
+            out.append(CheckSpec(id=f"{c.component}.property.{prop}", component=c.component, check=prop, kind="property",
+                                 name=f"{c.component}: {PROPERTY_TITLES[prop].format(wrt=wrt)}",
+                                 points=float(points.get(prop, PROPERTY_POINTS[prop])), visibility="hidden",
+                                 tags=("properties",)))
+    ids = [c.id for c in out]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise RubricError(f"{path}: check id(s) {dup} given twice (a [[checks]] entry and a declared property)")
+    return out
 
 
 def _names(table: dict, key: str, where: str) -> tuple[str, ...]:
@@ -331,6 +413,18 @@ def lint_rubric(rubric: Rubric) -> list[str]:
     for tag in rubric.component_targets:
         if tag not in rubric.components:
             problems.append(f"[components] lists {tag!r}, but no check is tagged with it")
+        elif tag != "model" and tag not in rubric.properties:
+            problems.append(f"component {tag!r} declares no properties: add it to [properties] (e.g. "
+                            f'"{tag}" = {{ pure = true, dtype = true }}, or {{ none = "why" }})')
+    if rubric.properties:
+        try:
+            examples = getattr(importlib.import_module(rubric.checks_module), "EXAMPLES", {})
+        except Exception:
+            examples = {}
+        for tag, decl in rubric.properties.items():
+            if decl and tag not in examples:
+                problems.append(f"component {tag!r} declares properties but {rubric.checks_module}.EXAMPLES has no "
+                                "builder of an example call for it")
     for spec in rubric.checks:
         try:
             if not (spec.kind_info.shared_check and spec.check == spec.kind):  # the kind's own function

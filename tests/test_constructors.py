@@ -227,4 +227,4 @@ def test_an_extra_layer_does_not_excuse_methods_that_do_not_work(tmp_path):
     result = grade_submission(sub, rubric, GradeOptions(device="cpu", only=tags, out_dir=tmp_path / "out"))
     scores = {t.check: t.score for t in result.tests}
     assert scores and all(v == 0 for v in scores.values()), scores
-    assert all("also fails" in t.output for t in result.tests), [t.output for t in result.tests]
+    assert all("also fails" in t.output for t in result.tests if "properties" not in t.tags), [t.output for t in result.tests]

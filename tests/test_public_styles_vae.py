@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _plant(tmp_path: Path, module: str, extra: str) -> Path:
     folder = tmp_path / "student"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     (folder / module).write_text((REPO / "reference" / module).read_text() + "\n\n# --- planted ---\n" + extra)
     return folder
 
@@ -244,3 +244,24 @@ def test_prior_without_mixture_weights_is_charged_once_in_the_interface_check(tm
     result = _grade(folder, "vae", ["interface", "mog_prior.log_prob", "mog_prior.sample", "elbo"])
     assert set(lost_points(result)) == {"interface"}, _failures(result)
     assert "learnable nn.Parameter" in next(t.output for t in result.tests if t.component == "interface")
+
+
+PRIOR_WITH_A_LAYOUT_MISTAKE = """
+def _prior_log_prob_row(self, z):  # right values in a (1, B) row: a layout mistake of its own
+    log_w = torch.log_softmax(self.w, dim=0).view(-1, 1)
+    log_n = log_normal_diag(z.unsqueeze(0), self.means.unsqueeze(1), self.logvars.unsqueeze(1), reduction="sum", dim=-1)
+    return torch.logsumexp(log_w + log_n, dim=0, keepdim=True)
+MoGPrior.log_prob = _prior_log_prob_row
+"""
+
+
+def test_elbo_written_for_a_per_dimension_upstream_is_judged_in_that_layout_whatever_the_prior_returns(tmp_path):
+    # issue 20: the stand-in answered in the reference's (B,) layout because the student's own prior returned
+    # neither (B,) nor (B, L); the ELBO, right for per-dimension values (the course's convention), lost its points
+    folder = _plant(tmp_path, "vae.py", LOG_Q_PER_DIMENSION + PRIOR_WITH_A_LAYOUT_MISTAKE + ELBO_SUMS_ITS_OWN_LAYOUT)
+    full = _grade(folder, "vae", ["mog_prior.log_prob", "elbo"])
+    assert set(lost_points(full)) == {"mog_prior.log_prob"}, _failures(full)
+    assert any("your own layout" in t.output for t in full.tests if t.component == "elbo")
+    wrong = ELBO_SUMS_ITS_OWN_LAYOUT.replace("loss = -(rec - kl)", "loss = -(rec + kl)")
+    folder = _plant(tmp_path / "wrong", "vae.py", LOG_Q_PER_DIMENSION + PRIOR_WITH_A_LAYOUT_MISTAKE + wrong)
+    assert "elbo" in lost_points(_grade(folder, "vae", ["elbo"]))  # right in neither layout: charged

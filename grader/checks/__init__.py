@@ -44,7 +44,12 @@ def isolate(spec: CheckSpec) -> bool:
 
 
 class StudentValueError(Exception):
-    """The student's return value is not what the contract asks (type, shape, dtype)."""
+    """The student's return value is not what the contract asks (type, shape, dtype). `cause`: the root cause
+    when it is known (a dtype slip: "dtype"), so that several checks that see it charge it once."""
+
+    def __init__(self, message: str = "", cause: str | None = None):
+        super().__init__(message)
+        self.cause = cause
 
 
 @dataclass
@@ -53,6 +58,9 @@ class Case:
     passed: bool
     message: str = ""
     fraction: float | None = None  # partial credit for this case; None: 1 if passed else 0
+    # the root cause of a failure when it is known ("mistake:<id>", a property such as "dtype"): several checks
+    # of one component that fail for the same cause are charged once (grader/charging.py)
+    cause: str | None = None
 
     @property
     def credit(self) -> float:
@@ -64,6 +72,7 @@ class Outcome:
     fraction: float
     message: str
     mistakes: list[Mistake] = field(default_factory=list)
+    lost_by_cause: dict[str, float] = field(default_factory=dict)  # cause -> fraction of the check lost to it
 
 
 @dataclass
@@ -79,6 +88,9 @@ class Session:
     cache: dict = field(default_factory=dict)
     figures: list[dict] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
+    # component -> what its failed property checks found ("your reconstruction_loss changes its input in place,
+    # so backward through it fails"): model-level messages name these causes (`likely_causes`)
+    findings: dict = field(default_factory=dict)
     remaining_s: "Callable[[], float]" = lambda: float("inf")
     secret: str = ""  # what every check's inputs derive from (grader/checks/inputs.py); "": the published inputs
 
@@ -98,6 +110,7 @@ class CheckContext:
         self.cases: list[Case] = []
         self.mistakes: list[Mistake] = []
         self.notes: list[str] = []
+        self.cause: str | None = None  # the cause of every failing case recorded (a property check: its property)
         self.not_judged = 0  # cases left out for a parameter the student's signature lacks (see notes)
         self.lenient_interface = False  # re-run: call without the lacking parameters (`_lenient_outcome`)
         self.nothing_judged = False  # every case needed a parameter the student's signature lacks
@@ -112,7 +125,8 @@ class CheckContext:
                                        layout=layout)
 
     # ---- talking to the student's code ------------------------------------------------------
-    def call(self, target, *args, seed: int | None = None, grad: dict | None = None, **kwargs) -> dict:
+    def call(self, target, *args, seed: int | None = None, grad: dict | None = None, inputs_after: bool = False,
+             **kwargs) -> dict:
         """Call the student's `target` (a dotted name, or {"object": .., "method": .., "label": "Class.method"})
         in the sandbox, with arguments written against the template's signature: they are mapped
         onto the student's own parameters first (grader/checks/interface.py: renamed, reordered,
@@ -132,7 +146,7 @@ class CheckContext:
         if getattr(self, "_own_layers", False):  # the student's object runs on the layers its constructor built
             names = [n for n in names if not n.endswith(".__init__")]
         req = {"op": "call", "target": target, "args": args, "kwargs": kwargs, "seed": seed, "grad": grad,
-               "stand_ins": names}
+               "stand_ins": names, "inputs_after": inputs_after}  # (inputs_after: the tensor arguments after the call)
         self.stand_ins.reset_call()
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         # (unseeded calls, and in-process sandboxes without stand-ins, leave the global RNG alone)
@@ -277,12 +291,16 @@ class CheckContext:
             return (s.rtol if s.rtol64 is None else s.rtol64), (s.atol if s.atol64 is None else s.atol64)
         return s.rtol, s.atol
 
-    def require(self, ok: bool, case: str, message: str) -> bool:
+    def require(self, ok: bool, case: str, message: str, cause: str | None = None) -> bool:
         """A prerequisite (a shape, a scalar, a gradient existing): it costs when it fails but earns
         nothing when it holds, so a wrong answer of the right shape gets no credit."""
         if not ok:
-            self.cases.append(Case(case, False, message))
+            self.cases.append(Case(case, False, message, cause=self._cause(cause)))
         return bool(ok)
+
+    def _cause(self, cause: str | None) -> str | None:
+        """A failing case's cause: the one given, else the check's own (`self.cause`); "" for none at all."""
+        return (self.cause if cause is None else cause) or None
 
     @contextlib.contextmanager
     def case(self, label: str) -> Iterator[None]:
@@ -300,14 +318,16 @@ class CheckContext:
             yield
         except StudentException as e:
             self.expect(False, label, e.message + (f"\n  at {e.where}" if e.where else ""))
-        except (StudentValueError, SignatureError) as e:
+        except StudentValueError as e:
+            self.expect(False, label, str(e), cause=e.cause)
+        except SignatureError as e:
             self.expect(False, label, str(e))
         except NotJudged as e:
             self.notes.append(e.note.replace("a case:", f"{label}:", 1))
             self.not_judged += 1
 
-    def expect(self, ok: bool, case: str, message: str = "") -> bool:
-        self.cases.append(Case(case, bool(ok), "" if ok else message))
+    def expect(self, ok: bool, case: str, message: str = "", cause: str | None = None) -> bool:
+        self.cases.append(Case(case, bool(ok), "" if ok else message, cause=None if ok else self._cause(cause)))
         return bool(ok)
 
     def partial(self, fraction: float, case: str, message: str = "") -> None:
@@ -319,9 +339,8 @@ class CheckContext:
                      atol: float | None = None, diagnose: Callable[[Callable], bool] | None = None) -> bool:
         """Record whether `got` matches `want` (shape, finiteness, values)."""
         problem = mismatch(got, want, self.spec.rtol if rtol is None else rtol, self.spec.atol if atol is None else atol)
-        if problem and diagnose is not None:
-            self.diagnose(diagnose)
-        return self.expect(problem is None, case, problem or "")
+        named = self.diagnose(diagnose) if problem and diagnose is not None else None
+        return self.expect(problem is None, case, problem or "", cause=f"mistake:{named.id}" if named else None)
 
     def diagnose(self, matches: Callable[..., "bool | float"], components: list[str] | None = None,
                  scales: tuple[float, ...] = ()) -> Mistake | None:
@@ -433,7 +452,11 @@ class CheckContext:
         else:
             lines.append("The case passed." if len(self.cases) == 1 else f"All {len(self.cases)} cases passed.")
         lines += self.notes
-        return Outcome(credit / len(self.cases), "\n".join(lines), list(self.mistakes))
+        lost: dict[str, float] = {}
+        for c in self.cases:
+            if c.cause and c.credit < 1:
+                lost[c.cause] = lost.get(c.cause, 0.0) + (1 - c.credit) / len(self.cases)
+        return Outcome(credit / len(self.cases), "\n".join(lines), list(self.mistakes), lost)
 
 
     def _lenient_outcome(self) -> Outcome:
@@ -538,11 +561,19 @@ def likely_causes(ctx: CheckContext, depends_on) -> None:
     """Add a note naming the mistakes the unit checks found in the components a model-level metric
     depends on (`depends_on`: component tags; the code the student's model runs while it trains or
     is evaluated). Mistakes of other components are not causes of this metric and are not named."""
-    found = [m for c, m in ctx.diagnosed.items() if c in set(depends_on)]
-    if found:
-        names = ctx.rubric.component_targets  # the name in the student's code, not the rubric's tag
-        causes = "; ".join(f"{m.message} (in `{names.get(m.component) or m.component}`)" for m in found)
+    causes = found_causes(ctx, depends_on)
+    if causes:
         ctx.notes.append(f"Likely cause, found by the unit checks: {causes}.")
+
+
+def found_causes(ctx: CheckContext, depends_on) -> str:
+    """The mistakes the unit checks named, and what the property checks found, in the components `depends_on`
+    ("" when none): e.g. "your reconstruction_loss changes its input in place, so backward through it fails"."""
+    names = ctx.rubric.component_targets  # the name in the student's code, not the rubric's tag
+    found = [f"{m.message} (in `{names.get(m.component) or m.component}`)"
+             for c, m in ctx.diagnosed.items() if c in set(depends_on)]
+    found += [f for c in depends_on for f in ctx.session.findings.get(c, [])]
+    return "; ".join(found)
 
 
 def model_settings(rubric: Rubric, session: "Session | None", defaults: dict) -> dict:
@@ -582,7 +613,8 @@ def tensor(reply_value, what: str, dtype: str | None = None, finite: bool = Fals
     v = reply_value
     if isinstance(v, dict) and values.TENSOR in v:
         if dtype is not None and v["dtype"] != dtype:
-            raise StudentValueError(f"{what} returned a {v['dtype']} tensor for {dtype} inputs (keep the inputs' dtype)")
+            raise StudentValueError(f"{what} returned a {v['dtype']} tensor for {dtype} inputs (keep the inputs' dtype)",
+                                    cause="dtype")
         a = v[values.TENSOR]
         if finite:
             require_finite(a, what)

@@ -28,6 +28,7 @@ from grader.checks import (
     model_settings, UNBOUNDED_S, believed_epochs, note_epoch_matched, reference_at_students_epochs, relative_score, sequence, tensor,
     to_torch,
 )
+from grader.checks import properties
 from grader.history import TrainingClaim, epochs_done
 from grader.metrics import Metric
 from grader.sandbox import nets
@@ -1141,3 +1142,119 @@ def check_model_vae(ctx: CheckContext) -> None:
 def check_model_lo(ctx: CheckContext) -> None:
     """−ELBO of the training images under the trained LO model (its own per-example q)."""
     _grade_relative(ctx, "lo", "lo_train_neg_elbo", "latent optimization: training-set −ELBO", 1.0)
+
+
+# ---- examples for the declared properties (grader/checks/properties.py; rubric [properties]) ----------------
+
+def _example_classifier(ctx, v):
+    state = _cnn_state(ctx, 8)
+    obj = ctx.new("cnn", "CNNClassifier", num_classes=10, image_size=8, state=state)
+    with _seed(0, "cpu"):
+        ref = ctx.ref.CNNClassifier(num_classes=10, image_size=8).to(ctx.device)
+    ref.load_state_dict({k: to_torch(a, ctx.device) for k, a in state.items()})
+    x = _f(ctx.rng.uniform(0, 1, (v.batch, 1, 8, 8)))
+    return properties.Example(ctx.method(obj, "forward", "CNNClassifier.forward"), {"x": x}, lambda t: ref(t["x"]),
+                              params="cnn", ref_object=ref, batched=("x",))
+
+
+def _gaussian(ctx, v, extreme_lv=(-15.0, 15.0)):
+    shape = (v.batch, 64 if v.extreme else 5 if v.wide else L)
+    mu = ctx.rng.standard_normal(shape)
+    lv = np.resize(np.linspace(*extreme_lv, 9), shape) if v.extreme else ctx.rng.uniform(-2, 1, shape)
+    return _f(mu, v.dtype), _f(lv, v.dtype)
+
+
+def _example_log_normal_diag(ctx, v):
+    mu, lv = _gaussian(ctx, v)
+    z = _f(mu + ctx.rng.standard_normal(mu.shape) * (1e3 if v.extreme else 1.0), v.dtype)
+    return properties.Example("log_normal_diag", {"z": z, "mu": mu, "log_var": lv},
+                              lambda t: ctx.ref.log_normal_diag(t["z"], t["mu"], t["log_var"]), batched=("z", "mu", "log_var"))
+
+
+def _example_reparameterize(ctx, v):
+    mu, lv = _gaussian(ctx, v)
+    return properties.Example("reparameterize", {"mu": mu, "log_var": lv},
+                              lambda t: ctx.ref.reparameterize(t["mu"], t["log_var"]), batched=("mu", "log_var"),
+                              rows_independent=False)
+
+
+def _example_kl(ctx, v):
+    mu, lv = _gaussian(ctx, v, (-30.0, 30.0))
+    return properties.Example("kl_standard_normal", {"mu": mu, "log_var": lv},
+                              lambda t: ctx.ref.kl_standard_normal(t["mu"], t["log_var"]), batched=("mu", "log_var"))
+
+
+def _example_encoder(ctx, v):
+    spec = _enc_spec(ctx)
+    enc = ctx.new("enc", "GaussianEncoder", {"__net__": spec})
+    ref = ctx.ref.GaussianEncoder(_build(spec, ctx.device))
+    return properties.Example(ctx.method(enc, "forward", "GaussianEncoder.forward"), {"x": _images(ctx, v.batch)},
+                              lambda t: ref(t["x"]), params="enc", ref_object=ref, batched=("x",))
+
+
+def _example_decoder(ctx, v, method: str):
+    spec = _dec_spec(ctx)
+    dec = ctx.new("dec", "BernoulliDecoder", {"__net__": spec})
+    ref = ctx.ref.BernoulliDecoder(_build(spec, ctx.device))
+    z = _f(ctx.rng.standard_normal((v.batch, L)))
+    if method == "forward":
+        return properties.Example(ctx.method(dec, "forward", "BernoulliDecoder.forward"), {"z": z}, lambda t: ref(t["z"]),
+                                  params="dec", ref_object=ref, batched=("z",))
+    return properties.Example(ctx.method(dec, "log_prob", "BernoulliDecoder.log_prob"), {"x": _images(ctx, v.batch), "z": z},
+                              lambda t: ref.log_prob(t["x"], t["z"]), params="dec", ref_object=ref, batched=("x", "z"))
+
+
+def _example_elbo(ctx, v):
+    spec = _dec_spec(ctx)
+    dec = ctx.new("dec", "BernoulliDecoder", {"__net__": spec})
+    ref = ctx.ref.BernoulliDecoder(_build(spec, ctx.device))
+    mu, lv = _f(ctx.rng.standard_normal((v.batch, L))), _f(ctx.rng.uniform(-1, 0.5, (v.batch, L)))
+    return properties.Example("elbo", {"decoder": dec, "x": _images(ctx, v.batch), "mu": mu, "log_var": lv},
+                              lambda t: ctx.ref.elbo(ref, t["x"], t["mu"], t["log_var"]), params="dec", ref_object=ref,
+                              batched=("x", "mu", "log_var"), rows_independent=False, seed=8)
+
+
+def _example_vae(ctx, v):
+    enc, dec = _enc_spec(ctx), _dec_spec(ctx)
+    vae = _student_vae(ctx, "vae", enc, dec)
+    ref = _ref_vae(ctx, enc, dec)
+    return properties.Example(ctx.method(vae, "elbo", "VAE.elbo"), {"x": _images(ctx, v.batch)}, lambda t: ref.elbo(t["x"]),
+                              params="vae", ref_object=ref, batched=("x",), rows_independent=False, seed=9)
+
+
+def _example_lo(ctx, v):
+    N, spec = 8, _dec_spec(ctx)
+    state = _lo_state(ctx, N)
+    lo = _student_lo(ctx, "lo", spec, state)
+    ref = _ref_lo(ctx, spec, state)
+    idx = np.array([5, 1, 6, 2][: v.batch] if v.batch <= 4 else range(v.batch), dtype=np.int64)
+    return properties.Example(ctx.method(lo, "posterior", "LatentOptimizationVAE.posterior"),
+                              {"x": _images(ctx, len(idx)), "idx": idx}, lambda t: ref.posterior(t["x"], t["idx"]),
+                              params="lo", ref_object=ref, batched=("x", "idx"))
+
+
+def _example_importance(ctx, v):
+    enc, dec = _enc_spec(ctx), _dec_spec(ctx)
+    d, M = D, 10
+    if v.extreme:
+        # q = p(z) and a sharp decoder over 784 pixels: the log-weights spread over hundreds of nats, so a
+        # log-mean-exp shifted by anything but the max overflows (float32: beyond ~88 nats)
+        d, M = 784, 100
+        enc = nets.mlp_spec([d, 8, 2 * L], seed=ctx.seed + 11)
+        enc["state"] = {k: np.zeros_like(a) for k, a in enc["state"].items()}
+        dec = nets.mlp_spec([L, 8, d], seed=ctx.seed + 12, scale=6.0)
+    vae = _student_vae(ctx, "vae", enc, dec)
+    ref = _ref_vae(ctx, enc, dec)
+    return properties.Example("log_px_importance", {"model": vae, "x": _images(ctx, v.batch, d), "M": M},
+                              lambda t: ctx.ref.log_px_importance(ref, t["x"], t["M"]), batched=("x",),
+                              rows_independent=False, seed=4,
+                              label="log-weights spread over hundreds of nats (784 pixels)" if v.extreme else "")
+
+
+EXAMPLES = {
+    "classifier": _example_classifier, "log_normal_diag": _example_log_normal_diag,
+    "reparameterize": _example_reparameterize, "kl": _example_kl, "encoder": _example_encoder,
+    "decoder.forward": lambda ctx, v: _example_decoder(ctx, v, "forward"),
+    "decoder.log_prob": lambda ctx, v: _example_decoder(ctx, v, "log_prob"),
+    "elbo": _example_elbo, "vae": _example_vae, "lo": _example_lo, "importance": _example_importance,
+}

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader.checks import interface
+from grader.checks import interface, properties
 from grader.checks import (
     CheckContext, StudentValueError, distance, close, expect_any_variant, model_settings, note_epoch_matched,
     reference_at_students_epochs, UNBOUNDED_S, believed_epochs, timed_call,
@@ -1084,3 +1084,88 @@ def check_model_reconstruction(ctx: CheckContext) -> None:
     note_epoch_matched(ctx, part.extra.get("epoch_matched", 0))
     _grade(ctx, part, "reconstruction_mse", "reconstruction", "trained conv VAE: test reconstruction MSE at z = mu",
            higher_is_better=False, family=VAE_FAMILY)
+
+
+# ---- examples for the declared properties (grader/checks/properties.py; rubric [properties]) ----------------
+
+def _example_encode(ctx, v):
+    state = _vae_state(ctx)
+    obj = _student_vae(ctx, "enc", state)
+    ref = _ref_vae(ctx, state)
+    return properties.Example(ctx.method(obj, "encode", "ConvVAE.encode"), {"x": _images(ctx, v.batch)},
+                              lambda t: ref.encode(t["x"]), params="enc", ref_object=ref, batched=("x",))
+
+
+def _example_decode(ctx, v):
+    state = _vae_state(ctx)
+    obj = _student_vae(ctx, "dec", state)
+    ref = _ref_vae(ctx, state)
+    z = _f(ctx.rng.standard_normal((v.batch, L)) * 1.5, "float32")
+    return properties.Example(ctx.method(obj, "decode", "ConvVAE.decode"), {"z": z}, lambda t: ref.decode(t["z"]),
+                              params="dec", ref_object=ref, batched=("z",))
+
+
+def _example_conv_elbo(ctx, v):
+    state = _vae_state(ctx)
+    obj = _student_vae(ctx, "vae", state)
+    ref = _ref_vae(ctx, state)
+    eps = _f(ctx.rng.standard_normal((v.batch, L)), "float32")
+    return properties.Example(ctx.method(obj, "elbo", "ConvVAE.elbo"), {"x": _images(ctx, v.batch), "eps": eps},
+                              lambda t: ref.elbo(t["x"], t["eps"]), params="vae", ref_object=ref, batched=("x", "eps"))
+
+
+def _example_vae_elbo(ctx, v):
+    side = 28 if v.extreme else 6 if v.wide else S
+    x = _f(ctx.rng.uniform(size=(v.batch, 1, side, side)) > 0.5, v.dtype)
+    probs = ctx.rng.uniform(0.02, 0.98, size=(v.batch, 1, side, side))
+    lat = 3 if v.wide else L
+    mu, lv = ctx.rng.standard_normal((v.batch, lat)), ctx.rng.uniform(-1, 1, (v.batch, lat))
+    if v.extreme:  # probabilities at the clamp, tiny and huge variances, 784 pixels
+        probs.reshape(v.batch, -1)[:, ::3] = 0.0
+        probs.reshape(v.batch, -1)[:, 1::3] = 1.0
+        lv = np.resize(np.linspace(-15, 15, 7), (v.batch, lat))
+    return properties.Example("vae_elbo", {"x": x, "probs": _f(probs, v.dtype), "mu": _f(mu, v.dtype), "log_var": _f(lv, v.dtype)},
+                              lambda t: ctx.ref.vae_elbo(t["x"], t["probs"], t["mu"], t["log_var"]),
+                              batched=("x", "probs", "mu", "log_var"))
+
+
+def _example_ppca_fit(ctx, v):
+    return properties.Example("fit_ppca", {"X": _low_rank_data(ctx, 60, 6, 3, v.dtype), "q": 2},
+                              lambda t: ctx.ref.fit_ppca(t["X"], t["q"]))
+
+
+def _ppca_example(ctx, v, name: str):
+    D, q = (64, 5) if v.extreme else (7, 3) if v.wide else (5, 2)
+    W, mu, s2 = _ppca_params(ctx, D, q, v.dtype)
+    if v.extreme:  # a tiny noise variance
+        s2 = _f(1e-4, v.dtype)
+    X = _f(mu + ctx.rng.standard_normal((v.batch, D)), v.dtype)
+    return properties.Example(name, {"X": X, "W": W, "mu": mu, "sigma2": s2},
+                              lambda t: getattr(ctx.ref, name)(t["X"], t["W"], t["mu"], t["sigma2"]), batched=("X",))
+
+
+def _example_gmm_log_likelihood(ctx, v):
+    K, D = (4, 64) if v.extreme else (3, 5) if v.wide else (3, 2)
+    w, means, covs = _gmm_params(ctx, K, D, v.dtype)
+    X = _f(means[ctx.rng.integers(0, K, v.batch)] + ctx.rng.standard_normal((v.batch, D)), v.dtype)
+    return properties.Example("gmm_log_likelihood", {"X": X, "weights": w, "means": means, "covs": covs},
+                              lambda t: ctx.ref.gmm_log_likelihood(t["X"], t["weights"], t["means"], t["covs"]),
+                              batched=("X",))
+
+
+def _example_em_step(ctx, v):
+    N, K, D = (200, 3, 64) if v.extreme else (60, 3, 2)
+    X, w, means, covs = _em_data(ctx, N, K, D)
+    args = {"X": X, "weights": w, "means": means, "covs": covs}
+    return properties.Example("gmm_em_step", {n: _f(a, v.dtype) for n, a in args.items()},
+                              lambda t: ctx.ref.gmm_em_step(t["X"], t["weights"], t["means"], t["covs"]),
+                              label="float data in 64 dimensions" if v.extreme else "")
+
+
+EXAMPLES = {
+    "conv_vae.encode": _example_encode, "conv_vae.decode": _example_decode, "conv_vae.elbo": _example_conv_elbo,
+    "vae_elbo": _example_vae_elbo, "ppca.fit": _example_ppca_fit,
+    "ppca.log_likelihood": lambda ctx, v: _ppca_example(ctx, v, "ppca_log_likelihood"),
+    "ppca.posterior": lambda ctx, v: _ppca_example(ctx, v, "ppca_posterior_mean"),
+    "gmm.log_likelihood": _example_gmm_log_likelihood, "gmm.em_step": _example_em_step,
+}

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from grader import glossary
-from grader.checks import interface
+from grader.checks import interface, properties
 from grader.checks import (
-    CheckContext, believed_epochs, distance, close, likely_causes, timed_call, expect_any_variant, model_settings, note_epoch_matched, reference_at_students_epochs,
+    CheckContext, believed_epochs, distance, close, found_causes, likely_causes, timed_call, expect_any_variant, model_settings, note_epoch_matched, reference_at_students_epochs,
     relative_score, UNBOUNDED_S,
     tensor, to_torch,
 )
@@ -633,7 +633,9 @@ def model_run(ctx: CheckContext) -> _Run:
         run.ae = None
         run.errors["ae"] = (f"training your autoencoder with the course loop failed: {getattr(e, 'message', str(e))}"
                             + (f" (at {e.where})" if getattr(e, "where", "") else "")
-                            + " — check that decode(encode(x)) has the shape of x, (N, 1, 8, 8)")
+                            + (f" — likely cause, found by the unit checks: {causes}" if (causes := found_causes(
+                                ctx, DEPENDS_ON["autoencoder"])) else
+                               " — check that decode(encode(x)) has the shape of x, (N, 1, 8, 8)"))
     _record_metrics(ctx, run)
     try:
         _figures(ctx, run)
@@ -851,3 +853,91 @@ def _curves_figure(curves: dict, ylabel: str, path, start: int = 0) -> Path:
                        "reference": not ours})
     draw_losses(ax, series, ylabel)
     return _save(fig, path)
+
+
+# ---- examples for the declared properties (grader/checks/properties.py; rubric [properties]) ----------------
+
+def _sizes(v, d: int = 3, k: int = 4) -> tuple[int, int, int]:
+    """(points, centres, dimensions): non-square when `v.wide`, realistic pixel counts when `v.extreme`."""
+    return v.batch, (5 if v.wide else k), (784 if v.extreme else 7 if v.wide else d)
+
+
+def _example_distances(ctx, v):
+    n, k, d = _sizes(v)
+    x, c = _points(ctx, n, d, v.dtype, 100.0 if v.extreme else 1.0), _points(ctx, k, d, v.dtype, 100.0 if v.extreme else 1.0)
+    return properties.Example("squared_distances", {"x": x, "centres": c},
+                              lambda t: ctx.ref.squared_distances(t["x"], t["centres"]), batched=("x",))
+
+
+def _example_assign(ctx, v):
+    n, k, d = _sizes(v)
+    x, c = _separated(ctx, n, k, d, v.dtype)
+    return properties.Example("assign", {"x": x, "centres": c}, lambda t: ctx.ref.assign(t["x"], t["centres"]),
+                              batched=("x",))
+
+
+def _example_kmeans_loss(ctx, v):
+    n, k, d = _sizes(v)
+    x, c = _points(ctx, n, d, v.dtype, 100.0 if v.extreme else 1.0), _points(ctx, k, d, v.dtype, 100.0 if v.extreme else 1.0)
+    return properties.Example("kmeans_loss", {"x": x, "centres": c}, lambda t: ctx.ref.kmeans_loss(t["x"], t["centres"]),
+                              batched=("x",), batch_out=False)
+
+
+def _sorted_rows(a: np.ndarray) -> np.ndarray:
+    return a[np.lexsort(a.T[::-1])] if a.ndim == 2 else a
+
+
+def _example_minibatch_update(ctx, v):
+    n, k, d = _sizes(v)
+    if v.extreme:
+        # ties: two equal centres (k-means can produce them) and points exactly as far from both; whichever of
+        # the two takes the points, the *set* of new centres is the same, and every point counts once
+        d = 64
+        c = _points(ctx, k, d, v.dtype)
+        c[1] = c[0]
+        x = np.concatenate([c[:1] + _f(ctx.rng.normal(0, 0.01, (3, d)), v.dtype), _points(ctx, n, d, v.dtype)])
+        return properties.Example("minibatch_update", {"centres": c, "x_batch": _f(x, v.dtype), "lr": 0.5},
+                                  lambda t: ctx.ref.minibatch_update(t["centres"], t["x_batch"], t["lr"]),
+                                  canonical=_sorted_rows, label="two equal centres, points tied between them")
+    x, c = _separated(ctx, n, k, d, v.dtype)
+    return properties.Example("minibatch_update", {"centres": c, "x_batch": x, "lr": 0.5},
+                              lambda t: ctx.ref.minibatch_update(t["centres"], t["x_batch"], t["lr"]),
+                              batched=("x_batch",), batch_out=False)
+
+
+def _example_init_centres(ctx, v):
+    x, y = _digits_like(ctx)
+    return properties.Example("init_centres", {"x": _f(x, v.dtype), "y": y, "k": 10},
+                              lambda t: ctx.ref.init_centres(t["x"], t["y"], t["k"]))
+
+
+def _example_confusion(ctx, v):
+    a, y = ctx.rng.integers(0, 4, 30).astype("int64"), ctx.rng.integers(0, 10, 30).astype("int64")
+    return properties.Example("confusion", {"assignments": a, "labels": y, "k": 4},
+                              lambda t: ctx.ref.confusion(t["assignments"], t["labels"], t["k"]))
+
+
+def _example_autoencoder(ctx, v):
+    ae = ctx.new("ae", "ConvAutoencoder", LATENT, list(CHANNELS))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ctx.seed % 2**31)
+        ref_ae = ctx.ref.ConvAutoencoder(LATENT, CHANNELS).to(ctx.device)  # (its own weights: shapes only)
+    x = _f(ctx.rng.uniform(0, 1, (v.batch, 1, 8, 8)))
+    return properties.Example(ctx.method(ae, "forward", "ConvAutoencoder.forward"), {"x": x}, lambda t: ref_ae(t["x"]),
+                              params="ae", ref_object=ref_ae, batched=("x",))
+
+
+def _example_reconstruction_loss(ctx, v):
+    shape = (v.batch, 1, 28, 28) if v.extreme else (v.batch, 1, 8, 8)
+    x_hat, x = _f(ctx.rng.uniform(0, 1, shape), v.dtype), _f(ctx.rng.uniform(0, 1, shape), v.dtype)
+    return properties.Example("reconstruction_loss", {"x_hat": x_hat, "x": x},
+                              lambda t: ctx.ref.reconstruction_loss(t["x_hat"], t["x"]), batched=("x_hat", "x"),
+                              batch_out=False)
+
+
+EXAMPLES = {
+    "distances": _example_distances, "assign": _example_assign, "kmeans_loss": _example_kmeans_loss,
+    "minibatch_update": _example_minibatch_update, "init_centres": _example_init_centres,
+    "confusion": _example_confusion, "autoencoder": _example_autoencoder,
+    "reconstruction_loss": _example_reconstruction_loss,
+}

@@ -15,7 +15,7 @@ import torch
 
 from grader import roles
 from grader.checks import CheckContext, StudentValueError, close, distance, expect_any_variant, sequence, tensor, to_torch
-from grader.checks import interface
+from grader.checks import interface, properties
 from grader.checks import vae_model
 from grader.checks.vae_model import METRICS  # noqa: F401  (how this assignment's metrics are shown)
 from grader.checks.vae_model import (  # noqa: F401  (model-level checks of this assignment)
@@ -49,8 +49,11 @@ def check_interface(ctx: CheckContext) -> None:
 
 # ---- element-wise log-densities -----------------------------------------------------------------
 
-def _density_check(ctx: CheckContext, name: str, cases: list[tuple[str, tuple, dict]], grads: bool = False) -> None:
-    """Run `name` on each case (label, array args, kwargs); compare values (and input gradients)."""
+def _density_check(ctx: CheckContext, name: str, cases: list[tuple[str, tuple, dict]], grads: bool = False,
+                   values: bool = True) -> None:
+    """Run `name` on each case (label, array args, kwargs); compare values (and input gradients). A gradient
+    check (`values=False`) compares gradients only: a mistake in the values (a constant left out) that leaves
+    every gradient right costs the value checks, not this one."""
     fn = lambda: getattr(ctx.ref, name)
     for label, args, kwargs in cases:
         if interface.skip_unsupported(ctx, name, kwargs, label):
@@ -70,15 +73,16 @@ def _density_check(ctx: CheckContext, name: str, cases: list[tuple[str, tuple, d
             return out.detach().cpu().numpy(), [None if x is None else x.cpu().numpy() for x in g]
 
         want, want_grads = reference({})
-        ok = ctx.expect_close(got, want, f"{label}: values", rtol, atol,
-                              diagnose=lambda p: distance(got, reference(p)[0], rtol, atol))
+        ok = not values or ctx.expect_close(got, want, f"{label}: values", rtol, atol,
+                                            diagnose=lambda p: distance(got, reference(p)[0], rtol, atol))
         if grads and ok:
             got_grads = reply.get("grads") or {}
             for i, wg in zip(wrt, want_grads):
                 g = got_grads.get(f"args.{i}")
                 if g is None:
                     ctx.expect(False, f"{label}: gradient w.r.t. argument {i}",
-                               "no gradient flows back to this input (was it detached, or computed with numpy/.item()?)")
+                               "no gradient flows back to this input (was it detached, or computed with numpy/.item()?)",
+                               cause="differentiable")
                 else:
                     ctx.expect_close(g, wg, f"{label}: gradient w.r.t. argument {i}", rtol * 10, atol * 10)
         del cot
@@ -121,7 +125,7 @@ def check_log_normal_diag_extremes(ctx: CheckContext) -> None:
 
 def check_log_normal_diag_gradients(ctx: CheckContext) -> None:
     cases = [(f"{d}", _gaussian_inputs(ctx, (5, 4), d), {}) for d in ("float32", "float64")]
-    _density_check(ctx, "log_normal_diag", cases, grads=True)
+    _density_check(ctx, "log_normal_diag", cases, grads=True, values=False)
 
 
 def check_log_standard_normal(ctx: CheckContext) -> None:
@@ -151,7 +155,8 @@ def check_log_bernoulli(ctx: CheckContext) -> None:
 
 
 def check_log_bernoulli_gradients(ctx: CheckContext) -> None:
-    _density_check(ctx, "log_bernoulli", [("float64 (4, 5)", _bernoulli_inputs(ctx, (4, 5), "float64"), {})], grads=True)
+    _density_check(ctx, "log_bernoulli", [("float64 (4, 5)", _bernoulli_inputs(ctx, (4, 5), "float64"), {})], grads=True,
+                   values=False)
 
 
 def _categorical_inputs(ctx, shape, classes, dtype, zeros=False):
@@ -776,3 +781,111 @@ def check_elbo_gradients(ctx: CheckContext) -> None:
 def preflight(rubric, session, selected) -> None:
     """Before grading: when model-level checks are selected, make sure their data set loads."""
     vae_model.preflight(rubric, session, selected)
+
+
+# ---- examples for the declared properties (grader/checks/properties.py; rubric [properties]) ----------------
+
+def _dims(v, D_: int = 5) -> tuple[int, int]:
+    """(batch, width): non-square when `v.wide`, the realistic 784 pixels when `v.extreme`."""
+    return v.batch, (784 if v.extreme else 7 if v.wide else D_)
+
+
+def _example_log_normal_diag(ctx, v):
+    B_, D_ = _dims(v)
+    x, mu, lv = _gaussian_inputs(ctx, (B_, D_), v.dtype)
+    if v.extreme:  # tiny and huge variances, |x - mu| up to 1e3
+        lv = _f(np.resize(np.linspace(-12, 12, 25), (B_, D_)), v.dtype)
+        x = _f(ctx.rng.standard_normal((B_, D_)) * 1e3, v.dtype)
+    return properties.Example("log_normal_diag", {"x": x, "mu": mu, "log_var": lv},
+                              lambda t: ctx.ref.log_normal_diag(t["x"], t["mu"], t["log_var"]),
+                              batched=("x", "mu", "log_var"), label="log_normal_diag(x, mu, log_var)")
+
+
+def _example_log_standard_normal(ctx, v):
+    B_, D_ = _dims(v)
+    x = _f(ctx.rng.standard_normal((B_, D_)) * (1e3 if v.extreme else 1.0), v.dtype)
+    return properties.Example("log_standard_normal", {"x": x}, lambda t: ctx.ref.log_standard_normal(t["x"]),
+                              batched=("x",))
+
+
+def _example_log_bernoulli(ctx, v):
+    B_, D_ = _dims(v)
+    x, p = _bernoulli_inputs(ctx, (B_, D_), v.dtype, edge=v.extreme)
+    return properties.Example("log_bernoulli", {"x": x, "p": p}, lambda t: ctx.ref.log_bernoulli(t["x"], t["p"]),
+                              batched=("x", "p"))
+
+
+def _example_log_categorical(ctx, v):
+    B_, D_ = _dims(v, 4)
+    x, p = _categorical_inputs(ctx, (B_, min(D_, 64)), 5, v.dtype, zeros=v.extreme)
+    return properties.Example("log_categorical", {"x": x, "p": p},
+                              lambda t: ctx.ref.log_categorical(t["x"], t["p"], num_classes=5), kwargs={"num_classes": 5},
+                              batched=("x", "p"))
+
+
+def _example_reparameterization(ctx, v):
+    B_, L_ = _dims(v, 4)
+    mu = _f(ctx.rng.standard_normal((B_, L_)), v.dtype)
+    lv = _f(np.resize(np.linspace(-20, 20, 41), (B_, L_)) if v.extreme else ctx.rng.uniform(-2, 1, (B_, L_)), v.dtype)
+    return properties.Example(_reparam(ctx), {"mu": mu, "log_var": lv},
+                              lambda t: ctx.ref.Encoder.reparameterization(t["mu"], t["log_var"]),
+                              batched=("mu", "log_var"), rows_independent=False, label=REPARAM)
+
+
+def _example_encoder(ctx, v):
+    # log q(z|x) from x: through encode, sample and log_prob, the whole class (z drawn by the stand-in
+    # reparameterization, from the call's seed)
+    spec = _encoder_net(ctx)
+    enc = ctx.new("enc", "Encoder", {"__net__": spec})
+    ref_enc = ctx.ref.Encoder(nets.build(spec, ctx.device))
+    x = _f(ctx.rng.integers(0, V, (v.batch, D)), "float32")
+    return properties.Example(ctx.method(enc, "log_prob", "Encoder.log_prob"), {"x": x},
+                              lambda t: ref_enc.log_prob(t["x"]), params="enc", ref_object=ref_enc, batched=("x",),
+                              rows_independent=False, seed=3)
+
+
+def _example_decoder(ctx, v):
+    spec = _decoder_net(ctx, "bernoulli")
+    dec = ctx.new("dec", "Decoder", {"__net__": spec}, distribution="bernoulli")
+    ref_dec = ctx.ref.Decoder(nets.build(spec, ctx.device), distribution="bernoulli")
+    z = _f(ctx.rng.standard_normal((v.batch, L)), "float32")
+    return properties.Example(ctx.method(dec, "decode", "Decoder.decode"), {"z": z},
+                              lambda t: ref_dec.decode(t["z"]), params="dec", ref_object=ref_dec, batched=("z",))
+
+
+def _example_mog_log_prob(ctx, v):
+    L_, K = (16, 8) if v.extreme else (3, 4)
+    params = _mog_params(ctx, L_=L_, K=K)
+    prior, params = _new_prior(ctx, params)
+    ref_prior = _ref_prior(ctx, params)
+    z = ctx.rng.standard_normal((v.batch, L_)) * 2
+    if v.extreme:  # far from every mode: log-sum-exp must keep it finite
+        z = ctx.rng.choice([-1, 1], (v.batch, L_)) * 60 + z
+    return properties.Example(ctx.method(prior, "log_prob", "MoGPrior.log_prob"), {"z": _f(z, "float32")},
+                              lambda t: ref_prior.log_prob(t["z"]), params="prior", ref_object=ref_prior, batched=("z",))
+
+
+def _example_mog_sample(ctx, v):
+    params = _mog_params(ctx)
+    prior, params = _new_prior(ctx, params)
+    ref_prior = _ref_prior(ctx, params)
+    return properties.Example(ctx.method(prior, "sample", "MoGPrior.sample"), {"batch_size": v.batch},
+                              lambda t: ref_prior.sample(t["batch_size"]), batched=("batch_size",), rows_independent=False)
+
+
+def _example_elbo(ctx, v):
+    enc_spec, dec_spec, params, _ = _vae_setup(ctx, 1)
+    vae = _student_vae(ctx, enc_spec, dec_spec, params)
+    ref_vae = _ref_vae(ctx, enc_spec, dec_spec, params)
+    x = _f(ctx.rng.integers(0, V, (v.batch, D)), "float32")
+    return properties.Example(ctx.method(vae, "forward", "VAE.forward"), {"x": x},
+                              lambda t: ref_vae(t["x"], reduction="avg"), kwargs={"reduction": "avg"},
+                              params="vae", ref_object=ref_vae, batched=("x",), batch_out=False, seed=5)
+
+
+EXAMPLES = {
+    "log_normal_diag": _example_log_normal_diag, "log_standard_normal": _example_log_standard_normal,
+    "log_bernoulli": _example_log_bernoulli, "log_categorical": _example_log_categorical,
+    "reparameterization": _example_reparameterization, "encoder": _example_encoder, "decoder": _example_decoder,
+    "mog_prior.log_prob": _example_mog_log_prob, "mog_prior.sample": _example_mog_sample, "elbo": _example_elbo,
+}

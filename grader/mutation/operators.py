@@ -110,9 +110,38 @@ def _other_dims(d: int) -> list[int]:
     return [0, -2] if d == -1 else [d + 1, d - 1] if d > 0 else [1, -1] if d == 0 else [d + 1, d - 1]
 
 
-def candidates(node: ast.AST, dims: set[int], parent: ast.AST | None) -> Iterator[tuple[str, Builder]]:
-    """(operator label, builder) for every mutation of `node` itself."""
+RANDOM_CALLS = {"randn", "randn_like", "rand", "rand_like", "randint", "multinomial", "normal", "bernoulli", "randperm"}
+INPLACE = {ast.Add: "add_", ast.Sub: "sub_", ast.Mult: "mul_", ast.Div: "div_"}
+NAIVE = {"logsumexp": "log(exp(x).sum)", "log_softmax": "log(softmax)"}
+
+
+def candidates(node: ast.AST, dims: set[int], parent: ast.AST | None, fn: ast.FunctionDef | None = None
+               ) -> Iterator[tuple[str, Builder]]:
+    """(operator label, builder) for every mutation of `node` itself (`fn`: the function it is in)."""
     c = copy.deepcopy
+    params = {a.arg for a in (fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs)} - {"self"} if fn else set()
+    # the mistakes no value check sees (issue 20): reseeding inside a sampler, an in-place edit of an input,
+    # a log-sum-exp computed naively (overflows at extreme inputs), a dtype cast, gradients cut by numpy,
+    # .data or torch.no_grad() (besides .detach())
+    if fn is not None and isinstance(node, ast.stmt) and node is _first_solution_stmt(fn, node) \
+            and any(isinstance(x, ast.Call) and _call_name(x) in RANDOM_CALLS for x in ast.walk(fn)):
+        yield "reseed-inside", lambda n: [ast.Expr(ast.Call(ast.Attribute(ast.Name("torch", ast.Load()), "manual_seed",
+                                                                          ast.Load()), [ast.Constant(0)], [])), n]
+    if isinstance(node, ast.BinOp) and type(node.op) in INPLACE and isinstance(node.left, ast.Name) \
+            and node.left.id in params and "in place" not in (ast.get_docstring(fn) or ""):  # (allowed there)
+        method = INPLACE[type(node.op)]
+        yield "in-place-input", lambda n: ast.Call(ast.Attribute(n.left, method, ast.Load()), [n.right], [])
+    if isinstance(node, ast.Call) and _call_name(node) in NAIVE and isinstance(node.func, ast.Attribute) \
+            and isinstance(node.func.value, ast.Name) and node.func.value.id in ("torch", "F") and node.args:
+        yield f"naive-{_call_name(node)}", lambda n: _naive(n)
+    if isinstance(node, ast.Return) and node.value is not None and not isinstance(node.value, ast.Tuple):
+        yield "cast-float32", lambda n: ast.Return(ast.Call(ast.Attribute(n.value, "float", ast.Load()), [], []))
+        yield "numpy-output", lambda n: ast.Return(_through_numpy(n.value))
+    if isinstance(node, ast.Assign) and isinstance(node.value, (ast.Call, ast.BinOp)) and fn is not None:
+        yield "data-value", lambda n: ast.Assign(n.targets, ast.Attribute(n.value, "data", ast.Load()), lineno=n.lineno)
+        yield "no_grad-value", lambda n: ast.With([ast.withitem(ast.Call(ast.Attribute(ast.Name("torch", ast.Load()),
+                                                                                       "no_grad", ast.Load()), [], []))],
+                                                  [n], lineno=n.lineno)
     if isinstance(node, ast.BinOp):
         if type(node.op) in BINOP_SWAPS:
             new = BINOP_SWAPS[type(node.op)]
@@ -197,6 +226,31 @@ def candidates(node: ast.AST, dims: set[int], parent: ast.AST | None) -> Iterato
     del c
 
 
+def _first_solution_stmt(fn: ast.FunctionDef, node: ast.AST) -> ast.AST | None:
+    """The first statement of `fn`'s body that lies at the same nesting level as `node` (the top level)."""
+    return node if node in fn.body and all(getattr(s, "lineno", 0) >= node.lineno or isinstance(s, ast.Expr)
+                                           and isinstance(getattr(s, "value", None), ast.Constant)
+                                           for s in fn.body if s is not node and s.lineno < node.lineno) else None
+
+
+def _naive(call: ast.Call) -> ast.expr:
+    """torch.logsumexp(a, d) -> torch.log(torch.exp(a).sum(d)); log_softmax(a, d) -> torch.log(torch.softmax(a, d))."""
+    a, rest = call.args[0], call.args[1:]
+    if _call_name(call) == "logsumexp":
+        summed = ast.Call(ast.Attribute(_torch("exp", a), "sum", ast.Load()), rest, call.keywords)
+        return _torch("log", summed)
+    return _torch("log", ast.Call(ast.Attribute(ast.Name("torch", ast.Load()), "softmax", ast.Load()), call.args,
+                                  call.keywords))
+
+
+def _through_numpy(value: ast.expr) -> ast.expr:
+    """torch.as_tensor(v.detach().cpu().numpy()).to(v.device): the same values, no gradient."""
+    arr = ast.Call(ast.Attribute(ast.Call(ast.Attribute(_detach(value), "cpu", ast.Load()), [], []), "numpy",
+                                 ast.Load()), [], [])
+    return ast.Call(ast.Attribute(_torch("as_tensor", arr), "to", ast.Load()),
+                    [ast.Attribute(copy.deepcopy(value), "device", ast.Load())], [])
+
+
 def _set(node, field, value):
     setattr(node, field, value)
     return node
@@ -258,7 +312,7 @@ def mutants(source: str, qualnames: set[str] | None = None) -> list[Mutant]:
         for index, node in enumerate(nodes):
             if not _in(node, ranges):
                 continue
-            for label, build in candidates(node, dims, parents.get(id(node))):
+            for label, build in candidates(node, dims, parents.get(id(node)), fn):
                 new_fn = copy.deepcopy(fn)
                 target = list(ast.walk(new_fn))[index]
                 replacement = build(target)

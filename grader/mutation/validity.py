@@ -191,8 +191,10 @@ class Study:
         return out
 
 
-def sample(pairs: list, per_component: int | None) -> list:
-    """At most `per_component` of each component's mutants, spread over operators and functions, deterministic."""
+def sample(pairs: list, per_component: int | None, seed: int | None = None) -> list:
+    """At most `per_component` of each component's mutants, spread over operators and functions. `seed`: which
+    ones (another seed, another sample: a held-out measurement); None: the development sample (the same on every
+    run, the one the grader was fixed against)."""
     if per_component is None:
         return list(pairs)
     by_comp: dict[str, list] = {}
@@ -205,7 +207,11 @@ def sample(pairs: list, per_component: int | None) -> list:
         for item in items:
             groups.setdefault((item[0].qualname, item[0].operator), []).append(item)
         queues = list(groups.values())
-        random.Random(comp).shuffle(queues)  # a varied sample, the same on every run
+        rng = random.Random(comp if seed is None else f"{seed}:{comp}")
+        rng.shuffle(queues)  # a varied sample, the same on every run of one seed
+        if seed is not None:
+            for q in queues:
+                rng.shuffle(q)
         picked = []
         while len(picked) < per_component and any(queues):
             for q in queues:

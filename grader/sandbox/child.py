@@ -226,6 +226,9 @@ class Child:
         else:
             out = fn(*args, **kwargs)
         reply = {"result": export(out)}
+        if req.get("inputs_after"):  # the property check `pure`: were the caller's tensors changed in place?
+            reply["inputs_after"] = {f"args.{i}": export(a) for i, a in enumerate(args) if isinstance(a, torch.Tensor)}
+            reply["inputs_after"].update({f"kwargs.{k}": export(a) for k, a in kwargs.items() if isinstance(a, torch.Tensor)})
         params = []
         if grad.get("params"):
             params = [(n, p) for n, p in self.objects[grad["params"]].named_parameters()]

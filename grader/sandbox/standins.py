@@ -149,7 +149,7 @@ class StandIns:
             what = f"the layer `{layer['path']}`" if layer else f"`{name}`"
             raise StandInError(f"calling {what} with these arguments fails for the correct implementation too: "
                                f"{reply.get('error', 'unknown error')}")
-        own = None if layer else self._own_convention(name, reply, fallback)
+        own = None if layer else self._own_convention(name, reply, fallback, [*args, *kwargs.values()])
         if isinstance(own, torch.Tensor):
             return own
         device = next((t.device for t in leaves), self.child.device)
@@ -166,7 +166,7 @@ class StandIns:
             return reply.get("value")
         return tuple(outs) if kind == "tuple" else list(outs)
 
-    def _own_convention(self, name: str, reply: dict, fallback):
+    def _own_convention(self, name: str, reply: dict, fallback, inputs: list):
         """The student's own layout of an upstream value when the assignment allows it: extra
         trailing dimensions whose sum is the reference's value (e.g. log q(z|x) per dimension
         (B, L) where the reference sums to (B,); the student's composite then reduces it itself).
@@ -176,9 +176,13 @@ class StandIns:
         component), the grader is told (an upcall with `note: own_layout`) and, if it asked for the student's layouts
         (`layout == "own"` in the reply: a composite written against its own per-dimension
         upstream), the layout's shape is returned: the caller then spreads the reference's value
-        over the extra dimensions. None otherwise: same shapes, or the student's code fails. The
-        student's code runs with the RNG state saved and restored, so its draws do not shift the
-        noise of the code under test."""
+        over the extra dimensions. When the student's own upstream fails or returns a layout that is
+        neither the reference's nor per-dimension (a layout mistake of its own), the per-dimension
+        layout is the input's: a value the reference sums over the last axis of an input `z` (B, L)
+        -> (B,) is then spread over z's shape, the course notebooks' convention (so a composite
+        written against it is judged on its own code, whatever its upstream returns). None otherwise:
+        the reference's layout. The student's code runs with the RNG state saved and restored, so its
+        draws do not shift the noise of the code under test."""
         if reply.get("structure") != "tensor":
             return None
         ref = torch.from_numpy(reply["outputs"][0].copy())
@@ -186,17 +190,27 @@ class StandIns:
         try:
             with torch.random.fork_rng(devices=devices):
                 own = fallback()
-            if (not isinstance(own, torch.Tensor) or own.dim() <= ref.dim()
-                    or tuple(own.shape[:ref.dim()]) != tuple(ref.shape) or not own.is_floating_point()):
-                return None
-            with torch.no_grad():
-                reduced = own.detach().sum(dim=tuple(range(ref.dim(), own.dim()))).cpu().to(ref.dtype)
-            if torch.allclose(reduced, ref, rtol=1e-4, atol=1e-3):
-                return own
+        except Exception:
+            own = None
+        try:
+            if (isinstance(own, torch.Tensor) and own.is_floating_point() and own.dim() > ref.dim()
+                    and tuple(own.shape[:ref.dim()]) == tuple(ref.shape)):
+                with torch.no_grad():
+                    reduced = own.detach().sum(dim=tuple(range(ref.dim(), own.dim()))).cpu().to(ref.dtype)
+                if torch.allclose(reduced, ref, rtol=1e-4, atol=1e-3):
+                    return own
+                layout = own.shape
+            elif isinstance(own, torch.Tensor) and tuple(own.shape) == tuple(ref.shape):
+                return None  # the reference's layout
+            else:  # fails, or a layout of its own: per dimension of the input it reduces, where there is one
+                layout = next((t.shape for t in inputs if isinstance(t, torch.Tensor) and t.is_floating_point()
+                               and t.dim() == ref.dim() + 1 and tuple(t.shape[:-1]) == tuple(ref.shape)), None)
+                if layout is None:
+                    return None
         except Exception:
             return None
         self._ask({"upcall": {"note": "own_layout", "name": name}})
-        return own.shape if reply.get("layout") == "own" else None
+        return layout if reply.get("layout") == "own" else None
 
     def backward(self, tape: int, cotangents, leaves: list[torch.Tensor]) -> list:
         reply = self._ask({"upcall_backward": {"tape": tape, "cotangents": list(cotangents)}})

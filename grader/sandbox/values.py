@@ -172,6 +172,12 @@ def _call_reply(m: dict) -> None:
     if "result" not in m:
         raise Malformed("a reply without the call's result")
     value(m["result"])
+    after = m.get("inputs_after")  # the tensor arguments after the call (the property check `pure`)
+    if after is not None:
+        if not isinstance(after, dict) or len(after) > MAX_SEQ or not all(isinstance(k, str) for k in after):
+            raise Malformed("the inputs after a call")
+        for v in after.values():
+            value(v)
     grads = m.get("grads")
     if grads is not None:
         if not isinstance(grads, dict) or len(grads) > MAX_SEQ * 16:

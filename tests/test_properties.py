@@ -1,0 +1,172 @@
+"""Declared properties (rubric [properties], grader/checks/properties.py) and one root cause charged once
+(grader/charging.py).
+
+The graded cases are the six mistakes that no value check of their component saw (issue 20), each planted
+by a one-line edit into the assignment's correct example: each must cost its component's property check
+and nothing else of that component beyond what the value checks already charged; the examples keep full
+marks on every property check.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from grader.charging import charge_once
+from grader.engine import GradeOptions, grade_submission
+from grader.results import TestResult as Result  # (not a test class)
+from grader.rubric import RubricError, available_rubrics, lint_rubric, load_rubric
+
+REPO = Path(__file__).resolve().parents[1]
+RUBRICS = available_rubrics()
+
+
+# ---- declarations ---------------------------------------------------------------------------------
+
+def test_every_graded_component_of_every_assignment_declares_its_properties():
+    for rubric in RUBRICS.values():
+        assert lint_rubric(rubric) == [], rubric.id
+        for tag in rubric.component_targets:
+            if tag != "model":
+                assert tag in rubric.properties, (rubric.id, tag)
+        declared = {(c, p) for c, d in rubric.properties.items() for p in d}
+        generated = {(s.component, s.check) for s in rubric.checks if s.kind == "property"}
+        assert declared == generated, rubric.id
+        assert generated or all(not d for d in rubric.properties.values()), rubric.id
+
+
+def _rubric_text(properties: str) -> str:
+    base = (REPO / "rubrics" / "vae.toml").read_text()
+    return base[: base.index("[properties]")] + properties
+
+
+def test_a_component_without_a_declaration_is_a_lint_error(tmp_path):
+    text = _rubric_text("[properties]\nlog_normal_diag = { pure = true }\n")
+    (tmp_path / "vae.toml").write_text(text)
+    problems = lint_rubric(load_rubric(tmp_path / "vae.toml"))
+    assert any("'decoder' declares no properties" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("log_normal_diag = { smooth = true }", "unknown propert"),
+    ("log_normal_diag = { differentiable = true }", "lists the inputs"),
+    ("log_normal_diag = { none = \"\" }", "takes a reason"),
+    ("nosuch = { pure = true }", "no component"),
+])
+def test_bad_declarations_say_what_to_fix(tmp_path, entry, message):
+    (tmp_path / "vae.toml").write_text(_rubric_text(f"[properties]\n{entry}\n"))
+    with pytest.raises(RubricError, match=message):
+        load_rubric(tmp_path / "vae.toml")
+
+
+# ---- charged once ---------------------------------------------------------------------------------
+
+def _test(check, points, score, causes, component="c"):
+    t = Result(name=check, number="1", score=score, max_score=points, check=check, component=component)
+    t.lost_by_cause = causes
+    return t
+
+
+def test_one_cause_seen_by_several_checks_is_charged_once_at_the_largest_loss():
+    values = _test("c.values", 2, 0.0, {"mistake:m": 2.0})
+    reductions = _test("c.reductions", 1, 0.0, {"mistake:m": 1.0})
+    extremes = _test("c.extremes", 1, 0.5, {"mistake:m": 0.5})
+    other = _test("d.values", 1, 0.0, {"mistake:m": 1.0}, component="d")  # another component: its own charge
+    unknown = _test("c.gradients", 1, 0.0, {})  # no known cause: never refunded
+    charge_once([values, reductions, extremes, other, unknown])
+    assert (values.score, reductions.score, extremes.score, other.score, unknown.score) == (0.0, 1.0, 1.0, 0.0, 0.0)
+    assert "Charged once, here" in values.output and "c.reductions" in values.output
+    assert "charged once, in c.values" in reductions.output
+    assert reductions.charged_once == [{"cause": "mistake:m", "charged_in": "c.values",
+                                        "seen_by": ["c.values", "c.reductions", "c.extremes"]}]
+    assert "charged_once" in reductions.to_json()["extra_data"]
+
+
+def test_a_tie_is_charged_in_the_property_s_own_check():
+    a = _test("c.property.differentiable", 0.25, 0.0, {"pure": 0.25})
+    b = _test("c.property.pure", 0.25, 0.0, {"pure": 0.25})
+    charge_once([a, b])
+    assert (a.score, b.score) == (0.25, 0.0)
+
+
+# ---- grading: the mistakes nobody listed -------------------------------------------------------------
+
+def _planted(tmp_path: Path, example: str, module: str, old: str, new: str) -> Path:
+    root = tmp_path / f"{example}_planted"
+    shutil.copytree(REPO / "submissions" / example, root)
+    src = (root / module).read_text()
+    assert old in src, "the example changed: update the planted edit"
+    (root / module).write_text(src.replace(old, new, 1))
+    return root
+
+
+UNSEEN = [  # (assignment, example, module, component, property, old, new)
+    ("vae", "alice", "vae.py", "decoder", "differentiable", "        h = self.decoder(z)\n",
+     "        h = torch.from_numpy(self.decoder(z).detach().cpu().numpy())\n"),
+    ("vae", "alice", "vae.py", "mog_prior.sample", "stochastic", "    def sample(self, batch_size):\n",
+     "    def sample(self, batch_size):\n        torch.manual_seed(0)\n"),
+    ("kmeans-autoencoder", "dana", "kmeans_autoencoder.py", "minibatch_update", "range",
+     "        members = x_batch[labels == k]\n",
+     "        d = ((x_batch[:, None] - centres[None]) ** 2).sum(-1)\n"
+     "        members = x_batch[d[:, k] == d.min(dim=1).values]\n"),
+    ("kmeans-autoencoder", "dana", "kmeans_autoencoder.py", "reconstruction_loss", "pure",
+     '    return F.mse_loss(x_hat, x, reduction="mean")', "    return x_hat.sub_(x).pow(2).mean()"),
+    ("amortized-vs-lo", "heidi", "amortized_vs_lo.py", "importance", "range",
+     "    m = log_w.max(dim=0, keepdim=True).values\n", "    m = log_w.mean(dim=0, keepdim=True)\n"),
+    ("density-models", "frank", "density_models.py", "gmm.em_step", "range",
+     "    r = torch.softmax(log_r, dim=1)\n", "    p = log_r.exp()\n    r = p / p.sum(dim=1, keepdim=True)\n"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment, example, module, component, prop, old, new", UNSEEN,
+                         ids=[f"{u[3]}-{u[4]}" for u in UNSEEN])
+def test_a_mistake_no_value_check_sees_costs_its_property(tmp_path, assignment, example, module, component, prop,
+                                                          old, new):
+    rubric = RUBRICS[assignment]
+    root = _planted(tmp_path, example, module, old, new)
+    result = grade_submission(root, rubric, GradeOptions(only=[component], device="cpu"))
+    lost = {t.check: round(t.max_score - t.score, 4) for t in result.tests if t.score < t.max_score - 1e-9}
+    assert f"{component}.property.{prop}" in lost, (lost, [t.output for t in result.tests])
+    assert all(c.startswith(component + ".") for c in lost), lost
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment, example", [("vae", "alice"), ("kmeans-autoencoder", "dana"),
+                                                 ("amortized-vs-lo", "heidi"), ("density-models", "frank")])
+def test_correct_examples_keep_every_property_check(assignment, example):
+    result = grade_submission(REPO / "submissions" / example, RUBRICS[assignment],
+                              GradeOptions(only=["properties"], device="cpu"))
+    assert result.tests and all(t.score == t.max_score for t in result.tests), \
+        [(t.check, t.output) for t in result.tests if t.score < t.max_score]
+
+
+@pytest.mark.slow
+def test_a_constant_left_out_costs_the_values_once_and_never_the_gradients(tmp_path):
+    root = _planted(tmp_path, "alice", "vae.py", "    values = -HALF_LOG_TWO_PI - 0.5 * log_var",
+                    "    values = - 0.5 * log_var")
+    result = grade_submission(root, RUBRICS["vae"], GradeOptions(only=["log_normal_diag"], device="cpu"))
+    by = {t.check: t for t in result.tests}
+    lost = {c: t.max_score - t.score for c, t in by.items() if t.score < t.max_score - 1e-9}
+    assert lost == {"log_normal_diag.values": 2.0}, lost  # before: 5/5 through four checks
+    assert by["log_normal_diag.gradients"].score == by["log_normal_diag.gradients"].max_score
+    assert "missing_log2pi" in by["log_normal_diag.values"].output
+    assert "charged once, in log_normal_diag.values" in by["log_normal_diag.reductions"].output
+
+
+@pytest.mark.slow
+def test_the_model_level_message_names_the_cause_the_property_check_found(tmp_path):
+    root = _planted(tmp_path, "dana", "kmeans_autoencoder.py", '    return F.mse_loss(x_hat, x, reduction="mean")',
+                    "    return x_hat.sub_(x).pow(2).mean()")
+    tiny = {"kmeans_epochs": 3, "ae_epochs": 4, "latent_dim": 8, "channels": [8, 16], "time_budget_s": 20}
+    result = grade_submission(root, RUBRICS["kmeans-autoencoder"],
+                              GradeOptions(only=["reconstruction_loss", "model.autoencoder"], device="cpu",
+                                           model_overrides=tiny))
+    by = {t.check: t for t in result.tests}
+    assert by["reconstruction_loss.property.pure"].score == 0
+    model = by["model.autoencoder"]
+    assert model.score == 0
+    assert "your reconstruction_loss changes its input in place, so backward through it fails" in model.output
+    assert "check that decode(encode(x)) has the shape of x" not in model.output
