@@ -171,7 +171,8 @@ class Rubric:
                 if (k := self.kind_of(tag)) is None or k.mutable}
 
     def kind_of(self, component: str) -> Kind | None:
-        """The kind of `component`'s checks (one per component, `load_rubric` checks it); None if unknown."""
+        """The kind of `component`'s first check; None if unknown. A component's unit and property checks
+        run alike (isolated, not training, mutable: tests/test_assignments.py holds that)."""
         return next((c.kind_info for c in self.checks if c.component == component), None)
 
     @property
