@@ -376,9 +376,14 @@ def test_selfcheck_fails_bob_where_grade_check_does(vae_release, vae_rubric):
     check = grade_submission(SUBMISSIONS / "bob", vae_rubric, GradeOptions(public_only=True, device="cpu"))
     offline = {c["id"]: c["score"] for c in report["checks"]}
     online = {t.check: t.score for t in check.tests}
-    assert offline == online
-    failed = {c["id"] for c in report["checks"] if c["status"] != "passed"}
-    assert failed == {t.check for t in check.tests if t.status != "passed"}
+    # The course's grader names bob's mistake and charges it once per component (grader/charging.py); the
+    # self-check ships no mutants, cannot name it, and so never refunds: it may only be stricter there.
+    refunded = {t.check for t in check.tests if any(c["charged_in"] != t.check for c in t.charged_once)}
+    assert {k: v for k, v in offline.items() if k not in refunded} == \
+        {k: v for k, v in online.items() if k not in refunded}
+    assert set(offline) == set(online) and all(offline[k] <= online[k] for k in refunded)
+    failed = {c["id"] for c in report["checks"] if c["status"] != "passed"} - refunded
+    assert failed == {t.check for t in check.tests if t.status != "passed"} - refunded
     assert {"log_normal_diag.values", "mog_prior.log_prob.values"} <= failed
     assert report["returncode"] == 1
     assert not any(c["status"] == "not checked offline" for c in report["checks"])
@@ -450,7 +455,7 @@ def test_new_never_overwrites(tmp_path):
     (tmp_path / "reference").mkdir()
     (tmp_path / "grader" / "checks").mkdir(parents=True)
     made = scaffold("demo", root=tmp_path)
-    assert len(made.files) == 8
+    assert len(made.files) == 10  # reference, mistakes, checks, model half, harness, rubric, examples, test
     before = {p: p.read_text() for p in made.files}
     with pytest.raises(ScaffoldError, match="refusing to overwrite"):
         scaffold("demo", root=tmp_path)
