@@ -27,7 +27,9 @@ def test_run_writes_gradescope_results_and_exits_0_even_with_low_scores(tmp_path
     assert {"score", "max_score", "execution_time", "tests"} <= set(data)
     for t in data["tests"]:
         assert {"name", "number", "score", "max_score", "status", "output", "tags", "visibility"} <= set(t)
-    by_tag = {t["tags"][0]: t for t in data["tests"]}
+    by_tag = {}
+    for t in data["tests"]:  # each component's first check: its values (its property checks follow)
+        by_tag.setdefault(t["tags"][0], t)
     assert by_tag["log_standard_normal"]["status"] == "failed"
     assert "−½·log 2π" in by_tag["log_standard_normal"]["output"]  # the named mistake
     assert by_tag["log_bernoulli"]["status"] == "passed"
