@@ -93,7 +93,7 @@ def test_batch_grades_everyone_and_survives_hostile_code(graded_class):
     # bob's log_standard_normal loses its values checks (its property checks, which a constant offset
     # leaves intact, keep their points); his log_bernoulli is right
     assert bob["log_standard_normal"] < alice["log_standard_normal"] - 0.9
-    assert bob["log_bernoulli"] == alice["log_bernoulli"] == 1.5
+    assert bob["log_bernoulli"] == alice["log_bernoulli"] > 0
 
 
 def test_results_for_other_data_are_not_up_to_date(graded_class):
