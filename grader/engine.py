@@ -262,6 +262,9 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
             result.tests.append(test)
         charge_once(result.tests)
+        from grader.checks.runners import credit_blocked
+
+        credit_blocked(result.tests, rubric, session)
         stats = getattr(sandbox, "stats", None)  # (a self-check bundle's in-process stand-in has none)
         if stats and trace.enabled():
             trace.mark("checks: waiting for the child (all requests)", total_s=stats["request_s"], count=stats["requests"])

@@ -138,7 +138,14 @@ def test_wheel_is_a_complete_worker_with_the_checkouts_identity(tmp_path):
     from grader.remote import grader_identity
     from grader.rubric import available_rubrics
 
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation",
+    import shutil
+
+    src = tmp_path / "src"  # a clean copy: a checkout's stale build/ would put deleted modules in the wheel
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md", "grader", "reference", "rubrics", "templates"):
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
+        copy(REPO / name, src / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if copy is shutil.copytree else {}))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
                            "-q", "-w", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     wheel = zipfile.ZipFile(next(tmp_path.glob("gradekit-*.whl")))

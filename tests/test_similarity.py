@@ -279,3 +279,44 @@ def test_serve_similarity_page(tmp_path):
     client = create_app(unknown, store, TOKEN, port=1).test_client()
     _login(client)
     assert "--submissions" in client.get("/similarity").get_data(as_text=True)
+
+
+# ---- shapes found in external validation (docs/similarity.md, "External validation") --------------
+
+def test_transplant_adds_a_unit_the_copier_lacks():
+    # public classes rarely share unit names: a copied class the copier's file did not have must be
+    # added, not silently dropped (the copy would then be the copier's unchanged own work)
+    own = "import torch\n\n\ndef helper(x):\n    return x + 1\n"
+    donor = "import torch\n\n\nclass Prior:\n    def log_prob(self, z):\n        return -0.5 * (z ** 2).sum(-1)\n"
+    out = transplant(own, donor, "Prior")
+    assert "def helper" in out and "class Prior" in out, f"both the own code and the copied class expected:\n{out}"
+    with pytest.raises(ValueError, match="no top-level function or class 'Missing'"):
+        transplant(own, donor, "Missing")
+
+
+def test_partial_copy_of_a_unit_the_copier_lacks_is_found(tmp_path):
+    # the shape of a student who copies an extra class (here the MoG prior) into a file that lacked it
+    import ast as _ast
+
+    root = write_class(tmp_path / "class", AUTHORS)
+    tree = _ast.parse(build(PARTIAL_OWN))
+    tree.body = [n for n in tree.body if getattr(n, "name", None) != PARTIAL_UNIT]
+    (root / "partial").mkdir()
+    (root / "partial" / "vae.py").write_text(transplant(_ast.unparse(tree), build(PARTIAL_DONOR), PARTIAL_UNIT))
+    comparison, _ = run_similarity(root, "vae", use_cache=False)
+    pair = next(p for p in comparison.pairs if {p.a, p.b} == {"partial", PARTIAL_DONOR})
+    others = [p for p in comparison.pairs if p is not pair]
+    assert pair.score >= FLAG and pair.score > max(p.score for p in others), \
+        f"the added copied class scored {pair.score:.2f}; best other pair {max(p.score for p in others):.2f}"
+    assert pair.partial_unit.endswith(PARTIAL_UNIT), f"the copied unit should be named, got {pair.partial_unit!r}"
+
+
+def test_copied_unit_is_named_only_when_the_score_is_worth_reading():
+    # on public code, pairs at ~0.02 named a "largest copied unit" (the partial score won by a hair): noise
+    from grader.similarity.compare import Comparison, Pair
+
+    pairs = [Pair("ann", "bob", score=0.60, whole=0.10, partial=0.60, partial_unit="bob:BigPrior"),
+             Pair("cat", "dan", score=0.03, whole=0.02, partial=0.03, partial_unit="dan:TinyHelper")]
+    page = render_html(Comparison(documents=[], skipped=[], pairs=pairs, starter=""), "vae")
+    assert "BigPrior" in page, "a unit that decides a high score should be named"
+    assert "TinyHelper" not in page, "a unit behind a 0.03 score should not be named"

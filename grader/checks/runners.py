@@ -82,7 +82,7 @@ def judge(run: CheckRun, ctx: CheckContext, test: TestResult | None = None) -> O
         where = f"\n  at {e.where}" if e.where else ""
         blocked = blocked_by_constructor(e, spec, run.rubric, run.session)
         if blocked:
-            test.error = "blocked"
+            test.error = "blocked"  # scored after every check ran: credit_blocked
             return Outcome(1.0, f"Not judged: {blocked}")
         ctx.expect(False, "your code", f"{e.message}{where}")
         outcome = ctx.outcome()
@@ -123,8 +123,8 @@ def blocked_by_constructor(e: StudentCodeError, spec: CheckSpec, rubric: Rubric,
 
     A constructor's mistake is charged once, on its class's components: the first check of an owning
     component that hits it records it (and is charged); later checks of other components that need an
-    object of that class (a composite, the trained model) say why they could not run and cost nothing
-    more. A class never found broken by its own checks (e.g. not selected by --only) is charged where it
+    object of that class (a composite, the trained model) say why they could not run and are scored by
+    `credit_blocked`. A class never found broken by its own checks (e.g. not selected by --only) is charged where it
     fails, so a claim of the child alone never earns credit."""
     cls = e.constructor.rpartition(".")[0] if e.constructor.endswith(".__init__") else ""
     owners = _constructor_owners(rubric, cls) if cls else []
@@ -138,8 +138,28 @@ def blocked_by_constructor(e: StudentCodeError, spec: CheckSpec, rubric: Rubric,
         return ""
     charged = " and ".join(f"`{rubric.component_targets[c]}`" for c in owners)
     return (f"your `{cls}` could not be built ({broken[cls]}, in `{cls}.__init__`) and this check needs one. "
-            f"That mistake is charged once, in the checks of {charged}; this check costs you nothing more. "
-            "Fix the constructor and this check will be judged.")
+            f"That mistake is charged once, in the checks of {charged}; this check is not charged for it again.")
+
+
+def credit_blocked(tests: list[TestResult], rubric: Rubric, session: Session) -> None:
+    """Give each check that could not run because another class's constructor failed (error "blocked")
+    the student's rate on the checks that did run, the broken classes' own checks left out.
+
+    The constructor's mistake is then not charged again (a submission right everywhere else keeps these
+    points), and breaking a constructor on purpose earns nothing the rest of the work did not: code that
+    fails the other checks gets as little here. No judged check to take a rate from: nothing is credited."""
+    blocked = [t for t in tests if t.error == "blocked"]
+    if not blocked:
+        return
+    owners = {c for cls in session.cache.get("broken_constructors", {}) for c in _constructor_owners(rubric, cls)}
+    judged = [t for t in tests if t.error != "blocked" and t.max_score > 0 and t.component not in owners]
+    possible = sum(t.max_score for t in judged)
+    rate = sum(t.score for t in judged) / possible if possible else 0.0
+    for t in blocked:
+        t.score = t.max_score * rate
+        t.output += (f"\nCredited at your rate on the checks that ran ({rate:.0%} of their points), the "
+                     "checks of the broken class left out." if possible else
+                     "\nNo other check ran to credit it from, so it earns no points in this run.")
 
 
 # ---- re-run policies of the unit runner: (run, ctx, outcome) -> (ctx, outcome) ----------------------

@@ -104,10 +104,24 @@ def log_weights(model, x, K: int, batch_size: int | None = None, seed: int = 0) 
             eps = torch.randn((s, b, mu.shape[1]), generator=g, device=x.device, dtype=mu.dtype)
             z = (mu + std * eps).reshape(s * b, -1)
             mu_r, lv_r = mu.repeat(s, 1), log_var.repeat(s, 1)
-            lw = (model.decoder.log_prob(xb.repeat(s, 1), z) + model.prior.log_prob(z)
+            lw = (_decoder_log_prob(model, xb.repeat(s, 1), z) + model.prior.log_prob(z)
                   - model.encoder.log_prob(mu_e=mu_r, log_var_e=lv_r, z=z))
             out[k:k + s, i:i + b] = lw.reshape(s, b)
     return out
+
+
+def _decoder_log_prob(model, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """`model.decoder.log_prob(x, z)` (shape B), the same numbers bit for bit, at about half the cost for
+    categorical pixels: reference `log_categorical` multiplies log(clamp(p)) by a B×D×V one-hot and sums over
+    the values, keeping one term per pixel (the others are exact zeros); gathering that term skips the
+    one-hot and the V-fold log (tests/test_training.py checks the equality)."""
+    decoder = model.decoder
+    if decoder.distribution != "categorical":
+        return decoder.log_prob(x, z)
+    from reference.vae import EPS
+
+    p = decoder.decode(z)[0]
+    return torch.log(torch.clamp(p.gather(-1, x.long().unsqueeze(-1)).squeeze(-1), EPS, 1.0 - EPS)).sum(-1)
 
 
 def nll_importance_sampling(model, x, K: int = 100, batch_size: int | None = None, seed: int = 0) -> np.ndarray:

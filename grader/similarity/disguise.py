@@ -215,9 +215,15 @@ def disguise(source: str, kinds: list[str], seed: int = 0) -> str:
 
 
 def transplant(own: str, donor: str, unit: str) -> str:
-    """`own` with its top-level function or class `unit` replaced by the donor's (a partial copy)."""
+    """`own` with its top-level function or class `unit` replaced by the donor's (a partial copy); added at
+    the end when `own` has none of that name. Raises ValueError when the donor has none."""
     own_tree, donor_tree = ast.parse(own), ast.parse(donor)
-    new = next(n for n in donor_tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == unit)
-    own_tree.body = [new if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == unit else n
-                     for n in own_tree.body]
+    units = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    new = next((n for n in donor_tree.body if isinstance(n, units) and n.name == unit), None)
+    if new is None:
+        raise ValueError(f"the donor has no top-level function or class {unit!r}")
+    if any(isinstance(n, units) and n.name == unit for n in own_tree.body):
+        own_tree.body = [new if isinstance(n, units) and n.name == unit else n for n in own_tree.body]
+    else:  # `own` has no such unit: the copy is added to it (otherwise `own` would come back unchanged)
+        own_tree.body.append(new)
     return ast.unparse(own_tree)
