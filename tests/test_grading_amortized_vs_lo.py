@@ -257,3 +257,37 @@ def test_a_correct_cnn_cut_by_the_time_budget_is_compared_with_the_reference_at_
     accuracy = next(t for t in result.tests if "accuracy" in t.name.lower())
     assert "trained for the same" in accuracy.output, accuracy.output
     assert accuracy.score == accuracy.max_score, accuracy.output
+
+
+def test_a_loop_cut_by_the_budget_mid_epoch_keeps_only_its_completed_epochs():
+    """The time budget runs out in the middle of epoch 2 (one slow batch): the history counts epoch 1 only, and
+    the weights are those at the end of epoch 1, identical to a run of exactly 1 epoch, so the reference matched
+    to the student's epochs is trained as far as the student's weights were (a partial epoch is not a full one)."""
+    import time
+    import types
+
+    from grader.harnesses.amortized_vs_lo import train_classifier
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(256, 1, 8, 8, generator=g), torch.randint(0, 10, (256,), generator=g)
+    calls = {"train": 0}
+
+    class SlowInEpoch2(ref.CNNClassifier):
+        def forward(self, x):
+            if self.training:
+                calls["train"] += 1
+                if calls["train"] == 6:  # 4 batches of 64 per epoch: epoch 2's second batch
+                    time.sleep(3.0)
+            return super().forward(x)
+
+    args = (torch.device("cpu"), x, y, x[:64], y[:64], 8)
+    # first (it also pays torch.optim's one-off import, so that epoch 1 below ends well within the budget)
+    one = train_classifier(types.SimpleNamespace(CNNClassifier=ref.CNNClassifier), *args, epochs=1, time_budget_s=1e9)
+    assert one["stopped_because"] == "max_epochs", one["message"]
+    cut = train_classifier(types.SimpleNamespace(CNNClassifier=SlowInEpoch2), *args, epochs=4, time_budget_s=2.0)
+    assert calls["train"] == 6 and cut["stopped_because"] == "time_budget", (calls, cut["message"])
+    assert cut["epochs"] == [1], f"only the completed epoch 1 may count, got epochs {cut['epochs']}"
+    assert len(cut["train_loss"]) == len(cut["val_loss"]) == len(cut["val_accuracy"]) == 1
+    assert set(one["state_dict"]) == set(cut["state_dict"])
+    for k, want in one["state_dict"].items():
+        np.testing.assert_array_equal(cut["state_dict"][k], want, err_msg=f"{k}: expected the weights after epoch 1")

@@ -85,24 +85,45 @@ def _per_example(out, B: int, what: str) -> torch.Tensor:
 
 
 def _loop(model, params, epochs: int, batches, step_loss, validate, time_budget_s: float, seed: int) -> dict:
-    """Shared loop: per epoch, mean training loss over batches and a validation value."""
+    """Shared loop: per epoch, mean training loss over batches and a validation value.
+
+    Only completed epochs count: when the time budget runs out in the middle of an epoch, that epoch's updates
+    are discarded (the weights go back to the end of the last completed epoch) and it is not recorded, so the
+    reference that the grader trains for as many epochs as the student's run recorded has been trained exactly as
+    far as the weights that come back. A budget that runs out within epoch 1 leaves no epoch recorded (and the
+    partly trained weights: there is nothing complete to go back to)."""
     hist = {"train_loss": [], "val_loss": [], "epochs": [], "stopped_because": "max_epochs", "message": "",
             "seconds": 0.0}
     t0 = time.perf_counter()
     try:
         opt = torch.optim.Adam(params)
         g = torch.Generator().manual_seed(seed)
+        completed = None  # the model's state at the end of the last completed epoch (None: none yet)
         for epoch in range(1, int(epochs) + 1):
             model.train()
             losses = []
-            for batch in batches(g):
+            order = batches(g)
+            cut = False
+            for i, batch in enumerate(order):
                 loss = step_loss(batch)
                 losses.append(_scalar(loss, "training loss"))
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 if time.perf_counter() - t0 > time_budget_s:
+                    cut = i + 1 < len(order)
                     break
+            if cut:
+                hist["stopped_because"] = "time_budget"
+                if completed is None:
+                    hist["message"] = (f"the time budget of {time_budget_s:g} s ran out in epoch 1, "
+                                       f"after {len(losses)} of {len(order)} batches: no epoch completed")
+                else:
+                    model.load_state_dict(completed)
+                    hist["message"] = (f"stopped after {epoch - 1} epoch(s): the time budget of {time_budget_s:g} s "
+                                       f"ran out in epoch {epoch}, whose {len(losses)} of {len(order)} batches "
+                                       f"were discarded (the weights are those after epoch {epoch - 1})")
+                break
             hist["train_loss"].append(float(np.mean(losses)) if losses else math.nan)
             model.eval()
             with torch.no_grad():
@@ -114,6 +135,8 @@ def _loop(model, params, epochs: int, batches, step_loss, validate, time_budget_
                 hist["stopped_because"] = "time_budget"
                 hist["message"] = f"stopped after {epoch} epoch(s): the time budget of {time_budget_s:g} s ran out"
                 break
+            if epoch < int(epochs):
+                completed = {k: v.detach().clone() for k, v in model.state_dict().items()}
     except _Stop as e:
         hist["stopped_because"], hist["message"] = e.reason, e.message
     except Exception as e:  # the student's code
