@@ -374,16 +374,15 @@ def test_selfcheck_fails_bob_where_grade_check_does(vae_release, vae_rubric):
 
     report = run_selfcheck(vae_release, SUBMISSIONS / "bob" / "vae.py")  # a file path works too
     check = grade_submission(SUBMISSIONS / "bob", vae_rubric, GradeOptions(public_only=True, device="cpu"))
-    offline = {c["id"]: c["score"] for c in report["checks"]}
-    online = {t.check: t.score for t in check.tests}
-    # The course's grader names bob's mistake and charges it once per component (grader/charging.py); the
-    # self-check ships no mutants, cannot name it, and so never refunds: it may only be stricter there.
-    refunded = {t.check for t in check.tests if any(c["charged_in"] != t.check for c in t.charged_once)}
-    assert {k: v for k, v in offline.items() if k not in refunded} == \
-        {k: v for k, v in online.items() if k not in refunded}
-    assert set(offline) == set(online) and all(offline[k] <= online[k] for k in refunded)
-    failed = {c["id"] for c in report["checks"] if c["status"] != "passed"} - refunded
-    assert failed == {t.check for t in check.tests if t.status != "passed"} - refunded
+    # (the self-check ships no mistake library, so it cannot tell that several failures are one named mistake:
+    # where grade check charges that mistake once (grader/charging.py) and gives the others their points back,
+    # the self-check still shows them failing; every other check scores the same)
+    refunded = {t.check for t in check.tests for d in t.charged_once if d["charged_in"] != t.check}
+    offline = {c["id"]: c["score"] for c in report["checks"] if c["id"] not in refunded}
+    online = {t.check: t.score for t in check.tests if t.check not in refunded}
+    assert offline == online
+    failed = {c["id"] for c in report["checks"] if c["status"] != "passed" and c["id"] not in refunded}
+    assert failed == {t.check for t in check.tests if t.status != "passed" and t.check not in refunded}
     assert {"log_normal_diag.values", "mog_prior.log_prob.values"} <= failed
     assert report["returncode"] == 1
     assert not any(c["status"] == "not checked offline" for c in report["checks"])
@@ -455,7 +454,7 @@ def test_new_never_overwrites(tmp_path):
     (tmp_path / "reference").mkdir()
     (tmp_path / "grader" / "checks").mkdir(parents=True)
     made = scaffold("demo", root=tmp_path)
-    assert len(made.files) == 10  # reference, mistakes, checks, model half, harness, rubric, examples, test
+    assert len(made.files) == 8
     before = {p: p.read_text() for p in made.files}
     with pytest.raises(ScaffoldError, match="refusing to overwrite"):
         scaffold("demo", root=tmp_path)
@@ -562,8 +561,8 @@ def test_new_scaffolds_an_assignment_that_lints_grades_full_marks_and_releases(t
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["lint"] == [] and not out["errors"]
-    # three unit points, the model level (grader/checks/demo_gen_model.py) and the declared properties' checks
-    assert out["score"] == pytest.approx(out["max"]) and out["max"] > 4
+    # three unit points, the model level (grader/checks/demo_gen_model.py) and log_normal's declared properties (0.95)
+    assert out["score"] == out["max"] == 4.95
     assert out["recorded_with"] == ["reference-solution", "demo-gen-example"]
     assert out["selfcheck"] == {"log_normal.values": "passed", "log_normal.data": "not checked offline",
                                 "log_normal.own_output": "passed"}  # the example's run was recorded

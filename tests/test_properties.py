@@ -107,6 +107,8 @@ UNSEEN = [  # (assignment, example, module, component, property, old, new)
      "        h = torch.from_numpy(self.decoder(z).detach().cpu().numpy())\n"),
     ("vae", "alice", "vae.py", "mog_prior.sample", "stochastic", "    def sample(self, batch_size):\n",
      "    def sample(self, batch_size):\n        torch.manual_seed(0)\n"),
+    ("vae", "alice", "vae.py", "decoder", "stochastic", "    def sample(self, z):\n",
+     "    def sample(self, z):\n        torch.manual_seed(0)\n"),  # the held-out bench's escape (seed 302843)
     ("kmeans-autoencoder", "dana", "kmeans_autoencoder.py", "minibatch_update", "range",
      "        members = x_batch[labels == k]\n",
      "        d = ((x_batch[:, None] - centres[None]) ** 2).sum(-1)\n"

@@ -10,7 +10,8 @@ A rubric declares, per component, the properties it has (`[properties]`, grader/
 
 Each declared property becomes one hidden check of that component (`<component>.property.<property>`, kind
 "property", points from [property_points] or grader.rubric.PROPERTY_POINTS), run by `check_<property>` below. The check calls the component on an *example*: the assignment's checks
-module defines `EXAMPLES = {component: builder}`, where `builder(ctx, variant) -> Example` writes one call of the
+module defines `EXAMPLES = {component: builder}` (or `{component: {property: builder, "default": builder}}` where a
+property needs another call, e.g. a decoder's sampler), where `builder(ctx, variant) -> Example` writes one call of the
 component against the template (inputs as arrays, objects built with `ctx.new`, the reference's answer). The
 property checks are generic: a new assignment declares its components' properties and one builder per component.
 
@@ -97,6 +98,8 @@ def example(ctx: CheckContext, variant: Variant) -> Example:
 
     builders = getattr(importlib.import_module(ctx.rubric.checks_module), "EXAMPLES", {})
     builder = builders.get(ctx.spec.component)
+    if isinstance(builder, dict):  # {property: builder, "default": builder}: another call for some properties
+        builder = builder.get(ctx.cause) or builder.get("default")
     if builder is None:  # `grade lint-rubric` reports it; here it is the grader's bug, not the student's
         raise RuntimeError(f"{ctx.rubric.checks_module}.EXAMPLES has no builder for {ctx.spec.component!r}")
     ex = builder(ctx, variant)

@@ -853,6 +853,15 @@ def _example_decoder(ctx, v):
                               lambda t: ref_dec.decode(t["z"]), params="dec", ref_object=ref_dec, batched=("z",))
 
 
+def _example_decoder_sample(ctx, v):
+    spec = _decoder_net(ctx, "bernoulli")
+    dec = ctx.new("dec", "Decoder", {"__net__": spec}, distribution="bernoulli")
+    ref_dec = ctx.ref.Decoder(nets.build(spec, ctx.device), distribution="bernoulli")
+    z = _f(ctx.rng.standard_normal((v.batch, L)), "float32")
+    return properties.Example(ctx.method(dec, "sample", "Decoder.sample"), {"z": z}, lambda t: ref_dec.sample(t["z"]),
+                              batched=("z",), rows_independent=False)
+
+
 def _example_mog_log_prob(ctx, v):
     L_, K = (16, 8) if v.extreme else (3, 4)
     params = _mog_params(ctx, L_=L_, K=K)
@@ -886,6 +895,7 @@ def _example_elbo(ctx, v):
 EXAMPLES = {
     "log_normal_diag": _example_log_normal_diag, "log_standard_normal": _example_log_standard_normal,
     "log_bernoulli": _example_log_bernoulli, "log_categorical": _example_log_categorical,
-    "reparameterization": _example_reparameterization, "encoder": _example_encoder, "decoder": _example_decoder,
+    "reparameterization": _example_reparameterization, "encoder": _example_encoder,
+    "decoder": {"default": _example_decoder, "stochastic": _example_decoder_sample},
     "mog_prior.log_prob": _example_mog_log_prob, "mog_prior.sample": _example_mog_sample, "elbo": _example_elbo,
 }
