@@ -285,3 +285,30 @@ def test_evaluation_of_non_finite_weights_does_not_raise(trained, digits, tmp_pa
     s = ev.samples(m, 8, kind="sample")
     assert s.shape == (8, 64) and np.isfinite(s).all()
     figures.image_grid(digits.x_test[:16], ev.reconstructions(m, digits.x_test[:16]), tmp_path / "nan.png", (8, 8))
+
+
+def test_a_budget_cut_mid_epoch_counts_only_the_completed_epochs(digits):
+    """The time budget runs out in the middle of epoch 2 (one slow batch): the history counts epoch 1 only and the
+    weights are those of a run of exactly 1 epoch, so the reference matched to the student's epochs is trained as
+    far as the student's weights were (a partial epoch is not a full one)."""
+    import time
+
+    calls = {"train": 0}
+    per_epoch = math.ceil(len(digits.x_train) / TINY["batch_size"])
+
+    def slow_in_epoch_2(self, x, reduction):
+        if self.training:
+            calls["train"] += 1
+            if calls["train"] == per_epoch + 2:  # epoch 2's second batch
+                time.sleep(3.0)
+        return _mse_loss(self, x, reduction)
+
+    one_model, one = _fit(_standin(_mse_loss), digits, max_epochs=1, time_budget_s=1e9)  # (pays one-off imports)
+    assert one.epochs == [1]
+    model, cut = _fit(_standin(slow_in_epoch_2), digits, max_epochs=4, time_budget_s=2.0)
+    assert cut.stopped_because == "time_budget" and "not counted" in cut.message, cut.message
+    assert cut.epochs == [1] and cut.best_epoch == 1, f"only the completed epoch 1 may count, got {cut.epochs}"
+    for k, want in one.state_dict.items():
+        np.testing.assert_array_equal(cut.state_dict[k], want, err_msg=f"{k}: expected the weights after epoch 1")
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), one_model.state_dict()[k].numpy(), err_msg=f"{k} in the model")

@@ -231,6 +231,14 @@ def train_vae(model: nn.Module, x_train: torch.Tensor, x_val: torch.Tensor, conf
                 if not losses:  # the budget ran out before this epoch trained anything
                     epoch -= 1
                     break
+                if stop is not None and hist.epochs:
+                    # cut mid-epoch: a partial epoch is not a full one. Its updates are not counted (the best
+                    # weights of the completed epochs are restored below), so the reference matched to the
+                    # student's epochs is trained exactly as far.
+                    stop = _Stop(stop.reason, f"{stop.message}; those batches are not counted: the weights are "
+                                              f"the best of the {len(hist.epochs)} completed epochs")
+                    epoch -= 1
+                    break
                 val = _validate(model, x_val, config.eval_batch_size)
             except _Stop as s:
                 stop = s
