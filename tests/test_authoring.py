@@ -454,7 +454,7 @@ def test_new_never_overwrites(tmp_path):
     (tmp_path / "reference").mkdir()
     (tmp_path / "grader" / "checks").mkdir(parents=True)
     made = scaffold("demo", root=tmp_path)
-    assert len(made.files) == 8
+    assert len(made.files) == 10  # reference, mistakes, checks, model half, harness, rubric, examples, test
     before = {p: p.read_text() for p in made.files}
     with pytest.raises(ScaffoldError, match="refusing to overwrite"):
         scaffold("demo", root=tmp_path)

@@ -75,10 +75,14 @@ def corpus(tmp_path_factory):
     return root, out, before, summary, results
 
 
-def by_component(result: dict) -> dict[str, tuple[float, float, str]]:
+def by_component(result: dict, properties: bool = True) -> dict[str, tuple[float, float, str]]:
+    """{component: (score, max, feedback)}; `properties=False` leaves out the declared-property checks,
+    which judge what the code genuinely does (e.g. its gradients), never the values an attack lies about."""
     out: dict[str, list] = {}
     for t in result["tests"]:
         c = t["extra_data"]["component"]
+        if not properties and ".property." in t["extra_data"].get("check", t.get("name", "")):
+            continue
         s, m, o = out.setdefault(c, [0.0, 0.0, ""])
         out[c] = [s + t["score"], m + t["max_score"], o + "\n" + t.get("output", "")]
     return {c: tuple(v) for c, v in out.items()}
@@ -98,8 +102,12 @@ def test_the_batch_completes_with_a_result_and_a_report_for_everyone(corpus):
 def test_an_attack_scores_zero_where_it_cheats_and_full_marks_elsewhere(corpus, attack):
     zero, words = ZERO[attack]
     comps = by_component(corpus[4][attack])
+    values = by_component(corpus[4][attack], properties=False)
     for c, (score, max_score, output) in comps.items():
         if zero == EVERYTHING or c in zero:
+            # the cheat earns nothing: every value check of the component scores 0 (a lie about the values
+            # changes no gradient or dtype, so the property checks judge the code's own maths, e.g. an offset)
+            score, max_score, output = values.get(c, (0.0, 0.0, output))
             assert score == 0, f"{attack}: {c} earned {score}/{max_score} it did not deserve:{output}"
             assert re.search(words, output, re.IGNORECASE), f"{attack}: {c} feedback lacks {words!r}:{output}"
         else:
