@@ -75,13 +75,15 @@ def corpus(tmp_path_factory):
     return root, out, before, summary, results
 
 
-def by_component(result: dict, properties: bool = True) -> dict[str, tuple[float, float, str]]:
-    """{component: (score, max, feedback)}; `properties=False` leaves out the declared-property checks,
-    which judge what the code genuinely does (e.g. its gradients), never the values an attack lies about."""
+def by_component(result: dict, values_only: bool = False) -> dict[str, tuple[float, float, str]]:
+    """{component: (score, max, feedback)}; `values_only` leaves out the gradient and declared-property
+    checks, which judge what the code genuinely does (a constant offset leaves its gradients right), never
+    the values an attack lies about."""
     out: dict[str, list] = {}
     for t in result["tests"]:
         c = t["extra_data"]["component"]
-        if not properties and ".property." in t["extra_data"].get("check", t.get("name", "")):
+        check = t["extra_data"].get("check", "")
+        if values_only and (".property." in check or check.endswith(".gradients")):
             continue
         s, m, o = out.setdefault(c, [0.0, 0.0, ""])
         out[c] = [s + t["score"], m + t["max_score"], o + "\n" + t.get("output", "")]
@@ -102,7 +104,7 @@ def test_the_batch_completes_with_a_result_and_a_report_for_everyone(corpus):
 def test_an_attack_scores_zero_where_it_cheats_and_full_marks_elsewhere(corpus, attack):
     zero, words = ZERO[attack]
     comps = by_component(corpus[4][attack])
-    values = by_component(corpus[4][attack], properties=False)
+    values = by_component(corpus[4][attack], values_only=True)
     for c, (score, max_score, output) in comps.items():
         if zero == EVERYTHING or c in zero:
             # the cheat earns nothing: every value check of the component scores 0 (a lie about the values

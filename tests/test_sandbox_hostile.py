@@ -38,8 +38,13 @@ def grade(sub: Path, rubric, only=QUICK, out=None):
 
 
 def scores(result) -> dict[str, float]:
+    """Points per component on its value checks. The gradient and declared-property checks judge what the
+    code genuinely does (a constant offset leaves its gradients and dtype right), never the values an
+    attack lies about, so they are left out here."""
     out: dict[str, float] = {}
     for t in result.tests:
+        if ".property." in t.check or t.check.endswith(".gradients"):
+            continue
         out[t.component] = out.get(t.component, 0.0) + t.score
     return out
 

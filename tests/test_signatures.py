@@ -111,7 +111,9 @@ def test_malformed_student_signatures_leave_the_call_alone():
 @pytest.mark.parametrize("assignment", sorted(RUBRICS))
 def test_every_rubric_declares_an_interface_table_that_fits_the_reference(assignment):
     rubric = RUBRICS[assignment]
-    assert rubric.interface and "interface" in rubric.components
+    # arm-transformer grades one class whose template fixes `forward(x, causal=True)`: its checks judge the
+    # signature themselves (block.shapes), so it declares no [interface] table
+    assert (rubric.interface and "interface" in rubric.components) or assignment == "arm-transformer"
     assert lint_rubric(rubric) == []
 
 

@@ -435,6 +435,54 @@ def _write_status(fd: int | None, status: int) -> None:
         pass
 
 
+class _CappedOutput:
+    """The student's `print`s and `sys.stdout.write`s: the first OUTPUT_CAP bytes (stdout and stderr
+    together) reach the output log, the rest is dropped without an error. Printing never fails the
+    student's code: writing on until the file-size limit would raise OSError (EFBIG) inside their call."""
+
+    written = 0  # shared by stdout and stderr: one log
+    notice = b"\n[gradekit: the output went on past this point and was not kept]\n"
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.encoding, self.errors = "utf-8", "replace"
+
+    def write(self, text) -> int:
+        data = text.encode(self.encoding, self.errors) if isinstance(text, str) else bytes(text)
+        room = OUTPUT_CAP - _CappedOutput.written
+        chunk = data[:max(room, 0)]
+        if chunk or (room >= 0 and len(data) > len(chunk)):
+            try:
+                os.write(self.fd, chunk if len(chunk) == len(data) else chunk + _CappedOutput.notice)
+            except OSError:
+                pass
+            _CappedOutput.written += len(chunk) + (0 if len(chunk) == len(data) else len(_CappedOutput.notice) + 1)
+        return len(text)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def isatty(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def buffer(self):  # code that writes bytes to sys.stdout.buffer
+        return self
+
+
+OUTPUT_CAP = 8 << 20  # bytes of the student's output written to the log (the report shows less)
+
+
 def _enter_scratch(config: dict, log: int | None) -> None:
     scratch = config["scratch"]
     os.chdir(scratch)
@@ -443,8 +491,7 @@ def _enter_scratch(config: dict, log: int | None) -> None:
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
-    sys.stdout = open(1, "w", buffering=1, closefd=False, errors="replace")
-    sys.stderr = open(2, "w", buffering=1, closefd=False, errors="replace")
+    sys.stdout, sys.stderr = _CappedOutput(1), _CappedOutput(2)
     faulthandler.enable(file=sys.stderr)  # a segfault leaves "Fatal Python error: ..." in the log
     # The submission imports from its own folder and installed packages only, never from the repo.
     repo = config.get("repo_root")
