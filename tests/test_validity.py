@@ -122,7 +122,11 @@ def _check_planting(s, qualnames=None):
     assert seen == (qualnames or seen)
     m = next(m for m, _ in s.mutants() if m.qualname in seen and s.changes_behaviour(m))
     bad = planted(s.reference_source, s.reference_source, m.qualname, m.function_source, "mutant")
-    assert not same_behaviour(s.reference_probe, s.probe(_exec_submission(bad)))
+    try:
+        got = s.probe(_exec_submission(bad))
+    except Exception:  # noqa: BLE001 - e.g. `.data` on a layer: the mutant cannot even build the model
+        return
+    assert not same_behaviour(s.reference_probe, got)
 
 
 def test_planting_a_function_a_staticmethod_and_methods_changes_nothing_but_the_mutation(rubrics, studies):
