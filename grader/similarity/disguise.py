@@ -13,7 +13,7 @@ import ast
 import random
 from typing import Callable
 
-from grader.similarity.tokens import _METHOD_LIKE, _LoopToComp
+from grader.similarity.tokens import _METHOD_LIKE, BlockTransformer, _LoopToComp
 
 _WORDS = ("alpha beta gamma delta sigma theta omega kappa lam rho tau phi chi psi zeta eta nu xi acc buf "
           "tmp val res out cur nxt hid lat enc dec agg part head tail core mid").split()
@@ -79,7 +79,7 @@ def recomment(source: str, rng: random.Random) -> str:
     return "\n".join(out) + "\n"
 
 
-class _Split(ast.NodeTransformer):
+class _Split(BlockTransformer):
     """`return a OP b` -> `t = a; return t OP b`."""
 
     def __init__(self, rng: random.Random, taken: set[str]):
@@ -95,13 +95,6 @@ class _Split(ast.NodeTransformer):
                 s.value.left = ast.Name(name, ast.Load())
             out.append(s)
         return out
-
-    def generic_visit(self, node):
-        for field in ("body", "orelse", "finalbody"):
-            b = getattr(node, field, None)
-            if isinstance(b, list) and b and isinstance(b[0], ast.stmt):
-                setattr(node, field, self._block(b))
-        return node
 
 
 def split_expressions(source: str, rng: random.Random) -> str:
@@ -120,7 +113,7 @@ def merge_expressions(source: str, rng: random.Random) -> str:
     return ast.unparse(tree)
 
 
-class _CompToLoop(ast.NodeTransformer):
+class _CompToLoop(BlockTransformer):
     def _block(self, body):
         out = []
         for s in body:
@@ -136,13 +129,6 @@ class _CompToLoop(ast.NodeTransformer):
                 continue
             out.append(s)
         return out
-
-    def generic_visit(self, node):
-        for field in ("body", "orelse", "finalbody"):
-            b = getattr(node, field, None)
-            if isinstance(b, list) and b and isinstance(b[0], ast.stmt):
-                setattr(node, field, self._block(b))
-        return node
 
 
 def swap_loops(source: str, rng: random.Random) -> str:

@@ -185,7 +185,25 @@ class _InlineTemporaries(ast.NodeTransformer):
     visit_AsyncFunctionDef = visit_FunctionDef
 
 
-class _LoopToComp(ast.NodeTransformer):
+class BlockTransformer(ast.NodeTransformer):
+    """Rewrites statement lists: `_block(stmts) -> stmts` is called on every body, orelse and finalbody
+    (after their own statements were visited), and every other field is visited as usual."""
+
+    def _block(self, body: list[ast.stmt]) -> list[ast.stmt]:
+        return body
+
+    def generic_visit(self, node):
+        for field in ("body", "orelse", "finalbody"):
+            b = getattr(node, field, None)
+            if isinstance(b, list) and b and isinstance(b[0], ast.stmt):
+                setattr(node, field, self._block(b))
+        for field, value in ast.iter_fields(node):
+            if field not in ("body", "orelse", "finalbody") and isinstance(value, ast.AST):
+                self.visit(value)
+        return node
+
+
+class _LoopToComp(BlockTransformer):
     """`v = []` + `for t in it: v.append(e)` -> `v = [e for t in it]` (the comprehension is then
     inlined where `v` is read once, as `[e for t in it]` written directly would be)."""
 
@@ -206,16 +224,6 @@ class _LoopToComp(ast.NodeTransformer):
                 continue
             out.append(s)
         return out
-
-    def generic_visit(self, node):
-        for field in ("body", "orelse", "finalbody"):
-            b = getattr(node, field, None)
-            if isinstance(b, list) and b and isinstance(b[0], ast.stmt):
-                setattr(node, field, self._block(b))
-        for field, value in ast.iter_fields(node):
-            if field not in ("body", "orelse", "finalbody") and isinstance(value, ast.AST):
-                self.visit(value)
-        return node
 
 
 def _imported_names(tree: ast.Module) -> set[str]:
