@@ -36,7 +36,7 @@ demo: $(STAMP)
 
 # One line per test file as it finishes (pytest's default progress), slowest tests listed at the end.
 test: $(STAMP) browser
-	@echo "make test: about 20 minutes on 2 CPU cores without a GPU (model training, sandboxes, PDFs);"
+	@echo "make test: about 25 minutes on 2 CPU cores without a GPU (model training, sandboxes, PDFs);"
 	@echo "one line per test file below, with the share done at its right."
 	$(PY) -m pytest -p no:cacheprovider --durations=10
 
