@@ -61,6 +61,18 @@ def test_bad_declarations_say_what_to_fix(tmp_path, entry, message):
         load_rubric(tmp_path / "vae.toml")
 
 
+def test_a_parameter_under_other_names_is_matched_to_its_own_network_or_to_none():
+    from grader.checks.properties import _same_parameter
+
+    # a decoder net kept as `decoder_net` and `net` is listed once, under its first name: its bias is the decoder's,
+    # not the encoder's bias of the same shape (compared so, the correct gradient looked wrong)
+    assert _same_parameter("decoder.net.0.bias", ["encoder.net.0.bias", "decoder.decoder_net.0.bias"]) == \
+        ["decoder.decoder_net.0.bias"]
+    assert _same_parameter("decoder.0.weight", ["decoder_net.0.weight"]) == ["decoder_net.0.weight"]
+    assert _same_parameter("decoder.0.weight", ["decoder_net.weight"]) == []  # never a bare ".weight"
+    assert _same_parameter("encoder.net.0.weight", ["enc.net.0.weight", "dec.net.0.weight"]) == []  # ambiguous
+
+
 # ---- charged once ---------------------------------------------------------------------------------
 
 def _test(check, points, score, causes, component="c"):
@@ -133,6 +145,19 @@ def test_a_mistake_no_value_check_sees_costs_its_property(tmp_path, assignment, 
     lost = {t.check: round(t.max_score - t.score, 4) for t in result.tests if t.score < t.max_score - 1e-9}
     assert f"{component}.property.{prop}" in lost, (lost, [t.output for t in result.tests])
     assert all(c.startswith(component + ".") for c in lost), lost
+
+
+@pytest.mark.slow
+def test_an_upstream_that_edits_its_input_in_place_is_charged_on_its_own_component_only(tmp_path):
+    # (held-out bench, seed 507853: the stand-ins ran the student's own reparameterization on the caller's mu to
+    # read its layout, and its `mu.add_` changed the encoder's and the ELBO's mu: both were charged too)
+    root = _planted(tmp_path, "alice", "vae.py", "        return mu + eps * std\n", "        return mu.add_(eps * std)\n")
+    result = grade_submission(root, RUBRICS["vae"], GradeOptions(only=["reparameterization", "encoder", "elbo"],
+                                                                  device="cpu"))
+    lost = {t.check for t in result.tests if t.score < t.max_score - 1e-9}
+    assert "reparameterization.property.pure" in lost, lost
+    assert all(c.startswith("reparameterization.") for c in lost), [(t.check, t.output) for t in result.tests
+                                                                    if t.check in lost]
 
 
 @pytest.mark.slow

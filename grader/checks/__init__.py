@@ -91,6 +91,9 @@ class Session:
     # component -> what its failed property checks found ("your reconstruction_loss changes its input in place,
     # so backward through it fails"): model-level messages name these causes (`likely_causes`)
     findings: dict = field(default_factory=dict)
+    # mistake id -> the check that called the mistake's own function and got neither the correct output nor the
+    # mistake's: the student does not make that mistake, so no other check may name it (`CheckContext.diagnose`)
+    ruled_out: dict = field(default_factory=dict)
     remaining_s: "Callable[[], float]" = lambda: float("inf")
     secret: str = ""  # what every check's inputs derive from (grader/checks/inputs.py); "": the published inputs
 
@@ -108,6 +111,7 @@ class CheckContext:
         self.call_timeout = call_timeout
         self.session = session or Session()
         self.cases: list[Case] = []
+        self.called: set[str] = set()  # the targets this check called ("assign", "Decoder.decode")
         self.mistakes: list[Mistake] = []
         self.notes: list[str] = []
         self.cause: str | None = None  # the cause of every failing case recorded (a property check: its property)
@@ -140,6 +144,7 @@ class CheckContext:
         from grader.checks import interface  # (imports this module)
 
         args, kwargs, grad = interface.rebind(self, target, list(args), dict(kwargs), grad)
+        self.called.add(target if isinstance(target, str) else str(target.get("label", "")))
         renamed = grad.pop("renamed", None) if grad else None
         args, kwargs = tag(list(args), self.specs), tag(kwargs, self.specs)
         names = sorted(self.stand_ins.names)
@@ -380,16 +385,36 @@ class CheckContext:
                 patches = {mutant.component: mutant.fn}
                 scored.append((dist(patches), mistake, patches))
         scored.sort(key=lambda t: t[0])
+        correct = dist({}) if scored else math.inf
+        self._rule_out(scored, correct)
         if not scored or scored[0][0] > 1.0:
             return None
         best, mistake, patches = scored[0]
-        if any(d < SEPARATION for d, _, _ in scored[1:]) or dist({}) < SEPARATION:
+        if any(d < SEPARATION for d, _, _ in scored[1:]) or correct < SEPARATION:
             return None  # ambiguous, or too close to the correct value: name nothing
+        if mistake.id in getattr(getattr(self, "session", None), "ruled_out", {}):
+            return None  # another check saw the mistake's own function answer otherwise
         if any(dist(patches, c) < SEPARATION for c in scales):
             return None  # the same mistake at another scale fits as well: the statistic cannot tell
         if mistake not in self.mistakes:
             self.mistakes.append(mistake)
         return mistake
+
+    def _rule_out(self, scored: list, correct: float) -> None:
+        """Remember the mistakes this check shows the student does not make: its output is far from the correct
+        value and from the mistake's prediction, the prediction differs from the correct value here (the mistake
+        shows in this case), and the check called the mistake's own function directly. (A downstream check can
+        confuse two mistakes that the function's own output tells apart: relu for sigmoid and no sigmoid give
+        the same clamped log-likelihood.) `grader.charging.drop_ruled_out` takes such a name back from a check
+        that gave it earlier."""
+        session = getattr(self, "session", None)
+        if session is None or not correct > SEPARATION:
+            return
+        for d, mistake, _ in scored:
+            mutant = self.mutants.get(mistake.id)
+            if mutant is not None and mutant.component in getattr(self, "called", ()) and d > SEPARATION \
+                    and not math.isclose(d, correct, rel_tol=1e-3):
+                session.ruled_out.setdefault(mistake.id, self.spec.id)
 
     def reference_variants(self) -> Iterator[tuple[str, dict]]:
         """The clean reference, then (if any) the reference with the mistakes diagnosed in other
