@@ -121,12 +121,24 @@ UNSEEN = [  # (assignment, example, module, component, property, old, new)
      "    def sample(self, batch_size):\n        torch.manual_seed(0)\n"),
     ("vae", "alice", "vae.py", "decoder", "stochastic", "    def sample(self, z):\n",
      "    def sample(self, z):\n        torch.manual_seed(0)\n"),  # the held-out bench's escape (seed 302843)
+    # z detached inside log q(z|x): the encoder's parameters still get gradients (through mu and log_var), wrong
+    # ones (held-out bench, seed 507853: the property checked only that they exist)
+    ("vae", "alice", "vae.py", "encoder", "differentiable", "            z = self.sample(mu_e=mu_e, log_var_e=log_var_e)\n",
+     "            z = self.sample(mu_e=mu_e, log_var_e=log_var_e).detach()\n"),
+    ("vae", "alice", "vae.py", "mog_prior.sample", "dtype",  # held-out bench, seed 780458
+     "        return self.means[k] + torch.exp(0.5 * self.logvars[k]) * eps\n",
+     "        return (self.means[k] + torch.exp(0.5 * self.logvars[k]) * eps).float()\n"),
+    ("vae", "alice", "vae.py", "encoder", "dtype",  # held-out bench, seed 583269
+     "        return self.reparameterization(mu_e, log_var_e)\n",
+     "        return self.reparameterization(mu_e, log_var_e).float()\n"),
     ("kmeans-autoencoder", "dana", "kmeans_autoencoder.py", "minibatch_update", "range",
      "        members = x_batch[labels == k]\n",
      "        d = ((x_batch[:, None] - centres[None]) ** 2).sum(-1)\n"
      "        members = x_batch[d[:, k] == d.min(dim=1).values]\n"),
     ("kmeans-autoencoder", "dana", "kmeans_autoencoder.py", "reconstruction_loss", "pure",
      '    return F.mse_loss(x_hat, x, reduction="mean")', "    return x_hat.sub_(x).pow(2).mean()"),
+    ("kmeans-autoencoder", "dana", "kmeans_autoencoder.py", "confusion", "dtype",  # held-out bench, seed 583269
+     "    return m\n\n\n# -------", "    return m.float()\n\n\n# -------"),
     ("amortized-vs-lo", "heidi", "amortized_vs_lo.py", "importance", "range",
      "    m = log_w.max(dim=0, keepdim=True).values\n", "    m = log_w.mean(dim=0, keepdim=True)\n"),
     ("density-models", "frank", "density_models.py", "gmm.em_step", "range",

@@ -180,7 +180,7 @@ class CheckContext:
         return self.sandbox.request(req, timeout=timeout)["result"]
 
     def new(self, name: str, cls: str, *args, state: dict | None = None, partial_state: bool | None = None,
-            **kwargs) -> dict:
+            float_dtype: str | None = None, **kwargs) -> dict:
         """Build the student's class `cls` in the sandbox and keep it under `name`. The child's torch
         RNG is seeded first (per check), so randomly initialised weights, and the score of a check
         that depends on them, are the same every time the submission is graded.
@@ -188,12 +188,17 @@ class CheckContext:
         `state` ({dotted name: array}) is copied into the object; an entry the student's object has
         no tensor of that shape for fails the request, unless `partial_state` (default: when the
         class's constructor stands in, its layers then answer with the check's values): such
-        entries are listed in `self.unassigned[name]` ((entry, why) pairs) and the object is kept."""
+        entries are listed in `self.unassigned[name]` ((entry, why) pairs) and the object is kept.
+        `float_dtype` ("float64"): the module is converted (`module.to(dtype)`) before `state` goes in, for the
+        dtype property of a class whose tensors are its own (not one whose constructor stands in: its layers
+        answer through the grader's float32 twins)."""
         stands_in = f"{cls}.__init__" in self.stand_ins.names
         if partial_state is None:
             partial_state = stands_in
         spec = {"class": cls, "args": list(args), "kwargs": kwargs, "state": state or {},
                 "partial_state": bool(partial_state)}
+        if float_dtype is not None:
+            spec["dtype"] = str(float_dtype)
         if stands_in:
             # a constructor that fails still leaves the methods checkable: the child completes the
             # object with the specified layers (plain descriptions), which stand in anyway
