@@ -131,6 +131,9 @@ UNSEEN = [  # (assignment, example, module, component, property, old, new)
     ("vae", "alice", "vae.py", "encoder", "dtype",  # held-out bench, seed 583269
      "        return self.reparameterization(mu_e, log_var_e)\n",
      "        return self.reparameterization(mu_e, log_var_e).float()\n"),
+    ("vae", "alice", "vae.py", "decoder", "differentiable",  # held-out bench, seed 381953
+     '        return log_bernoulli(x, probs, reduction="sum", dim=-1)\n',
+     '        return log_bernoulli(x, probs, reduction="sum", dim=-1).detach()\n'),
     ("kmeans-autoencoder", "dana", "kmeans_autoencoder.py", "minibatch_update", "range",
      "        members = x_batch[labels == k]\n",
      "        d = ((x_batch[:, None] - centres[None]) ** 2).sum(-1)\n"

@@ -18,13 +18,16 @@ property checks are generic: a new assignment declares its components' propertie
 Each check fails only when its property fails, so a mistake in the values costs the value checks, not these:
 
 - **differentiable**: gradients reach each declared input (and, with "params", every parameter of the component's
-  own network that the reference's reaches); the inputs' gradients equal the reference's; when the values differ from the reference (a mistake charged by the value
-  checks), the gradients are compared with finite differences of the student's own function instead;
+  own network that the reference's reaches) and equal the reference's (a parameter kept under other attribute
+  names is matched by its own network's path, `_same_parameter`); when the values differ from the reference (a
+  mistake charged by the value checks), the inputs' gradients are compared with finite differences of the
+  student's own function instead, and the parameters' only need to exist;
 - **stochastic**: different seeds give different draws, the same seed the same draws (no reseeding inside the
   function, no global-state reset), and two unseeded calls differ;
 - **pure**: the inputs are unchanged after the call (compared with copies), and backward through the result works
   when the inputs require gradients (an in-place edit of an input breaks it);
-- **dtype**: float32 in, float32 out; float64 in, float64 out;
+- **dtype**: float32 in, float32 out; float64 in, float64 out (an object's own tensors converted with
+  `ctx.new(..., float_dtype=)`, e.g. a prior's parameters); integer results (counts, indices) stay integers;
 - **batch**: a batch of one gives the same values as that example inside a batch, and non-square shapes (B, D and L
   all different) give the reference's shapes, so that a transpose or a hard-coded size shows;
 - **range**: right on ordinary inputs, right on extreme but legal ones too (large spreads of log-weights, tiny and

@@ -872,6 +872,18 @@ def _example_decoder(ctx, v):
                               lambda t: ref_dec.decode(t["z"]), params="dec", ref_object=ref_dec, batched=("z",))
 
 
+def _example_decoder_log_prob(ctx, v):
+    """log p(x|z) (Bernoulli), through `decode`: what training differentiates (a detached log_prob kept full
+    marks while the property looked at `decode` alone)."""
+    spec = _decoder_net(ctx, "bernoulli")
+    dec = ctx.new("dec", "Decoder", {"__net__": spec}, distribution="bernoulli")
+    ref_dec = ctx.ref.Decoder(nets.build(spec, ctx.device), distribution="bernoulli")
+    x, z = _f(ctx.rng.integers(0, 2, (v.batch, D)), "float32"), _f(ctx.rng.standard_normal((v.batch, L)), "float32")
+    return properties.Example(ctx.method(dec, "log_prob", "Decoder.log_prob"), {"x": x, "z": z},
+                              lambda t: ref_dec.log_prob(t["x"], t["z"]), params="dec", ref_object=ref_dec,
+                              batched=("x", "z"))
+
+
 def _example_decoder_sample(ctx, v):
     spec = _decoder_net(ctx, "bernoulli")
     dec = ctx.new("dec", "Decoder", {"__net__": spec}, distribution="bernoulli")
@@ -915,7 +927,11 @@ def _example_elbo(ctx, v):
 EXAMPLES = {
     "log_normal_diag": _example_log_normal_diag, "log_standard_normal": _example_log_standard_normal,
     "log_bernoulli": _example_log_bernoulli, "log_categorical": _example_log_categorical,
-    "reparameterization": _example_reparameterization, "encoder": {"dtype": _example_encoder_sample, "default": _example_encoder},
-    "decoder": {"default": _example_decoder, "stochastic": _example_decoder_sample},
-    "mog_prior.log_prob": _example_mog_log_prob, "mog_prior.sample": {"dtype": lambda ctx, v: _example_mog_sample(ctx, v, v.dtype), "default": _example_mog_sample}, "elbo": _example_elbo,
+    "reparameterization": _example_reparameterization,
+    "encoder": {"default": _example_encoder, "dtype": _example_encoder_sample},
+    "decoder": {"default": _example_decoder, "differentiable": _example_decoder_log_prob,
+                "stochastic": _example_decoder_sample},
+    "mog_prior.log_prob": _example_mog_log_prob,
+    "mog_prior.sample": {"default": _example_mog_sample, "dtype": lambda ctx, v: _example_mog_sample(ctx, v, v.dtype)},
+    "elbo": _example_elbo,
 }
