@@ -9,6 +9,8 @@ An assignment's model half is a small subclass of `ModelLevel` (e.g. grader/chec
                    (grader.model_cache: settings, data, device and the code it depends on)
     train_student  the student's model trained in the sandbox through a harness (grader/harnesses/): only
                    plain data comes back (a history and weights); the grader times the call itself
+    training_call  that harness call as data (`TrainingCall`), so that `train_ahead` can start it before the
+                   model checks run: in a second sandboxed child, while the unit checks run (engine.py)
     evaluate       the student's weights loaded into the reference's model and evaluated with reference code
     figures, record
                    what the report shows (figures, metrics)
@@ -18,18 +20,29 @@ with the rules every assignment follows: the reference is never cut by wall-cloc
 stopped by its time budget is compared with the reference trained for as many epochs, but only when the
 grader saw the budget run out (grader/history.py: what the child says is a claim); the report says both.
 The check functions then score metrics relative to the reference (`relative_score`).
+
+Training ahead: the engine may call `train_ahead(ctx)` (the assignment's checks module re-exports it) with a
+context whose sandbox is a second child of the same submission, before the first check runs. The training
+call then runs in a thread (it only waits on that child's socket) while the unit checks use the other core;
+`run_training` hands its reply to `train_student` when the model checks come, or makes the call itself when
+nothing was started ahead. The call, its inputs, its time limit and what is done with its reply are the
+same either way, and a failure is raised where it would have been (in the model check, after the unit
+checks): only the wall-clock time of the whole grade changes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
-from grader.checks import CheckContext, believed_epochs, reference_at_students_epochs
+from grader import trace
+from grader.checks import CheckContext, believed_epochs, reference_at_students_epochs, timed_call
 from grader.history import TrainingClaim, epochs_done
 from grader.metrics import Metric
 from grader.sandbox.errors import StudentCodeError
@@ -73,6 +86,61 @@ class ModelRun:
     @property
     def reference_history(self) -> dict:
         return self.reference.history
+
+
+@dataclass
+class TrainingCall:
+    """The harness call that trains the student's model: `ctx.harness(function, timeout=timeout, **kwargs)`."""
+
+    function: str  # grader/harnesses/<module>.<function>
+    kwargs: dict  # plain data (numbers, strings, dicts, numpy arrays)
+    timeout: float  # seconds for the whole call
+
+
+def _same(a, b) -> bool:
+    """Plain data equal, arrays by shape, dtype and values (`==` on arrays is element-wise)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+                and a.dtype == b.dtype and np.array_equal(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+class TrainingAhead:
+    """A `TrainingCall` running in a thread on another sandbox (`ModelLevel.train_ahead`); `result()` waits for it.
+
+    The thread only sends the request and waits on the child's socket (the GIL is free meanwhile), so the
+    grader's main thread goes on with the unit checks in its own sandbox."""
+
+    KEY = "model level: training started ahead"  # session.cache key
+
+    def __init__(self, ctx: CheckContext, call: TrainingCall):
+        self.call = call
+        self._reply = self._error = None
+        self._seconds = 0.0
+        self._thread = threading.Thread(target=self._train, args=(ctx,), name="gradekit-training-ahead", daemon=True)
+        self._thread.start()
+
+    def _train(self, ctx: CheckContext) -> None:
+        try:
+            self._reply, self._seconds = timed_call(ctx.harness, self.call.function, timeout=self.call.timeout,
+                                                    **self.call.kwargs)
+        except BaseException as e:  # StudentCodeError (timeout, crash, exception): raised again by result()
+            self._error = e
+        trace.mark("training ahead: the child's reply arrived")
+
+    def matches(self, call: TrainingCall) -> bool:
+        return call.function == self.call.function and _same(call.kwargs, self.call.kwargs)
+
+    def result(self) -> tuple:
+        """(reply, wall seconds measured around the call) or the call's exception, once the thread is done."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._reply, self._seconds
 
 
 class ModelLevel:
@@ -140,6 +208,34 @@ class ModelLevel:
         `run.student_history` and `run.claim`; return the trained weights (arrays). ModelGradingError when
         nothing can be evaluated."""
         raise NotImplementedError
+
+    def training_call(self, ctx: CheckContext, s, data) -> TrainingCall | None:
+        """The harness call `train_student` makes (None: this assignment does not train ahead)."""
+        return None
+
+    def run_training(self, ctx: CheckContext, call: TrainingCall) -> tuple:
+        """(reply, wall seconds) of `call`: the one `train_ahead` started when it is the same call, else made now.
+        Raises what `ctx.harness` raises (StudentCodeError)."""
+        ahead = ctx.session.cache.pop(TrainingAhead.KEY, None)
+        if ahead is not None and ahead.matches(call):
+            return ahead.result()
+        return timed_call(ctx.harness, call.function, timeout=call.timeout, **call.kwargs)
+
+    def train_ahead(self, ctx: CheckContext) -> bool:
+        """Start the student's training now, in `ctx.sandbox` (a second child: engine.py), for `run_training` to
+        collect; False when there is nothing to start (a checkpoint is graded instead, no `training_call`)."""
+        s = self.settings(ctx.rubric, ctx.session)
+        data = self.load_data(s)
+        try:
+            if self.submitted_weights(ctx, s) is not None:
+                return False
+        except ModelGradingError:  # an unreadable checkpoint: said by the model checks, in turn
+            return False
+        call = self.training_call(ctx, s, data)
+        if call is None:
+            return False
+        ctx.session.cache[TrainingAhead.KEY] = TrainingAhead(ctx, call)
+        return True
 
     def submitted_weights(self, ctx: CheckContext, s) -> dict | None:
         """Weights the student handed in instead of training (None: train). Default: never."""
@@ -255,4 +351,4 @@ def checkpoint_weights(folder: Path) -> dict | None:
 
 
 __all__ = ["MAX_CHECKPOINT_BYTES", "Metric", "ModelGradingError", "ModelLevel", "ModelRun", "Reference",
-           "checkpoint_weights"]
+           "TrainingAhead", "TrainingCall", "checkpoint_weights"]

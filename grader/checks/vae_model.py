@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, UNBOUNDED_S, likely_causes, note_epoch_matched, relative_score, timed_call
-from grader.checks.model_level import ModelGradingError, ModelLevel, ModelRun, Reference, checkpoint_weights
+from grader.checks import CheckContext, UNBOUNDED_S, likely_causes, note_epoch_matched, relative_score
+from grader.checks.model_level import (ModelGradingError, ModelLevel, ModelRun, Reference, TrainingCall,
+                                       checkpoint_weights)
 from grader.metrics import Metric
 
 
@@ -96,12 +97,15 @@ class VAEModelLevel(ModelLevel):
     def submitted_weights(self, ctx: CheckContext, s: Settings) -> dict | None:
         return checkpoint_weights(ctx.sandbox.scratch) if s.allow_checkpoint else None
 
-    def train_student(self, ctx: CheckContext, s: Settings, data, run: ModelRun) -> dict:
+    def training_call(self, ctx: CheckContext, s: Settings, data) -> TrainingCall:
         cfg = s.train_config()
-        budget = min(ctx.session.remaining_s(), cfg.time_budget_s * 2 + 60)
-        reply, seconds = timed_call(ctx.harness, "vae.train", timeout=budget, config=asdict(cfg), D=data.D,
-                                    num_vals=data.num_vals, likelihood=data.likelihood,
-                                    x_train=data.x_train.numpy(), x_val=data.x_val.numpy())
+        return TrainingCall("vae.train", dict(config=asdict(cfg), D=data.D, num_vals=data.num_vals,
+                                              likelihood=data.likelihood, x_train=data.x_train.numpy(),
+                                              x_val=data.x_val.numpy()),
+                            timeout=min(ctx.session.remaining_s(), cfg.time_budget_s * 2 + 60))
+
+    def train_student(self, ctx: CheckContext, s: Settings, data, run: ModelRun) -> dict:
+        reply, seconds = self.run_training(ctx, self.training_call(ctx, s, data))
         hist = reply["history"]
         weights = hist.pop("state_dict", {})
         run.student_history = hist
@@ -177,6 +181,10 @@ def preflight(rubric, session, selected) -> None:
 
 def model_run(ctx: CheckContext) -> ModelRun:
     return MODEL.run(ctx)
+
+
+def train_ahead(ctx: CheckContext) -> bool:
+    return MODEL.train_ahead(ctx)
 
 
 @torch.no_grad()
