@@ -199,6 +199,10 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         questions=[],
     )
     trains = any(spec.kind_info.trains for spec in selected)
+    if trains:  # unit checks never train: they do not wait for it. Asked now, it overlaps the preflight below
+        from grader.sandbox.client import Zygote
+
+        Zygote.shared().prepare_training()
     # Unit checks compute on small tensors, the grader and the child taking turns: more than one torch
     # thread only adds OpenMP hand-offs and spinning threads competing with the other process for the
     # cores (3x the CPU time and 2-3x the wall time of `grade check` measured on 2 cores). That holds
@@ -241,8 +245,6 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         if left_out:
             result.errors.append("not graded (links, special files, or over the size limit): "
                                  + ", ".join(left_out[:20]) + (" …" if len(left_out) > 20 else ""))
-        if trains:
-            sandbox.prepare_training()  # unit checks never train: they do not wait for it
         trainer = None
         if ahead:  # a second child of the same copy (taken before any student code ran), for the training only
             trainer = closing.enter_context(Sandbox(sandbox.scratch, dataclasses.replace(config)))

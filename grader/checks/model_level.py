@@ -262,6 +262,7 @@ class ModelLevel:
         s = self.settings(ctx.rubric, ctx.session)
         data = self.load_data(s)
         run = ModelRun(settings=s, data=data, reference=self.reference(ctx, s, data))
+        trace.mark("model level: reference ready")
         ctx.session.cache[self.name] = run
         try:
             weights = self.submitted_weights(ctx, s)
@@ -269,9 +270,12 @@ class ModelLevel:
                 run.source = "checkpoint"
             else:
                 weights = self.train_student(ctx, s, data, run)
+            trace.mark("model level: the student's model trained")
             self._match_epochs(ctx, s, data, run)
             self.evaluate(ctx, s, data, run, weights)
+            trace.mark("model level: evaluated")
             self.figures(ctx, run)
+            trace.mark("model level: figures drawn")
         except ModelGradingError as e:
             run.error = str(e)
         except StudentCodeError as e:

@@ -116,9 +116,12 @@ class Zygote:
 
     def prepare_training(self) -> None:
         """Ask the zygote to preload the training stack (torch._dynamo, which the first optimiser imports) before its next
-        fork, so children that train do not each pay ~2.5 s. No reply: the next `fork` waits for it."""
+        fork, so children that train do not each pay ~2.5 s. No reply, and no wait for the zygote's own start: the
+        message waits in its socket, and the next `fork` waits for both (the grader goes on meanwhile)."""
         with self._lock:
-            self.start()
+            if self.proc is None or self.proc.poll() is not None:
+                self.stop()
+                self.launch()
             try:
                 self.ctl.send(json.dumps({"prepare": "training"}).encode())
             except OSError:
