@@ -636,7 +636,7 @@ def collect_results(out: Path) -> list:
             continue
         r.student = p.parent.name
         results.append(r)
-    from grader.serve.store import apply_stored_grades
+    from grader.manual_grades.store import apply_stored_grades
 
     apply_stored_grades(out, results)  # grades entered in `grade serve` (grades.sqlite) count everywhere
     return results

@@ -122,7 +122,7 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
 def export_cmd(fmt, out, roster):
     """Write the class's grades in an LMS's import format (OUT/canvas_grades.csv, ...)."""
     from grader.lms import LmsError, export_gradebook
-    from grader.serve.store import StoreError
+    from grader.manual_grades.store import StoreError
 
     try:
         path, warnings = export_gradebook(out, fmt, roster, return_warnings=True)
