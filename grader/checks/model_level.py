@@ -63,6 +63,10 @@ class ModelRun:
     source: str = "trained"  # or "checkpoint"
     claim: TrainingClaim | None = None  # what the child said about its training, beside the grader's clock
     epoch_matched: int = 0  # >0: the reference was trained for this many epochs, as the student's run reached
+    # assignments with several models (parts): a part that could not be graded does not stop the others
+    errors: dict = field(default_factory=dict)  # part -> why it could not be trained or evaluated
+    claims: dict = field(default_factory=dict)  # epochs setting of a loop (e.g. "vae_epochs") -> its TrainingClaim
+    epochs_matched: dict = field(default_factory=dict)  # epochs setting -> epochs the reference was matched to
     student_error: StudentCodeError | None = None  # the student's code raised while building or training
     extra: dict = field(default_factory=dict)  # the assignment's own results (e.g. sample scores)
 
@@ -150,7 +154,8 @@ class ModelLevel:
         raise NotImplementedError
 
     def figures(self, ctx: CheckContext, run: ModelRun) -> None:
-        """Write figures to `ctx.session.figures_dir` (None: none) and list them in `ctx.session.figures`."""
+        """Write figures to `ctx.session.figures_dir` (None: none) and list them in `ctx.session.figures`.
+        An exception here is recorded in the metrics ("figures_error"), never charged to the student."""
 
     def record(self, ctx: CheckContext, run: ModelRun) -> None:
         """Put what the report shows in `ctx.session.metrics` (described by the assignment's METRICS)."""
@@ -175,7 +180,7 @@ class ModelLevel:
                 weights = self.train_student(ctx, s, data, run)
             self._match_epochs(ctx, s, data, run)
             self.evaluate(ctx, s, data, run, weights)
-            self.figures(ctx, run)
+            self._figures(ctx, run)
         except ModelGradingError as e:
             run.error = str(e)
         except StudentCodeError as e:
@@ -185,14 +190,33 @@ class ModelLevel:
         self.record(ctx, run)
         return run
 
+    def _figures(self, ctx: CheckContext, run: ModelRun) -> None:
+        try:
+            self.figures(ctx, run)
+        except StudentCodeError:
+            raise
+        except Exception as e:  # a figure must never cost marks
+            ctx.session.metrics["figures_error"] = f"{type(e).__name__}: {e}"
+
+    def reference_epochs(self, run: ModelRun, epochs_field: str) -> int:
+        """Epochs the reference's loop counted by setting `epochs_field` trained (its history's)."""
+        return epochs_done(run.reference.history)
+
     def _match_epochs(self, ctx: CheckContext, s, data, run: ModelRun) -> None:
-        """When the time budget stopped the student's loop before the reference's epochs (and the grader saw it),
-        compare with the reference trained for as many epochs: load and speed are not mistakes."""
-        done = believed_epochs(ctx, run.claim, epochs_done(run.reference.history)) if run.claim else 0
-        if done:
-            matched = dataclasses.replace(s, **{self.epochs_field: done})
-            run.reference = reference_at_students_epochs(ctx, lambda: self.reference(ctx, matched, data))
-            run.epoch_matched = done
+        """When the time budget stopped a student's loop before the reference's epochs (and the grader saw it),
+        compare with the reference trained for as many epochs: load and speed are not mistakes. One claim
+        (`run.claim`, counted by `epochs_field`) or one per loop (`run.claims`); one matched reference for all."""
+        claims = {**({self.epochs_field: run.claim} if run.claim else {}), **run.claims}
+        matched = {}
+        for epochs_field, claim in claims.items():
+            done = believed_epochs(ctx, claim, self.reference_epochs(run, epochs_field))
+            if done:
+                matched[epochs_field] = done
+        if matched:
+            at_students = dataclasses.replace(s, **matched)
+            run.reference = reference_at_students_epochs(ctx, lambda: self.reference(ctx, at_students, data))
+            run.epochs_matched = matched
+            run.epoch_matched = matched.get(self.epochs_field, 0)
 
     def claim(self, s, history: dict, seconds: float) -> TrainingClaim:
         """The child's account of its training (`history`) beside the grader's own clock (`seconds`)."""
