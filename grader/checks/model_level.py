@@ -18,6 +18,11 @@ with the rules every assignment follows: the reference is never cut by wall-cloc
 stopped by its time budget is compared with the reference trained for as many epochs, but only when the
 grader saw the budget run out (grader/history.py: what the child says is a claim); the report says both.
 The check functions then score metrics relative to the reference (`relative_score`).
+
+An assignment that trains several models in one run (e.g. a CNN, a VAE and a latent-optimization model) keeps
+one ModelLevel: each part that fails goes in `run.errors[part]` (the others are still graded), each loop's claim
+in `run.claims[<its epochs setting>]` (one reference, trained at every matched loop's epochs). Models that are
+fitted separately (density-models: PPCA, a GMM, a VAE) are one ModelLevel each, with distinct `name`s.
 """
 
 from __future__ import annotations
@@ -218,10 +223,11 @@ class ModelLevel:
             run.epochs_matched = matched
             run.epoch_matched = matched.get(self.epochs_field, 0)
 
-    def claim(self, s, history: dict, seconds: float) -> TrainingClaim:
-        """The child's account of its training (`history`) beside the grader's own clock (`seconds`)."""
-        return TrainingClaim(f"{self.student}'s training", epochs_done(history), str(history.get("stopped_because")),
-                             seconds, float(getattr(s, self.budget_field)))
+    def claim(self, s, history: dict, seconds: float, what: str = "") -> TrainingClaim:
+        """The child's account of its training (`history`) beside the grader's own clock (`seconds`); `what` names
+        the loop in the notes (default: the student's model's training)."""
+        return TrainingClaim(what or f"{self.student}'s training", epochs_done(history),
+                             str(history.get("stopped_because")), seconds, float(getattr(s, self.budget_field)))
 
 
 # ---- submitted checkpoints (a rubric may allow one instead of training) ---------------------------------
