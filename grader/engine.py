@@ -13,7 +13,7 @@ import importlib
 import os
 import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +56,10 @@ class GradingError(Exception):
 
 @dataclass
 class GradeOptions:
+    """How to grade one submission. Everything a grading process needs beyond the submission and the rubric:
+    `grade batch` ships one of these to every worker (pickled to its local pool, as `to_dict()` inside a Dask
+    task), so no option travels through the environment."""
+
     only: list[str] = field(default_factory=list)
     public_only: bool = False
     device: str = "auto"
@@ -65,14 +69,33 @@ class GradeOptions:
     write_figures: bool = True
     threads: int | None = None  # torch threads of the child when it trains (unit checks: always 1)
     namespaces: bool = True
-    # Run where student code cannot be isolated: None = $GRADEKIT_ALLOW_UNSANDBOXED (`--allow-unsandboxed`)
-    allow_unsandboxed: bool | None = None
+    # Run student code even where it cannot be isolated (`--allow-unsandboxed`): results and reports say so
+    allow_unsandboxed: bool = False
     # Files the client left out when it packed this submission on another machine (grader.remote):
     # reported as if this machine's copy had left them out.
     left_out: list[str] = field(default_factory=list)
     # What the checks' inputs derive from (grader/checks/inputs.py): None = a fresh secret for this run (recorded
     # in results.json); a recorded one (`--seed`) draws the same inputs again; "" = the published inputs (self-checks)
     secret: str | None = None
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values (the form a Dask task carries; `from_dict` reads it back)."""
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir) if self.out_dir is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GradeOptions":
+        """The inverse of `to_dict`; a key this version does not know is an error (a client and a worker
+        running different graders are refused before this, by `grader.remote.grader_identity`)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown grading option(s) {', '.join(unknown)}")
+        d = dict(d)
+        if d.get("out_dir") is not None:
+            d["out_dir"] = Path(d["out_dir"])
+        return cls(**d)
 
 
 def resolve_device(device: str) -> str:
@@ -200,11 +223,9 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
     # for `grade batch` too, whose workers ask for cores // jobs threads (for training).
     config = SandboxConfig(module_file=rubric.module, device=device, memory_mb=rubric.limits.memory_mb,
                            threads=(options.threads or torch.get_num_threads()) if trains else 1,
-                           namespaces=options.namespaces,
+                           namespaces=options.namespaces, allow_unsandboxed=options.allow_unsandboxed,
                            load_timeout_s=rubric.limits.call_timeout_s,
                            hide=_hide_list(rubric, submission, options.out_dir))
-    if options.allow_unsandboxed is not None:
-        config.allow_unsandboxed = options.allow_unsandboxed
     from grader.checks.inputs import check_secret, new_secret
 
     try:  # made here, after the zygote was forked off this process: never in a child's memory
