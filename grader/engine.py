@@ -301,7 +301,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
                 ahead_hook((context or CheckContext)(first, rubric, trainer, device, {}, rubric.limits.call_timeout_s,
                                                      session))
                 trace.mark("training started ahead in a second child")
-            except Exception:  # (a grader bug) the model checks then train in the first child, and say what failed
+            except Exception:  # (a grader bug) the model checks then train in the first child, as with one child
                 pass
         for spec in selected:
             number = numbers[spec.id]

@@ -562,6 +562,15 @@ def timed_call(call: Callable, *args, **kwargs):
     return out, time.monotonic() - t0
 
 
+@contextlib.contextmanager
+def seeded(seed: int, device):
+    """torch's global generators (CPU, and `device`'s when it is a GPU) seeded inside the block, restored after it."""
+    devices = [device.index or 0] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 def note_epoch_matched(ctx: CheckContext, epochs: int) -> None:
     """Say that the reference was trained for `epochs` (> 0), as many as the student's run reached in its
     time budget (model level: load and speed are not mistakes; docs/grading.md), and which of the student's

@@ -28,6 +28,11 @@ call then runs in a thread (it only waits on that child's socket) while the unit
 nothing was started ahead. The call, its inputs, its time limit and what is done with its reply are the
 same either way, and a failure is raised where it would have been (in the model check, after the unit
 checks): only the wall-clock time of the whole grade changes.
+
+An assignment that trains several models in one run (e.g. a CNN, a VAE and a latent-optimization model) keeps
+one ModelLevel: each part that fails goes in `run.errors[part]` (the others are still graded), each loop's claim
+in `run.claims[<its epochs setting>]` (one reference, trained at every matched loop's epochs). Models that are
+fitted separately (density-models: PPCA, a GMM, a VAE) are one ModelLevel each, with distinct `name`s.
 """
 
 from __future__ import annotations
@@ -76,6 +81,10 @@ class ModelRun:
     source: str = "trained"  # or "checkpoint"
     claim: TrainingClaim | None = None  # what the child said about its training, beside the grader's clock
     epoch_matched: int = 0  # >0: the reference was trained for this many epochs, as the student's run reached
+    # assignments with several models (parts): a part that could not be graded does not stop the others
+    errors: dict = field(default_factory=dict)  # part -> why it could not be trained or evaluated
+    claims: dict = field(default_factory=dict)  # epochs setting of a loop (e.g. "vae_epochs") -> its TrainingClaim
+    epochs_matched: dict = field(default_factory=dict)  # epochs setting -> epochs the reference was matched to
     student_error: StudentCodeError | None = None  # the student's code raised while building or training
     extra: dict = field(default_factory=dict)  # the assignment's own results (e.g. sample scores)
 
@@ -115,7 +124,7 @@ class TrainingAhead:
     The thread only sends the request and waits on the child's socket (the GIL is free meanwhile), so the
     grader's main thread goes on with the unit checks in its own sandbox."""
 
-    KEY = "model level: training started ahead"  # session.cache key
+    KEY = "model level: training started ahead: "  # + the ModelLevel's name: its session.cache key
 
     def __init__(self, ctx: CheckContext, call: TrainingCall):
         self.call = call
@@ -216,7 +225,7 @@ class ModelLevel:
     def run_training(self, ctx: CheckContext, call: TrainingCall) -> tuple:
         """(reply, wall seconds) of `call`: the one `train_ahead` started when it is the same call, else made now.
         Raises what `ctx.harness` raises (StudentCodeError)."""
-        ahead = ctx.session.cache.pop(TrainingAhead.KEY, None)
+        ahead = ctx.session.cache.pop(TrainingAhead.KEY + self.name, None)
         if ahead is not None and ahead.matches(call):
             return ahead.result()
         return timed_call(ctx.harness, call.function, timeout=call.timeout, **call.kwargs)
@@ -234,7 +243,7 @@ class ModelLevel:
         call = self.training_call(ctx, s, data)
         if call is None:
             return False
-        ctx.session.cache[TrainingAhead.KEY] = TrainingAhead(ctx, call)
+        ctx.session.cache[TrainingAhead.KEY + self.name] = TrainingAhead(ctx, call)
         return True
 
     def submitted_weights(self, ctx: CheckContext, s) -> dict | None:
@@ -246,7 +255,8 @@ class ModelLevel:
         raise NotImplementedError
 
     def figures(self, ctx: CheckContext, run: ModelRun) -> None:
-        """Write figures to `ctx.session.figures_dir` (None: none) and list them in `ctx.session.figures`."""
+        """Write figures to `ctx.session.figures_dir` (None: none) and list them in `ctx.session.figures`.
+        An exception here is recorded in the metrics ("figures_error"), never charged to the student."""
 
     def record(self, ctx: CheckContext, run: ModelRun) -> None:
         """Put what the report shows in `ctx.session.metrics` (described by the assignment's METRICS)."""
@@ -274,7 +284,7 @@ class ModelLevel:
             self._match_epochs(ctx, s, data, run)
             self.evaluate(ctx, s, data, run, weights)
             trace.mark("model level: evaluated")
-            self.figures(ctx, run)
+            self._figures(ctx, run)
             trace.mark("model level: figures drawn")
         except ModelGradingError as e:
             run.error = str(e)
@@ -285,19 +295,39 @@ class ModelLevel:
         self.record(ctx, run)
         return run
 
-    def _match_epochs(self, ctx: CheckContext, s, data, run: ModelRun) -> None:
-        """When the time budget stopped the student's loop before the reference's epochs (and the grader saw it),
-        compare with the reference trained for as many epochs: load and speed are not mistakes."""
-        done = believed_epochs(ctx, run.claim, epochs_done(run.reference.history)) if run.claim else 0
-        if done:
-            matched = dataclasses.replace(s, **{self.epochs_field: done})
-            run.reference = reference_at_students_epochs(ctx, lambda: self.reference(ctx, matched, data))
-            run.epoch_matched = done
+    def _figures(self, ctx: CheckContext, run: ModelRun) -> None:
+        try:
+            self.figures(ctx, run)
+        except StudentCodeError:
+            raise
+        except Exception as e:  # a figure must never cost marks
+            ctx.session.metrics["figures_error"] = f"{type(e).__name__}: {e}"
 
-    def claim(self, s, history: dict, seconds: float) -> TrainingClaim:
-        """The child's account of its training (`history`) beside the grader's own clock (`seconds`)."""
-        return TrainingClaim(f"{self.student}'s training", epochs_done(history), str(history.get("stopped_because")),
-                             seconds, float(getattr(s, self.budget_field)))
+    def reference_epochs(self, run: ModelRun, epochs_field: str) -> int:
+        """Epochs the reference's loop counted by setting `epochs_field` trained (its history's)."""
+        return epochs_done(run.reference.history)
+
+    def _match_epochs(self, ctx: CheckContext, s, data, run: ModelRun) -> None:
+        """When the time budget stopped a student's loop before the reference's epochs (and the grader saw it),
+        compare with the reference trained for as many epochs: load and speed are not mistakes. One claim
+        (`run.claim`, counted by `epochs_field`) or one per loop (`run.claims`); one matched reference for all."""
+        claims = {**({self.epochs_field: run.claim} if run.claim else {}), **run.claims}
+        matched = {}
+        for epochs_field, claim in claims.items():
+            done = believed_epochs(ctx, claim, self.reference_epochs(run, epochs_field))
+            if done:
+                matched[epochs_field] = done
+        if matched:
+            at_students = dataclasses.replace(s, **matched)
+            run.reference = reference_at_students_epochs(ctx, lambda: self.reference(ctx, at_students, data))
+            run.epochs_matched = matched
+            run.epoch_matched = matched.get(self.epochs_field, 0)
+
+    def claim(self, s, history: dict, seconds: float, what: str = "") -> TrainingClaim:
+        """The child's account of its training (`history`) beside the grader's own clock (`seconds`); `what` names
+        the loop in the notes (default: the student's model's training)."""
+        return TrainingClaim(what or f"{self.student}'s training", epochs_done(history),
+                             str(history.get("stopped_because")), seconds, float(getattr(s, self.budget_field)))
 
 
 # ---- submitted checkpoints (a rubric may allow one instead of training) ---------------------------------

@@ -126,19 +126,19 @@ class VAEModelLevel(ModelLevel):
         except ValueError as e:
             raise ModelGradingError(str(e)) from None
         run.extra["model"] = model
-        drawing = _draw_figures(ctx, run)
+        run.extra["drawing"] = drawing = _draw_figures(ctx, run)
         try:
             with torch_threads(1):
                 run.student_metrics = evaluation.evaluate(model, data.x_test, data.y_test, K=s.K)
                 run.extra["samples_score"] = _samples_plausibility(run.reference.model, model, data)
-        except BaseException:
+        finally:
             if drawing is not None:
-                drawing.wait()
-            raise
-        run.extra["figures"] = drawing.result() if drawing is not None else []
+                drawing.wait()  # (its failure is `figures`' to raise: a figure never costs marks)
 
     def figures(self, ctx: CheckContext, run: ModelRun) -> None:
-        ctx.session.figures.extend(run.extra.get("figures", []))
+        drawing = run.extra.get("drawing")
+        if drawing is not None:
+            ctx.session.figures.extend(drawing.result())
 
     def record(self, ctx: CheckContext, run: ModelRun) -> None:
         m, r = run.student_metrics or {}, run.reference_metrics
@@ -179,10 +179,11 @@ class _Drawing:
     """`draw()` in a thread (matplotlib's object API: no state shared with the caller); `result()` joins it and
     returns its value or raises its exception."""
 
-    def __init__(self, draw):
-        self._value, self._error = None, None
-        self._thread = threading.Thread(target=self._run, args=(draw,), name="gradekit-figures", daemon=True)
-        self._thread.start()
+    def __init__(self, draw=None, error: BaseException | None = None):
+        self._value, self._error, self._thread = None, error, None
+        if draw is not None:
+            self._thread = threading.Thread(target=self._run, args=(draw,), name="gradekit-figures", daemon=True)
+            self._thread.start()
 
     def _run(self, draw) -> None:
         try:
@@ -191,10 +192,11 @@ class _Drawing:
             self._error = e
 
     def wait(self) -> None:
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
     def result(self):
-        self._thread.join()
+        self.wait()
         if self._error is not None:
             raise self._error
         return self._value
@@ -212,10 +214,13 @@ def _draw_figures(ctx: CheckContext, run: ModelRun) -> "_Drawing | None":
 
     model, data = run.extra["model"], run.data
     x16 = data.x_test[:16]
-    real = x16.numpy().reshape((16,) + data.image_shape)
-    recon = evaluation.reconstructions(model, x16, data.image_shape)
-    drawn = evaluation.samples(model, n=16, seed=0, image_shape=data.image_shape)
-    means, labels = evaluation.encode_means(model, data.x_test), data.y_test.numpy()
+    try:
+        real = x16.numpy().reshape((16,) + data.image_shape)
+        recon = evaluation.reconstructions(model, x16, data.image_shape)
+        drawn = evaluation.samples(model, n=16, seed=0, image_shape=data.image_shape)
+        means, labels = evaluation.encode_means(model, data.x_test), data.y_test.numpy()
+    except Exception as e:  # raised by `result()`, where the figures are collected
+        return _Drawing(error=e)
     student_history, reference_history = run.student_history, run.reference_history
 
     def draw() -> list[dict]:
