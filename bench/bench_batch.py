@@ -100,6 +100,7 @@ def main() -> None:
                     help="also run the model-level checks (they train a model: ~10 s per submission)")
     args = ap.parse_args()
     from grader.batch import grade_batch
+    from grader.engine import GradeOptions
     from grader.rubric import available_rubrics
 
     only = [] if args.all else available_rubrics()["vae"].components_where(lambda k: not k.trains)
@@ -114,7 +115,7 @@ def main() -> None:
             out = tmp / f"out-j{jobs}"
             t0 = time.perf_counter()
             # grading only: report rendering (~1.4 s per student, bench_report.py) is timed on its own
-            s = grade_batch(root, out, jobs=jobs, rubrics_dir=rubrics, only=only, reports=False)
+            s = grade_batch(root, out, GradeOptions(only=only), jobs=jobs, rubrics_dir=rubrics, reports=False)
             wall = time.perf_counter() - t0
             inside = check_seconds(out)
             rows.append((jobs, wall, inside, len(s.graded), len(s.failed)))

@@ -40,6 +40,7 @@ def main() -> None:
     from distributed import LocalCluster
 
     from grader.batch import grade_batch
+    from grader.engine import GradeOptions
     from grader.rubric import available_rubrics
 
     only = [] if args.all else available_rubrics()["vae"].components_where(lambda k: not k.trains)
@@ -50,10 +51,10 @@ def main() -> None:
         make_class(tmp / "warm", 4)
         for w in [int(x) for x in args.workers.split(",")]:
             with LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-                grade_batch(tmp / "warm", tmp / f"warm-{w}", only=only, executor="dask",
+                grade_batch(tmp / "warm", tmp / f"warm-{w}", GradeOptions(only=only), executor="dask",
                             scheduler=cluster.scheduler_address, reports=False)
                 t0 = time.perf_counter()
-                s = grade_batch(tmp / "class", tmp / f"out-{w}", only=only, executor="dask",
+                s = grade_batch(tmp / "class", tmp / f"out-{w}", GradeOptions(only=only), executor="dask",
                                 scheduler=cluster.scheduler_address, reports=False)
                 rows.append((w, time.perf_counter() - t0, len(s.graded), len(s.failed)))
     finally:

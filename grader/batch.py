@@ -1,8 +1,11 @@
 """Grading a whole class: parallel, resumable, crash-tolerant.
 
-    summary = grade_batch(Path("class/"), Path("reports/"), jobs=2)
+    summary = grade_batch(Path("class/"), Path("reports/"), GradeOptions(only=["elbo"]), jobs=2)
 
 - Every immediate, non-hidden subfolder of ROOT is a submission (its name is the student).
+- How to grade is one `engine.GradeOptions`, shipped as it is to every worker (pickled to the local pool,
+  `to_dict()` inside a Dask task): nothing travels through the environment. The batch sets its `out_dir`,
+  `threads` and `left_out` for each worker; `grade_batch`'s own arguments are what only a batch has.
 - A submission is skipped when OUT/<student>/results.json exists and its submission hash, rubric
   hash, grader version and set of checks all equal the current ones (`force=True` regrades).
 - The rest are graded in a pool of `spawn`ed worker processes (each with its own warm zygote);
@@ -33,7 +36,10 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from grader.engine import GradeOptions
 
 GUARD_EXTRA_S = 60.0
 MAX_POOL_DEATHS_PER_SUBMISSION = 2
@@ -109,12 +115,12 @@ def not_submissions(root: Path) -> list[tuple[str, str]]:
     return out
 
 
-def _wanted_checks(rubric, only) -> set[str]:
-    return {c.id for c in rubric.select(list(only or []))}
+def _wanted_checks(rubric, only, public_only: bool = False) -> set[str]:
+    return {c.id for c in rubric.select(list(only or []), public_only=public_only)}
 
 
 def is_up_to_date(submission: Path, rubric, out: Path, only=None, data: str | None = None,
-                  digest: str | None = None) -> bool:
+                  digest: str | None = None, public_only: bool = False) -> bool:
     """True when OUT/<student>/results.json grades exactly this submission with this rubric and grader
     (`digest`: the submission's hash when the caller has it already, see grader.remote.Packed)."""
     from grader import __version__
@@ -129,7 +135,7 @@ def is_up_to_date(submission: Path, rubric, out: Path, only=None, data: str | No
     except Exception:  # unreadable or from another schema: regrade
         return False
     return (old.grader_version == __version__ and old.rubric_hash == rubric_hash(rubric)
-            and {t.check for t in old.tests} == _wanted_checks(rubric, only)
+            and {t.check for t in old.tests} == _wanted_checks(rubric, only, public_only)
             and (old.metrics.get("data_spec") or None) == (data or None)
             and old.submission_hash == (digest or submission_hash(submission)))
 
@@ -150,25 +156,19 @@ def _first_line(text: str) -> str:
 
 
 # ---- the work of one submission (runs in a worker process) ------------------------------------
-def grade_one(path: str, assignment: str | None = None, only: list[str] | None = None, device: str = "auto",
-              threads: int | None = None, out_dir: str | None = None, rubrics_dir: str | None = None,
-              data: str | None = None, secret: str | None = None) -> dict:
-    """Grade one submission; return {"ok": True, "result": results.json dict} or {"ok": False, "error": text}.
-
-    Never raises: the Dask executor ships this dict back to the parent, which writes it.
-    """
+def grade_one(path: str, options: GradeOptions, assignment: str | None = None, rubrics_dir: str | None = None) -> dict:
+    """Grade one submission with `options`; return {"ok": True, "result": results.json dict} or
+    {"ok": False, "error": text}. Never raises (a worker's answer is always written by the parent)."""
     try:
         from grader.sandbox.client import Zygote
 
         Zygote.shared().launch()
-        from grader.engine import GradeOptions, find_assignment, grade_submission
+        from grader.engine import find_assignment, grade_submission
 
         submission = Path(path).resolve()
         rubric = (find_assignment(submission, assignment, Path(rubrics_dir)) if rubrics_dir
                   else find_assignment(submission, assignment))
-        result = grade_submission(submission, rubric, GradeOptions(
-            only=list(only or []), device=device, out_dir=Path(out_dir) if out_dir else None, threads=threads,
-            data=data, secret=secret))
+        result = grade_submission(submission, rubric, options)
         return {"ok": True, "result": result.to_json()}
     except Exception as e:
         return {"ok": False, "error": _error_text(e)}
@@ -194,21 +194,23 @@ def _worker_init(jobs: int) -> None:
         torch.set_num_threads(1)
 
 
-def _local_task(path: str, assignment, only, device, threads, out: str, marker: str, rubrics_dir, secret,
-                reports: bool = True, data: str | None = None) -> dict:
-    """Worker side of the local pool: grade, then write results.json (or error.txt) atomically."""
+def _local_task(path: str, options: GradeOptions, assignment: str | None, rubrics_dir: str | None, marker: str,
+                reports: bool = True) -> dict:
+    """Worker side of the local pool: grade, then write results.json (or error.txt) atomically into
+    options.out_dir."""
     from grader import trace
 
     trace.mark("batch: submission started")
     Path(marker).write_text(f"{os.getpid()} {time.time()}")
     t0 = time.monotonic()
     student = Path(path).name
-    reply = grade_one(path, assignment, only, device, threads, out, rubrics_dir, data, secret)
+    reply = grade_one(path, options, assignment, rubrics_dir)
     seconds = time.monotonic() - t0
+    out = options.out_dir
     try:
         if reply["ok"]:
-            return _store(reply["result"], Path(out), student, seconds, reports)
-        _write_error(Path(out), student, reply["error"])
+            return _store(reply["result"], out, student, seconds, reports)
+        _write_error(out, student, reply["error"])
         return {"student": student, "status": "failed", "seconds": seconds, "message": _first_line(reply["error"])}
     except Exception as e:  # e.g. the disk is full: still a per-student failure
         return {"student": student, "status": "failed", "seconds": seconds,
@@ -305,18 +307,21 @@ def default_cores() -> int:
 
 
 # ---- the batch ---------------------------------------------------------------------------------
-def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = None, only=None,
-                device: str = "auto", force: bool = False, progress: ProgressFn | None = None,
-                executor: str = "local", scheduler: str | None = None, write_gradebook_csv: bool = True,
-                rubrics_dir: Path | None = None, reports: bool = True, data: str | None = None,
-                secret: str | None = None) -> BatchSummary:
-    """Grade every submission folder under `root` into `out` (see the module docstring). `secret`: the
-    checks' inputs of every student (grader/checks/inputs.py; None: a fresh one per submission)."""
-    from grader.engine import GradingError, find_assignment
+def grade_batch(root: Path, out: Path, options: GradeOptions | None = None, *, jobs: int = 1,
+                assignment: str | None = None, rubrics_dir: Path | None = None, force: bool = False,
+                progress: ProgressFn | None = None, executor: str = "local", scheduler: str | None = None,
+                reports: bool = True, write_gradebook_csv: bool = True) -> BatchSummary:
+    """Grade every submission folder under `root` into `out` with `options` (see the module docstring;
+    options.secret: the checks' inputs of every student, None: a fresh one per submission).
+    Batch only: `jobs` local workers; `assignment` (else inferred per submission) from `rubrics_dir`;
+    `force` regrades up-to-date results; `progress(outcome, done, total)`; `executor` "local" or "dask"
+    (at `scheduler`); `reports` renders each report; `write_gradebook_csv` writes OUT/gradebook.csv."""
+    from grader.engine import GradeOptions, GradingError, find_assignment
 
     root, out = Path(root), Path(out)
     jobs = max(1, int(jobs))
-    only = list(only or [])
+    options = options or GradeOptions()
+    only, data = list(options.only), options.data
     t_start = time.monotonic()
     submissions = find_submissions(root)
     out.mkdir(parents=True, exist_ok=True)
@@ -347,7 +352,8 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
             _write_error(out, sub.name, f"cannot grade: {text}")
             report(StudentOutcome(sub.name, "failed", message=_first_line(text)))
             continue
-        if not force and is_up_to_date(sub, rubric, out, only, data, packed.digest if packed else None):
+        if not force and is_up_to_date(sub, rubric, out, only, data, packed.digest if packed else None,
+                                       options.public_only):
             from grader.results import load_result
 
             old = load_result(out / sub.name / "results.json")
@@ -366,9 +372,9 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
     try:
         if todo:
             if executor == "dask":
-                _run_dask(todo, out, only, device, scheduler, report, summary, reports, data, secret)
+                _run_dask(todo, out, options, scheduler, report, summary, reports)
             elif executor == "local":
-                _run_local(todo, out, jobs, assignment, only, device, report, summary, rubrics_dir, reports, data, secret)
+                _run_local(todo, out, options, jobs, assignment, rubrics_dir, report, summary, reports)
             else:
                 raise GradingError(f"unknown executor {executor!r}: use local or dask")
     except KeyboardInterrupt:
@@ -385,10 +391,13 @@ def grade_batch(root: Path, out: Path, jobs: int = 1, assignment: str | None = N
     return summary
 
 
-def _run_local(todo, out: Path, jobs: int, assignment, only, device, report, summary: BatchSummary, rubrics_dir=None,
-               reports: bool = True, data: str | None = None, secret: str | None = None) -> None:
+def _run_local(todo, out: Path, options: GradeOptions, jobs: int, assignment, rubrics_dir, report,
+               summary: BatchSummary, reports: bool = True) -> None:
+    from dataclasses import replace
+
     rubrics_dir = str(Path(rubrics_dir).resolve()) if rubrics_dir else None
-    threads = max(1, default_cores() // jobs)
+    # what every worker gets: the caller's options, writing into OUT, training with its share of the cores
+    options = replace(options, out_dir=out.resolve(), threads=max(1, default_cores() // jobs), left_out=[])
     state = Path(tempfile.mkdtemp(prefix="gradekit-batch-"))
     guard = {sub.name: g for sub, g, *_ in todo}
     pending = [sub for sub, *_ in todo]  # not yet finished, in order
@@ -403,8 +412,8 @@ def _run_local(todo, out: Path, jobs: int, assignment, only, device, report, sum
                 (state / sub.name).unlink(missing_ok=True)
             try:
                 for sub in pending:
-                    futures[pool.submit(_local_task, str(sub.resolve()), assignment, only, device, threads,
-                                        str(out.resolve()), str(state / sub.name), rubrics_dir, secret, reports, data)] = sub
+                    futures[pool.submit(_local_task, str(sub.resolve()), options, assignment, rubrics_dir,
+                                        str(state / sub.name), reports)] = sub
                 broken = False
                 while futures and not broken:
                     done, _ = cf.wait(list(futures), timeout=0.5, return_when=cf.FIRST_COMPLETED)
@@ -466,8 +475,8 @@ def _started(marker: Path) -> tuple[int, float] | None:
         return None
 
 
-def _run_dask(todo, out: Path, only, device, scheduler, report, summary: BatchSummary, reports: bool = True,
-              data: str | None = None, secret: str | None = None) -> None:
+def _run_dask(todo, out: Path, options: GradeOptions, scheduler, report, summary: BatchSummary,
+              reports: bool = True) -> None:
     """Grade `todo` on a Dask cluster that shares no files with this machine (grader.remote has the protocol).
 
     Each submission travels inside its task (not scattered: scattered data dies with the worker holding it, and
@@ -476,13 +485,16 @@ def _run_dask(todo, out: Path, only, device, scheduler, report, summary: BatchSu
     sent to another one. The scheduler retries a task whose worker was lost (the student's outcome says so);
     after `distributed.scheduler.allowed-failures` losses it is a failure of that student. While the reference
     model is not in our cache, one task runs alone first: the reference is trained once, for the whole cluster,
-    and shipped with every later task."""
+    and shipped with every later task.
+
+    Each task carries `options.to_dict()` with the data spec made absolute; the worker sets out_dir, threads
+    and left_out, and reads the options only after it has checked that it runs the client's grader."""
     import uuid
+    from dataclasses import replace
 
     from grader import model_cache
     from grader.engine import GradingError
     from grader.remote import data_digest, grade_packed, grader_identity, resolve_data_spec, write_files
-    from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV
 
     try:
         import distributed
@@ -490,11 +502,13 @@ def _run_dask(todo, out: Path, only, device, scheduler, report, summary: BatchSu
         raise GradingError("--executor dask needs the `distributed` package: pip install 'gradekit[dask]'") from None
     if not scheduler:
         raise GradingError("--executor dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.5:8786)")
+    data, only = options.data, list(options.only)
     data_spec = resolve_data_spec(data)
     try:
         data_sha = data_digest(data_spec)
     except Exception as e:
         raise GradingError(f"--data {data}: {e}") from None
+    shipped_options = replace(options, data=data_spec, out_dir=None, threads=None, left_out=[]).to_dict()
     try:
         client = distributed.Client(scheduler, timeout="20s")
     except Exception as e:
@@ -518,10 +532,8 @@ def _run_dask(todo, out: Path, only, device, scheduler, report, summary: BatchSu
             sub, guard, rubric, packed = item
             if rubric.id not in identities:
                 identities[rubric.id] = grader_identity(rubric)
-            task = {"student": sub.name, "assignment": rubric.id, "identity": identities[rubric.id], "only": only,
-                    "device": device, "data": data_spec, "data_as_given": data, "data_digest": data_sha,
-                    "allow_unsandboxed": True if os.environ.get(ALLOW_UNSANDBOXED_ENV) == "1" else None,
-                    "secret": secret}
+            task = {"student": sub.name, "assignment": rubric.id, "identity": identities[rubric.id],
+                    "options": shipped_options, "data_as_given": data, "data_digest": data_sha}
             restrict = usable() if refused else None
             f = client.submit(grade_packed, task, packed, shipped[0], pure=False,
                               key=f"grade-{sub.name}-{uuid.uuid4().hex[:12]}", workers=restrict,
@@ -624,7 +636,7 @@ def collect_results(out: Path) -> list:
             continue
         r.student = p.parent.name
         results.append(r)
-    from grader.serve.store import apply_stored_grades
+    from grader.manual_grades.store import apply_stored_grades
 
     apply_stored_grades(out, results)  # grades entered in `grade serve` (grades.sqlite) count everywhere
     return results

@@ -17,6 +17,7 @@ import click  # noqa: E402
 from grader import __version__  # noqa: E402
 from grader.glossary import fmt_points, shorten  # noqa: E402
 from grader.commands.console import Table, console, escape  # noqa: E402  (rich, imported on first use)
+from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV  # noqa: E402
 
 
 class UsageError(click.ClickException):
@@ -97,7 +98,7 @@ def _require_folder(path: str) -> Path:
 
 
 def _grade(path: str, assignment: str | None, only: str | None, device: str, out: Path | None, public_only: bool,
-           data: str | None = None, allow_unsandboxed: bool | None = None, secret: str | None = None):
+           data: str | None = None, allow_unsandboxed: bool = False, secret: str | None = None):
     from grader.engine import GradeOptions, GradingError, find_assignment, grade_submission
     from grader.rubric import RubricError
 
@@ -183,8 +184,9 @@ def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--data", metavar="SPEC", help="Data for model-level checks: digits (embedded), mnist:PATH (local "
               "IDX files or a torchvision root) or mnist-binary:PATH. Default: the rubric's.")
-@click.option("--allow-unsandboxed", is_flag=True, help="Grade even where student code cannot be isolated (not Linux, "
-              "no user namespaces): only for code you trust; the results and the report say so.")
+@click.option("--allow-unsandboxed", is_flag=True, envvar=ALLOW_UNSANDBOXED_ENV, show_envvar=True,
+              help="Grade even where student code cannot be isolated (not Linux, no user namespaces): only for code "
+              "you trust; the results and the report say so.")
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Render OUT/<student>/report.html and report.pdf after results.json is written.")
 @click.option("--seed", "secret", metavar="SECRET", help="Draw the checks' inputs from this secret (the `inputs_secret` "
@@ -198,7 +200,7 @@ def run_cmd(path, assignment, out, only, device, data, allow_unsandboxed, report
         from grader.results import save_result
 
         rubric, result = _grade(path, assignment, only, device, out.resolve(), public_only=False, data=data,
-                                allow_unsandboxed=allow_unsandboxed or None, secret=secret)
+                                allow_unsandboxed=allow_unsandboxed, secret=secret)
         written = save_result(result, out)
         trace.mark("results.json written")
         if reporter is not None:

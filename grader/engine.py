@@ -7,13 +7,15 @@ only for problems of the grader's inputs (no such folder, unknown assignment, ba
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import importlib
 import os
 import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +25,7 @@ from grader.metrics import metric_info
 from grader.redact import machine_paths, redact_paths
 from grader.results import GradeResult, QuestionResult, TestResult
 from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available_rubrics
-from grader.sandbox.client import REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig
+from grader.sandbox.client import REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig, joined_output
 from grader.submission import fits, prepare, write_figures
 from grader.submission.answers import MAX_ANSWER_CHARS, parse_answers  # noqa: F401 (public here since v0.1)
 
@@ -56,6 +58,10 @@ class GradingError(Exception):
 
 @dataclass
 class GradeOptions:
+    """How to grade one submission. Everything a grading process needs beyond the submission and the rubric:
+    `grade batch` ships one of these to every worker (pickled to its local pool, as `to_dict()` inside a Dask
+    task), so no option travels through the environment."""
+
     only: list[str] = field(default_factory=list)
     public_only: bool = False
     device: str = "auto"
@@ -64,15 +70,37 @@ class GradeOptions:
     model_overrides: dict = field(default_factory=dict)  # training budget etc. (tests use tiny ones)
     write_figures: bool = True
     threads: int | None = None  # torch threads of the child when it trains (unit checks: always 1)
+    # Train the student's model in a second sandboxed child while the unit checks run (`_trains_ahead`):
+    # None = when this grade has two cores (threads, else torch's, >= 2); `grade batch -j 2` gives each job one
+    train_ahead: bool | None = None
     namespaces: bool = True
-    # Run where student code cannot be isolated: None = $GRADEKIT_ALLOW_UNSANDBOXED (`--allow-unsandboxed`)
-    allow_unsandboxed: bool | None = None
+    # Run student code even where it cannot be isolated (`--allow-unsandboxed`): results and reports say so
+    allow_unsandboxed: bool = False
     # Files the client left out when it packed this submission on another machine (grader.remote):
     # reported as if this machine's copy had left them out.
     left_out: list[str] = field(default_factory=list)
     # What the checks' inputs derive from (grader/checks/inputs.py): None = a fresh secret for this run (recorded
     # in results.json); a recorded one (`--seed`) draws the same inputs again; "" = the published inputs (self-checks)
     secret: str | None = None
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able values (the form a Dask task carries; `from_dict` reads it back)."""
+        d = asdict(self)
+        d["out_dir"] = str(self.out_dir) if self.out_dir is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GradeOptions":
+        """The inverse of `to_dict`; a key this version does not know is an error (a client and a worker
+        running different graders are refused before this, by `grader.remote.grader_identity`)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown grading option(s) {', '.join(unknown)}")
+        d = dict(d)
+        if d.get("out_dir") is not None:
+            d["out_dir"] = Path(d["out_dir"])
+        return cls(**d)
 
 
 def resolve_device(device: str) -> str:
@@ -194,17 +222,19 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         questions=[],
     )
     trains = any(spec.kind_info.trains for spec in selected)
+    if trains:  # unit checks never train: they do not wait for it. Asked now, it overlaps the preflight below
+        from grader.sandbox.client import Zygote
+
+        Zygote.shared().prepare_training()
     # Unit checks compute on small tensors, the grader and the child taking turns: more than one torch
     # thread only adds OpenMP hand-offs and spinning threads competing with the other process for the
     # cores (3x the CPU time and 2-3x the wall time of `grade check` measured on 2 cores). That holds
     # for `grade batch` too, whose workers ask for cores // jobs threads (for training).
     config = SandboxConfig(module_file=rubric.module, device=device, memory_mb=rubric.limits.memory_mb,
                            threads=(options.threads or torch.get_num_threads()) if trains else 1,
-                           namespaces=options.namespaces,
+                           namespaces=options.namespaces, allow_unsandboxed=options.allow_unsandboxed,
                            load_timeout_s=rubric.limits.call_timeout_s,
                            hide=_hide_list(rubric, submission, options.out_dir))
-    if options.allow_unsandboxed is not None:
-        config.allow_unsandboxed = options.allow_unsandboxed
     from grader.checks.inputs import check_secret, new_secret
 
     try:  # made here, after the zygote was forked off this process: never in a child's memory
@@ -220,7 +250,9 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         except ValueError as e:  # bad data folder, bad [model] settings: the instructor's to fix
             raise GradingError(str(e)) from None
     trace.mark("rubric's checks module imported, preflight")
-    with Sandbox(submission, config) as sandbox:
+    ahead_hook = getattr(importlib.import_module(rubric.checks_module), "train_ahead", None)
+    ahead = ahead_hook is not None and _trains_ahead(selected, options)
+    with Sandbox(submission, config) as sandbox, contextlib.ExitStack() as closing:
         # From here on the grader reads only the sandbox's copy (no links, regular files only).
         result.submission_hash = submission_hash(sandbox.scratch)
         handed_in = prepare(sandbox.scratch, rubric)  # module source (+ notebook line map), answers, figures; runs nothing
@@ -234,9 +266,14 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         if left_out:
             result.errors.append("not graded (links, special files, or over the size limit): "
                                  + ", ".join(left_out[:20]) + (" …" if len(left_out) > 20 else ""))
-        if trains:
-            sandbox.prepare_training()  # unit checks never train: they do not wait for it
+        trainer = None
+        if ahead:  # a second child of the same copy (taken before any student code ran), for the training only
+            trainer = closing.enter_context(Sandbox(sandbox.scratch, dataclasses.replace(config)))
+            config.threads = 1  # the first child runs the unit checks only
         try:
+            if trainer is not None:
+                trainer.start()
+                trainer.output_from = trainer.log_size()  # the import's output is the first child's to show
             sandbox.start()
         except IsolationUnavailable as e:
             raise GradingError(str(e)) from None
@@ -256,6 +293,16 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         session.figures_dir = figures_dir
         session.remaining_s = lambda: deadline - time.monotonic()
         numbers = check_numbers(rubric)
+        if trainer is not None and trainer.load_error is None and sandbox.load_error is None:
+            first = next(spec for spec in selected if spec.kind_info.trains)
+            from grader.checks import CheckContext
+
+            try:
+                ahead_hook((context or CheckContext)(first, rubric, trainer, device, {}, rubric.limits.call_timeout_s,
+                                                     session))
+                trace.mark("training started ahead in a second child")
+            except Exception:  # (a grader bug) the model checks then train in the first child, as with one child
+                pass
         for spec in selected:
             number = numbers[spec.id]
             test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session, context)
@@ -272,7 +319,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             trace.mark("checks: the child's own time in requests", total_s=stats["child_s"], count=stats["requests"])
             trace.mark("checks: answering the child's upcalls (stand-ins)", total_s=stats["upcall_s"], count=stats["upcalls"])
         trace.mark(f"checks ({len(selected)})")
-        result.student_output = handed_in.translate(sandbox.output())
+        result.student_output = handed_in.translate(joined_output([sandbox, trainer] if trainer else [sandbox]))
         _redact(result, submission, options.out_dir)
         result.figures = session.figures
         result.metrics = session.metrics
@@ -288,6 +335,23 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
     result.execution_time = time.monotonic() - t0
     trace.mark("sandbox closed (children killed, run folder removed)")
     return result
+
+
+def _trains_ahead(selected: list[CheckSpec], options: GradeOptions) -> bool:
+    """Whether to train the student's model in a second child while the unit checks run in the first.
+
+    Only with two cores for this grade (`options.train_ahead`, default: `threads` or torch's >= 2; a `grade
+    batch -j 2` job has one and grades as before), and only when every model check comes after every
+    other check: the checks then see the same results in the same order as one child would give them."""
+    if options.train_ahead is False:
+        return False
+    if options.train_ahead is None:
+        import torch
+
+        if (options.threads or torch.get_num_threads()) < 2:
+            return False
+    trains = [spec.kind_info.trains for spec in selected]
+    return any(trains) and not all(trains) and trains == sorted(trains)
 
 
 def check_numbers(rubric: Rubric) -> dict[str, str]:

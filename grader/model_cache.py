@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 ALWAYS = ("grader/data.py", "grader/history.py")  # every reference is trained on these data, with these stop reasons
 
 
+# The cache's location is configuration of the machine (like XDG_CACHE_HOME), not a grading option: an entry
+# is used only when its key (everything the reference depends on) and digest match, wherever the cache is.
 def cache_dir() -> Path:
     return Path(os.environ.get("GRADEKIT_CACHE") or Path.home() / ".cache" / "gradekit")
 

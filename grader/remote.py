@@ -15,6 +15,8 @@ Only bytes cross the wire; nothing depends on a path being the same on two machi
   IDX files of `mnist:PATH`); a worker whose files at that path differ (or are missing) refuses.
 - Reference model: the client ships its verified reference-cache entries (`grader.model_cache.export_entries`);
   a worker installs those it lacks (digest checked) and sends back the ones it trained during the task.
+- Options: a task carries the client's `engine.GradeOptions` as `to_dict()` (plain values, `--allow-unsandboxed`
+  included), read only after the identity check; the worker sets out_dir, threads and left_out itself.
 - `dask_setup` (the `--preload`) checks at worker start that the worker can isolate student code.
 """
 
@@ -25,7 +27,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 MAX_RETURNED_BYTES = 64 * 1024 * 1024  # figures and plots sent back per student (past this: left out, noted)
@@ -149,10 +151,9 @@ def data_digest(spec: str | None) -> str:
         return ""
     kind = spec.strip().partition(":")[0].strip().lower()
     if kind == "digits":
-        import importlib.util
+        from grader.data import digits_file
 
-        origin = importlib.util.find_spec("sklearn").origin
-        paths = {"digits.csv.gz": Path(origin).parent / "datasets" / "data" / "digits.csv.gz"}
+        paths = {"digits.csv.gz": digits_file()}
     else:
         from grader.data import _find_mnist_files
 
@@ -189,10 +190,20 @@ def _worker_threads() -> int:
     return max(1, default_cores() // slots)
 
 
+def worker_allows_unsandboxed() -> bool:
+    """The worker's own opt-in to run code it cannot isolate: `GRADEKIT_ALLOW_UNSANDBOXED=1 dask worker ...`.
+    Configuration of this machine by whoever started the worker (docs/cluster.md), read here and nowhere
+    below: it becomes a value of the options and the sandbox's config, like the client's `--allow-unsandboxed`."""
+    from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV
+
+    return os.environ.get(ALLOW_UNSANDBOXED_ENV) == "1"
+
+
 def grade_packed(task: dict, packed: Packed, reference_entries: dict | None = None) -> dict:
     """Grade `packed` as student task["student"] on this machine, if it runs the client's grader.
 
-    task: {"student", "assignment", "identity", "only", "device", "data", "data_digest", "allow_unsandboxed", "secret"}.
+    task: {"student", "assignment", "identity", "options": GradeOptions.to_dict() (its data spec absolute),
+    "data_digest", "data_as_given"}.
     Returns {"ok": True, "result": results.json dict, "files": {path under OUT/<student>: bytes},
     "reference_entries": {key: entry} trained here, "worker"}, or {"ok": False, "refused"|"error": text,
     "worker"}. Never raises (the client writes every answer)."""
@@ -211,7 +222,8 @@ def grade_packed(task: dict, packed: Packed, reference_entries: dict | None = No
             return {"ok": False, "worker": worker,
                     "refused": f"worker {worker} runs another grader than the client ({difference}); "
                                "install the client's gradekit on it (pip install the same wheel or commit)"}
-        data = task.get("data")
+        options = GradeOptions.from_dict(task.get("options") or {})
+        data = options.data
         if data:
             try:
                 here = data_digest(data)
@@ -234,10 +246,9 @@ def grade_packed(task: dict, packed: Packed, reference_entries: dict | None = No
             unpack(packed, submission)
             from grader.engine import grade_submission
 
-            result = grade_submission(submission, rubric, GradeOptions(
-                only=list(task.get("only") or []), device=task.get("device", "auto"), out_dir=out,
-                threads=_worker_threads(), data=data, allow_unsandboxed=task.get("allow_unsandboxed"),
-                left_out=list(packed.left_out), secret=task.get("secret")))
+            result = grade_submission(submission, rubric, replace(
+                options, out_dir=out, threads=_worker_threads(), left_out=list(packed.left_out),
+                allow_unsandboxed=options.allow_unsandboxed or worker_allows_unsandboxed()))
             if task.get("data_as_given"):
                 result.metrics["data_spec"] = task["data_as_given"]  # as the client wrote it (resume compares it)
             files, dropped = collect_files(out / task["student"])
@@ -284,14 +295,16 @@ def write_files(files: dict[str, bytes], folder: Path) -> None:
 # ---- worker start ---------------------------------------------------------------------------------
 def sandbox_check() -> str:
     """'' when this machine can isolate student code (a probe module imported in a real sandbox), else
-    why not. With $GRADEKIT_ALLOW_UNSANDBOXED=1 a machine that cannot is accepted (results say so)."""
+    why not. With the worker's opt-in (`worker_allows_unsandboxed`) a machine that cannot is accepted
+    (results say so)."""
     from grader.sandbox.client import Sandbox, SandboxConfig
     from grader.sandbox.errors import IsolationUnavailable, missing_protections
 
     probe = Path(tempfile.mkdtemp(prefix="gradekit-probe-"))
     try:
         (probe / "probe.py").write_text("X = 1\n")
-        with Sandbox(probe, SandboxConfig(module_file="probe.py", load_timeout_s=60)) as sandbox:
+        config = SandboxConfig(module_file="probe.py", load_timeout_s=60, allow_unsandboxed=worker_allows_unsandboxed())
+        with Sandbox(probe, config) as sandbox:
             try:
                 sandbox.start()
             except IsolationUnavailable as e:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import time
 
+# A diagnostic switch, not a grading option: nothing graded depends on it, so it may reach every process
+# of one command (workers, zygote) through the environment they inherit.
 ENV = "GRADEKIT_TRACE"
 
 

@@ -54,6 +54,7 @@ def all_parse(out: Path) -> None:
 @pytest.fixture(scope="module")
 def graded_class(tmp_path_factory):
     from grader.batch import grade_batch
+    from grader.engine import GradeOptions
 
     tmp = tmp_path_factory.mktemp("class")
     root, out = tmp / "class", tmp / "out"
@@ -61,7 +62,7 @@ def graded_class(tmp_path_factory):
     make_class(root)
     rubrics = fast_rubrics(tmp)
     events = []
-    summary = grade_batch(root, out, jobs=2, only=ONLY, rubrics_dir=rubrics,
+    summary = grade_batch(root, out, GradeOptions(only=ONLY), jobs=2, rubrics_dir=rubrics,
                           progress=lambda o, done, total: events.append((o, done, total)))
     return root, out, rubrics, summary, events
 
@@ -108,13 +109,14 @@ def test_results_for_other_data_are_not_up_to_date(graded_class):
 
 def test_batch_resumes_only_what_changed(graded_class):
     from grader.batch import grade_batch
+    from grader.engine import GradeOptions
 
     root, out, rubrics, _, _ = graded_class
     (out / "anna" / "results.json").unlink()
     with open(root / "bob_bug" / "vae.py", "a") as f:
         f.write("\n# edited after the deadline\n")
     before = {p.parent.name: p.stat().st_ino for p in out.glob("*/results.json")}
-    summary = grade_batch(root, out, jobs=2, only=ONLY, rubrics_dir=rubrics)
+    summary = grade_batch(root, out, GradeOptions(only=ONLY), jobs=2, rubrics_dir=rubrics)
     graded = sorted(o.student for o in summary.graded)
     assert graded == ["anna", "bob_bug"]
     assert sorted(o.student for o in summary.failed) == ["empty"]
@@ -123,7 +125,7 @@ def test_batch_resumes_only_what_changed(graded_class):
         if student != "bob_bug":
             assert after[student] == inode, f"{student} was regraded"
     # a different selection of checks is not up to date either
-    summary = grade_batch(root, out, jobs=1, only=["log_standard_normal"], rubrics_dir=rubrics)
+    summary = grade_batch(root, out, GradeOptions(only=["log_standard_normal"]), jobs=1, rubrics_dir=rubrics)
     assert len(summary.graded) == 6
 
 
@@ -192,16 +194,17 @@ def test_batch_cli_bad_input_exits_2(tmp_path):
 def test_dask_executor_matches_local_pool(tmp_path):
     distributed = pytest.importorskip("distributed")
     from grader.batch import grade_batch
+    from grader.engine import GradeOptions
 
     root = tmp_path / "class"
     root.mkdir()
     make_class(root, hostile=False)
     (root / "syntax").mkdir()
     (root / "syntax" / "vae.py").write_text("def broken(:\n")
-    local = grade_batch(root, tmp_path / "local", jobs=1, only=ONLY)
+    local = grade_batch(root, tmp_path / "local", GradeOptions(only=ONLY), jobs=1)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        remote = grade_batch(root, tmp_path / "dask", only=ONLY, executor="dask", scheduler=cluster.scheduler_address)
-        again = grade_batch(root, tmp_path / "dask", only=ONLY, executor="dask", scheduler=cluster.scheduler_address)
+        remote = grade_batch(root, tmp_path / "dask", GradeOptions(only=ONLY), executor="dask", scheduler=cluster.scheduler_address)
+        again = grade_batch(root, tmp_path / "dask", GradeOptions(only=ONLY), executor="dask", scheduler=cluster.scheduler_address)
     assert not remote.failed and len(remote.graded) == 4
     assert len(again.skipped) == 4  # the parent wrote them: resumable as the local pool
     for s in ("alice", "anna", "bob_bug", "syntax"):

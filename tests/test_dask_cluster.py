@@ -102,6 +102,7 @@ def classroom(tmp_path_factory):
     if why:
         pytest.skip(why)
     from grader.batch import grade_batch
+    from grader.engine import GradeOptions
 
     base = tmp_path_factory.mktemp("dask")
     client_side = base / "client"  # everything the client has: hidden from every worker
@@ -113,7 +114,7 @@ def classroom(tmp_path_factory):
     stale = base / "stale"
     for s in ("alice", "anna", "bob_bug"):
         make_submission(stale, s, BUG + "\ndef log_bernoulli(x, p, reduction=None, dim=None):\n    return x\n")
-    local = grade_batch(root, client_side / "local", jobs=1, only=ONLY, secret=SECRET)
+    local = grade_batch(root, client_side / "local", GradeOptions(only=ONLY, secret=SECRET), jobs=1)
     assert len(local.graded) == 3
     cluster = Cluster(base)
     cluster.add_worker("clean", [client_side])
@@ -150,10 +151,11 @@ def _report_text(folder: Path) -> str:
 
 def test_cluster_without_shared_files_grades_like_the_local_pool(classroom):
     from grader.batch import grade_batch
+    from grader.engine import GradeOptions
 
     root, client_side, cluster = classroom
     out = client_side / "dask"
-    remote = grade_batch(root, out, only=ONLY, executor="dask", scheduler=cluster.address, secret=SECRET)
+    remote = grade_batch(root, out, GradeOptions(only=ONLY, secret=SECRET), executor="dask", scheduler=cluster.address)
     assert not remote.failed, [(o.student, o.message) for o in remote.failed]
     assert sorted(o.student for o in remote.graded) == ["alice", "anna", "bob_bug"]
     for s in ("alice", "anna", "bob_bug"):
@@ -166,7 +168,7 @@ def test_cluster_without_shared_files_grades_like_the_local_pool(classroom):
             sorted(p.relative_to(client_side / "local" / s).as_posix() for p in (client_side / "local" / s).rglob("*")
                    if p.is_file())
     # the client's restart: everything is up to date (the hashes are the client's own)
-    again = grade_batch(root, out, only=ONLY, executor="dask", scheduler=cluster.address)
+    again = grade_batch(root, out, GradeOptions(only=ONLY), executor="dask", scheduler=cluster.address)
     assert len(again.skipped) == 3 and not again.graded
 
 
@@ -204,6 +206,7 @@ def test_killed_worker_task_is_graded_elsewhere(classroom, tmp_path):
     """SIGKILL the worker in the middle of a task: the scheduler reruns it on the other worker, the student
     is graded like the local pool and the outcome says the worker was lost. (Runs last: it kills a worker.)"""
     from grader.batch import grade_batch
+    from grader.engine import GradeOptions
 
     root, client_side, cluster = classroom
     slow = root.parent / "slow_class"
@@ -224,7 +227,7 @@ def test_killed_worker_task_is_graded_elsewhere(classroom, tmp_path):
 
     killer = threading.Thread(target=kill_when_running, daemon=True)
     killer.start()
-    summary = grade_batch(slow, tmp_path / "out", only=ONLY, executor="dask", scheduler=cluster.address)
+    summary = grade_batch(slow, tmp_path / "out", GradeOptions(only=ONLY), executor="dask", scheduler=cluster.address)
     killer.join()
     assert killed, "the task never started"
     assert [o.status for o in summary.outcomes] == ["graded"], summary.outcomes

@@ -55,3 +55,11 @@ def test_ken_notebook_loses_bobs_points_and_his_answers_come_from_the_pdf_report
     assert ken.submission["answers_from"] == "report.pdf"
     assert [q.id for q in ken.questions if q.answer] == ["Q1", "Q2", "Q3", "Q4", "Q5", "Q6"]
     assert ken.questions[4].answer.startswith("-ELBO = -E_q[log p(x|z)]")
+
+
+@pytest.mark.parametrize("secret", ["053cae13c461457e0d67ff50e6c41787",  # once left kl_wrong_sign unnamed
+                                    "0" * 32, "f" * 32])
+def test_bobs_elbo_mistake_is_named_whatever_the_checks_inputs(vae_rubric, secret):
+    """Each run draws fresh inputs (grader/checks/inputs.py): naming must not depend on them."""
+    bob = grade_submission(SUBMISSIONS / "bob", vae_rubric, GradeOptions(device="cpu", only=["elbo"], secret=secret))
+    assert named(bob) == {"kl_wrong_sign"}, [(t.name, t.output) for t in bob.tests if t.status != "passed"]

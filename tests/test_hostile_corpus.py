@@ -54,6 +54,7 @@ def sleepers() -> int:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     from grader.batch import grade_batch
+    from grader.engine import GradeOptions
     from grader.rubric import available_rubrics
 
     tmp = tmp_path_factory.mktemp("hostile")
@@ -70,7 +71,7 @@ def corpus(tmp_path_factory):
     before = {"class": digest(root), "corpus": digest(HOSTILE), "grader": digest(REPO / "reference"),
               "sleepers": sleepers()}
     units = [c for c in available_rubrics(rubrics)["vae"].components if c != "model"]
-    summary = grade_batch(root, out, jobs=2, only=units, rubrics_dir=rubrics)
+    summary = grade_batch(root, out, GradeOptions(only=units), jobs=2, rubrics_dir=rubrics)
     results = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/results.json")}
     return root, out, before, summary, results
 

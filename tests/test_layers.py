@@ -7,7 +7,7 @@ read from the source (imports inside functions included), so a lazy import canno
     1 run      the sandbox (parent and child), reading submissions, the harnesses run in the child
     2 judge    the check framework and the assignments' checks, the reference implementations
     3 engine   grading one submission (grader.engine)
-    4 apps     batch, reports, Gradescope, LMS, mutation testing, authoring (release bundles)
+    4 apps     batch, reports, hand-entered grades, Gradescope, LMS, mutation testing, authoring (release bundles)
     5 front    the command line and the web app
 """
 
@@ -28,15 +28,13 @@ LAYERS = [
     ("judge", ["grader.checks", "reference"]),
     ("engine", ["grader.engine"]),
     ("apps", ["grader.batch", "grader.report", "grader.gradescope", "grader.lms", "grader.mutation", "grader.authoring",
-              "grader.similarity", "grader.remote"]),
+              "grader.similarity", "grader.remote", "grader.manual_grades"]),
     ("front", ["grader.cli", "grader.commands", "grader.serve"]),
 ]
 
 # Upward imports not yet removed (each names the work that removes it). The test fails when one is gone
 # too, so that this list only shrinks.
-KNOWN = {
-    ("grader.batch", "grader.serve.store"),  # batch must not know the web app's store
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def layer_of(module: str) -> int:

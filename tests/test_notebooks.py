@@ -188,7 +188,7 @@ def test_canvas_upload_of_a_notebook_is_graded_and_a_changed_notebook_is_regrade
     jane = tmp_path / "class" / "doejane_1001"  # folders are keyed by the LMS user id
     assert [p.name for p in jane.iterdir()] == ["Homework2.ipynb"]
     out = tmp_path / "out"
-    summary = grade_batch(tmp_path / "class", out, only=["log_normal_diag"], reports=False)
+    summary = grade_batch(tmp_path / "class", out, GradeOptions(only=["log_normal_diag"]), reports=False)
     assert [o.status for o in summary.outcomes] == ["graded"]
     assert json.loads((out / jane.name / "results.json").read_text())["score"] > 0
     assert is_up_to_date(jane, vae_rubric, out, ["log_normal_diag"])

@@ -56,6 +56,7 @@ def test_identity_difference_names_what_differs():
 
 
 def test_worker_refuses_a_task_from_another_grader_without_running_anything(tmp_path):
+    from grader.engine import GradeOptions
     from grader.remote import grade_packed, grader_identity, pack_submission
     from grader.rubric import available_rubrics
 
@@ -65,15 +66,67 @@ def test_worker_refuses_a_task_from_another_grader_without_running_anything(tmp_
     assert "grader/checks/vae.py" in ours["files"]
     theirs = {**ours, "files": {**ours["files"], "grader/checks/vae.py": "0" * 64}}
     packed = pack_submission(make_submission(tmp_path, "alice"))
-    task = {"student": "alice", "assignment": "vae", "identity": theirs, "only": ["log_standard_normal"]}
+    task = {"student": "alice", "assignment": "vae", "identity": theirs,
+            "options": GradeOptions(only=["log_standard_normal"]).to_dict()}
     reply = grade_packed(task, packed)
     assert reply["ok"] is False and "grader/checks/vae.py" in reply["refused"] and "result" not in reply
     reply = grade_packed({**task, "identity": {**ours, "gradekit": "9.9"}}, packed)
     assert "gradekit 0.1.0 here, 9.9 on the client" in reply["refused"]
-    reply = grade_packed({**task, "identity": ours, "data": "digits", "data_digest": "f" * 64}, packed)
+    reply = grade_packed({**task, "identity": ours, "options": {**task["options"], "data": "digits"},
+                          "data_digest": "f" * 64}, packed)
     assert "the data of --data digits differ" in reply["refused"]
     reply = grade_packed({**task, "assignment": "no-such"}, packed)
     assert "cannot grade no-such" in reply["refused"]
+
+
+def test_grade_options_travel_as_plain_values_and_come_back_equal(tmp_path):
+    import json
+
+    from grader.engine import GradeOptions
+
+    options = GradeOptions(only=["elbo"], public_only=True, device="cpu", out_dir=tmp_path, data="digits",
+                           model_overrides={"epochs": 2}, write_figures=False, threads=3, allow_unsandboxed=True,
+                           left_out=["x.bin"], secret="0" * 32)
+    plain = json.loads(json.dumps(options.to_dict()))  # nothing but JSON values in a task
+    assert GradeOptions.from_dict(plain) == options
+    assert GradeOptions.from_dict({}) == GradeOptions()
+    with pytest.raises(ValueError, match="unknown grading option.*colour"):
+        GradeOptions.from_dict({**plain, "colour": "red"})
+
+
+def test_the_worker_grades_with_the_clients_options_and_its_own_opt_in(tmp_path, monkeypatch):
+    """What grade_submission receives on a worker: the task's options, with out_dir, threads and left_out of
+    the worker; `--allow-unsandboxed` from the client or the worker's own GRADEKIT_ALLOW_UNSANDBOXED=1."""
+    import grader.engine
+    from grader.engine import GradeOptions
+    from grader.remote import grade_packed, grader_identity, pack_submission
+    from grader.results import GradeResult
+    from grader.rubric import available_rubrics
+    from grader.sandbox.client import Zygote
+
+    seen = []
+
+    def fake_grade(submission, rubric, options):
+        seen.append(options)
+        return GradeResult(student=submission.name, assignment=rubric.id, tests=[])
+
+    monkeypatch.setattr(grader.engine, "grade_submission", fake_grade)
+    monkeypatch.setattr(Zygote, "shared", classmethod(lambda cls: type("Idle", (), {"launch": lambda self: None})()))
+    monkeypatch.delenv("GRADEKIT_ALLOW_UNSANDBOXED", raising=False)
+    rubric = available_rubrics()["vae"]
+    sub = make_submission(tmp_path, "alice")
+    os.symlink("/etc/passwd", sub / "passwd")
+    packed = pack_submission(sub)
+    client = GradeOptions(only=["elbo"], device="cpu", secret="1" * 32, allow_unsandboxed=True)
+    task = {"student": "alice", "assignment": "vae", "identity": grader_identity(rubric), "options": client.to_dict()}
+    assert grade_packed(task, packed)["ok"]
+    got = seen[-1]
+    assert (got.only, got.device, got.secret, got.allow_unsandboxed) == (["elbo"], "cpu", "1" * 32, True)
+    assert got.left_out == ["passwd"] and got.threads >= 1 and got.out_dir is not None
+    no = {**task, "options": GradeOptions(only=["elbo"]).to_dict()}
+    assert grade_packed(no, packed)["ok"] and seen[-1].allow_unsandboxed is False
+    monkeypatch.setenv("GRADEKIT_ALLOW_UNSANDBOXED", "1")
+    assert grade_packed(no, packed)["ok"] and seen[-1].allow_unsandboxed is True
 
 
 def test_data_digest_covers_the_files_read(tmp_path):

@@ -253,15 +253,19 @@ def test_escape_attempts_are_blocked_when_the_grader_runs_unprivileged():
         shutil.rmtree(base, ignore_errors=True)
 
 
+# A platform without namespaces, simulated: the command runs under a seccomp filter (inherited by every
+# process it starts) that denies unshare and mount.
+NO_NAMESPACES = [sys.executable, "-c", "import os, sys\nfrom grader.sandbox import isolation\n"
+                 "assert isolation._lib().prctl(isolation.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0\n"
+                 "assert isolation.install_seccomp()\nos.execvp(sys.argv[1], sys.argv[1:])\n"]
+
+
 @pytest.mark.slow
 @linux_only
 def test_without_isolation_grading_is_refused_unless_opted_in(tmp_path):
     """A platform without namespaces, simulated: the grader itself runs under a seccomp filter
     that denies unshare and mount. `grade run` refuses; with --allow-unsandboxed it warns."""
-    wrapper = ("import os, sys\nfrom grader.sandbox import isolation\n"
-               "assert isolation._lib().prctl(isolation.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0\n"
-               "assert isolation.install_seccomp()\nos.execvp(sys.argv[1], sys.argv[1:])\n")
-    prefix = [sys.executable, "-c", wrapper]
+    prefix = NO_NAMESPACES
     sub = make_submission(tmp_path, "plain")
     refused = _grade_cli(prefix, sub, tmp_path / "out")
     assert refused.returncode != 0
@@ -273,6 +277,32 @@ def test_without_isolation_grading_is_refused_unless_opted_in(tmp_path):
     assert "WITHOUT isolation" in allowed.stdout
     result = json.loads((tmp_path / "out" / "plain" / "results.json").read_text())
     assert any("WITHOUT isolation" in e for e in result["extra_data"]["gradekit"]["errors"])
+
+
+@pytest.mark.slow
+@linux_only
+def test_grade_batch_hands_allow_unsandboxed_to_its_workers(tmp_path):
+    """The opt-in reaches the batch's worker processes as an option (flag or its environment spelling at
+    the command line), where the machine cannot isolate: refused without it, graded with a warning with it."""
+    make_submission(tmp_path / "class", "plain")
+    grade = str(REPO / ".venv" / "bin" / "grade") if (REPO / ".venv" / "bin" / "grade").exists() else "grade"
+    env = {k: v for k, v in os.environ.items() if k != "GRADEKIT_ALLOW_UNSANDBOXED"}
+
+    def batch(out: str, *extra: str, **more_env: str):
+        cmd = [*NO_NAMESPACES, grade, "batch", str(tmp_path / "class"), "--out", str(tmp_path / out), "--only",
+               ",".join(QUICK), "--device", "cpu", "--no-reports", *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**env, **more_env})
+
+    refused = batch("refused")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "cannot isolate student code" in (tmp_path / "refused" / "plain" / "error.txt").read_text()
+    for out, extra, more_env in (("flag", ["--allow-unsandboxed"], {}),
+                                 ("env", [], {"GRADEKIT_ALLOW_UNSANDBOXED": "1"})):
+        allowed = batch(out, *extra, **more_env)
+        assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+        result = json.loads((tmp_path / out / "plain" / "results.json").read_text())
+        assert any("WITHOUT isolation" in e for e in result["extra_data"]["gradekit"]["errors"]), out
+        assert all(t["score"] == t["max_score"] for t in result["tests"]), out
 
 
 @pytest.mark.skipif(not isolation.linux(), reason="Linux namespaces only")

@@ -17,8 +17,8 @@ from click.testing import CliRunner  # noqa: E402
 from grader.serve.app import create_app, open_classroom  # noqa: E402
 from grader.serve.classroom import ClassroomError  # noqa: E402
 from grader.serve.groups import group_answers  # noqa: E402
-from grader.serve.scoring import ScoreError, feedback_text, parse_number, question_score  # noqa: E402
-from grader.serve.store import DB_NAME, GradeStore, StoreError, stored_entries  # noqa: E402
+from grader.manual_grades.scoring import ScoreError, feedback_text, parse_number, question_score  # noqa: E402
+from grader.manual_grades.store import DB_NAME, GradeStore, StoreError, stored_entries  # noqa: E402
 from serve_data import Q1, make_reports  # noqa: E402
 
 # ---- scoring rules ----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ pytest.importorskip("flask")
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
 
 from grader.results import load_result  # noqa: E402
-from grader.serve.store import DB_NAME, GradeStore  # noqa: E402
+from grader.manual_grades.store import DB_NAME, GradeStore  # noqa: E402
 from serve_data import RunningServer, make_reports  # noqa: E402
 
 expect = sync_api.expect

@@ -11,6 +11,7 @@ import click
 from grader.glossary import fmt_points, shorten
 
 from grader.commands.console import Table, console
+from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV
 
 
 class BatchUsageError(click.ClickException):
@@ -37,22 +38,18 @@ def _tags(value: str | None) -> list[str]:
 @click.option("--data", metavar="SPEC", help="Data for model-level checks: digits, mnist:PATH or mnist-binary:PATH "
               "(default: the rubric's).")
 @click.option("--no-reports", is_flag=True, help="Write results.json only (render later with `grade report`).")
-@click.option("--allow-unsandboxed", is_flag=True, help="Grade even where student code cannot be isolated (not Linux, "
-              "no user namespaces): only for code you trust; every result and report says so.")
+@click.option("--allow-unsandboxed", is_flag=True, envvar=ALLOW_UNSANDBOXED_ENV, show_envvar=True,
+              help="Grade even where student code cannot be isolated (not Linux, no user namespaces): only for code "
+              "you trust; every result and report says so (the choice travels to every worker, local or Dask).")
 def batch_cmd(root, jobs, out, assignment, only, device, force, executor, scheduler, data, no_reports, allow_unsandboxed):
     """Grade every submission folder under ROOT (one subfolder per student); resumable."""
     if allow_unsandboxed:
-        import os
-
-        from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV
-
-        os.environ[ALLOW_UNSANDBOXED_ENV] = "1"  # the local workers inherit it; Dask tasks carry it
         console.print("[bold red]WARNING[/]: --allow-unsandboxed: where this machine cannot isolate student code, "
                       "it runs unisolated; every affected result and report says so.")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from grader.batch import find_submissions, grade_batch, not_submissions
-    from grader.engine import GradingError
+    from grader.engine import GradeOptions, GradingError
     from grader.rubric import RubricError
 
     if not root.is_dir():
@@ -76,9 +73,9 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
             bar.update(task, completed=done, failed=failures[0], last=f"{outcome.student}: {outcome.status}")
 
         try:
-            summary = grade_batch(root, out, jobs=jobs, assignment=assignment, only=_tags(only), device=device,
-                                  force=force, progress=progress, executor=executor, scheduler=scheduler,
-                                  reports=not no_reports, data=data)
+            options = GradeOptions(only=_tags(only), device=device, data=data, allow_unsandboxed=allow_unsandboxed)
+            summary = grade_batch(root, out, options, jobs=jobs, assignment=assignment, force=force, progress=progress,
+                                  executor=executor, scheduler=scheduler, reports=not no_reports)
         except (GradingError, RubricError) as e:
             raise BatchUsageError(str(e)) from None
 
@@ -125,7 +122,7 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
 def export_cmd(fmt, out, roster):
     """Write the class's grades in an LMS's import format (OUT/canvas_grades.csv, ...)."""
     from grader.lms import LmsError, export_gradebook
-    from grader.serve.store import StoreError
+    from grader.manual_grades.store import StoreError
 
     try:
         path, warnings = export_gradebook(out, fmt, roster, return_warnings=True)

@@ -30,7 +30,7 @@ def report_cmd(results_dir: Path, students: tuple[str, ...], manual: Path | None
     """
     from grader.report.manual import ManualGradeError, apply_manual, check_manual_csv, load_results, save_in_place
     from grader.report.render import render_report
-    from grader.serve.store import StoreError, stored_entries
+    from grader.manual_grades.store import StoreError, stored_entries
 
     if not results_dir.is_dir():
         raise UsageError(f"{results_dir} is not a folder; pass the folder `grade run --out` wrote "

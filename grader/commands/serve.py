@@ -31,7 +31,7 @@ def serve_cmd(reports_dir: Path, host: str, port: int, submissions: Path | None)
     except ImportError as e:
         raise ServeError(f"the web app needs Flask ({e}); install it: pip install 'flask>=3'") from None
     from grader.serve.classroom import ClassroomError
-    from grader.serve.store import StoreError
+    from grader.manual_grades.store import StoreError
     from grader.report.manual import ManualGradeError
 
     try:

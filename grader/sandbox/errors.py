@@ -7,7 +7,6 @@ engine handle failures the same way in both.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 MAX_OUTPUT_BYTES = 64 * 1024  # student stdout/stderr kept per submission
@@ -51,7 +50,10 @@ REQUIRED_PROTECTIONS = {
     "read_only_filesystem": "read-only file system", "private_tmp": "private size-bounded /tmp",
     "unprivileged_id": "unprivileged id", "capabilities_dropped": "no capabilities",
 }
-ALLOW_UNSANDBOXED_ENV = "GRADEKIT_ALLOW_UNSANDBOXED"  # set by `--allow-unsandboxed` (batch workers inherit it)
+# The user-facing spelling of `--allow-unsandboxed` in the environment. Read only at the edges: by the CLI
+# (click `envvar` of `grade run` / `grade batch`) and by a Dask worker for its own opt-in (grader.remote).
+# The choice then travels as a value (GradeOptions, SandboxConfig), never through os.environ.
+ALLOW_UNSANDBOXED_ENV = "GRADEKIT_ALLOW_UNSANDBOXED"
 
 
 def missing_protections(protections: dict) -> list[str]:
@@ -69,5 +71,5 @@ class SandboxConfig:
     namespaces: bool = True  # False: no isolation wanted (a student's self-check of their own code)
     # Run untrusted code even where it cannot be isolated (not Linux, no user namespaces): an explicit
     # opt-in; results and reports then carry a warning.
-    allow_unsandboxed: bool = field(default_factory=lambda: os.environ.get(ALLOW_UNSANDBOXED_ENV) == "1")
+    allow_unsandboxed: bool = False
     hide: list[str] = field(default_factory=list)  # paths the child must not see

@@ -50,6 +50,9 @@ PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_SET_DUMPABLE = 4
 
+# GRADEKIT_SANDBOX_UID stays an environment variable on purpose: it is not a grading option (no result
+# depends on it) but the identity of a whole process tree, chosen by the Gradescope runner before `grade run`
+# starts, and read at import by every process of that tree that switches ids (grader, zygote, child).
 def _sandbox_id() -> int:
     """The id student code runs as when the grader is root: "nobody", or the id named by
     GRADEKIT_SANDBOX_UID (the Gradescope runner creates one of its own, so that everything the

@@ -28,8 +28,8 @@ from grader.serve.classroom import Classroom, question_key
 from grader.serve.groups import group_answers
 from grader.serve.markup import answer_html
 from grader.serve.rendering import RenderJob, render_changed  # noqa: F401 (render_changed: part of this API)
-from grader.serve.scoring import ScoreError
-from grader.serve.store import GradeStore, StoreError, open_store
+from grader.manual_grades.scoring import ScoreError
+from grader.manual_grades.store import GradeStore, StoreError, open_store
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 TA_NAME_MAX = 60

@@ -21,7 +21,7 @@ def render_changed(classroom, store, progress: Progress | None = None) -> tuple[
     manual grades differ from their results.json, then gradebook.csv. No student code runs.
     Returns (rendered students, failures: "student: what went wrong")."""
     from grader.report.render import render_report
-    from grader.serve.store import stored_entries
+    from grader.manual_grades.store import stored_entries
 
     progress = progress or (lambda done, total, now: None)
     classroom.refresh()

@@ -94,8 +94,9 @@ class Comparison:
 # ---------------------------------------------------------------------------------------------
 
 def _cache_dir() -> Path:
-    root = Path(os.environ.get("GRADEKIT_CACHE") or Path.home() / ".cache" / "gradekit")
-    return root / "similarity" / f"v{VERSION}-k{K}-w{W}"
+    from grader.model_cache import cache_dir  # one place says where gradekit's cache is ($GRADEKIT_CACHE)
+
+    return cache_dir() / "similarity" / f"v{VERSION}-k{K}-w{W}"
 
 
 def fingerprint_source(source: str, use_cache: bool = True) -> tuple[list[Fingerprint], list[tuple[str, int, int]]]:

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from grader.serve.scoring import ScoreError, feedback_text, parse_number, question_score
+from grader.manual_grades.scoring import ScoreError, feedback_text, parse_number, question_score
 
 DB_NAME = "grades.sqlite"
 SCHEMA_VERSION = 1
