@@ -43,7 +43,8 @@ test: $(STAMP) browser
 # Pure modules and the framework's own tests (no sandbox, no training), every rubric included
 # (tests/test_assignments.py): a minute or so. `make test` runs everything.
 FAST := tests/test_layers.py tests/test_rubric.py tests/test_history.py tests/test_assignments.py \
-        tests/test_check_helpers.py tests/test_protocol.py tests/test_data.py tests/test_answers.py
+        tests/test_check_helpers.py tests/test_protocol.py tests/test_data.py tests/test_answers.py \
+        tests/test_model_level_framework.py
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(FAST)
 

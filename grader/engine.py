@@ -7,6 +7,8 @@ only for problems of the grader's inputs (no such folder, unknown assignment, ba
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as _dt
 import hashlib
 import importlib
@@ -23,7 +25,7 @@ from grader.metrics import metric_info
 from grader.redact import machine_paths, redact_paths
 from grader.results import GradeResult, QuestionResult, TestResult
 from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available_rubrics
-from grader.sandbox.client import REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig
+from grader.sandbox.client import REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig, joined_output
 from grader.submission import fits, prepare, write_figures
 from grader.submission.answers import MAX_ANSWER_CHARS, parse_answers  # noqa: F401 (public here since v0.1)
 
@@ -68,6 +70,9 @@ class GradeOptions:
     model_overrides: dict = field(default_factory=dict)  # training budget etc. (tests use tiny ones)
     write_figures: bool = True
     threads: int | None = None  # torch threads of the child when it trains (unit checks: always 1)
+    # Train the student's model in a second sandboxed child while the unit checks run (`_trains_ahead`):
+    # None = when this grade has two cores (threads, else torch's, >= 2); `grade batch -j 2` gives each job one
+    train_ahead: bool | None = None
     namespaces: bool = True
     # Run student code even where it cannot be isolated (`--allow-unsandboxed`): results and reports say so
     allow_unsandboxed: bool = False
@@ -217,6 +222,10 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         questions=[],
     )
     trains = any(spec.kind_info.trains for spec in selected)
+    if trains:  # unit checks never train: they do not wait for it. Asked now, it overlaps the preflight below
+        from grader.sandbox.client import Zygote
+
+        Zygote.shared().prepare_training()
     # Unit checks compute on small tensors, the grader and the child taking turns: more than one torch
     # thread only adds OpenMP hand-offs and spinning threads competing with the other process for the
     # cores (3x the CPU time and 2-3x the wall time of `grade check` measured on 2 cores). That holds
@@ -241,7 +250,9 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         except ValueError as e:  # bad data folder, bad [model] settings: the instructor's to fix
             raise GradingError(str(e)) from None
     trace.mark("rubric's checks module imported, preflight")
-    with Sandbox(submission, config) as sandbox:
+    ahead_hook = getattr(importlib.import_module(rubric.checks_module), "train_ahead", None)
+    ahead = ahead_hook is not None and _trains_ahead(selected, options)
+    with Sandbox(submission, config) as sandbox, contextlib.ExitStack() as closing:
         # From here on the grader reads only the sandbox's copy (no links, regular files only).
         result.submission_hash = submission_hash(sandbox.scratch)
         handed_in = prepare(sandbox.scratch, rubric)  # module source (+ notebook line map), answers, figures; runs nothing
@@ -255,9 +266,14 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         if left_out:
             result.errors.append("not graded (links, special files, or over the size limit): "
                                  + ", ".join(left_out[:20]) + (" …" if len(left_out) > 20 else ""))
-        if trains:
-            sandbox.prepare_training()  # unit checks never train: they do not wait for it
+        trainer = None
+        if ahead:  # a second child of the same copy (taken before any student code ran), for the training only
+            trainer = closing.enter_context(Sandbox(sandbox.scratch, dataclasses.replace(config)))
+            config.threads = 1  # the first child runs the unit checks only
         try:
+            if trainer is not None:
+                trainer.start()
+                trainer.output_from = trainer.log_size()  # the import's output is the first child's to show
             sandbox.start()
         except IsolationUnavailable as e:
             raise GradingError(str(e)) from None
@@ -277,6 +293,16 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
         session.figures_dir = figures_dir
         session.remaining_s = lambda: deadline - time.monotonic()
         numbers = check_numbers(rubric)
+        if trainer is not None and trainer.load_error is None and sandbox.load_error is None:
+            first = next(spec for spec in selected if spec.kind_info.trains)
+            from grader.checks import CheckContext
+
+            try:
+                ahead_hook((context or CheckContext)(first, rubric, trainer, device, {}, rubric.limits.call_timeout_s,
+                                                     session))
+                trace.mark("training started ahead in a second child")
+            except Exception:  # (a grader bug) the model checks then train in the first child, as with one child
+                pass
         for spec in selected:
             number = numbers[spec.id]
             test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session, context)
@@ -292,7 +318,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             trace.mark("checks: the child's own time in requests", total_s=stats["child_s"], count=stats["requests"])
             trace.mark("checks: answering the child's upcalls (stand-ins)", total_s=stats["upcall_s"], count=stats["upcalls"])
         trace.mark(f"checks ({len(selected)})")
-        result.student_output = handed_in.translate(sandbox.output())
+        result.student_output = handed_in.translate(joined_output([sandbox, trainer] if trainer else [sandbox]))
         _redact(result, submission, options.out_dir)
         result.figures = session.figures
         result.metrics = session.metrics
@@ -308,6 +334,23 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
     result.execution_time = time.monotonic() - t0
     trace.mark("sandbox closed (children killed, run folder removed)")
     return result
+
+
+def _trains_ahead(selected: list[CheckSpec], options: GradeOptions) -> bool:
+    """Whether to train the student's model in a second child while the unit checks run in the first.
+
+    Only with two cores for this grade (`options.train_ahead`, default: `threads` or torch's >= 2; a `grade
+    batch -j 2` job has one and grades as before), and only when every model check comes after every
+    other check: the checks then see the same results in the same order as one child would give them."""
+    if options.train_ahead is False:
+        return False
+    if options.train_ahead is None:
+        import torch
+
+        if (options.threads or torch.get_num_threads()) < 2:
+            return False
+    trains = [spec.kind_info.trains for spec in selected]
+    return any(trains) and not all(trains) and trains == sorted(trains)
 
 
 def check_numbers(rubric: Rubric) -> dict[str, str]:

@@ -151,10 +151,9 @@ def data_digest(spec: str | None) -> str:
         return ""
     kind = spec.strip().partition(":")[0].strip().lower()
     if kind == "digits":
-        import importlib.util
+        from grader.data import digits_file
 
-        origin = importlib.util.find_spec("sklearn").origin
-        paths = {"digits.csv.gz": Path(origin).parent / "datasets" / "data" / "digits.csv.gz"}
+        paths = {"digits.csv.gz": digits_file()}
     else:
         from grader.data import _find_mnist_files
 

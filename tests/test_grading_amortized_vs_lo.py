@@ -221,7 +221,7 @@ def test_optional_real_mnist_test_set_loads_for_the_classifier():
     folder = Path("/work/shared/data/mnist")
     if not folder.is_dir():
         pytest.skip("no local MNIST")
-    from grader.checks.amortized_vs_lo import _prepare
+    from grader.checks.amortized_vs_lo_model import _prepare
 
     try:
         data = _prepare(f"mnist:{folder}")

@@ -307,9 +307,9 @@ MNIST = Path("/work/shared/data/mnist")
 
 @pytest.mark.skipif(not MNIST.is_dir(), reason="no local MNIST (optional)")
 def test_mnist_scales_to_unit_interval_and_fits_the_28x28_architecture():
-    from grader.checks.density_models import DEFAULTS, _data
+    from grader.checks.density_models_model import Settings, load_data
 
-    data = _data({**DEFAULTS, "data": f"mnist:{MNIST}"})
+    data = load_data(Settings(data=f"mnist:{MNIST}"))
     assert data.image_shape == (28, 28) and data.x_train.shape[1] == 784
     assert 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
     m = R.ConvVAE(latent_dim=2, image_size=28)

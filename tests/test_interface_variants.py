@@ -194,7 +194,7 @@ def test_missing_required_reduction_is_charged_once_in_the_interface_check(tmp_p
 
 def test_amortized_model_weights_load_with_renamed_modules_and_extra_buffers():
     """amortized-vs-lo's model level loads trained weights into the reference by role (was strict by name)."""
-    from grader.checks.amortized_vs_lo import _load
+    from grader.checks.amortized_vs_lo_model import _load
     from reference import amortized_vs_lo as ref
 
     model = ref.CNNClassifier(image_size=8)

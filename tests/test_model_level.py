@@ -21,7 +21,8 @@ def private_cache(tmp_path, monkeypatch):
 def _grade(sub, **kw):
     from grader.rubric import available_rubrics
 
-    opts = GradeOptions(device="cpu", only=["model"], model_overrides={**TINY, **kw.pop("overrides", {})}, **kw)
+    kw.setdefault("only", ["model"])
+    opts = GradeOptions(device="cpu", model_overrides={**TINY, **kw.pop("overrides", {})}, **kw)
     return grade_submission(sub, available_rubrics()["vae"], opts)
 
 
@@ -168,3 +169,62 @@ def test_a_forged_time_budget_stop_does_not_lower_the_reference(tmp_path):
     assert forged.autograded_score <= honest.autograded_score + 1e-9, (forged.autograded_score, honest.autograded_score)
     text = " ".join(t.output for t in forged.tests)
     assert "the claim is ignored" in text and "trained for the same" not in text, text
+
+
+SECRET = "00112233445566778899aabbccddeeff"
+CHATTY = ('\nprint("hello from import")\n_forward = VAE.forward\n'
+          'def _chatty(self, *a, **k):\n    print("a training step")\n    return _forward(self, *a, **k)\n'
+          'VAE.forward = _chatty\n')
+BROKEN_VAE = "\ndef _broken(self, *a, **k):\n    raise ValueError('no VAE today')\nVAE.__init__ = _broken\n"
+
+
+def _comparable(result) -> str:
+    """results.json less what differs between two gradings of one submission (times, dates, whether the reference
+    was trained by the first one)."""
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if k not in ("execution_time", "graded_at", "duration", "seconds",
+                                                                   "epoch_seconds", "reference_cache")}
+        return [strip(v) for v in o] if isinstance(o, list) else o
+    return json.dumps(strip(result.to_json()), indent=1, sort_keys=True)
+
+
+@pytest.mark.parametrize("extra", [CHATTY, BROKEN_VAE], ids=["prints at import and in training", "VAE() raises"])
+def test_training_ahead_in_a_second_child_gives_the_results_of_one_child(tmp_path, monkeypatch, extra):
+    """Training the student's model in a second child while the unit checks run (two cores) changes the wall time
+    only: scores, feedback, metrics and the student's output (the import's once) are those of one child."""
+    from grader.checks import model_level
+
+    started, init = [], model_level.TrainingAhead.__init__
+
+    def spy(self, ctx, call):
+        started.append(call.function)
+        init(self, ctx, call)
+
+    monkeypatch.setattr(model_level.TrainingAhead, "__init__", spy)
+    sub = make_submission(tmp_path, "ahead", extra)
+    only = ["log_standard_normal", "model"]
+    one = _comparable(_grade(sub, only=only, secret=SECRET, train_ahead=False))
+    assert started == []
+    two = _comparable(_grade(sub, only=only, secret=SECRET, train_ahead=True))
+    assert started == ["vae.train"]
+    assert one == two  # as text: a NaN metric is equal to itself there
+    one = json.loads(one)
+    out = one["extra_data"]["gradekit"]["student_output"]
+    if extra == CHATTY:
+        assert out.count("hello from import") == 1 and "a training step" in out, out[:300]
+    else:
+        assert "no VAE today" in one["tests"][-1]["output"]
+
+
+def test_training_ahead_only_with_two_cores_and_model_checks_after_the_others(vae_rubric):
+    from grader.engine import _trains_ahead
+
+    def ahead(tags, **kw):
+        return _trains_ahead(vae_rubric.select(tags), GradeOptions(**kw))
+
+    assert ahead(["log_normal_diag", "model"], threads=2)
+    assert not ahead(["log_normal_diag", "model"], threads=1)  # `grade batch -j 2` on two cores: one each
+    assert not ahead(["log_normal_diag", "model"], threads=2, train_ahead=False)
+    assert not ahead(["model"], threads=2)  # nothing to overlap with
+    assert not ahead(["log_normal_diag"], threads=2)  # nothing to train

@@ -538,6 +538,21 @@ def believed_epochs(ctx: CheckContext, claim: "TrainingClaim", reference_epochs:
     return claim.matched_epochs(reference_epochs)
 
 
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with `n` torch threads in this process (None: unchanged). Unit checks compute on small
+    tensors, the grader and the child taking turns: one thread (see engine.grade_submission)."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def timed_call(call: Callable, *args, **kwargs):
     """(call(*args, **kwargs), wall seconds measured here): the grader's own clock around a training call."""
     import time
@@ -545,6 +560,15 @@ def timed_call(call: Callable, *args, **kwargs):
     t0 = time.monotonic()
     out = call(*args, **kwargs)
     return out, time.monotonic() - t0
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device):
+    """torch's global generators (CPU, and `device`'s when it is a GPU) seeded inside the block, restored after it."""
+    devices = [device.index or 0] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def note_epoch_matched(ctx: CheckContext, epochs: int) -> None:

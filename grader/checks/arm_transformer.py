@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from grader.checks import CheckContext, StudentValueError, tensor
-from grader.checks.arm_transformer_model import METRICS, check_model_nll, check_model_samples, preflight  # noqa: F401
+from grader.checks.arm_transformer_model import (  # noqa: F401
+    METRICS, check_model_nll, check_model_samples, preflight, train_ahead)
 from grader.sandbox.client import StudentException
 
 D, N, H = 16, 32, 4  # embedding size, MLP neurons, heads of the unit checks' blocks

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, UNBOUNDED_S, likely_causes, note_epoch_matched, relative_score, timed_call
-from grader.checks.model_level import ModelGradingError, ModelLevel, ModelRun, Reference
+from grader.checks import CheckContext, UNBOUNDED_S, likely_causes, note_epoch_matched, relative_score
+from grader.checks.model_level import ModelGradingError, ModelLevel, ModelRun, Reference, TrainingCall
 from grader.history import stop_reason
 from grader.metrics import Metric
 from grader.sandbox.errors import StudentCodeError
@@ -193,11 +193,15 @@ class ArmModel(ModelLevel):
     def load_reference(self, ctx: CheckContext, s: Settings, data: Data, state: dict, meta: dict) -> Reference:
         return Reference(meta["metrics"], meta["history"], model=np.asarray(state["samples"]))  # "model": its samples
 
-    def train_student(self, ctx: CheckContext, s: Settings, data: Data, run: ModelRun) -> dict:
+    def training_call(self, ctx: CheckContext, s: Settings, data: Data) -> TrainingCall:
         budget = min(ctx.session.remaining_s(), s.time_budget_s * 2 + 30)
+        return TrainingCall("arm_transformer.train_and_evaluate", dict(x_train=data.x_train, x_val=data.x_val,
+                                                                       x_test=data.x_test, **_train_kwargs(s, data)),
+                            timeout=max(1.0, budget))
+
+    def train_student(self, ctx: CheckContext, s: Settings, data: Data, run: ModelRun) -> dict:
         try:
-            out, seconds = timed_call(ctx.harness, "arm_transformer.train_and_evaluate", timeout=max(1.0, budget),
-                                      x_train=data.x_train, x_val=data.x_val, x_test=data.x_test, **_train_kwargs(s, data))
+            out, seconds = self.run_training(ctx, self.training_call(ctx, s, data))
         except StudentCodeError as e:  # the student's code raised, timed out or crashed inside the course's loop
             raise ModelGradingError(f"{type(e).__name__}: {getattr(e, 'message', e)}") from None
         if not isinstance(out, dict):
@@ -267,6 +271,10 @@ METRICS = {  # how the numbers recorded above are shown in the report (grader/me
 
 def preflight(rubric, session, selected) -> None:
     MODEL.preflight(rubric, session, selected)
+
+
+def train_ahead(ctx: CheckContext) -> bool:
+    return MODEL.train_ahead(ctx)
 
 
 BLOCK = ("block",)

@@ -9,6 +9,8 @@ An assignment's model half is a small subclass of `ModelLevel` (e.g. grader/chec
                    (grader.model_cache: settings, data, device and the code it depends on)
     train_student  the student's model trained in the sandbox through a harness (grader/harnesses/): only
                    plain data comes back (a history and weights); the grader times the call itself
+    training_call  that harness call as data (`TrainingCall`), so that `train_ahead` can start it before the
+                   model checks run: in a second sandboxed child, while the unit checks run (engine.py)
     evaluate       the student's weights loaded into the reference's model and evaluated with reference code
     figures, record
                    what the report shows (figures, metrics)
@@ -18,18 +20,34 @@ with the rules every assignment follows: the reference is never cut by wall-cloc
 stopped by its time budget is compared with the reference trained for as many epochs, but only when the
 grader saw the budget run out (grader/history.py: what the child says is a claim); the report says both.
 The check functions then score metrics relative to the reference (`relative_score`).
+
+Training ahead: the engine may call `train_ahead(ctx)` (the assignment's checks module re-exports it) with a
+context whose sandbox is a second child of the same submission, before the first check runs. The training
+call then runs in a thread (it only waits on that child's socket) while the unit checks use the other core;
+`run_training` hands its reply to `train_student` when the model checks come, or makes the call itself when
+nothing was started ahead. The call, its inputs, its time limit and what is done with its reply are the
+same either way, and a failure is raised where it would have been (in the model check, after the unit
+checks): only the wall-clock time of the whole grade changes.
+
+An assignment that trains several models in one run (e.g. a CNN, a VAE and a latent-optimization model) keeps
+one ModelLevel: each part that fails goes in `run.errors[part]` (the others are still graded), each loop's claim
+in `run.claims[<its epochs setting>]` (one reference, trained at every matched loop's epochs). Models that are
+fitted separately (density-models: PPCA, a GMM, a VAE) are one ModelLevel each, with distinct `name`s.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
-from grader.checks import CheckContext, believed_epochs, reference_at_students_epochs
+from grader import trace
+from grader.checks import CheckContext, believed_epochs, reference_at_students_epochs, timed_call
 from grader.history import TrainingClaim, epochs_done
 from grader.metrics import Metric
 from grader.sandbox.errors import StudentCodeError
@@ -63,6 +81,10 @@ class ModelRun:
     source: str = "trained"  # or "checkpoint"
     claim: TrainingClaim | None = None  # what the child said about its training, beside the grader's clock
     epoch_matched: int = 0  # >0: the reference was trained for this many epochs, as the student's run reached
+    # assignments with several models (parts): a part that could not be graded does not stop the others
+    errors: dict = field(default_factory=dict)  # part -> why it could not be trained or evaluated
+    claims: dict = field(default_factory=dict)  # epochs setting of a loop (e.g. "vae_epochs") -> its TrainingClaim
+    epochs_matched: dict = field(default_factory=dict)  # epochs setting -> epochs the reference was matched to
     student_error: StudentCodeError | None = None  # the student's code raised while building or training
     extra: dict = field(default_factory=dict)  # the assignment's own results (e.g. sample scores)
 
@@ -73,6 +95,61 @@ class ModelRun:
     @property
     def reference_history(self) -> dict:
         return self.reference.history
+
+
+@dataclass
+class TrainingCall:
+    """The harness call that trains the student's model: `ctx.harness(function, timeout=timeout, **kwargs)`."""
+
+    function: str  # grader/harnesses/<module>.<function>
+    kwargs: dict  # plain data (numbers, strings, dicts, numpy arrays)
+    timeout: float  # seconds for the whole call
+
+
+def _same(a, b) -> bool:
+    """Plain data equal, arrays by shape, dtype and values (`==` on arrays is element-wise)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+                and a.dtype == b.dtype and np.array_equal(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+class TrainingAhead:
+    """A `TrainingCall` running in a thread on another sandbox (`ModelLevel.train_ahead`); `result()` waits for it.
+
+    The thread only sends the request and waits on the child's socket (the GIL is free meanwhile), so the
+    grader's main thread goes on with the unit checks in its own sandbox."""
+
+    KEY = "model level: training started ahead: "  # + the ModelLevel's name: its session.cache key
+
+    def __init__(self, ctx: CheckContext, call: TrainingCall):
+        self.call = call
+        self._reply = self._error = None
+        self._seconds = 0.0
+        self._thread = threading.Thread(target=self._train, args=(ctx,), name="gradekit-training-ahead", daemon=True)
+        self._thread.start()
+
+    def _train(self, ctx: CheckContext) -> None:
+        try:
+            self._reply, self._seconds = timed_call(ctx.harness, self.call.function, timeout=self.call.timeout,
+                                                    **self.call.kwargs)
+        except BaseException as e:  # StudentCodeError (timeout, crash, exception): raised again by result()
+            self._error = e
+        trace.mark("training ahead: the child's reply arrived")
+
+    def matches(self, call: TrainingCall) -> bool:
+        return call.function == self.call.function and _same(call.kwargs, self.call.kwargs)
+
+    def result(self) -> tuple:
+        """(reply, wall seconds measured around the call) or the call's exception, once the thread is done."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._reply, self._seconds
 
 
 class ModelLevel:
@@ -141,6 +218,34 @@ class ModelLevel:
         nothing can be evaluated."""
         raise NotImplementedError
 
+    def training_call(self, ctx: CheckContext, s, data) -> TrainingCall | None:
+        """The harness call `train_student` makes (None: this assignment does not train ahead)."""
+        return None
+
+    def run_training(self, ctx: CheckContext, call: TrainingCall) -> tuple:
+        """(reply, wall seconds) of `call`: the one `train_ahead` started when it is the same call, else made now.
+        Raises what `ctx.harness` raises (StudentCodeError)."""
+        ahead = ctx.session.cache.pop(TrainingAhead.KEY + self.name, None)
+        if ahead is not None and ahead.matches(call):
+            return ahead.result()
+        return timed_call(ctx.harness, call.function, timeout=call.timeout, **call.kwargs)
+
+    def train_ahead(self, ctx: CheckContext) -> bool:
+        """Start the student's training now, in `ctx.sandbox` (a second child: engine.py), for `run_training` to
+        collect; False when there is nothing to start (a checkpoint is graded instead, no `training_call`)."""
+        s = self.settings(ctx.rubric, ctx.session)
+        data = self.load_data(s)
+        try:
+            if self.submitted_weights(ctx, s) is not None:
+                return False
+        except ModelGradingError:  # an unreadable checkpoint: said by the model checks, in turn
+            return False
+        call = self.training_call(ctx, s, data)
+        if call is None:
+            return False
+        ctx.session.cache[TrainingAhead.KEY + self.name] = TrainingAhead(ctx, call)
+        return True
+
     def submitted_weights(self, ctx: CheckContext, s) -> dict | None:
         """Weights the student handed in instead of training (None: train). Default: never."""
         return None
@@ -150,7 +255,8 @@ class ModelLevel:
         raise NotImplementedError
 
     def figures(self, ctx: CheckContext, run: ModelRun) -> None:
-        """Write figures to `ctx.session.figures_dir` (None: none) and list them in `ctx.session.figures`."""
+        """Write figures to `ctx.session.figures_dir` (None: none) and list them in `ctx.session.figures`.
+        An exception here is recorded in the metrics ("figures_error"), never charged to the student."""
 
     def record(self, ctx: CheckContext, run: ModelRun) -> None:
         """Put what the report shows in `ctx.session.metrics` (described by the assignment's METRICS)."""
@@ -166,6 +272,7 @@ class ModelLevel:
         s = self.settings(ctx.rubric, ctx.session)
         data = self.load_data(s)
         run = ModelRun(settings=s, data=data, reference=self.reference(ctx, s, data))
+        trace.mark("model level: reference ready")
         ctx.session.cache[self.name] = run
         try:
             weights = self.submitted_weights(ctx, s)
@@ -173,9 +280,12 @@ class ModelLevel:
                 run.source = "checkpoint"
             else:
                 weights = self.train_student(ctx, s, data, run)
+            trace.mark("model level: the student's model trained")
             self._match_epochs(ctx, s, data, run)
             self.evaluate(ctx, s, data, run, weights)
-            self.figures(ctx, run)
+            trace.mark("model level: evaluated")
+            self._figures(ctx, run)
+            trace.mark("model level: figures drawn")
         except ModelGradingError as e:
             run.error = str(e)
         except StudentCodeError as e:
@@ -185,19 +295,39 @@ class ModelLevel:
         self.record(ctx, run)
         return run
 
-    def _match_epochs(self, ctx: CheckContext, s, data, run: ModelRun) -> None:
-        """When the time budget stopped the student's loop before the reference's epochs (and the grader saw it),
-        compare with the reference trained for as many epochs: load and speed are not mistakes."""
-        done = believed_epochs(ctx, run.claim, epochs_done(run.reference.history)) if run.claim else 0
-        if done:
-            matched = dataclasses.replace(s, **{self.epochs_field: done})
-            run.reference = reference_at_students_epochs(ctx, lambda: self.reference(ctx, matched, data))
-            run.epoch_matched = done
+    def _figures(self, ctx: CheckContext, run: ModelRun) -> None:
+        try:
+            self.figures(ctx, run)
+        except StudentCodeError:
+            raise
+        except Exception as e:  # a figure must never cost marks
+            ctx.session.metrics["figures_error"] = f"{type(e).__name__}: {e}"
 
-    def claim(self, s, history: dict, seconds: float) -> TrainingClaim:
-        """The child's account of its training (`history`) beside the grader's own clock (`seconds`)."""
-        return TrainingClaim(f"{self.student}'s training", epochs_done(history), str(history.get("stopped_because")),
-                             seconds, float(getattr(s, self.budget_field)))
+    def reference_epochs(self, run: ModelRun, epochs_field: str) -> int:
+        """Epochs the reference's loop counted by setting `epochs_field` trained (its history's)."""
+        return epochs_done(run.reference.history)
+
+    def _match_epochs(self, ctx: CheckContext, s, data, run: ModelRun) -> None:
+        """When the time budget stopped a student's loop before the reference's epochs (and the grader saw it),
+        compare with the reference trained for as many epochs: load and speed are not mistakes. One claim
+        (`run.claim`, counted by `epochs_field`) or one per loop (`run.claims`); one matched reference for all."""
+        claims = {**({self.epochs_field: run.claim} if run.claim else {}), **run.claims}
+        matched = {}
+        for epochs_field, claim in claims.items():
+            done = believed_epochs(ctx, claim, self.reference_epochs(run, epochs_field))
+            if done:
+                matched[epochs_field] = done
+        if matched:
+            at_students = dataclasses.replace(s, **matched)
+            run.reference = reference_at_students_epochs(ctx, lambda: self.reference(ctx, at_students, data))
+            run.epochs_matched = matched
+            run.epoch_matched = matched.get(self.epochs_field, 0)
+
+    def claim(self, s, history: dict, seconds: float, what: str = "") -> TrainingClaim:
+        """The child's account of its training (`history`) beside the grader's own clock (`seconds`); `what` names
+        the loop in the notes (default: the student's model's training)."""
+        return TrainingClaim(what or f"{self.student}'s training", epochs_done(history),
+                             str(history.get("stopped_because")), seconds, float(getattr(s, self.budget_field)))
 
 
 # ---- submitted checkpoints (a rubric may allow one instead of training) ---------------------------------
@@ -255,4 +385,4 @@ def checkpoint_weights(folder: Path) -> dict | None:
 
 
 __all__ = ["MAX_CHECKPOINT_BYTES", "Metric", "ModelGradingError", "ModelLevel", "ModelRun", "Reference",
-           "checkpoint_weights"]
+           "TrainingAhead", "TrainingCall", "checkpoint_weights"]

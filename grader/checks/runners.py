@@ -12,16 +12,13 @@ the context factory) and gets back the check's `Outcome`; it never asks which ki
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Callable
 
-import torch
-
-from grader.checks import CheckContext, Outcome, Session, StudentValueError
+from grader.checks import CheckContext, Outcome, Session, StudentValueError, torch_threads
 from grader.checks.interface import NotJudged, SignatureError, judge_signatures
 from grader.kinds import KINDS
 from grader.results import GradeResult, TestResult
@@ -56,26 +53,11 @@ class CheckRun:
                             self.session, **kwargs)
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    """Run the grader's side of a check with `n` torch threads (None: unchanged). Unit checks compute on
-    small tensors, the grader and the child taking turns: one thread (see engine.grade_submission)."""
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def judge(run: CheckRun, ctx: CheckContext, test: TestResult | None = None) -> Outcome:
     """Run the check function on `ctx` and turn whatever it raises into its Outcome (sets `test.error`)."""
     spec, test = run.spec, test or run.test
     try:
-        with _torch_threads(None if spec.kind_info.trains else 1):
+        with torch_threads(None if spec.kind_info.trains else 1):
             run.function(ctx)
         outcome = ctx.outcome()
     except StudentCodeError as e:

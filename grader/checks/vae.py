@@ -23,6 +23,7 @@ from grader.checks.vae_model import (  # noqa: F401  (model-level checks of this
     check_model_nll,
     check_model_reconstruction,
     check_model_samples,
+    train_ahead,
 )
 from grader.sandbox import nets
 from grader.sandbox.errors import StudentCodeError

@@ -25,8 +25,9 @@ def train_conv_vae(module, device, x_train, latent_dim: int = 2, image_size: int
     """Adam (lr 1e-3), batches of 128, maximise the mean per-example `model.elbo(x)` for `epochs`
     epochs or `time_budget_s` seconds. x_train: N×D in [0, 1], reshaped to N×1×H×W.
 
-    Returns {"state_dict": {name: array}, "history": {"train_elbo": [...], "epochs": n, "seconds": t,
-    "stopped_because": "max_epochs" | "time_budget" | "diverged"} (grader/history.py), "error": "" | message}."""
+    Returns {"state_dict": {name: array}, "history": {"train_loss": [negative ELBO per epoch], "epochs": [1, ..., n],
+    "seconds": t, "stopped_because": "max_epochs" | "time_budget" | "diverged"} (grader/history.py),
+    "error": "" | message}."""
     with using_threads(num_threads):
         return _train_conv_vae(module, device, x_train, latent_dim, image_size, epochs, batch_size, lr, time_budget_s, seed)
 
@@ -43,7 +44,7 @@ def _train_conv_vae(module, device, x_train, latent_dim, image_size, epochs, bat
     if not params:
         return {"state_dict": {}, "history": {}, "error": "ConvVAE has no parameters to train"}
     opt = torch.optim.Adam(params, lr=float(lr))
-    history = {"train_elbo": [], "epochs": 0, "seconds": 0.0, "stopped_because": "max_epochs"}
+    history = {"train_loss": [], "epochs": [], "seconds": 0.0, "stopped_because": "max_epochs"}
     best = state_arrays(model)
     t0 = time.monotonic()
     error = ""
@@ -69,8 +70,8 @@ def _train_conv_vae(module, device, x_train, latent_dim, image_size, epochs, bat
             count += len(xb)
         if error:
             break
-        history["train_elbo"].append(total / max(count, 1))
-        history["epochs"] = epoch + 1
+        history["train_loss"].append(-total / max(count, 1))
+        history["epochs"].append(epoch + 1)
         best = state_arrays(model)
         if time.monotonic() - t0 > float(time_budget_s):
             history["stopped_because"] = "time_budget"

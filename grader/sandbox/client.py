@@ -116,9 +116,12 @@ class Zygote:
 
     def prepare_training(self) -> None:
         """Ask the zygote to preload the training stack (torch._dynamo, which the first optimiser imports) before its next
-        fork, so children that train do not each pay ~2.5 s. No reply: the next `fork` waits for it."""
+        fork, so children that train do not each pay ~2.5 s. No reply, and no wait for the zygote's own start: the
+        message waits in its socket, and the next `fork` waits for both (the grader goes on meanwhile)."""
         with self._lock:
-            self.start()
+            if self.proc is None or self.proc.poll() is not None:
+                self.stop()
+                self.launch()
             try:
                 self.ctl.send(json.dumps({"prepare": "training"}).encode())
             except OSError:
@@ -262,6 +265,7 @@ class Sandbox:
         self.load_error: StudentCodeError | None = None
         self.restarts = 0
         self.log_offset = 0
+        self.output_from = 0  # `output()` shows the log from here on
 
     # ---- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> "Sandbox":
@@ -501,11 +505,24 @@ class Sandbox:
 
     def output(self, limit: int = MAX_OUTPUT_BYTES) -> str:
         """The student's captured stdout/stderr: the first `limit` bytes, decoded leniently."""
-        size = os.fstat(self.log_fd).st_size if self.log_fd is not None else 0
-        text = self._read_log(0, limit).decode("utf-8", errors="replace")
-        if size > limit:
-            text += f"\n[... output truncated: {size:,} bytes in all, first {limit:,} shown ...]"
-        return text
+        return joined_output([self], limit)
+
+    def log_size(self) -> int:
+        return os.fstat(self.log_fd).st_size if self.log_fd is not None else 0
+
+
+def joined_output(sandboxes: list[Sandbox], limit: int = MAX_OUTPUT_BYTES) -> str:
+    """The captured output of several sandboxes of one submission (the unit checks' child, then the one that
+    trained ahead), as one child's log would hold it: the first `limit` bytes in all, decoded leniently."""
+    head, size = b"", 0
+    for sb in sandboxes:
+        size += max(0, sb.log_size() - sb.output_from)
+        if len(head) < limit:
+            head += sb._read_log(sb.output_from, limit - len(head))
+    text = head.decode("utf-8", errors="replace")
+    if size > limit:
+        text += f"\n[... output truncated: {size:,} bytes in all, first {limit:,} shown ...]"
+    return text
 
 
 def isolation_message(missing: list[str], protections: dict) -> str:
