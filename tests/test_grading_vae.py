@@ -53,6 +53,21 @@ def test_each_planted_mistake_costs_points_on_its_component_only_and_is_named(tm
         t.output for t in result.tests if t.component == component and t.status != "passed")
 
 
+FORWARD_MISTAKES = ("kl_wrong_sign", "missing_kl", "reduction_ignored")
+SECRETS = ("053cae13c461457e0d67ff50e6c41787", "1" * 32, "2" * 32, "3" * 32, "4" * 32, "5" * 32)
+
+
+@pytest.mark.parametrize("mistake_id", FORWARD_MISTAKES)
+def test_the_elbo_mistakes_are_named_whatever_the_checks_inputs(tmp_path, vae_rubric, mistake_id):
+    """Each run draws fresh inputs (grader/checks/inputs.py): the Monte Carlo ELBO check must tell its
+    three mistakes apart for every draw, not only for most."""
+    sub = make_submission(tmp_path, f"m_{mistake_id}", mutant_source(MUTANTS[mistake_id]))
+    for secret in SECRETS:
+        result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu", only=["elbo"], secret=secret))
+        named = {m["id"] for t in result.tests for m in t.mistakes}
+        assert named == {mistake_id}, (secret, [t.output for t in result.tests if t.status != "passed"])
+
+
 def test_only_selects_components(tmp_path, vae_rubric):
     sub = make_submission(tmp_path, "only")
     result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu", only=["log_bernoulli", "elbo"]))

@@ -41,7 +41,12 @@ def _walk(box):
 
 def overflows(html: str, base: Path) -> list[str]:
     """Tables and text that reach outside the page's content area, as 'page N: what' lines."""
-    doc = weasyprint.HTML(string=html, base_url=base.as_uri() + "/", url_fetcher=local_only_fetcher(base)).render()
+    return document_overflows(weasyprint.HTML(string=html, base_url=base.as_uri() + "/",
+                                              url_fetcher=local_only_fetcher(base)).render())
+
+
+def document_overflows(doc) -> list[str]:
+    """overflows() of a rendered weasyprint Document."""
     out = []
     for n, page in enumerate(doc.pages, 1):
         pb = page._page_box
@@ -135,10 +140,20 @@ def worst_case() -> GradeResult:
                        device="cpu", graded_at="2026-11-22T22:50:00+00:00")
 
 
+@pytest.fixture(scope="module")
+def laid_out(examples):
+    """Each example's report laid out once, as `grade` lays it out (the tighter layout when it saves a page)."""
+    from grader.report.pages import render_without_near_empty_last_page
+
+    return {name: render_without_near_empty_last_page(weasyprint.HTML(
+        string=build_html(r, d), base_url=d.as_uri() + "/", url_fetcher=local_only_fetcher(d)))
+        for name, (r, d) in examples.items()}
+
+
 # ---- tests --------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_every_table_of_every_example_report_fits_the_page(examples):
-    bad = {name: overflows(build_html(r, d), d) for name, (r, d) in examples.items()}
+def test_every_table_of_every_example_report_fits_the_page(laid_out):
+    bad = {name: document_overflows(doc) for name, doc in laid_out.items()}
     assert not {k: v for k, v in bad.items() if v}, bad
 
 
@@ -317,14 +332,10 @@ def test_a_last_page_with_a_few_lines_is_pulled_back_onto_the_page_before(tmp_pa
 
 
 @pytest.mark.slow
-def test_no_example_report_ends_on_a_near_empty_page(examples):
-    from grader.report.pages import near_empty_last_page, render_without_near_empty_last_page
+def test_no_example_report_ends_on_a_near_empty_page(laid_out):
+    from grader.report.pages import near_empty_last_page
 
-    bad = []
-    for name, (r, d) in examples.items():
-        html_doc = weasyprint.HTML(string=build_html(r, d), base_url=d.as_uri() + "/", url_fetcher=local_only_fetcher(d))
-        if near_empty_last_page(render_without_near_empty_last_page(html_doc)):
-            bad.append(name)
+    bad = [name for name, doc in laid_out.items() if near_empty_last_page(doc)]
     assert not bad, f"reports ending on a near-empty page: {bad}"
 
 
