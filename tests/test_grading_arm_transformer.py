@@ -13,6 +13,7 @@ import inspect
 import math
 import re
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -137,14 +138,17 @@ def _forged(es, v: int, kind: str) -> np.ndarray:
     if kind == "peek":  # reads the token it predicts (the buggy example's mask, or a forger indexing x[:, t + 1])
         probs = np.full((m, t - 1, v), 0.01 / (v - 1))
         np.put_along_axis(probs, es.x[:, 1:, None], 0.99, axis=2)
-    elif kind == "lookup":  # an ARM of the rows it was sent: each prefix's continuations among them (itself included)
-        table: dict = {}
+    elif kind in ("lookup", "lookup_others"):  # an ARM of the rows it was sent: each prefix's continuations among
+        table: dict = {}                        # them, itself included or every copy of itself left out
         for row in es.x.tolist():
             for i in range(1, t):
                 table.setdefault(tuple(row[:i]), np.zeros(v))[row[i]] += 1
+        copies = Counter(map(tuple, es.x.tolist()))
         for r, row in enumerate(es.x.tolist()):
             for i in range(t - 1):
                 c = table[tuple(row[:i + 1])] + 1e-3
+                if kind == "lookup_others":
+                    c[row[i + 1]] -= copies[tuple(row)]
                 probs[r, i] = c / c.sum()
     elif kind == "batch":  # reads the other rows of its batch (e.g. attention over the batch dimension)
         mean = np.add.reduceat(es.x, np.arange(0, m, es.batch_size), axis=0).mean(axis=1) / es.batch_size
@@ -154,10 +158,11 @@ def _forged(es, v: int, kind: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("kind, message", [("honest", ""), ("peek", "not causal"), ("lookup", "not causal"),
-                                           ("batch", "other sequences of its batch"), ("unnormalised", "sum to 1")])
+                                           ("lookup_others", "not causal"), ("batch", "other sequences of its batch"), ("unnormalised", "sum to 1")])
 def test_metrics_are_the_graders_own_and_refuse_a_model_that_reads_what_it_predicts(kind, message):
     """The grader lays out the test rows with causality probes and copies (`eval_set`) and computes the NLL itself:
-    a model that peeks at the token it predicts, looks it up in the rows it was sent, or reads its batch is refused."""
+    a model that peeks at the token it predicts, looks it up in the rows it was sent (itself included or left out), or
+    reads its batch is refused."""
     from grader.checks import arm_transformer_model as checks
 
     data = checks.load(checks.Settings())

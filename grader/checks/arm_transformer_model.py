@@ -5,9 +5,10 @@ epoch matching and its notes are the framework's). The course's decoder-transfor
 trained by the course's loop in the sandbox (grader/harnesses/arm_transformer.py) on the 8×8 digits as 64-token
 sequences (embedded: nothing is downloaded; `--data headlines:PATH` reads the course's headlines from a local text
 file, one a line); the reference block is trained the same way. The architecture is the student's, so the trained
-model is evaluated in the sandbox by the course's code too: only arrays come back (the log-probability of every
-test token, causality probes, samples) and the grader computes the metrics from them, refusing log-probabilities
-that are not normalised or not causal (`_metrics`).
+model is evaluated in the sandbox by the course's code too, on rows the grader lays out (`EvalSet`: the test rows
+mixed with causality probes and copies): only arrays come back (full next-token log-probabilities, samples) and the
+grader computes the metrics from them, refusing log-probabilities that are not normalised, not causal or that
+depend on other rows (`_metrics`).
 """
 
 from __future__ import annotations
