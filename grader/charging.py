@@ -45,3 +45,21 @@ def charge_once(tests: list[TestResult]) -> None:
                 t.score = round(min(t.max_score, t.score + lost), 4)
                 t.output += (f"\nNot charged again here ({lost:.4g} point(s) given back): {what} is charged once, "
                              f"in {keep.check}.")
+
+
+def drop_ruled_out(tests: list[TestResult], ruled_out: dict[str, str]) -> None:
+    """Take back, in place, every mistake name that a later check ruled out (`Session.ruled_out`: mistake id ->
+    the check that called the mistake's own function and saw neither the correct output nor the mistake's): the
+    name leaves the feedback and the loss keeps no known cause (so it is not merged with another check's)."""
+    for t in tests:
+        dropped = [m for m in t.mistakes if m.get("id") in ruled_out]
+        if not dropped:
+            continue
+        t.mistakes = [m for m in t.mistakes if m not in dropped]
+        for m in dropped:
+            t.lost_by_cause.pop(f"mistake:{m['id']}", None)
+            line = f"Diagnosis: {m['message']}." + (f" Hint: {m['hint']}" if m.get("hint") else "")
+            t.output = "\n".join(x for x in t.output.split("\n") if x != line)
+            t.output += (f"\nNot diagnosed: the values first looked like a known mistake, but "
+                         f"{ruled_out[m['id']]} shows that your code does not make it.")
+

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from grader import __version__, trace
-from grader.charging import charge_once
+from grader.charging import charge_once, drop_ruled_out
 from grader.metrics import metric_info
 from grader.redact import machine_paths, redact_paths
 from grader.results import GradeResult, QuestionResult, TestResult
@@ -308,6 +308,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             test = _run_check(spec, number, rubric, sandbox, device, diagnosed, deadline, result, session, context)
             test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
             result.tests.append(test)
+        drop_ruled_out(result.tests, session.ruled_out)
         charge_once(result.tests)
         from grader.checks.runners import credit_blocked
 

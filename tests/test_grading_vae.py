@@ -123,3 +123,33 @@ def test_a_factor_two_in_the_noise_scale_is_not_named_as_another_mistake(tmp_pat
     result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu", only=["reparameterization"]))
     assert sum(t.max_score - t.score for t in result.tests) > 0
     assert {m["id"] for t in result.tests for m in t.mistakes} == named, [(t.check, t.mistakes) for t in result.tests]
+
+
+def test_a_shifted_sample_with_the_right_spread_is_not_named_detached(tmp_path, vae_rubric):
+    """z = mu + std·eps + 1 (a generated mutant, held-out bench seed 583269) has the correct spread, as a detached
+    z has: the distribution check named `detached`, its statistic (the spread) being blind to the shift, because
+    its matcher could not say how close the correct implementation is (no patch: no prediction)."""
+    from tests.conftest import SUBMISSIONS
+
+    src = (SUBMISSIONS / "alice" / "vae.py").read_text()
+    assert "        return mu + eps * std\n" in src
+    sub = make_submission(tmp_path, "shift", base=SUBMISSIONS / "alice" / "vae.py")
+    (sub / "vae.py").write_text(src.replace("        return mu + eps * std\n", "        return mu + eps * std + 1.0\n"))
+    result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu", only=["reparameterization"]))
+    assert sum(t.max_score - t.score for t in result.tests) > 0
+    assert {m["id"] for t in result.tests for m in t.mistakes} == set(), [(t.check, t.mistakes) for t in result.tests]
+
+
+def test_log_categorical_clamps_a_sure_probability_at_one_minus_eps_too(tmp_path, vae_rubric):
+    """clamp(p, EPS, 2 − EPS) (a generated mutant, held-out bench seed 780458) passed every case: no p reached 1."""
+    from tests.conftest import SUBMISSIONS
+
+    src = (SUBMISSIONS / "alice" / "vae.py").read_text()
+    old = "mask * p.clamp(EPS, 1.0 - EPS).log()"
+    assert old in src
+    sub = make_submission(tmp_path, "clamp", base=SUBMISSIONS / "alice" / "vae.py")
+    (sub / "vae.py").write_text(src.replace(old, "mask * p.clamp(EPS, 2.0 - EPS).log()"))
+    result = grade_submission(sub, vae_rubric, GradeOptions(device="cpu", only=["log_categorical"]))
+    lost = {t.check for t in result.tests if t.score < t.max_score}
+    assert lost == {"log_categorical"}, [(t.check, t.output) for t in result.tests if t.check in lost]
+

@@ -152,6 +152,35 @@ def test_diagnose_names_only_a_clearly_separated_candidate():
     assert ctx.diagnose(lambda p: {"a": 1.5, "b": 40.0}.get(next(iter(p), ""), 50.0)) is None  # not within tolerance
 
 
+def test_a_mistake_its_own_function_s_check_rules_out_is_named_by_no_other_check():
+    from grader.charging import drop_ruled_out
+    from grader.checks import Session
+    from grader.results import TestResult
+
+    def ctx_in(session, called):
+        ctx = _ctx(["a", "b"])
+        ctx.session, ctx.called = session, called
+        return ctx
+
+    # the check that called a's own function: 40 tolerances from a's prediction, 50 from the correct value and
+    # from b's (b does not show here): the student does not make a; nothing is ruled out by an uncalled function
+    session = Session()
+    assert ctx_in(session, {"a"}).diagnose(lambda p: {"a": 40.0}.get(next(iter(p), ""), 50.0)) is None
+    assert session.ruled_out == {"a": "x.check"}
+    assert ctx_in(Session(), {"b"}).diagnose(lambda p: {"a": 40.0}.get(next(iter(p), ""), 50.0)) is None
+    # a downstream check where a's prediction fits (relu for sigmoid, then clamped, looks like no sigmoid)
+    fits = lambda p: {"a": 0.5, "b": 40.0}.get(next(iter(p), ""), 50.0)  # noqa: E731
+    assert ctx_in(Session(), set()).diagnose(fits).id == "a"
+    assert ctx_in(session, set()).diagnose(fits) is None
+    # ... and when the downstream check ran first, its name is taken back
+    t = TestResult(name="t", number="1", score=0.0, max_score=1.0, check="x.log_prob", component="x")
+    t.mistakes, t.lost_by_cause = [{"id": "a", "message": "no sigmoid", "hint": ""}], {"mistake:a": 1.0}
+    t.output = "0/1 case passed.\nDiagnosis: no sigmoid."
+    drop_ruled_out([t], session.ruled_out)
+    assert t.mistakes == [] and t.lost_by_cause == {} and t.score == 0.0
+    assert "Diagnosis" not in t.output and "x.check shows that your code does not make it" in t.output
+
+
 # ---- the grader's side of upcalls: untrusted messages ----------------------------------------------
 
 def _server(names=("kl_standard_normal", "log_px_importance", "BernoulliDecoder.log_prob")):

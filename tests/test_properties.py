@@ -61,6 +61,18 @@ def test_bad_declarations_say_what_to_fix(tmp_path, entry, message):
         load_rubric(tmp_path / "vae.toml")
 
 
+def test_a_parameter_under_other_names_is_matched_to_its_own_network_or_to_none():
+    from grader.checks.properties import _same_parameter
+
+    # a decoder net kept as `decoder_net` and `net` is listed once, under its first name: its bias is the decoder's,
+    # not the encoder's bias of the same shape (compared so, the correct gradient looked wrong)
+    assert _same_parameter("decoder.net.0.bias", ["encoder.net.0.bias", "decoder.decoder_net.0.bias"]) == \
+        ["decoder.decoder_net.0.bias"]
+    assert _same_parameter("decoder.0.weight", ["decoder_net.0.weight"]) == ["decoder_net.0.weight"]
+    assert _same_parameter("decoder.0.weight", ["decoder_net.weight"]) == []  # never a bare ".weight"
+    assert _same_parameter("encoder.net.0.weight", ["enc.net.0.weight", "dec.net.0.weight"]) == []  # ambiguous
+
+
 # ---- charged once ---------------------------------------------------------------------------------
 
 def _test(check, points, score, causes, component="c"):
@@ -109,12 +121,27 @@ UNSEEN = [  # (assignment, example, module, component, property, old, new)
      "    def sample(self, batch_size):\n        torch.manual_seed(0)\n"),
     ("vae", "alice", "vae.py", "decoder", "stochastic", "    def sample(self, z):\n",
      "    def sample(self, z):\n        torch.manual_seed(0)\n"),  # the held-out bench's escape (seed 302843)
+    # z detached inside log q(z|x): the encoder's parameters still get gradients (through mu and log_var), wrong
+    # ones (held-out bench, seed 507853: the property checked only that they exist)
+    ("vae", "alice", "vae.py", "encoder", "differentiable", "            z = self.sample(mu_e=mu_e, log_var_e=log_var_e)\n",
+     "            z = self.sample(mu_e=mu_e, log_var_e=log_var_e).detach()\n"),
+    ("vae", "alice", "vae.py", "mog_prior.sample", "dtype",  # held-out bench, seed 780458
+     "        return self.means[k] + torch.exp(0.5 * self.logvars[k]) * eps\n",
+     "        return (self.means[k] + torch.exp(0.5 * self.logvars[k]) * eps).float()\n"),
+    ("vae", "alice", "vae.py", "encoder", "dtype",  # held-out bench, seed 583269
+     "        return self.reparameterization(mu_e, log_var_e)\n",
+     "        return self.reparameterization(mu_e, log_var_e).float()\n"),
+    ("vae", "alice", "vae.py", "decoder", "differentiable",  # held-out bench, seed 381953
+     '        return log_bernoulli(x, probs, reduction="sum", dim=-1)\n',
+     '        return log_bernoulli(x, probs, reduction="sum", dim=-1).detach()\n'),
     ("kmeans-autoencoder", "dana", "kmeans_autoencoder.py", "minibatch_update", "range",
      "        members = x_batch[labels == k]\n",
      "        d = ((x_batch[:, None] - centres[None]) ** 2).sum(-1)\n"
      "        members = x_batch[d[:, k] == d.min(dim=1).values]\n"),
     ("kmeans-autoencoder", "dana", "kmeans_autoencoder.py", "reconstruction_loss", "pure",
      '    return F.mse_loss(x_hat, x, reduction="mean")', "    return x_hat.sub_(x).pow(2).mean()"),
+    ("kmeans-autoencoder", "dana", "kmeans_autoencoder.py", "confusion", "dtype",  # held-out bench, seed 583269
+     "    return m\n\n\n# -------", "    return m.float()\n\n\n# -------"),
     ("amortized-vs-lo", "heidi", "amortized_vs_lo.py", "importance", "range",
      "    m = log_w.max(dim=0, keepdim=True).values\n", "    m = log_w.mean(dim=0, keepdim=True)\n"),
     ("density-models", "frank", "density_models.py", "gmm.em_step", "range",
@@ -133,6 +160,19 @@ def test_a_mistake_no_value_check_sees_costs_its_property(tmp_path, assignment, 
     lost = {t.check: round(t.max_score - t.score, 4) for t in result.tests if t.score < t.max_score - 1e-9}
     assert f"{component}.property.{prop}" in lost, (lost, [t.output for t in result.tests])
     assert all(c.startswith(component + ".") for c in lost), lost
+
+
+@pytest.mark.slow
+def test_an_upstream_that_edits_its_input_in_place_is_charged_on_its_own_component_only(tmp_path):
+    # (held-out bench, seed 507853: the stand-ins ran the student's own reparameterization on the caller's mu to
+    # read its layout, and its `mu.add_` changed the encoder's and the ELBO's mu: both were charged too)
+    root = _planted(tmp_path, "alice", "vae.py", "        return mu + eps * std\n", "        return mu.add_(eps * std)\n")
+    result = grade_submission(root, RUBRICS["vae"], GradeOptions(only=["reparameterization", "encoder", "elbo"],
+                                                                  device="cpu"))
+    lost = {t.check for t in result.tests if t.score < t.max_score - 1e-9}
+    assert "reparameterization.property.pure" in lost, lost
+    assert all(c.startswith("reparameterization.") for c in lost), [(t.check, t.output) for t in result.tests
+                                                                    if t.check in lost]
 
 
 @pytest.mark.slow

@@ -91,6 +91,9 @@ class Session:
     # component -> what its failed property checks found ("your reconstruction_loss changes its input in place,
     # so backward through it fails"): model-level messages name these causes (`likely_causes`)
     findings: dict = field(default_factory=dict)
+    # mistake id -> the check that called the mistake's own function and got neither the correct output nor the
+    # mistake's: the student does not make that mistake, so no other check may name it (`CheckContext.diagnose`)
+    ruled_out: dict = field(default_factory=dict)
     remaining_s: "Callable[[], float]" = lambda: float("inf")
     secret: str = ""  # what every check's inputs derive from (grader/checks/inputs.py); "": the published inputs
 
@@ -108,6 +111,7 @@ class CheckContext:
         self.call_timeout = call_timeout
         self.session = session or Session()
         self.cases: list[Case] = []
+        self.called: set[str] = set()  # the targets this check called ("assign", "Decoder.decode")
         self.mistakes: list[Mistake] = []
         self.notes: list[str] = []
         self.cause: str | None = None  # the cause of every failing case recorded (a property check: its property)
@@ -140,6 +144,7 @@ class CheckContext:
         from grader.checks import interface  # (imports this module)
 
         args, kwargs, grad = interface.rebind(self, target, list(args), dict(kwargs), grad)
+        self.called.add(target if isinstance(target, str) else str(target.get("label", "")))
         renamed = grad.pop("renamed", None) if grad else None
         args, kwargs = tag(list(args), self.specs), tag(kwargs, self.specs)
         names = sorted(self.stand_ins.names)
@@ -175,7 +180,7 @@ class CheckContext:
         return self.sandbox.request(req, timeout=timeout)["result"]
 
     def new(self, name: str, cls: str, *args, state: dict | None = None, partial_state: bool | None = None,
-            **kwargs) -> dict:
+            float_dtype: str | None = None, **kwargs) -> dict:
         """Build the student's class `cls` in the sandbox and keep it under `name`. The child's torch
         RNG is seeded first (per check), so randomly initialised weights, and the score of a check
         that depends on them, are the same every time the submission is graded.
@@ -183,12 +188,17 @@ class CheckContext:
         `state` ({dotted name: array}) is copied into the object; an entry the student's object has
         no tensor of that shape for fails the request, unless `partial_state` (default: when the
         class's constructor stands in, its layers then answer with the check's values): such
-        entries are listed in `self.unassigned[name]` ((entry, why) pairs) and the object is kept."""
+        entries are listed in `self.unassigned[name]` ((entry, why) pairs) and the object is kept.
+        `float_dtype` ("float64"): the module is converted (`module.to(dtype)`) before `state` goes in, for the
+        dtype property of a class whose tensors are its own (not one whose constructor stands in: its layers
+        answer through the grader's float32 twins)."""
         stands_in = f"{cls}.__init__" in self.stand_ins.names
         if partial_state is None:
             partial_state = stands_in
         spec = {"class": cls, "args": list(args), "kwargs": kwargs, "state": state or {},
                 "partial_state": bool(partial_state)}
+        if float_dtype is not None:
+            spec["dtype"] = str(float_dtype)
         if stands_in:
             # a constructor that fails still leaves the methods checkable: the child completes the
             # object with the specified layers (plain descriptions), which stand in anyway
@@ -380,16 +390,36 @@ class CheckContext:
                 patches = {mutant.component: mutant.fn}
                 scored.append((dist(patches), mistake, patches))
         scored.sort(key=lambda t: t[0])
+        correct = dist({}) if scored else math.inf
+        self._rule_out(scored, correct)
         if not scored or scored[0][0] > 1.0:
             return None
         best, mistake, patches = scored[0]
-        if any(d < SEPARATION for d, _, _ in scored[1:]) or dist({}) < SEPARATION:
+        if any(d < SEPARATION for d, _, _ in scored[1:]) or correct < SEPARATION:
             return None  # ambiguous, or too close to the correct value: name nothing
+        if mistake.id in getattr(getattr(self, "session", None), "ruled_out", {}):
+            return None  # another check saw the mistake's own function answer otherwise
         if any(dist(patches, c) < SEPARATION for c in scales):
             return None  # the same mistake at another scale fits as well: the statistic cannot tell
         if mistake not in self.mistakes:
             self.mistakes.append(mistake)
         return mistake
+
+    def _rule_out(self, scored: list, correct: float) -> None:
+        """Remember the mistakes this check shows the student does not make: its output is far from the correct
+        value and from the mistake's prediction, the prediction differs from the correct value here (the mistake
+        shows in this case), and the check called the mistake's own function directly. (A downstream check can
+        confuse two mistakes that the function's own output tells apart: relu for sigmoid and no sigmoid give
+        the same clamped log-likelihood.) `grader.charging.drop_ruled_out` takes such a name back from a check
+        that gave it earlier."""
+        session = getattr(self, "session", None)
+        if session is None or not correct > SEPARATION:
+            return
+        for d, mistake, _ in scored:
+            mutant = self.mutants.get(mistake.id)
+            if mutant is not None and mutant.component in getattr(self, "called", ()) and d > SEPARATION \
+                    and not math.isclose(d, correct, rel_tol=1e-3):
+                session.ruled_out.setdefault(mistake.id, self.spec.id)
 
     def reference_variants(self) -> Iterator[tuple[str, dict]]:
         """The clean reference, then (if any) the reference with the mistakes diagnosed in other

@@ -118,8 +118,37 @@ def _same(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
-class TrainingAhead:
-    """A `TrainingCall` running in a thread on another sandbox (`ModelLevel.train_ahead`); `result()` waits for it.
+class InThread:
+    """`work()` run in a daemon thread; `result()` waits for it and returns its value or raises its exception
+    (`error`: a result that is that exception at once). For work that waits on a child (training ahead) or
+    draws figures (matplotlib's object API) while the caller computes."""
+
+    def __init__(self, work=None, name: str = "gradekit", error: BaseException | None = None):
+        self._value, self._error, self._thread = None, error, None
+        if work is not None:
+            self._thread = threading.Thread(target=self._run, args=(work,), name=name, daemon=True)
+            self._thread.start()
+
+    def _run(self, work) -> None:
+        try:
+            self._value = work()
+        except BaseException as e:  # raised again by result(), in the caller's thread
+            self._error = e
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self):
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class TrainingAhead(InThread):
+    """A `TrainingCall` made in a thread on another sandbox (`ModelLevel.train_ahead`); `result()` is its
+    (reply, wall seconds measured around the call), or its StudentCodeError (timeout, crash, exception).
 
     The thread only sends the request and waits on the child's socket (the GIL is free meanwhile), so the
     grader's main thread goes on with the unit checks in its own sandbox."""
@@ -128,28 +157,17 @@ class TrainingAhead:
 
     def __init__(self, ctx: CheckContext, call: TrainingCall):
         self.call = call
-        self._reply = self._error = None
-        self._seconds = 0.0
-        self._thread = threading.Thread(target=self._train, args=(ctx,), name="gradekit-training-ahead", daemon=True)
-        self._thread.start()
 
-    def _train(self, ctx: CheckContext) -> None:
-        try:
-            self._reply, self._seconds = timed_call(ctx.harness, self.call.function, timeout=self.call.timeout,
-                                                    **self.call.kwargs)
-        except BaseException as e:  # StudentCodeError (timeout, crash, exception): raised again by result()
-            self._error = e
-        trace.mark("training ahead: the child's reply arrived")
+        def train():
+            try:
+                return timed_call(ctx.harness, call.function, timeout=call.timeout, **call.kwargs)
+            finally:
+                trace.mark("training ahead: the child's reply arrived")
+
+        super().__init__(train, name="gradekit-training-ahead")
 
     def matches(self, call: TrainingCall) -> bool:
         return call.function == self.call.function and _same(call.kwargs, self.call.kwargs)
-
-    def result(self) -> tuple:
-        """(reply, wall seconds measured around the call) or the call's exception, once the thread is done."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._reply, self._seconds
 
 
 class ModelLevel:
@@ -385,4 +403,4 @@ def checkpoint_weights(folder: Path) -> dict | None:
 
 
 __all__ = ["MAX_CHECKPOINT_BYTES", "Metric", "ModelGradingError", "ModelLevel", "ModelRun", "Reference",
-           "TrainingAhead", "TrainingCall", "checkpoint_weights"]
+           "InThread", "TrainingAhead", "TrainingCall", "checkpoint_weights"]

@@ -18,13 +18,16 @@ property checks are generic: a new assignment declares its components' propertie
 Each check fails only when its property fails, so a mistake in the values costs the value checks, not these:
 
 - **differentiable**: gradients reach each declared input (and, with "params", every parameter of the component's
-  own network that the reference's reaches); the inputs' gradients equal the reference's; when the values differ from the reference (a mistake charged by the value
-  checks), the gradients are compared with finite differences of the student's own function instead;
+  own network that the reference's reaches) and equal the reference's (a parameter kept under other attribute
+  names is matched by its own network's path, `_same_parameter`); when the values differ from the reference (a
+  mistake charged by the value checks), the inputs' gradients are compared with finite differences of the
+  student's own function instead, and the parameters' only need to exist;
 - **stochastic**: different seeds give different draws, the same seed the same draws (no reseeding inside the
   function, no global-state reset), and two unseeded calls differ;
 - **pure**: the inputs are unchanged after the call (compared with copies), and backward through the result works
   when the inputs require gradients (an in-place edit of an input breaks it);
-- **dtype**: float32 in, float32 out; float64 in, float64 out;
+- **dtype**: float32 in, float32 out; float64 in, float64 out (an object's own tensors converted with
+  `ctx.new(..., float_dtype=)`, e.g. a prior's parameters); integer results (counts, indices) stay integers;
 - **batch**: a batch of one gives the same values as that example inside a batch, and non-square shapes (B, D and L
   all different) give the reference's shapes, so that a transpose or a hard-coded size shows;
 - **range**: right on ordinary inputs, right on extreme but legal ones too (large spreads of log-weights, tiny and
@@ -306,6 +309,11 @@ def check_differentiable(ctx: CheckContext) -> None:
     _, want_in, want_p = _reference(ctx, ex, wrt=wrt, cot=cot)
     rtol, atol = ctx.tolerance("float64")
     same_values = len(got_vals) == len(want_vals) and all(distance(g, w, rtol, atol) <= 1 for g, w in zip(got_vals, want_vals))
+    if not same_values and grad.get("outputs") == "sum" and len(got_vals) == len(want_vals):
+        # the gradient of the sum of each output: a result in the student's own layout (log q(z|x) per dimension,
+        # (B, L)) with the reference's sums has the reference's gradients too
+        same_values = all(distance(np.sum(g, dtype=np.float64), np.sum(w, dtype=np.float64), rtol, atol) <= 1
+                          for g, w in zip(got_vals, want_vals))
     for n in wrt:
         g = grads.get(f"args.{list(ex.args).index(n)}")
         label = f"gradient w.r.t. {n}"
@@ -317,7 +325,7 @@ def check_differentiable(ctx: CheckContext) -> None:
     if not same_values and wrt and all(ex.args[n].dtype == np.float64 for n in wrt):
         _finite_differences(ctx, ex, wrt, grads, cot, got_vals)
     if params:
-        _parameter_gradients(ctx, ex, grads, want_p)
+        _parameter_gradients(ctx, ex, grads, want_p, same_values)
 
 
 def _finite_differences(ctx: CheckContext, ex: Example, wrt: tuple, grads: dict, cot: list, got_vals: list) -> None:
@@ -346,7 +354,7 @@ def _finite_differences(ctx: CheckContext, ex: Example, wrt: tuple, grads: dict,
                "part of the computation is cut from the graph or its backward is wrong")
 
 
-def _parameter_gradients(ctx: CheckContext, ex: Example, grads: dict, want_p: dict) -> None:
+def _parameter_gradients(ctx: CheckContext, ex: Example, grads: dict, want_p: dict, same_values: bool) -> None:
     got = {k.removeprefix("param:"): v for k, v in grads.items() if k.startswith("param:")}
     if not got:
         ctx.expect(False, "gradients reach the network's parameters",
@@ -355,24 +363,45 @@ def _parameter_gradients(ctx: CheckContext, ex: Example, grads: dict, want_p: di
     for rname, want in want_p.items():
         if want is None:
             continue
-        # the same name; else the net's own path ("0.weight" of "decoder.0.weight") under whatever attribute the
-        # student keeps the net, when that path has an index or a submodule in it (never a bare ".weight")
         # (a parameter the constructor built under another shape, or that took no state, is the constructor's:
         # not judged here, as in the unit checks)
-        key = rname.split(".", 1)[-1]
         misfit = {k for k, _ in ctx.unassigned.get(ex.params, [])}
         matches = [k for k in got if k == rname and k not in misfit
                    and (got[k] is None or np.shape(got[k]) == np.shape(want))]
-        if not matches and key.count(".") >= 1:
-            matches = [k for k in got if k.endswith("." + key) and k not in misfit and np.shape(got[k]) == np.shape(want)]
+        if not matches:
+            matches = _same_parameter(rname, [k for k in got if k not in misfit and np.shape(got[k]) == np.shape(want)])
         if not matches:
             continue  # a parameter kept under another name: nothing to compare it with
         g = got[matches[0]]
-        # (existence only: the parameters' gradients come back through the stand-ins' tapes, whose values are the
-        # unit gradient checks' to judge; this property is that training reaches the student's own network)
-        ctx.expect(g is not None and (np.any(g) or not np.any(want)), f"gradient reaches the parameter {matches[0]}",
-                   f"no gradient reaches `{matches[0]}`: the result is computed outside autograd (numpy, .detach(), "
-                   ".data or torch.no_grad()), so this network would not train")
+        label = f"gradient reaches the parameter {matches[0]}"
+        if g is None or (not np.any(g) and np.any(want)):
+            ctx.expect(False, label, f"no gradient reaches `{matches[0]}`: the result is computed outside autograd "
+                                     "(numpy, .detach(), .data or torch.no_grad()), so this network would not train")
+        elif same_values:  # right values, so the gradient is the reference's (a part cut from the graph shows here)
+            ctx.expect_close(g, want, f"gradient w.r.t. the parameter {matches[0]}", 1e-3, 1e-5)
+        else:  # wrong values are the value checks' to charge; training still reaches the parameter
+            ctx.expect(True, label)
+
+
+def _same_parameter(rname: str, names: list[str]) -> list[str]:
+    """The student's parameter (of the same shape) that is the reference's `rname` under other attribute names:
+    the net's own path ("0.weight" of "decoder.0.weight") under whatever attribute the student keeps the net,
+    when that path has an index or a submodule in it (never a bare ".weight"); among several, the one under the
+    same top-level attribute ("decoder.decoder_net.0.bias", not "encoder.net.0.bias", for "decoder.net.0.bias":
+    a decoder net kept under two names is listed once, under its first), then the longest common path. [] when
+    none, or when two fit equally well (nothing to compare)."""
+    parts = rname.split(".")
+    ranked = []
+    for k in names:
+        mine = k.split(".")
+        suffix = next((n for n in range(min(len(parts), len(mine)), 0, -1) if mine[-n:] == parts[-n:]), 0)
+        prefix = int(mine[0] == parts[0])
+        if suffix >= 2 and (suffix >= len(parts) - 1 or prefix):
+            ranked.append(((prefix, suffix), k))
+    ranked.sort(reverse=True)
+    if not ranked or len(ranked) > 1 and ranked[0][0] == ranked[1][0]:
+        return []
+    return [ranked[0][1]]
 
 
 @_property
@@ -433,21 +462,34 @@ def check_pure(ctx: CheckContext) -> None:
 
 @_property
 def check_dtype(ctx: CheckContext) -> None:
-    """float32 in, float32 out; float64 in, float64 out (every floating output)."""
+    """float32 in, float32 out; float64 in, float64 out (every floating output); an integer result (counts,
+    indices: the reference's is an integer tensor) is an integer tensor."""
     for dtype in ("float32", "float64"):
         ex = example(ctx, Variant(dtype=dtype))
+        want = _reference(ctx, ex)[0]
+        floats = any(np.asarray(w).dtype.kind == "f" for w in want)
+        if dtype == "float64" and not floats:
+            continue  # integer results only (a confusion matrix): one call says it all
         name = _name(ex)
         reply = _fail_on_exception(ctx, f"{dtype} inputs", lambda: _call(ctx, ex))
         if reply is None:
             continue
         values = _fail_on_exception(ctx, f"{dtype} inputs", lambda: _tensors(reply["result"], name))
-        if values is None or not _works(ctx, f"{dtype} inputs", values, _reference(ctx, ex)[0]):
+        if values is None or not _works(ctx, f"{dtype} inputs", values, want):
             continue
-        got = [d for d in _dtypes(reply["result"]) if d.startswith(("float", "bfloat"))]
-        wrong = sorted(set(d for d in got if d != dtype))
-        ctx.expect(not wrong, f"{dtype} in, {dtype} out",
-                   f"{name} returned {', '.join(wrong)} for {dtype} inputs: keep the inputs' dtype (create constants "
-                   "and new tensors with dtype=x.dtype, e.g. torch.zeros_like, torch.as_tensor(c, dtype=x.dtype))")
+        dtypes = _dtypes(reply["result"])
+        if floats:
+            wrong = sorted(set(d for d in dtypes if d.startswith(("float", "bfloat")) and d != dtype))
+            ctx.expect(not wrong, f"{dtype} in, {dtype} out",
+                       f"{name} returned {', '.join(wrong)} for {dtype} inputs: keep the inputs' dtype (create "
+                       "constants and new tensors with dtype=x.dtype, e.g. torch.zeros_like, "
+                       "torch.as_tensor(c, dtype=x.dtype))")
+        counts = [d for d, w in zip(dtypes, want) if np.asarray(w).dtype.kind in "iu"]
+        if counts:
+            wrong = sorted(set(d for d in counts if not d.startswith(("int", "uint"))))
+            ctx.expect(not wrong, "integer results are integer tensors",
+                       f"{name} returned {', '.join(wrong)} where the assignment asks for integers (int64 counts or "
+                       "indices): build them with an integer dtype (torch.bincount, torch.zeros(..., dtype=torch.long))")
 
 
 @_property

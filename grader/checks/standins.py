@@ -104,8 +104,10 @@ def _upstream_targets(rubric, ref, component: str) -> list[str]:
         # unless it is downstream, i.e. its own code reaches the component under test
         return t.endswith(".forward") and not (_reachable_names(ref, t) or set()) & _own_names(ref, own)
 
-    # the own component's methods never stand in (a class component owns all its methods)
-    return sorted(t for t in set(out) if not (own and (t == own or t.startswith(own + "."))) and upstream(t))
+    # the own component's methods never stand in (a class component owns all its methods), except those that are
+    # components of their own (the vae's `Encoder.reparameterization` inside the `encoder` class component)
+    return sorted(t for t in set(out) if not (own and (t == own or t.startswith(own + ".") and t not in explicit))
+                  and upstream(t))
 
 
 def _own_names(ref, own: str) -> set[str]:

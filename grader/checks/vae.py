@@ -181,6 +181,10 @@ def check_log_categorical(ctx: CheckContext) -> None:
     ]:
         x, p = _categorical_inputs(ctx, shape, c, dtype, zeros)
         cases.append((label, (x, p), {"num_classes": c, **kw}))
+    # p one-hot (a sure pixel): log(1 − 1e-5), clamped at the top as at the bottom (a bound of 2 − 1e-5 passed)
+    x = ctx.rng.integers(0, 5, (3, 4))
+    cases.append(("probability exactly 1 for the observed class (clamped to 1 − 1e-5)",
+                  (_f(x, "float64"), _f(np.eye(5)[x], "float64")), {"num_classes": 5}))
     _density_check(ctx, "log_categorical", cases)
 
 
@@ -249,6 +253,13 @@ def check_reparameterization_gradients(ctx: CheckContext) -> None:
                          scales=PLAUSIBLE_SCALES)
 
 
+def _reparam_of(ctx, patches: dict):
+    """The reparameterization `patches` predict: the mutant's, or the reference's for no patch (so that
+    `diagnose` sees how close the student is to the correct value: a detached z has the correct spread, and a
+    shifted mean, with that spread too, was named `detached`)."""
+    return patches.get(REPARAM) or ctx.ref.Encoder.reparameterization
+
+
 def _mutant_has_grad(ctx, fn, mu, lv) -> bool:
     m = to_torch(mu, ctx.device).requires_grad_(True)
     return bool(fn(m, to_torch(lv, ctx.device).requires_grad_(True)).requires_grad)
@@ -272,9 +283,7 @@ def _reparam_grad_distance(ctx, patches, mu, lv, cot, z_student, g_student, scal
     linear in the noise, but blind to the noise's scale) within 1e-3, and the scale of z − mu in
     units of the mutant's per-element std (estimated from 2,000 of its draws) within 3 standard
     errors of log(scale) (se = 1/sqrt(2n) for n elements)."""
-    fn = patches.get(REPARAM)
-    if fn is None:
-        return math.inf
+    fn = _reparam_of(ctx, patches)
     m, l = to_torch(mu, ctx.device), to_torch(lv, ctx.device).requires_grad_(True)
     torch.manual_seed(0)
     out = fn(m, l)
@@ -360,9 +369,7 @@ def check_reparameterization_distribution(ctx: CheckContext) -> None:
 def _empirical_std_distance(ctx, patches, mu1, lv1, student_std, scale: float = 1.0) -> float:
     """max over coordinates of |student std − scale·mutant std| / (1e-6 + 0.05·scale·mutant std):
     within 5 % of the mutant's empirical std (20,000 draws each) with its noise rescaled by `scale`."""
-    fn = patches.get(REPARAM)
-    if fn is None:
-        return math.inf
+    fn = _reparam_of(ctx, patches)
     torch.manual_seed(5)
     n = 20000
     m = to_torch(np.tile(mu1, (n, 1)), ctx.device)
@@ -517,9 +524,9 @@ def _mog_params(ctx, L_: int = 3, K: int = 4, spread: float = 2.0):
     }
 
 
-def _ref_prior(ctx, params):
+def _ref_prior(ctx, params, dtype: str = "float32"):
     K, L_ = params["means"].shape
-    prior = ctx.ref.MoGPrior(L_, K).to(ctx.device)
+    prior = ctx.ref.MoGPrior(L_, K).to(ctx.device, getattr(torch, dtype))
     with torch.no_grad():
         for k, v in params.items():
             getattr(prior, k).copy_(to_torch(v, ctx.device).reshape(getattr(prior, k).shape))
@@ -574,10 +581,12 @@ def _student_prior(ctx, params) -> tuple[dict, dict]:
     return {"class": "MoGPrior", "args": [L_, K], "kwargs": {}, "state": state}, canonical
 
 
-def _new_prior(ctx, params):
-    """Build the student's prior holding `params` (by role); returns (its handle, the reference's params)."""
+def _new_prior(ctx, params, dtype: str = "float32"):
+    """Build the student's prior holding `params` (by role), its tensors in `dtype`; returns (its handle, the
+    reference's params)."""
     spec, canonical = _student_prior(ctx, params)
-    return ctx.new("prior", "MoGPrior", *spec["args"], state=spec["state"]), canonical
+    return ctx.new("prior", "MoGPrior", *spec["args"], state=spec["state"],
+                   float_dtype=None if dtype == "float32" else dtype), canonical
 
 
 def _mog_log_prob_case(ctx, params, z, case):
@@ -856,6 +865,16 @@ def _example_encoder(ctx, v):
                               rows_independent=False, seed=3)
 
 
+def _example_encoder_sample(ctx, v):
+    """z ~ q(z|x) from given mu_e and log_var_e of `v.dtype` (no network: the dtype property; the noise is the
+    stand-in reparameterization's)."""
+    enc = ctx.new("enc", "Encoder", {"__net__": _encoder_net(ctx)})
+    mu, lv = _f(ctx.rng.standard_normal((v.batch, L)), v.dtype), _f(ctx.rng.uniform(-2, 1, (v.batch, L)), v.dtype)
+    return properties.Example(ctx.method(enc, "sample", "Encoder.sample"), {"x": None, "mu_e": mu, "log_var_e": lv},
+                              lambda t: ctx.ref.Encoder.reparameterization(t["mu_e"], t["log_var_e"]),
+                              batched=("mu_e", "log_var_e"), rows_independent=False, seed=3)
+
+
 def _example_decoder(ctx, v):
     spec = _decoder_net(ctx, "bernoulli")
     dec = ctx.new("dec", "Decoder", {"__net__": spec}, distribution="bernoulli")
@@ -863,6 +882,18 @@ def _example_decoder(ctx, v):
     z = _f(ctx.rng.standard_normal((v.batch, L)), "float32")
     return properties.Example(ctx.method(dec, "decode", "Decoder.decode"), {"z": z},
                               lambda t: ref_dec.decode(t["z"]), params="dec", ref_object=ref_dec, batched=("z",))
+
+
+def _example_decoder_log_prob(ctx, v):
+    """log p(x|z) (Bernoulli), through `decode`: what training differentiates (a detached log_prob kept full
+    marks while the property looked at `decode` alone)."""
+    spec = _decoder_net(ctx, "bernoulli")
+    dec = ctx.new("dec", "Decoder", {"__net__": spec}, distribution="bernoulli")
+    ref_dec = ctx.ref.Decoder(nets.build(spec, ctx.device), distribution="bernoulli")
+    x, z = _f(ctx.rng.integers(0, 2, (v.batch, D)), "float32"), _f(ctx.rng.standard_normal((v.batch, L)), "float32")
+    return properties.Example(ctx.method(dec, "log_prob", "Decoder.log_prob"), {"x": x, "z": z},
+                              lambda t: ref_dec.log_prob(t["x"], t["z"]), params="dec", ref_object=ref_dec,
+                              batched=("x", "z"))
 
 
 def _example_decoder_sample(ctx, v):
@@ -886,10 +917,11 @@ def _example_mog_log_prob(ctx, v):
                               lambda t: ref_prior.log_prob(t["z"]), params="prior", ref_object=ref_prior, batched=("z",))
 
 
-def _example_mog_sample(ctx, v):
+def _example_mog_sample(ctx, v, dtype: str = "float32"):
+    """`dtype`: the prior's parameters in that dtype (its draws must keep it: the dtype property)."""
     params = _mog_params(ctx)
-    prior, params = _new_prior(ctx, params)
-    ref_prior = _ref_prior(ctx, params)
+    prior, params = _new_prior(ctx, params, dtype)
+    ref_prior = _ref_prior(ctx, params, dtype)
     return properties.Example(ctx.method(prior, "sample", "MoGPrior.sample"), {"batch_size": v.batch},
                               lambda t: ref_prior.sample(t["batch_size"]), batched=("batch_size",), rows_independent=False)
 
@@ -907,7 +939,11 @@ def _example_elbo(ctx, v):
 EXAMPLES = {
     "log_normal_diag": _example_log_normal_diag, "log_standard_normal": _example_log_standard_normal,
     "log_bernoulli": _example_log_bernoulli, "log_categorical": _example_log_categorical,
-    "reparameterization": _example_reparameterization, "encoder": _example_encoder,
-    "decoder": {"default": _example_decoder, "stochastic": _example_decoder_sample},
-    "mog_prior.log_prob": _example_mog_log_prob, "mog_prior.sample": _example_mog_sample, "elbo": _example_elbo,
+    "reparameterization": _example_reparameterization,
+    "encoder": {"default": _example_encoder, "dtype": _example_encoder_sample},
+    "decoder": {"default": _example_decoder, "differentiable": _example_decoder_log_prob,
+                "stochastic": _example_decoder_sample},
+    "mog_prior.log_prob": _example_mog_log_prob,
+    "mog_prior.sample": {"default": _example_mog_sample, "dtype": lambda ctx, v: _example_mog_sample(ctx, v, v.dtype)},
+    "elbo": _example_elbo,
 }

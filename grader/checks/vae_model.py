@@ -13,7 +13,6 @@ assignment are grader/checks/model_level.py's.
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from grader.checks import CheckContext, UNBOUNDED_S, likely_causes, note_epoch_matched, relative_score, torch_threads
-from grader.checks.model_level import (ModelGradingError, ModelLevel, ModelRun, Reference, TrainingCall,
+from grader.checks.model_level import (InThread, ModelGradingError, ModelLevel, ModelRun, Reference, TrainingCall,
                                        checkpoint_weights)
 from grader.metrics import Metric
 
@@ -175,34 +174,7 @@ def train_ahead(ctx: CheckContext) -> bool:
     return MODEL.train_ahead(ctx)
 
 
-class _Drawing:
-    """`draw()` in a thread (matplotlib's object API: no state shared with the caller); `result()` joins it and
-    returns its value or raises its exception."""
-
-    def __init__(self, draw=None, error: BaseException | None = None):
-        self._value, self._error, self._thread = None, error, None
-        if draw is not None:
-            self._thread = threading.Thread(target=self._run, args=(draw,), name="gradekit-figures", daemon=True)
-            self._thread.start()
-
-    def _run(self, draw) -> None:
-        try:
-            self._value = draw()
-        except BaseException as e:
-            self._error = e
-
-    def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-
-    def result(self):
-        self.wait()
-        if self._error is not None:
-            raise self._error
-        return self._value
-
-
-def _draw_figures(ctx: CheckContext, run: ModelRun) -> "_Drawing | None":
+def _draw_figures(ctx: CheckContext, run: ModelRun) -> InThread | None:
     """Start drawing the report's figures of the student's model (None: no figures folder). What they show is
     computed here, before the evaluation, with torch (seeded samples use torch's global generator, which must
     not be shared with a thread); the thread only draws: [{"path", "caption", "tag"}] in the report's order."""
@@ -220,7 +192,7 @@ def _draw_figures(ctx: CheckContext, run: ModelRun) -> "_Drawing | None":
         drawn = evaluation.samples(model, n=16, seed=0, image_shape=data.image_shape)
         means, labels = evaluation.encode_means(model, data.x_test), data.y_test.numpy()
     except Exception as e:  # raised by `result()`, where the figures are collected
-        return _Drawing(error=e)
+        return InThread(error=e)
     student_history, reference_history = run.student_history, run.reference_history
 
     def draw() -> list[dict]:
@@ -237,7 +209,7 @@ def _draw_figures(ctx: CheckContext, run: ModelRun) -> "_Drawing | None":
         ]
         return [{"path": f"figures/{Path(path).name}", "caption": caption, "tag": tag} for path, caption, tag in made]
 
-    return _Drawing(draw)
+    return InThread(draw, name="gradekit-figures")
 
 
 @torch.no_grad()

@@ -7,7 +7,9 @@ A mutant is the reference module with ONE node inside a `# BEGIN SOLUTION` / `# 
 block replaced. The operators are the classic ones of mutation testing (as in mutmut and
 cosmic-ray: arithmetic and comparison operator swaps, constant changes, negation, statement
 deletion) plus the mistakes students make in tensor code (sum <-> mean, another `dim`, square <->
-sqrt, exp <-> exp(0.5 ·), a detached value, off-by-one bounds, swapped arguments or outputs).
+sqrt, exp <-> exp(0.5 ·), a detached value, off-by-one bounds, swapped arguments or outputs), and the
+mistakes only a property shows (reseeding inside a sampler, an in-place edit of an input, a naive log-sum-exp,
+ties counted once per tied extreme, a dtype cast, gradients cut by numpy, .data or torch.no_grad()).
 Neither library is used: both mutate files on disk and run a test command per mutant, while the
 grader needs the mutated *function* as a value (to plant into a student's file and to run in
 process), so a small `ast.NodeTransformer` does the replacing.
@@ -113,6 +115,7 @@ def _other_dims(d: int) -> list[int]:
 RANDOM_CALLS = {"randn", "randn_like", "rand", "rand_like", "randint", "multinomial", "normal", "bernoulli", "randperm"}
 INPLACE = {ast.Add: "add_", ast.Sub: "sub_", ast.Mult: "mul_", ast.Div: "div_"}
 NAIVE = {"logsumexp": "log(exp(x).sum)", "log_softmax": "log(softmax)"}
+ARG_EXTREMES = {"argmin", "argmax"}  # tie handling: which of several equal extremes is the answer
 
 
 def candidates(node: ast.AST, dims: set[int], parent: ast.AST | None, fn: ast.FunctionDef | None = None
@@ -121,8 +124,8 @@ def candidates(node: ast.AST, dims: set[int], parent: ast.AST | None, fn: ast.Fu
     c = copy.deepcopy
     params = {a.arg for a in (fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs)} - {"self"} if fn else set()
     # the mistakes no value check sees (issue 20): reseeding inside a sampler, an in-place edit of an input,
-    # a log-sum-exp computed naively (overflows at extreme inputs), a dtype cast, gradients cut by numpy,
-    # .data or torch.no_grad() (besides .detach())
+    # a log-sum-exp computed naively (overflows at extreme inputs), ties counted once per tied extreme, a dtype
+    # cast, gradients cut by numpy, .data or torch.no_grad() (besides .detach())
     if fn is not None and isinstance(node, ast.stmt) and node is _first_solution_stmt(fn, node) \
             and any(isinstance(x, ast.Call) and _call_name(x) in RANDOM_CALLS for x in ast.walk(fn)):
         yield "reseed-inside", lambda n: [ast.Expr(ast.Call(ast.Attribute(ast.Name("torch", ast.Load()), "manual_seed",
@@ -134,6 +137,8 @@ def candidates(node: ast.AST, dims: set[int], parent: ast.AST | None, fn: ast.Fu
     if isinstance(node, ast.Call) and _call_name(node) in NAIVE and isinstance(node.func, ast.Attribute) \
             and isinstance(node.func.value, ast.Name) and node.func.value.id in ("torch", "F") and node.args:
         yield f"naive-{_call_name(node)}", lambda n: _naive(n)
+    if isinstance(node, ast.Call) and _call_name(node) in ARG_EXTREMES and _arg_dim(node) is not None:
+        yield "tie-every-index", lambda n: _every_tied_index(n)
     if isinstance(node, ast.Return) and node.value is not None and not isinstance(node.value, ast.Tuple):
         yield "cast-float32", lambda n: ast.Return(ast.Call(ast.Attribute(n.value, "float", ast.Load()), [], []))
         yield "numpy-output", lambda n: ast.Return(_through_numpy(n.value))
@@ -241,6 +246,33 @@ def _naive(call: ast.Call) -> ast.expr:
         return _torch("log", summed)
     return _torch("log", ast.Call(ast.Attribute(ast.Name("torch", ast.Load()), "softmax", ast.Load()), call.args,
                                   call.keywords))
+
+
+def _arg_dim(call: ast.Call) -> tuple[ast.expr, ast.expr] | None:
+    """(the tensor, its dim) of `e.argmin(dim=d)`, `e.argmin(d)`, `torch.argmin(e, dim=d)`, `torch.argmin(e, d)`;
+    None without a dim (an arg-min over the flattened tensor) or with other arguments (keepdim)."""
+    f = call.func
+    if not isinstance(f, ast.Attribute):
+        return None
+    is_torch = isinstance(f.value, ast.Name) and f.value.id == "torch"
+    args = list(call.args)
+    tensor = args.pop(0) if is_torch and args else None if is_torch else f.value
+    dims = [kw.value for kw in call.keywords if kw.arg == "dim"] + args
+    if tensor is None or len(dims) != 1 or len(call.keywords) + len(args) != 1 or _int_const(dims[0]) is None:
+        return None
+    return tensor, dims[0]
+
+
+def _every_tied_index(call: ast.Call) -> ast.expr:
+    """e.argmin(dim=d) -> (e == e.amin(dim=d, keepdim=True)).nonzero()[:, d]: the index of *every* extreme entry,
+    so a row with a tie appears once per tied entry (one point counted in two clusters); the same without ties."""
+    tensor, dim = _arg_dim(call)
+    extreme = "amin" if _call_name(call) == "argmin" else "amax"
+    best = ast.Call(ast.Attribute(copy.deepcopy(tensor), extreme, ast.Load()), [],
+                    [ast.keyword("dim", copy.deepcopy(dim)), ast.keyword("keepdim", ast.Constant(True))])
+    mask = ast.Compare(tensor, [ast.Eq()], [best])
+    rows = ast.Call(ast.Attribute(mask, "nonzero", ast.Load()), [], [])
+    return ast.Subscript(rows, ast.Tuple([ast.Slice(), copy.deepcopy(dim)], ast.Load()), ast.Load())
 
 
 def _through_numpy(value: ast.expr) -> ast.expr:

@@ -71,6 +71,8 @@ def same_behaviour(a: dict, b: dict, rtol: float = 1e-6, atol: float = 1e-9) -> 
                     return False
             elif not torch.equal(x, y):
                 return False
+        elif (x is None or y is None) and ".grad[" in k and _zero(y if x is None else x):
+            continue  # autograd's None (no path from that input) is a zero gradient: `mu` and `mu + 0 * log_var` agree
         elif isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
             return False
         elif isinstance(x, tuple) and isinstance(y, tuple) and x[:1] == y[:1] == ("raises",):
@@ -78,6 +80,10 @@ def same_behaviour(a: dict, b: dict, rtol: float = 1e-6, atol: float = 1e-9) -> 
         elif x != y:
             return False
     return True
+
+
+def _zero(t) -> bool:
+    return t is None or isinstance(t, torch.Tensor) and not bool(torch.count_nonzero(t))
 
 
 def _leaf(t: torch.Tensor) -> torch.Tensor:
@@ -242,8 +248,10 @@ def probe_density_models(M) -> dict:
 def probe_amortized_vs_lo(M) -> dict:
     rec = _Recorder()
     torch.manual_seed(1)
-    cnn = M.CNNClassifier(num_classes=10, image_size=8).double()
-    xi = _leaf(_rand(2, 1, 8, 8, seed=2))
+    # float32, as the assignment specifies its networks (the rubric declares no dtype property for them; students
+    # may cast their input with x.float()): a `.float()` on the logits is then no change of behaviour
+    cnn = M.CNNClassifier(num_classes=10, image_size=8)
+    xi = _leaf(_rand(2, 1, 8, 8, seed=2).float())
     rec("cnn", lambda: cnn(xi), lambda: [xi] + list(cnn.parameters()))
     z, mu = _leaf(_rand(3, 4, seed=3, scale=2)), _leaf(_rand(3, 4, seed=4))
     lv = _leaf(torch.cat([_rand(3, 3, seed=5), torch.tensor([[-8.0], [0.0], [6.0]], dtype=torch.float64)], 1))

@@ -81,6 +81,8 @@ class Child:
             obj = self._rebuild(cls, args, kwargs, spec["layers"], e)
         if isinstance(obj, torch.nn.Module):
             obj = obj.to(self.device)
+            if spec.get("dtype"):  # a dtype check: the object's own tensors in float64 (before the state goes in)
+                obj = obj.to(_dtype(str(spec["dtype"])))
         for name, value in (spec.get("state") or {}).items():
             try:
                 self.assign(obj, spec["class"], name, value)

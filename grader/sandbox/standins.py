@@ -100,7 +100,7 @@ class StandIns:
     def _layer_proxy(self, name: str, layer, path: str, inventory: list, original):
         def proxy(*args, **kwargs):
             extra = {"layer": {"path": path, "type": type(layer).__name__, "inventory": inventory}}
-            return self.upcall(name, layer, args, kwargs, lambda: original(*args, **kwargs), extra=extra)
+            return self.upcall(name, layer, args, kwargs, lambda a, kw: original(*a, **kw), extra=extra)
         return proxy
 
     def _install(self, owner, leaf: str, proxy) -> None:
@@ -111,7 +111,7 @@ class StandIns:
         signature = _signature(original)
 
         def proxy(*args, **kwargs):
-            return self.upcall(name, None, args, kwargs, lambda: original(*args, **kwargs), signature)
+            return self.upcall(name, None, args, kwargs, lambda a, kw: original(*a, **kw), signature)
         proxy.__name__ = getattr(original, "__name__", name)
         proxy.__doc__ = getattr(original, "__doc__", None)
         return proxy
@@ -122,13 +122,18 @@ class StandIns:
         def proxy(obj, *args, **kwargs):
             if type(obj) is not owner:  # a subclass's inherited method belongs to the subclass's component
                 return original(obj, *args, **kwargs)
-            return self.upcall(name, obj, args, kwargs, lambda: original(obj, *args, **kwargs), signature)
+            return self.upcall(name, obj, args, kwargs, lambda a, kw: original(obj, *a, **kw), signature)
         proxy.__name__ = getattr(original, "__name__", name)
         return proxy
 
     # ---- one upcall -----------------------------------------------------------------------
-    def upcall(self, name: str, obj, args: tuple, kwargs: dict, fallback, signature: dict | None = None,
+    def upcall(self, name: str, obj, args: tuple, kwargs: dict, run, signature: dict | None = None,
                extra: dict | None = None):
+        """The grader's value of `name` on these arguments; `run(args, kwargs)` runs the student's own code (when
+        the grader cannot answer, and to read the student's own layout on copies of the arguments)."""
+        def fallback():
+            return run(args, kwargs)
+
         if self.child.sock is None and getattr(self.child, "ask", None) is None:
             return fallback()
         leaves: list[torch.Tensor] = []
@@ -149,7 +154,8 @@ class StandIns:
             what = f"the layer `{layer['path']}`" if layer else f"`{name}`"
             raise StandInError(f"calling {what} with these arguments fails for the correct implementation too: "
                                f"{reply.get('error', 'unknown error')}")
-        own = None if layer else self._own_convention(name, reply, fallback, [*args, *kwargs.values()])
+        own = None if layer else self._own_convention(name, reply, lambda: run(*_copies(args, kwargs)),
+                                                      [*args, *kwargs.values()])
         if isinstance(own, torch.Tensor):
             return own
         device = next((t.device for t in leaves), self.child.device)
@@ -181,8 +187,9 @@ class StandIns:
         layout is the input's: a value the reference sums over the last axis of an input `z` (B, L)
         -> (B,) is then spread over z's shape, the course notebooks' convention (so a composite
         written against it is judged on its own code, whatever its upstream returns). None otherwise:
-        the reference's layout. The student's code runs with the RNG state saved and restored, so its
-        draws do not shift the noise of the code under test."""
+        the reference's layout. The student's code runs on copies of the arguments (`_copies`: an in-place
+        edit of its inputs must not reach the code under test) with the RNG state saved and restored, so its
+        draws do not shift the noise of the code under test either."""
         if reply.get("structure") != "tensor":
             return None
         ref = torch.from_numpy(reply["outputs"][0].copy())
@@ -252,6 +259,17 @@ class StandIns:
                         leaves.append(p)
                     entry["leaves"][key] = index[id(p)]
         return entry
+
+
+def _copies(args: tuple, kwargs: dict) -> tuple[list, dict]:
+    """The arguments with every tensor cloned (in the graph: gradients still reach the originals). The student's
+    upstream runs on them only to read its layout: an in-place edit of its inputs (`mu.add_(...)`) must not
+    change the caller's tensors, which the code under test goes on using."""
+    def copy(v):
+        if isinstance(v, torch.Tensor):
+            return v.clone()
+        return type(v)(copy(x) for x in v) if type(v) in (list, tuple) else v
+    return [copy(a) for a in args], {k: copy(v) for k, v in kwargs.items()}
 
 
 def _spread(value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
