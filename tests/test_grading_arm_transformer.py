@@ -184,13 +184,16 @@ def test_metrics_are_the_graders_own_and_refuse_a_model_that_reads_what_it_predi
     assert checks._sample_distance(data.x_test, data) == 0.0
 
 
-def test_headlines_are_read_from_a_local_file_with_the_course_tokenizer(tmp_path):
+def test_headlines_are_read_from_a_local_file_with_the_course_tokenizer(tmp_path, monkeypatch):
     from grader.checks import arm_transformer_model as checks
+
+    monkeypatch.setattr(checks, "MAX_TEST_ROWS", 3)  # the test split (4 of 40 lines) is cut to the first 3
 
     f = tmp_path / "headlines.txt"
     f.write_text("\n".join(f"Café number {i} opens, again!" for i in range(40)))
     data = checks.load(checks.Settings(data=f"headlines:{f}", max_length=12))
     assert data.num_token_vals == 29 and data.x_train.shape[1] == 13 and (data.x_train[:, 0] == 28).all()
+    assert len(data.x_train) == 32 and data.x_test.shape == (3, 13) and "32/4/3 train/val/test" in data.summary()
     assert "".join(checks.ALPHABET[i - 1] for i in data.x_train[0, 1:] if i) == "cafe number "
     with pytest.raises(ValueError, match="does not exist"):
         checks.load(checks.Settings(data=f"headlines:{tmp_path / 'missing.txt'}"))

@@ -28,6 +28,9 @@ from grader.metrics import Metric
 from grader.sandbox.errors import StudentCodeError
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz "  # the course's Tokenizer: pad 0, a..z 1..26, ' ' 27, cls 28
+# Test rows kept (the same for every student and the reference): each is evaluated three times (`EvalSet`) and comes
+# back as T×V floats, so a large headlines file would otherwise send hundreds of MB (2000: 3×2000×48×29 float32, 33 MB)
+MAX_TEST_ROWS = 2000
 
 
 @dataclass(frozen=True)
@@ -125,8 +128,9 @@ def _headlines(path: Path, max_length: int) -> Data:
         x[i, 1:len(t) + 1] = [ALPHABET.index(c) + 1 for c in t]
     perm = np.random.default_rng(0).permutation(len(x))
     a, b = int(0.8 * len(x)), int(0.9 * len(x))
-    return Data(x[perm[:a]], x[perm[a:b]], x[perm[b:]], len(ALPHABET) + 2, "headlines",
-                f"headlines from {path.name}: {a}/{b - a}/{len(x) - b} train/val/test, {max_length} characters "
+    x_test = x[perm[b:b + MAX_TEST_ROWS]]
+    return Data(x[perm[:a]], x[perm[a:b]], x_test, len(ALPHABET) + 2, "headlines",
+                f"headlines from {path.name}: {a}/{b - a}/{len(x_test)} train/val/test, {max_length} characters "
                 "(the course's tokenizer) after a start token")
 
 
