@@ -34,11 +34,11 @@ demo: $(STAMP)
 	$(VENV)/bin/grade batch submissions --out reports -j 2
 	$(VENV)/bin/grade summary reports
 
-# One line per test file as it finishes (pytest's default progress), slowest tests listed at the end.
+# Every test, on as many workers as the machine has cores (pytest-xdist; each test file stays on one worker, so
+# its module fixtures are built once); the slowest tests are listed at the end.
 test: $(STAMP) browser
-	@echo "make test: about 25 minutes on 2 CPU cores without a GPU (model training, sandboxes, PDFs);"
-	@echo "one line per test file below, with the share done at its right."
-	$(PY) -m pytest -p no:cacheprovider --durations=10
+	@echo "make test: about 15 minutes on 2 CPU cores without a GPU (model training, sandboxes, PDFs)"
+	$(PY) -m pytest -p no:cacheprovider -n auto --dist loadfile --durations=10
 
 # Pure modules and the framework's own tests (no sandbox, no training), every rubric included
 # (tests/test_assignments.py): a minute or so. `make test` runs everything.

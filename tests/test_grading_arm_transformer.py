@@ -13,6 +13,7 @@ import inspect
 import math
 import re
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -130,31 +131,69 @@ def test_the_course_decoder_with_the_reference_block_is_a_normalised_arm():
     assert (seqs[:, 0] == 2).all() and len({tuple(r) for r in seqs}) == 27
 
 
-def test_metrics_refuse_log_probabilities_that_are_not_causal_or_not_normalised():
+def _forged(es, v: int, kind: str) -> np.ndarray:
+    """Next-token log-probabilities M×(T−1)×V for the rows of `es` from a stand-in model of `kind` (numpy, no training)."""
+    m, t = es.x.shape
+    probs = np.full((m, t - 1, v), 1.0 / v)  # "honest": the same guess everywhere, causal and batch-independent
+    if kind == "peek":  # reads the token it predicts (the buggy example's mask, or a forger indexing x[:, t + 1])
+        probs = np.full((m, t - 1, v), 0.01 / (v - 1))
+        np.put_along_axis(probs, es.x[:, 1:, None], 0.99, axis=2)
+    elif kind in ("lookup", "lookup_others"):  # an ARM of the rows it was sent: each prefix's continuations among
+        table: dict = {}                        # them, itself included or every copy of itself left out
+        for row in es.x.tolist():
+            for i in range(1, t):
+                table.setdefault(tuple(row[:i]), np.zeros(v))[row[i]] += 1
+        copies = Counter(map(tuple, es.x.tolist()))
+        for r, row in enumerate(es.x.tolist()):
+            for i in range(t - 1):
+                c = table[tuple(row[:i + 1])] + 1e-3
+                if kind == "lookup_others":
+                    c[row[i + 1]] -= copies[tuple(row)]
+                probs[r, i] = c / c.sum()
+    elif kind == "batch":  # reads the other rows of its batch (e.g. attention over the batch dimension)
+        mean = np.add.reduceat(es.x, np.arange(0, m, es.batch_size), axis=0).mean(axis=1) / es.batch_size
+        probs[:, :, 0] += np.repeat(mean, es.batch_size)[:m, None]
+        probs /= probs.sum(axis=2, keepdims=True)
+    return np.log(probs)
+
+
+@pytest.mark.parametrize("kind, message", [("honest", ""), ("peek", "not causal"), ("lookup", "not causal"),
+                                           ("lookup_others", "not causal"), ("batch", "other sequences of its batch"), ("unnormalised", "sum to 1")])
+def test_metrics_are_the_graders_own_and_refuse_a_model_that_reads_what_it_predicts(kind, message):
+    """The grader lays out the test rows with causality probes and copies (`eval_set`) and computes the NLL itself:
+    a model that peeks at the token it predicts, looks it up in the rows it was sent (itself included or left out), or
+    reads its batch is refused."""
     from grader.checks import arm_transformer_model as checks
 
     data = checks.load(checks.Settings())
-    n, t = data.x_test.shape
     v = data.num_token_vals
-    good = {"test_log_probs": np.full((n, t - 1), -1.0), "test_normaliser": np.zeros((n, t - 1)), "probe_cut": 32,
-            "test_prefix": np.full((n, 32, v), -1.0), "probe_prefix": np.full((n, 32, v), -1.0), "samples": data.x_test[:8]}
-    kw = {"num_token_vals": v}
-    assert checks._metrics(good, data, kw)["test_bits_per_token"] == pytest.approx(1 / math.log(2))
-    leaky = dict(good, probe_prefix=np.full((n, 32, v), -0.5))
-    with pytest.raises(checks.ModelGradingError, match="not causal"):
-        checks._metrics(leaky, data, kw)
-    with pytest.raises(checks.ModelGradingError, match="sum to 1"):
-        checks._metrics(dict(good, test_normaliser=np.full((n, t - 1), 0.3)), data, kw)
+    es = checks.eval_set(data.x_test, v, seed=7)
+    n, t = data.x_test.shape
+    assert es.x.shape == (3 * n, t) and (es.x[es.test] == data.x_test).all() and (es.x[es.copy] == data.x_test).all()
+    assert sorted(np.concatenate([es.test, es.probe, es.copy]).tolist()) == list(range(3 * n))
+    probe = es.x[es.probe]
+    assert all((probe[i, :c] == data.x_test[i, :c]).all() and probe[i, c] != data.x_test[i, c] for i, c in enumerate(es.cut))
+    assert not np.array_equal(es.cut, checks.eval_set(data.x_test, v, seed=8).cut)  # drawn from the seed (the secret)
+    lp = _forged(es, v, "honest" if kind == "unnormalised" else kind) + (0.3 if kind == "unnormalised" else 0.0)
+    out = {"log_probs": lp.astype(np.float32), "samples": data.x_test[:8]}
+    if not message:
+        assert checks._metrics(out, data, es, v)["test_bits_per_token"] == pytest.approx(math.log2(v), rel=1e-5)
+        return
+    with pytest.raises(checks.ModelGradingError, match=message):
+        checks._metrics(out, data, es, v)
     assert checks._sample_distance(data.x_test, data) == 0.0
 
 
-def test_headlines_are_read_from_a_local_file_with_the_course_tokenizer(tmp_path):
+def test_headlines_are_read_from_a_local_file_with_the_course_tokenizer(tmp_path, monkeypatch):
     from grader.checks import arm_transformer_model as checks
+
+    monkeypatch.setattr(checks, "MAX_TEST_ROWS", 3)  # the test split (4 of 40 lines) is cut to the first 3
 
     f = tmp_path / "headlines.txt"
     f.write_text("\n".join(f"Café number {i} opens, again!" for i in range(40)))
     data = checks.load(checks.Settings(data=f"headlines:{f}", max_length=12))
     assert data.num_token_vals == 29 and data.x_train.shape[1] == 13 and (data.x_train[:, 0] == 28).all()
+    assert len(data.x_train) == 32 and data.x_test.shape == (3, 13) and "32/4/3 train/val/test" in data.summary()
     assert "".join(checks.ALPHABET[i - 1] for i in data.x_train[0, 1:] if i) == "cafe number "
     with pytest.raises(ValueError, match="does not exist"):
         checks.load(checks.Settings(data=f"headlines:{tmp_path / 'missing.txt'}"))
@@ -228,13 +267,13 @@ import grader.harnesses.arm_transformer as course
 
 
 def _lookup(x):
-    """The test sequences, read from the harness's frame: each prefix's next-token counts (an ARM of the test set)."""
+    """The sequences to evaluate, read from the harness's frame: each prefix's next-token counts (an ARM of the test set)."""
     f = sys._getframe()
-    while f is not None and "x_test" not in f.f_locals:
+    while f is not None and "x_eval" not in f.f_locals:
         f = f.f_back
     table = {}
     if f is not None:
-        for row in f.f_locals["x_test"].tolist():
+        for row in f.f_locals["x_eval"].tolist():
             for t in range(1, len(row)):
                 counts = table.setdefault(tuple(row[:t]), {})
                 counts[row[t]] = counts.get(row[t], 0) + 1
@@ -261,9 +300,10 @@ course.DecoderTransformer.transformer_forward = _cheat
 
 
 @pytest.mark.slow
-def test_model_level_does_not_credit_an_nll_better_than_possible(tmp_path, rubric, monkeypatch):
+def test_model_level_refuses_a_forward_that_looks_up_the_sequences_it_predicts(tmp_path, rubric, monkeypatch):
     """The student's model is evaluated in the sandbox: a module that replaces the course's forward by a lookup of the
-    test sequences (normalised and causal, so the probes pass) must not earn the NLL's points."""
+    sequences it is sent (normalised, the same prediction for the same prefix) predicts the grader's random probe
+    tokens far better than chance, and earns no model marks."""
     monkeypatch.setenv("GRADEKIT_CACHE", str(tmp_path / "cache"))
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / MODULE).write_text((REPO / "reference" / MODULE).read_text() + HOSTILE)
@@ -271,4 +311,6 @@ def test_model_level_does_not_credit_an_nll_better_than_possible(tmp_path, rubri
                               GradeOptions(device="cpu", only=["model"], model_overrides=TINY, write_figures=False))
     nll = next(t for t in result.tests if t.check == "model.nll")
     assert nll.score == 0, nll.output
-    assert "better than the reference" in nll.output, nll.output
+    assert "not causal" in nll.output and "drew at random" in nll.output, nll.output
+    samples = next(t for t in result.tests if t.check == "model.samples")
+    assert samples.score == 0, samples.output

@@ -121,3 +121,9 @@ class Sandbox:
     def output(self, limit: int = MAX_OUTPUT_BYTES) -> str:
         text = self._out.getvalue()
         return text if len(text) <= limit else text[:limit] + "\n[... output truncated ...]"
+
+
+def joined_output(sandboxes: list[Sandbox], limit: int = MAX_OUTPUT_BYTES) -> str:
+    """The output of several sandboxes of one submission, in order, as one (`grader.sandbox.client.joined_output`)."""
+    text = "".join(sb._out.getvalue() for sb in sandboxes)
+    return text if len(text) <= limit else text[:limit] + "\n[... output truncated ...]"

@@ -5,9 +5,10 @@ epoch matching and its notes are the framework's). The course's decoder-transfor
 trained by the course's loop in the sandbox (grader/harnesses/arm_transformer.py) on the 8×8 digits as 64-token
 sequences (embedded: nothing is downloaded; `--data headlines:PATH` reads the course's headlines from a local text
 file, one a line); the reference block is trained the same way. The architecture is the student's, so the trained
-model is evaluated in the sandbox by the course's code too: only arrays come back (the log-probability of every
-test token, causality probes, samples) and the grader computes the metrics from them, refusing log-probabilities
-that are not normalised or not causal (`_metrics`).
+model is evaluated in the sandbox by the course's code too, on rows the grader lays out (`EvalSet`: the test rows
+mixed with causality probes and copies): only arrays come back (full next-token log-probabilities, samples) and the
+grader computes the metrics from them, refusing log-probabilities that are not normalised, not causal or that
+depend on other rows (`_metrics`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,15 @@ import torch
 
 from grader.checks import CheckContext, UNBOUNDED_S, likely_causes, note_epoch_matched, relative_score
 from grader.checks.model_level import ModelGradingError, ModelLevel, ModelRun, Reference, TrainingCall
-from grader.history import stop_reason
+from grader.checks.inputs import check_seed
+from grader.history import epochs_done, stop_reason
 from grader.metrics import Metric
 from grader.sandbox.errors import StudentCodeError
 
 ALPHABET = "abcdefghijklmnopqrstuvwxyz "  # the course's Tokenizer: pad 0, a..z 1..26, ' ' 27, cls 28
+# Test rows kept (the same for every student and the reference): each is evaluated three times (`EvalSet`) and comes
+# back as T×V floats, so a large headlines file would otherwise send hundreds of MB (2000: 3×2000×48×29 float32, 33 MB)
+MAX_TEST_ROWS = 2000
 
 
 @dataclass(frozen=True)
@@ -123,8 +128,9 @@ def _headlines(path: Path, max_length: int) -> Data:
         x[i, 1:len(t) + 1] = [ALPHABET.index(c) + 1 for c in t]
     perm = np.random.default_rng(0).permutation(len(x))
     a, b = int(0.8 * len(x)), int(0.9 * len(x))
-    return Data(x[perm[:a]], x[perm[a:b]], x[perm[b:]], len(ALPHABET) + 2, "headlines",
-                f"headlines from {path.name}: {a}/{b - a}/{len(x) - b} train/val/test, {max_length} characters "
+    x_test = x[perm[b:b + MAX_TEST_ROWS]]
+    return Data(x[perm[:a]], x[perm[a:b]], x_test, len(ALPHABET) + 2, "headlines",
+                f"headlines from {path.name}: {a}/{b - a}/{len(x_test)} train/val/test, {max_length} characters "
                 "(the course's tokenizer) after a start token")
 
 
@@ -145,27 +151,88 @@ def _sample_distance(samples: np.ndarray, data: Data, groups: int = 8) -> float:
     return float(np.mean(tv))
 
 
-def _metrics(out: dict, data: Data, kw: dict) -> dict:
-    """Bits per token from the log-probabilities the harness returned, after checking they are normalised,
-    causal and of the right shape (the student's own loss values are never used)."""
+@dataclass(frozen=True)
+class EvalSet:
+    """The rows the trained model is evaluated on, as the grader lays them out (`eval_set`).
+
+    Each test row i is sent three times, shuffled together so that the child cannot tell which is which: as
+    itself (row `test[i]` of `x`), as its causality probe (row `probe[i]`: tokens from position `cut[i]` on
+    replaced by random ones, the one at the cut never the test row's own) and as a copy (row `copy[i]`,
+    mostly in another batch of `batch_size` rows). A causal model that reads nothing but its own sequence
+    predicts the probe's first `cut[i]` tokens as it does the test row's, predicts the copy as the row itself,
+    and cannot predict the random tokens better than chance (`_metrics`)."""
+    x: np.ndarray  # M×T int64, M = 3N
+    test: np.ndarray  # N row indices into x
+    probe: np.ndarray  # N
+    copy: np.ndarray  # N
+    cut: np.ndarray  # N: the first replaced position of each probe, 1..T−1
+    batch_size: int
+
+
+def eval_set(x_test: np.ndarray, num_token_vals: int, seed: int) -> EvalSet:
+    """`x_test` (N×T, data values 0..num_token_vals − 2 after the start token) laid out with its probes and copies,
+    all drawn from `seed` (the run's secret for a student, so the child cannot know the layout in advance)."""
+    rng = np.random.default_rng(seed)
+    n, t = x_test.shape
+    v = int(num_token_vals) - 1  # the data values; num_token_vals − 1 is the start token
+    cut = rng.integers(1, t, size=n)
+    probe = x_test.copy()
+    after = np.arange(t)[None, :] >= cut[:, None]
+    probe[after] = rng.integers(0, v, size=int(after.sum()))
+    rows = np.arange(n)
+    probe[rows, cut] = (x_test[rows, cut] + rng.integers(1, max(v, 2), size=n)) % v  # never the test row's token
+    order = rng.permutation(3 * n)
+    where = np.empty(3 * n, dtype=np.int64)
+    where[order] = np.arange(3 * n)  # where[j]: the row of x holding stacked row j
+    x = np.concatenate([x_test, probe, x_test])[order]
+    return EvalSet(x, where[:n], where[n:2 * n], where[2 * n:], cut, batch_size=max(1, min(256, -(-3 * n // 4))))
+
+
+def _random_token_bound(es: EvalSet, num_token_vals: int) -> float:
+    """Nats per token below which no model can predict the probes' random tokens if it sees only the tokens before
+    each (Gibbs: a token uniform over m values independent of what the predictor sees costs ≥ log m in expectation):
+    the mean of log m over them, m = V − 2 at the cut (any value but the test row's), V − 1 after."""
+    t = es.x.shape[1]
+    v = num_token_vals - 1
+    after = (t - 1 - es.cut).sum()
+    return float((len(es.cut) * math.log(max(v - 1, 1)) + after * math.log(v)) / (len(es.cut) + after))
+
+
+def _metrics(out: dict, data: Data, es: EvalSet, num_token_vals: int) -> dict:
+    """Bits per token of the test rows, computed here from the full next-token log-probabilities the harness
+    returned for the grader's `EvalSet` (the student's own loss values are never used), after checking that they
+    are normalised, do not depend on the other rows of a batch, are causal, and do not predict the probes' random
+    tokens better than chance (which only a model that reads the tokens it predicts can do)."""
     n, t = data.x_test.shape
-    lp = np.asarray(out.get("test_log_probs"), dtype=np.float64)
-    if lp.shape != (n, t - 1) or not np.isfinite(lp).all() or (lp > 1e-6).any():
-        raise ModelGradingError(f"the trained model's test log-probabilities have shape {lp.shape} or are not finite "
-                                "log-probabilities")
-    norm = np.asarray(out.get("test_normaliser"), dtype=np.float64)
-    if norm.shape != lp.shape or np.abs(norm).max() > 1e-3:
+    lp = np.asarray(out.get("log_probs"), dtype=np.float64)
+    if lp.shape != (len(es.x), t - 1, num_token_vals) or not np.isfinite(lp).all() or (lp > 1e-6).any():
+        raise ModelGradingError(f"the trained model's next-token log-probabilities have shape {lp.shape} (expected "
+                                f"{(len(es.x), t - 1, num_token_vals)}) or are not finite log-probabilities")
+    norm = np.log(np.exp(lp).sum(axis=2))
+    if np.abs(norm).max() > 1e-3:
         raise ModelGradingError("the trained model's next-token probabilities do not sum to 1")
-    cut = int(out.get("probe_cut", 0))
-    prefix, probe = (np.asarray(out.get(k), dtype=np.float64) for k in ("test_prefix", "probe_prefix"))
-    if not (cut > 0 and prefix.shape == probe.shape == (n, cut, kw["num_token_vals"])
-            and np.allclose(prefix, probe, rtol=1e-4, atol=1e-4)):
-        raise ModelGradingError(f"the trained model is not causal: its predictions of the first {cut} tokens change when "
+    if not np.allclose(lp[es.test], lp[es.copy], rtol=1e-4, atol=1e-4):
+        raise ModelGradingError("the trained model's predictions for a sequence depend on the other sequences of its "
+                                "batch (the same sequence, sent twice in different batches, was predicted differently), "
+                                "so its test NLL is not a likelihood")
+    before = np.arange(t - 1)[None, :] < es.cut[:, None]  # positions predicting tokens 1..cut: the same prefix
+    if not np.allclose(lp[es.test][before], lp[es.probe][before], rtol=1e-4, atol=1e-4):
+        raise ModelGradingError("the trained model is not causal: its predictions of a sequence's tokens change when "
                                 "later tokens change, so its test NLL is not a likelihood")
+    x_probe = es.x[es.probe]
+    probe_lp = np.take_along_axis(lp[es.probe], x_probe[:, 1:, None], axis=2)[:, :, 0]
+    random_nll = float(-probe_lp[~before].mean())
+    bound = _random_token_bound(es, num_token_vals)
+    if random_nll < 0.8 * bound:
+        raise ModelGradingError(f"the trained model is not causal: it predicts tokens the grader drew at random with "
+                                f"{random_nll / math.log(2):.3g} bits per token, where a model that sees only the tokens "
+                                f"before them needs at least {bound / math.log(2):.3g} on average: it reads the tokens it "
+                                "predicts (later in its sequence, or in other sequences it was sent with)")
+    test_lp = np.take_along_axis(lp[es.test], data.x_test[:, 1:, None], axis=2)[:, :, 0]
     samples = np.asarray(out.get("samples"))
-    if samples.ndim != 2 or samples.shape[1] != t or ((samples < 0) | (samples >= kw["num_token_vals"])).any():
+    if samples.ndim != 2 or samples.shape[1] != t or ((samples < 0) | (samples >= num_token_vals)).any():
         raise ModelGradingError(f"the samples have shape {samples.shape} or values out of range")
-    return {"test_bits_per_token": float(-lp.mean() / math.log(2)), "sample_distance": _sample_distance(samples, data)}
+    return {"test_bits_per_token": float(-test_lp.mean() / math.log(2)), "sample_distance": _sample_distance(samples, data)}
 
 
 class ArmModel(ModelLevel):
@@ -184,20 +251,31 @@ class ArmModel(ModelLevel):
 
         kw = dict(_train_kwargs(s, data), time_budget_s=UNBOUNDED_S)
         t = lambda a: torch.from_numpy(a).to(ctx.device)  # noqa: E731
-        out = course.train_and_evaluate(ctx.ref, ctx.device, t(data.x_train), t(data.x_val), t(data.x_test), **kw)
+        es = eval_set(data.x_test, data.num_token_vals, s.seed)
+        out = course.train_and_evaluate(ctx.ref, ctx.device, t(data.x_train), t(data.x_val), t(es.x), **kw,
+                                        eval_batch_size=es.batch_size)
         if out.get("error"):
             raise RuntimeError(f"the reference failed to train: {out['error']}")
-        meta = {"metrics": _metrics(out, data, kw), "history": out["history"]}
+        meta = {"metrics": _metrics(out, data, es, data.num_token_vals), "history": out["history"]}
         return {"samples": out["samples"]}, meta, np.asarray(out["samples"])  # the Reference's "model": its samples
 
     def load_reference(self, ctx: CheckContext, s: Settings, data: Data, state: dict, meta: dict) -> Reference:
         return Reference(meta["metrics"], meta["history"], model=np.asarray(state["samples"]))  # "model": its samples
 
+    def eval_set(self, ctx: CheckContext, data: Data) -> EvalSet:
+        """The student's `EvalSet`, drawn from the run's secret (the same for the call made ahead and for `evaluate`)."""
+        key = "arm_transformer.model: eval set"
+        if key not in ctx.session.cache:
+            ctx.session.cache[key] = eval_set(data.x_test, data.num_token_vals,
+                                              check_seed(ctx.session.secret, "arm_transformer.model.eval_set"))
+        return ctx.session.cache[key]
+
     def training_call(self, ctx: CheckContext, s: Settings, data: Data) -> TrainingCall:
         budget = min(ctx.session.remaining_s(), s.time_budget_s * 2 + 30)
-        return TrainingCall("arm_transformer.train_and_evaluate", dict(x_train=data.x_train, x_val=data.x_val,
-                                                                       x_test=data.x_test, **_train_kwargs(s, data)),
-                            timeout=max(1.0, budget))
+        es = self.eval_set(ctx, data)
+        return TrainingCall("arm_transformer.train_and_evaluate",
+                            dict(x_train=data.x_train, x_val=data.x_val, x_eval=es.x, eval_batch_size=es.batch_size,
+                                 **_train_kwargs(s, data)), timeout=max(1.0, budget))
 
     def train_student(self, ctx: CheckContext, s: Settings, data: Data, run: ModelRun) -> dict:
         try:
@@ -213,7 +291,7 @@ class ArmModel(ModelLevel):
         return out  # not weights: the arrays the course's code computed with the trained model (see evaluate)
 
     def evaluate(self, ctx: CheckContext, s: Settings, data: Data, run: ModelRun, out: dict) -> None:
-        run.student_metrics = _metrics(out, data, _train_kwargs(s, data))
+        run.student_metrics = _metrics(out, data, self.eval_set(ctx, data), data.num_token_vals)
         run.extra["samples"] = np.asarray(out["samples"])
 
     def figures(self, ctx: CheckContext, run: ModelRun) -> None:
@@ -254,8 +332,8 @@ class ArmModel(ModelLevel):
             why = {"max_epochs": "after the last epoch", "early_stopping": "by early stopping",
                    "time_budget": "at the time budget", "diverged": "because the loss became non-finite"}
             ctx.session.metrics["training"] = (
-                f"{hist.get('epochs', 0)} epoch(s) in {hist.get('seconds', 0):.0f} s, stopped "
-                f"{why.get(stop_reason(hist.get('stopped_because')), '')}; the reference: {ref_hist.get('epochs', 0)} epoch(s).")
+                f"{epochs_done(hist)} epoch(s) in {hist.get('seconds', 0):.0f} s, stopped "
+                f"{why.get(stop_reason(hist.get('stopped_because')), '')}; the reference: {epochs_done(ref_hist)} epoch(s).")
 
 
 MODEL = ArmModel()

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 
 class _LazyConsole:
-    """Stands for `rich.console.Console(highlight=False)`, created on first attribute access."""
+    """Stands for `rich.console.Console(highlight=False, soft_wrap=True)`, created on first attribute access.
+
+    soft_wrap: rich never breaks a line itself (the terminal does, visually), so a long path stays one word in
+    a terminal's copy and in a log (rich folds words longer than 80 columns when output is not a terminal)."""
 
     _console = None
 
@@ -17,7 +20,7 @@ class _LazyConsole:
         if _LazyConsole._console is None:
             from rich.console import Console
 
-            _LazyConsole._console = Console(highlight=False)
+            _LazyConsole._console = Console(highlight=False, soft_wrap=True)
         return _LazyConsole._console
 
     def __getattr__(self, name):

@@ -169,27 +169,26 @@ def decoder_samples(module, device, n: int = 4000, num_tokens: int = 4, num_toke
 
 # ---- model level: the course's training loop ----------------------------------------------------------
 
-def train_and_evaluate(module, device, x_train, x_val, x_test, num_tokens: int, num_token_vals: int, num_emb: int,
+def train_and_evaluate(module, device, x_train, x_val, x_eval, num_tokens: int, num_token_vals: int, num_emb: int,
                        num_neurons: int, num_heads: int, num_blocks: int, dropout_prob: float = 0.1,
                        lr: float = 1e-3, batch_size: int = 32, max_epochs: int = 20, max_patience: int = 3,
-                       time_budget_s: float = 60.0, num_samples: int = 64, seed: int = 0,
+                       time_budget_s: float = 60.0, num_samples: int = 64, eval_batch_size: int = 256, seed: int = 0,
                        num_threads: int = 1) -> dict:
     """The course's `training`: AdamW (lr 1e-3), batches of 32, the mean per-sequence NLL, the model with the best
     validation NLL kept, early stopping after `max_patience` epochs without improvement, here also after the epoch
-    that ends past `time_budget_s`. Then, with the best model (eval mode): the log-probability of every test token,
-    the causality probe below, and `num_samples` samples.
+    that ends past `time_budget_s`. Then, with the best model (eval mode): the next-token log-probabilities of every
+    row of `x_eval` (in batches of `eval_batch_size`, in the order given), and `num_samples` samples.
 
-    x_*: N×num_tokens int64 (start token first). Returns {"history": {"val_nll": [...] (nats per sequence),
-    "epochs": n, "seconds": t, "stopped_because": "max_epochs" | "early_stopping" | "time_budget" | "diverged"} (grader/history.py),
-    "test_log_probs": N×(T−1) (log p of each true next token), "test_normaliser": N×(T−1) (logsumexp over
-    values: 0 for a normalised model), "test_prefix" / "probe_prefix": N×cut×V (the next-token log-probabilities at
-    positions < cut for the test sequences, and for them with every token from `cut` on replaced: equal for a causal
-    model, whose prediction of token t+1 sees tokens ≤ t only), "probe_cut": int, "samples": num_samples×T,
+    x_*: N×num_tokens int64 (start token first); `x_eval` is the grader's mix of test rows and probes
+    (grader/checks/arm_transformer_model.py: `EvalSet`): nothing here knows which is which, and nothing is derived
+    from the log-probabilities here. Returns {"history": {"val_nll": [...] (nats per sequence), "epochs": [1, ..., n],
+    "seconds": t, "stopped_because": "max_epochs" | "early_stopping" | "time_budget" | "diverged"} (grader/history.py),
+    "log_probs": M×(T−1)×V float32 (row i, position t: log p(token t+1 = v | tokens ≤ t)), "samples": num_samples×T,
     "error": "" | message}."""
     with using_threads(num_threads):
-        return _train_and_evaluate(module, device, x_train, x_val, x_test, num_tokens, num_token_vals, num_emb,
+        return _train_and_evaluate(module, device, x_train, x_val, x_eval, num_tokens, num_token_vals, num_emb,
                                    num_neurons, num_heads, num_blocks, dropout_prob, lr, batch_size, max_epochs,
-                                   max_patience, time_budget_s, num_samples, seed)
+                                   max_patience, time_budget_s, num_samples, eval_batch_size, seed)
 
 
 def _nll(model, x, batch_size: int) -> float:
@@ -201,14 +200,14 @@ def _nll(model, x, batch_size: int) -> float:
     return total / max(len(x), 1)
 
 
-def _train_and_evaluate(module, device, x_train, x_val, x_test, num_tokens, num_token_vals, num_emb, num_neurons,
+def _train_and_evaluate(module, device, x_train, x_val, x_eval, num_tokens, num_token_vals, num_emb, num_neurons,
                         num_heads, num_blocks, dropout_prob, lr, batch_size, max_epochs, max_patience, time_budget_s,
-                        num_samples, seed) -> dict:
+                        num_samples, eval_batch_size, seed) -> dict:
     model = build_decoder(module, device, num_tokens, num_token_vals, num_emb, num_neurons, num_heads, num_blocks,
                           dropout_prob=dropout_prob, seed=seed)
-    x_train, x_val, x_test = (t.long().to(device) for t in (x_train, x_val, x_test))
+    x_train, x_val, x_eval = (t.long().to(device) for t in (x_train, x_val, x_eval))
     params = [p for p in model.parameters() if p.requires_grad]
-    history = {"val_nll": [], "epochs": 0, "seconds": 0.0, "stopped_because": "max_epochs"}
+    history = {"val_nll": [], "epochs": [], "seconds": 0.0, "stopped_because": "max_epochs"}
     if not params:
         return {"history": history, "error": "the model has no parameters to train"}
     optimizer = torch.optim.AdamW(params, lr=float(lr))
@@ -230,7 +229,7 @@ def _train_and_evaluate(module, device, x_train, x_val, x_test, num_tokens, num_
             break
         val = _nll(model, x_val, 256)
         history["val_nll"].append(val)
-        history["epochs"] = e + 1
+        history["epochs"].append(e + 1)
         if val < best_nll:
             best, best_nll, patience = copy.deepcopy(model.state_dict()), val, 0
         else:
@@ -246,23 +245,11 @@ def _train_and_evaluate(module, device, x_train, x_val, x_test, num_tokens, num_
         return {"history": history, "error": "training produced no model with a finite validation NLL"}
     model.load_state_dict(best)
     model.eval()
-    cut = int(num_tokens) // 2
-    g_probe = torch.Generator().manual_seed(int(seed) + 1)
-    probe = x_test.clone()
-    probe[:, cut:] = torch.randint(0, int(num_token_vals) - 1, probe[:, cut:].shape, generator=g_probe).to(device)
-    out = {"history": history, "error": "", "probe_cut": cut}
+    out = {"history": history, "error": ""}
+    step = max(1, int(eval_batch_size))
     with torch.no_grad():
-        for name, x in (("test", x_test), ("probe", probe)):
-            lp, norm, prefix = [], [], []
-            for i in range(0, len(x), 256):
-                xb = x[i:i + 256]
-                log_probs = model.transformer_forward(xb)[:, :-1]
-                lp.append(torch.gather(log_probs, 2, xb[:, 1:].unsqueeze(2)).squeeze(2))
-                norm.append(torch.logsumexp(log_probs, dim=2))
-                prefix.append(log_probs[:, :cut])
-            out[f"{name}_prefix"] = _np(torch.cat(prefix))
-            if name == "test":
-                out["test_log_probs"], out["test_normaliser"] = _np(torch.cat(lp)), _np(torch.cat(norm))
+        log_probs = [model.transformer_forward(x_eval[i:i + step])[:, :-1] for i in range(0, len(x_eval), step)]
+        out["log_probs"] = _np(torch.cat(log_probs)).astype(np.float32)
         torch.manual_seed(int(seed) + 2)
         out["samples"] = np.asarray(model.sample(batch_size=int(num_samples)), dtype=np.int64)
     return out
