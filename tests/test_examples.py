@@ -58,8 +58,11 @@ def test_ken_notebook_loses_bobs_points_and_his_answers_come_from_the_pdf_report
 
 
 @pytest.mark.parametrize("secret", ["053cae13c461457e0d67ff50e6c41787",  # once left kl_wrong_sign unnamed
-                                    "0" * 32, "f" * 32])
-def test_bobs_elbo_mistake_is_named_whatever_the_checks_inputs(vae_rubric, secret):
-    """Each run draws fresh inputs (grader/checks/inputs.py): naming must not depend on them."""
-    bob = grade_submission(SUBMISSIONS / "bob", vae_rubric, GradeOptions(device="cpu", only=["elbo"], secret=secret))
-    assert named(bob) == {"kl_wrong_sign"}, [(t.name, t.output) for t in bob.tests if t.status != "passed"]
+                                    "a963fd532c1e99cfb01277f3d8c04b74",  # once left weights_not_normalised unnamed
+                                    "0" * 32, "f" * 32])                 # in the 'far' check (charged twice: 3.0)
+def test_bobs_mistakes_are_named_and_charged_once_whatever_the_checks_inputs(vae_rubric, secret):
+    """Each run draws fresh inputs (grader/checks/inputs.py): naming and charging must not depend on them."""
+    bob = grade_submission(SUBMISSIONS / "bob", vae_rubric,
+                           GradeOptions(device="cpu", only=["elbo", "mog_prior.log_prob"], secret=secret))
+    assert named(bob) == {"kl_wrong_sign", "weights_not_normalised"} and \
+        lost(bob) == {"elbo": 2.0, "mog_prior.log_prob": 2.0}, [(t.name, t.output) for t in bob.tests if t.status != "passed"]

@@ -517,11 +517,15 @@ def check_decoder_sample(ctx: CheckContext) -> None:
 # ---- mixture-of-Gaussians prior ------------------------------------------------------------------
 
 def _mog_params(ctx, L_: int = 3, K: int = 4, spread: float = 2.0):
-    return {
-        "means": _f(ctx.rng.standard_normal((K, L_)) * spread, "float32"),
-        "logvars": _f(ctx.rng.uniform(-1, 1, (K, L_)), "float32"),
-        "w": _f(ctx.rng.standard_normal((K, 1, 1)) * 1.5, "float32"),  # non-uniform mixture weights
-    }
+    """A prior's parameters. The mixture logits `w` are non-uniform and unnormalised by exactly
+    logsumexp(w) = 4 (softmax(w), the weights, is unchanged by the shift): a log-density that forgets to
+    normalise them is off by 4 nats, which shows even against the relative tolerance of a density of
+    -2000 nats (40 units from every mode). Drawn as they come, logsumexp(w) was 0.6 for some inputs."""
+    means = ctx.rng.standard_normal((K, L_)) * spread
+    logvars = ctx.rng.uniform(-1, 1, (K, L_))
+    w = ctx.rng.standard_normal((K, 1, 1)) * 1.5
+    w = w - (np.log(np.exp(w - w.max()).sum()) + w.max()) + 4.0
+    return {"means": _f(means, "float32"), "logvars": _f(logvars, "float32"), "w": _f(w, "float32")}
 
 
 def _ref_prior(ctx, params, dtype: str = "float32"):
