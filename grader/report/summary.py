@@ -31,7 +31,7 @@ SUMMARY_TEMPLATE = """<!DOCTYPE html>
 <style>
 {{ css }}
 .summary-stats { display: flex; gap: 3mm; margin: 3mm 0 1mm 0; }
-.stat { flex: 1; background: var(--soft); border-radius: 1.5mm; padding: 2mm 3mm; }
+.stat { flex: 1; min-height: 0; background: var(--soft); border-radius: 1.5mm; padding: 2mm 3mm; }
 .stat .v { font-size: 14pt; font-weight: bold; color: var(--accent); }
 .stat .k { font-size: 7.6pt; color: var(--muted); text-transform: uppercase; letter-spacing: 0.4pt; }
 .hist { text-align: center; margin: 2mm 0; }
