@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["draw_losses", "loss_curves", "image_grid", "sample_grid", "latent_projection"]
+__all__ = ["draw_losses", "loss_curves", "image_grid", "sample_grid", "latent_projection", "draw_plan"]
 
 DPI = 120
 
@@ -298,3 +298,17 @@ def latent_projection(mu, labels, path) -> Path:
     if (~ok).any():
         ax.set_title(f"{int((~ok).sum())} non-finite rows left out", fontsize=8)
     return _save(fig, path)
+
+
+PLOTTERS = {"loss_curves": loss_curves, "image_grid": image_grid, "sample_grid": sample_grid,
+            "latent_projection": latent_projection}
+
+
+def draw_plan(folder, plan: list[dict]) -> list[Path]:
+    """Draw a plan of figures into `folder`, in order; return their paths. Each item is {"kind": a PLOTTERS key,
+    "file": the PNG's name, "kwargs": that function's arguments but `path`}. A plan is plain data (numbers,
+    arrays, histories), so the grader can have it drawn in this process or in its report worker
+    (grader/report/background.py), with the same code and the same files either way."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return [PLOTTERS[item["kind"]](path=folder / item["file"], **item["kwargs"]) for item in plan]

@@ -127,6 +127,74 @@ print(json.dumps([str(html), str(pdf), str(html2)]))
     assert pdf.endswith("report.pdf") and html == html2
 
 
+
+def test_a_figure_plan_travels_to_the_report_worker_exactly():
+    """What the report worker draws from: arrays keep dtype, shape and bits, scalars stay numpy scalars, tuples
+    stay tuples, NaN stays NaN; a value it cannot carry is refused (the grader then draws in a thread)."""
+    import numpy as np
+    import pytest
+
+    from grader.report.background import decode, pack_plan, unpack_plan
+
+    a = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    plan = [{"kind": "x", "file": "x.png", "kwargs": {"a": a, "s": np.float64(0.1), "shape": (8, 8), "n": 3,
+                                                      "h": {"val_loss": [float("nan"), 1e-310, 2.5], "best": None}}}]
+    folder, back = unpack_plan(json.loads(pack_plan(REPO, plan))["draw"])
+    kw = back[0]["kwargs"]
+    assert folder == REPO and kw["a"].dtype == np.float32 and kw["a"].tobytes() == a.tobytes()
+    assert type(kw["s"]) is np.float64 and kw["s"] == 0.1 and kw["shape"] == (8, 8) and type(kw["n"]) is int
+    assert np.isnan(kw["h"]["val_loss"][0]) and kw["h"]["val_loss"][1:] == [1e-310, 2.5] and kw["h"]["best"] is None
+    assert decode({"__dict__": {"t": {"__tuple__": [1, 2]}}}, {}) == {"t": (1, 2)}
+    with pytest.raises(TypeError):
+        pack_plan(REPO, [{"kwargs": {"f": object()}}])
+
+
+def test_report_worker_draws_the_figures_this_process_would_draw(tmp_path):
+    """The worker's PNGs are byte for byte the ones `draw_plan` draws here; a plan that fails there, or a dead
+    worker, is drawn here instead (`drawn` says None), and the report is still rendered."""
+    script = f"""
+import json, os, sys, time
+sys.path.insert(0, {str(REPO)!r})
+from pathlib import Path
+from grader.report.background import ReportWorker, figure_worker
+dead = ReportWorker.start(None)  # (forked first: a process with numpy's threads does not fork a worker)
+os.kill(dead.pid, 9)
+os.waitpid(dead.pid, 0)
+worker = ReportWorker.start(None)
+import numpy as np
+from grader import figures
+rng = np.random.default_rng(1)
+hist = {{"train_loss": [9.0, 5.0, 4.0, 4.5], "val_loss": [float("nan"), 6.0, 5.0, 5.5], "epochs": [1, 2, 3, 4],
+        "best_epoch": 3, "stopped_because": "patience"}}
+plan = [{{"kind": "loss_curves", "file": "loss.png", "kwargs": {{"student_hist": hist, "reference_hist": None}}}},
+        {{"kind": "image_grid", "file": "rec.png", "kwargs": {{"real": rng.random((16, 8, 8)).astype(np.float32),
+          "recon": rng.random((16, 64)).astype(np.float32), "image_shape": (8, 8)}}}},
+        {{"kind": "latent_projection", "file": "lat.png", "kwargs": {{"mu": rng.standard_normal((50, 3)),
+          "labels": rng.integers(0, 10, 50)}}}}]
+deadline = time.time() + 120
+while figure_worker() is None and time.time() < deadline:
+    time.sleep(0.05)
+assert figure_worker() is worker
+there, here = Path({str(tmp_path)!r}) / "there", Path({str(tmp_path)!r}) / "here"
+assert worker.draw(there, plan) and not worker.idle()  # one request at a time
+drawn = worker.drawn()
+mine = figures.draw_plan(here, plan)
+same = [p.name == q.name and p.read_bytes() == q.read_bytes() for p, q in zip(drawn, mine)]
+assert worker.idle() and worker.draw(there, [{{"kind": "sample_grid", "file": "bad.png", "kwargs": {{"samples": [1.0]}}}}])
+failed = worker.drawn()  # sample_grid without image_shape raises in the worker: drawn here, raising there
+from grader.results import GradeResult, TestResult, save_result
+folder = save_result(GradeResult(student="w", assignment="vae", tests=[TestResult(name="t", number="1.1", score=1,
+                                                                                  max_score=2)]), there).parent
+html, pdf = worker.render(folder)
+print(json.dumps({{"same": same, "failed": failed, "pdf": pdf.is_file(), "dead_idle": dead.idle(),
+                  "dead_draw": dead.draw(there, plan), "dead_pid": dead.pid}}))
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = json.loads(p.stdout.splitlines()[-1])
+    assert out == {"same": [True, True, True], "failed": None, "pdf": True, "dead_idle": False, "dead_draw": False,
+                   "dead_pid": None}, out
+
 SNOOP = """
 import os as _os
 print("CMDLINE", open("/proc/self/cmdline", "rb").read().replace(bytes(1), b" ").decode(errors="replace"))

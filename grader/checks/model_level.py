@@ -146,6 +146,46 @@ class InThread:
         return self._value
 
 
+class WorkerDrawing:
+    """A figure plan the report worker draws (`start_drawing`), with InThread's `wait`/`result`: `result()` is
+    `listed(paths)`; when the worker did not draw it (an error, a dead or hung worker), the plan is drawn here then,
+    raising what drawing it raises, as a thread's `result()` would."""
+
+    def __init__(self, worker, folder: Path, plan: list[dict], listed):
+        self.worker, self.folder, self.plan, self.listed = worker, folder, plan, listed
+        self._paths, self._waited = None, False
+
+    def wait(self) -> None:
+        if not self._waited:
+            self._paths, self._waited = self.worker.drawn(), True
+
+    def result(self):
+        from grader import figures
+
+        self.wait()
+        return self.listed(self._paths if self._paths is not None else figures.draw_plan(self.folder, self.plan))
+
+
+def start_drawing(folder: Path, plan: list[dict], listed) -> "InThread | WorkerDrawing":
+    """Start drawing a `grader.figures.draw_plan` plan into `folder`; `result()` is `listed(the paths drawn)`.
+    In `grade run`'s report worker when it is idle: another process, on the other core (matplotlib holds the GIL,
+    so a thread would take turns with the evaluation that runs meanwhile); else in a thread. The same files either
+    way (tests/test_cli.py)."""
+    from grader.report.background import figure_worker
+
+    worker = figure_worker()
+    if worker is not None and worker.draw(folder, plan):
+        trace.mark("figures: the report worker draws them")
+        return WorkerDrawing(worker, folder, plan, listed)
+
+    def draw():
+        from grader import figures
+
+        return listed(figures.draw_plan(folder, plan))
+
+    return InThread(draw, name="gradekit-figures")
+
+
 class TrainingAhead(InThread):
     """A `TrainingCall` made in a thread on another sandbox (`ModelLevel.train_ahead`); `result()` is its
     (reply, wall seconds measured around the call), or its StudentCodeError (timeout, crash, exception).

@@ -21,7 +21,7 @@ import torch
 
 from grader.checks import CheckContext, UNBOUNDED_S, likely_causes, note_epoch_matched, relative_score, torch_threads
 from grader.checks.model_level import (InThread, ModelGradingError, ModelLevel, ModelRun, Reference, TrainingCall,
-                                       checkpoint_weights)
+                                       checkpoint_weights, start_drawing)
 from grader.metrics import Metric
 
 
@@ -177,11 +177,11 @@ def train_ahead(ctx: CheckContext) -> bool:
 def _draw_figures(ctx: CheckContext, run: ModelRun) -> InThread | None:
     """Start drawing the report's figures of the student's model (None: no figures folder). What they show is
     computed here, before the evaluation, with torch (seeded samples use torch's global generator, which must
-    not be shared with a thread); the thread only draws: [{"path", "caption", "tag"}] in the report's order."""
+    not be shared with a thread); the drawing (`start_drawing`: the report worker, or a thread) only draws:
+    [{"path", "caption", "tag"}] in the report's order."""
     folder = ctx.session.figures_dir
     if folder is None:
         return None
-    from grader import figures
     from grader.checks import vae_evaluation as evaluation
 
     model, data = run.extra["model"], run.data
@@ -193,23 +193,26 @@ def _draw_figures(ctx: CheckContext, run: ModelRun) -> InThread | None:
         means, labels = evaluation.encode_means(model, data.x_test), data.y_test.numpy()
     except Exception as e:  # raised by `result()`, where the figures are collected
         return InThread(error=e)
-    student_history, reference_history = run.student_history, run.reference_history
+    plan = [
+        {"kind": "loss_curves", "file": "loss_curves.png",
+         "kwargs": {"student_hist": run.student_history, "reference_hist": run.reference_history}},
+        {"kind": "image_grid", "file": "reconstructions.png",
+         "kwargs": {"real": real, "recon": recon, "image_shape": data.image_shape}},
+        {"kind": "sample_grid", "file": "samples.png", "kwargs": {"samples": drawn, "image_shape": data.image_shape}},
+        {"kind": "latent_projection", "file": "latents.png", "kwargs": {"mu": means, "labels": labels}},
+    ]
+    captions = [
+        ("Training (dashed) and validation (solid) negative ELBO per epoch: your model and the reference.", "model.elbo"),
+        ("16 test images (top) and their reconstructions by your model (bottom).", "model.reconstruction"),
+        ("16 samples from your model's prior, decoded (mean of p(x|z)).", "model.samples"),
+        ("Posterior means of the test images, projected to 2-D (PCA), coloured by digit.", "model"),
+    ]
 
-    def draw() -> list[dict]:
-        folder.mkdir(parents=True, exist_ok=True)
-        made = [
-            (figures.loss_curves(student_history, reference_history, folder / "loss_curves.png"),
-             "Training (dashed) and validation (solid) negative ELBO per epoch: your model and the reference.", "model.elbo"),
-            (figures.image_grid(real, recon, folder / "reconstructions.png", data.image_shape),
-             "16 test images (top) and their reconstructions by your model (bottom).", "model.reconstruction"),
-            (figures.sample_grid(drawn, folder / "samples.png", data.image_shape),
-             "16 samples from your model's prior, decoded (mean of p(x|z)).", "model.samples"),
-            (figures.latent_projection(means, labels, folder / "latents.png"),
-             "Posterior means of the test images, projected to 2-D (PCA), coloured by digit.", "model"),
-        ]
-        return [{"path": f"figures/{Path(path).name}", "caption": caption, "tag": tag} for path, caption, tag in made]
+    def listed(paths) -> list[dict]:
+        return [{"path": f"figures/{Path(path).name}", "caption": caption, "tag": tag}
+                for path, (caption, tag) in zip(paths, captions)]
 
-    return InThread(draw, name="gradekit-figures")
+    return start_drawing(folder, plan, listed)
 
 
 @torch.no_grad()

@@ -6,19 +6,31 @@ loading fonts. `ReportWorker.start(answers_file)` forks (before torch is importe
 process is small and single-threaded) a process that does all that on the other core; once
 results.json is written, `render(folder)` has it render report.html/.pdf from that file.
 
-The worker never runs or imports student code: it reads answers.md as text, like the report does.
-Where fork is unavailable or the worker fails, `render` falls back to rendering in this process.
+While the grader evaluates the student's model, the idle worker can also draw its figures
+(`draw`: a `grader.figures.draw_plan` plan, arrays sent as .npy bytes, so the PNGs are the ones this
+process would draw): matplotlib holds the GIL, so a thread here would take turns with the evaluation
+instead of running beside it on the other core.
+
+The worker never runs or imports student code: it reads answers.md as text, like the report does, and
+draws from numbers. Where fork is unavailable or the worker fails, `render` falls back to rendering in
+this process and a plan is drawn here.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import select
 import sys
+import time
 from pathlib import Path
 
 RENDER_TIMEOUT_S = 300.0
+DRAW_TIMEOUT_S = 120.0  # a plan not drawn by then is drawn in the grader's process instead
+_WARM = {"warm": True}  # the worker's first line: warmed up, waiting for requests
+_ACTIVE: "ReportWorker | None" = None  # this process's worker, for `figure_worker()`
 
 
 def _warm_up(answers_file: Path | None) -> None:
@@ -39,13 +51,101 @@ def _warm_up(answers_file: Path | None) -> None:
             pass
 
 
+def encode(value, arrays: dict) -> object:
+    """`value` as JSON-able data, its numpy arrays and scalars moved into `arrays` (exact: no array goes through
+    text; a Python float's JSON form reads back as the same float). TypeError for anything else."""
+    import numpy as np
+
+    if isinstance(value, (np.ndarray, np.generic)):
+        key = f"a{len(arrays)}"
+        arrays[key] = np.asarray(value)
+        return {"__array__": key, "scalar": isinstance(value, np.generic)}
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if type(value) is list:
+        return [encode(v, arrays) for v in value]
+    if type(value) is tuple:
+        return {"__tuple__": [encode(v, arrays) for v in value]}
+    if type(value) is dict and all(type(k) is str for k in value):
+        return {"__dict__": {k: encode(v, arrays) for k, v in value.items()}}
+    raise TypeError(f"cannot send a {type(value).__name__} to the report worker")
+
+
+def decode(value, arrays: dict):
+    """The inverse of `encode`."""
+    if type(value) is list:
+        return [decode(v, arrays) for v in value]
+    if type(value) is not dict:
+        return value
+    if "__array__" in value:
+        a = arrays[value["__array__"]]
+        return a[()] if value["scalar"] else a
+    if "__tuple__" in value:
+        return tuple(decode(v, arrays) for v in value["__tuple__"])
+    return {k: decode(v, arrays) for k, v in value["__dict__"].items()}
+
+
+def pack_plan(folder: Path, plan: list[dict]) -> bytes:
+    """A `draw` request: one JSON line, the arrays inside as base64 .npz bytes (loaded without pickle)."""
+    import numpy as np
+
+    arrays: dict = {}
+    spec = encode(plan, arrays)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return json.dumps({"draw": {"folder": str(folder), "plan": spec,
+                                "npz": base64.b64encode(buf.getvalue()).decode("ascii")}}).encode() + b"\n"
+
+
+def unpack_plan(request: dict) -> tuple[Path, list[dict]]:
+    import numpy as np
+
+    with np.load(io.BytesIO(base64.b64decode(request["npz"])), allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    return Path(request["folder"]), decode(request["plan"], arrays)
+
+
+def _draw(request: dict) -> dict:
+    try:
+        from grader import figures
+
+        folder, plan = unpack_plan(request)
+        return {"ok": True, "paths": [str(p) for p in figures.draw_plan(folder, plan)]}
+    except Exception as e:  # the grader draws the plan itself, and meets the same error there
+        return {"ok": False, "error": f"{type(e).__name__}: {e}"}
+
+
+def _warm_up_figures() -> None:
+    """Import what `draw_plan` uses and draw a small figure (fonts, the Agg canvas): its first plan then costs
+    what the grader's own process would pay."""
+    try:
+        import tempfile
+
+        from grader import figures
+
+        with tempfile.TemporaryDirectory(prefix="gradekit-warm-") as tmp:
+            figures.loss_curves({"train_loss": [2.0, 1.0], "val_loss": [2.5, 1.5], "best_epoch": 2}, None,
+                                Path(tmp) / "warm.png")
+    except Exception:
+        pass  # a plan that fails is drawn by the grader, which reports the problem
+
+
 def _serve(conn_r: int, conn_w: int, answers_file: Path | None) -> None:
     _warm_up(answers_file)
     with os.fdopen(conn_r, "rb") as r, os.fdopen(conn_w, "wb") as w:
-        line = r.readline()
-        if not line:
-            return  # the grader exited without results (an error, Ctrl-C)
-        folder = Path(json.loads(line)["folder"])
+        _warm_up_figures()
+        w.write(json.dumps(_WARM).encode() + b"\n")
+        w.flush()
+        while True:
+            line = r.readline()
+            if not line:
+                return  # the grader exited without results (an error, Ctrl-C)
+            request = json.loads(line)
+            if "draw" not in request:
+                break
+            w.write(json.dumps(_draw(request["draw"])).encode() + b"\n")
+            w.flush()
+        folder = Path(request["folder"])
         try:
             from grader.report.render import render_report
             from grader.results import load_result
@@ -77,6 +177,9 @@ class ReportWorker:
     def __init__(self, pid: int | None = None, to_worker: int | None = None, from_worker: int | None = None):
         self.pid, self.to_worker, self.from_worker = pid, to_worker, from_worker
         self.submitted: Path | None = None  # the folder the worker was asked to render
+        self.warm = False  # the worker said it is warmed up and waiting
+        self.drawing = False  # a `draw` request awaits its reply
+        self._buf = b""  # bytes read from the worker beyond the last full line
 
     @classmethod
     def start(cls, answers_file: Path | None = None) -> "ReportWorker":
@@ -106,7 +209,68 @@ class ReportWorker:
                 os._exit(code)
         os.close(a_r)
         os.close(b_w)
-        return cls(pid, a_w, b_r)
+        global _ACTIVE
+        _ACTIVE = cls(pid, a_w, b_r)
+        return _ACTIVE
+
+    def idle(self) -> bool:
+        """Warmed up and waiting for a request (never blocks: a worker still warming up is not idle)."""
+        if self.pid is None or self.submitted is not None or self.drawing:
+            return False
+        if not self.warm:
+            try:
+                self.warm = self._read_line(0.0) == _WARM
+            except (OSError, EOFError, ValueError):
+                self.close()
+        return self.warm
+
+    def draw(self, folder: Path, plan: list[dict]) -> bool:
+        """Have the idle worker draw `plan` (`grader.figures.draw_plan`) into `folder`; `drawn` collects the
+        paths. False when it was not sent (not idle, a value that cannot be sent, a dead worker)."""
+        if not self.idle():
+            return False
+        try:
+            request = pack_plan(Path(folder).resolve(), plan)
+        except (TypeError, ValueError):
+            return False
+        try:
+            view = memoryview(request)
+            while view:
+                view = view[os.write(self.to_worker, view):]
+        except OSError:
+            self.close()
+            return False
+        self.drawing = True
+        return True
+
+    def drawn(self, timeout: float = DRAW_TIMEOUT_S) -> list[Path] | None:
+        """The paths the worker drew for the last `draw`; None when it did not (an error, a dead or hung worker,
+        which is then stopped): the caller then draws the plan itself."""
+        if not self.drawing:
+            return None
+        self.drawing = False
+        try:
+            reply = self._read_line(timeout)
+        except (OSError, EOFError, ValueError):
+            reply = None
+        if reply is None:
+            self.close()  # hung or dead: the report is rendered in this process too
+            return None
+        return [Path(p) for p in reply["paths"]] if reply.get("ok") else None
+
+    def _read_line(self, timeout: float) -> dict | None:
+        """The worker's next line as JSON; None if none came within `timeout` s. EOFError: the worker is gone."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buf:
+            ready, _, _ = select.select([self.from_worker], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            chunk = os.read(self.from_worker, 1 << 16)
+            if not chunk:
+                raise EOFError("the report worker exited")
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
 
     def submit(self, folder: Path) -> None:
         """Have the worker start rendering folder/results.json now (`render` then waits for it), so
@@ -136,16 +300,13 @@ class ReportWorker:
 
     def _wait(self) -> dict | None:
         try:
-            data = b""
-            while not data.endswith(b"\n"):
-                ready, _, _ = select.select([self.from_worker], [], [], RENDER_TIMEOUT_S)
-                chunk = os.read(self.from_worker, 1 << 16) if ready else b""
-                if not chunk:
-                    return None  # the worker died or hangs: render here instead
-                data += chunk
-            return json.loads(data)
-        except (OSError, ValueError):
-            return None
+            deadline = time.monotonic() + RENDER_TIMEOUT_S
+            while True:
+                reply = self._read_line(max(0.0, deadline - time.monotonic()))
+                if reply != _WARM:
+                    return reply  # None: the worker hangs; render here instead
+        except (OSError, EOFError, ValueError):
+            return None  # it died (EOFError) or said something unreadable
         finally:
             self.close()
 
@@ -158,6 +319,9 @@ class ReportWorker:
                 except OSError:
                     pass
         self.to_worker = self.from_worker = None
+        global _ACTIVE
+        if _ACTIVE is self:
+            _ACTIVE = None
         if self.pid is not None:
             try:
                 os.kill(self.pid, 9)
@@ -168,3 +332,9 @@ class ReportWorker:
             except ChildProcessError:
                 pass
             self.pid = None
+
+
+def figure_worker() -> ReportWorker | None:
+    """This process's report worker when it is idle (`grade run`, warmed up, nothing submitted yet), else None."""
+    worker = _ACTIVE
+    return worker if worker is not None and worker.idle() else None
