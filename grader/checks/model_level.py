@@ -158,12 +158,16 @@ class WorkerDrawing:
     def wait(self) -> None:
         if not self._waited:
             self._paths, self._waited = self.worker.drawn(), True
+            if self._paths is None:
+                trace.mark(f"figures: the report worker did not draw them ({self.worker.draw_error}); drawn here")
 
     def result(self):
-        from grader import figures
-
         self.wait()
-        return self.listed(self._paths if self._paths is not None else figures.draw_plan(self.folder, self.plan))
+        if self._paths is not None:
+            return self.listed(self._paths)
+        from grader import figures  # (matplotlib: imported here only when drawing here)
+
+        return self.listed(figures.draw_plan(self.folder, self.plan))
 
 
 def start_drawing(folder: Path, plan: list[dict], listed) -> "InThread | WorkerDrawing":

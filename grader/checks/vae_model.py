@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from grader import trace
 from grader.checks import CheckContext, UNBOUNDED_S, likely_causes, note_epoch_matched, relative_score, torch_threads
 from grader.checks.model_level import (InThread, ModelGradingError, ModelLevel, ModelRun, Reference, TrainingCall,
                                        checkpoint_weights, start_drawing)
@@ -130,6 +131,7 @@ class VAEModelLevel(ModelLevel):
             with torch_threads(1):
                 run.student_metrics = evaluation.evaluate(model, data.x_test, data.y_test, K=s.K)
                 run.extra["samples_score"] = _samples_plausibility(run.reference.model, model, data)
+            trace.mark("model level: evaluation computed (the figures may still be drawing)")
         finally:
             if drawing is not None:
                 drawing.wait()  # (its failure is `figures`' to raise: a figure never costs marks)

@@ -179,6 +179,7 @@ class ReportWorker:
         self.submitted: Path | None = None  # the folder the worker was asked to render
         self.warm = False  # the worker said it is warmed up and waiting
         self.drawing = False  # a `draw` request awaits its reply
+        self.draw_error: str | None = None  # why the last `draw` came back undrawn
         self._buf = b""  # bytes read from the worker beyond the last full line
 
     @classmethod
@@ -254,8 +255,10 @@ class ReportWorker:
         except (OSError, EOFError, ValueError):
             reply = None
         if reply is None:
+            self.draw_error = "no reply"
             self.close()  # hung or dead: the report is rendered in this process too
             return None
+        self.draw_error = None if reply.get("ok") else str(reply.get("error"))
         return [Path(p) for p in reply["paths"]] if reply.get("ok") else None
 
     def _read_line(self, timeout: float) -> dict | None:
