@@ -65,6 +65,8 @@ FAILURE_KINDS = {
 # What a failing case's message says, as the kind of fault a hidden check may name (first match wins; the
 # case itself, its inputs and its numbers stay hidden).
 FAULT_KINDS = (
+    ("is missing", "a function or class this check calls is missing from your code"),
+    ("must return a torch.Tensor", "your code returns something other than a torch.Tensor (e.g. a NumPy array)"),
     ("NaN", "your code returns NaN (or infinite) values where the correct result is finite"),
     ("shape", "your code returns a result of the wrong shape"),
     ("grad", "the gradients of your code are wrong"),
@@ -75,13 +77,16 @@ FAULT_KINDS = (
 
 
 def fault_kinds(output: str) -> list[str]:
-    """The kinds of fault (FAULT_KINDS) that a check's failing cases ("- case: message" lines) show."""
+    """The kinds of fault (FAULT_KINDS) that a check's failing cases ("- case: message" lines) show. Only the
+    message is read: a case's own name ("call without gradients", "non-square shapes") says what was tried, not
+    what went wrong."""
     found = []
     for line in output.splitlines():
         if not line.startswith("- "):
             continue
+        message = line.split(": ", 1)[1] if ": " in line else line
         for needle, words in FAULT_KINDS:
-            if needle.lower() in line.lower() and words not in found:
+            if needle.lower() in message.lower() and words not in found:
                 found.append(words)
                 break
     return found
