@@ -161,15 +161,50 @@ def _brief(test, limit: int = 240) -> str:
     return shorten(text, limit)
 
 
-def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
+def _short_name(name: str, title: str, tag: str) -> str:
+    """A check's name under its component's row: 'values (…)', not 'log_normal_diag: values (…)'."""
+    head, sep, rest = name.partition(": ")
+    return rest if sep and rest and head in {title, tag, title.rsplit(".", 1)[-1], tag.rsplit(".", 1)[-1]} else name
+
+
+def _component_rows(result, rubric) -> list[tuple[str, str, list]]:
+    """(tag, title, tests) per component, in the order of the checks (the report's grouping)."""
+    from grader.glossary import component_title
+
+    groups: dict[str, list] = {}
+    for t in result.tests:
+        groups.setdefault(t.component or (t.tags[0] if t.tags else "") or "other", []).append(t)
+    targets = dict(getattr(rubric, "component_targets", {}) or {})
+    return [(tag, component_title(tag, targets.get(tag, "")), tests) for tag, tests in groups.items()]
+
+
+def _print_table(result, title: str, rubric=None) -> None:
+    """One row per component, then a row for each of its checks that did not pass (72 checks, ~10 that matter):
+    a component whose checks all passed is one line."""
     table = Table(title=title, show_lines=False)
     table.add_column("#", justify="right", style="dim")
-    table.add_column("check")
+    table.add_column("component / check")
     table.add_column("points", justify="right")
     table.add_column("feedback", overflow="fold")
-    for t in result.tests:
-        style = "green" if t.status == "passed" else ("yellow" if t.score > 0 else "red")
-        table.add_row(t.number, t.name, f"[{style}]{fmt_points(t.score)}/{fmt_points(t.max_score)}[/]", escape(_brief(t)))
+    for tag, name, tests in _component_rows(result, rubric):
+        score, top = sum(t.score for t in tests), sum(t.max_score for t in tests)
+        passed = sum(t.status == "passed" for t in tests)
+        style = "green" if passed == len(tests) else ("yellow" if score > 0 else "red")
+        number = (tests[0].number or "").split(".")[0]
+        summary = ("its check passed" if passed else "its check did not pass") if len(tests) == 1 else \
+            f"all {len(tests)} checks passed" if passed == len(tests) else f"{passed} of {len(tests)} checks passed"
+        table.add_row(number, f"[bold]{escape(name)}[/] [dim]— {summary}[/]",
+                      f"[{style}]{fmt_points(score)}/{fmt_points(top)}[/]", "")
+        said: dict[str, str] = {}  # feedback -> the check that gave it first (a model's four measures: one cause)
+        for t in tests:
+            if t.status == "passed":
+                continue
+            colour = "yellow" if t.score > 0 else "red"
+            brief = _brief(t)
+            feedback = f"the same as {said[brief]}" if brief and brief in said else brief
+            said.setdefault(brief, t.number)
+            table.add_row(t.number, "  " + escape(_short_name(t.name, name, tag)),
+                          f"[{colour}]{fmt_points(t.score)}/{fmt_points(t.max_score)}[/]", escape(feedback))
     console.print(table)
     for e in result.errors:
         console.print(f"[red]! {escape(e.splitlines()[0])}[/]")
@@ -205,7 +240,7 @@ def run_cmd(path, assignment, out, only, device, data, allow_unsandboxed, report
         trace.mark("results.json written")
         if reporter is not None:
             reporter.submit(written.parent)  # rendered on the other core while the table prints
-        _print_table(result, f"{result.student} — {rubric.title}")
+        _print_table(result, f"{result.student} — {rubric.title}", rubric)
         _print_handed_in(result, "the report" if reporter is not None else
                          f"the report that `grade report {out}` writes from results.json")
         auto = f"{fmt_points(result.autograded_score)}/{fmt_points(result.autograded_max)}"
@@ -261,13 +296,16 @@ def check_cmd(path, assignment, only):
     _start_sandbox()
     # The student's own code on their own machine: no isolation needed (nor refused).
     rubric, result = _grade(path, assignment, only, "cpu", None, public_only=True, allow_unsandboxed=True)
-    _print_table(result, f"Self-check — {rubric.title} (public checks only)")
+    _print_table(result, f"Self-check — {rubric.title} (public checks only)", rubric)
     _print_handed_in(result, "the report that `grade run` writes")
     passed = sum(t.status == "passed" for t in result.tests)
     colour = "green" if passed == len(result.tests) else "yellow"
+    graded = {t.component for t in result.tests}
+    hidden = [c for c in rubric.checks if not c.public and (not only or c.component in graded)]
+    more = f" ({len(hidden)} more, {fmt_points(sum(c.points for c in hidden))} points)" if hidden else ""
     console.print(f"[{colour}]{passed}/{len(result.tests)} public checks passed "
                   f"({fmt_points(result.autograded_score)}/{fmt_points(result.autograded_max)} points)[/] in {result.execution_time:.1f} s. "
-                  "Hidden checks run at grading time.")
+                  f"Hidden checks{more} run at grading time.")
     trace.mark("table printed")
 
 
