@@ -140,8 +140,12 @@ def warn_unsandboxed(result) -> None:
 def _print_handed_in(result, report: str = "the report") -> None:
     """Which file was graded and where the answers came from (notebooks, reports: grader.submission).
     `report`: where the details are (a command that writes no report names the one that would)."""
+    from grader.report.handed_in import broken_cells
+
     sub = result.submission or {}
     elsewhere = report
+    for note in broken_cells(sub):
+        console.print(f"[yellow]{escape(note)}[/]")
     for note in sub.get("notes", []):
         console.print(f"[dim]{escape(note.replace('the report', elsewhere))}[/]")
     left = sub.get("left_out", [])
@@ -151,10 +155,23 @@ def _print_handed_in(result, report: str = "the report") -> None:
                       f"{', '.join(map(str, cells[:12]))}{' …' if len(cells) > 12 else ''} (listed in {elsewhere})[/]")
 
 
+_NOT_JUDGED = ("Not applicable", "Not judged")
+
+
+def _not_judged(test) -> str:
+    """The note of a check that passed without judging some of its cases (a signature that lacks a template
+    parameter: `grade check` runs no interface check, so this is where the student hears of it), else ''."""
+    lines = test.output.splitlines()
+    lacks = next((line for line in lines if "not judged, " in line and " takes no " in line), "")
+    if lacks:  # the line that names the missing parameter: "a case: not judged, `f` takes no `reduction` (…)"
+        return "Not judged: " + lacks.split("not judged, ", 1)[1]
+    return next((line for line in lines if line.startswith(_NOT_JUDGED)), "")
+
+
 def _brief(test, limit: int = 240) -> str:
     """The terminal's short form of a check's feedback: the diagnosis, else the first failing case."""
     if test.status == "passed":
-        return ""
+        return shorten(_not_judged(test), limit)
     lines = test.output.splitlines()
     picked = [l for l in lines if l.startswith("Diagnosis")][:2] or [l for l in lines if l.startswith("- ")][:1] or lines[:1]
     text = " ".join(l.removeprefix("- ") for l in picked)
@@ -197,9 +214,9 @@ def _print_table(result, title: str, rubric=None) -> None:
                       f"[{style}]{fmt_points(score)}/{fmt_points(top)}[/]", "")
         said: dict[str, str] = {}  # feedback -> the check that gave it first (a model's four measures: one cause)
         for t in tests:
-            if t.status == "passed":
+            if t.status == "passed" and not _not_judged(t):
                 continue
-            colour = "yellow" if t.score > 0 else "red"
+            colour = "green" if t.status == "passed" else "yellow" if t.score > 0 else "red"
             brief = _brief(t)
             feedback = f"the same as {said[brief]}" if brief and brief in said else brief
             said.setdefault(brief, t.number)
@@ -349,11 +366,12 @@ def lint_rubric_cmd(paths):
             problems = [f"not UTF-8 text (byte {e.start}): save the file as UTF-8 (TOML files must be UTF-8)"]
         except OSError as e:
             problems = [f"cannot be read ({e.strerror or e})"]
-        for problem in problems:
-            console.print(f"[red]{p}[/]: {problem}")
+        for problem in problems:  # escaped: rich took "[[checks]]" in a message for markup and printed "[]"
+            problem = str(problem).removeprefix(f"{p}: ").removeprefix(f"{p} ")  # the path once, in front
+            console.print(f"[red]{escape(str(p))}[/]: {escape(problem)}")
         bad += bool(problems)
         if not problems:
-            console.print(f"[green]{p}: ok[/]")
+            console.print(f"[green]{escape(str(p))}: ok[/]")
     if bad:
         raise UsageError(f"{bad} rubric file(s) have problems (listed above)")
 

@@ -203,6 +203,9 @@ class Rubric:
         return fn
 
 
+_KIND_WORDS = {float: "a number", str: "a string in quotes", int: "a whole number"}
+
+
 def _req(table: dict, key: str, where: str, kind=str):
     if key not in table:
         raise RubricError(f"{where}: missing required key {key!r}")
@@ -210,7 +213,7 @@ def _req(table: dict, key: str, where: str, kind=str):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind):
-        raise RubricError(f"{where}: {key!r} must be a {kind.__name__}, got {value!r}")
+        raise RubricError(f"{where}: {key!r} must be {_KIND_WORDS.get(kind, 'a ' + kind.__name__)}, got {value!r}")
     return value
 
 

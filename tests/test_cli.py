@@ -189,6 +189,9 @@ def test_the_console_table_is_one_row_per_component_and_a_row_per_check_that_los
                     output="0/1 case passed.\n- return value: must return a torch.Tensor")]
     tests += [Check(f"Trained model: measure {i}", f"12.{i}", 0.0, 1.0, component="model", output=diverged)
               for i in (1, 2)]
+    tests += [Check("log_normal_diag: reductions", "2.2", 1.0, 1.0, component="log_normal_diag",
+                    output="Not applicable to your signature: every case needs a parameter your function lacks.\n"
+                           "a case: not judged, `log_normal_diag` takes no `reduction` (charged once in the interface check).")]
     cli._print_table(GradeResult(student="s", assignment="vae", tests=tests), "s", available_rubrics()["vae"])
     text = out.getvalue()
     assert "log_bernoulli — all 3 checks passed" in text and "property 1" not in text
@@ -196,3 +199,5 @@ def test_the_console_table_is_one_row_per_component_and_a_row_per_check_that_los
     assert "MoGPrior.sample: shape" not in text and "must return a torch.Tensor" in text
     assert "Trained model — 0 of 2 checks passed" in text
     assert text.count("training diverged") == 1 and "the same as 12.1" in text
+    # a check that passed without judging its cases says why: the self-check runs no (hidden) interface check
+    assert "Not judged: `log_normal_diag` takes no `reduction`" in text
