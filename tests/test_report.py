@@ -350,3 +350,27 @@ def test_a_hidden_check_names_the_fault_from_the_message_not_the_case():
         "your code returns something other than a torch.Tensor (e.g. a NumPy array)"]
     assert glossary.fault_kinds("- non-square shapes: values: 4 NaN value(s) where the reference is finite") == [
         "your code returns NaN (or infinite) values where the correct result is finite"]
+
+
+def test_a_notebook_s_code_source_is_said_once(tmp_path):
+    """ken: 'Code graded from homework2.ipynb.' then 'Code taken from the notebook homework2.ipynb (…)'."""
+    r = _base("ken", [Check("c: values", "1.1", 1.0, 1.0, component="c")], [])
+    r.submission = {"kind": "notebook", "module_from": "hw.ipynb",
+                    "notes": ["Code taken from the notebook hw.ipynb (3 code cells; 1 top-level statement not run)."]}
+    from grader.report.render import build_html
+
+    d = save_result(r, tmp_path).parent
+    section = build_html(load_result(d), d).split('<section class="handed-in">', 1)[1].split("</section>", 1)[0]
+    assert "Code taken from the notebook hw.ipynb" in section and "Code graded from" not in section
+
+
+def test_the_summary_lists_only_the_checks_some_student_did_not_pass(tmp_path):
+    """72 checks per student made 3 pages of '100%' rows per assignment (17 pages for the example class, 9 now)."""
+    from grader.report.summary import summary_html
+
+    _write(passing(), tmp_path, figure=False)
+    _write(with_mistakes(), tmp_path, figure=False)
+    table = summary_html(tmp_path).split("Checks not every student passed", 1)[1].split("</table>", 1)[0]
+    assert "log_normal_diag: values" in table and "encoder: hidden invariants" in table
+    assert "elbo: value" not in table and "log_normal_diag: shapes" not in table
+    assert "2 other checks passed by every student (not listed)." in summary_html(tmp_path)
