@@ -18,10 +18,8 @@ from __future__ import annotations
 import base64
 import io
 import mimetypes
-import os
 import re
 import secrets
-import tempfile
 import time
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -34,6 +32,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from grader import glossary
+from grader.fileio import write_atomic
 from grader.glossary import fmt_points  # noqa: F401 (one rounding for every reader; imported from here since v0.1)
 from grader.redact import machine_paths, redact_paths
 from grader.report import display
@@ -642,21 +641,8 @@ def html_to_pdf(html: str, base_dir: Path, pdf_path: Path) -> Path:
     base_dir = Path(base_dir).resolve()
     fetcher = local_only_fetcher(base_dir, TEMPLATES_DIR)
     html_doc = weasyprint.HTML(string=html, base_url=base_dir.as_uri() + "/", url_fetcher=fetcher)
-    write_bytes_atomic(pdf_path, render_without_near_empty_last_page(html_doc).write_pdf())
+    write_atomic(pdf_path, render_without_near_empty_last_page(html_doc).write_pdf())
     return pdf_path
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def render_report(result: GradeResult, result_dir: Path) -> tuple[Path, Path]:
@@ -665,7 +651,7 @@ def render_report(result: GradeResult, result_dir: Path) -> tuple[Path, Path]:
     result_dir = Path(result_dir).resolve()
     html = build_html(result, result_dir)
     html_path, pdf_path = result_dir / "report.html", result_dir / "report.pdf"
-    write_bytes_atomic(html_path, html.encode("utf-8"))
-    write_bytes_atomic(result_dir / INSTRUCTOR_HTML, build_html(result, result_dir, instructor=True).encode("utf-8"))
+    write_atomic(html_path, html.encode("utf-8"))
+    write_atomic(result_dir / INSTRUCTOR_HTML, build_html(result, result_dir, instructor=True).encode("utf-8"))
     html_to_pdf(html, result_dir, pdf_path)
     return html_path, pdf_path

@@ -18,8 +18,8 @@ import jinja2
 from markupsafe import Markup
 
 from grader.report.manual import load_results
-from grader.report.render import (clean_text, fmt_date, fmt_points, html_to_pdf, stylesheet,
-                                  write_bytes_atomic)
+from grader.fileio import write_atomic
+from grader.report.render import clean_text, fmt_date, fmt_points, html_to_pdf, stylesheet
 from grader.results import GradeResult
 
 SUMMARY_TEMPLATE = """<!DOCTYPE html>
@@ -258,5 +258,5 @@ def render_summary(results_dir: Path) -> Path:
     """Write `results_dir/summary.html` and `results_dir/summary.pdf`; return the PDF's path."""
     results_dir = Path(results_dir).resolve()
     html = summary_html(results_dir)
-    write_bytes_atomic(results_dir / "summary.html", html.encode("utf-8"))
+    write_atomic(results_dir / "summary.html", html.encode("utf-8"))
     return html_to_pdf(html, results_dir, results_dir / "summary.pdf")
