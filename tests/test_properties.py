@@ -138,6 +138,17 @@ UNSEEN = [  # (assignment, example, module, component, property, old, new)
     ("vae", "alice", "vae.py", "decoder", "differentiable",  # held-out bench, seed 381953
      '        return log_bernoulli(x, probs, reduction="sum", dim=-1)\n',
      '        return log_bernoulli(x, probs, reduction="sum", dim=-1).detach()\n'),
+    ("vae", "alice", "vae.py", "decoder", "differentiable",  # the categorical branch alone (the property took
+     # the Bernoulli branch only: held-out bench, seed 381953)
+     "            return log_categorical(x, probs, num_classes=self.num_vals, reduction=\"sum\", dim=-1).sum(-1)\n",
+     "            return log_categorical(x, probs, num_classes=self.num_vals, reduction=\"sum\", dim=-1).sum(-1)"
+     ".detach()\n"),
+    # a .float() where only a float32 call was made (the sampler's dtype was checked, the log-density's not)
+    ("vae", "alice", "vae.py", "encoder", "dtype", "        return log_normal_diag(z, mu_e, log_var_e)  #",
+     "        return log_normal_diag(z, mu_e, log_var_e).float()  #"),
+    ("vae", "alice", "vae.py", "mog_prior.log_prob", "dtype",
+     "        return torch.logsumexp(per_comp + log_w, dim=1)\n",
+     "        return torch.logsumexp(per_comp + log_w, dim=1).float()\n"),
     ("kmeans-autoencoder", "dana", "kmeans_autoencoder.py", "minibatch_update", "range",
      "        members = x_batch[labels == k]\n",
      "        d = ((x_batch[:, None] - centres[None]) ** 2).sum(-1)\n"
