@@ -76,15 +76,21 @@ FAULT_KINDS = (
 )
 
 
+# Names of property checks' cases (grader/checks/properties.py) that hold a FAULT_KINDS needle.
+_CASE_LABELS = ("call without gradients", "inputs that require grad", "non-square shapes")
+
+
 def fault_kinds(output: str) -> list[str]:
-    """The kinds of fault (FAULT_KINDS) that a check's failing cases ("- case: message" lines) show. Only the
-    message is read: a case's own name ("call without gradients", "non-square shapes") says what was tried, not
-    what went wrong."""
+    """The kinds of fault (FAULT_KINDS) that a check's failing cases ("- case: message" lines) show. A case's own
+    name ("call without gradients", "non-square shapes", _CASE_LABELS) says what was tried, not what went wrong,
+    and is not read (a missing function read as 'the gradients of your code are wrong')."""
     found = []
     for line in output.splitlines():
         if not line.startswith("- "):
             continue
-        message = line.split(": ", 1)[1] if ": " in line else line
+        message = line
+        for label in _CASE_LABELS:
+            message = message.replace(label, "")
         for needle, words in FAULT_KINDS:
             if needle.lower() in message.lower() and words not in found:
                 found.append(words)
