@@ -348,6 +348,8 @@ def test_a_hidden_check_names_the_fault_from_the_message_not_the_case():
     assert glossary.fault_kinds(missing) == ["a function or class this check calls is missing from your code"]
     assert glossary.fault_kinds(numpy) == [
         "your code returns something other than a torch.Tensor (e.g. a NumPy array)"]
+    assert glossary.fault_kinds(f"{numpy}\n{numpy}") == glossary.fault_kinds(numpy)  # 'of shape (1, 3)': no shape fault
+    assert glossary.fault_kinds("- call: NotImplementedError: TODO\n  at vae.py, line 100") == ["your code raises an error"]
     branch = "- categorical likelihood: call without gradients: `f` is missing: the module defines no `f`"
     assert glossary.fault_kinds(branch) == glossary.fault_kinds(missing)  # a branch's name before the case's
     assert glossary.fault_kinds("- non-square shapes: values: 4 NaN value(s) where the reference is finite") == [
