@@ -228,3 +228,13 @@ def test_training_ahead_only_with_two_cores_and_model_checks_after_the_others(va
     assert not ahead(["log_normal_diag", "model"], threads=2, train_ahead=False)
     assert not ahead(["model"], threads=2)  # nothing to overlap with
     assert not ahead(["log_normal_diag"], threads=2)  # nothing to train
+
+
+def test_a_corrupt_checkpoint_says_what_is_wrong_and_what_to_do(tmp_path):
+    from grader.checks.model_level import ModelGradingError, checkpoint_weights
+
+    (tmp_path / "model.pt").write_bytes(b"\x93NUMPY not a zip archive" * 100)
+    with pytest.raises(ModelGradingError) as e:
+        checkpoint_weights(tmp_path)
+    assert "is not a torch.save() zip archive" in str(e.value)
+    assert "torch.save(model.state_dict(), 'model.pt')" in str(e.value) and "leave it out" in str(e.value)

@@ -183,13 +183,17 @@ def _returns_sequence(ctx: CheckContext, ex: Example) -> bool:
 
 
 def _fail_on_exception(ctx: CheckContext, label: str, fn) -> object:
-    """fn(), or None after recording the student's exception as this case's failure."""
+    """fn(), or None after recording the student's exception as this case's failure. Counts the calls that worked
+    (`ctx.property_calls_ok`): code that never runs in a check shows nothing about its property."""
     try:
-        return fn()
+        out = fn()
+        ctx.property_calls_ok = getattr(ctx, "property_calls_ok", 0) + 1
+        return out
     except StudentException as e:
         ctx.expect(False, label, e.message + (f"\n  at {e.where}" if e.where else ""))
-    except StudentValueError as e:
-        ctx.expect(False, label, str(e))
+    except StudentValueError as e:  # an unusable return value (a NumPy array, a wrong type): like NaN on ordinary
+        ctx.expect(False, label, str(e), cause=e.cause or "")  # inputs, code that does not work yet, no fault of the
+        # property (unless the value's own check names its cause)
     return None
 
 
@@ -260,7 +264,10 @@ def _property(check):
             _other_branches(ctx, check)
         finally:
             _excuse_constructor(ctx)
-            if any(not c.passed for c in ctx.cases):
+            # a finding only when the code ran at least once here: a missing function, or one that raises on every
+            # input (the value checks say so), is no "likely cause" such as "changes its input in place"
+            # (nor is code that returns NaN on ordinary inputs: that failure has no cause, `_works`)
+            if any(not c.passed and c.cause == prop for c in ctx.cases) and getattr(ctx, "property_calls_ok", 0):
                 name = str(ctx.rubric.component_targets.get(ctx.spec.component, ctx.spec.component))
                 finding = FINDINGS[prop].format(name=name)
                 found = ctx.session.findings.setdefault(ctx.spec.component, [])
