@@ -286,6 +286,21 @@ def test_any_nearest_centre_is_accepted_on_exact_ties(tmp_path, rubric):
     assert lost(result) == {}, [(t.check, t.output) for t in result.tests if t.status != "passed"]
 
 
+NO_MINLENGTH = """
+def confusion(assignments, labels, k, n_classes=10):
+    flat = labels.long() * k + assignments.long()
+    return torch.bincount(flat).reshape(n_classes, k)  # too short when the last cell is empty
+"""
+
+
+def test_a_confusion_matrix_too_short_when_its_last_cell_is_empty_loses_points(tmp_path, rubric):
+    # (held-out bench, seed 219385: every case filled the last cell, so the missing minlength kept full marks)
+    result = grade_submission(_submission(tmp_path, "nominlength", NO_MINLENGTH), rubric,
+                              GradeOptions(device="cpu", only=["confusion"]))
+    assert lost(result).get("confusion", 0) > 0, [(t.check, t.output) for t in result.tests]
+    assert "the last cluster and the last class empty" in " ".join(t.output for t in result.tests)
+
+
 OTHER_DIGITS = "labels == j", "labels != j"  # init_centres picking among the images *not* of digit j
 
 

@@ -143,6 +143,9 @@ UNSEEN = [  # (assignment, example, module, component, property, old, new)
      "            return log_categorical(x, probs, num_classes=self.num_vals, reduction=\"sum\", dim=-1).sum(-1)\n",
      "            return log_categorical(x, probs, num_classes=self.num_vals, reduction=\"sum\", dim=-1).sum(-1)"
      ".detach()\n"),
+    ("vae", "alice", "vae.py", "decoder", "stochastic",  # reseeding in the categorical branch alone
+     "            return torch.distributions.Categorical(probs=probs).sample().float()\n",
+     "            torch.manual_seed(0)\n            return torch.distributions.Categorical(probs=probs).sample().float()\n"),
     # a .float() where only a float32 call was made (the sampler's dtype was checked, the log-density's not)
     ("vae", "alice", "vae.py", "encoder", "dtype", "        return log_normal_diag(z, mu_e, log_var_e)  #",
      "        return log_normal_diag(z, mu_e, log_var_e).float()  #"),

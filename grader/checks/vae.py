@@ -893,23 +893,27 @@ def _example_encoder_log_prob_given(ctx, v):
                               batched=("mu_e", "log_var_e", "z"), branch="log_prob from given mu_e, log_var_e, z")
 
 
-def _example_decoder(ctx, v):
-    spec = _decoder_net(ctx, "bernoulli")
-    dec = ctx.new("dec", "Decoder", {"__net__": spec}, distribution="bernoulli")
-    ref_dec = ctx.ref.Decoder(nets.build(spec, ctx.device), distribution="bernoulli")
+def _new_decoder(ctx, distribution: str):
+    """(the student's Decoder of `distribution` on a fresh net, the reference's twin)."""
+    spec = _decoder_net(ctx, distribution)
+    kw = {"num_vals": V} if distribution == "categorical" else {}
+    dec = ctx.new(f"dec_{distribution}", "Decoder", {"__net__": spec}, distribution=distribution, **kw)
+    return dec, ctx.ref.Decoder(nets.build(spec, ctx.device), distribution=distribution, **kw)
+
+
+def _example_decoder(ctx, v, distribution: str = "bernoulli"):
+    dec, ref_dec = _new_decoder(ctx, distribution)
     z = _f(ctx.rng.standard_normal((v.batch, L)), "float32")
     return properties.Example(ctx.method(dec, "decode", "Decoder.decode"), {"z": z},
-                              lambda t: ref_dec.decode(t["z"]), params="dec", ref_object=ref_dec, batched=("z",))
+                              lambda t: ref_dec.decode(t["z"]), params=f"dec_{distribution}", ref_object=ref_dec,
+                              batched=("z",), branch=f"{distribution} decoder")
 
 
 def _example_decoder_log_prob(ctx, v, distribution: str = "bernoulli"):
     """log p(x|z) of `distribution`, through `decode`: what training differentiates (a detached log_prob kept full
     marks while the property looked at `decode` alone; a detach in the categorical branch alone, while it took the
     Bernoulli branch only: held-out bench, seed 381953)."""
-    spec = _decoder_net(ctx, distribution)
-    kw = {"num_vals": V} if distribution == "categorical" else {}
-    dec = ctx.new(f"dec_{distribution}", "Decoder", {"__net__": spec}, distribution=distribution, **kw)
-    ref_dec = ctx.ref.Decoder(nets.build(spec, ctx.device), distribution=distribution, **kw)
+    dec, ref_dec = _new_decoder(ctx, distribution)
     x = _f(ctx.rng.integers(0, V if distribution == "categorical" else 2, (v.batch, D)), "float32")
     z = _f(ctx.rng.standard_normal((v.batch, L)), "float32")
     return properties.Example(ctx.method(dec, "log_prob", "Decoder.log_prob"), {"x": x, "z": z},
@@ -917,13 +921,11 @@ def _example_decoder_log_prob(ctx, v, distribution: str = "bernoulli"):
                               ref_object=ref_dec, batched=("x", "z"), branch=f"{distribution} likelihood")
 
 
-def _example_decoder_sample(ctx, v):
-    spec = _decoder_net(ctx, "bernoulli")
-    dec = ctx.new("dec", "Decoder", {"__net__": spec}, distribution="bernoulli")
-    ref_dec = ctx.ref.Decoder(nets.build(spec, ctx.device), distribution="bernoulli")
+def _example_decoder_sample(ctx, v, distribution: str = "bernoulli"):
+    dec, ref_dec = _new_decoder(ctx, distribution)
     z = _f(ctx.rng.standard_normal((v.batch, L)), "float32")
     return properties.Example(ctx.method(dec, "sample", "Decoder.sample"), {"z": z}, lambda t: ref_dec.sample(t["z"]),
-                              batched=("z",), rows_independent=False)
+                              batched=("z",), rows_independent=False, branch=f"{distribution} sampler")
 
 
 def _example_mog_log_prob(ctx, v, dtype: str = "float32"):
@@ -964,10 +966,10 @@ EXAMPLES = {
     "log_bernoulli": _example_log_bernoulli, "log_categorical": _example_log_categorical,
     "reparameterization": _example_reparameterization,
     "encoder": {"default": _example_encoder, "dtype": [_example_encoder_sample, _example_encoder_log_prob_given]},
-    "decoder": {"default": _example_decoder,
+    "decoder": {"default": [_example_decoder, lambda ctx, v: _example_decoder(ctx, v, "categorical")],
                 "differentiable": [_example_decoder_log_prob,
                                    lambda ctx, v: _example_decoder_log_prob(ctx, v, "categorical")],
-                "stochastic": _example_decoder_sample},
+                "stochastic": [_example_decoder_sample, lambda ctx, v: _example_decoder_sample(ctx, v, "categorical")]},
     "mog_prior.log_prob": {"default": _example_mog_log_prob,
                            "dtype": lambda ctx, v: _example_mog_log_prob(ctx, v, v.dtype)},
     "mog_prior.sample": {"default": _example_mog_sample, "dtype": lambda ctx, v: _example_mog_sample(ctx, v, v.dtype)},
