@@ -103,6 +103,18 @@ def fault_kinds(output: str) -> list[str]:
 # Observation models of the data (Dataset.likelihood) in words.
 LIKELIHOODS = {"categorical": "a categorical distribution per pixel", "bernoulli": "a Bernoulli distribution per pixel"}
 
+def data_description(name: str, n_train: int, n_val: int, n_test: int, shape, num_vals: int,
+                     likelihood: str | None = None) -> str:
+    """A data set in a student's words (the report's "Data set" line): 'digits: 1,350 training and 447 test images
+    of 8×8 pixels, 17 grey levels' (n_val 0: no validation split), with the likelihood the models use when given."""
+    size = "×".join(str(s) for s in shape)
+    split = (f"{n_train:,} training, {n_val:,} validation and {n_test:,} test" if n_val
+             else f"{n_train:,} training and {n_test:,} test")
+    levels = "binary pixels" if num_vals == 2 else f"{num_vals} grey levels"
+    model = f" ({LIKELIHOODS.get(likelihood, likelihood)})" if likelihood else ""
+    return f"{name}: {split} images of {size} pixels, {levels}{model}"
+
+
 # Component tags that are not the name of something the student wrote.
 COMPONENT_TITLES = {"model": "Trained model", "interface": "Function signatures"}
 

@@ -439,6 +439,13 @@ def test_the_data_set_line_of_each_model_level_is_words():
     text = _digits(4).summary()
     assert not internal_names(text) and "D=" not in text, text
     assert "1,000 training" in text and "quantized to 4" in text
+    # grey values in [0, 1] for a Bernoulli VAE, PPCA and a GMM: not 'a categorical distribution per pixel'
+    from grader.checks.amortized_vs_lo_model import _prepare
+    from grader.checks.density_models_model import Settings, load_data
+
+    for words in (load_data(Settings()).words, _prepare("digits").words):
+        assert "categorical" not in words and "scaled to [0, 1]" in words and not internal_names(words), words
+    assert load_data(Settings()).words.startswith("digits: 1,350 training and 447 test images")  # train + val
 
 
 def test_a_figure_s_off_the_scale_note_writes_numbers_in_words():
