@@ -357,6 +357,57 @@ def test_a_malformed_reply_is_the_students_failure_never_an_internal_error(sandb
     assert sb.request({"op": "call", "target": "time.time"}, timeout=20.0)["ok"]  # a fresh child serves the next check
 
 
+def test_an_error_reply_of_any_size_is_refused_not_kept(sandbox_for):
+    """The child's error report is the student's to write (they replace `describe_exception`): a 150 MB message
+    used to be kept in every failed check's feedback (a 1.6 GB results.json, 4.3 GB of grader memory, 6 minutes)."""
+    sb = sandbox_for('''
+        import grader.sandbox.child as _child
+        _child.describe_exception = lambda e, scratch: {"type": "X", "message": "A" * 20_000_000, "where": "",
+                                                        "traceback": "", "constructor": ""}
+
+        def f():
+            raise ValueError("boom")
+        ''')
+    with pytest.raises(StudentCrash, match="malformed message .*error's message") as e:
+        sb.request({"op": "call", "target": "f"}, timeout=20.0)
+    assert len(e.value.message) < 1000
+
+
+def test_a_reply_far_larger_than_a_call_asks_for_is_refused_unread(sandbox_for):
+    """A zero-stride tensor (4 bytes in the child) expands to 200 MB on the wire: the grader used to read and decode
+    every such reply whole (a 500 MB one: 2.4 GB of grader memory, ~10 s per call). A call's reply is refused
+    from its announced size, before it is read."""
+    sb = sandbox_for('''
+        import torch
+
+        def f():
+            return torch.zeros(1).expand(50_000_000)
+        ''')
+    with pytest.raises(StudentCrash, match="reply was too large") as e:
+        sb.request({"op": "call", "target": "f"}, timeout=60.0)
+    assert "200,000," in e.value.message, e.value.message
+    assert sb.request({"op": "call", "target": "time.time"}, timeout=20.0)["ok"]
+
+
+@pytest.mark.parametrize("reply", [
+    {"ok": False, "error": {"type": "X" * 5000, "message": "m"}},
+    {"ok": False, "error": {"message": "m", "traceback": "t" * 5000}},
+    {"ok": False, "error": {"message": "m", "constructor": ["not text"]}},
+    {"ok": True, "names": ["n" * 3000] * 1000},
+    {"ok": True, "layers": [["p" * 5000, "Linear", {}]]},
+    {"ok": True, "unassigned": [["w", "why" * 2000]]},
+    {"ok": True, "constructor_error": "c" * 5000},
+])
+def test_every_text_of_a_reply_is_short(reply):
+    op = {"names": "load", "layers": "layers", "unassigned": "new", "constructor_error": "new"}.get(
+        next(iter(set(reply) - {"ok"})), "call")
+    with pytest.raises(values.Malformed):
+        values.reply(op, reply)
+    honest = {"ok": False, "error": {"type": "ValueError", "message": "ValueError: boom", "where": "m.py, line 3, in f",
+                                     "traceback": "  File ...", "constructor": ""}}
+    assert values.reply("call", honest) is honest
+
+
 # ---- end to end: the attacks graded, as root (in-process) ------------------------------------------
 
 HARVEST = '''
