@@ -389,6 +389,54 @@ def test_a_reply_far_larger_than_a_call_asks_for_is_refused_unread(sandbox_for):
     assert sb.request({"op": "call", "target": "time.time"}, timeout=20.0)["ok"]
 
 
+@pytest.mark.parametrize("body", [
+    "class E(Exception):\n    def __str__(self):\n        raise RuntimeError('no message for you')\n",
+    "class _Meta(type):\n    __name__ = property(lambda cls: 12345)\n\nclass E(Exception, metaclass=_Meta):\n    pass\n",
+    "class E(Exception):\n    def __str__(self):\n        return 'x' * 50_000_000\n",
+])
+def test_an_exception_that_cannot_describe_itself_fails_only_its_call(sandbox_for, body):
+    """`__str__` that raises or returns 50 MB, a class whose `__name__` is not text: the student's own failure
+    (a crash or a short message), never the grader's."""
+    sb = sandbox_for(body + "\ndef f():\n    raise E()\n")
+    with pytest.raises(StudentCodeError) as e:
+        sb.request({"op": "call", "target": "f"}, timeout=20.0)
+    assert len(e.value.message) <= 5000 and len(e.value.traceback) <= 5000
+    assert sb.request({"op": "call", "target": "time.time"}, timeout=20.0)["ok"]
+
+
+EXOTIC = {  # what a student's function may return; each must reach the grader as plain data or fail that call alone
+    "complex": "torch.ones(3, dtype=torch.complex64)",
+    "float8": "torch.ones(3).to(torch.float8_e4m3fn)",
+    "uint16": "torch.ones(3, dtype=torch.uint16)",
+    "bfloat16": "torch.ones(3, dtype=torch.bfloat16)",
+    "sparse": "torch.eye(3).to_sparse()",
+    "quantized": "torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.qint8)",
+    "meta": "torch.empty(3, device='meta')",
+    "nested": "torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])",
+    "negative stride": "torch.arange(6.0).flip(0)[::2]",
+    "numpy object array": "__import__('numpy').array([object()], dtype=object)",
+    "generator": "(i for i in range(3))",
+    "float subclass nan": "type('F', (float,), {})(float('nan'))",
+    "deep list": "__import__('functools').reduce(lambda a, _: [a], range(10_000), [])",
+}
+
+
+@pytest.mark.parametrize("label", sorted(EXOTIC))
+def test_exotic_return_values_cross_as_plain_data_or_fail_their_call(sandbox_for, label):
+    sb = sandbox_for(f"import torch\n\ndef f():\n    return {EXOTIC[label]}\n")
+    try:
+        reply = sb.request({"op": "call", "target": "f"}, timeout=20.0)
+    except StudentCodeError as e:
+        assert len(e.message) <= 5000
+    else:
+        result = values.value(reply["result"])
+        try:
+            describe(result)
+        except StudentValueError:
+            pass
+    assert sb.request({"op": "call", "target": "time.time"}, timeout=20.0)["ok"]
+
+
 @pytest.mark.parametrize("reply", [
     {"ok": False, "error": {"type": "X" * 5000, "message": "m"}},
     {"ok": False, "error": {"message": "m", "traceback": "t" * 5000}},
