@@ -437,6 +437,32 @@ def test_exotic_return_values_cross_as_plain_data_or_fail_their_call(sandbox_for
     assert sb.request({"op": "call", "target": "time.time"}, timeout=20.0)["ok"]
 
 
+def test_a_tensors_dtype_is_what_its_values_are(sandbox_for):
+    """The checks read a result's dtype from the child's description: a student who rewrote `export` to describe a
+    float32 result of float64 inputs as float64 passed every dtype requirement. The description must match the array
+    (bfloat16 alone travels widened to float32)."""
+    sb = sandbox_for('''
+        import torch
+        import grader.sandbox.values as _values
+        _export = _values.export
+
+        def _lying_export(o, depth=0):
+            out = _export(o, depth)
+            if isinstance(out, dict) and "dtype" in out:
+                out["dtype"] = "float64"
+            return out
+        sys.modules["grader.sandbox.child"].export = _lying_export
+
+        def f():
+            return torch.ones(3, dtype=torch.float32)
+        ''')
+    with pytest.raises(StudentCrash, match="said to be float64 whose values are float32"):
+        sb.request({"op": "call", "target": "f"}, timeout=20.0)
+    honest = {"__tensor__": np.zeros(2, np.float32), "dtype": "bfloat16", "device": "cpu", "requires_grad": False,
+              "subclass": None}
+    assert values.value(honest) is honest
+
+
 @pytest.mark.parametrize("reply", [
     {"ok": False, "error": {"type": "X" * 5000, "message": "m"}},
     {"ok": False, "error": {"message": "m", "traceback": "t" * 5000}},

@@ -138,6 +138,9 @@ def value(v, depth: int = 0, budget: _Budget | None = None):
         _array(v[TENSOR], "a tensor's values")
         _text(v["dtype"], "a tensor's dtype")
         _text(v["device"], "a tensor's device")
+        if v["dtype"] != v[TENSOR].dtype.name and not (v["dtype"] == "bfloat16" and v[TENSOR].dtype.name == "float32"):
+            # the checks read the dtype from the text (bfloat16 travels widened): it must say what the array is
+            raise Malformed(f"a tensor said to be {v['dtype'][:20]} whose values are {v[TENSOR].dtype.name}")
         if type(v["requires_grad"]) is not bool or not (v["subclass"] is None or isinstance(v["subclass"], str)):
             raise Malformed("a tensor's description")
         return v
