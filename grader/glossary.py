@@ -65,6 +65,8 @@ FAILURE_KINDS = {
 # What a failing case's message says, as the kind of fault a hidden check may name (first match wins; the
 # case itself, its inputs and its numbers stay hidden).
 FAULT_KINDS = (
+    ("is missing", "a function or class this check calls is missing from your code"),
+    ("must return a torch.Tensor", "your code returns something other than a torch.Tensor (e.g. a NumPy array)"),
     ("NaN", "your code returns NaN (or infinite) values where the correct result is finite"),
     ("shape", "your code returns a result of the wrong shape"),
     ("grad", "the gradients of your code are wrong"),
@@ -74,14 +76,23 @@ FAULT_KINDS = (
 )
 
 
+# Names of property checks' cases (grader/checks/properties.py) that hold a FAULT_KINDS needle.
+_CASE_LABELS = ("call without gradients", "inputs that require grad", "non-square shapes")
+
+
 def fault_kinds(output: str) -> list[str]:
-    """The kinds of fault (FAULT_KINDS) that a check's failing cases ("- case: message" lines) show."""
+    """The kinds of fault (FAULT_KINDS) that a check's failing cases ("- case: message" lines) show. A case's own
+    name ("call without gradients", "non-square shapes", _CASE_LABELS) says what was tried, not what went wrong,
+    and is not read (a missing function read as 'the gradients of your code are wrong')."""
     found = []
     for line in output.splitlines():
         if not line.startswith("- "):
             continue
+        message = line
+        for label in _CASE_LABELS:
+            message = message.replace(label, "")
         for needle, words in FAULT_KINDS:
-            if needle.lower() in line.lower() and words not in found:
+            if needle.lower() in message.lower() and words not in found:
                 found.append(words)
                 break
     return found

@@ -286,6 +286,41 @@ def test_any_nearest_centre_is_accepted_on_exact_ties(tmp_path, rubric):
     assert lost(result) == {}, [(t.check, t.output) for t in result.tests if t.status != "passed"]
 
 
+NO_MINLENGTH = """
+def confusion(assignments, labels, k, n_classes=10):
+    flat = labels.long() * k + assignments.long()
+    return torch.bincount(flat).reshape(n_classes, k)  # too short when the last cell is empty
+"""
+
+
+def test_a_confusion_matrix_too_short_when_its_last_cell_is_empty_loses_points(tmp_path, rubric):
+    # (held-out bench, seed 219385: every case filled the last cell, so the missing minlength kept full marks)
+    result = grade_submission(_submission(tmp_path, "nominlength", NO_MINLENGTH), rubric,
+                              GradeOptions(device="cpu", only=["confusion"]))
+    assert lost(result).get("confusion", 0) > 0, [(t.check, t.output) for t in result.tests]
+    assert "the last cluster and the last class empty" in " ".join(t.output for t in result.tests)
+
+
+OTHER_DIGITS = "labels == j", "labels != j"  # init_centres picking among the images *not* of digit j
+
+
+def test_centres_never_of_their_own_digit_are_charged_but_not_named_labels_ignored(tmp_path, rubric):
+    # (held-out bench, seed 16743: both share the coarse signature "every centre an image, centre j not of digit
+    # j"; labels ignored draws a centre of its own digit one time in ten, `!=` never: 0 of 300 tells them apart)
+    src = (REPO / "reference" / MODULE).read_text()
+    assert src.count(OTHER_DIGITS[0]) == 1, "the reference changed: update the planted edit"
+    folder = tmp_path / "other_digits"
+    folder.mkdir()
+    (folder / MODULE).write_text(src.replace(*OTHER_DIGITS))
+    result = grade_submission(folder, rubric, GradeOptions(device="cpu", only=["init_centres"]))
+    assert lost(result).get("init_centres", 0) > 0
+    assert named(result) == set(), [t.output for t in result.tests]
+    # the library's mistake planted the same way is still named (test_each_planted_mistake_... names it too)
+    sub = _submission(tmp_path, "ignores", _planted(MUTANTS["per_digit_ignores_labels"]))
+    ignored = grade_submission(sub, rubric, GradeOptions(device="cpu", only=["init_centres"]))
+    assert named(ignored) == {"per_digit_ignores_labels"}
+
+
 @pytest.mark.slow
 def test_a_correct_autoencoder_cut_by_the_time_budget_is_compared_with_the_reference_at_the_same_epochs(
         rubric, tmp_path, monkeypatch):

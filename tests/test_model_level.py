@@ -242,3 +242,13 @@ def test_a_checkpoint_tensor_larger_than_its_stored_data_is_refused(tmp_path):
     shared = torch.zeros(1000, dtype=torch.float16)  # many tensors viewing one storage: each converted on its own
     torch.save({f"w{i}": shared for i in range(3)} | {"big": torch.zeros(10)}, tmp_path / "model.pt")
     assert set(checkpoint_weights(tmp_path)) == {"w0", "w1", "w2", "big"}  # small ones load as before
+
+
+def test_a_corrupt_checkpoint_says_what_is_wrong_and_what_to_do(tmp_path):
+    from grader.checks.model_level import ModelGradingError, checkpoint_weights
+
+    (tmp_path / "model.pt").write_bytes(b"\x93NUMPY not a zip archive" * 100)
+    with pytest.raises(ModelGradingError) as e:
+        checkpoint_weights(tmp_path)
+    assert "is not a torch.save() zip archive" in str(e.value)
+    assert "torch.save(model.state_dict(), 'model.pt')" in str(e.value) and "leave it out" in str(e.value)

@@ -70,6 +70,14 @@ def test_a_cell_that_does_not_parse_is_left_out_alone(tmp_path):
     assert "def ok" in m.source and "broken" not in m.source
     assert any(lo.cell == 2 and "not valid Python" in lo.why for lo in m.left_out)
     assert "cell 2" in m.translate("`broken` is missing: the module defines no `broken`")
+    # said first, in a sentence of its own (grade check, grade run and the report), not only in a table's row
+    import dataclasses
+
+    from grader.report.handed_in import broken_cells
+
+    said = broken_cells({"left_out": [dataclasses.asdict(lo) for lo in m.left_out]})
+    assert said == ["Cell 2 (line 1) is not run at all: it is not valid Python (invalid syntax); everything it defines "
+                    "is missing when grading. Fix it and check again."]
 
 
 # ---- grading ---------------------------------------------------------------------------------------

@@ -430,3 +430,12 @@ def test_a_reference_curve_under_an_identical_student_curve_has_no_legend_entry(
               {"label": "your model: training", "values": same, "ls": "--"}]
     figures._merge_hidden_curves(series)
     assert series[0]["label"] == "_nolegend_" and series[1]["label"] == "your model = reference: training"
+
+
+def test_the_data_set_line_of_each_model_level_is_words():
+    """arm-transformer's report read 'D=64 (8, 8), categorical with num_vals=17' (the record, not words)."""
+    from grader.checks.arm_transformer_model import _digits
+
+    text = _digits(4).summary()
+    assert not internal_names(text) and "D=" not in text, text
+    assert "1,000 training" in text and "quantized to 4" in text

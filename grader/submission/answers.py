@@ -316,7 +316,7 @@ def collect_answers(folder: Path, question_ids: list[str], answers_file: str = "
         if out.found[name] or name == answers_file:
             out.source, out.answers = name, {q: a for q, a in answers.items() if q in wanted}
     if out.source:
-        others = [f"{n} ({k})" for n, k in out.found.items() if n != out.source]
+        others = [f"{n} ({k} answer{'' if k == 1 else 's'})" for n, k in out.found.items() if n != out.source]
         out.notes.insert(0, f"Answers taken from {out.source} ({out.found[out.source]} of {len(wanted)} questions)"
                          + (f"; also read: {', '.join(others)}" if others else "") + ".")
         missing = [q for q in question_ids if not out.answers.get(q, "").strip()]
