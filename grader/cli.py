@@ -218,8 +218,9 @@ def _print_table(result, title: str, rubric=None) -> None:
                 continue
             colour = "green" if t.status == "passed" else "yellow" if t.score > 0 else "red"
             brief = _brief(t)
-            feedback = f"the same as {said[brief]}" if brief and brief in said else brief
-            said.setdefault(brief, t.number)
+            key = brief.split(": ", 1)[-1]  # without the case's name: the same failure seen by another case
+            feedback = f"the same as {said[key]}" if brief and key in said else brief
+            said.setdefault(key, t.number)
             table.add_row(t.number, "  " + escape(_short_name(t.name, name, tag)),
                           f"[{colour}]{fmt_points(t.score)}/{fmt_points(t.max_score)}[/]", escape(feedback))
     console.print(table)

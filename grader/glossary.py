@@ -68,6 +68,7 @@ FAULT_KINDS = (
     ("is missing", "a function or class this check calls is missing from your code"),
     ("must return a torch.Tensor", "your code returns something other than a torch.Tensor (e.g. a NumPy array)"),
     ("NaN", "your code returns NaN (or infinite) values where the correct result is finite"),
+    ("Error: ", "your code raises an error"),
     ("shape", "your code returns a result of the wrong shape"),
     ("grad", "the gradients of your code are wrong"),
     ("dtype", "your code returns the wrong data type"),
@@ -91,9 +92,10 @@ def fault_kinds(output: str) -> list[str]:
         message = line
         for label in _CASE_LABELS:
             message = message.replace(label, "")
-        for needle, words in FAULT_KINDS:
-            if needle.lower() in message.lower() and words not in found:
-                found.append(words)
+        for needle, words in FAULT_KINDS:  # a line's first kind only (a NumPy array "of shape (4, 3)" is no shape fault)
+            if needle.lower() in message.lower():
+                if words not in found:
+                    found.append(words)
                 break
     return found
 

@@ -361,6 +361,8 @@ def test_a_hidden_check_names_the_fault_from_the_message_not_the_case():
     assert glossary.fault_kinds(missing) == ["a function or class this check calls is missing from your code"]
     assert glossary.fault_kinds(numpy) == [
         "your code returns something other than a torch.Tensor (e.g. a NumPy array)"]
+    assert glossary.fault_kinds(f"{numpy}\n{numpy}") == glossary.fault_kinds(numpy)  # 'of shape (1, 3)': no shape fault
+    assert glossary.fault_kinds("- call: NotImplementedError: TODO\n  at vae.py, line 100") == ["your code raises an error"]
     branch = "- categorical likelihood: call without gradients: `f` is missing: the module defines no `f`"
     assert glossary.fault_kinds(branch) == glossary.fault_kinds(missing)  # a branch's name before the case's
     assert glossary.fault_kinds("- non-square shapes: values: 4 NaN value(s) where the reference is finite") == [
@@ -389,3 +391,13 @@ def test_the_summary_lists_only_the_checks_some_student_did_not_pass(tmp_path):
     assert "log_normal_diag: values" in table and "encoder: hidden invariants" in table
     assert "elbo: value" not in table and "log_normal_diag: shapes" not in table
     assert "2 other checks passed by every student (not listed)." in summary_html(tmp_path)
+
+
+def test_hidden_checks_that_fail_for_one_reason_say_it_once(tmp_path):
+    """carol's missing log_categorical: six hidden checks each said 'a function … is missing from your code'."""
+    missing = "0/1 case passed.\n- call: `log_categorical` is missing: the module defines no `log_categorical`"
+    tests = [Check(f"log_categorical: property {i}", f"5.{i}", 0.0, 0.25, visibility="hidden",
+                   component="log_categorical", output=missing) for i in (2, 3, 4)]
+    page = _view(tests, tmp_path)
+    assert page.count("is missing from your code") == 1 and page.count("The same kind of fault as check 5.2.") == 2
+    assert page.count("This hidden check found a fault in log_categorical.") == 3

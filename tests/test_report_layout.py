@@ -439,3 +439,11 @@ def test_the_data_set_line_of_each_model_level_is_words():
     text = _digits(4).summary()
     assert not internal_names(text) and "D=" not in text, text
     assert "1,000 training" in text and "quantized to 4" in text
+
+
+def test_a_figure_s_off_the_scale_note_writes_numbers_in_words():
+    """bob's loss curve: '(largest |value| 1.1e+27)' in a figure of a report whose tables write 1.1 × 10²⁷."""
+    from grader.figures import _readable
+
+    assert (_readable(1.1e27), _readable(-3.2e9), _readable(2.5)) == ("1.1×10²⁷", "−3.2×10⁹", "2.5")
+    assert not internal_names(_readable(6.4e22))

@@ -407,7 +407,15 @@ def _said_once(checks: list[dict]) -> None:
     """A component's hidden checks share their diagnosis and likely causes (a trained model's four measures fail
     for one reason): each such line in full in the first check that says it, then 'as in check N'."""
     first: dict[str, str] = {}
+    kinds: dict[tuple, str] = {}  # a hidden check's fault kinds -> the first check that said them
     for c in checks:
+        said = tuple(str(r) for r in c["hidden_reason"][1:] if not str(r).startswith(("Likely cause", "Diagnosis")))
+        if c["hidden_reason"] and said and said in kinds and str(c["hidden_reason"][0]).startswith("This hidden check"):
+            # carol's missing log_categorical: six checks, each 'a function … is missing from your code'
+            c["hidden_reason"] = [c["hidden_reason"][0], f"The same kind of fault as check {kinds[said]}."] + [
+                r for r in c["hidden_reason"] if str(r).startswith(("Likely cause", "Diagnosis"))]
+        elif said:
+            kinds.setdefault(said, c["number"])
         kept, same = [], []
         for r in c["hidden_reason"]:
             head = next((p for p in ("Likely cause", "Diagnosis") if str(r).startswith(p)), "")
