@@ -176,3 +176,12 @@ def shorten(text: str, limit: int) -> str:
     if " " in cut[limit // 2:]:
         cut = cut[:cut.rindex(" ")]
     return cut.rstrip(" ,;:") + "…"
+
+
+def check_title(name: str, component: str, tag: str = "") -> str:
+    """A check's name under its component's heading: 'values (…)', not 'log_normal_diag: values (…)' (the report
+    and the console group checks by component; the name keeps its prefix where the component is not said)."""
+    head, sep, rest = str(name).partition(": ")
+    names = {component, tag, component.rsplit(".", 1)[-1], tag.rsplit(".", 1)[-1]} - {""}
+    return rest if sep and rest and head in names else str(name)
+

@@ -139,7 +139,9 @@ def test_mistakes_shown_and_hidden_check_details_withheld(rendered):
     # one diagnosis box per check: the mistake's fix, not the rubric's general hint beside it
     assert "Compare with the density formula." not in text and text.count(MISTAKE_MSG) == 1
     # a hidden check that cost points says where and what kind of fault (its diagnosed mistake), never its test
-    assert "encoder: hidden invariants" in text and "hidden check found a fault in Encoder" in text
+    assert "hidden invariants" in text and "hidden check found a fault in Encoder" in text
+    # under its component's heading, a check is named without the component's prefix
+    assert "encoder: hidden invariants" not in text and "log_normal_diag: values" not in text
     page = html.read_text()
     assert HIDDEN_OUTPUT not in page and HIDDEN_OUTPUT not in text
     assert "SECRET-MISTAKE-MESSAGE" in text

@@ -436,7 +436,7 @@ def _said_once(checks: list[dict]) -> None:
 _E_NOTATION = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?e[+-]?\d+\b")  # 6.376e+22 -> 6.38 × 10²² in the report's words
 
 
-def _check(t: TestResult, instructor: bool = False, title: str = "") -> dict:
+def _check(t: TestResult, instructor: bool = False, title: str = "", tag: str = "") -> dict:
     status, symbol = _status(t)
     if t.error == "blocked":
         status, symbol = "not-judged", "–"
@@ -449,7 +449,8 @@ def _check(t: TestResult, instructor: bool = False, title: str = "") -> dict:
     # the hint only when it adds something: a diagnosed mistake's fix says what to do more precisely
     show_hint = not hidden and bool(hint) and t.status != "passed" and not any(m["hint"] for m in mistakes)
     return {
-        "number": clean_text(t.number, 20), "name": clean_text(t.name, FIELD_MAX_CHARS),
+        "number": clean_text(t.number, 20),
+        "name": clean_text(glossary.check_title(t.name, title, tag) if title else t.name, FIELD_MAX_CHARS),
         "score": fmt_points(t.score), "max": fmt_points(t.max_score), "status": status, "symbol": symbol,
         "hidden": hidden, "output": "" if hidden else output.strip("\n"), "output_note": "" if hidden else note,
         "hidden_reason": _hidden_reason(t, title) if hidden else [],
@@ -483,7 +484,7 @@ def _components(result: GradeResult, instructor: bool = False) -> list[dict]:
         name = clean_text(glossary.component_title(tag, targets.get(tag, "")), 200)
         score, top = sum(t.score for t in tests), sum(t.max_score for t in tests)
         frac = score / top if top > 0 else 1.0
-        checks = [_check(t, instructor, name) for t in tests]
+        checks = [_check(t, instructor, name, tag) for t in tests]
         _said_once(checks)
         out.append({
             "name": name, "score": fmt_points(score), "max": fmt_points(top), "n": len(tests),
