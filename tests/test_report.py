@@ -289,6 +289,19 @@ def test_tex_that_cannot_be_drawn_still_falls_back_to_its_source():
     assert math_png(r"\frac{") is None and math_png(r"\notacommand{x}") is None
 
 
+def test_unclosed_math_openers_render_in_linear_time():
+    """Every `\\[` or `\\(` without its closer made the maths pattern scan to the end of the answer: 20 000 of them
+    (40 kB) took 5 s per answer, in the report and on `grade serve`'s question pages."""
+    import time
+
+    for opener in ("\\[", "\\("):
+        t0 = time.monotonic()
+        html = markdown_to_html("Intro $x$ " + opener * 20_000)
+        assert time.monotonic() - t0 < 2.5
+        assert html.count('class="math"') == 1
+    assert markdown_to_html("$$" + "x" * 1200 + "$$").count("tex-src") == 0  # a span past MAX_MATH_SPAN is text
+
+
 # ---- each lost point explained once, in the student's words ----------------------------------------
 def _view(tests: list[Check], tmp_path: Path) -> str:
     """The student's report of `tests` (build_html), with the tags and the CSS taken out: the words shown."""
