@@ -5,7 +5,9 @@ authors' solutions function by function, renamed and recommented, plus 10 copies
 disguise) and times the whole comparison as `grade similarity` runs it (reading the folders, the
 starter, fingerprints, the index, scores, evidence for the top 50 pairs, CSV and HTML), with an empty
 fingerprint cache (cold) and with the cache filled by the previous run (warm).
-Columns: students, pairs, cold and warm wall and CPU seconds (median of --repeat; CPU time is what a\nbusy machine inflates least), and the lowest score of a planted copy (students here share whole\nfunctions at random, so this class is for timing; ranking is tested in tests/test_similarity.py).
+Columns: students, pairs, cold and warm wall and CPU seconds (median of --repeat; CPU time is what a
+busy machine inflates least), and the lowest score of a planted copy (students here share whole
+functions at random, so this class is for timing; ranking is tested in tests/test_similarity.py).
 Target (issue 24): 300 submissions in under 10 s on the project's 2-core machine.
 """
 

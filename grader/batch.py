@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from grader.fileio import write_atomic
+
 if TYPE_CHECKING:
     from grader.engine import GradeOptions
 
@@ -141,12 +143,7 @@ def is_up_to_date(submission: Path, rubric, out: Path, only=None, data: str | No
 
 
 def _write_error(out: Path, student: str, text: str) -> None:
-    folder = Path(out) / student
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".error.txt.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text if text.endswith("\n") else text + "\n")
-    os.replace(tmp, folder / "error.txt")
+    write_atomic(Path(out) / student / "error.txt", text if text.endswith("\n") else text + "\n")
 
 
 def _first_line(text: str) -> str:
@@ -678,19 +675,8 @@ def gradebook_frame(out: Path):
 
 
 def write_csv_atomic(df, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            df.to_csv(f, index=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """`df` as CSV (no index), written whole or not at all."""
+    return write_atomic(path, df.to_csv(index=False))
 
 
 def write_gradebook(out: Path) -> Path:

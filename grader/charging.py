@@ -13,13 +13,43 @@ check involved says so in its feedback and in results.json (`extra_data.charged_
 
 from __future__ import annotations
 
+from grader import glossary
 from grader.results import TestResult
 
 
-def describe_cause(cause: str) -> str:
+# A property (grader/checks/properties.py) as the fault it names, for the feedback of the checks it merges.
+PROPERTY_FAULTS = {
+    "differentiable": "missing or wrong gradients",
+    "stochastic": "random draws that repeat",
+    "pure": "an input changed in place",
+    "dtype": "a result in the wrong data type (float32 or float64)",
+    "batch": "a result that breaks on a batch of one or a non-square shape",
+    "range": "non-finite values on extreme but legal inputs",
+}
+
+
+def describe_cause(cause: str, tests: list[TestResult] = ()) -> str:
+    """A cause in the student's words: the named mistake's message (never its id), or the property's fault."""
     if cause.startswith("mistake:"):
-        return f"the mistake `{cause.split(':', 1)[1]}`"
-    return f"the `{cause}` property"
+        mid = cause.split(":", 1)[1]
+        message = next((m.get("message", "") for t in tests for m in t.mistakes
+                        if isinstance(m, dict) and m.get("id") == mid and m.get("message")), "")
+        return f"the same mistake ({message})" if message else "the same mistake"
+    return f"the same fault ({PROPERTY_FAULTS[cause]})" if cause in PROPERTY_FAULTS else "the same fault"
+
+
+def check_label(t: TestResult) -> str:
+    """How feedback names another check: 'check 2.1' (the number the report and `grade check` show)."""
+    return f"check {t.number}" if t.number else f"the check '{t.name}'"
+
+
+def _labels(tests: list[TestResult]) -> str:
+    """'check 2.2', 'checks 2.2 and 2.3', 'checks 2.2, 2.3 and 2.9'."""
+    if all(t.number for t in tests):
+        nums = [t.number for t in tests]
+        return f"check{'s' if len(nums) > 1 else ''} " + (", ".join(nums[:-1]) + " and " + nums[-1]
+                                                          if len(nums) > 1 else nums[0])
+    return ", ".join(check_label(t) for t in tests)
 
 
 def charge_once(tests: list[TestResult]) -> None:
@@ -35,22 +65,24 @@ def charge_once(tests: list[TestResult]) -> None:
         # the largest loss; on a tie, the property's own check (`<component>.property.<cause>`), then the heavier check
         keep, _ = max(hits, key=lambda h: (round(h[1], 9), h[0].check.endswith(f".property.{cause}"), h[0].max_score))
         ids = [t.check for t, _ in hits]
-        what = describe_cause(cause)
+        what = describe_cause(cause, [t for t, _ in hits])
         for t, lost in hits:
-            others = ", ".join(i for i in ids if i != t.check)
             t.charged_once.append({"cause": cause, "charged_in": keep.check, "seen_by": ids})
+            # in the student's words: check numbers and the mistake's message, never an id (results.json keeps them)
             if t is keep:
-                t.output += f"\nCharged once, here: {what} was also seen by {others}, which do not charge it again."
+                others = _labels([o for o, _ in hits if o is not t])
+                t.output += f"\nCharged once, here: {what} also fails {others}, which do not charge it again."
             else:
                 t.score = round(min(t.max_score, t.score + lost), 4)
-                t.output += (f"\nNot charged again here ({lost:.4g} point(s) given back): {what} is charged once, "
-                             f"in {keep.check}.")
+                t.output += (f"\nNot charged again here ({glossary.points(lost)} given back): {what} is charged once, "
+                             f"in {check_label(keep)}.")
 
 
 def drop_ruled_out(tests: list[TestResult], ruled_out: dict[str, str]) -> None:
     """Take back, in place, every mistake name that a later check ruled out (`Session.ruled_out`: mistake id ->
     the check that called the mistake's own function and saw neither the correct output nor the mistake's): the
     name leaves the feedback and the loss keeps no known cause (so it is not merged with another check's)."""
+    by_id = {t.check: t for t in tests}
     for t in tests:
         dropped = [m for m in t.mistakes if m.get("id") in ruled_out]
         if not dropped:
@@ -61,5 +93,11 @@ def drop_ruled_out(tests: list[TestResult], ruled_out: dict[str, str]) -> None:
             line = f"Diagnosis: {m['message']}." + (f" Hint: {m['hint']}" if m.get("hint") else "")
             t.output = "\n".join(x for x in t.output.split("\n") if x != line)
             t.output += (f"\nNot diagnosed: the values first looked like a known mistake, but "
-                         f"{ruled_out[m['id']]} shows that your code does not make it.")
+                         f"{_where(ruled_out[m['id']], by_id)} shows that your code does not make it.")
+
+
+def _where(check_id: str, by_id: dict) -> str:
+    """A check named by its id, as the student reads it ('check 2.3'; 'another check' when it is not in this run)."""
+    t = by_id.get(check_id)
+    return check_label(t) if t is not None else "another check"
 

@@ -15,7 +15,7 @@ trace.mark("python started, grader.cli imported")
 import click  # noqa: E402
 
 from grader import __version__  # noqa: E402
-from grader.glossary import fmt_points, shorten  # noqa: E402
+from grader.glossary import check_title, fmt_points, shorten  # noqa: E402
 from grader.commands.console import Table, console, escape  # noqa: E402  (rich, imported on first use)
 from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV  # noqa: E402
 
@@ -140,8 +140,12 @@ def warn_unsandboxed(result) -> None:
 def _print_handed_in(result, report: str = "the report") -> None:
     """Which file was graded and where the answers came from (notebooks, reports: grader.submission).
     `report`: where the details are (a command that writes no report names the one that would)."""
+    from grader.report.handed_in import broken_cells
+
     sub = result.submission or {}
     elsewhere = report
+    for note in broken_cells(sub):
+        console.print(f"[yellow]{escape(note)}[/]")
     for note in sub.get("notes", []):
         console.print(f"[dim]{escape(note.replace('the report', elsewhere))}[/]")
     left = sub.get("left_out", [])
@@ -151,25 +155,68 @@ def _print_handed_in(result, report: str = "the report") -> None:
                       f"{', '.join(map(str, cells[:12]))}{' …' if len(cells) > 12 else ''} (listed in {elsewhere})[/]")
 
 
+_NOT_JUDGED = ("Not applicable", "Not judged")
+
+
+def _not_judged(test) -> str:
+    """The note of a check that passed without judging some of its cases (a signature that lacks a template
+    parameter: `grade check` runs no interface check, so this is where the student hears of it), else ''."""
+    lines = test.output.splitlines()
+    lacks = next((line for line in lines if "not judged, " in line and " takes no " in line), "")
+    if lacks:  # the line that names the missing parameter: "a case: not judged, `f` takes no `reduction` (…)"
+        return "Not judged: " + lacks.split("not judged, ", 1)[1]
+    return next((line for line in lines if line.startswith(_NOT_JUDGED)), "")
+
+
 def _brief(test, limit: int = 240) -> str:
     """The terminal's short form of a check's feedback: the diagnosis, else the first failing case."""
     if test.status == "passed":
-        return ""
+        return shorten(_not_judged(test), limit)
     lines = test.output.splitlines()
     picked = [l for l in lines if l.startswith("Diagnosis")][:2] or [l for l in lines if l.startswith("- ")][:1] or lines[:1]
     text = " ".join(l.removeprefix("- ") for l in picked)
     return shorten(text, limit)
 
 
-def _print_table(result, title: str, show_hidden_output: bool = True) -> None:
+def _component_rows(result, rubric) -> list[tuple[str, str, list]]:
+    """(tag, title, tests) per component, in the order of the checks (the report's grouping)."""
+    from grader.glossary import component_title
+
+    groups: dict[str, list] = {}
+    for t in result.tests:
+        groups.setdefault(t.component or (t.tags[0] if t.tags else "") or "other", []).append(t)
+    targets = dict(getattr(rubric, "component_targets", {}) or {})
+    return [(tag, component_title(tag, targets.get(tag, "")), tests) for tag, tests in groups.items()]
+
+
+def _print_table(result, title: str, rubric=None) -> None:
+    """One row per component, then a row for each of its checks that did not pass (72 checks, ~10 that matter):
+    a component whose checks all passed is one line."""
     table = Table(title=title, show_lines=False)
     table.add_column("#", justify="right", style="dim")
-    table.add_column("check")
+    table.add_column("component / check")
     table.add_column("points", justify="right")
     table.add_column("feedback", overflow="fold")
-    for t in result.tests:
-        style = "green" if t.status == "passed" else ("yellow" if t.score > 0 else "red")
-        table.add_row(t.number, t.name, f"[{style}]{fmt_points(t.score)}/{fmt_points(t.max_score)}[/]", escape(_brief(t)))
+    for tag, name, tests in _component_rows(result, rubric):
+        score, top = sum(t.score for t in tests), sum(t.max_score for t in tests)
+        passed = sum(t.status == "passed" for t in tests)
+        style = "green" if passed == len(tests) else ("yellow" if score > 0 else "red")
+        number = (tests[0].number or "").split(".")[0]
+        summary = ("its check passed" if passed else "its check did not pass") if len(tests) == 1 else \
+            f"all {len(tests)} checks passed" if passed == len(tests) else f"{passed} of {len(tests)} checks passed"
+        table.add_row(number, f"[bold]{escape(name)}[/] [dim]— {summary}[/]",
+                      f"[{style}]{fmt_points(score)}/{fmt_points(top)}[/]", "")
+        said: dict[str, str] = {}  # feedback -> the check that gave it first (a model's four measures: one cause)
+        for t in tests:
+            if t.status == "passed" and not _not_judged(t):
+                continue
+            colour = "green" if t.status == "passed" else "yellow" if t.score > 0 else "red"
+            brief = _brief(t)
+            key = brief.split(": ", 1)[-1]  # without the case's name: the same failure seen by another case
+            feedback = f"the same as {said[key]}" if brief and key in said else brief
+            said.setdefault(key, t.number)
+            table.add_row(t.number, "  " + escape(check_title(t.name, name, tag)),
+                          f"[{colour}]{fmt_points(t.score)}/{fmt_points(t.max_score)}[/]", escape(feedback))
     console.print(table)
     for e in result.errors:
         console.print(f"[red]! {escape(e.splitlines()[0])}[/]")
@@ -205,7 +252,7 @@ def run_cmd(path, assignment, out, only, device, data, allow_unsandboxed, report
         trace.mark("results.json written")
         if reporter is not None:
             reporter.submit(written.parent)  # rendered on the other core while the table prints
-        _print_table(result, f"{result.student} — {rubric.title}")
+        _print_table(result, f"{result.student} — {rubric.title}", rubric)
         _print_handed_in(result, "the report" if reporter is not None else
                          f"the report that `grade report {out}` writes from results.json")
         auto = f"{fmt_points(result.autograded_score)}/{fmt_points(result.autograded_max)}"
@@ -261,13 +308,16 @@ def check_cmd(path, assignment, only):
     _start_sandbox()
     # The student's own code on their own machine: no isolation needed (nor refused).
     rubric, result = _grade(path, assignment, only, "cpu", None, public_only=True, allow_unsandboxed=True)
-    _print_table(result, f"Self-check — {rubric.title} (public checks only)")
+    _print_table(result, f"Self-check — {rubric.title} (public checks only)", rubric)
     _print_handed_in(result, "the report that `grade run` writes")
     passed = sum(t.status == "passed" for t in result.tests)
     colour = "green" if passed == len(result.tests) else "yellow"
+    graded = {t.component for t in result.tests}
+    hidden = [c for c in rubric.checks if not c.public and (not only or c.component in graded)]
+    more = f" ({len(hidden)} more, {fmt_points(sum(c.points for c in hidden))} points)" if hidden else ""
     console.print(f"[{colour}]{passed}/{len(result.tests)} public checks passed "
                   f"({fmt_points(result.autograded_score)}/{fmt_points(result.autograded_max)} points)[/] in {result.execution_time:.1f} s. "
-                  "Hidden checks run at grading time.")
+                  f"Hidden checks{more} run at grading time.")
     trace.mark("table printed")
 
 
@@ -311,11 +361,12 @@ def lint_rubric_cmd(paths):
             problems = [f"not UTF-8 text (byte {e.start}): save the file as UTF-8 (TOML files must be UTF-8)"]
         except OSError as e:
             problems = [f"cannot be read ({e.strerror or e})"]
-        for problem in problems:
-            console.print(f"[red]{p}[/]: {problem}")
+        for problem in problems:  # escaped: rich took "[[checks]]" in a message for markup and printed "[]"
+            problem = str(problem).removeprefix(f"{p}: ").removeprefix(f"{p} ")  # the path once, in front
+            console.print(f"[red]{escape(str(p))}[/]: {escape(problem)}")
         bad += bool(problems)
         if not problems:
-            console.print(f"[green]{p}: ok[/]")
+            console.print(f"[green]{escape(str(p))}: ok[/]")
     if bad:
         raise UsageError(f"{bad} rubric file(s) have problems (listed above)")
 

@@ -22,6 +22,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from grader.fileio import write_atomic
+
 REPO = Path(__file__).resolve().parents[1]
 INCLUDE = ["pyproject.toml", "README.md", "grader", "reference", "rubrics", "templates", "docs"]
 SKIP_PARTS = {"__pycache__", ".pytest_cache", ".git", ".venv"}
@@ -119,11 +121,7 @@ def run_autograder(assignment: str, submission: Path = Path("/autograder/submiss
         result["output"] = (result.get("output") or "") + (
             "\n\nNote: this runner is not root, so the student's code ran as its own user: the result is not "
             "protected from it.")
-    results_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=".results.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, results_dir / "results.json")
+    write_atomic(results_dir / "results.json", json.dumps(result))
     shutil.rmtree(work, ignore_errors=True)
     print(log)
     return result
@@ -210,7 +208,6 @@ def build_autograder(assignment_id: str, out_zip: Path) -> Path:
         raise GradescopeError(str(e)) from None
     if assignment_id not in rubrics:
         raise GradescopeError(f"unknown assignment {assignment_id!r}; known: {', '.join(sorted(rubrics)) or 'none'} (see `grade list`)")
-    rubric = rubrics[assignment_id]
     out_zip = Path(out_zip)
     out_zip.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_zip.parent, prefix=f".{out_zip.name}.", suffix=".tmp")

@@ -46,7 +46,7 @@ VISIBILITIES = ("public", "hidden")
 # and what the check's name says.
 PROPERTY_POINTS = {"differentiable": 0.25, "stochastic": 0.25, "pure": 0.25, "dtype": 0.1, "batch": 0.1, "range": 0.25}
 PROPERTY_TITLES = {
-    "differentiable": "gradients reach {wrt} and are right",
+    "differentiable": "correct gradients reach {wrt}",
     "stochastic": "fresh, independent draws on every call; the RNG is not reseeded",
     "pure": "inputs unchanged after the call; backward through the result works",
     "dtype": "float32 in, float32 out; float64 in, float64 out",
@@ -203,6 +203,9 @@ class Rubric:
         return fn
 
 
+_KIND_WORDS = {float: "a number", str: "a string in quotes", int: "a whole number"}
+
+
 def _req(table: dict, key: str, where: str, kind=str):
     if key not in table:
         raise RubricError(f"{where}: missing required key {key!r}")
@@ -210,7 +213,7 @@ def _req(table: dict, key: str, where: str, kind=str):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind):
-        raise RubricError(f"{where}: {key!r} must be a {kind.__name__}, got {value!r}")
+        raise RubricError(f"{where}: {key!r} must be {_KIND_WORDS.get(kind, 'a ' + kind.__name__)}, got {value!r}")
     return value
 
 
@@ -267,7 +270,8 @@ def load_rubric(path: Path) -> Rubric:
                               f"{spec.component!r} are {kinds[spec.component]!r}; give one component one kind")
     # (a declared property's check has kind "property" whatever its component's kind: it judges the same code)
     properties = _properties(data.get("properties", {}), data.get("property_points", {}), path)
-    checks = _with_property_checks(checks, properties, data.get("property_points", {}), path)
+    checks = _with_property_checks(checks, properties, data.get("property_points", {}), path,
+                                   dict(data.get("components", {})))
     mistakes = []
     for i, m in enumerate(data.get("mistakes", [])):
         w = f"{path} [[mistakes]] #{i + 1}"
@@ -321,8 +325,15 @@ def _properties(table: dict, points: dict, path) -> dict:
     return out
 
 
-def _with_property_checks(checks: list, properties: dict, points: dict, path) -> list:
-    """The [[checks]] with one hidden check per declared property, after its component's last check."""
+def _gradient_targets(decl: list) -> str:
+    """["x", "mu", "params"] -> 'x, mu and every parameter' (the words of a differentiable check's name)."""
+    words = [n for n in decl if n != "params"] + (["every parameter"] if "params" in decl else [])
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
+
+
+def _with_property_checks(checks: list, properties: dict, points: dict, path, targets: dict | None = None) -> list:
+    """The [[checks]] with one hidden check per declared property, after its component's last check, each named
+    after the component as the student's code names it (`targets`: the rubric's [components])."""
     known = {c.component for c in checks}
     for component in properties:
         if component not in known:
@@ -334,9 +345,10 @@ def _with_property_checks(checks: list, properties: dict, points: dict, path) ->
         if last[c.component] != i:
             continue
         for prop, decl in properties.get(c.component, {}).items():
-            wrt = ", ".join(decl) if isinstance(decl, list) else ""
+            wrt = _gradient_targets(decl) if isinstance(decl, list) else ""
+            title = str((targets or {}).get(c.component) or c.component)  # `MoGPrior.sample`, not `mog_prior.sample`
             out.append(CheckSpec(id=f"{c.component}.property.{prop}", component=c.component, check=prop, kind="property",
-                                 name=f"{c.component}: {PROPERTY_TITLES[prop].format(wrt=wrt)}",
+                                 name=f"{title}: {PROPERTY_TITLES[prop].format(wrt=wrt)}",
                                  points=float(points.get(prop, PROPERTY_POINTS[prop])), visibility="hidden",
                                  tags=("properties",)))
     ids = [c.id for c in out]

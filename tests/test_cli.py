@@ -235,3 +235,37 @@ def test_grade_check_numbers_each_check_as_the_full_report_does(vae_rubric):
     numbers = {t.check: t.number for t in result.tests}
     assert numbers["reparameterization.stochastic"] == "6.4" and numbers["elbo.gradients"] == "11.2"
     assert numbers == {c: n for c, n in check_numbers(vae_rubric).items() if c in numbers}
+
+
+def test_the_console_table_is_one_row_per_component_and_a_row_per_check_that_lost_points(monkeypatch):
+    """72 checks took 231 lines at 80 columns (bob): a component whose checks all passed is one row, a failing
+    check is named without its component's prefix, and a cause shared by several checks is said once."""
+    import io
+
+    from rich.console import Console
+
+    import grader.cli as cli
+    from grader.results import GradeResult
+    from grader.results import TestResult as Check
+    from grader.rubric import available_rubrics
+
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=out, width=160, highlight=False))
+    diverged = "0/1 case passed.\nDiagnosis: training diverged at epoch 3."
+    tests = [Check(f"log_bernoulli: property {i}", f"4.{i}", 0.25, 0.25, component="log_bernoulli") for i in (1, 2, 3)]
+    tests += [Check("MoGPrior.sample: shape (batch_size, L)", "10.1", 0.0, 0.5, component="mog_prior.sample",
+                    output="0/1 case passed.\n- return value: must return a torch.Tensor")]
+    tests += [Check(f"Trained model: measure {i}", f"12.{i}", 0.0, 1.0, component="model", output=diverged)
+              for i in (1, 2)]
+    tests += [Check("log_normal_diag: reductions", "2.2", 1.0, 1.0, component="log_normal_diag",
+                    output="Not applicable to your signature: every case needs a parameter your function lacks.\n"
+                           "a case: not judged, `log_normal_diag` takes no `reduction` (charged once in the interface check).")]
+    cli._print_table(GradeResult(student="s", assignment="vae", tests=tests), "s", available_rubrics()["vae"])
+    text = out.getvalue()
+    assert "log_bernoulli — all 3 checks passed" in text and "property 1" not in text
+    assert "MoGPrior.sample — its check did not pass" in text and "shape (batch_size, L)" in text
+    assert "MoGPrior.sample: shape" not in text and "must return a torch.Tensor" in text
+    assert "Trained model — 0 of 2 checks passed" in text
+    assert text.count("training diverged") == 1 and "the same as 12.1" in text
+    # a check that passed without judging its cases says why: the self-check runs no (hidden) interface check
+    assert "Not judged: `log_normal_diag` takes no `reduction`" in text

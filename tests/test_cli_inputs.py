@@ -42,6 +42,16 @@ def test_lint_rubric_on_a_file_that_is_not_utf8(tmp_path):
     assert r.exit_code == 2 and "not UTF-8" in text and "save the file as UTF-8" in text
 
 
+def test_lint_rubric_names_the_table_and_the_file_once(tmp_path):
+    """rich read '[[checks]]' in a message as markup and printed '[] #1 (interface)', after the path twice."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text((SUBMISSIONS.parent / "rubrics" / "vae.toml").read_text().replace("points = 0.5", 'points = "half"', 1))
+    r = _run("lint-rubric", bad)
+    text = " ".join(r.output.split())
+    assert r.exit_code == 2 and "[[checks]] #1 (interface): 'points' must be a number, got 'half'" in text, text
+    assert text.count(str(bad)) == 1, text
+
+
 def test_summary_and_report_on_a_missing_folder_exit_2(tmp_path):
     for command in ("summary", "report"):
         r = _run(command, tmp_path / "nope")

@@ -286,6 +286,41 @@ def test_any_nearest_centre_is_accepted_on_exact_ties(tmp_path, rubric):
     assert lost(result) == {}, [(t.check, t.output) for t in result.tests if t.status != "passed"]
 
 
+NO_MINLENGTH = """
+def confusion(assignments, labels, k, n_classes=10):
+    flat = labels.long() * k + assignments.long()
+    return torch.bincount(flat).reshape(n_classes, k)  # too short when the last cell is empty
+"""
+
+
+def test_a_confusion_matrix_too_short_when_its_last_cell_is_empty_loses_points(tmp_path, rubric):
+    # (held-out bench, seed 219385: every case filled the last cell, so the missing minlength kept full marks)
+    result = grade_submission(_submission(tmp_path, "nominlength", NO_MINLENGTH), rubric,
+                              GradeOptions(device="cpu", only=["confusion"]))
+    assert lost(result).get("confusion", 0) > 0, [(t.check, t.output) for t in result.tests]
+    assert "the last cluster and the last class empty" in " ".join(t.output for t in result.tests)
+
+
+OTHER_DIGITS = "labels == j", "labels != j"  # init_centres picking among the images *not* of digit j
+
+
+def test_centres_never_of_their_own_digit_are_charged_but_not_named_labels_ignored(tmp_path, rubric):
+    # (held-out bench, seed 16743: both share the coarse signature "every centre an image, centre j not of digit
+    # j"; labels ignored draws a centre of its own digit one time in ten, `!=` never: 0 of 300 tells them apart)
+    src = (REPO / "reference" / MODULE).read_text()
+    assert src.count(OTHER_DIGITS[0]) == 1, "the reference changed: update the planted edit"
+    folder = tmp_path / "other_digits"
+    folder.mkdir()
+    (folder / MODULE).write_text(src.replace(*OTHER_DIGITS))
+    result = grade_submission(folder, rubric, GradeOptions(device="cpu", only=["init_centres"]))
+    assert lost(result).get("init_centres", 0) > 0
+    assert named(result) == set(), [t.output for t in result.tests]
+    # the library's mistake planted the same way is still named (test_each_planted_mistake_... names it too)
+    sub = _submission(tmp_path, "ignores", _planted(MUTANTS["per_digit_ignores_labels"]))
+    ignored = grade_submission(sub, rubric, GradeOptions(device="cpu", only=["init_centres"]))
+    assert named(ignored) == {"per_digit_ignores_labels"}
+
+
 @pytest.mark.slow
 def test_a_correct_autoencoder_cut_by_the_time_budget_is_compared_with_the_reference_at_the_same_epochs(
         rubric, tmp_path, monkeypatch):
@@ -303,3 +338,38 @@ def test_a_correct_autoencoder_cut_by_the_time_budget_is_compared_with_the_refer
     result = grade_submission(sub, rubric, opts)
     ae = next(t for t in result.tests if t.check == "model.autoencoder")
     assert "trained for the same" in ae.output and ae.score == ae.max_score, ae.output
+
+
+FORGED_RECONSTRUCTIONS = '''
+
+# --- the attack: reconstructions computed in the sandbox are the student's to write. A spare parameter makes the
+# weights not fit the sketch's layers, and inside the course's training loop (found on the stack) forward returns
+# its input: the "reconstructions" of the test images are the test images themselves.
+import sys as _sys
+_Honest = ConvAutoencoder
+
+
+class ConvAutoencoder(_Honest):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spare = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        frame, in_loop = _sys._getframe(1), False
+        while frame is not None:
+            in_loop = in_loop or "harnesses" in frame.f_code.co_filename
+            frame = frame.f_back
+        return x + 0 * self.spare if in_loop else super().forward(x)
+'''
+
+
+def test_reconstructions_the_sandbox_computed_are_never_graded(tmp_path, rubric, monkeypatch):
+    """Weights that do not fit the reference architecture used to be graded on the reconstructions the child sent:
+    an identity 'autoencoder' reported a test MSE of 0 and took full marks (2/2). The grader grades only what it
+    computes itself from the trained weights, as the VAE's and the conv VAE's model checks do."""
+    monkeypatch.setenv("GRADEKIT_CACHE", str(tmp_path / "cache"))
+    sub = _submission(tmp_path, "forger", FORGED_RECONSTRUCTIONS)
+    result = grade_submission(sub, rubric, GradeOptions(device="cpu", only=["model.autoencoder"], model_overrides=TINY))
+    (t,) = [t for t in result.tests if t.check == "model.autoencoder"]
+    assert t.score == 0, t.output
+    assert "do not fit" in t.output and "reference architecture" in t.output, t.output

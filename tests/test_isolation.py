@@ -176,9 +176,12 @@ def test_a_mistake_its_own_function_s_check_rules_out_is_named_by_no_other_check
     t = TestResult(name="t", number="1", score=0.0, max_score=1.0, check="x.log_prob", component="x")
     t.mistakes, t.lost_by_cause = [{"id": "a", "message": "no sigmoid", "hint": ""}], {"mistake:a": 1.0}
     t.output = "0/1 case passed.\nDiagnosis: no sigmoid."
-    drop_ruled_out([t], session.ruled_out)
+    ruling = TestResult(name="x: values", number="4.2", score=1.0, max_score=1.0, check="x.check", component="x")
+    drop_ruled_out([t, ruling], session.ruled_out)
     assert t.mistakes == [] and t.lost_by_cause == {} and t.score == 0.0
-    assert "Diagnosis" not in t.output and "x.check shows that your code does not make it" in t.output
+    # the ruling check by the number the student reads, not its id
+    assert "Diagnosis" not in t.output and "check 4.2 shows that your code does not make it" in t.output
+    assert "x.check" not in t.output
 
 
 # ---- the grader's side of upcalls: untrusted messages ----------------------------------------------

@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("core", ["grader", "grader.kinds", "grader.rubric", "grader.results", "grader.redact", "grader.trace",
               "grader.metrics", "grader.signatures", "grader.roles", "grader.data", "grader.figures",
-              "grader.model_cache", "grader.history", "grader.glossary", "grader.resources", "grader.charging"]),
+              "grader.model_cache", "grader.history", "grader.glossary", "grader.resources", "grader.charging",
+              "grader.fileio"]),
     ("run", ["grader.sandbox", "grader.submission", "grader.harnesses"]),
     ("judge", ["grader.checks", "reference"]),
     ("engine", ["grader.engine"]),

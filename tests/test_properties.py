@@ -75,22 +75,26 @@ def test_a_parameter_under_other_names_is_matched_to_its_own_network_or_to_none(
 
 # ---- charged once ---------------------------------------------------------------------------------
 
-def _test(check, points, score, causes, component="c"):
-    t = Result(name=check, number="1", score=score, max_score=points, check=check, component=component)
+def _test(check, points, score, causes, component="c", number="1"):
+    t = Result(name=check, number=number, score=score, max_score=points, check=check, component=component)
     t.lost_by_cause = causes
     return t
 
 
 def test_one_cause_seen_by_several_checks_is_charged_once_at_the_largest_loss():
-    values = _test("c.values", 2, 0.0, {"mistake:m": 2.0})
-    reductions = _test("c.reductions", 1, 0.0, {"mistake:m": 1.0})
-    extremes = _test("c.extremes", 1, 0.5, {"mistake:m": 0.5})
+    values = _test("c.values", 2, 0.0, {"mistake:m": 2.0}, number="2.1")
+    values.mistakes = [{"id": "m", "message": "log-density misses −½·log 2π", "hint": ""}]
+    reductions = _test("c.reductions", 1, 0.0, {"mistake:m": 1.0}, number="2.2")
+    extremes = _test("c.extremes", 1, 0.5, {"mistake:m": 0.5}, number="2.3")
     other = _test("d.values", 1, 0.0, {"mistake:m": 1.0}, component="d")  # another component: its own charge
     unknown = _test("c.gradients", 1, 0.0, {})  # no known cause: never refunded
     charge_once([values, reductions, extremes, other, unknown])
     assert (values.score, reductions.score, extremes.score, other.score, unknown.score) == (0.0, 1.0, 1.0, 0.0, 0.0)
-    assert "Charged once, here" in values.output and "c.reductions" in values.output
-    assert "charged once, in c.values" in reductions.output
+    # in the student's words: check numbers and the mistake's message, never an id
+    assert "Charged once, here: the same mistake (log-density misses −½·log 2π) also fails checks 2.2 and 2.3" \
+        in values.output
+    assert "(1 point given back)" in reductions.output and "charged once, in check 2.1" in reductions.output
+    assert not any(i in t.output for t in (values, reductions, extremes) for i in ("c.values", "c.reductions", "`m`"))
     assert reductions.charged_once == [{"cause": "mistake:m", "charged_in": "c.values",
                                         "seen_by": ["c.values", "c.reductions", "c.extremes"]}]
     assert "charged_once" in reductions.to_json()["extra_data"]
@@ -134,6 +138,20 @@ UNSEEN = [  # (assignment, example, module, component, property, old, new)
     ("vae", "alice", "vae.py", "decoder", "differentiable",  # held-out bench, seed 381953
      '        return log_bernoulli(x, probs, reduction="sum", dim=-1)\n',
      '        return log_bernoulli(x, probs, reduction="sum", dim=-1).detach()\n'),
+    ("vae", "alice", "vae.py", "decoder", "differentiable",  # the categorical branch alone (the property took
+     # the Bernoulli branch only: held-out bench, seed 381953)
+     "            return log_categorical(x, probs, num_classes=self.num_vals, reduction=\"sum\", dim=-1).sum(-1)\n",
+     "            return log_categorical(x, probs, num_classes=self.num_vals, reduction=\"sum\", dim=-1).sum(-1)"
+     ".detach()\n"),
+    ("vae", "alice", "vae.py", "decoder", "stochastic",  # reseeding in the categorical branch alone
+     "            return torch.distributions.Categorical(probs=probs).sample().float()\n",
+     "            torch.manual_seed(0)\n            return torch.distributions.Categorical(probs=probs).sample().float()\n"),
+    # a .float() where only a float32 call was made (the sampler's dtype was checked, the log-density's not)
+    ("vae", "alice", "vae.py", "encoder", "dtype", "        return log_normal_diag(z, mu_e, log_var_e)  #",
+     "        return log_normal_diag(z, mu_e, log_var_e).float()  #"),
+    ("vae", "alice", "vae.py", "mog_prior.log_prob", "dtype",
+     "        return torch.logsumexp(per_comp + log_w, dim=1)\n",
+     "        return torch.logsumexp(per_comp + log_w, dim=1).float()\n"),
     ("kmeans-autoencoder", "dana", "kmeans_autoencoder.py", "minibatch_update", "range",
      "        members = x_batch[labels == k]\n",
      "        d = ((x_batch[:, None] - centres[None]) ** 2).sum(-1)\n"
@@ -194,8 +212,8 @@ def test_a_constant_left_out_costs_the_values_once_and_never_the_gradients(tmp_p
     lost = {c: t.max_score - t.score for c, t in by.items() if t.score < t.max_score - 1e-9}
     assert lost == {"log_normal_diag.values": 2.0}, lost  # before: 5/5 through four checks
     assert by["log_normal_diag.gradients"].score == by["log_normal_diag.gradients"].max_score
-    assert "missing_log2pi" in by["log_normal_diag.values"].output
-    assert "charged once, in log_normal_diag.values" in by["log_normal_diag.reductions"].output
+    assert "missing_log2pi" not in by["log_normal_diag.values"].output  # the mistake in words, not its id
+    assert f"charged once, in check {by['log_normal_diag.values'].number}" in by["log_normal_diag.reductions"].output
 
 
 @pytest.mark.slow
@@ -212,3 +230,56 @@ def test_the_model_level_message_names_the_cause_the_property_check_found(tmp_pa
     assert model.score == 0
     assert "your reconstruction_loss changes its input in place, so backward through it fails" in model.output
     assert "check that decode(encode(x)) has the shape of x" not in model.output
+
+
+# ---- what a property check tells the model-level "likely cause" ----------------------------------
+
+def _finding_after(outcomes):
+    """Session.findings after a property check whose calls end as `outcomes` (a value, or an exception to raise)."""
+    from types import SimpleNamespace
+
+    from grader.checks import CheckContext, Session, StudentValueError
+    from grader.checks.properties import _fail_on_exception, _property
+    from grader.sandbox.errors import StudentException
+
+    def check_pure(ctx):
+        for i, outcome in enumerate(outcomes):
+            def call(outcome=outcome):
+                if outcome == "missing":
+                    raise StudentException("`log_categorical` is missing: the module defines no `log_categorical`")
+                if outcome == "numpy":
+                    raise StudentValueError("f must return a torch.Tensor, but returned a numpy.ndarray")
+                return outcome
+            if _fail_on_exception(ctx, f"call {i}", call) is not None and outcome == "edited":
+                ctx.expect(False, "inputs unchanged", "your code changed x in place")
+
+    ctx = CheckContext.__new__(CheckContext)
+    ctx.cases, ctx.cause, ctx.specs, ctx.session = [], None, {}, Session()
+    ctx.spec = SimpleNamespace(component="f")
+    ctx.rubric = SimpleNamespace(component_targets={"f": "my_f"})
+    _property(check_pure)(ctx)
+    return ctx.session.findings.get("f", [])
+
+
+def test_a_property_finding_needs_code_that_ran_and_showed_the_fault():
+    """carol's log_categorical is missing and her MoGPrior.sample returns NumPy: her model's 'likely cause' said
+    'your log_categorical changes its input in place' and 'your MoGPrior.sample changes the dtype of its inputs'."""
+    assert _finding_after(["missing", "missing"]) == []
+    assert _finding_after(["numpy"]) == []
+    assert _finding_after(["edited"]) == ["your my_f changes its input in place, so backward through it fails"]
+    # a call that ran, then one that raised (an in-place edit breaks backward): the property's own fault
+    assert _finding_after(["ok", "missing"]) == ["your my_f changes its input in place, so backward through it fails"]
+
+
+def test_property_checks_are_named_as_the_student_s_code_names_the_component():
+    """The report listed 'mog_prior.sample: …' and 'elbo: gradients reach params' under MoGPrior.sample and
+    VAE.forward: the rubric's tags, not the names in the student's code."""
+    names = {s.id: s.name for s in RUBRICS["vae"].checks}
+    assert names["mog_prior.sample.property.batch"] == "MoGPrior.sample: a batch of one, and non-square shapes"
+    assert names["elbo.property.differentiable"] == "VAE.forward: correct gradients reach every parameter"
+    assert names["log_normal_diag.property.differentiable"] == "log_normal_diag: correct gradients reach x, mu and log_var"
+    for rubric in RUBRICS.values():
+        for s in rubric.checks:
+            if s.kind == "property":
+                assert s.name.startswith(f"{rubric.component_targets.get(s.component) or s.component}: "), s.name
+                assert "params" not in s.name, s.name

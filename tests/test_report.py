@@ -139,7 +139,9 @@ def test_mistakes_shown_and_hidden_check_details_withheld(rendered):
     # one diagnosis box per check: the mistake's fix, not the rubric's general hint beside it
     assert "Compare with the density formula." not in text and text.count(MISTAKE_MSG) == 1
     # a hidden check that cost points says where and what kind of fault (its diagnosed mistake), never its test
-    assert "encoder: hidden invariants" in text and "hidden check found a fault in Encoder" in text
+    assert "hidden invariants" in text and "hidden check found a fault in Encoder" in text
+    # under its component's heading, a check is named without the component's prefix
+    assert "encoder: hidden invariants" not in text and "log_normal_diag: values" not in text
     page = html.read_text()
     assert HIDDEN_OUTPUT not in page and HIDDEN_OUTPUT not in text
     assert "SECRET-MISTAKE-MESSAGE" in text
@@ -285,3 +287,119 @@ def test_tex_that_cannot_be_drawn_still_falls_back_to_its_source():
     from grader.report.render import math_png
 
     assert math_png(r"\frac{") is None and math_png(r"\notacommand{x}") is None
+
+
+def test_unclosed_math_openers_render_in_linear_time():
+    """Every `\\[` or `\\(` without its closer made the maths pattern scan to the end of the answer: 20 000 of them
+    (40 kB) took 5 s per answer, in the report and on `grade serve`'s question pages."""
+    import time
+
+    for opener in ("\\[", "\\("):
+        t0 = time.monotonic()
+        html = markdown_to_html("Intro $x$ " + opener * 20_000)
+        assert time.monotonic() - t0 < 2.5
+        assert html.count('class="math"') == 1
+    assert markdown_to_html("$$" + "x" * 1200 + "$$").count("tex-src") == 0  # a span past MAX_MATH_SPAN is text
+
+
+# ---- each lost point explained once, in the student's words ----------------------------------------
+def _view(tests: list[Check], tmp_path: Path) -> str:
+    """The student's report of `tests` (build_html), with the tags and the CSS taken out: the words shown."""
+    from grader.report.render import build_html
+
+    r = _base("zoe", tests, [])
+    d = save_result(r, tmp_path).parent
+    html = build_html(load_result(d), d)
+    return html.split("</style>", 1)[1]
+
+
+def _model_check(number: str, measure: str) -> Check:
+    cause = "Likely cause, found by the unit checks: KL term has the wrong sign (in `VAE.forward`)."
+    return Check(f"Trained model: {measure}", number, 0.0, 1.0, visibility="hidden", tags=["model"], component="model",
+                 output=f"- {measure}: yours 300 nats, reference 94 nats\nDiagnosis: training diverged: the loss is nan.\n"
+                        + cause)
+
+
+def test_a_trained_model_s_shared_diagnosis_and_cause_are_said_once(tmp_path):
+    """bob: four model measures each repeated the diagnosis and the likely cause in full (16 lines)."""
+    page = _view([_model_check("12.1", "test NLL"), _model_check("12.2", "test ELBO")], tmp_path)
+    assert page.count("KL term has the wrong sign") == 1 and page.count("training diverged") == 1
+    assert "Diagnosis and likely cause: the same as in check 12.1." in page
+    assert "yours 300 nats" in page and page.count("found a fault in your trained model") == 2
+    assert "<code>VAE.forward</code>" in page and "`VAE.forward`" not in page  # the student's name as code
+
+
+def test_a_mistake_charged_in_another_check_has_its_box_there_only(tmp_path):
+    mistake = {"id": "missing_log2pi", "message": MISTAKE_MSG, "hint": MISTAKE_HINT}
+    charged = {"cause": "mistake:missing_log2pi", "charged_in": "c.values", "seen_by": ["c.values", "c.reductions"]}
+    values = Check("c: values", "2.1", 0.0, 2.0, component="c", check="c.values", mistakes=[mistake],
+                   output=f"0/4 cases passed.\nDiagnosis: {MISTAKE_MSG}.\nCharged once, here: the same mistake also "
+                          "fails check 2.2, which do not charge it again.")
+    values.charged_once = [charged]
+    reductions = Check("c: reductions", "2.2", 1.0, 1.0, component="c", check="c.reductions", mistakes=[mistake],
+                       output=f"0/5 cases passed.\nDiagnosis: {MISTAKE_MSG}.\nNot charged again here (1 point given "
+                              "back): the same mistake is charged once, in check 2.1.")
+    reductions.charged_once = [charged]
+    page = _view([values, reductions], tmp_path)
+    assert page.count(MISTAKE_HINT) == 1 and page.count('class="mistake-msg"') == 1
+    # the uncharged check says why it passed with failing cases before listing them
+    assert page.index("Not charged again here") < page.index("0/5 cases passed")
+
+
+def test_hidden_checks_that_passed_show_their_points_and_one_legend(tmp_path):
+    hidden = [Check(f"c: property {i}", f"3.{i}", 0.25, 0.25, visibility="hidden", component="c") for i in range(1, 6)]
+    page = _view(hidden, tmp_path)
+    assert page.count("are hidden: one that passed shows only its points") == 1
+    assert "details are not shown" not in page and page.count('class="check-body') == 0
+
+
+def test_a_hidden_check_names_the_fault_from_the_message_not_the_case():
+    """carol: a missing function read as 'the gradients of your code are wrong' (case 'call without gradients')
+    and a NumPy return value as 'the wrong shape' ('returned a numpy.ndarray of shape (4, 3)')."""
+    from grader import glossary
+
+    missing = "- call without gradients: `f` is missing: the module defines no `f`"
+    numpy = "- a batch of one: f must return a torch.Tensor, but returned a numpy.ndarray of shape (1, 3)"
+    assert glossary.fault_kinds(missing) == ["a function or class this check calls is missing from your code"]
+    assert glossary.fault_kinds(numpy) == [
+        "your code returns something other than a torch.Tensor (e.g. a NumPy array)"]
+    assert glossary.fault_kinds(f"{numpy}\n{numpy}") == glossary.fault_kinds(numpy)  # 'of shape (1, 3)': no shape fault
+    assert glossary.fault_kinds("- call: NotImplementedError: TODO\n  at vae.py, line 100") == ["your code raises an error"]
+    branch = "- categorical likelihood: call without gradients: `f` is missing: the module defines no `f`"
+    assert glossary.fault_kinds(branch) == glossary.fault_kinds(missing)  # a branch's name before the case's
+    assert glossary.fault_kinds("- non-square shapes: values: 4 NaN value(s) where the reference is finite") == [
+        "your code returns NaN (or infinite) values where the correct result is finite"]
+
+
+def test_a_notebook_s_code_source_is_said_once(tmp_path):
+    """ken: 'Code graded from homework2.ipynb.' then 'Code taken from the notebook homework2.ipynb (…)'."""
+    r = _base("ken", [Check("c: values", "1.1", 1.0, 1.0, component="c")], [])
+    r.submission = {"kind": "notebook", "module_from": "hw.ipynb",
+                    "notes": ["Code taken from the notebook hw.ipynb (3 code cells; 1 top-level statement not run)."]}
+    from grader.report.render import build_html
+
+    d = save_result(r, tmp_path).parent
+    section = build_html(load_result(d), d).split('<section class="handed-in">', 1)[1].split("</section>", 1)[0]
+    assert "Code taken from the notebook hw.ipynb" in section and "Code graded from" not in section
+
+
+def test_the_summary_lists_only_the_checks_some_student_did_not_pass(tmp_path):
+    """72 checks per student made 3 pages of '100%' rows per assignment (17 pages for the example class, 9 now)."""
+    from grader.report.summary import summary_html
+
+    _write(passing(), tmp_path, figure=False)
+    _write(with_mistakes(), tmp_path, figure=False)
+    table = summary_html(tmp_path).split("Checks not every student passed", 1)[1].split("</table>", 1)[0]
+    assert "log_normal_diag: values" in table and "encoder: hidden invariants" in table
+    assert "elbo: value" not in table and "log_normal_diag: shapes" not in table
+    assert "2 other checks passed by every student (not listed)." in summary_html(tmp_path)
+
+
+def test_hidden_checks_that_fail_for_one_reason_say_it_once(tmp_path):
+    """carol's missing log_categorical: six hidden checks each said 'a function … is missing from your code'."""
+    missing = "0/1 case passed.\n- call: `log_categorical` is missing: the module defines no `log_categorical`"
+    tests = [Check(f"log_categorical: property {i}", f"5.{i}", 0.0, 0.25, visibility="hidden",
+                   component="log_categorical", output=missing) for i in (2, 3, 4)]
+    page = _view(tests, tmp_path)
+    assert page.count("is missing from your code") == 1 and page.count("The same kind of fault as check 5.2.") == 2
+    assert page.count("This hidden check found a fault in log_categorical.") == 3

@@ -40,7 +40,7 @@ def test_every_check_function_is_used():
     ("not toml [", "not valid TOML"),
     ("[assignment]\nid='x'\nmodule='m.py'\nreference='r'\nchecks='c'\n", "no [[checks]]"),
     ("[assignment]\nid='x'\nmodule='m.py'\nreference='r'\nchecks='c'\n[[checks]]\nid='a'\ncomponent='c'\ncheck='f'\npoints='two'\n",
-     "'points' must be a float"),
+     "'points' must be a number"),
     ("[assignment]\nid='x'\nmodule='m.py'\nreference='r'\nchecks='c'\n[[checks]]\nid='a'\ncomponent='c'\ncheck='f'\npoints=1\nvisibility='secret'\n",
      "visibility must be one of"),
     ("[assignment]\nid='x'\nmodule='m.py'\nreference='r'\nchecks='c'\n[[checks]]\nid='a'\ncomponent='c'\ncheck='f'\npoints=1\npionts=2\n",

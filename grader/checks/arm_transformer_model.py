@@ -108,8 +108,10 @@ def _digits(levels: int) -> Data:
         return np.concatenate([np.full((len(q), 1), levels, dtype=np.int64), q], axis=1)
 
     return Data(tokens(ds.x_train), tokens(ds.x_val), tokens(ds.x_test), levels + 1, "digits",
-                f"{ds.summary()}; each image as 64 tokens (row by row, intensities quantized to {levels} levels) after a "
-                "start token")
+                # in words (the report's "Data set" line): not the record's "D=64 (8, 8), categorical with num_vals=17"
+                f"{ds.name}: {len(ds.x_train):,} training, {len(ds.x_val):,} validation and {len(ds.x_test):,} test "
+                f"images of 8×8 pixels, each as 64 tokens (row by row, its {ds.num_vals} grey levels quantized to "
+                f"{levels}) after a start token")
 
 
 def _headlines(path: Path, max_length: int) -> Data:

@@ -394,6 +394,11 @@ class ModelLevel:
 
 # ---- submitted checkpoints (a rubric may allow one instead of training) ---------------------------------
 
+# What to do about a checkpoint that cannot be used, said with every such error.
+CHECKPOINT_FIX = ("Save it with torch.save(model.state_dict(), 'model.pt') (or safetensors), or leave it out and the "
+                  "grader trains your model itself.")
+
+
 def _bounded_checkpoint(path: Path) -> None:
     """Refuse a checkpoint whose loading could allocate more than MAX_CHECKPOINT_BYTES in the
     grader: too large a file, or a torch zip archive with compressed (or lying) entries, or the
@@ -401,7 +406,7 @@ def _bounded_checkpoint(path: Path) -> None:
     size = path.stat().st_size
     if size > MAX_CHECKPOINT_BYTES:
         raise ModelGradingError(f"the checkpoint {path.name} could not be loaded safely: it is {size / 2**20:.0f} MiB, "
-                                f"over the {MAX_CHECKPOINT_BYTES >> 20} MiB limit")
+                                f"over the {MAX_CHECKPOINT_BYTES >> 20} MiB limit. {CHECKPOINT_FIX}")
     if path.suffix != ".pt":
         return  # safetensors checks its header's offsets against the file's length before reading
     import zipfile
@@ -411,10 +416,30 @@ def _bounded_checkpoint(path: Path) -> None:
             entries = z.infolist()
     except (zipfile.BadZipFile, OSError, ValueError):
         raise ModelGradingError(f"the checkpoint {path.name} could not be loaded safely: it is not a torch.save() "
-                                "zip archive (the legacy format is refused)") from None
+                                f"zip archive (the legacy format is refused). {CHECKPOINT_FIX}") from None
     if any(e.compress_type != zipfile.ZIP_STORED for e in entries) or sum(e.file_size for e in entries) > size:
         raise ModelGradingError(f"the checkpoint {path.name} could not be loaded safely: it holds compressed "
-                                "entries (torch.save() never writes those, and their unpacked size is unbounded)")
+                                f"entries (torch.save() never writes those, and their unpacked size is unbounded). "
+                                f"{CHECKPOINT_FIX}")
+
+
+def _stored_sizes(name: str, state: dict) -> None:
+    """Refuse tensors larger than what the file stores: torch.save keeps a tensor's strides, so a 1.6 kB file
+    can hold a zero-stride view of 250 M numbers (1 GB once converted to float32 in the grader), and many
+    tensors may view one storage. Each tensor must fit in its own storage, and all of them, as float32, in
+    twice MAX_CHECKPOINT_BYTES (a float16 file doubles)."""
+    total = 0
+    for k, v in state.items():
+        stored = v.untyped_storage().nbytes() // max(v.element_size(), 1) if v.layout == torch.strided else -1
+        if v.numel() > stored:
+            raise ModelGradingError(f"the checkpoint {name} could not be loaded safely: the tensor {str(k)[:80]!r} "
+                                    f"has {v.numel():,} numbers but stores only {max(stored, 0):,} (an expanded, "
+                                    f"overlapping or sparse view). {CHECKPOINT_FIX}")
+        total += v.numel() * 4
+    if total > 2 * MAX_CHECKPOINT_BYTES:
+        raise ModelGradingError(f"the checkpoint {name} could not be loaded safely: its tensors hold {total / 2**20:,.0f} "
+                                f"MiB as float32, over {2 * MAX_CHECKPOINT_BYTES >> 20} MiB (tensors sharing one "
+                                f"storage?). {CHECKPOINT_FIX}")
 
 
 def checkpoint_weights(folder: Path) -> dict | None:
@@ -434,15 +459,16 @@ def checkpoint_weights(folder: Path) -> dict | None:
             if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
                 obj = obj["state_dict"]
             if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-                raise ModelGradingError(f"{pt.name} must hold a state_dict (a dict of tensors), found {type(obj).__name__}")
+                raise ModelGradingError(f"{pt.name} must hold a state_dict (a dict of tensors), found "
+                                        f"{type(obj).__name__}. {CHECKPOINT_FIX}")
+            _stored_sizes(pt.name, obj)
             return {k: v.detach().float().cpu().numpy() for k, v in obj.items()}
     except ModelGradingError:
         raise
     except Exception as e:
         name = st.name if st.is_file() else pt.name
-        raise ModelGradingError(f"the checkpoint {name} could not be loaded safely ({type(e).__name__}: {e}). "
-                                "Save it with torch.save(model.state_dict(), 'model.pt') or safetensors; "
-                                "pickled objects other than tensors are refused.") from None
+        raise ModelGradingError(f"the checkpoint {name} could not be loaded safely ({type(e).__name__}: {e}); "
+                                f"pickled objects other than tensors are refused. {CHECKPOINT_FIX}") from None
     return None
 
 

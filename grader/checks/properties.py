@@ -11,8 +11,9 @@ A rubric declares, per component, the properties it has (`[properties]`, grader/
 Each declared property becomes one hidden check of that component (`<component>.property.<property>`, kind
 "property", points from [property_points] or grader.rubric.PROPERTY_POINTS), run by `check_<property>` below. The check calls the component on an *example*: the assignment's checks
 module defines `EXAMPLES = {component: builder}` (or `{component: {property: builder, "default": builder}}` where a
-property needs another call, e.g. a decoder's sampler), where `builder(ctx, variant) -> Example` writes one call of the
-component against the template (inputs as arrays, objects built with `ctx.new`, the reference's answer). The
+property needs another call, e.g. a decoder's sampler; a list of builders, one per branch of the component, e.g. a
+decoder's Bernoulli and categorical likelihoods: the check then runs on each), where `builder(ctx, variant) -> Example`
+writes one call of the component against the template (inputs as arrays, objects built with `ctx.new`, the reference's answer). The
 property checks are generic: a new assignment declares its components' properties and one builder per component.
 
 Each check fails only when its property fails, so a mistake in the values costs the value checks, not these:
@@ -90,6 +91,7 @@ class Example:
     canonical: Callable[[np.ndarray], np.ndarray] | None = None
     seed: int | None = 0
     label: str = ""
+    branch: str = ""  # which branch of the component this example takes (e.g. "categorical likelihood")
 
 
 def declaration(ctx: CheckContext) -> dict:
@@ -103,9 +105,13 @@ def example(ctx: CheckContext, variant: Variant) -> Example:
     builder = builders.get(ctx.spec.component)
     if isinstance(builder, dict):  # {property: builder, "default": builder}: another call for some properties
         builder = builder.get(ctx.cause) or builder.get("default")
+    if isinstance(builder, (list, tuple)):  # one builder per branch of the component: the check runs on each
+        ctx.property_branches = max(getattr(ctx, "property_branches", 1), len(builder))
+        builder = builder[min(getattr(ctx, "property_branch", 0), len(builder) - 1)]
     if builder is None:  # `grade lint-rubric` reports it; here it is the grader's bug, not the student's
         raise RuntimeError(f"{ctx.rubric.checks_module}.EXAMPLES has no builder for {ctx.spec.component!r}")
     ex = builder(ctx, variant)
+    ctx.property_branch_label = ex.branch
     if getattr(ctx, "property_example", None) is None:
         ctx.property_example = ex  # the first (ordinary) example: `_excuse_constructor` runs it on the own layers
     return ex
@@ -177,13 +183,17 @@ def _returns_sequence(ctx: CheckContext, ex: Example) -> bool:
 
 
 def _fail_on_exception(ctx: CheckContext, label: str, fn) -> object:
-    """fn(), or None after recording the student's exception as this case's failure."""
+    """fn(), or None after recording the student's exception as this case's failure. Counts the calls that worked
+    (`ctx.property_calls_ok`): code that never runs in a check shows nothing about its property."""
     try:
-        return fn()
+        out = fn()
+        ctx.property_calls_ok = getattr(ctx, "property_calls_ok", 0) + 1
+        return out
     except StudentException as e:
         ctx.expect(False, label, e.message + (f"\n  at {e.where}" if e.where else ""))
-    except StudentValueError as e:
-        ctx.expect(False, label, str(e))
+    except StudentValueError as e:  # an unusable return value (a NumPy array, a wrong type): like NaN on ordinary
+        ctx.expect(False, label, str(e), cause=e.cause or "")  # inputs, code that does not work yet, no fault of the
+        # property (unless the value's own check names its cause)
     return None
 
 
@@ -249,10 +259,15 @@ def _property(check):
     def run(ctx: CheckContext) -> None:
         prop = ctx.cause = check.__name__.removeprefix("check_")
         try:
+            ctx.property_branch, ctx.property_branches = 0, 1
             check(ctx)
+            _other_branches(ctx, check)
         finally:
             _excuse_constructor(ctx)
-            if any(not c.passed for c in ctx.cases):
+            # a finding only when the code ran at least once here: a missing function, or one that raises on every
+            # input (the value checks say so), is no "likely cause" such as "changes its input in place"
+            # (nor is code that returns NaN on ordinary inputs: that failure has no cause, `_works`)
+            if any(not c.passed and c.cause == prop for c in ctx.cases) and getattr(ctx, "property_calls_ok", 0):
                 name = str(ctx.rubric.component_targets.get(ctx.spec.component, ctx.spec.component))
                 finding = FINDINGS[prop].format(name=name)
                 found = ctx.session.findings.setdefault(ctx.spec.component, [])
@@ -261,6 +276,22 @@ def _property(check):
 
     run.__name__, run.__doc__ = check.__name__, check.__doc__
     return run
+
+
+def _other_branches(ctx: CheckContext, check) -> None:
+    """Run `check` again on each further branch of the component (EXAMPLES lists one builder per branch: a decoder's
+    Bernoulli and categorical likelihoods), its cases named after the branch. A property that holds in one branch
+    only (a .detach() in the categorical log-likelihood alone) went unseen while the check took one branch."""
+    while ctx.property_branch + 1 < ctx.property_branches:
+        ctx.property_branch += 1
+        start = len(ctx.cases)
+        ctx.property_branch_label = ""
+        with ctx.case(f"branch {ctx.property_branch + 1}"):
+            check(ctx)
+        label = ctx.property_branch_label or f"branch {ctx.property_branch + 1}"
+        for case in ctx.cases[start:]:
+            if not case.name.startswith(label):
+                case.name = f"{label}: {case.name}"
 
 
 @_property

@@ -879,45 +879,66 @@ def _example_encoder_sample(ctx, v):
                               batched=("mu_e", "log_var_e"), rows_independent=False, seed=3)
 
 
-def _example_decoder(ctx, v):
-    spec = _decoder_net(ctx, "bernoulli")
-    dec = ctx.new("dec", "Decoder", {"__net__": spec}, distribution="bernoulli")
-    ref_dec = ctx.ref.Decoder(nets.build(spec, ctx.device), distribution="bernoulli")
+def _example_encoder_log_prob_given(ctx, v):
+    """log q(z|x) from given mu_e, log_var_e and z of `v.dtype` (no network: the dtype property; a `.float()` on
+    the result went unseen while the property called the sampler only)."""
+    spec = _encoder_net(ctx)
+    enc = ctx.new("enc", "Encoder", {"__net__": spec})
+    ref_enc = ctx.ref.Encoder(nets.build(spec, ctx.device))
+    mu, lv = _f(ctx.rng.standard_normal((v.batch, L)), v.dtype), _f(ctx.rng.uniform(-2, 1, (v.batch, L)), v.dtype)
+    z = _f(ctx.rng.standard_normal((v.batch, L)), v.dtype)
+    return properties.Example(ctx.method(enc, "log_prob", "Encoder.log_prob"),
+                              {"x": None, "mu_e": mu, "log_var_e": lv, "z": z},
+                              lambda t: ref_enc.log_prob(mu_e=t["mu_e"], log_var_e=t["log_var_e"], z=t["z"]),
+                              batched=("mu_e", "log_var_e", "z"), branch="log_prob from given mu_e, log_var_e, z")
+
+
+def _new_decoder(ctx, distribution: str):
+    """(the student's Decoder of `distribution` on a fresh net, the reference's twin)."""
+    spec = _decoder_net(ctx, distribution)
+    kw = {"num_vals": V} if distribution == "categorical" else {}
+    dec = ctx.new(f"dec_{distribution}", "Decoder", {"__net__": spec}, distribution=distribution, **kw)
+    return dec, ctx.ref.Decoder(nets.build(spec, ctx.device), distribution=distribution, **kw)
+
+
+def _example_decoder(ctx, v, distribution: str = "bernoulli"):
+    dec, ref_dec = _new_decoder(ctx, distribution)
     z = _f(ctx.rng.standard_normal((v.batch, L)), "float32")
     return properties.Example(ctx.method(dec, "decode", "Decoder.decode"), {"z": z},
-                              lambda t: ref_dec.decode(t["z"]), params="dec", ref_object=ref_dec, batched=("z",))
+                              lambda t: ref_dec.decode(t["z"]), params=f"dec_{distribution}", ref_object=ref_dec,
+                              batched=("z",), branch=f"{distribution} decoder")
 
 
-def _example_decoder_log_prob(ctx, v):
-    """log p(x|z) (Bernoulli), through `decode`: what training differentiates (a detached log_prob kept full
-    marks while the property looked at `decode` alone)."""
-    spec = _decoder_net(ctx, "bernoulli")
-    dec = ctx.new("dec", "Decoder", {"__net__": spec}, distribution="bernoulli")
-    ref_dec = ctx.ref.Decoder(nets.build(spec, ctx.device), distribution="bernoulli")
-    x, z = _f(ctx.rng.integers(0, 2, (v.batch, D)), "float32"), _f(ctx.rng.standard_normal((v.batch, L)), "float32")
+def _example_decoder_log_prob(ctx, v, distribution: str = "bernoulli"):
+    """log p(x|z) of `distribution`, through `decode`: what training differentiates (a detached log_prob kept full
+    marks while the property looked at `decode` alone; a detach in the categorical branch alone, while it took the
+    Bernoulli branch only: held-out bench, seed 381953)."""
+    dec, ref_dec = _new_decoder(ctx, distribution)
+    x = _f(ctx.rng.integers(0, V if distribution == "categorical" else 2, (v.batch, D)), "float32")
+    z = _f(ctx.rng.standard_normal((v.batch, L)), "float32")
     return properties.Example(ctx.method(dec, "log_prob", "Decoder.log_prob"), {"x": x, "z": z},
-                              lambda t: ref_dec.log_prob(t["x"], t["z"]), params="dec", ref_object=ref_dec,
-                              batched=("x", "z"))
+                              lambda t: ref_dec.log_prob(t["x"], t["z"]), params=f"dec_{distribution}",
+                              ref_object=ref_dec, batched=("x", "z"), branch=f"{distribution} likelihood")
 
 
-def _example_decoder_sample(ctx, v):
-    spec = _decoder_net(ctx, "bernoulli")
-    dec = ctx.new("dec", "Decoder", {"__net__": spec}, distribution="bernoulli")
-    ref_dec = ctx.ref.Decoder(nets.build(spec, ctx.device), distribution="bernoulli")
+def _example_decoder_sample(ctx, v, distribution: str = "bernoulli"):
+    dec, ref_dec = _new_decoder(ctx, distribution)
     z = _f(ctx.rng.standard_normal((v.batch, L)), "float32")
     return properties.Example(ctx.method(dec, "sample", "Decoder.sample"), {"z": z}, lambda t: ref_dec.sample(t["z"]),
-                              batched=("z",), rows_independent=False)
+                              batched=("z",), rows_independent=False, branch=f"{distribution} sampler")
 
 
-def _example_mog_log_prob(ctx, v):
+def _example_mog_log_prob(ctx, v, dtype: str = "float32"):
+    """`dtype`: the prior's parameters and z in that dtype (its log-density must keep it: the dtype property, as
+    its sampler's; a `.float()` on the result went unseen while every call was float32)."""
     L_, K = (16, 8) if v.extreme else (3, 4)
     params = _mog_params(ctx, L_=L_, K=K)
-    prior, params = _new_prior(ctx, params)
-    ref_prior = _ref_prior(ctx, params)
+    prior, params = _new_prior(ctx, params, dtype)
+    ref_prior = _ref_prior(ctx, params, dtype)
     z = ctx.rng.standard_normal((v.batch, L_)) * 2
     if v.extreme:  # far from every mode: log-sum-exp must keep it finite
         z = ctx.rng.choice([-1, 1], (v.batch, L_)) * 60 + z
-    return properties.Example(ctx.method(prior, "log_prob", "MoGPrior.log_prob"), {"z": _f(z, "float32")},
+    return properties.Example(ctx.method(prior, "log_prob", "MoGPrior.log_prob"), {"z": _f(z, dtype)},
                               lambda t: ref_prior.log_prob(t["z"]), params="prior", ref_object=ref_prior, batched=("z",))
 
 
@@ -944,10 +965,13 @@ EXAMPLES = {
     "log_normal_diag": _example_log_normal_diag, "log_standard_normal": _example_log_standard_normal,
     "log_bernoulli": _example_log_bernoulli, "log_categorical": _example_log_categorical,
     "reparameterization": _example_reparameterization,
-    "encoder": {"default": _example_encoder, "dtype": _example_encoder_sample},
-    "decoder": {"default": _example_decoder, "differentiable": _example_decoder_log_prob,
-                "stochastic": _example_decoder_sample},
-    "mog_prior.log_prob": _example_mog_log_prob,
+    "encoder": {"default": _example_encoder, "dtype": [_example_encoder_sample, _example_encoder_log_prob_given]},
+    "decoder": {"default": [_example_decoder, lambda ctx, v: _example_decoder(ctx, v, "categorical")],
+                "differentiable": [_example_decoder_log_prob,
+                                   lambda ctx, v: _example_decoder_log_prob(ctx, v, "categorical")],
+                "stochastic": [_example_decoder_sample, lambda ctx, v: _example_decoder_sample(ctx, v, "categorical")]},
+    "mog_prior.log_prob": {"default": _example_mog_log_prob,
+                           "dtype": lambda ctx, v: _example_mog_log_prob(ctx, v, v.dtype)},
     "mog_prior.sample": {"default": _example_mog_sample, "dtype": lambda ctx, v: _example_mog_sample(ctx, v, v.dtype)},
     "elbo": _example_elbo,
 }

@@ -3,7 +3,8 @@
     probe = rubric.probe_function(); same_behaviour(probe(reference_module), probe(mutant_module))
 
 A probe calls every component of an assignment's module on random float64 inputs (including hard
-ones: ties, empty clusters, probabilities at the clamp, extreme variances, a batch of one) and
+ones: ties, empty clusters, probabilities at the clamp, extreme variances, a batch of one; networks and what
+runs through them in float32, as the assignments specify them: `_net`) and
 returns {key: value}: outputs, the gradients of a random projection of each output with respect
 to the inputs and parameters where the assignment trains through the component with autograd
 (not for k-means, PPCA, EM, samplers or evaluation-only code: a detached value there is no
@@ -95,8 +96,11 @@ def _rand(*shape, seed: int, scale: float = 1.0) -> torch.Tensor:
 
 
 def _net(n_in: int, n_out: int, seed: int, scale: float = 1.0) -> nn.Module:
+    """A float32 MLP: the assignments specify their networks in float32 (no rubric declares a dtype property for a
+    component that runs a network, and students may cast with x.float()), so a `.float()` on what a network
+    computes is no change of behaviour (it was, on float64 networks, and such mutants escaped every check)."""
     torch.manual_seed(seed)
-    net = nn.Sequential(nn.Linear(n_in, 6), nn.Tanh(), nn.Linear(6, n_out)).double()
+    net = nn.Sequential(nn.Linear(n_in, 6), nn.Tanh(), nn.Linear(6, n_out))
     with torch.no_grad():
         net[2].weight.mul_(scale)
     return net
@@ -125,7 +129,7 @@ def probe_vae(M) -> dict:
     rec("lc.float", lambda: M.log_categorical(xc.double(), pc, num_classes=5), [pc])
     L, D, V = 3, 3, 4
     enc = M.Encoder(_net(D, 2 * L, 5))
-    xe = _rand(4, D, seed=6)
+    xe = _rand(4, D, seed=6).float()
     rec("reparam", lambda: M.Encoder.reparameterization(mu, lv), [mu, lv])
     rec("encode", lambda: enc.encode(xe), lambda: list(enc.parameters()))
     rec("enc.sample", lambda: enc.sample(xe), lambda: list(enc.parameters()))
@@ -136,9 +140,9 @@ def probe_vae(M) -> dict:
     rec("enc.forward", lambda: enc(xe, type="encode"))
     for dist, v in (("categorical", V), ("bernoulli", None)):
         dec = M.Decoder(_net(L, D * (V if v else 1), 8), distribution=dist, num_vals=v)
-        zd = _leaf(_rand(5, L, seed=9))
-        xd = torch.randint(0, V, (5, D), generator=torch.Generator().manual_seed(3)).double() if v else \
-            torch.bernoulli(torch.full((5, D), 0.5, dtype=torch.float64), generator=torch.Generator().manual_seed(3))
+        zd = _leaf(_rand(5, L, seed=9).float())
+        xd = torch.randint(0, V, (5, D), generator=torch.Generator().manual_seed(3)).float() if v else \
+            torch.bernoulli(torch.full((5, D), 0.5), generator=torch.Generator().manual_seed(3))
         rec(f"dec.{dist}.decode", lambda: dec.decode(zd), [zd])
         rec(f"dec.{dist}.sample", lambda: dec.sample(zd))
         rec(f"dec.{dist}.log_prob", lambda: dec.log_prob(xd, zd), [zd])
@@ -154,9 +158,9 @@ def probe_vae(M) -> dict:
         rec(f"mog{K}.sample", lambda: prior.sample(200))
         rec(f"mog{K}.sample1", lambda: prior.sample(1))
     torch.manual_seed(14)
-    prior = M.MoGPrior(L, 3).double()
+    prior = M.MoGPrior(L, 3)
     vae = M.VAE(_net(D, 2 * L, 15), _net(L, D * V, 16), prior, num_vals=V, L=L)
-    xv = torch.randint(0, V, (4, D), generator=torch.Generator().manual_seed(17)).double()
+    xv = torch.randint(0, V, (4, D), generator=torch.Generator().manual_seed(17)).float()
     for r in ("avg", "sum"):
         rec(f"vae.{r}", lambda: vae(xv, reduction=r), lambda: list(vae.parameters()))
     rec("vae.sample", lambda: vae.sample(batch_size=3))
@@ -206,16 +210,16 @@ def probe_kmeans_autoencoder(M) -> dict:
 def probe_density_models(M) -> dict:
     rec = _Recorder()
     torch.manual_seed(1)
-    vae = M.ConvVAE(latent_dim=2, image_size=8).double()
+    vae = M.ConvVAE(latent_dim=2, image_size=8)  # float32, as specified (see _net)
     x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     x[0] = (x[0] > 0.5).double()
     params = lambda: list(vae.parameters())  # noqa: E731
     rec("vae.params", lambda: [(n, tuple(p.shape)) for n, p in vae.named_parameters()])
-    rec("vae.encode", lambda: vae.encode(x), params)
-    rec("vae.decode", lambda: vae.decode(_rand(3, 2, seed=3)), params)
-    eps = _rand(3, 2, seed=4)
-    rec("vae.elbo", lambda: vae.elbo(x, eps), params)
-    rec("vae.elbo.noeps", lambda: vae.elbo(x), params)
+    rec("vae.encode", lambda: vae.encode(x.float()), params)
+    rec("vae.decode", lambda: vae.decode(_rand(3, 2, seed=3).float()), params)
+    eps = _rand(3, 2, seed=4).float()
+    rec("vae.elbo", lambda: vae.elbo(x.float(), eps), params)
+    rec("vae.elbo.noeps", lambda: vae.elbo(x.float()), params)
     probs = _leaf(torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64))
     with torch.no_grad():
         probs[0, 0, 0, :3] = torch.tensor([0.0, 1.0, 1e-9], dtype=torch.float64)
@@ -264,20 +268,20 @@ def probe_amortized_vs_lo(M) -> dict:
     L, D = 3, 5
     enc = M.GaussianEncoder(_net(D, 2 * L, 6))
     dec = M.BernoulliDecoder(_net(L, D, 7, scale=40.0))  # logits far outside ±log(1/EPS): the clamp matters
-    x = torch.rand(3, D, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
-    x[0] = (x[0] > 0.5).double()
-    zz = _leaf(_rand(3, L, seed=9, scale=3))
+    x = torch.rand(3, D, generator=torch.Generator().manual_seed(8))
+    x[0] = (x[0] > 0.5).float()
+    zz = _leaf(_rand(3, L, seed=9, scale=3).float())
     rec("enc", lambda: enc(x), lambda: list(enc.parameters()))
     rec("dec", lambda: dec(zz), [zz])
     rec("dec.log_prob", lambda: dec.log_prob(x, zz), [zz])
     rec("dec.log_prob.M", lambda: dec.log_prob(x, zz[None].expand(2, 3, L) * 10), [zz])
-    mu2, lv2 = _leaf(_rand(3, L, seed=10)), _leaf(_rand(3, L, seed=11))
+    mu2, lv2 = _leaf(_rand(3, L, seed=10).float()), _leaf(_rand(3, L, seed=11).float())
     rec("elbo", lambda: M.elbo(dec, x, mu2, lv2), [mu2, lv2])
     vae = M.VAE(enc, dec, L)
     rec("vae.posterior", lambda: vae.posterior(x), lambda: list(vae.parameters()))
     rec("vae.elbo", lambda: vae.elbo(x), lambda: list(vae.parameters()))
     torch.manual_seed(12)
-    lo = M.LatentOptimizationVAE(dec, 6, L).double()
+    lo = M.LatentOptimizationVAE(dec, 6, L)
     idx = torch.tensor([4, 0, 4])
     rec("lo.state", lambda: [(n, p) for n, p in lo.named_parameters() if not n.startswith("decoder")])
     rec("lo.posterior", lambda: lo.posterior(x, idx), lambda: list(lo.parameters()))
@@ -288,7 +292,7 @@ def probe_amortized_vs_lo(M) -> dict:
     # log p(x) far below log(smallest double) (~ -745): averaging exp(log w) underflows, log-mean-exp does not
     Dw = 300
     wide = M.VAE(M.GaussianEncoder(_net(Dw, 2 * L, 13)), M.BernoulliDecoder(_net(L, Dw, 14, scale=40.0)), L)
-    xw = (torch.rand(2, Dw, generator=torch.Generator().manual_seed(15), dtype=torch.float64) > 0.5).double()
+    xw = (torch.rand(2, Dw, generator=torch.Generator().manual_seed(15)) > 0.5).float()
     rec("iw.vae.underflow", lambda: M.log_px_importance(wide, xw, 4))
     return rec.out
 

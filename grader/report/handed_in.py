@@ -33,7 +33,8 @@ def handed_in_context(result: GradeResult, result_dir: Path, clean_text) -> dict
             continue  # written by the grader itself; anything else is not shown
         figures.append({"n": i, "src": quote(path.relative_to(result_dir).as_posix()),
                         "caption": clean_text(f.get("caption", ""), 200)})
-    notes = [clean_text(n, MAX_NOTE_CHARS) for n in sub.get("notes") or []]
+    notes = [clean_text(n, MAX_NOTE_CHARS) for n in broken_cells(sub)]
+    notes += [clean_text(n, MAX_NOTE_CHARS) for n in sub.get("notes") or []]
     plain = [n for n in sub.get("notes") or [] if not str(n).startswith(("Answers taken from answers.md",
                                                                          "Not answered in answers.md"))]
     if sub.get("kind") == "module" and sub.get("answers_from") in ("answers.md", "") and not plain and not figures:
@@ -41,3 +42,17 @@ def handed_in_context(result: GradeResult, result_dir: Path, clean_text) -> dict
     return {"module_from": clean_text(sub.get("module_from", ""), 200), "kind": sub.get("kind", ""),
             "answers_from": clean_text(sub.get("answers_from", ""), 200), "notes": notes, "left_out": rows,
             "left_out_more": max(0, len(left) - MAX_LEFT_OUT_ROWS), "figures": figures}
+
+
+def broken_cells(sub: dict) -> list[str]:
+    """A sentence for each notebook cell left out whole (not valid Python, too big, nested too deeply): every
+    definition in it is missing when grading, which the student must hear first, not in a table's row."""
+    out = []
+    for lo in sub.get("left_out") or []:
+        why = str(lo.get("why", "")) if isinstance(lo, dict) else ""
+        if why.startswith("the cell ") and why.endswith("so none of it is run"):
+            reason = "it " + why.removeprefix("the cell ").removesuffix(", so none of it is run")
+            out.append(f"Cell {lo.get('cell')} (line {lo.get('line')}) is not run at all: {reason}; everything it "
+                       "defines is missing when grading. Fix it and check again.")
+    return out
+

@@ -18,10 +18,8 @@ from __future__ import annotations
 import base64
 import io
 import mimetypes
-import os
 import re
 import secrets
-import tempfile
 import time
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -34,6 +32,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup
 
 from grader import glossary
+from grader.fileio import write_atomic
 from grader.glossary import fmt_points  # noqa: F401 (one rounding for every reader; imported from here since v0.1)
 from grader.redact import machine_paths, redact_paths
 from grader.report import display
@@ -200,12 +199,15 @@ def math_html(tex: str, display: bool) -> Markup:
 # ---- Markdown -----------------------------------------------------------------------------------
 _FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _INLINE_CODE_RE = re.compile(r"(`+)(?!`).+?(?<!`)\1(?!`)", re.S)
+# A formula spans at most MAX_MATH_SPAN characters: with `.+?` every opener without its closer scanned to the end
+# of the answer (quadratic: 20 000 unclosed "\[" in a 40 kB answer took 5 s, in the report and in `grade serve`).
+MAX_MATH_SPAN = 1000  # (longer ones would be shown as TeX source anyway: MAX_MATH_CHARS)
 _MATH_RE = re.compile(
-    r"\$\$(?P<d1>.+?)\$\$"  # $$ display $$
-    r"|\\\[(?P<d2>.+?)\\\]"  # \[ display \]
-    r"|\\\((?P<i2>.+?)\\\)"  # \( inline \)
+    r"\$\$(?P<d1>.{1,%d}?)\$\$"  # $$ display $$
+    r"|\\\[(?P<d2>.{1,%d}?)\\\]"  # \[ display \]
+    r"|\\\((?P<i2>.{1,%d}?)\\\)"  # \( inline \)
     # $inline$: not after a backslash, no space just inside the dollars, not followed by a digit ($5 and $6)
-    r"|(?<![\\$])\$(?![\s$])(?P<i1>(?:\\.|[^$\\\n])+?)(?<![\s\\])\$(?!\d)",
+    r"|(?<![\\$])\$(?![\s$])(?P<i1>(?:\\.|[^$\\\n])+?)(?<![\s\\])\$(?!\d)" % ((MAX_MATH_SPAN,) * 3),
     re.S,
 )
 
@@ -343,18 +345,28 @@ _REASON_PREFIXES = ("Likely cause", "Diagnosis: training", "Diagnosis: the valid
 
 def _feedback_lines(t: TestResult, shown_as_boxes: bool) -> list[str]:
     """The check's output without what the report shows in its own boxes: the diagnosis lines the engine
-    appends for each diagnosed mistake, and the rubric's hint (one diagnosis box per check)."""
-    out = []
+    appends for each diagnosed mistake, and the rubric's hint (one diagnosis box per check). A check that
+    charges nothing for a mistake charged in another check says so first (its cases below still fail)."""
+    out, first = [], []
     for line in clean_text(t.output, CHECK_OUTPUT_MAX_CHARS + 1).rstrip("\n").split("\n"):
         s = line.strip()
-        if shown_as_boxes and s.startswith("Diagnosis: ") and any(
+        if s.startswith("Diagnosis: ") and any(
                 s.startswith(f"Diagnosis: {clean_text(m.get('message', '') if isinstance(m, dict) else m)}")
-                for m in t.mistakes):
+                for m in t.mistakes) and (shown_as_boxes or _charged_elsewhere(t, m_all=True)):
             continue
         if t.hint and s == f"Hint: {clean_text(t.hint)}":
             continue
-        out.append(line)
-    return out
+        (first if s.startswith("Not charged again here") else out).append(line)
+    return first + out
+
+
+def _charged_elsewhere(t: TestResult, mistake: object = None, m_all: bool = False) -> bool:
+    """Whether `mistake` (m_all: every diagnosed mistake of `t`) is charged in another check, not in `t`
+    (grader/charging.py: that check's feedback names it; the box is shown there, once)."""
+    elsewhere = {c.get("cause") for c in t.charged_once if isinstance(c, dict) and c.get("charged_in") != t.check}
+    ids = [m.get("id") for m in t.mistakes if isinstance(m, dict)] if m_all else \
+        [mistake.get("id") if isinstance(mistake, dict) else None]
+    return bool(ids) and all(i and f"mistake:{i}" in elsewhere for i in ids)
 
 
 def _hidden_reason(t: TestResult, title: str) -> list[str]:
@@ -363,12 +375,15 @@ def _hidden_reason(t: TestResult, title: str) -> list[str]:
         return [line.strip() for line in clean_text(t.output, CHECK_OUTPUT_MAX_CHARS).split("\n") if line.strip()]
     if t.status == "passed":
         return []
-    reasons = [f"This hidden check found a fault in {title}."]
+    where = "your trained model" if "model" in t.tags and title == glossary.COMPONENT_TITLES["model"] else title
+    reasons = [f"This hidden check found a fault in {where}."]
+    # the kind of fault the failing cases show (the more precise), else how the run of the code ended
+    kinds = [] if t.mistakes else glossary.fault_kinds(t.output)[:2]
     kind = glossary.failure_kind(t.error)
-    if kind:
+    if kinds:
+        reasons += [f"{k[0].upper()}{k[1:]}." for k in kinds]
+    elif kind:
         reasons.append(f"What happened: {kind}.")
-    elif not t.mistakes:
-        reasons += [f"{k[0].upper()}{k[1:]}." for k in glossary.fault_kinds(t.output)[:2]]
     for m in t.mistakes:
         msg = clean_text(m.get("message", "") if isinstance(m, dict) else m, FIELD_MAX_CHARS)
         if msg:
@@ -380,22 +395,62 @@ def _hidden_reason(t: TestResult, title: str) -> list[str]:
     return [_E_NOTATION.sub(lambda m: display.fmt_value(float(m.group(0))), r) for r in reasons]
 
 
+_BACKQUOTED = re.compile(r"`([^`\n]+)`")
+
+
+def _with_code(text: str) -> Markup:
+    """Escaped text whose `backquoted` names (the student's own code) are set as code, not shown with backquotes."""
+    return Markup(_BACKQUOTED.sub(lambda m: str(Markup("<code>{}</code>").format(m.group(1))), str(Markup.escape(text))))
+
+
+def _said_once(checks: list[dict]) -> None:
+    """A component's hidden checks share their diagnosis and likely causes (a trained model's four measures fail
+    for one reason): each such line in full in the first check that says it, then 'as in check N'."""
+    first: dict[str, str] = {}
+    kinds: dict[tuple, str] = {}  # a hidden check's fault kinds -> the first check that said them
+    for c in checks:
+        said = tuple(str(r) for r in c["hidden_reason"][1:] if not str(r).startswith(("Likely cause", "Diagnosis")))
+        if c["hidden_reason"] and said and said in kinds and str(c["hidden_reason"][0]).startswith("This hidden check"):
+            # carol's missing log_categorical: six checks, each 'a function … is missing from your code'
+            c["hidden_reason"] = [c["hidden_reason"][0], f"The same kind of fault as check {kinds[said]}."] + [
+                r for r in c["hidden_reason"] if str(r).startswith(("Likely cause", "Diagnosis"))]
+        elif said:
+            kinds.setdefault(said, c["number"])
+        kept, same = [], []
+        for r in c["hidden_reason"]:
+            head = next((p for p in ("Likely cause", "Diagnosis") if str(r).startswith(p)), "")
+            if head and r in first:
+                if head not in same:
+                    same.append(head)
+                continue
+            if head:
+                first[r] = c["number"]
+            kept.append(r)
+        if same:
+            numbers = sorted({first[r] for r in c["hidden_reason"] if r in first and first[r] != c["number"]})
+            words = " and ".join([same[0], same[1].lower()] if len(same) > 1 else same)
+            kept.append(f"{words}: the same as in check {', '.join(numbers)}.")
+        c["hidden_reason"] = [_with_code(r) for r in kept]
+
+
 _E_NOTATION = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?e[+-]?\d+\b")  # 6.376e+22 -> 6.38 × 10²² in the report's words
 
 
-def _check(t: TestResult, instructor: bool = False, title: str = "") -> dict:
+def _check(t: TestResult, instructor: bool = False, title: str = "", tag: str = "") -> dict:
     status, symbol = _status(t)
     if t.error == "blocked":
         status, symbol = "not-judged", "–"
     hidden = t.visibility in HIDDEN_VISIBILITIES and not instructor
-    mistakes = [] if hidden else [_mistake(m) for m in t.mistakes]
+    # a mistake charged in another check has its box there; here, the first line says where (grader/charging.py)
+    mistakes = [] if hidden else [_mistake(m) for m in t.mistakes if not _charged_elsewhere(t, m)]
     lines = _feedback_lines(t, bool(mistakes))
     output, note = truncate("\n".join(lines), CHECK_OUTPUT_MAX_CHARS, CHECK_OUTPUT_MAX_LINES, original=t.output)
     hint = clean_text(t.hint, FIELD_MAX_CHARS)
     # the hint only when it adds something: a diagnosed mistake's fix says what to do more precisely
     show_hint = not hidden and bool(hint) and t.status != "passed" and not any(m["hint"] for m in mistakes)
     return {
-        "number": clean_text(t.number, 20), "name": clean_text(t.name, FIELD_MAX_CHARS),
+        "number": clean_text(t.number, 20),
+        "name": clean_text(glossary.check_title(t.name, title, tag) if title else t.name, FIELD_MAX_CHARS),
         "score": fmt_points(t.score), "max": fmt_points(t.max_score), "status": status, "symbol": symbol,
         "hidden": hidden, "output": "" if hidden else output.strip("\n"), "output_note": "" if hidden else note,
         "hidden_reason": _hidden_reason(t, title) if hidden else [],
@@ -429,10 +484,12 @@ def _components(result: GradeResult, instructor: bool = False) -> list[dict]:
         name = clean_text(glossary.component_title(tag, targets.get(tag, "")), 200)
         score, top = sum(t.score for t in tests), sum(t.max_score for t in tests)
         frac = score / top if top > 0 else 1.0
+        checks = [_check(t, instructor, name, tag) for t in tests]
+        _said_once(checks)
         out.append({
             "name": name, "score": fmt_points(score), "max": fmt_points(top), "n": len(tests),
             "passed": sum(t.status == "passed" for t in tests), "pct": round(100 * max(0.0, min(1.0, frac))),
-            "level": _level(frac), "checks": [_check(t, instructor, name) for t in tests],
+            "level": _level(frac), "checks": checks,
         })
     return out
 
@@ -556,7 +613,8 @@ def report_context(result: GradeResult, result_dir: Path, instructor: bool = Fal
         "sandbox": _sandbox(result), "instructor": instructor,
         "sandbox_raw": [(clean_text(k, 80), clean_text(v, 2000)) for k, v in (result.sandbox or {}).items()] if instructor else [],
         "errors": [clean_text(e if instructor else _student_error(e), FIELD_MAX_CHARS * 2) for e in result.errors],
-        "components": _components(result, instructor),
+        "components": (components := _components(result, instructor)),
+        "any_hidden": any(t["hidden"] for c in components for t in c["checks"]),
         "n_checks": len(result.tests), "n_passed": sum(t.status == "passed" for t in result.tests),
         "metrics": _metrics(result), "metrics_note": _no_model_values(result),
         "figures": _figures(result, result_dir),
@@ -642,21 +700,8 @@ def html_to_pdf(html: str, base_dir: Path, pdf_path: Path) -> Path:
     base_dir = Path(base_dir).resolve()
     fetcher = local_only_fetcher(base_dir, TEMPLATES_DIR)
     html_doc = weasyprint.HTML(string=html, base_url=base_dir.as_uri() + "/", url_fetcher=fetcher)
-    write_bytes_atomic(pdf_path, render_without_near_empty_last_page(html_doc).write_pdf())
+    write_atomic(pdf_path, render_without_near_empty_last_page(html_doc).write_pdf())
     return pdf_path
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def render_report(result: GradeResult, result_dir: Path) -> tuple[Path, Path]:
@@ -665,7 +710,7 @@ def render_report(result: GradeResult, result_dir: Path) -> tuple[Path, Path]:
     result_dir = Path(result_dir).resolve()
     html = build_html(result, result_dir)
     html_path, pdf_path = result_dir / "report.html", result_dir / "report.pdf"
-    write_bytes_atomic(html_path, html.encode("utf-8"))
-    write_bytes_atomic(result_dir / INSTRUCTOR_HTML, build_html(result, result_dir, instructor=True).encode("utf-8"))
+    write_atomic(html_path, html.encode("utf-8"))
+    write_atomic(result_dir / INSTRUCTOR_HTML, build_html(result, result_dir, instructor=True).encode("utf-8"))
     html_to_pdf(html, result_dir, pdf_path)
     return html_path, pdf_path

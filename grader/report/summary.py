@@ -18,8 +18,8 @@ import jinja2
 from markupsafe import Markup
 
 from grader.report.manual import load_results
-from grader.report.render import (clean_text, fmt_date, fmt_points, html_to_pdf, stylesheet,
-                                  write_bytes_atomic)
+from grader.fileio import write_atomic
+from grader.report.render import clean_text, fmt_date, fmt_points, html_to_pdf, stylesheet
 from grader.results import GradeResult
 
 SUMMARY_TEMPLATE = """<!DOCTYPE html>
@@ -78,8 +78,9 @@ h2.assignment-title { background: var(--soft); padding: 1.5mm 3mm; border-radius
 <h3>Score distribution</h3>
 <div class="hist"><img src="{{ sec.histogram }}" alt="Histogram of total scores"></div>
 
-<h3>Pass rate per check</h3>
-{{ sec.checks_table }}
+<h3>Checks not every student passed</h3>
+{% if sec.checks_table %}{{ sec.checks_table }}{% endif %}
+{% if sec.all_passed %}<p class="muted">{{ sec.all_passed }} other check{{ "s" if sec.all_passed != 1 }} passed by every student (not listed).</p>{% endif %}
 
 <h3>Most common diagnosed mistakes</h3>
 {% if sec.mistakes_table %}{{ sec.mistakes_table }}{% else %}<p class="muted">No known mistake was diagnosed.</p>{% endif %}
@@ -158,12 +159,15 @@ def summary_tables(results: dict[str, GradeResult]):
             c["n"] += 1
             c["passed"] += t.status == "passed"
             c["score"] += t.score
+    # only the checks some student did not pass: 72 checks a student made 3 pages of "100%" per assignment
+    missed = [c for c in per_check.values() if c["passed"] < c["n"]]
     checks = pd.DataFrame([{
         "#": clean_text(c["number"], 20), "Check": clean_text(c["name"], 200) + (" (hidden)" if c["hidden"] else ""),
         "Component": clean_text(c["component"], 80), "Students": c["n"],
         "Pass rate": f"{100 * c['passed'] / c['n']:.0f}%", "Mean points": f"{c['score'] / c['n']:.2f} / {fmt_points(c['max'])}",
-    } for c in sorted(per_check.values(), key=lambda c: _number_key(c["number"]))],
+    } for c in sorted(missed, key=lambda c: _number_key(c["number"]))],
         columns=["#", "Check", "Component", "Students", "Pass rate", "Mean points"])
+    checks.attrs["all_passed"] = len(per_check) - len(missed)  # said under the table
 
     counts: Counter = Counter()
     who: dict[tuple, set] = defaultdict(set)
@@ -230,7 +234,8 @@ def _section(assignment: str, results: dict[str, GradeResult]) -> dict:
     }
     return {"assignment": clean_text(assignment, 80), "n": len(results), "stats": stats,
             "histogram": _histogram(values, top, xlabel),
-            "checks_table": _table(checks, "checks-t"), "mistakes_table": _table(mistakes, "mistakes-t"),
+            "checks_table": _table(checks, "checks-t"), "all_passed": checks.attrs.get("all_passed", 0),
+            "mistakes_table": _table(mistakes, "mistakes-t"),
             "questions_table": _table(questions, "questions-t"), "students_table": _table(students, "students-t")}
 
 
@@ -258,5 +263,5 @@ def render_summary(results_dir: Path) -> Path:
     """Write `results_dir/summary.html` and `results_dir/summary.pdf`; return the PDF's path."""
     results_dir = Path(results_dir).resolve()
     html = summary_html(results_dir)
-    write_bytes_atomic(results_dir / "summary.html", html.encode("utf-8"))
+    write_atomic(results_dir / "summary.html", html.encode("utf-8"))
     return html_to_pdf(html, results_dir, results_dir / "summary.pdf")

@@ -23,6 +23,7 @@ Scores, all in [0, 1]:
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.similarity.fingerprints import K, W, Fingerprint, kgram_hashes, winnow_segments
-from grader.similarity.tokens import VERSION, tokenize_segments, top_level_units
+from grader.similarity.tokens import VERSION, tokenize_segments, tokenize_tree, top_level_units
 
 DF_CAP = 24
 MIN_MASS = 25.0
@@ -110,8 +111,9 @@ def fingerprint_source(source: str, use_cache: bool = True) -> tuple[list[Finger
             return ([Fingerprint(*f) for f in data["fingerprints"]], [tuple(u) for u in data["units"]])
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    fps = winnow_segments(tokenize_segments(source))
-    units = top_level_units(source)
+    tree = ast.parse(source)
+    units = top_level_units(tree)  # before the tokens: normalising rewrites the tree in place
+    fps = winnow_segments(tokenize_tree(tree))
     if use_cache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import csv
 import html
-import os
-import tempfile
 from pathlib import Path
 
 import jinja2
 
+from grader.fileio import write_atomic
 from grader.resources import data_dir
 from grader.similarity.compare import Comparison, Document, Pair
 
@@ -19,21 +18,6 @@ TEMPLATES_DIR = data_dir("templates")  # the checkout's templates/, or the insta
 FLAG = 0.5
 #: colours of the fragments of one pair (the same fragment has the same colour on both sides)
 COLOURS = ("#ffe08a", "#a8e6cf", "#ffb3ba", "#bae1ff", "#e0c3fc", "#ffd6a5", "#caffbf", "#fdffb6")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary file would be (mkstemp makes it 0600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_csv(comparison: Comparison, path: Path) -> Path:
@@ -45,7 +29,7 @@ def write_csv(comparison: Comparison, path: Path) -> Path:
     w.writerow(["student_a", "student_b", "score"])
     for p in comparison.pairs:
         w.writerow([p.a, p.b, f"{p.score:.6f}"])
-    _atomic_write(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
     return path
 
 
@@ -89,5 +73,5 @@ def render_html(comparison: Comparison, assignment: str, top: int = 50, embedded
 
 
 def write_html(comparison: Comparison, path: Path, assignment: str, top: int = 50) -> Path:
-    _atomic_write(path, render_html(comparison, assignment, top))
+    write_atomic(path, render_html(comparison, assignment, top))
     return path

@@ -92,15 +92,21 @@ class _DropDeadCode(ast.NodeTransformer):
             block = getattr(node, field, None)
             if isinstance(block, list) and block and isinstance(block[0], ast.stmt):
                 setattr(node, field, self._block(block))
-        for field, value in ast.iter_fields(node):
-            if field in ("body", "orelse", "finalbody") and isinstance(value, list) and value \
-                    and isinstance(value[0], ast.stmt):
-                continue
-            if isinstance(value, list):
-                setattr(node, field, [self.visit(v) if isinstance(v, ast.AST) else v for v in value])
-            elif isinstance(value, ast.AST):
-                setattr(node, field, self.visit(value))
+        _visit_clauses(self, node)
         return node
+
+
+_CLAUSES = (ast.excepthandler, ast.match_case)
+
+
+def _visit_clauses(visitor: ast.NodeVisitor, node: ast.AST) -> None:
+    """Visit the except handlers and match cases of `node` (the other nodes that hold statements). An
+    expression never holds a statement, so a pass that rewrites statements need not descend into one."""
+    for value in (getattr(node, f, None) for f in node._fields):
+        if isinstance(value, list):
+            for v in value:
+                if isinstance(v, _CLAUSES):
+                    visitor.visit(v)
 
 
 def _name_counts(fn: ast.AST) -> tuple[dict[str, int], dict[str, int]]:
@@ -143,7 +149,7 @@ def _inline_block(body: list[ast.stmt], loads: dict[str, int], stores: dict[str,
     """Inline `t = expr` into the one later statement of the same block that reads `t` (read once,
     stored once in the whole function), and drop stores that are never read."""
     out = list(body)
-    names = [_names_in(s) for s in out]
+    names: list[set[str] | None] = [None] * len(out)  # each statement's names, walked when first needed
     i = 0
     while i < len(out):
         name = _simple_target(out[i])
@@ -154,6 +160,8 @@ def _inline_block(body: list[ast.stmt], loads: dict[str, int], stores: dict[str,
                 continue
             if uses == 1:
                 for j in range(i + 1, len(out)):
+                    if names[j] is None:
+                        names[j] = _names_in(out[j])
                     if name in names[j]:
                         sub = _Substitute(name, out[i].value)
                         out[j] = sub.visit(out[j])
@@ -167,6 +175,14 @@ def _inline_block(body: list[ast.stmt], loads: dict[str, int], stores: dict[str,
 
 
 class _InlineTemporaries(ast.NodeTransformer):
+    def generic_visit(self, node):  # functions are found in statement lists only
+        for value in (getattr(node, f, None) for f in node._fields):
+            if isinstance(value, list):
+                for v in value:
+                    if isinstance(v, (ast.stmt, *_CLAUSES)):
+                        self.visit(v)  # rewrites in place, returns v
+        return node
+
     def visit_FunctionDef(self, node):
         loads, stores = _name_counts(node)
 
@@ -207,6 +223,13 @@ class _LoopToComp(BlockTransformer):
     """`v = []` + `for t in it: v.append(e)` -> `v = [e for t in it]` (the comprehension is then
     inlined where `v` is read once, as `[e for t in it]` written directly would be)."""
 
+    def generic_visit(self, node):  # the loops it rewrites sit in statement lists, never in an expression
+        for field in ("body", "orelse", "finalbody"):
+            b = getattr(node, field, None)
+            if isinstance(b, list) and b and isinstance(b[0], ast.stmt):
+                setattr(node, field, self._block(b))
+        return node
+
     def _block(self, body):
         out = []
         for s in body:
@@ -226,25 +249,21 @@ class _LoopToComp(BlockTransformer):
         return out
 
 
-def _imported_names(tree: ast.Module) -> set[str]:
-    names: set[str] = set()
+def _module_names(tree: ast.Module) -> tuple[set[str], set[str]]:
+    """(imported names, attribute names the student defines) in one walk of the module. The defined
+    attributes are `self.X = ...` targets and methods of their classes, less forward and __init__."""
+    imported: set[str] = set()
+    bound: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+            imported |= {(a.asname or a.name).split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            names |= {a.asname or a.name for a in node.names}
-    return names
-
-
-def _bound_attributes(tree: ast.Module) -> set[str]:
-    """Attribute names the student defines: `self.X = ...` targets and methods of their classes."""
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
-            names.add(node.attr)
+            imported |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            bound.add(node.attr)
         elif isinstance(node, ast.ClassDef):
-            names |= {s.name for s in node.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    return names - {"forward", "__init__"}
+            bound |= {s.name for s in node.body if isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return imported, bound - {"forward", "__init__"}
 
 
 def normalise_tree(tree: ast.Module, in_place: bool = False) -> ast.Module:
@@ -472,10 +491,13 @@ class _Emitter:
 def tokenize_segments(text: str) -> list[list[Token]]:
     """The canonical tokens of a module's source, one list per function or method body and one for
     the module level (see the module docstring)."""
-    tree = ast.parse(text)
-    keep = (_imported_names(tree) | _BUILTINS | _MODULE_ALIASES_HINT)
-    bound = _bound_attributes(tree)
-    em = _Emitter(keep, bound)
+    return tokenize_tree(ast.parse(text))
+
+
+def tokenize_tree(tree: ast.Module) -> list[list[Token]]:
+    """`tokenize_segments` of a parsed module; normalises `tree` in place (parse it again to reuse it)."""
+    imported, bound = _module_names(tree)
+    em = _Emitter(imported | _BUILTINS | _MODULE_ALIASES_HINT, bound)
     em.emit(normalise_tree(tree, in_place=True).body)
     return [seg for seg in [*em.segments, em.out] if seg]
 
@@ -485,9 +507,9 @@ def tokenize_source(text: str) -> list[Token]:
     return [t for seg in tokenize_segments(text) for t in seg]
 
 
-def top_level_units(text: str) -> list[tuple[str, int, int]]:
-    """(name, first line, last line) of each top-level function and class: the units a partial copy
-    is looked for in."""
-    tree = ast.parse(text)
+def top_level_units(text: str | ast.Module) -> list[tuple[str, int, int]]:
+    """(name, first line, last line) of each top-level function and class of a source or parsed module:
+    the units a partial copy is looked for in."""
+    tree = ast.parse(text) if isinstance(text, str) else text
     return [(n.name, n.lineno, n.end_lineno or n.lineno) for n in tree.body
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
