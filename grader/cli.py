@@ -15,7 +15,7 @@ trace.mark("python started, grader.cli imported")
 import click  # noqa: E402
 
 from grader import __version__  # noqa: E402
-from grader.glossary import fmt_points, shorten  # noqa: E402
+from grader.glossary import check_title, fmt_points, shorten  # noqa: E402
 from grader.commands.console import Table, console, escape  # noqa: E402  (rich, imported on first use)
 from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV  # noqa: E402
 
@@ -178,12 +178,6 @@ def _brief(test, limit: int = 240) -> str:
     return shorten(text, limit)
 
 
-def _short_name(name: str, title: str, tag: str) -> str:
-    """A check's name under its component's row: 'values (…)', not 'log_normal_diag: values (…)'."""
-    head, sep, rest = name.partition(": ")
-    return rest if sep and rest and head in {title, tag, title.rsplit(".", 1)[-1], tag.rsplit(".", 1)[-1]} else name
-
-
 def _component_rows(result, rubric) -> list[tuple[str, str, list]]:
     """(tag, title, tests) per component, in the order of the checks (the report's grouping)."""
     from grader.glossary import component_title
@@ -218,9 +212,10 @@ def _print_table(result, title: str, rubric=None) -> None:
                 continue
             colour = "green" if t.status == "passed" else "yellow" if t.score > 0 else "red"
             brief = _brief(t)
-            feedback = f"the same as {said[brief]}" if brief and brief in said else brief
-            said.setdefault(brief, t.number)
-            table.add_row(t.number, "  " + escape(_short_name(t.name, name, tag)),
+            key = brief.split(": ", 1)[-1]  # without the case's name: the same failure seen by another case
+            feedback = f"the same as {said[key]}" if brief and key in said else brief
+            said.setdefault(key, t.number)
+            table.add_row(t.number, "  " + escape(check_title(t.name, name, tag)),
                           f"[{colour}]{fmt_points(t.score)}/{fmt_points(t.max_score)}[/]", escape(feedback))
     console.print(table)
     for e in result.errors:

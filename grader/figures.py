@@ -13,6 +13,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _readable(x: float) -> str:
+    """1.1e+27 -> '1.1×10²⁷' (a figure's note in the report's words), 2.5 -> '2.5'."""
+    if not np.isfinite(x) or x == 0 or 1e-3 <= abs(x) < 1e4:
+        return f"{x:.2g}"
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"{mantissa}×10{str(int(exponent)).translate(_SUPERSCRIPT)}".replace("-", "−", 1 if x < 0 else 0)
+
 __all__ = ["draw_losses", "loss_curves", "image_grid", "sample_grid", "latent_projection"]
 
 DPI = 120
@@ -107,7 +117,7 @@ def draw_losses(ax, series: list[dict], ylabel: str = "") -> None:
         ax.set_ylim(*window)
         if off:
             # short, and clipped to its own panel: in a row of panels a long note ran into the next one
-            ax.text(0.01, 0.01, f"{off} off the scale ▲▼\n(largest |value| {extreme:.2g})",
+            ax.text(0.01, 0.01, f"{off} off the scale ▲▼\n(largest |value| {_readable(extreme)})",
                     transform=ax.transAxes, fontsize=6.5, color="tab:red", va="bottom", clip_on=True)
     if ax.lines:
         ax.legend(fontsize=7)

@@ -68,6 +68,7 @@ FAULT_KINDS = (
     ("is missing", "a function or class this check calls is missing from your code"),
     ("must return a torch.Tensor", "your code returns something other than a torch.Tensor (e.g. a NumPy array)"),
     ("NaN", "your code returns NaN (or infinite) values where the correct result is finite"),
+    ("Error: ", "your code raises an error"),
     ("shape", "your code returns a result of the wrong shape"),
     ("grad", "the gradients of your code are wrong"),
     ("dtype", "your code returns the wrong data type"),
@@ -91,15 +92,28 @@ def fault_kinds(output: str) -> list[str]:
         message = line
         for label in _CASE_LABELS:
             message = message.replace(label, "")
-        for needle, words in FAULT_KINDS:
-            if needle.lower() in message.lower() and words not in found:
-                found.append(words)
+        for needle, words in FAULT_KINDS:  # a line's first kind only (a NumPy array "of shape (4, 3)" is no shape fault)
+            if needle.lower() in message.lower():
+                if words not in found:
+                    found.append(words)
                 break
     return found
 
 
 # Observation models of the data (Dataset.likelihood) in words.
 LIKELIHOODS = {"categorical": "a categorical distribution per pixel", "bernoulli": "a Bernoulli distribution per pixel"}
+
+def data_description(name: str, n_train: int, n_val: int, n_test: int, shape, num_vals: int,
+                     likelihood: str | None = None) -> str:
+    """A data set in a student's words (the report's "Data set" line): 'digits: 1,350 training and 447 test images
+    of 8×8 pixels, 17 grey levels' (n_val 0: no validation split), with the likelihood the models use when given."""
+    size = "×".join(str(s) for s in shape)
+    split = (f"{n_train:,} training, {n_val:,} validation and {n_test:,} test" if n_val
+             else f"{n_train:,} training and {n_test:,} test")
+    levels = "binary pixels" if num_vals == 2 else f"{num_vals} grey levels"
+    model = f" ({LIKELIHOODS.get(likelihood, likelihood)})" if likelihood else ""
+    return f"{name}: {split} images of {size} pixels, {levels}{model}"
+
 
 # Component tags that are not the name of something the student wrote.
 COMPONENT_TITLES = {"model": "Trained model", "interface": "Function signatures"}
@@ -174,3 +188,12 @@ def shorten(text: str, limit: int) -> str:
     if " " in cut[limit // 2:]:
         cut = cut[:cut.rindex(" ")]
     return cut.rstrip(" ,;:") + "…"
+
+
+def check_title(name: str, component: str, tag: str = "") -> str:
+    """A check's name under its component's heading: 'values (…)', not 'log_normal_diag: values (…)' (the report
+    and the console group checks by component; the name keeps its prefix where the component is not said)."""
+    head, sep, rest = str(name).partition(": ")
+    names = {component, tag, component.rsplit(".", 1)[-1], tag.rsplit(".", 1)[-1]} - {""}
+    return rest if sep and rest and head in names else str(name)
+

@@ -338,3 +338,38 @@ def test_a_correct_autoencoder_cut_by_the_time_budget_is_compared_with_the_refer
     result = grade_submission(sub, rubric, opts)
     ae = next(t for t in result.tests if t.check == "model.autoencoder")
     assert "trained for the same" in ae.output and ae.score == ae.max_score, ae.output
+
+
+FORGED_RECONSTRUCTIONS = '''
+
+# --- the attack: reconstructions computed in the sandbox are the student's to write. A spare parameter makes the
+# weights not fit the sketch's layers, and inside the course's training loop (found on the stack) forward returns
+# its input: the "reconstructions" of the test images are the test images themselves.
+import sys as _sys
+_Honest = ConvAutoencoder
+
+
+class ConvAutoencoder(_Honest):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spare = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        frame, in_loop = _sys._getframe(1), False
+        while frame is not None:
+            in_loop = in_loop or "harnesses" in frame.f_code.co_filename
+            frame = frame.f_back
+        return x + 0 * self.spare if in_loop else super().forward(x)
+'''
+
+
+def test_reconstructions_the_sandbox_computed_are_never_graded(tmp_path, rubric, monkeypatch):
+    """Weights that do not fit the reference architecture used to be graded on the reconstructions the child sent:
+    an identity 'autoencoder' reported a test MSE of 0 and took full marks (2/2). The grader grades only what it
+    computes itself from the trained weights, as the VAE's and the conv VAE's model checks do."""
+    monkeypatch.setenv("GRADEKIT_CACHE", str(tmp_path / "cache"))
+    sub = _submission(tmp_path, "forger", FORGED_RECONSTRUCTIONS)
+    result = grade_submission(sub, rubric, GradeOptions(device="cpu", only=["model.autoencoder"], model_overrides=TINY))
+    (t,) = [t for t in result.tests if t.check == "model.autoencoder"]
+    assert t.score == 0, t.output
+    assert "do not fit" in t.output and "reference architecture" in t.output, t.output

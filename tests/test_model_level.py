@@ -230,6 +230,20 @@ def test_training_ahead_only_with_two_cores_and_model_checks_after_the_others(va
     assert not ahead(["log_normal_diag"], threads=2)  # nothing to train
 
 
+def test_a_checkpoint_tensor_larger_than_its_stored_data_is_refused(tmp_path):
+    """torch.save keeps strides: a 1.6 kB model.pt held a zero-stride float16 view of 250 M numbers, 1 GB in the
+    grader once converted to float32 (a longer one: all its memory). Refused before any conversion, with a message."""
+    from grader.checks.model_level import ModelGradingError, checkpoint_weights
+
+    torch.save({"encoder.encoder.0.weight": torch.zeros(1, dtype=torch.float16).expand(50_000_000)}, tmp_path / "model.pt")
+    assert (tmp_path / "model.pt").stat().st_size < 4096
+    with pytest.raises(ModelGradingError, match="stores only 1 "):
+        checkpoint_weights(tmp_path)
+    shared = torch.zeros(1000, dtype=torch.float16)  # many tensors viewing one storage: each converted on its own
+    torch.save({f"w{i}": shared for i in range(3)} | {"big": torch.zeros(10)}, tmp_path / "model.pt")
+    assert set(checkpoint_weights(tmp_path)) == {"w0", "w1", "w2", "big"}  # small ones load as before
+
+
 def test_a_corrupt_checkpoint_says_what_is_wrong_and_what_to_do(tmp_path):
     from grader.checks.model_level import ModelGradingError, checkpoint_weights
 

@@ -224,3 +224,30 @@ def test_report_shows_what_was_handed_in_and_the_students_figures(tmp_path):
     assert 'src="student_figures/student_01.png"' in html and "hw.ipynb, cell 9 (output 1)" in html
     assert "passwd" not in html  # a figure path outside the results folder is not shown
     assert "What was handed in" not in build_html(GradeResult(student="a", assignment="vae", tests=[]), tmp_path)
+
+
+def test_the_students_figures_are_bounded_in_pixels_in_all(tmp_path):
+    """Solid-colour PNGs compress to almost nothing (a 6300 × 6300 one is 130 kB) yet the PDF renderer decodes and
+    re-encodes every pixel: 24 of them took a report from 8 s to 48 s. One figure over MAX_PIXELS is left out, and
+    the figures together stop at MAX_TOTAL_PIXELS, those left out named in the notes."""
+    import io
+
+    from PIL import Image
+
+    from grader.submission.images import MAX_PIXELS, MAX_TOTAL_PIXELS, find_figures
+
+    def png(side: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("L", (side, side), 200).save(buf, format="PNG")
+        return buf.getvalue()
+
+    (tmp_path / "a_huge.png").write_bytes(png(4100))  # 16.8 M pixels: over MAX_PIXELS alone
+    big = png(3000)  # 9 M pixels
+    for i in range(8):
+        (tmp_path / f"b_{i}.png").write_bytes(big)
+    notes: list[str] = []
+    figures = find_figures(tmp_path, notes=notes)
+    assert 4100 ** 2 > MAX_PIXELS
+    assert [f.caption for f in figures] == [f"b_{i}.png" for i in range(7)]  # 63 M of the 64 M
+    assert len(figures) * 9_000_000 <= MAX_TOTAL_PIXELS
+    assert len(notes) == 1 and "b_7.png" in notes[0] and "million pixels" in notes[0], notes

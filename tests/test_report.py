@@ -139,7 +139,9 @@ def test_mistakes_shown_and_hidden_check_details_withheld(rendered):
     # one diagnosis box per check: the mistake's fix, not the rubric's general hint beside it
     assert "Compare with the density formula." not in text and text.count(MISTAKE_MSG) == 1
     # a hidden check that cost points says where and what kind of fault (its diagnosed mistake), never its test
-    assert "encoder: hidden invariants" in text and "hidden check found a fault in Encoder" in text
+    assert "hidden invariants" in text and "hidden check found a fault in Encoder" in text
+    # under its component's heading, a check is named without the component's prefix
+    assert "encoder: hidden invariants" not in text and "log_normal_diag: values" not in text
     page = html.read_text()
     assert HIDDEN_OUTPUT not in page and HIDDEN_OUTPUT not in text
     assert "SECRET-MISTAKE-MESSAGE" in text
@@ -287,6 +289,19 @@ def test_tex_that_cannot_be_drawn_still_falls_back_to_its_source():
     assert math_png(r"\frac{") is None and math_png(r"\notacommand{x}") is None
 
 
+def test_unclosed_math_openers_render_in_linear_time():
+    """Every `\\[` or `\\(` without its closer made the maths pattern scan to the end of the answer: 20 000 of them
+    (40 kB) took 5 s per answer, in the report and on `grade serve`'s question pages."""
+    import time
+
+    for opener in ("\\[", "\\("):
+        t0 = time.monotonic()
+        html = markdown_to_html("Intro $x$ " + opener * 20_000)
+        assert time.monotonic() - t0 < 2.5
+        assert html.count('class="math"') == 1
+    assert markdown_to_html("$$" + "x" * 1200 + "$$").count("tex-src") == 0  # a span past MAX_MATH_SPAN is text
+
+
 # ---- each lost point explained once, in the student's words ----------------------------------------
 def _view(tests: list[Check], tmp_path: Path) -> str:
     """The student's report of `tests` (build_html), with the tags and the CSS taken out: the words shown."""
@@ -348,6 +363,8 @@ def test_a_hidden_check_names_the_fault_from_the_message_not_the_case():
     assert glossary.fault_kinds(missing) == ["a function or class this check calls is missing from your code"]
     assert glossary.fault_kinds(numpy) == [
         "your code returns something other than a torch.Tensor (e.g. a NumPy array)"]
+    assert glossary.fault_kinds(f"{numpy}\n{numpy}") == glossary.fault_kinds(numpy)  # 'of shape (1, 3)': no shape fault
+    assert glossary.fault_kinds("- call: NotImplementedError: TODO\n  at vae.py, line 100") == ["your code raises an error"]
     branch = "- categorical likelihood: call without gradients: `f` is missing: the module defines no `f`"
     assert glossary.fault_kinds(branch) == glossary.fault_kinds(missing)  # a branch's name before the case's
     assert glossary.fault_kinds("- non-square shapes: values: 4 NaN value(s) where the reference is finite") == [
@@ -376,3 +393,13 @@ def test_the_summary_lists_only_the_checks_some_student_did_not_pass(tmp_path):
     assert "log_normal_diag: values" in table and "encoder: hidden invariants" in table
     assert "elbo: value" not in table and "log_normal_diag: shapes" not in table
     assert "2 other checks passed by every student (not listed)." in summary_html(tmp_path)
+
+
+def test_hidden_checks_that_fail_for_one_reason_say_it_once(tmp_path):
+    """carol's missing log_categorical: six hidden checks each said 'a function … is missing from your code'."""
+    missing = "0/1 case passed.\n- call: `log_categorical` is missing: the module defines no `log_categorical`"
+    tests = [Check(f"log_categorical: property {i}", f"5.{i}", 0.0, 0.25, visibility="hidden",
+                   component="log_categorical", output=missing) for i in (2, 3, 4)]
+    page = _view(tests, tmp_path)
+    assert page.count("is missing from your code") == 1 and page.count("The same kind of fault as check 5.2.") == 2
+    assert page.count("This hidden check found a fault in log_categorical.") == 3

@@ -439,3 +439,18 @@ def test_the_data_set_line_of_each_model_level_is_words():
     text = _digits(4).summary()
     assert not internal_names(text) and "D=" not in text, text
     assert "1,000 training" in text and "quantized to 4" in text
+    # grey values in [0, 1] for a Bernoulli VAE, PPCA and a GMM: not 'a categorical distribution per pixel'
+    from grader.checks.amortized_vs_lo_model import _prepare
+    from grader.checks.density_models_model import Settings, load_data
+
+    for words in (load_data(Settings()).words, _prepare("digits").words):
+        assert "categorical" not in words and "scaled to [0, 1]" in words and not internal_names(words), words
+    assert load_data(Settings()).words.startswith("digits: 1,350 training and 447 test images")  # train + val
+
+
+def test_a_figure_s_off_the_scale_note_writes_numbers_in_words():
+    """bob's loss curve: '(largest |value| 1.1e+27)' in a figure of a report whose tables write 1.1 × 10²⁷."""
+    from grader.figures import _readable
+
+    assert (_readable(1.1e27), _readable(-3.2e9), _readable(2.5)) == ("1.1×10²⁷", "−3.2×10⁹", "2.5")
+    assert not internal_names(_readable(6.4e22))

@@ -357,6 +357,131 @@ def test_a_malformed_reply_is_the_students_failure_never_an_internal_error(sandb
     assert sb.request({"op": "call", "target": "time.time"}, timeout=20.0)["ok"]  # a fresh child serves the next check
 
 
+def test_an_error_reply_of_any_size_is_refused_not_kept(sandbox_for):
+    """The child's error report is the student's to write (they replace `describe_exception`): a 150 MB message
+    used to be kept in every failed check's feedback (a 1.6 GB results.json, 4.3 GB of grader memory, 6 minutes)."""
+    sb = sandbox_for('''
+        import grader.sandbox.child as _child
+        _child.describe_exception = lambda e, scratch: {"type": "X", "message": "A" * 20_000_000, "where": "",
+                                                        "traceback": "", "constructor": ""}
+
+        def f():
+            raise ValueError("boom")
+        ''')
+    with pytest.raises(StudentCrash, match="malformed message .*error's message") as e:
+        sb.request({"op": "call", "target": "f"}, timeout=20.0)
+    assert len(e.value.message) < 1000
+
+
+def test_a_reply_far_larger_than_a_call_asks_for_is_refused_unread(sandbox_for):
+    """A zero-stride tensor (4 bytes in the child) expands to 200 MB on the wire: the grader used to read and decode
+    every such reply whole (a 500 MB one: 2.4 GB of grader memory, ~10 s per call). A call's reply is refused
+    from its announced size, before it is read."""
+    sb = sandbox_for('''
+        import torch
+
+        def f():
+            return torch.zeros(1).expand(50_000_000)
+        ''')
+    with pytest.raises(StudentCrash, match="reply was too large") as e:
+        sb.request({"op": "call", "target": "f"}, timeout=60.0)
+    assert "200,000," in e.value.message, e.value.message
+    assert sb.request({"op": "call", "target": "time.time"}, timeout=20.0)["ok"]
+
+
+@pytest.mark.parametrize("body", [
+    "class E(Exception):\n    def __str__(self):\n        raise RuntimeError('no message for you')\n",
+    "class _Meta(type):\n    __name__ = property(lambda cls: 12345)\n\nclass E(Exception, metaclass=_Meta):\n    pass\n",
+    "class E(Exception):\n    def __str__(self):\n        return 'x' * 50_000_000\n",
+])
+def test_an_exception_that_cannot_describe_itself_fails_only_its_call(sandbox_for, body):
+    """`__str__` that raises or returns 50 MB, a class whose `__name__` is not text: the student's own failure
+    (a crash or a short message), never the grader's."""
+    sb = sandbox_for(body + "\ndef f():\n    raise E()\n")
+    with pytest.raises(StudentCodeError) as e:
+        sb.request({"op": "call", "target": "f"}, timeout=20.0)
+    assert len(e.value.message) <= 5000 and len(e.value.traceback) <= 5000
+    assert sb.request({"op": "call", "target": "time.time"}, timeout=20.0)["ok"]
+
+
+EXOTIC = {  # what a student's function may return; each must reach the grader as plain data or fail that call alone
+    "complex": "torch.ones(3, dtype=torch.complex64)",
+    "float8": "torch.ones(3).to(torch.float8_e4m3fn)",
+    "uint16": "torch.ones(3, dtype=torch.uint16)",
+    "bfloat16": "torch.ones(3, dtype=torch.bfloat16)",
+    "sparse": "torch.eye(3).to_sparse()",
+    "quantized": "torch.quantize_per_tensor(torch.ones(3), 0.1, 0, torch.qint8)",
+    "meta": "torch.empty(3, device='meta')",
+    "nested": "torch.nested.nested_tensor([torch.ones(2), torch.ones(3)])",
+    "negative stride": "torch.arange(6.0).flip(0)[::2]",
+    "numpy object array": "__import__('numpy').array([object()], dtype=object)",
+    "generator": "(i for i in range(3))",
+    "float subclass nan": "type('F', (float,), {})(float('nan'))",
+    "deep list": "__import__('functools').reduce(lambda a, _: [a], range(10_000), [])",
+}
+
+
+@pytest.mark.parametrize("label", sorted(EXOTIC))
+def test_exotic_return_values_cross_as_plain_data_or_fail_their_call(sandbox_for, label):
+    sb = sandbox_for(f"import torch\n\ndef f():\n    return {EXOTIC[label]}\n")
+    try:
+        reply = sb.request({"op": "call", "target": "f"}, timeout=20.0)
+    except StudentCodeError as e:
+        assert len(e.message) <= 5000
+    else:
+        result = values.value(reply["result"])
+        try:
+            describe(result)
+        except StudentValueError:
+            pass
+    assert sb.request({"op": "call", "target": "time.time"}, timeout=20.0)["ok"]
+
+
+def test_a_tensors_dtype_is_what_its_values_are(sandbox_for):
+    """The checks read a result's dtype from the child's description: a student who rewrote `export` to describe a
+    float32 result of float64 inputs as float64 passed every dtype requirement. The description must match the array
+    (bfloat16 alone travels widened to float32)."""
+    sb = sandbox_for('''
+        import torch
+        import grader.sandbox.values as _values
+        _export = _values.export
+
+        def _lying_export(o, depth=0):
+            out = _export(o, depth)
+            if isinstance(out, dict) and "dtype" in out:
+                out["dtype"] = "float64"
+            return out
+        sys.modules["grader.sandbox.child"].export = _lying_export
+
+        def f():
+            return torch.ones(3, dtype=torch.float32)
+        ''')
+    with pytest.raises(StudentCrash, match="said to be float64 whose values are float32"):
+        sb.request({"op": "call", "target": "f"}, timeout=20.0)
+    honest = {"__tensor__": np.zeros(2, np.float32), "dtype": "bfloat16", "device": "cpu", "requires_grad": False,
+              "subclass": None}
+    assert values.value(honest) is honest
+
+
+@pytest.mark.parametrize("reply", [
+    {"ok": False, "error": {"type": "X" * 5000, "message": "m"}},
+    {"ok": False, "error": {"message": "m", "traceback": "t" * 5000}},
+    {"ok": False, "error": {"message": "m", "constructor": ["not text"]}},
+    {"ok": True, "names": ["n" * 3000] * 1000},
+    {"ok": True, "layers": [["p" * 5000, "Linear", {}]]},
+    {"ok": True, "unassigned": [["w", "why" * 2000]]},
+    {"ok": True, "constructor_error": "c" * 5000},
+])
+def test_every_text_of_a_reply_is_short(reply):
+    op = {"names": "load", "layers": "layers", "unassigned": "new", "constructor_error": "new"}.get(
+        next(iter(set(reply) - {"ok"})), "call")
+    with pytest.raises(values.Malformed):
+        values.reply(op, reply)
+    honest = {"ok": False, "error": {"type": "ValueError", "message": "ValueError: boom", "where": "m.py, line 3, in f",
+                                     "traceback": "  File ...", "constructor": ""}}
+    assert values.reply("call", honest) is honest
+
+
 # ---- end to end: the attacks graded, as root (in-process) ------------------------------------------
 
 HARVEST = '''

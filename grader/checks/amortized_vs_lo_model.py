@@ -83,7 +83,16 @@ def _prepare(spec: str) -> Prepared:
     scale = float(max(data.num_vals - 1, 1))
     f = lambda t: (t.float() / scale).clamp(0, 1) if data.likelihood != "bernoulli" else t.float()  # noqa: E731
     return Prepared(f(data.x_train), data.y_train.long(), f(data.x_val), data.y_val.long(), f(data.x_test),
-                    data.y_test.long(), tuple(data.image_shape), data.summary(), data.describe())
+                    data.y_test.long(), tuple(data.image_shape), data.summary(), _words(data))
+
+
+def _words(data) -> str:
+    """The data in a student's words: grey values scaled to [0, 1] (read as Bernoulli means) are no categorical
+    pixels, which `Dataset.describe` would name."""
+    if data.likelihood == "bernoulli":
+        return data.describe()
+    return glossary.data_description(data.name, len(data.x_train), len(data.x_val), len(data.x_test),
+                                     data.image_shape, data.num_vals) + ", scaled to [0, 1]"
 
 
 def _img(x: torch.Tensor, shape) -> torch.Tensor:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from grader import glossary
 from grader.checks import CheckContext, UNBOUNDED_S, note_epoch_matched, relative_score, sequence, tensor, timed_call
 from grader.checks.model_level import ModelGradingError, ModelLevel, ModelRun, Reference
 from grader.metrics import Metric
@@ -89,7 +90,10 @@ def load_data(s: Settings) -> Data:
         x_train = np.concatenate([ds.x_train.numpy(), ds.x_val.numpy()]).astype(np.float64) / scale
         _DATA[s.data] = Data(x_train, ds.x_test.numpy().astype(np.float64) / scale, ds.y_test.numpy(),
                              tuple(ds.image_shape), ds.summary() + f", scaled to [0, 1] (÷{scale:g})",
-                             ds.describe() + ", scaled to [0, 1]")
+                             # no likelihood named: grey values in [0, 1] (the conv VAE reads them as Bernoulli
+                             # means, PPCA and the GMM as Gaussian data), not the digits' categorical pixels
+                             glossary.data_description(ds.name, len(x_train), 0, len(ds.x_test), ds.image_shape,
+                                                       ds.num_vals) + ", scaled to [0, 1]")
     return _DATA[s.data]
 
 

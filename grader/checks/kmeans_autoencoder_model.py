@@ -185,25 +185,33 @@ class KmeansAutoencoderModel(ModelLevel):
             else " — check that decode(encode(x)) has the shape of x, (N, 1, 8, 8)")
 
     def evaluate(self, ctx: CheckContext, s: Settings, data: Data, run: ModelRun, weights: dict) -> None:
-        """The student's test reconstructions: their weights in the reference architecture (evaluated by reference
-        code), else — when the parameters do not fit it — the reconstructions computed in the sandbox."""
+        """The student's test reconstructions: their trained weights in the reference architecture, evaluated by
+        reference code. Weights that do not fit it are not graded: the reconstructions the sandbox sent are the
+        student's code's claim (an identity `forward` inside the course loop claimed a test MSE of 0)."""
         from grader.harnesses import kmeans_autoencoder as harness
 
         ae = run.extra["ae"]
         if ae is None:
             return
         try:
+            model = ctx.ref.ConvAutoencoder(latent_dim=int(s.latent_dim), channels=tuple(s.channels)).to(ctx.device)
+            flat = np.asarray(ae["params"], dtype=np.float32)
             try:
-                model = ctx.ref.ConvAutoencoder(latent_dim=int(s.latent_dim), channels=tuple(s.channels)).to(ctx.device)
-                harness.load_flat(model, to_torch(ae["params"].astype(np.float32), ctx.device))
-                ae["source"] = "your weights in the reference architecture"
-                with torch.no_grad():
-                    model.eval()
-                    ae["student_test_recon"] = model(to_torch(data.images("test"), ctx.device)).detach().cpu().numpy()
+                harness.load_flat(model, to_torch(flat.reshape(-1), ctx.device))
             except (ValueError, RuntimeError):
-                ae["source"] = "your model's own reconstructions (its parameters do not fit the sketch's layers)"
-                ae["student_test_recon"] = ae["test_recon"]
-        except (TypeError, KeyError, AttributeError) as e:  # a reply without the arrays the course's loop returns
+                want = sum(p.numel() for p in model.parameters())
+                run.extra["ae"] = None
+                run.errors["ae"] = (
+                    f"your trained weights ({flat.size:,} numbers) do not fit the reference architecture ({want:,} "
+                    "numbers: the sketch's layers, in its order). The grader evaluates trained weights in the reference "
+                    "architecture itself and never grades reconstructions computed by your own code; check your layers "
+                    "and their sizes against the sketch (an extra parameter counts too)")
+                return
+            ae["source"] = "your weights in the reference architecture"
+            with torch.no_grad():
+                model.eval()
+                ae["student_test_recon"] = model(to_torch(data.images("test"), ctx.device)).detach().cpu().numpy()
+        except (TypeError, KeyError, AttributeError, ValueError) as e:  # a reply without the arrays the course's loop returns
             self._ae_failed(ctx, e, run)
 
     def record(self, ctx: CheckContext, run: ModelRun) -> None:

@@ -379,6 +379,25 @@ def _bounded_checkpoint(path: Path) -> None:
                                 f"{CHECKPOINT_FIX}")
 
 
+def _stored_sizes(name: str, state: dict) -> None:
+    """Refuse tensors larger than what the file stores: torch.save keeps a tensor's strides, so a 1.6 kB file
+    can hold a zero-stride view of 250 M numbers (1 GB once converted to float32 in the grader), and many
+    tensors may view one storage. Each tensor must fit in its own storage, and all of them, as float32, in
+    twice MAX_CHECKPOINT_BYTES (a float16 file doubles)."""
+    total = 0
+    for k, v in state.items():
+        stored = v.untyped_storage().nbytes() // max(v.element_size(), 1) if v.layout == torch.strided else -1
+        if v.numel() > stored:
+            raise ModelGradingError(f"the checkpoint {name} could not be loaded safely: the tensor {str(k)[:80]!r} "
+                                    f"has {v.numel():,} numbers but stores only {max(stored, 0):,} (an expanded, "
+                                    f"overlapping or sparse view). {CHECKPOINT_FIX}")
+        total += v.numel() * 4
+    if total > 2 * MAX_CHECKPOINT_BYTES:
+        raise ModelGradingError(f"the checkpoint {name} could not be loaded safely: its tensors hold {total / 2**20:,.0f} "
+                                f"MiB as float32, over {2 * MAX_CHECKPOINT_BYTES >> 20} MiB (tensors sharing one "
+                                f"storage?). {CHECKPOINT_FIX}")
+
+
 def checkpoint_weights(folder: Path) -> dict | None:
     """The weights of `model.safetensors` or `model.pt` in `folder` (the sandbox's copy of the submission:
     regular files only), as numpy arrays; None when there is neither. Never unpickles code."""
@@ -398,6 +417,7 @@ def checkpoint_weights(folder: Path) -> dict | None:
             if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
                 raise ModelGradingError(f"{pt.name} must hold a state_dict (a dict of tensors), found "
                                         f"{type(obj).__name__}. {CHECKPOINT_FIX}")
+            _stored_sizes(pt.name, obj)
             return {k: v.detach().float().cpu().numpy() for k, v in obj.items()}
     except ModelGradingError:
         raise

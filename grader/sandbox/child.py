@@ -91,7 +91,7 @@ class Child:
                 # standins.py) the object can still be checked; the grader is told what did not fit
                 if not spec.get("partial_state"):
                     raise
-                self.unassigned.append([name, str(e)])
+                self.unassigned.append([name[:MAX_TEXT], str(e)[:MAX_TEXT]])
         if spec.get("handle"):
             self.register(obj, str(spec["handle"]))
         return obj
@@ -301,7 +301,7 @@ def describe_exception(e: BaseException, scratch: str) -> dict:
     msg = f"{type(e).__name__}: {e}"
     if isinstance(e, SyntaxError):
         where = f"{os.path.basename(e.filename or '')}, line {e.lineno}"
-    return {"type": type(e).__name__, "message": msg[:MAX_TEXT], "where": where, "traceback": tb[-MAX_TEXT:],
+    return {"type": type(e).__name__[:200], "message": msg[:MAX_TEXT], "where": where[:MAX_TEXT], "traceback": tb[-MAX_TEXT:],
             "constructor": failed_constructor(e, scratch)}
 
 
@@ -341,7 +341,7 @@ def serve(sock: socket.socket, config: dict) -> None:
         try:
             protocol.send(sock, reply)
         except TypeError as e:  # something unsendable slipped into the reply
-            protocol.send(sock, {"ok": False, "error": {"type": "ReplyError", "message": str(e), "where": "", "traceback": ""}})
+            protocol.send(sock, {"ok": False, "error": {"type": "ReplyError", "message": str(e)[:MAX_TEXT], "where": "", "traceback": ""}})
         except OSError:
             return
 

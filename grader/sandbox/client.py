@@ -40,6 +40,12 @@ MAX_COPY_BYTES = 200 * 1024 * 1024  # a submission folder larger than this is no
 MAX_UPCALLS_PER_REQUEST = 5000
 MAX_UPCALL_BYTES = 64 * 1024 * 1024  # one upcall message
 MAX_UPCALL_TOTAL_BYTES = 512 * 1024 * 1024  # all the upcall messages of one request
+# The largest message the grader reads for a request whose replies are small (a unit check's call on a few
+# tensors, building an object): read whole before it is checked, a 500 MB reply (a zero-stride tensor
+# expanded) cost the grader 2.4 GB and ~10 s per call. Trained weights and harness results may be larger
+# (protocol.MAX_MESSAGE_BYTES).
+SMALL_REPLY_OPS = {"call", "new", "assign", "layers", "load"}
+MAX_SMALL_REPLY_BYTES = MAX_UPCALL_BYTES
 
 
 class Zygote:
@@ -408,9 +414,10 @@ class Sandbox:
         except OSError:
             raise self._death("while receiving a request") from None
         upcalls, upcall_bytes = 0, 0
+        limit = MAX_SMALL_REPLY_BYTES if req.get("op") in SMALL_REPLY_OPS else protocol.MAX_MESSAGE_BYTES
         while True:
             try:
-                reply, size = self._recv(deadline, during=during)
+                reply, size = self._recv(deadline, during=during, max_bytes=limit)
             finally:
                 self.stats["request_s"] += time.perf_counter() - t_request
             if "upcall" not in reply and "upcall_backward" not in reply:
@@ -458,15 +465,21 @@ class Sandbox:
             raise StudentCrash(f"the process running your code sent a malformed message ({e}) while {during}; "
                                "it was killed") from None
 
-    def _recv(self, deadline: float, during: str) -> tuple[dict, int]:
-        """The child's next message and its size, by `deadline` (however it trickles in), else StudentTimeout."""
+    def _recv(self, deadline: float, during: str, max_bytes: int = protocol.MAX_MESSAGE_BYTES) -> tuple[dict, int]:
+        """The child's next message and its size, by `deadline` (however it trickles in), else StudentTimeout;
+        a message over `max_bytes` is refused before it is read (StudentCrash)."""
         limit = deadline - time.monotonic()
         ready, _, _ = select.select([self.sock], [], [], max(0.0, limit)) if limit > 0 else ([], [], [])
         if not ready:
             self.kill()
             raise StudentTimeout(f"did not finish within the time limit while {during}; the process was killed")
         try:
-            message, size = protocol.recv_sized(self.sock, deadline=deadline)
+            message, size = protocol.recv_sized(self.sock, max_bytes, deadline=deadline)
+        except protocol.TooLarge as e:
+            self.kill()
+            raise StudentCrash(f"your code's reply was too large while {during} ({e.size:,} bytes; at most "
+                               f"{max_bytes >> 20} MiB here): a result far larger than the inputs asked for; "
+                               "the process was killed") from None
         except TimeoutError:
             self.kill()
             raise StudentTimeout(f"did not finish within the time limit while {during} (its reply came too slowly); "

@@ -25,6 +25,14 @@ class ProtocolError(Exception):
     """The peer sent something that is not a well-formed message."""
 
 
+class TooLarge(ProtocolError):
+    """The peer announced a message larger than the receiver takes (nothing of it was read)."""
+
+    def __init__(self, size: int, limit: int):
+        super().__init__(f"message of {size} bytes exceeds the limit of {limit}")
+        self.size, self.limit = size, limit
+
+
 def encode(obj) -> bytes:
     arrays: list[np.ndarray] = []
 
@@ -56,7 +64,7 @@ def encode(obj) -> bytes:
 def decode(data: bytes):
     try:
         (hlen,) = _LEN.unpack_from(data, 0)
-        header = json.loads(data[_LEN.size : _LEN.size + hlen])
+        header = json.loads(bytes(data[_LEN.size : _LEN.size + hlen]))
         offset = _LEN.size + hlen
         arrays = []
         for m in header["arrays"]:
@@ -119,20 +127,22 @@ def recv_sized(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES, deadline
     """(message, its size in bytes): see `recv`."""
     (n,) = _LEN.unpack(_recv_exact(sock, _LEN.size, deadline))
     if n > max_bytes:
-        raise ProtocolError(f"message of {n} bytes exceeds the limit of {max_bytes}")
+        raise TooLarge(n, max_bytes)
     return decode(_recv_exact(sock, n, deadline)), n
 
 
-def _recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
+def _recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytearray:
+    """Exactly `n` bytes, read into one buffer (no second copy of a large message)."""
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
         if deadline is not None:  # one deadline for the whole message: a reply trickled byte by byte cannot extend it
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("the peer did not send its message in time")
             sock.settimeout(left)
-        chunk = sock.recv(min(n - len(buf), 1 << 20))
-        if not chunk:
+        k = sock.recv_into(view[got:], min(n - got, 1 << 20))
+        if not k:
             raise EOFError("peer closed the connection")
-        buf += chunk
-    return bytes(buf)
+        got += k
+    return buf

@@ -34,6 +34,8 @@ MAX_DEPTH = 8  # nesting of a student's value (export stops at 4) or of an upcal
 MAX_SEQ = 64  # items of a sequence kept by `export`
 MAX_NODES = 10_000  # dicts, lists and leaves in one message's values
 MAX_TEXT = 4000  # characters of a string the grader keeps from the child
+MAX_TEXT_TOTAL = 1 << 20  # characters of all the strings of one message (the child truncates its own to MAX_TEXT)
+MAX_NAMES = 100_000  # names in a `load` reply (a module's public names)
 
 
 class Malformed(ValueError):
@@ -105,13 +107,20 @@ def handle_arg(handle: str) -> dict:
 # ---- the grader's side: accepting what the child sent --------------------------------------------
 
 class _Budget:
-    def __init__(self):
-        self.nodes = 0
+    def __init__(self, nodes: int = MAX_NODES):
+        self.nodes, self.max_nodes, self.chars = 0, nodes, 0
 
     def tick(self) -> None:
         self.nodes += 1
-        if self.nodes > MAX_NODES:
-            raise Malformed(f"a value with more than {MAX_NODES:,} parts")
+        if self.nodes > self.max_nodes:
+            raise Malformed(f"a value with more than {self.max_nodes:,} parts")
+
+    def text(self, s, what: str) -> None:
+        """`s` is a short text (`_text`) and the message's texts stay within MAX_TEXT_TOTAL characters."""
+        _text(s, what)
+        self.chars += len(s)
+        if self.chars > MAX_TEXT_TOTAL:
+            raise Malformed(f"more than {MAX_TEXT_TOTAL:,} characters of text in one message")
 
 
 def value(v, depth: int = 0, budget: _Budget | None = None):
@@ -129,6 +138,9 @@ def value(v, depth: int = 0, budget: _Budget | None = None):
         _array(v[TENSOR], "a tensor's values")
         _text(v["dtype"], "a tensor's dtype")
         _text(v["device"], "a tensor's device")
+        if v["dtype"] != v[TENSOR].dtype.name and not (v["dtype"] == "bfloat16" and v[TENSOR].dtype.name == "float32"):
+            # the checks read the dtype from the text (bfloat16 travels widened): it must say what the array is
+            raise Malformed(f"a tensor said to be {v['dtype'][:20]} whose values are {v[TENSOR].dtype.name}")
         if type(v["requires_grad"]) is not bool or not (v["subclass"] is None or isinstance(v["subclass"], str)):
             raise Malformed("a tensor's description")
         return v
@@ -159,8 +171,11 @@ def reply(op, message: dict) -> dict:
         raise Malformed("a reply's `seconds`")
     if not message["ok"]:
         err = message.get("error")
-        if not isinstance(err, dict) or not all(isinstance(err.get(k, ""), str) for k in ("type", "message", "where", "traceback")):
+        if not isinstance(err, dict):
             raise Malformed("an error reply without its message")
+        for k in ("type", "message", "where", "traceback", "constructor"):  # each quoted in results.json and the report
+            if err.get(k) is not None:
+                _text(err[k], f"an error's {k}")
         return message
     check = _REPLIES.get(str(op))
     if check is not None:
@@ -174,13 +189,13 @@ def _call_reply(m: dict) -> None:
     value(m["result"])
     after = m.get("inputs_after")  # the tensor arguments after the call (the property check `pure`)
     if after is not None:
-        if not isinstance(after, dict) or len(after) > MAX_SEQ or not all(isinstance(k, str) for k in after):
+        if not isinstance(after, dict) or len(after) > MAX_SEQ or not all(isinstance(k, str) and len(k) <= 200 for k in after):
             raise Malformed("the inputs after a call")
         for v in after.values():
             value(v)
     grads = m.get("grads")
     if grads is not None:
-        if not isinstance(grads, dict) or len(grads) > MAX_SEQ * 16:
+        if not isinstance(grads, dict) or len(grads) > MAX_SEQ * 16 or not all(isinstance(k, str) and len(k) <= MAX_TEXT for k in grads):
             raise Malformed("the gradients of a call")
         for k, g in grads.items():
             if g is not None:
@@ -189,13 +204,16 @@ def _call_reply(m: dict) -> None:
 
 def _new_reply(m: dict) -> None:
     _pairs(m.get("unassigned", []), "the state entries that did not fit")
-    if not (m.get("constructor_error") is None or isinstance(m["constructor_error"], str)):
-        raise Malformed("a constructor's error")
+    if m.get("constructor_error") is not None:
+        _text(m["constructor_error"], "a constructor's error")
 
 
 def _params_reply(m: dict) -> None:
+    budget = _Budget()
     for k, a in m.items():
         if k not in ("ok", "seconds"):
+            budget.tick()
+            budget.text(k, "a parameter's name")
             _array(a, "a parameter")
 
 
@@ -203,17 +221,24 @@ def _layers_reply(m: dict) -> None:
     layers = m.get("layers")
     if not isinstance(layers, list):
         raise Malformed("the list of layers")
+    budget = _Budget()
     for item in layers:
+        budget.tick()
         if (not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], str) or not isinstance(item[1], str)
-                or not isinstance(item[2], dict)
-                or not all(isinstance(s, list) and all(type(d) is int for d in s) for s in item[2].values())):
+                or not isinstance(item[2], dict) or len(item[2]) > MAX_SEQ
+                or not all(isinstance(s, list) and len(s) <= 32 and all(type(d) is int for d in s) for s in item[2].values())):
             raise Malformed("a layer's description")
+        for text in (item[0], item[1], *item[2]):
+            budget.text(text, "a layer's name")
 
 
 def _load_reply(m: dict) -> None:
     names = m.get("names")
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+    if not isinstance(names, list) or len(names) > MAX_NAMES:
         raise Malformed("the module's names")
+    budget = _Budget(MAX_NAMES)
+    for n in names:
+        budget.text(n, "the module's names")
 
 
 def _harness_reply(m: dict) -> None:
@@ -330,3 +355,8 @@ def _pairs(items, what: str) -> None:
     if not isinstance(items, list) or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
                                               for p in items):
         raise Malformed(what)
+    budget = _Budget()
+    for p in items:
+        budget.tick()
+        for x in p:
+            budget.text(x, what)

@@ -132,7 +132,7 @@ def prepare(folder: Path, rubric) -> Submission:
     elif module is None:
         errors.append(f"no code could be graded ({rubric.module} is missing and the notebook could not be used)")
     answers = collect_answers(folder, [q.id for q in rubric.questions], rubric.answers, nb, nb_name)
-    figures = find_figures(folder, nb, nb_name)
+    figures = find_figures(folder, nb, nb_name, notes)
     return Submission(module=module, answers=answers, figures=figures, errors=errors, notes=notes)
 
 

@@ -197,6 +197,34 @@ _LATEX_TEXT_CMDS = {"textbf": "**{}**", "textit": "*{}*", "emph": "*{}*", "textt
                     "footnote": " ({})", "text": "{}", "mathrm": None}
 
 
+_MATH_ENVS = ("equation", "equation*", "displaymath", "align", "align*", "gather", "gather*", "multline", "multline*")
+_MATH_ENV = re.compile(r"\\begin\{(equation|equation\*|displaymath|align|align\*|gather|gather\*|multline\*?)\}")
+_END_ENV = {e: re.compile(re.escape(f"\\end{{{e}}}")) for e in _MATH_ENVS}
+_FLOAT_ENV = re.compile(r"\\begin\{(figure|table)\*?\}")
+_END_FLOAT = {e: re.compile(r"\\end\{" + e + r"\*?\}") for e in ("figure", "table")}
+_OPEN_DISPLAY, _CLOSE_DISPLAY = re.compile(r"\\\["), re.compile(r"\\\]")
+_OPEN_INLINE, _CLOSE_INLINE = re.compile(r"\\\("), re.compile(r"\\\)")
+
+
+def _sub_blocks(text: str, opener: re.Pattern, closer, repl) -> str:
+    """`re.sub(opener + "(.*?)" + closer, repl, text, flags=re.S)` in linear time: `closer(m)` is the pattern that
+    ends the block `m` opens, `repl(m, body)` its replacement. re.sub scans to the end of the text for every opener
+    without a closer (quadratic: 20 000 unclosed "\\begin{equation}" took 70 s, a 50 MB report days); here a closer
+    known to be absent after some position is not searched for again."""
+    out, pos, i, absent = [], 0, 0, {}
+    while (m := opener.search(text, i)) is not None:
+        close = closer(m)
+        c = None if absent.get(close.pattern, len(text) + 1) <= m.end() else close.search(text, m.end())
+        if c is None:
+            absent[close.pattern] = min(absent.get(close.pattern, len(text) + 1), m.end())
+            i = m.start() + 1
+            continue
+        out += [text[pos:m.start()], repl(m, text[m.end():c.start()])]
+        pos = i = c.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def latex_to_markdown(tex: str) -> str:
     """A LaTeX report -> Markdown with its maths kept as `$…$` / `$$…$$` (the report renders those as maths);
     sectioning commands become Markdown headings ("\\section{Question 3}" -> "# Question 3")."""
@@ -216,15 +244,14 @@ def latex_to_markdown(tex: str) -> str:
                 title = f"{counters['section']} {title}"  # LaTeX numbers it; the student sees that number
         return "\n" + "#" * depth + " " + title + "\n"
     tex = re.sub(r"\\(section|subsection|subsubsection|paragraph)(\*?)\s*\{((?:[^{}]|\{[^{}]*\})*)\}", section, tex)
-    tex = re.sub(r"\\begin\{(equation|equation\*|displaymath|align|align\*|gather|gather\*|multline\*?)\}(.*?)"
-                 r"\\end\{\1\}", lambda m: _display_math(m.group(1), m.group(2)), tex, flags=re.S)
-    tex = re.sub(r"\\\[(.*?)\\\]", lambda m: "\n$$" + m.group(1).strip() + "$$\n", tex, flags=re.S)
-    tex = re.sub(r"\\\((.*?)\\\)", lambda m: "$" + m.group(1).strip() + "$", tex, flags=re.S)
+    tex = _sub_blocks(tex, _MATH_ENV, lambda m: _END_ENV[m.group(1)], lambda m, body: _display_math(m.group(1), body))
+    tex = _sub_blocks(tex, _OPEN_DISPLAY, lambda m: _CLOSE_DISPLAY, lambda m, body: "\n$$" + body.strip() + "$$\n")
+    tex = _sub_blocks(tex, _OPEN_INLINE, lambda m: _CLOSE_INLINE, lambda m, body: "$" + body.strip() + "$")
     # Outside maths: text commands, lists, figures.
     parts = re.split(r"(\$\$.*?\$\$|\$[^$\n]+\$)", tex, flags=re.S)
     for i in range(0, len(parts), 2):
         t = parts[i]
-        t = re.sub(r"\\begin\{(figure|table)\*?\}.*?\\end\{\1\*?\}", "\n*(figure in the report)*\n", t, flags=re.S)
+        t = _sub_blocks(t, _FLOAT_ENV, lambda m: _END_FLOAT[m.group(1)], lambda m, body: "\n*(figure in the report)*\n")
         t = re.sub(r"\\includegraphics(\[[^\]]*\])?\{[^}]*\}", "*(figure)*", t)
         t = re.sub(r"\\(begin|end)\{(itemize|enumerate|description|center|flushleft|abstract|quote)\}", "", t)
         t = re.sub(r"\\item\s*(\[[^\]]*\])?", lambda m: "\n- " + (m.group(1)[1:-1] + " " if m.group(1) else ""), t)

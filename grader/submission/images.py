@@ -15,7 +15,10 @@ from pathlib import Path
 
 MAX_FIGURES = 24
 MAX_FIGURE_BYTES = 8 * 1024 * 1024
-MAX_PIXELS = 40_000_000
+MAX_PIXELS = 16_000_000  # one figure (4000 × 4000; a matplotlib figure at 300 dpi is ~3 M)
+# all figures of one submission together: the PDF renderer decodes and re-encodes every pixel (24 solid
+# 6300 × 6300 PNGs of 130 kB each took the report from 8 s to 48 s)
+MAX_TOTAL_PIXELS = 64_000_000
 MAX_DECODED_BYTES = 64 * 1024 * 1024  # all figures of one submission together
 SIGNATURES = {"png": b"\x89PNG\r\n\x1a\n", "jpeg": b"\xff\xd8\xff", "gif": b"GIF8"}
 IMAGE_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".gif": "gif"}
@@ -29,21 +32,53 @@ class StudentFigure:
     caption: str  # "vae.ipynb, cell 14 (output 1)" or "samples.png"
 
 
-def _valid(data: bytes) -> bool:
+def _pixels(data: bytes) -> int:
+    """The image's pixel count when `data` is a sound image of at most MAX_PIXELS pixels, else 0."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > MAX_PIXELS:
-                return False
+            pixels = im.width * im.height
+            if not 0 < pixels <= MAX_PIXELS:
+                return 0
             im.verify()
-        return True
+        return pixels
     except Exception:
-        return False
+        return 0
 
 
-def find_figures(folder: Path, nb=None, nb_name: str = "") -> list[StudentFigure]:
-    """Notebook image outputs first (in cell order), then image files of the folder (sorted by name)."""
+class _Pixels:
+    """What is left of MAX_TOTAL_PIXELS; names the figures left out for it."""
+
+    def __init__(self, notes: list[str] | None):
+        self.left, self.notes, self.dropped = MAX_TOTAL_PIXELS, notes, []
+
+    def take(self, data: bytes, caption: str) -> bool:
+        pixels = _pixels(data)
+        if pixels and pixels > self.left:
+            self.dropped.append(caption)
+            return False
+        self.left -= pixels
+        return pixels > 0
+
+    def note(self) -> None:
+        if self.dropped and self.notes is not None:
+            shown = ", ".join(self.dropped[:5]) + (f" and {len(self.dropped) - 5} more" if len(self.dropped) > 5 else "")
+            self.notes.append(f"Figures not shown ({shown}): the report shows at most {MAX_TOTAL_PIXELS // 1_000_000} "
+                              "million pixels of a submission's figures in all; save figures at a lower resolution.")
+
+
+def find_figures(folder: Path, nb=None, nb_name: str = "", notes: list[str] | None = None) -> list[StudentFigure]:
+    """Notebook image outputs first (in cell order), then image files of the folder (sorted by name); those past
+    MAX_TOTAL_PIXELS are left out, named in `notes`."""
+    pixels = _Pixels(notes)
+    try:
+        return _find_figures(folder, nb, nb_name, pixels)
+    finally:
+        pixels.note()
+
+
+def _find_figures(folder: Path, nb, nb_name: str, pixels: _Pixels) -> list[StudentFigure]:
     out: list[StudentFigure] = []
     budget = MAX_DECODED_BYTES
     if nb is not None:
@@ -69,8 +104,9 @@ def find_figures(folder: Path, nb=None, nb_name: str = "") -> list[StudentFigure
                     budget -= len(raw)
                     if budget < 0:
                         return out
-                    if _valid(raw):
-                        out.append(StudentFigure(raw, fmt, f"{nb_name}, cell {cell_no} (output {k})"))
+                    caption = f"{nb_name}, cell {cell_no} (output {k})"
+                    if pixels.take(raw, caption):
+                        out.append(StudentFigure(raw, fmt, caption))
                     break
                 if len(out) >= MAX_FIGURES:
                     return out
@@ -80,8 +116,9 @@ def find_figures(folder: Path, nb=None, nb_name: str = "") -> list[StudentFigure
         if p.stat().st_size > MAX_FIGURE_BYTES:
             continue
         raw = p.read_bytes()
-        if _valid(raw):
-            out.append(StudentFigure(raw, IMAGE_SUFFIXES[p.suffix.lower()], p.relative_to(folder).as_posix()))
+        caption = p.relative_to(folder).as_posix()
+        if pixels.take(raw, caption):
+            out.append(StudentFigure(raw, IMAGE_SUFFIXES[p.suffix.lower()], caption))
     return out
 
 
