@@ -59,6 +59,13 @@ def _flatten(v) -> list:
     return [v]
 
 
+# float32 values (networks and what runs through them) are compared within a few ulps of their scale: the same
+# maths in another order (log(exp(log w + log N).sum()) and log((w * exp(log N)).sum())) differs by 1 ulp in a
+# VAE's float32 gradients, up to 3.6e-6 relative on small entries (held-out bench, seed 912431: the library
+# mistake no_logsumexp then counted as misnamed for its own generated twin)
+FLOAT32_RTOL, FLOAT32_ATOL = 1e-5, 1e-7
+
+
 def same_behaviour(a: dict, b: dict, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
     if a.keys() != b.keys():
         return False
@@ -68,7 +75,9 @@ def same_behaviour(a: dict, b: dict, rtol: float = 1e-6, atol: float = 1e-9) -> 
             if x.shape != y.shape or x.dtype != y.dtype:
                 return False
             if x.dtype.is_floating_point:
-                if not torch.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True):
+                low = torch.finfo(x.dtype).bits <= 32
+                r, t = (max(rtol, FLOAT32_RTOL), max(atol, FLOAT32_ATOL)) if low else (rtol, atol)
+                if not torch.allclose(x, y, rtol=r, atol=t, equal_nan=True):
                     return False
             elif not torch.equal(x, y):
                 return False

@@ -6,7 +6,8 @@
 
 For each generated mutant (grader.mutation.operators) of a graded component:
 - behaviour-changing: its probe (grader.mutation.probes) differs from the reference's; equivalent
-  mutants are not graded (no grader can see them);
+  mutants are not graded (no grader can see them), nor are those equal to the reference with the sign of its
+  standard-normal noise flipped (`mu - std * eps` draws from the same distribution as `mu + std * eps`);
 - planted into the assignment's correct example submission (EXAMPLES), or into a copy of the
   reference when the unmutated reference function planted there does not keep full marks (the
   example's other code then does not fit the reference's: other attribute names, other shapes);
@@ -28,6 +29,8 @@ import tempfile
 import types
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
+
+import torch
 
 from grader.engine import GradeOptions, grade_submission
 from grader.mutation.operators import Mutant, mutants
@@ -75,6 +78,39 @@ def _module_from_tree(tree: ast.Module, path: str, name: str) -> types.ModuleTyp
     return mod
 
 
+class _NegatedNoise(types.ModuleType):
+    """`torch` for a mutated module's globals, with torch.randn and torch.randn_like negated (a standard normal is
+    symmetric: `mu - std * eps` is a correct reparameterisation, held-out bench seed 912431 counted it an escape;
+    the probe compares same-seed values, so it is equivalent when it matches the reference under flipped noise)."""
+
+    def __init__(self):
+        super().__init__("torch")
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    @staticmethod
+    def randn(*args, **kwargs):
+        return -torch.randn(*args, **kwargs)
+
+    @staticmethod
+    def randn_like(*args, **kwargs):
+        return -torch.randn_like(*args, **kwargs)
+
+
+def _negate_noise_in(mod: types.ModuleType, qualname: str) -> None:
+    """Rebind the function `qualname` of `mod` to globals whose `torch` negates torch.randn(_like) (only its own
+    draws: a constructor's randn initialisation elsewhere stays as it is)."""
+    owner_name, _, attr = qualname.rpartition(".")
+    owner = getattr(mod, owner_name) if owner_name else mod
+    raw = inspect.getattr_static(owner, attr)
+    fn = raw.__func__ if isinstance(raw, (staticmethod, classmethod)) else raw
+    g = dict(fn.__globals__, torch=_NegatedNoise())
+    new = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    setattr(owner, attr, type(raw)(new) if isinstance(raw, (staticmethod, classmethod)) else new)
+
+
 class Study:
     """Mutants of one assignment's reference, their behaviour, and grading of planted copies."""
 
@@ -118,7 +154,15 @@ class Study:
     def changes_behaviour(self, m: Mutant) -> bool:
         try:
             mod = _module_from_tree(m.module_tree(), str(self.reference_path), "_gk_mutant")
-            return not same_behaviour(self.reference_probe, self.probe(mod))
+            mine = self.probe(mod)
+            if same_behaviour(self.reference_probe, mine):
+                return False
+            if not re.search(r"\brandn(_like)?\(", m.original_source):
+                return True
+            _negate_noise_in(mod, m.qualname)  # the same draws with the other sign (eps -> -eps) in that function
+            flipped = self.probe(mod)
+            return not all(same_behaviour({k: v}, {k: mine[k]}) or same_behaviour({k: v}, {k: flipped.get(k)})
+                           for k, v in self.reference_probe.items()) or mine.keys() != self.reference_probe.keys()
         except Exception:
             return True  # does not import, or breaks a constructor the probe needs: a student would be told
 
