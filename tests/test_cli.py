@@ -185,6 +185,7 @@ failed = worker.drawn()  # sample_grid without image_shape raises in the worker:
 from grader.results import GradeResult, TestResult, save_result
 folder = save_result(GradeResult(student="w", assignment="vae", tests=[TestResult(name="t", number="1.1", score=1,
                                                                                   max_score=2)]), there).parent
+assert worker.draw(there, plan)  # its reply left uncollected: never taken for the report's
 html, pdf = worker.render(folder)
 print(json.dumps({{"same": same, "failed": failed, "pdf": pdf.is_file(), "dead_idle": dead.idle(),
                   "dead_draw": dead.draw(there, plan), "dead_pid": dead.pid}}))

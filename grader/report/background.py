@@ -281,6 +281,10 @@ class ReportWorker:
         folder = Path(folder).resolve()
         if self.pid is None or self.submitted is not None:
             return
+        if self.drawing:
+            self.drawn()  # a plan's reply not collected yet comes first: never read as the report's
+            if self.pid is None:
+                return
         try:
             os.write(self.to_worker, json.dumps({"folder": str(folder)}).encode() + b"\n")
             self.submitted = folder
