@@ -609,3 +609,19 @@ def test_groups_join_respellings_and_never_a_changed_number_or_sign(words, seed)
             i = rng.choice(positions)
             changed = text[:i] + swap(text[i]) + text[i + 1:]
             assert len(group_answers({"a": text, "b": changed})) == 2, (text, changed)
+
+
+def test_manual_csv_export_never_holds_a_formula_and_reads_back(tmp_path):
+    """A student folder "-cmd" and a comment "=SUM(…)" are exported with a leading apostrophe (a spreadsheet
+    shows them as text, runs nothing), and that file imports again unchanged."""
+    make_reports(tmp_path, {"-cmd": "answer", "alice": "answer"})
+    (tmp_path / "manual.csv").write_text("student,question,score,comment\n'-cmd,Q1,1,'=SUM(1)\nalice,Q1,0,+1 idea\n")
+    client, store = _client(tmp_path)  # a new database imports manual.csv (apostrophes taken off)
+    _login(client)
+    text = client.get("/export/manual.csv").data.decode()
+    assert text.splitlines() == ["student,question,score,comment", "'-cmd,Q1,1,'=SUM(1)", "alice,Q1,0,'+1 idea"]
+    from grader.report.manual import read_manual_csv
+
+    (tmp_path / "again.csv").write_text(text)
+    assert [(e.student, e.score, e.comment) for e in read_manual_csv(tmp_path / "again.csv")] == [
+        ("-cmd", 1.0, "=SUM(1)"), ("alice", 0.0, "+1 idea")]

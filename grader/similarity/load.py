@@ -33,7 +33,28 @@ def _read_regular(path: Path) -> str:
         data = os.read(fd, MAX_BYTES + 1)
     finally:
         os.close(fd)
-    return data.decode("utf-8", errors="replace")
+    return source_text(data)
+
+
+def source_text(data: bytes) -> str:
+    """Python source bytes as Python reads them when it imports the file: a UTF-8 BOM dropped, a coding
+    cookie obeyed (a BOM, or a latin-1 cookie, must not hide a copy from the comparison that the grading
+    imports alike); undecodable bytes replaced, never an error."""
+    import codecs
+    import io
+    import tokenize
+
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        codecs.lookup(encoding)
+    except (SyntaxError, LookupError):
+        encoding = "utf-8"
+    if encoding == "utf-8-sig" or data.startswith(codecs.BOM_UTF8):
+        encoding, data = "utf-8", data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode(encoding, errors="replace")
+    except (LookupError, UnicodeError):
+        return data.decode("utf-8", errors="replace")
 
 
 def submission_code(folder: Path, rubric: Rubric) -> tuple[str, str]:
