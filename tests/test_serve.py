@@ -625,3 +625,23 @@ def test_manual_csv_export_never_holds_a_formula_and_reads_back(tmp_path):
     (tmp_path / "again.csv").write_text(text)
     assert [(e.student, e.score, e.comment) for e in read_manual_csv(tmp_path / "again.csv")] == [
         ("-cmd", 1.0, "=SUM(1)"), ("alice", 0.0, "+1 idea")]
+
+
+def test_figures_in_a_results_folder_never_run_script_in_the_tas_session(tmp_path):
+    """Student figures are PNG/JPEG/GIF checked by signature (grader.submission.images), but whatever lies in a
+    results folder is served as an image: its declared type (nosniff), no script, an opaque origin."""
+    make_reports(tmp_path)
+    figures = tmp_path / "alice" / "figures"
+    figures.mkdir(parents=True)
+    (figures / "plot.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>fetch("/export/manual.csv")'
+                                      '</script></svg>')
+    (figures / "plot.png").write_text("<html><script>alert(1)</script></html>")
+    (figures / "plot.html").write_text("<script>alert(1)</script>")
+    client, _ = _client(tmp_path)
+    _login(client)
+    for name, mime in (("plot.svg", "image/svg+xml"), ("plot.png", "image/png")):
+        r = client.get(f"/s/alice/view/figures/{name}")
+        assert r.status_code == 200 and r.mimetype == mime and r.headers["X-Content-Type-Options"] == "nosniff"
+        csp = r.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "sandbox" in csp and "script-src" not in csp
+    assert client.get("/s/alice/view/figures/plot.html").status_code == 404

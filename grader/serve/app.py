@@ -233,7 +233,8 @@ def create_app(classroom: Classroom, store: GradeStore, token: str, host: str = 
             resp.headers["Content-Security-Policy"] = REPORT_CSP  # the report's own HTML: no script, nothing foreign
         else:
             resp = app.response_class(path.read_bytes(), mimetype=kind)
-            resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+            # a figure opened on its own (an SVG is a document): no script, and an origin of its own
+            resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
         return resp
 
     @app.get("/similarity")
