@@ -381,3 +381,20 @@ def test_hostile_folder_names_neither_run_in_a_sheet_nor_steer_the_terminal(tmp_
     with open(out / "similarity.csv", newline="") as f:
         names = {cell for row in list(csv.reader(f))[1:] for cell in row[:2]}
     assert names == {AUTHORS[0], *("'" + n if n[0] in "=+" else n for n in HOSTILE_NAMES)}
+
+
+def test_a_huge_module_costs_seconds_not_minutes(tmp_path):
+    """2 MB of "x=1" lines took 71 s and 1.2 GB of `grade similarity` (parse 9 s): a file past MAX_BYTES is
+    not read, a tree past MAX_NODES is not normalised; both listed with the reason."""
+    import time
+
+    root = write_class(tmp_path / "class", AUTHORS[:2])
+    for name, text in (("huge", "x = 1\n" * 350_000), ("flat", "x=1\n" * 72_000)):
+        (root / name).mkdir()
+        (root / name / "vae.py").write_text(text)
+    started = time.perf_counter()
+    comparison, _ = run_similarity(root, "vae", use_cache=False)
+    assert time.perf_counter() - started < 20
+    reasons = {s.student: s.reason for s in comparison.skipped}
+    assert "more than 300 kB" in reasons["huge"] and "syntax-tree nodes" in reasons["flat"]
+    assert {d.student for d in comparison.documents} == set(AUTHORS[:2])
