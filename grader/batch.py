@@ -675,8 +675,11 @@ def gradebook_frame(out: Path):
 
 
 def write_csv_atomic(df, path: Path) -> Path:
-    """`df` as CSV (no index), written whole or not at all."""
-    return write_atomic(path, df.to_csv(index=False))
+    """`df` as CSV (no index), written whole or not at all; text cells that a spreadsheet would run as a
+    formula (a student folder named "=HYPERLINK(...)") are neutralised (`fileio.csv_cell`)."""
+    from grader.fileio import csv_safe_frame
+
+    return write_atomic(path, csv_safe_frame(df).to_csv(index=False))
 
 
 def write_gradebook(out: Path) -> Path:

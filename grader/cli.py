@@ -16,7 +16,7 @@ import click  # noqa: E402
 
 from grader import __version__  # noqa: E402
 from grader.glossary import check_title, fmt_points, shorten  # noqa: E402
-from grader.commands.console import Table, console, escape  # noqa: E402  (rich, imported on first use)
+from grader.commands.console import Table, console, escape, shown  # noqa: E402  (rich, imported on first use)
 from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV  # noqa: E402
 
 
@@ -133,7 +133,7 @@ def _grade(path: str, assignment: str | None, only: str | None, device: str, out
 def warn_unsandboxed(result) -> None:
     missing = (result.sandbox or {}).get("unsandboxed")
     if missing:
-        console.print(f"[bold red]WARNING[/]: {result.student}'s code ran WITHOUT isolation (--allow-unsandboxed); "
+        console.print(f"[bold red]WARNING[/]: {shown(result.student)}'s code ran WITHOUT isolation (--allow-unsandboxed); "
                       f"missing: {', '.join(missing)}")
 
 
@@ -252,11 +252,11 @@ def run_cmd(path, assignment, out, only, device, data, allow_unsandboxed, report
         trace.mark("results.json written")
         if reporter is not None:
             reporter.submit(written.parent)  # rendered on the other core while the table prints
-        _print_table(result, f"{result.student} — {rubric.title}", rubric)
+        _print_table(result, f"{shown(result.student)} — {rubric.title}", rubric)
         _print_handed_in(result, "the report" if reporter is not None else
                          f"the report that `grade report {out}` writes from results.json")
         auto = f"{fmt_points(result.autograded_score)}/{fmt_points(result.autograded_max)}"
-        console.print(f"[bold]{result.student}[/]: autograded {auto}; written answers: "
+        console.print(f"[bold]{shown(result.student)}[/]: autograded {auto}; written answers: "
                       f"{sum(1 for q in result.questions if q.answer)}/{len(result.questions)} submitted "
                       f"({sum(q.max_score for q in result.questions):g} points, graded by hand)")
         console.print(f"results: {written}  ({result.execution_time:.1f} s on {result.device})")

@@ -25,7 +25,7 @@ from grader.metrics import metric_info
 from grader.redact import machine_paths, redact_paths
 from grader.results import GradeResult, QuestionResult, TestResult
 from grader.rubric import RUBRICS_DIR, CheckSpec, Rubric, RubricError, available_rubrics
-from grader.sandbox.client import REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig, joined_output
+from grader.sandbox.client import MAX_COPY_ENTRIES, REPO_ROOT, IsolationUnavailable, Sandbox, SandboxConfig, joined_output
 from grader.submission import fits, prepare, write_figures
 from grader.submission.answers import MAX_ANSWER_CHARS, parse_answers  # noqa: F401 (public here since v0.1)
 
@@ -174,8 +174,11 @@ def submission_hash(submission: Path) -> str:
 def _regular_files(folder: Path) -> list[Path]:
     """The files the sandbox copies (see `client._copy_submission`): no links followed, no hidden
     folders or __pycache__, so the original and its copy hash the same."""
-    out = []
+    out, entries = [], 0
     for root, dirs, files in os.walk(folder, followlinks=False):
+        entries += 1 + len(files)
+        if entries > MAX_COPY_ENTRIES:  # where the copy stops too (client.submission_files)
+            break
         dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
         out += [Path(root) / f for f in files]
     return sorted(out)

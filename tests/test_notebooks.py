@@ -251,3 +251,16 @@ def test_the_students_figures_are_bounded_in_pixels_in_all(tmp_path):
     assert [f.caption for f in figures] == [f"b_{i}.png" for i in range(7)]  # 63 M of the 64 M
     assert len(figures) * 9_000_000 <= MAX_TOTAL_PIXELS
     assert len(notes) == 1 and "b_7.png" in notes[0] and "million pixels" in notes[0], notes
+
+
+def test_a_lone_surrogate_in_a_cell_costs_nothing(tmp_path, vae_rubric):
+    """JSON may spell a lone surrogate ("\\udcff"); `prepare` raised UnicodeEncodeError from ast.parse (it
+    promises never to raise for anything in the folder): it becomes U+FFFD, the rest is read as usual."""
+    nb = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [
+        {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+         "source": "NAME = 'a\udcffb'\n\ndef log_bernoulli(x, p):\n    return x\n"},
+        {"cell_type": "markdown", "metadata": {}, "source": "## Q1\n\nan answer \udcff here"}]}
+    (tmp_path / "homework.ipynb").write_text(json.dumps(nb))  # ASCII JSON: the escape is valid JSON
+    handed_in = prepare(tmp_path, vae_rubric)
+    assert "def log_bernoulli" in handed_in.module.source and "a\ufffdb" in handed_in.module.source
+    handed_in.module.source.encode("utf-8")

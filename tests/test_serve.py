@@ -609,3 +609,39 @@ def test_groups_join_respellings_and_never_a_changed_number_or_sign(words, seed)
             i = rng.choice(positions)
             changed = text[:i] + swap(text[i]) + text[i + 1:]
             assert len(group_answers({"a": text, "b": changed})) == 2, (text, changed)
+
+
+def test_manual_csv_export_never_holds_a_formula_and_reads_back(tmp_path):
+    """A student folder "-cmd" and a comment "=SUM(…)" are exported with a leading apostrophe (a spreadsheet
+    shows them as text, runs nothing), and that file imports again unchanged."""
+    make_reports(tmp_path, {"-cmd": "answer", "alice": "answer"})
+    (tmp_path / "manual.csv").write_text("student,question,score,comment\n'-cmd,Q1,1,'=SUM(1)\nalice,Q1,0,+1 idea\n")
+    client, store = _client(tmp_path)  # a new database imports manual.csv (apostrophes taken off)
+    _login(client)
+    text = client.get("/export/manual.csv").data.decode()
+    assert text.splitlines() == ["student,question,score,comment", "'-cmd,Q1,1,'=SUM(1)", "alice,Q1,0,'+1 idea"]
+    from grader.report.manual import read_manual_csv
+
+    (tmp_path / "again.csv").write_text(text)
+    assert [(e.student, e.score, e.comment) for e in read_manual_csv(tmp_path / "again.csv")] == [
+        ("-cmd", 1.0, "=SUM(1)"), ("alice", 0.0, "+1 idea")]
+
+
+def test_figures_in_a_results_folder_never_run_script_in_the_tas_session(tmp_path):
+    """Student figures are PNG/JPEG/GIF checked by signature (grader.submission.images), but whatever lies in a
+    results folder is served as an image: its declared type (nosniff), no script, an opaque origin."""
+    make_reports(tmp_path)
+    figures = tmp_path / "alice" / "figures"
+    figures.mkdir(parents=True)
+    (figures / "plot.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>fetch("/export/manual.csv")'
+                                      '</script></svg>')
+    (figures / "plot.png").write_text("<html><script>alert(1)</script></html>")
+    (figures / "plot.html").write_text("<script>alert(1)</script>")
+    client, _ = _client(tmp_path)
+    _login(client)
+    for name, mime in (("plot.svg", "image/svg+xml"), ("plot.png", "image/png")):
+        r = client.get(f"/s/alice/view/figures/{name}")
+        assert r.status_code == 200 and r.mimetype == mime and r.headers["X-Content-Type-Options"] == "nosniff"
+        csp = r.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "sandbox" in csp and "script-src" not in csp
+    assert client.get("/s/alice/view/figures/plot.html").status_code == 404

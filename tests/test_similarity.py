@@ -320,3 +320,81 @@ def test_copied_unit_is_named_only_when_the_score_is_worth_reading():
     page = render_html(Comparison(documents=[], skipped=[], pairs=pairs, starter=""), "vae")
     assert "BigPrior" in page, "a unit that decides a high score should be named"
     assert "TinyHelper" not in page, "a unit behind a 0.03 score should not be named"
+
+
+# ---- student content read in the grader's own process (issue 19, outside the sandbox) ----------
+
+# Each must cost its own submission (listed with a reason), never the run: the parser and the normalisers
+# run in this process, so a C-stack crash would end it (none of these does on CPython 3.11).
+DEEP = {"sum": "x = " + "+".join(["a"] * 100_000), "lists": "x = " + "[" * 10_000 + "]" * 10_000,
+        "minus": "x = " + "-" * 20_000 + "a", "lambdas": "x = " + "lambda: " * 1_000 + "0",
+        "calls": "x = a" + "()" * 100_000, "ifs": "".join(" " * i + "if a:\n" for i in range(120)) + " " * 120 + "pass",
+        "nul": "x = 1\0", "big_power": "x = 10**10**8"}
+
+
+def test_hostile_code_costs_its_submission_only(tmp_path):
+    root = write_class(tmp_path / "class", AUTHORS[:2])
+    for name, tail in DEEP.items():
+        (root / name).mkdir()
+        (root / name / "vae.py").write_text(build(AUTHORS[2]) + "\n" + tail + "\n")
+    comparison, _ = run_similarity(root, "vae", use_cache=False)
+    reasons = {s.student: s.reason for s in comparison.skipped}
+    compared = {d.student for d in comparison.documents}
+    assert set(AUTHORS[:2]) <= compared and set(DEEP) == set(reasons) | (compared & set(DEEP))
+    assert {"sum", "lists", "minus", "calls", "nul"} <= set(reasons) and "big_power" in compared  # parsed, never folded
+    assert all("vae.py" in why for why in reasons.values())
+
+
+def test_a_byte_order_mark_or_a_coding_cookie_does_not_hide_a_copy(tmp_path):
+    """Python imports a module saved with a UTF-8 BOM (Windows editors) or a latin-1 cookie: grading runs it,
+    so the comparison must read it too, not skip it as 'does not parse'."""
+    root = write_class(tmp_path / "class", AUTHORS[:3])
+    source = build(AUTHORS[0])
+    (root / "bom").mkdir()
+    (root / "bom" / "vae.py").write_bytes(b"\xef\xbb\xbf" + source.encode())
+    (root / "latin").mkdir()
+    (root / "latin" / "vae.py").write_bytes(("# -*- coding: latin-1 -*-\n# caf\xe9\n" + source).encode("latin-1"))
+    comparison, _ = run_similarity(root, "vae", use_cache=False)
+    assert not comparison.skipped
+    score = {frozenset((p.a, p.b)): p.score for p in comparison.pairs}
+    assert score[frozenset(("bom", AUTHORS[0]))] >= FLAG and score[frozenset(("latin", AUTHORS[0]))] >= FLAG
+
+
+HOSTILE_NAMES = ["=HYPERLINK(\"x.example?\"&A1,\"y\")", "+cmd|' calc'!A0", "[bold]b", "x\x1b]0;pwned\x07\x1b[2Jy",
+                 "[link=x.example]z", "a\u202egnp.exe"]
+
+
+def test_hostile_folder_names_neither_run_in_a_sheet_nor_steer_the_terminal(tmp_path):
+    root = write_class(tmp_path / "class", AUTHORS[:1])
+    for i, name in enumerate(HOSTILE_NAMES):
+        (root / name).mkdir()
+        (root / name / "vae.py").write_text(build(AUTHORS[i % 3]))
+    (root / "\x1b[31mbroken[bold]b").mkdir()
+    (root / "\x1b[31mbroken[bold]b" / "vae.py").write_text("def f(:\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["similarity", str(root), "--out", str(out), "-a", "vae", "--top", "3"])
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\u202e" not in result.output and "\x07" not in result.output
+    assert "[bold]b" in result.output and "[link=x.example]z" in result.output and "\\x1b]0;pwned" in result.output  # shown as text, not obeyed
+    import csv
+
+    with open(out / "similarity.csv", newline="") as f:
+        names = {cell for row in list(csv.reader(f))[1:] for cell in row[:2]}
+    assert names == {AUTHORS[0], *("'" + n if n[0] in "=+" else n for n in HOSTILE_NAMES)}
+
+
+def test_a_huge_module_costs_seconds_not_minutes(tmp_path):
+    """2 MB of "x=1" lines took 71 s and 1.2 GB of `grade similarity` (parse 9 s): a file past MAX_BYTES is
+    not read, a tree past MAX_NODES is not normalised; both listed with the reason."""
+    import time
+
+    root = write_class(tmp_path / "class", AUTHORS[:2])
+    for name, text in (("huge", "x = 1\n" * 350_000), ("flat", "x=1\n" * 72_000)):
+        (root / name).mkdir()
+        (root / name / "vae.py").write_text(text)
+    started = time.perf_counter()
+    comparison, _ = run_similarity(root, "vae", use_cache=False)
+    assert time.perf_counter() - started < 20
+    reasons = {s.student: s.reason for s in comparison.skipped}
+    assert "more than 300 kB" in reasons["huge"] and "syntax-tree nodes" in reasons["flat"]
+    assert {d.student for d in comparison.documents} == set(AUTHORS[:2])

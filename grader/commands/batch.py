@@ -10,7 +10,7 @@ import click
 
 from grader.glossary import fmt_points, shorten
 
-from grader.commands.console import Table, console
+from grader.commands.console import Table, console, shown
 from grader.sandbox.errors import ALLOW_UNSANDBOXED_ENV
 
 
@@ -59,7 +59,7 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
     total = len(find_submissions(root))
     left_out = not_submissions(root)
     for name, why in left_out:  # before grading starts: a student who is not graded must not vanish
-        console.print(f"[yellow]not graded: {root / name}: {why}[/]")
+        console.print(f"[yellow]not graded: {shown(root / name)}: {shown(why)}[/]")
     if total == 0:
         raise BatchUsageError(f"{root} holds no submission folders: put each student's files in ROOT/<student>/")
     failures = [0]
@@ -70,7 +70,7 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
 
         def progress(outcome, done, total_):
             failures[0] += outcome.status == "failed"
-            bar.update(task, completed=done, failed=failures[0], last=f"{outcome.student}: {outcome.status}")
+            bar.update(task, completed=done, failed=failures[0], last=f"{shown(outcome.student)}: {outcome.status}")
 
         try:
             options = GradeOptions(only=_tags(only), device=device, data=data, allow_unsandboxed=allow_unsandboxed)
@@ -88,8 +88,8 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
     style = {"graded": "green", "skipped": "dim", "failed": "red"}
     for o in sorted(summary.outcomes, key=lambda o: o.student):
         score = f"{fmt_points(o.score)}/{fmt_points(o.max_score)}" if o.score is not None else "—"
-        table.add_row(o.student, score, f"{o.seconds:.1f} s" if o.status != "skipped" else "",
-                      f"[{style.get(o.status, '')}]{o.status}[/]", shorten(o.message, 200))
+        table.add_row(shown(o.student), score, f"{o.seconds:.1f} s" if o.status != "skipped" else "",
+                      f"[{style.get(o.status, '')}]{o.status}[/]", shown(shorten(o.message, 200)))
     console.print(table)
     if only:
         console.print(f"[dim]--only {only}: scores count the selected checks only (out of their points), "
@@ -100,9 +100,9 @@ def batch_cmd(root, jobs, out, assignment, only, device, force, executor, schedu
                   + (f"; [yellow]{len(left_out)} entr{'y' if len(left_out) == 1 else 'ies'} of {root} not graded "
                      "(listed above)[/]" if left_out else ""))
     for name, why in left_out:
-        console.print(f"[yellow]not graded: {root / name}: {why}[/]")
+        console.print(f"[yellow]not graded: {shown(root / name)}: {shown(why)}[/]")
     for o in summary.failed:
-        console.print(f"[red]✗ {o.student}[/]: {o.message}  (details: {out / o.student / 'error.txt'})")
+        console.print(f"[red]✗ {shown(o.student)}[/]: {shown(o.message)}  (details: {shown(out / o.student / 'error.txt')})")
     if summary.gradebook:
         console.print(f"gradebook: {summary.gradebook}")
     if summary.interrupted:
@@ -151,10 +151,10 @@ def import_cmd(kind, archive, into, force):
     table.add_column("student")
     table.add_column("files", justify="right")
     for student, files in sorted(report.imported.items()):
-        table.add_row(student, str(len(files)))
+        table.add_row(shown(student), str(len(files)))
     console.print(table)
     for name, reason in report.skipped:
-        console.print(f"[yellow]skipped {name}: {reason}[/]")
+        console.print(f"[yellow]skipped {shown(name)}: {shown(reason)}[/]")
     console.print(f"{len(report.imported)} student folder(s) written, {len(report.skipped)} entr(y/ies) skipped")
 
 

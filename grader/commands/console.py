@@ -47,3 +47,17 @@ def Table(*args, **kwargs):  # noqa: N802  (stands for the class rich.table.Tabl
     from rich.table import Table as _Table
 
     return _Table(*args, **kwargs)
+
+
+def shown(text) -> str:
+    """Student-controlled text (a folder name, a message that quotes one) as rich markup that prints exactly
+    that text: markup escaped ("[/]" would crash the print, "[link=…]" plant a link) and control and bidi
+    characters written as \\x1b, \\u202e (an ESC sequence would retitle or clear the TA's terminal, forge a
+    line of the log; a right-to-left override would show another name)."""
+    import unicodedata
+
+    text = str(text)
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
+        text = "".join(c if unicodedata.category(c) not in ("Cc", "Cf") else
+                       (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}") for c in text)
+    return escape(text)

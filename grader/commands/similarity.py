@@ -34,7 +34,7 @@ def similarity_cmd(root: Path, assignment: str | None, starter: Path | None, out
     """
     import time
 
-    from grader.commands.console import Table, console
+    from grader.commands.console import Table, console, shown
     from grader.similarity import run_similarity
     from grader.similarity.load import SimilarityError
     from grader.similarity.output import FLAG, write_csv, write_html
@@ -46,7 +46,7 @@ def similarity_cmd(root: Path, assignment: str | None, starter: Path | None, out
         raise _BadInput(str(e)) from None
     if len(comparison.documents) < 2:
         for s in comparison.skipped:
-            console.print(f"[yellow]skipped[/] {s.student}: {s.reason}")
+            console.print(f"[yellow]skipped[/] {shown(s.student)}: {shown(s.reason)}")
         raise _BadInput(f"{len(comparison.documents)} submission(s) of {rubric.id} could be read under {root}: "
                         "at least two are needed to compare")
     csv_path = write_csv(comparison, out / "similarity.csv")
@@ -58,10 +58,10 @@ def similarity_cmd(root: Path, assignment: str | None, starter: Path | None, out
         table.add_column(col, justify="right" if col in ("#", "score") else "left")
     for i, p in enumerate(comparison.pairs[:10], 1):
         style = "bold red" if p.score >= FLAG else None
-        table.add_row(str(i), p.a, p.b, f"{p.score:.2f}", p.partial_unit.replace(":", ": "), style=style)
+        table.add_row(str(i), shown(p.a), shown(p.b), f"{p.score:.2f}", shown(p.partial_unit.replace(":", ": ")), style=style)
     console.print(table)
     for s in comparison.skipped:
-        console.print(f"[yellow]not compared[/] {s.student}: {s.reason}")
+        console.print(f"[yellow]not compared[/] {shown(s.student)}: {shown(s.reason)}")
     flagged = sum(p.score >= FLAG for p in comparison.pairs)
     console.print(f"{len(comparison.documents)} submissions, {len(comparison.pairs)} pairs, {flagged} at or above "
                   f"{FLAG:.2f} (review them in the HTML) · starter removed: {comparison.starter or 'none'} · "

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grader import glossary
+from grader.fileio import csv_uncell
 from grader.results import GradeResult, QuestionResult, load_result, save_result, write_json_atomic
 
 COLUMNS = ("student", "question", "score", "comment")
@@ -60,10 +61,11 @@ def read_manual_csv(path: Path, problems: list[str] | None = None) -> list[Manua
     problems = problems if problems is not None else []
     for row in reader:
         line = reader.line_num
-        student = (row.get("student") or "").strip()
+        # a leading "'" is the spreadsheet neutraliser that `grade serve`'s export adds (fileio.csv_cell)
+        student = csv_uncell((row.get("student") or "").strip())
         question = (row.get("question") or "").strip()
         raw_score = (row.get("score") or "").strip()
-        comment = (row.get("comment") or "").strip()
+        comment = csv_uncell((row.get("comment") or "").strip())
         if not any([student, question, raw_score, comment]):
             continue  # blank line
         where = f"row {line} (student {student!r}, question {question!r})"

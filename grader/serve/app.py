@@ -233,7 +233,8 @@ def create_app(classroom: Classroom, store: GradeStore, token: str, host: str = 
             resp.headers["Content-Security-Policy"] = REPORT_CSP  # the report's own HTML: no script, nothing foreign
         else:
             resp = app.response_class(path.read_bytes(), mimetype=kind)
-            resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+            # a figure opened on its own (an SVG is a document): no script, and an origin of its own
+            resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
         return resp
 
     @app.get("/similarity")
@@ -530,11 +531,14 @@ def manual_csv_text(classroom: Classroom, store: GradeStore) -> str:
     """The database's decisions as manual.csv (student,question,score,comment)."""
     import csv
 
+    from grader.fileio import csv_cell
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["student", "question", "score", "comment"])
     for (s, key), (score, comment) in sorted(store.decided(classroom.maxima()).items()):
-        w.writerow([s, key.split(":", 1)[1], "" if score is None else f"{score:g}", comment])
+        # names and comments neutralised for spreadsheets; `read_manual_csv` takes the apostrophe off again
+        w.writerow([csv_cell(s), key.split(":", 1)[1], "" if score is None else f"{score:g}", csv_cell(comment)])
     return buf.getvalue()
 
 

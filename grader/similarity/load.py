@@ -14,7 +14,9 @@ from pathlib import Path
 from grader.rubric import Rubric
 from grader.similarity.compare import Document, Skipped, make_document, starter_hashes
 
-MAX_BYTES = 2_000_000  # a module larger than this is not homework; listed, never read whole
+# a module larger than this is not homework (the references are ~10 kB): listed, never read whole, never
+# parsed (parsing 2 MB of code took 9 s and 1.2 GB before a single node could be counted)
+MAX_BYTES = 300_000
 
 
 class SimilarityError(Exception):
@@ -29,11 +31,32 @@ def _read_regular(path: Path) -> str:
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"{path.name} is not a regular file")
         if st.st_size > MAX_BYTES:
-            raise ValueError(f"{path.name} is {st.st_size / 1e6:.1f} MB (more than {MAX_BYTES / 1e6:.0f} MB of code)")
+            raise ValueError(f"{path.name} is {st.st_size / 1e3:.0f} kB (more than {MAX_BYTES / 1e3:.0f} kB of code)")
         data = os.read(fd, MAX_BYTES + 1)
     finally:
         os.close(fd)
-    return data.decode("utf-8", errors="replace")
+    return source_text(data)
+
+
+def source_text(data: bytes) -> str:
+    """Python source bytes as Python reads them when it imports the file: a UTF-8 BOM dropped, a coding
+    cookie obeyed (a BOM, or a latin-1 cookie, must not hide a copy from the comparison that the grading
+    imports alike); undecodable bytes replaced, never an error."""
+    import codecs
+    import io
+    import tokenize
+
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        codecs.lookup(encoding)
+    except (SyntaxError, LookupError):
+        encoding = "utf-8"
+    if encoding == "utf-8-sig" or data.startswith(codecs.BOM_UTF8):
+        encoding, data = "utf-8", data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode(encoding, errors="replace")
+    except (LookupError, UnicodeError):
+        return data.decode("utf-8", errors="replace")
 
 
 def submission_code(folder: Path, rubric: Rubric) -> tuple[str, str]:
@@ -63,8 +86,10 @@ def _fingerprint_one(item: tuple[str, str, str, bool]):
         return make_document(student, origin, source, use_cache)
     except SyntaxError as e:
         return Skipped(student, f"{origin} does not parse as Python (line {e.lineno}: {e.msg})")
-    except (ValueError, RecursionError, MemoryError) as e:
+    except (RecursionError, MemoryError) as e:
         return Skipped(student, f"{origin} could not be read as Python ({type(e).__name__})")
+    except ValueError as e:
+        return Skipped(student, f"{origin} could not be compared: {e}")
 
 
 def _map(items: list, jobs: int) -> list:
@@ -103,6 +128,10 @@ def load_class(root: Path, rubric: Rubric, use_cache: bool = True, jobs: int | N
             continue
         if not source.strip():
             skipped.append(Skipped(entry.name, f"{origin} is empty"))
+            continue
+        if len(source) > MAX_BYTES:  # a module built from a notebook (up to 2 M characters)
+            skipped.append(Skipped(entry.name, f"{origin}: {len(source) / 1e3:.0f} k characters of code (more than "
+                                               f"{MAX_BYTES / 1e3:.0f} k): not compared, review it by hand"))
             continue
         todo.append((entry.name, origin, source, use_cache))
     done = _map(todo, jobs if jobs is not None else (os.cpu_count() or 1))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jinja2
 
-from grader.fileio import write_atomic
+from grader.fileio import csv_cell, write_atomic
 from grader.resources import data_dir
 from grader.similarity.compare import Comparison, Document, Pair
 
@@ -28,7 +28,7 @@ def write_csv(comparison: Comparison, path: Path) -> Path:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["student_a", "student_b", "score"])
     for p in comparison.pairs:
-        w.writerow([p.a, p.b, f"{p.score:.6f}"])
+        w.writerow([csv_cell(p.a), csv_cell(p.b), f"{p.score:.6f}"])  # names as folders: never a formula
     write_atomic(path, buf.getvalue())
     return path
 

@@ -162,10 +162,18 @@ def read_notebook(path: Path):
 
 
 def cell_source(cell) -> str:
+    """A cell's text, always encodable: JSON may spell a lone surrogate ("\\udcff"), which no file, parser
+    or PDF can take (ast.parse raised UnicodeEncodeError out of `prepare`): each becomes U+FFFD."""
     src = cell.get("source", "")
     if isinstance(src, list):  # nbformat allows a list of lines on disk
         src = "".join(s for s in src if isinstance(s, str))
-    return src if isinstance(src, str) else ""
+    if not isinstance(src, str):
+        return ""
+    try:
+        src.encode("utf-8")
+    except UnicodeEncodeError:
+        src = re.sub("[\ud800-\udfff]", "\ufffd", src)
+    return src
 
 
 def code_cells(nb) -> list[tuple[int, str]]:
