@@ -52,6 +52,13 @@ class StudentValueError(Exception):
         self.cause = cause
 
 
+def mistake_cause(named: "Mistake | None") -> str | None:
+    """The cause a failing case records for a named mistake ("mistake:<id>"; None: not known). A check that names
+    a mistake with `ctx.diagnose` passes it to the case the mistake explains, so that another check of the component
+    naming the same mistake does not charge it again (grader/charging.py)."""
+    return f"mistake:{named.id}" if named is not None else None
+
+
 @dataclass
 class Case:
     name: str
@@ -340,6 +347,17 @@ class CheckContext:
         self.cases.append(Case(case, bool(ok), "" if ok else message, cause=None if ok else self._cause(cause)))
         return bool(ok)
 
+    def attribute(self, named: "Mistake | None", cases: "int | list[Case]") -> None:
+        """Record `named` (a mistake `diagnose` just named) as the cause of the failing `cases` that have none (an
+        int: the cases recorded from that index on): for a check that names the mistake after recording the cases
+        its matcher compared. Pass only cases the mistake's prediction reproduces (docs/grading.md, "Charged in
+        proportion"): a case the matcher did not look at may fail for another mistake, which must cost its own."""
+        if named is None:
+            return
+        for c in (self.cases[cases:] if isinstance(cases, int) else cases):
+            if not c.passed and c.cause is None:
+                c.cause = mistake_cause(named)
+
     def partial(self, fraction: float, case: str, message: str = "") -> None:
         """Record a case worth `fraction` (in [0, 1]) of a passed one."""
         fraction = min(1.0, max(0.0, float(fraction)))
@@ -350,7 +368,7 @@ class CheckContext:
         """Record whether `got` matches `want` (shape, finiteness, values)."""
         problem = mismatch(got, want, self.spec.rtol if rtol is None else rtol, self.spec.atol if atol is None else atol)
         named = self.diagnose(diagnose) if problem and diagnose is not None else None
-        return self.expect(problem is None, case, problem or "", cause=f"mistake:{named.id}" if named else None)
+        return self.expect(problem is None, case, problem or "", cause=mistake_cause(named))
 
     def diagnose(self, matches: Callable[..., "bool | float"], components: list[str] | None = None,
                  scales: tuple[float, ...] = ()) -> Mistake | None:

@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from grader.checks import CheckContext, distance, close, expect_any_variant, sequence, tensor, to_torch
+from grader.checks import CheckContext, distance, close, expect_any_variant, mistake_cause, sequence, tensor, to_torch
 from grader.checks import seeded as _seed
 from grader.checks import properties
 from grader.checks.amortized_vs_lo_model import (  # noqa: F401  (the model half: its checks, metrics, preflight)
@@ -178,10 +178,11 @@ def check_reparameterize_distribution(ctx: CheckContext) -> None:
             w = _np(ctx.ref.reparameterize(to_torch(mu, ctx.device), to_torch(lv, ctx.device)))
         return bool(np.allclose(w.std(0), z.std(0), rtol=0.05, atol=1e-3) and np.allclose(w.mean(0), z.mean(0), atol=0.1))
 
-    if not (m_ok and s_ok):
-        ctx.diagnose(diag)
-    ctx.expect(m_ok, "sample mean equals mu", f"sample means {np.round(z.mean(0), 3)}, expected {mu[0]}")
-    ctx.expect(s_ok, "sample std equals exp(0.5·log_var)", f"sample stds {np.round(z.std(0), 3)}, expected {np.round(std, 3)}")
+    # the mistake named reproduces both statistics, so it is the cause of whichever fails
+    cause = mistake_cause(ctx.diagnose(diag)) if not (m_ok and s_ok) else None
+    ctx.expect(m_ok, "sample mean equals mu", f"sample means {np.round(z.mean(0), 3)}, expected {mu[0]}", cause=cause)
+    ctx.expect(s_ok, "sample std equals exp(0.5·log_var)", f"sample stds {np.round(z.std(0), 3)}, expected {np.round(std, 3)}",
+               cause=cause)
 
 
 def check_reparameterize_gradients(ctx: CheckContext) -> None:
@@ -194,6 +195,7 @@ def check_reparameterize_gradients(ctx: CheckContext) -> None:
                "no gradient reaches mu" if g_mu is None else "dz/dmu should be 1 for every element")
     want = 0.5 * (z - mu)  # z = mu + exp(0.5·lv)·eps  =>  dz/dlv = 0.5·(z − mu)
     ok = g_lv is not None and close(g_lv, want, 1e-3, 1e-4)
+    named = None
     if not ok:
         def diag(patches):
             with ctx.patched(patches), _seed(3, ctx.device):
@@ -203,9 +205,9 @@ def check_reparameterize_gradients(ctx: CheckContext) -> None:
                     return g_lv is None
                 gl = torch.autograd.grad(out.sum(), l, allow_unused=True)[0]
             return (gl is None and g_lv is None) or (gl is not None and g_lv is not None and close(g_lv, _np(gl), 1e-3, 1e-4))
-        ctx.diagnose(diag)
+        named = ctx.diagnose(diag)
     ctx.expect(ok, "dz/dlog_var = 0.5·(z − mu)", "no gradient reaches log_var" if g_lv is None else
-               "the gradient w.r.t. log_var is not 0.5·exp(0.5·log_var)·eps")
+               "the gradient w.r.t. log_var is not 0.5·exp(0.5·log_var)·eps", cause=mistake_cause(named))
     z2 = tensor(ctx.call("reparameterize", mu, lv, seed=4)["result"], "reparameterize", finite=True)
     ctx.expect(not np.allclose(z, z2), "fresh noise on every call", "two calls with different seeds gave the same z")
 
@@ -322,11 +324,11 @@ def check_elbo_value(ctx: CheckContext) -> None:
         return abs(got.mean() - want) / (6 * math.sqrt(2) * se + 1e-4)
 
     ok = mc_distance({}) <= 1
-    if not ok and not ctx.mistakes:  # the narrow case names a mistake exactly; this one only statistically
-        ctx.diagnose(mc_distance)
+    # the narrow case names a mistake exactly; this one only statistically
+    named = ctx.diagnose(mc_distance) if not ok and not ctx.mistakes else None
     want, se = mc({})
     ctx.expect(ok, "broad posterior: mean ELBO over 4000 draws",
-               f"mean {got.mean():.4f}, expected {want:.4f} ± {6 * se:.3f}")
+               f"mean {got.mean():.4f}, expected {want:.4f} ± {6 * se:.3f}", cause=mistake_cause(named))
 
 
 def check_elbo_gradients(ctx: CheckContext) -> None:
@@ -445,11 +447,11 @@ def check_lo_per_example(ctx: CheckContext) -> None:
                   "LatentOptimizationVAE.elbo")
     diff = np.abs(got2 - got) > 1e-4
     ok = diff[2] and not diff[[0, 1, 3]].any()
-    if not ok:
-        ctx.diagnose(lambda p: distance(got2 - got, reference(p, changed) - reference(p), 1e-3, 1e-3))
+    named = ctx.diagnose(lambda p: distance(got2 - got, reference(p, changed) - reference(p), 1e-3, 1e-3)) \
+        if not ok else None
     ctx.expect(ok, "changing example i's q changes only example i's ELBO",
                f"ELBO changed at batch positions {np.flatnonzero(diff).tolist()}, expected only [2] "
-               "(the example whose mu was changed)")
+               "(the example whose mu was changed)", cause=mistake_cause(named))
 
 
 def check_lo_gradients(ctx: CheckContext) -> None:
@@ -467,6 +469,7 @@ def check_lo_gradients(ctx: CheckContext) -> None:
             continue
         rows = set(np.flatnonzero(np.abs(g).sum(1) > 0).tolist())
         ok = rows == set(idx.tolist())
+        named = None
         if not ok:
             def matches(patches, name=name, rows=rows):
                 with ctx.patched(patches), _seed(3, ctx.device):
@@ -474,9 +477,9 @@ def check_lo_gradients(ctx: CheckContext) -> None:
                     m.elbo(to_torch(x, ctx.device), to_torch(idx, ctx.device)).sum().backward()
                     want = getattr(m, name).grad
                 return want is not None and rows == set(np.flatnonzero(_np(want).__abs__().sum(1) > 0).tolist())
-            ctx.diagnose(matches)
+            named = ctx.diagnose(matches)
         ctx.expect(ok, f"gradient of `{name}` reaches exactly rows idx = {sorted(idx.tolist())}",
-                   f"nonzero gradient in rows {sorted(rows)}")
+                   f"nonzero gradient in rows {sorted(rows)}", cause=mistake_cause(named))
     dec = [v for k, v in grads.items() if k.startswith("decoder.")]
     ctx.expect(any(v is not None and np.abs(v).sum() > 0 for v in dec), "gradient reaches the decoder",
                "no gradient reaches the decoder's parameters")
@@ -547,10 +550,11 @@ def check_importance_reference(ctx: CheckContext) -> None:
             return float(np.max(np.abs(got - mean) / (6 * sd + 1e-3)))
 
         ok = same_draws({}) <= 1 or statistical({}) <= 1
-        if not ok:  # each distance separates candidates in its own units (docs/grading.md)
-            ctx.diagnose(same_draws) or ctx.diagnose(statistical)
+        # each distance separates candidates in its own units (docs/grading.md)
+        named = (ctx.diagnose(same_draws) or ctx.diagnose(statistical)) if not ok else None
         ctx.expect(ok, f"{label}: log p(x) for given networks, M={M}",
-                   f"got {np.round(got, 2)}, reference (same seed) {np.round(reference({}), 2)}")
+                   f"got {np.round(got, 2)}, reference (same seed) {np.round(reference({}), 2)}",
+                   cause=mistake_cause(named))
 
 
 def check_importance_bound(ctx: CheckContext) -> None:
@@ -595,14 +599,15 @@ def check_importance_bound(ctx: CheckContext) -> None:
     elbo_gap = truth - ref[1][0]  # how much room there is between the ELBO and log p(x)
     grows = bool(np.all(means[16][0] - means[1][0] > np.maximum(3 * np.hypot(se(16), se(1)), 0.2 * elbo_gap)))
     bounded = bool(np.all(means[128][0] <= truth + 6 * np.hypot(se(128), ref[128][1] / math.sqrt(R)) + 1e-3))
-    ctx.diagnose(distance)
+    # every case below is a function of the means the mistake named reproduces: it is their cause
+    cause = mistake_cause(ctx.diagnose(distance))
     ctx.expect(grows, "the estimate tightens as M grows (mean over 32 repetitions, M = 1 → 16)",
                f"means {np.round(means[1][0], 2)} (M=1) → {np.round(means[16][0], 2)} (M=16); expected an increase of "
-               f"about {np.round(ref[16][0] - ref[1][0], 2)}")
+               f"about {np.round(ref[16][0] - ref[1][0], 2)}", cause=cause)
     ctx.expect(bounded, "stays below log p(x) in expectation (M = 128)",
-               f"mean {np.round(means[128][0], 2)} exceeds the reference's {np.round(truth, 2)}")
+               f"mean {np.round(means[128][0], 2)} exceeds the reference's {np.round(truth, 2)}", cause=cause)
     ctx.expect(False, "agrees with the reference in expectation for M = 1, 16, 128",
-               f"means at M=128 {np.round(means[128][0], 2)}, reference {np.round(truth, 2)}")
+               f"means at M=128 {np.round(means[128][0], 2)}, reference {np.round(truth, 2)}", cause=cause)
 
 
 # ---- examples for the declared properties (grader/checks/properties.py; rubric [properties]) ----------------

@@ -72,9 +72,10 @@ def _reference_signature(ctx: CheckContext, signature, patches: dict, **kw):
         return signature(_Reference(ctx, **kw))
 
 
-def _name_mistake(ctx: CheckContext, got, signature, **kw) -> None:
-    """Name the block's mistake whose mutant gives the same `signature` (a tuple of plain values) as the student's."""
-    ctx.diagnose(lambda p: _reference_signature(ctx, signature, p, **kw) == got)
+def _name_mistake(ctx: CheckContext, got, signature, since: int, **kw) -> None:
+    """Name the block's mistake whose mutant gives the same `signature` (a tuple of plain values) as the student's,
+    as the cause of the failing cases recorded from index `since` on (the cases the signature sums up)."""
+    ctx.attribute(ctx.diagnose(lambda p: _reference_signature(ctx, signature, p, **kw) == got), since)
 
 
 def _changed(a: np.ndarray, b: np.ndarray, ctx: CheckContext) -> np.ndarray:
@@ -145,10 +146,12 @@ def check_block_causal(ctx: CheckContext) -> None:
     with ctx.case("finite outputs with the mask"):
         if not np.isfinite(block(x)).all():
             bad = [t for t, v in enumerate(_nonfinite_positions(block, x)) if v]
+            since = len(ctx.cases)
             ctx.expect(False, "finite outputs with the mask", f"outputs at position(s) {bad} are not finite: a position "
                        "whose every key is masked gets a softmax of -inf only (NaN)")
-            _name_mistake(ctx, _nonfinite_positions(block, x), lambda r: _nonfinite_positions(r, x))
+            _name_mistake(ctx, _nonfinite_positions(block, x), lambda r: _nonfinite_positions(r, x), since)
             return
+    since = len(ctx.cases)  # the leak cases, which `signature` sums up
     for causal in (True, None):
         how = "block(x)" if causal is None else "block(x, causal=True)"
         with ctx.case(how):
@@ -159,7 +162,7 @@ def check_block_causal(ctx: CheckContext) -> None:
                                          "the future leaks in (mask the scores of keys s > t before the softmax)")
     if failed:
         with ctx.case("diagnosis"):
-            _name_mistake(ctx, signature(block), signature)
+            _name_mistake(ctx, signature(block), signature, since)
 
 
 def check_block_noncausal(ctx: CheckContext) -> None:
@@ -168,6 +171,7 @@ def check_block_noncausal(ctx: CheckContext) -> None:
     fresh = [_x(ctx, 2, 1)[:, 0] for _ in range(T - 1)]
     block = _Student(ctx, "noncausal")
     with ctx.case("block(x, causal=False)"):
+        since = len(ctx.cases)
         leaks = _leaks(block, x, fresh, ctx, False)
         failed = False
         for s, moved in enumerate(leaks, start=1):
@@ -176,7 +180,7 @@ def check_block_noncausal(ctx: CheckContext) -> None:
                                      f"the output at position(s) {missing} ignores x[:, {s}]: without the mask every "
                                      "position attends to every other")
         if failed:
-            _name_mistake(ctx, leaks, lambda b: _leaks(b, x, fresh, ctx, False))
+            _name_mistake(ctx, leaks, lambda b: _leaks(b, x, fresh, ctx, False), since)
 
 
 def check_block_permutation(ctx: CheckContext) -> None:
@@ -248,7 +252,7 @@ def check_block_heads(ctx: CheckContext) -> None:
             def matches(p):
                 with ctx.patched(p):
                     return _heads_matter(ctx, lambda h, base: reference(h, base, p), x) == got
-            ctx.diagnose(matches)
+            ctx.attribute(ctx.diagnose(matches), len(ctx.cases) - 1)
 
 
 def check_block_gradients(ctx: CheckContext) -> None:

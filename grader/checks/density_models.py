@@ -148,6 +148,7 @@ def check_conv_vae_architecture(ctx: CheckContext) -> None:
         outs: dict[str, np.ndarray] = {}
         fed: dict[str, np.ndarray] = {}
         failed = False
+        compared = []  # the cases of the layers that ran: those the diagnosis compares
         for path, desc, inp, want in probes:
             case = f"{label}: {path} = {desc} on a {'×'.join(map(str, inp.shape))} input"
             mine = role.get(path)
@@ -164,11 +165,12 @@ def check_conv_vae_architecture(ctx: CheckContext) -> None:
                 continue
             outs[path], fed[path] = out, inp
             failed |= not ctx.expect_close(out, want, case + ("" if mine == path else f" (your `{mine}`)"), rtol, atol)
+            compared.append(ctx.cases[-1])
         if failed and outs:
             def matches(patches, x=x, z=z, latent_dim=latent_dim, side=side, outs=outs, fed=fed, state=state):
                 pred = {p: o for p, _, _, o in _layer_probes(ctx, patches, state, latent_dim, side, x, z, inputs=fed)}
                 return max((distance(o, pred[p], rtol, atol) if p in pred else math.inf) for p, o in outs.items())
-            ctx.diagnose(matches)
+            ctx.attribute(ctx.diagnose(matches), compared)
 
 
 def _not_isolated(ctx: CheckContext, name: str, case: str, what: str, own_run) -> bool:
@@ -469,11 +471,12 @@ def check_ppca_fit(ctx: CheckContext) -> None:
             w_ref, mu_ref, s2_ref = reference({})
             got = _ppca_summary(W, mu, s2)
             matches = lambda p, got=got, reference=reference, rtol=rtol, atol=atol: close(got, _ppca_summary(*reference(p)), rtol, atol)
+            since = len(ctx.cases)  # the three cases below: the summary the diagnosis compares
             ok = [ctx.expect_close(mu, mu_ref, f"{label}: mu", rtol, atol),
                   ctx.expect_close(s2.reshape(()), s2_ref.reshape(()), f"{label}: sigma2", rtol, atol),
                   ctx.expect_close(W @ W.T, w_ref @ w_ref.T, f"{label}: W Wᵀ (W itself is defined up to a rotation)", rtol, atol)]
             if not all(ok):
-                ctx.diagnose(matches)
+                ctx.attribute(ctx.diagnose(matches), since)
 
 
 def _ppca_params(ctx, D: int, q: int, dtype: str):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from grader.checks import interface, properties
-from grader.checks import CheckContext, distance, close, expect_any_variant, tensor, to_torch
+from grader.checks import CheckContext, distance, close, expect_any_variant, mistake_cause, tensor, to_torch
 from grader.checks.kmeans_autoencoder_model import (  # noqa: F401  (the model half: its checks, metrics, preflight)
     METRICS, check_model_autoencoder, check_model_kmeans, preflight,
 )
@@ -297,12 +297,13 @@ def check_init_centres_per_digit(ctx: CheckContext) -> None:
 
     ok = ctx.expect(sig[1], "every centre is a copy of one of the images",
                     "some centres are not images of x: 'per_digit' copies one image of each digit")
+    named = None
     if ok and not sig[2]:
         own = _own_digit_counts(ctx, x, y, k, seeds)
-        ctx.diagnose(mutant_signature if own is None else
-                     lambda p: _own_digit_distance(own, _reference_own_digit_counts(ctx, p, x, y, k)))
+        named = ctx.diagnose(mutant_signature if own is None else
+                             lambda p: _own_digit_distance(own, _reference_own_digit_counts(ctx, p, x, y, k)))
     ctx.expect(sig[2], "centre j is an image of digit j (j = 0..9)",
-               "centre j must be an image whose label is j")
+               "centre j must be an image whose label is j", cause=mistake_cause(named))
     ctx.expect(np.array_equal(got[0], got[1]), "the same seed gives the same centres",
                "two calls with seed=0 gave different centres: draw from a torch.Generator seeded with `seed`")
     if len(got) > 2:
@@ -385,12 +386,12 @@ def check_autoencoder_io(ctx: CheckContext) -> None:
         ok = ctx.expect(out.shape == shape, f"{method}: shape {shape} (latent_dim={LATENT}, channels={CHANNELS})",
                         f"shape {out.shape}, expected {shape}")
         if not ok and method == "decode":
-            ctx.diagnose(lambda p, got=out.shape: _ref_decode_shape(ctx, p, z) == got)
+            ctx.attribute(ctx.diagnose(lambda p, got=out.shape: _ref_decode_shape(ctx, p, z) == got), -1)
         if ok and method != "encode":
             inside = bool(np.isfinite(out).all() and out.min() > 0 and out.max() < 1)
             if not ctx.expect(inside, f"{method}: pixel values in (0, 1)",
                               f"values from {out.min():.3g} to {out.max():.3g}: end the decoder with a sigmoid"):
-                ctx.diagnose(lambda p: not _ref_decode_in_unit_interval(ctx, p, z))
+                ctx.attribute(ctx.diagnose(lambda p: not _ref_decode_in_unit_interval(ctx, p, z)), -1)
 
 
 def _ref_decode(ctx, patches, z):
@@ -421,7 +422,7 @@ def check_autoencoder_shapes(ctx: CheckContext) -> None:
                         f"your stages: {_fmt(got[part])}; expected {_fmt(want[part])} (channels={CHANNELS}, "
                         f"latent_dim={LATENT})")
         if not ok:
-            ctx.diagnose(lambda p, part=part: _ref_stage_shapes(ctx, p, x, z)[part] == got[part])
+            ctx.attribute(ctx.diagnose(lambda p, part=part: _ref_stage_shapes(ctx, p, x, z)[part] == got[part]), -1)
 
 
 def _ae_weights(ctx) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from grader import roles
-from grader.checks import CheckContext, StudentValueError, close, distance, expect_any_variant, sequence, tensor, to_torch
+from grader.checks import CheckContext, StudentValueError, close, distance, expect_any_variant, mistake_cause, sequence, tensor, to_torch
 from grader.checks import interface, properties
 from grader.checks import vae_model
 from grader.checks.vae_model import METRICS  # noqa: F401  (how this assignment's metrics are shown)
@@ -231,17 +231,21 @@ def check_reparameterization_shape_dtype(ctx: CheckContext) -> None:
 
 
 def check_reparameterization_gradients(ctx: CheckContext) -> None:
-    """dz/dmu = 1 and dz/dlog_var = 0.5·(z − mu): exact for any way of drawing the noise."""
-    mu = _f(ctx.rng.standard_normal((6, 5)), "float64")
-    lv = _f(ctx.rng.uniform(-3, 2, (6, 5)), "float64")
-    cot = ctx.rng.standard_normal((6, 5))
+    """dz/dmu = 1 and dz/dlog_var = 0.5·(z − mu): exact for any way of drawing the noise.
+
+    1,000 elements, so that the spread of z − mu tells a factor 2 in the noise apart (10 tolerances; 30 elements
+    gave 1.8): the diagnosis can then name a scale mistake here too (std = exp(log_var)), which the distribution
+    check names as well, and the mistake is charged once (grader/charging.py), not here and there."""
+    mu = _f(ctx.rng.standard_normal((200, 5)), "float64")
+    lv = _f(ctx.rng.uniform(-3, 2, (200, 5)), "float64")
+    cot = ctx.rng.standard_normal((200, 5))
     reply = ctx.call(_reparam(ctx), mu, lv, seed=3, grad={"inputs": ["args.0", "args.1"], "cotangent": cot})
     z = tensor(reply["result"], "reparameterization", dtype="float64", finite=True)
     grads = reply.get("grads") or {}
     g_mu, g_lv = grads.get("args.0"), grads.get("args.1")
     if not ctx.require(g_mu is not None, "gradient w.r.t. mu",
                       "no gradient flows to mu: z must be computed from mu with torch operations (no .detach(), numpy or torch.normal(mu, std))"):
-        ctx.diagnose(lambda p: REPARAM in p and not _mutant_has_grad(ctx, p[REPARAM], mu, lv))
+        ctx.attribute(ctx.diagnose(lambda p: REPARAM in p and not _mutant_has_grad(ctx, p[REPARAM], mu, lv)), -1)
         return
     rtol, atol = ctx.tolerance("float64")
     ctx.expect_close(g_mu, cot, "gradient w.r.t. mu is the identity", rtol, atol)
@@ -249,8 +253,8 @@ def check_reparameterization_gradients(ctx: CheckContext) -> None:
                   "no gradient flows to log_var: use std = exp(0.5·log_var) inside the graph"):
         want = cot * 0.5 * (z - mu)
         if not ctx.expect_close(g_lv, want, "gradient w.r.t. log_var equals 0.5·(z − mu)", rtol, atol):
-            ctx.diagnose(lambda p, scale=1.0: _reparam_grad_distance(ctx, p, mu, lv, cot, z, g_lv, scale),
-                         scales=PLAUSIBLE_SCALES)
+            ctx.attribute(ctx.diagnose(lambda p, scale=1.0: _reparam_grad_distance(ctx, p, mu, lv, cot, z, g_lv, scale),
+                                       scales=PLAUSIBLE_SCALES), -1)
 
 
 def _reparam_of(ctx, patches: dict):
@@ -358,12 +362,13 @@ def check_reparameterization_distribution(ctx: CheckContext) -> None:
         return
     u = (z - mu) / np.exp(0.5 * lv)
     problems = _standard_normal_tests(u, 3 * m)
+    named = None
     if problems:
         std_ratio = np.std(z - mu, axis=0) / np.exp(0.5 * lv1)
-        ctx.diagnose(lambda p, scale=1.0: _empirical_std_distance(ctx, p, mu1, lv1, np.std(z - mu, axis=0), scale),
-                     scales=PLAUSIBLE_SCALES)
+        named = ctx.diagnose(lambda p, scale=1.0: _empirical_std_distance(ctx, p, mu1, lv1, np.std(z - mu, axis=0), scale),
+                             scales=PLAUSIBLE_SCALES)
         problems.append(f"empirical std / exp(0.5·log_var) per dimension: {np.array2string(std_ratio, precision=2)}")
-    ctx.expect(not problems, "z ~ N(mu, exp(log_var))", "; ".join(problems[:4]))
+    ctx.expect(not problems, "z ~ N(mu, exp(log_var))", "; ".join(problems[:4]), cause=mistake_cause(named))
 
 
 def _empirical_std_distance(ctx, patches, mu1, lv1, student_std, scale: float = 1.0) -> float:
@@ -604,8 +609,9 @@ def _mog_log_prob_case(ctx, params, z, case):
     if got.shape == z.shape:
         ctx.notes.append("log_prob returns one value per latent dimension (B×L): it must return the log-density of "
                          "the whole vector z under the mixture, one value per example (B).")
-        if ctx.diagnose(lambda p: distance(got.sum(-1), reference(p), 1e-3, 1e-3)):
-            ctx.expect(False, case, f"shape {got.shape}, expected {(z.shape[0],)}")
+        named = ctx.diagnose(lambda p: distance(got.sum(-1), reference(p), 1e-3, 1e-3))
+        if named:
+            ctx.expect(False, case, f"shape {got.shape}, expected {(z.shape[0],)}", cause=mistake_cause(named))
             return
     expect_any_variant(ctx, got, reference, case, rtol=1e-4, atol=1e-3)
 
@@ -665,9 +671,8 @@ def check_mog_sample_distribution(ctx: CheckContext) -> None:
         if (np.abs(m) > zt).any() or (np.abs(v) > zt).any():
             ratio = np.sqrt(uk.var(0))
             problems.append(f"component {k}: std / exp(0.5·logvars) = {np.round(ratio, 3).tolist()}, expected 1")
-    if problems:
-        ctx.diagnose(lambda p: _mog_sample_matches(ctx, p, params, counts / n, s, idx))
-    ctx.expect(not problems, "samples follow the mixture", "; ".join(problems))
+    named = ctx.diagnose(lambda p: _mog_sample_matches(ctx, p, params, counts / n, s, idx)) if problems else None
+    ctx.expect(not problems, "samples follow the mixture", "; ".join(problems), cause=mistake_cause(named))
 
 
 def _mog_sample_matches(ctx, patches, params, freq, s, idx) -> bool:
@@ -765,18 +770,19 @@ def check_elbo_value(ctx: CheckContext) -> None:
                 break
         if not matched:
             failed.append(reduction)
+    named = None
     if failed:
         # One diagnosis for both reductions: a mistake must explain both values (a forward that ignores
         # `reduction` is right for 'avg'; a wrong KL sign is wrong for both), so a coincidence in one
         # reduction (e.g. mean(-RE - KL) near 0, the 'sum' of a forward that always averages) names nothing.
-        ctx.diagnose(lambda p: max(distance(p, r) for r in scales))
+        named = ctx.diagnose(lambda p: max(distance(p, r) for r in scales))
     for reduction, scale in scales.items():
         if reduction in failed:
             want, sd = reference({}, reduction)
             tol = 6 * math.sqrt(2) * max(sd, 1e-6) / math.sqrt(N) + 1e-4 * abs(want)
             ctx.expect(False, f"reduction={reduction!r}",
                        f"got {got[reduction]:.5g}, expected {want * scale:.5g} ± {tol * scale:.2g} "
-                       "(6 standard errors of the Monte Carlo estimate)")
+                       "(6 standard errors of the Monte Carlo estimate)", cause=mistake_cause(named))
         else:
             ctx.expect(True, f"reduction={reduction!r}")
 
