@@ -24,7 +24,7 @@ LAYERS = [
     ("core", ["grader", "grader.kinds", "grader.rubric", "grader.results", "grader.redact", "grader.trace",
               "grader.metrics", "grader.signatures", "grader.roles", "grader.data", "grader.figures",
               "grader.model_cache", "grader.history", "grader.glossary", "grader.resources", "grader.charging",
-              "grader.fileio"]),
+              "grader.fileio", "grader.figure_offload"]),
     ("run", ["grader.sandbox", "grader.submission", "grader.harnesses"]),
     ("judge", ["grader.checks", "reference"]),
     ("engine", ["grader.engine"]),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from grader.sandbox import protocol
 from grader.sandbox.errors import (  # noqa: F401  (re-exported: the engine and checks import them from here)
-    MAX_OUTPUT_BYTES, IsolationUnavailable, SandboxConfig, SandboxUnavailable, StudentCodeError, StudentCrash,
+    MAX_COPY_ENTRIES, MAX_OUTPUT_BYTES, IsolationUnavailable, SandboxConfig, SandboxUnavailable, StudentCodeError, StudentCrash,
     StudentException, StudentTimeout,
 )
 

@@ -52,12 +52,12 @@ BEGIN = re.compile(r"^(\s*)#+\s*BEGIN SOLUTION\b.*$")
 END = re.compile(r"^(\s*)#+\s*END SOLUTION\b.*$")
 
 # Engine files copied into the bundle as they are (none holds solution code).
-SHIPPED = ["__init__.py", "charging.py", "engine.py", "glossary.py", "history.py", "kinds.py", "resources.py", "metrics.py", "redact.py", "results.py", "rubric.py", "roles.py", "trace.py",
+SHIPPED = ["__init__.py", "charging.py", "engine.py", "fileio.py", "glossary.py", "history.py", "kinds.py", "resources.py", "metrics.py", "redact.py", "results.py", "rubric.py", "roles.py", "trace.py",
            "checks/__init__.py", "checks/inputs.py", "checks/interface.py", "checks/runners.py", "checks/standins.py", "signatures.py",
            "sandbox/__init__.py", "sandbox/standins.py",
            "sandbox/child.py", "sandbox/errors.py", "sandbox/nets.py", "sandbox/protocol.py", "sandbox/values.py",
            "submission/__init__.py", "submission/notebook.py", "submission/answers.py", "submission/images.py"]
-SHIPPED_MODULES = {"grader", "grader.charging", "grader.engine", "grader.glossary", "grader.history", "grader.kinds", "grader.resources", "grader.metrics", "grader.redact", "grader.results", "grader.rubric", "grader.trace",
+SHIPPED_MODULES = {"grader", "grader.charging", "grader.engine", "grader.fileio", "grader.glossary", "grader.history", "grader.kinds", "grader.resources", "grader.metrics", "grader.redact", "grader.results", "grader.rubric", "grader.trace",
                    "grader.roles", "grader.checks", "grader.checks.inputs", "grader.checks.interface", "grader.checks.runners", "grader.signatures",
                    "grader.sandbox",
                    "grader.sandbox.child", "grader.sandbox.errors", "grader.sandbox.nets", "grader.sandbox.protocol", "grader.sandbox.values",

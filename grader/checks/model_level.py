@@ -175,7 +175,7 @@ def start_drawing(folder: Path, plan: list[dict], listed) -> "InThread | WorkerD
     In `grade run`'s report worker when it is idle: another process, on the other core (matplotlib holds the GIL,
     so a thread would take turns with the evaluation that runs meanwhile); else in a thread. The same files either
     way (tests/test_cli.py)."""
-    from grader.report.background import figure_worker
+    from grader.figure_offload import figure_worker
 
     worker = figure_worker()
     if worker is not None and worker.draw(folder, plan):

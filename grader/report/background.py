@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from grader import figure_offload
+
 RENDER_TIMEOUT_S = 300.0
 DRAW_TIMEOUT_S = 120.0  # a plan not drawn by then is drawn in the grader's process instead
 _WARM = {"warm": True}  # the worker's first line: warmed up, waiting for requests
@@ -345,3 +347,6 @@ def figure_worker() -> ReportWorker | None:
     """This process's report worker when it is idle (`grade run`, warmed up, nothing submitted yet), else None."""
     worker = _ACTIVE
     return worker if worker is not None and worker.idle() else None
+
+
+figure_offload.register(figure_worker)

@@ -29,15 +29,12 @@ from pathlib import Path
 from grader import trace
 from grader.sandbox import protocol, values
 from grader.sandbox.errors import (  # noqa: F401  (re-exported: the engine and checks import them from here)
-    MAX_OUTPUT_BYTES, IsolationUnavailable, SandboxConfig, SandboxUnavailable, missing_protections, StudentCodeError, StudentCrash, StudentException,
+    MAX_COPY_ENTRIES, MAX_OUTPUT_BYTES, IsolationUnavailable, SandboxConfig, SandboxUnavailable, missing_protections, StudentCodeError, StudentCrash, StudentException,
     StudentTimeout,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MAX_COPY_BYTES = 200 * 1024 * 1024  # a submission folder larger than this is not copied whole
-# ... nor one of more files and folders than this: 100 000 empty files (a 10 MB zip) took 24 s to copy to the
-# scratch folder, 12 s to pack and 22 s to unpack on a Dask worker, once per grading, and their inodes
-MAX_COPY_ENTRIES = 20_000
 # What one request may ask of the grader through upcalls (stand-ins, grader/checks/standins.py). A
 # unit check's calls make a few dozen upcalls of a few KiB; beyond these the child is killed.
 MAX_UPCALLS_PER_REQUEST = 5000
