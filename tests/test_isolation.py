@@ -110,6 +110,18 @@ def test_mismatch_shows_enough_digits_to_tell_the_values_apart():
     assert distinct_digits(1.5, 2.5) == ("1.5", "2.5")
 
 
+def test_mismatch_and_distance_agree_on_non_finite_values():
+    """NaN matches only NaN and an infinity only the same infinity: a k-means update giving +inf where the
+    known mistake `empty_cluster_nan` gives NaN was named that mistake (held-out seed 814869)."""
+    nan, inf = np.nan, np.inf
+    for got, want, same in [([inf, 1.0], [nan, 1.0], False), ([nan], [-inf], False), ([inf], [-inf], False),
+                            ([-inf, 2.0], [-inf, 2.0], True), ([nan, 2.0], [nan, 2.0], True)]:
+        got, want = np.array(got), np.array(want)
+        assert (mismatch(got, want, 1e-4, 1e-4) is None) == same, (got, want)
+        assert (distance(got, want, 1e-4, 1e-4) <= 1) == same, (got, want)
+    assert "reference is finite" not in mismatch(np.array([nan]), np.array([-inf]), 0, 0)
+
+
 class _Spec:
     id, component = "x.check", "x"
 

@@ -875,6 +875,18 @@ def _example_encoder(ctx, v):
                               rows_independent=False, seed=3)
 
 
+def _example_encoder_sample_from_x(ctx, v):
+    """z ~ q(z|x) from x: encode then the stand-in reparameterization (the differentiable property: an encode
+    under `torch.no_grad()` in `sample` alone cut the encoder's gradients unseen, held-out seed 814869)."""
+    spec = _encoder_net(ctx)
+    enc = ctx.new("enc", "Encoder", {"__net__": spec})
+    ref_enc = ctx.ref.Encoder(nets.build(spec, ctx.device))
+    x = _f(ctx.rng.integers(0, V, (v.batch, D)), "float32")
+    return properties.Example(ctx.method(enc, "sample", "Encoder.sample"), {"x": x},
+                              lambda t: ref_enc.sample(x=t["x"]), params="enc", ref_object=ref_enc, batched=("x",),
+                              rows_independent=False, seed=3, branch="sample from x")
+
+
 def _example_encoder_sample(ctx, v):
     """z ~ q(z|x) from given mu_e and log_var_e of `v.dtype` (no network: the dtype property; the noise is the
     stand-in reparameterization's)."""
@@ -971,7 +983,8 @@ EXAMPLES = {
     "log_normal_diag": _example_log_normal_diag, "log_standard_normal": _example_log_standard_normal,
     "log_bernoulli": _example_log_bernoulli, "log_categorical": _example_log_categorical,
     "reparameterization": _example_reparameterization,
-    "encoder": {"default": _example_encoder, "dtype": [_example_encoder_sample, _example_encoder_log_prob_given]},
+    "encoder": {"default": _example_encoder, "differentiable": [_example_encoder, _example_encoder_sample_from_x],
+                "dtype": [_example_encoder_sample, _example_encoder_log_prob_given]},
     "decoder": {"default": [_example_decoder, lambda ctx, v: _example_decoder(ctx, v, "categorical")],
                 "differentiable": [_example_decoder_log_prob,
                                    lambda ctx, v: _example_decoder_log_prob(ctx, v, "categorical")],
