@@ -37,7 +37,7 @@ demo: $(STAMP)
 # Every test, on as many workers as the machine has cores (pytest-xdist; each test file stays on one worker, so
 # its module fixtures are built once); the slowest tests are listed at the end.
 test: $(STAMP) browser
-	@echo "make test: about 15 minutes on 2 CPU cores without a GPU (model training, sandboxes, PDFs)"
+	@echo "make test: about 10-15 minutes on 2 CPU cores without a GPU (model training, sandboxes, PDFs)"
 	$(PY) -m pytest -p no:cacheprovider -n auto --dist loadfile --durations=10
 
 # Pure modules and the framework's own tests (no sandbox, no training), every rubric included
