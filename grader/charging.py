@@ -101,3 +101,14 @@ def _where(check_id: str, by_id: dict) -> str:
     t = by_id.get(check_id)
     return check_label(t) if t is not None else "another check"
 
+
+
+def drop_ruled_out_causes(tests: list[TestResult], ruled_out: dict) -> None:
+    """Forget, in place, a cause that a check showed does not explain the student's values (`Session.causes_ruled_out`:
+    (component, cause) -> that check): its losses keep no known cause, so none of them is refunded by `charge_once`.
+    Without this a student could disguise a wrong function as one dtype slip (every case failing on its dtype,
+    before its values are compared) and be charged for one check instead of all."""
+    for t in tests:
+        for component, cause in ruled_out:
+            if t.component == component and t.lost_by_cause:
+                t.lost_by_cause.pop(cause, None)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from grader import __version__, trace
-from grader.charging import charge_once, drop_ruled_out
+from grader.charging import charge_once, drop_ruled_out, drop_ruled_out_causes
 from grader.metrics import metric_info
 from grader.redact import machine_paths, redact_paths
 from grader.results import GradeResult, QuestionResult, TestResult
@@ -312,6 +312,7 @@ def grade_submission(submission: Path, rubric: Rubric, options: GradeOptions | N
             test.output = handed_in.translate(test.output)  # notebook: cell and line, not the generated module's
             result.tests.append(test)
         drop_ruled_out(result.tests, session.ruled_out)
+        drop_ruled_out_causes(result.tests, session.causes_ruled_out)
         charge_once(result.tests)
         from grader.checks.runners import credit_blocked
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 STOP_REASONS = {
     "max_epochs": "training ran all its epochs",
     "early_stopping": "training stopped early: the validation loss no longer improved",
@@ -27,6 +29,34 @@ def stop_reason(value: object) -> str:
     """`value` as one of STOP_REASONS (older harness words mapped: "time" -> "time_budget", ...); "" if unknown."""
     reason = _LEGACY.get(str(value or ""), str(value or ""))
     return reason if reason in STOP_REASONS else ""
+
+
+MAX_EPOCHS_KEPT = 10_000  # values of one per-epoch list kept from a child's history (the figures draw them)
+
+
+def bounded(history: object) -> dict:
+    """A child's training history as the grader keeps it: a dict of numbers, short texts and per-epoch lists of
+    at most MAX_EPOCHS_KEPT numbers (a numpy array becomes such a list; anything else None). What the child
+    sends is a claim (issue 19): a forged history of 20 M epochs held as arrays, or an array where the loss
+    curve's epochs belong, must cost the report's figure neither minutes nor memory."""
+    if not isinstance(history, dict):
+        return {}
+    out = {}
+    for k, v in list(history.items())[:64]:
+        if k in ("stopped_because", "message") and not isinstance(v, str):
+            v = None  # texts the report words, or quotes
+        if isinstance(v, np.ndarray):
+            v = v.reshape(-1)[:MAX_EPOCHS_KEPT].tolist() if v.dtype.kind in "biuf" else None
+        if isinstance(v, (list, tuple)):
+            v = [x if type(x) in (int, float, bool) or x is None else None for x in v[:MAX_EPOCHS_KEPT]]
+        elif isinstance(v, str):
+            v = v[:4000]
+        elif isinstance(v, dict):
+            v = v if k == "state_dict" else bounded(v)
+        elif not (v is None or type(v) in (int, float, bool)):
+            v = None
+        out[str(k)[:200]] = v
+    return out
 
 
 def epochs_done(history: object) -> int:

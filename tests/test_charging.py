@@ -84,3 +84,28 @@ def test_two_independent_mistakes_of_one_component_each_cost_their_points(tmp_pa
     assert lost.get("lo.per_example") == 2.0 and "lo.gradients" not in lost, lost
     assert lost.get("lo.parameters", 0) > 0, lost  # not merged into the shared q's charge
     assert not _charged_once(result, "lo.parameters")
+
+
+LND_VALUES = "    values = -HALF_LOG_TWO_PI - 0.5 * log_var - 0.5 * (x - mu) ** 2 / torch.exp(log_var)\n    return _reduce(values, reduction, dim)\n"
+LND_WRONG = (LND_VALUES, "    values = 0.0 * x + 3.0\n    return _reduce(values, reduction, dim)\n")
+LND_WRONG_AS_FLOAT16 = (LND_VALUES, "    values = 0.0 * x + 3.0\n    return _reduce(values, reduction, dim).to("
+                        "torch.float16 if x.dtype != torch.float16 else torch.float32)\n")
+LND_FLOAT32_SLIP = (LND_VALUES, LND_VALUES.replace("dim)\n", "dim).float()\n"))
+
+
+@pytest.mark.slow
+def test_a_wrong_function_disguised_as_a_dtype_slip_is_not_charged_once(tmp_path):
+    """Red team (issue 19, fifth round): every result in the wrong dtype fails each case on its dtype before its values
+    are compared, so a wrong log_normal_diag turned float16 was charged once ('dtype': 3.7/5.95) where the same code
+    in the right dtype got 0.95. The dtype property now sees that the slip does not explain the values; an honest
+    float32 slip keeps its single charge (4.95/5.95 before and after)."""
+    def score(name, edit):
+        result = grade_submission(_planted(tmp_path / name, "alice", "vae.py", edit), RUBRICS["vae"],
+                                  GradeOptions(only=["log_normal_diag"], device="cpu"))
+        return sum(t.score for t in result.tests), result
+
+    honest, _ = score("wrong", LND_WRONG)
+    disguised, result = score("disguised", LND_WRONG_AS_FLOAT16)
+    assert disguised <= honest + 1e-9, (disguised, honest, _lost(result))
+    slip, result = score("slip", LND_FLOAT32_SLIP)
+    assert slip > disguised and any(c["cause"] == "dtype" for t in result.tests for c in t.charged_once), _lost(result)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -75,3 +76,36 @@ def test_a_budget_stop_is_believed_only_when_the_grader_measured_the_budget():
     assert TrainingClaim("x", 0, "time_budget", 31.0, 30.0).matched_epochs(10) == 0
     assert TrainingClaim("x", 3, "time_budget", math.nan, 30.0).matched_epochs(10) == 0
     assert TrainingClaim("x", 3, "time", 31.0, 30.0).matched_epochs(10) == 3  # an older loop's word
+
+
+def test_a_forged_history_is_kept_bounded_and_its_loss_figure_draws_quickly(tmp_path):
+    """The child's history is a claim (it can replace the course's loop): 30 M losses up to 1e308 as arrays, an
+    array where the epochs belong and a 5 MB message must leave per-epoch lists of at most MAX_EPOCHS_KEPT
+    numbers and a short text, which the report's loss curve draws in seconds."""
+    import time
+
+    import numpy as np
+
+    from grader import figures
+    from grader.checks.vae_model import MODEL
+    from grader.checks.model_level import ModelRun
+    from grader.history import MAX_EPOCHS_KEPT
+
+    n = 3_000_000
+    forged = {"train_loss": np.linspace(1.0, 1e308, n), "val_loss": np.linspace(1.0, 1e308, n),
+              "epochs": np.arange(n, dtype=np.float64)[::-1].copy(), "message": "M" * 5_000_000,
+              "best_epoch": float("nan"), "stopped_because": ["max_epochs"], "state_dict": {"w": np.zeros(2)}}
+    run = ModelRun(settings=None, data=None, reference=None)
+    MODEL.run_training = lambda ctx, call: ({"history": forged}, 1.0)
+    MODEL.training_call = lambda ctx, s, data: None
+    try:
+        weights = MODEL.train_student(None, SimpleNamespace(time_budget_s=45.0), None, run)
+    finally:
+        del MODEL.run_training, MODEL.training_call
+    h = run.student_history
+    assert set(weights) == {"w"} and "state_dict" not in h
+    assert all(isinstance(h[k], list) and len(h[k]) == MAX_EPOCHS_KEPT for k in ("train_loss", "val_loss", "epochs"))
+    assert len(h["message"]) <= 4000 and h["stopped_because"] is None and run.claim.done == MAX_EPOCHS_KEPT
+    t0 = time.monotonic()
+    figures.loss_curves(h, {"train_loss": [2.0, 1.0], "val_loss": [2.5, 1.5], "epochs": [1, 2]}, tmp_path / "c.png")
+    assert time.monotonic() - t0 < 20

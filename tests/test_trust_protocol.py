@@ -772,3 +772,16 @@ def test_the_childs_memory_argv_and_environment_do_not_hold_the_secret(tmp_path)
     assert "[memory] marker found" in output, output[-2000:]  # the probe works
     assert "[memory] secret missing" in output, output[-2000:]
     assert "[file]" in output and "secret found" not in output, output[-2000:]
+
+
+def test_a_harness_result_keeps_short_texts_and_a_bounded_tree():
+    """A training loop's result is the student's to forge (they replace `grader.harnesses.vae.train` in their
+    child): a 50 MB `message` in its history was kept in results.json (50 MB), the report's HTML (50 MB) and the
+    PDF (not done after 10 minutes). Texts are cut to MAX_TEXT characters; a tree of countless parts is refused."""
+    m = {"ok": True, "result": {"history": {"message": "M" * 5_000_000, "train_loss": [1.0, 2.0],
+                                            "state_dict": {"w": np.zeros(3)}}}}
+    h = values.reply("harness", m)["result"]["history"]
+    assert len(h["message"]) <= values.MAX_TEXT + 10 and h["train_loss"] == [1.0, 2.0]
+    assert isinstance(h["state_dict"]["w"], np.ndarray)
+    with pytest.raises(values.Malformed, match="parts"):
+        values.reply("harness", {"ok": True, "result": {"history": {"epochs": list(range(values.MAX_HARNESS_NODES))}}})

@@ -101,6 +101,9 @@ class Session:
     # mistake id -> the check that called the mistake's own function and got neither the correct output nor the
     # mistake's: the student does not make that mistake, so no other check may name it (`CheckContext.diagnose`)
     ruled_out: dict = field(default_factory=dict)
+    # (component, cause) -> the check that saw the cause does not explain the student's values (the dtype property:
+    # results of the wrong dtype whose values are wrong too): that cause's losses are not refunded (charging.py)
+    causes_ruled_out: dict = field(default_factory=dict)
     remaining_s: "Callable[[], float]" = lambda: float("inf")
     secret: str = ""  # what every check's inputs derive from (grader/checks/inputs.py); "": the published inputs
 

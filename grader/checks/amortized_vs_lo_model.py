@@ -24,7 +24,7 @@ import torch
 from grader import glossary, roles
 from grader.checks import CheckContext, UNBOUNDED_S, likely_causes, note_epoch_matched, relative_score, seeded
 from grader.checks.model_level import ModelGradingError, ModelLevel, ModelRun, Reference
-from grader.history import epochs_done
+from grader.history import epochs_done, bounded
 from grader.metrics import Metric
 
 LOOPS = {"train_classifier": "cnn", "train_vae": "vae", "train_lo": "lo"}  # harness -> part
@@ -271,7 +271,7 @@ class AmortizedVsLoModel(ModelLevel):
             finally:
                 seconds[LOOPS[name]] = time.monotonic() - t0
 
-        hists = {name: h if isinstance(h, dict) else {} for name, h in _train_all(run_harness, s, data).items()}
+        hists = {name: bounded(h) for name, h in _train_all(run_harness, s, data).items()}
         run.student_history = {name: _strip(h) for name, h in hists.items()}
         for name, h in hists.items():
             run.claims[f"{name}_epochs"] = self.claim(s, h, seconds.get(name, 0.0), what=WHAT[name])

@@ -23,7 +23,7 @@ import torch
 from grader.checks import CheckContext, UNBOUNDED_S, likely_causes, note_epoch_matched, relative_score
 from grader.checks.model_level import ModelGradingError, ModelLevel, ModelRun, Reference, TrainingCall
 from grader.checks.inputs import check_seed
-from grader.history import epochs_done, stop_reason
+from grader.history import epochs_done, stop_reason, bounded
 from grader.metrics import Metric
 from grader.sandbox.errors import StudentCodeError
 
@@ -286,7 +286,7 @@ class ArmModel(ModelLevel):
             raise ModelGradingError(f"{type(e).__name__}: {getattr(e, 'message', e)}") from None
         if not isinstance(out, dict):
             raise ModelGradingError("the course's loop returned nothing readable")
-        run.student_history = dict(out.get("history") or {})
+        run.student_history = bounded(out.get("history"))
         run.claim = self.claim(s, run.student_history, seconds)
         if out.get("error"):
             raise ModelGradingError(f"training your model failed: {out['error']}")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from grader import glossary
+from grader.history import bounded
 from grader.checks import CheckContext, UNBOUNDED_S, note_epoch_matched, relative_score, sequence, tensor, timed_call
 from grader.checks.model_level import ModelGradingError, ModelLevel, ModelRun, Reference
 from grader.metrics import Metric
@@ -330,7 +331,7 @@ class ConvVAEModel(_DensityModel):
             budget = min(ctx.session.remaining_s(), s.time_budget_s * 2 + 30)
             out, seconds = timed_call(ctx.harness, "density_models.train_conv_vae", x_train=data.x_train.astype(np.float32),
                                       timeout=max(1.0, budget), **_train_kwargs(s, data))
-            run.student_history = out.get("history", {}) or {}
+            run.student_history = bounded(out.get("history"))
             if out.get("error") and not out.get("state_dict"):
                 raise ModelGradingError(f"training your ConvVAE failed: {out['error']}")
             run.claim = self.claim(s, run.student_history, seconds)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from grader import glossary
+from grader.history import bounded
 from grader.checks import (CheckContext, UNBOUNDED_S, found_causes, likely_causes, note_epoch_matched, relative_score,
                            timed_call, to_torch)
 from grader.checks.model_level import ModelLevel, ModelRun, Reference
@@ -170,7 +171,7 @@ class KmeansAutoencoderModel(ModelLevel):
             budget = min(ctx.session.remaining_s(), float(s.time_budget_s) * 2 + 30)
             ae, seconds = timed_call(ctx.harness, "kmeans_autoencoder.train_autoencoder", timeout=budget,
                                      **_ae_kwargs(s, data))
-            run.student_history = {k: ae[k] for k in ("train_loss", "epochs", "stopped_because", "seconds")}
+            run.student_history = bounded({k: ae[k] for k in ("train_loss", "epochs", "stopped_because", "seconds")})
             run.claim = self.claim(s, run.student_history, seconds)
             run.extra["ae"] = ae
         except (StudentCodeError, ValueError, TypeError, KeyError) as e:

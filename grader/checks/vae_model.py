@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from grader import trace
+from grader.history import bounded
 from grader.checks import CheckContext, UNBOUNDED_S, likely_causes, note_epoch_matched, relative_score, torch_threads
 from grader.checks.model_level import (InThread, ModelGradingError, ModelLevel, ModelRun, Reference, TrainingCall,
                                        checkpoint_weights, start_drawing)
@@ -107,9 +108,9 @@ class VAEModelLevel(ModelLevel):
 
     def train_student(self, ctx: CheckContext, s: Settings, data, run: ModelRun) -> dict:
         reply, seconds = self.run_training(ctx, self.training_call(ctx, s, data))
-        hist = reply["history"]
+        hist = reply["history"] if isinstance(reply.get("history"), dict) else {}
         weights = hist.pop("state_dict", {})
-        run.student_history = hist
+        run.student_history = hist = bounded(hist)
         run.claim = self.claim(s, hist, seconds)
         if hist.get("stopped_because") == "error" and not hist.get("epochs"):
             raise ModelGradingError(f"training your VAE failed: {hist.get('message')}")

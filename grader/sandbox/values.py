@@ -241,9 +241,30 @@ def _load_reply(m: dict) -> None:
         budget.text(n, "the module's names")
 
 
+MAX_HARNESS_NODES = 200_000  # dicts, lists and leaves in a harness's result (its arrays travel as arrays)
+
+
 def _harness_reply(m: dict) -> None:
+    """A harness's result (a training loop's history, weights, centres) may hold any plain data, but its text is
+    cut to MAX_TEXT characters a string (what an honest loop's long error message keeps) and its tree to
+    MAX_HARNESS_NODES parts: a forged 50 MB `message` or 10 M-item loss list cost the report minutes."""
     if "result" not in m:
         raise Malformed("a reply without the harness's result")
+    budget = _Budget(MAX_HARNESS_NODES)
+
+    def cut(v, depth: int = 0):
+        budget.tick()
+        if depth > MAX_DEPTH * 2:
+            raise Malformed("a harness result nested too deep")
+        if isinstance(v, str):
+            return v if len(v) <= MAX_TEXT else v[:MAX_TEXT] + " [cut]"
+        if isinstance(v, dict):
+            return {(k[:MAX_TEXT] if isinstance(k, str) else k): cut(x, depth + 1) for k, x in v.items()}
+        if isinstance(v, list):
+            return [cut(x, depth + 1) for x in v]
+        return v
+
+    m["result"] = cut(m["result"])
 
 
 _REPLIES = {"call": _call_reply, "new": _new_reply, "assign": lambda m: _pairs(m.get("unassigned", []), "entries"),
