@@ -128,6 +128,20 @@ print(json.dumps([str(html), str(pdf), str(html2)]))
 
 
 
+def test_what_grade_run_imports_before_forking_its_report_worker_starts_no_thread():
+    """numpy's import starts a BLAS thread, after which the worker is not forked and every report is rendered in
+    the grader's own process (history.py once imported numpy at the top, through the glossary)."""
+    script = f"""
+import os, sys
+sys.path.insert(0, {str(REPO)!r})
+import grader.report.background, grader.results, grader.glossary, grader.history, grader.cli
+print(sorted(m for m in ("numpy", "torch", "matplotlib") if m in sys.modules), len(os.listdir("/proc/self/task")))
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["[]", "1"], p.stdout
+
+
 def test_a_figure_plan_travels_to_the_report_worker_exactly():
     """What the report worker draws from: arrays keep dtype, shape and bits, scalars stay numpy scalars, tuples
     stay tuples, NaN stays NaN; a value it cannot carry is refused (the grader then draws in a thread)."""

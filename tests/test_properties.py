@@ -283,3 +283,22 @@ def test_property_checks_are_named_as_the_student_s_code_names_the_component():
             if s.kind == "property":
                 assert s.name.startswith(f"{rubric.component_targets.get(s.component) or s.component}: "), s.name
                 assert "params" not in s.name, s.name
+
+
+def test_results_that_differ_but_sum_alike_are_not_the_references():
+    """Gradients are compared with the reference's only when the values are the reference's. A Monte-Carlo KL gives
+    an ELBO of the reference's shape that differs draw by draw; its batch sum matched the reference's by chance in
+    one CI run (the gradients then differed: a correct ELBO lost points). The sums stand in for the values only
+    for a result in another layout (per dimension, (B, L), where the reference gives (B,))."""
+    import numpy as np
+
+    from grader.checks.properties import _same_values
+
+    want = [np.array([-27.0, -30.0])]
+    assert _same_values([want[0].copy()], want, 1e-4, 1e-5, summed=True)
+    same_sum = [np.array([-26.5, -30.5])]  # the reference's shape, other values, the same sum
+    assert not _same_values(same_sum, want, 1e-4, 1e-5, summed=True)
+    per_dimension = [np.array([[-13.0, -14.0], [-10.0, -20.0]])]  # (B, L) whose rows sum to the reference's
+    assert _same_values(per_dimension, want, 1e-4, 1e-5, summed=True)
+    assert not _same_values(per_dimension, want, 1e-4, 1e-5, summed=False)
+    assert not _same_values([], want, 1e-4, 1e-5, summed=True)
