@@ -102,7 +102,6 @@ def _where(check_id: str, by_id: dict) -> str:
     return check_label(t) if t is not None else "another check"
 
 
-
 def drop_ruled_out_causes(tests: list[TestResult], ruled_out: dict) -> None:
     """Forget, in place, a cause that a check showed does not explain the student's values (`Session.causes_ruled_out`:
     (component, cause) -> that check): its losses keep no known cause, so none of them is refunded by `charge_once`.

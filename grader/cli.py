@@ -145,9 +145,9 @@ def _print_handed_in(result, report: str = "the report") -> None:
     sub = result.submission or {}
     elsewhere = report
     for note in broken_cells(sub):
-        console.print(f"[yellow]{escape(note)}[/]")
+        console.print(f"[yellow]{shown(note)}[/]")
     for note in sub.get("notes", []):
-        console.print(f"[dim]{escape(note.replace('the report', elsewhere))}[/]")
+        console.print(f"[dim]{shown(note.replace('the report', elsewhere))}[/]")
     left = sub.get("left_out", [])
     if left:
         cells = sorted({lo["cell"] for lo in left})
@@ -216,10 +216,10 @@ def _print_table(result, title: str, rubric=None) -> None:
             feedback = f"the same as {said[key]}" if brief and key in said else brief
             said.setdefault(key, t.number)
             table.add_row(t.number, "  " + escape(check_title(t.name, name, tag)),
-                          f"[{colour}]{fmt_points(t.score)}/{fmt_points(t.max_score)}[/]", escape(feedback))
+                          f"[{colour}]{fmt_points(t.score)}/{fmt_points(t.max_score)}[/]", shown(feedback))
     console.print(table)
     for e in result.errors:
-        console.print(f"[red]! {escape(e.splitlines()[0])}[/]")
+        console.print(f"[red]! {shown(e.splitlines()[0])}[/]")
 
 
 @main.command("run")

@@ -32,7 +32,7 @@ def stop_reason(value: object) -> str:
 MAX_EPOCHS_KEPT = 10_000  # values of one per-epoch list kept from a child's history (the figures draw them)
 
 
-def bounded(history: object) -> dict:
+def bounded(history: object, _top: bool = True) -> dict:
     """A child's training history as the grader keeps it: a dict of numbers, short texts and per-epoch lists of
     at most MAX_EPOCHS_KEPT numbers (a numpy array becomes such a list; anything else None). What the child
     sends is a claim (issue 19): a forged history of 20 M epochs held as arrays, or an array where the loss
@@ -54,7 +54,8 @@ def bounded(history: object) -> dict:
         elif isinstance(v, str):
             v = v[:4000]
         elif isinstance(v, dict):
-            v = v if k == "state_dict" else bounded(v)
+            # the trained weights (amortized-vs-lo's loops; the codec bounds their arrays), at the top level only
+            v = v if _top and k == "state_dict" else bounded(v, False)
         elif not (v is None or type(v) in (int, float, bool)):
             v = None
         out[str(k)[:200]] = v

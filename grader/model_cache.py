@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from grader.fileio import write_atomic
+
 REPO = Path(__file__).resolve().parents[1]
 ALWAYS = ("grader/data.py", "grader/history.py")  # every reference is trained on these data, with these stop reasons
 
@@ -101,12 +103,7 @@ def _store_bytes(key: str, weights: bytes, meta: bytes) -> None:
                 return
             shutil.rmtree(root / key, ignore_errors=True)  # a tampered or unverifiable entry: replace it
             os.replace(tmp, root / key)
-        index = index_dir()
-        index.mkdir(parents=True, exist_ok=True)
-        fd, part = tempfile.mkstemp(dir=index, prefix=f".{key}.")
-        with os.fdopen(fd, "w") as f:
-            f.write(digest)
-        os.replace(part, index / f"{key}.sha256")
+        write_atomic(index_dir() / f"{key}.sha256", digest)
     except OSError:
         pass
     finally:

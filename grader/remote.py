@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from grader.fileio import write_atomic
+
 MAX_RETURNED_BYTES = 64 * 1024 * 1024  # figures and plots sent back per student (past this: left out, noted)
 
 
@@ -285,11 +287,7 @@ def write_files(files: dict[str, bytes], folder: Path) -> None:
         target = (root / rel).resolve()
         if Path(rel).is_absolute() or root not in target.parents:
             raise ValueError(f"a worker sent back a file with an unsafe path {rel!r}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)  # a report rendered meanwhile sees the old figure or the new one
+        write_atomic(target, data)  # a report rendered meanwhile sees the old figure or the new one
 
 
 # ---- worker start ---------------------------------------------------------------------------------

@@ -201,14 +201,15 @@ folder = save_result(GradeResult(student="w", assignment="vae", tests=[TestResul
                                                                                   max_score=2)]), there).parent
 assert worker.draw(there, plan)  # its reply left uncollected: never taken for the report's
 html, pdf = worker.render(folder)
-print(json.dumps({{"same": same, "failed": failed, "pdf": pdf.is_file(), "dead_idle": dead.idle(),
+late = [p.name for p in (worker.drawn() or [])]  # the reply `render` collected first is kept: not drawn twice
+print(json.dumps({{"same": same, "failed": failed, "pdf": pdf.is_file(), "late": late, "dead_idle": dead.idle(),
                   "dead_draw": dead.draw(there, plan), "dead_pid": dead.pid}}))
 """
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     out = json.loads(p.stdout.splitlines()[-1])
-    assert out == {"same": [True, True, True], "failed": None, "pdf": True, "dead_idle": False, "dead_draw": False,
-                   "dead_pid": None}, out
+    assert out == {"same": [True, True, True], "failed": None, "pdf": True, "late": ["loss.png", "rec.png", "lat.png"],
+                   "dead_idle": False, "dead_draw": False, "dead_pid": None}, out
 
 SNOOP = """
 import os as _os
@@ -284,3 +285,29 @@ def test_the_console_table_is_one_row_per_component_and_a_row_per_check_that_los
     assert text.count("training diverged") == 1 and "the same as 12.1" in text
     # a check that passed without judging its cases says why: the self-check runs no (hidden) interface check
     assert "Not judged: `log_normal_diag` takes no `reduction`" in text
+
+
+def test_what_the_childs_code_says_reaches_the_console_as_text(monkeypatch):
+    """Feedback quotes the student's exception messages, notes quote their file names, errors their import
+    failures: an ESC sequence in any of them would retitle or clear the TA's terminal, rich markup plant a link."""
+    import io
+
+    from rich.console import Console
+
+    import grader.cli as cli
+    from grader.results import GradeResult
+    from grader.results import TestResult as Check
+    from grader.rubric import available_rubrics
+
+    out = io.StringIO()
+    monkeypatch.setattr(cli, "console", Console(file=out, width=200, highlight=False))
+    evil = "\x1b]0;pwned\x07[link=x.example]y\u202e"
+    result = GradeResult(student="s", assignment="vae", errors=[f"import failed: {evil}"],
+                         submission={"notes": [f"figure {evil}.png left out"]},
+                         tests=[Check("log_bernoulli: values", "4.1", 0.0, 1.0, component="log_bernoulli",
+                                      output=f"0/1 case passed.\n- a case: ValueError: {evil}")])
+    cli._print_table(result, "s", available_rubrics()["vae"])
+    cli._print_handed_in(result)
+    text = out.getvalue()
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert text.count("\\x1b]0;pwned") >= 3, text

@@ -109,3 +109,14 @@ def test_a_forged_history_is_kept_bounded_and_its_loss_figure_draws_quickly(tmp_
     t0 = time.monotonic()
     figures.loss_curves(h, {"train_loss": [2.0, 1.0], "val_loss": [2.5, 1.5], "epochs": [1, 2]}, tmp_path / "c.png")
     assert time.monotonic() - t0 < 20
+
+
+def test_only_the_top_level_state_dict_passes_unbounded():
+    """The trained weights travel as the history's `state_dict`; a dict of that name deeper in the history is the
+    child's claim like the rest and is bounded."""
+    from grader.history import MAX_EPOCHS_KEPT, bounded
+
+    weights = {"w": list(range(MAX_EPOCHS_KEPT + 5))}
+    h = bounded({"state_dict": weights, "part": {"state_dict": {"loss": list(range(MAX_EPOCHS_KEPT + 5))}}})
+    assert h["state_dict"] is weights
+    assert len(h["part"]["state_dict"]["loss"]) == MAX_EPOCHS_KEPT

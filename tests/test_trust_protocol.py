@@ -785,3 +785,42 @@ def test_a_harness_result_keeps_short_texts_and_a_bounded_tree():
     assert isinstance(h["state_dict"]["w"], np.ndarray)
     with pytest.raises(values.Malformed, match="parts"):
         values.reply("harness", {"ok": True, "result": {"history": {"epochs": list(range(values.MAX_HARNESS_NODES))}}})
+
+
+def test_a_header_announcing_a_huge_message_costs_only_the_bytes_that_arrive():
+    """The child sends a length header of 400 MiB, 10 bytes, and hangs up: the receiver allocated the whole
+    400 MiB up front (512 MiB allowed for a reply) before any of it came."""
+    import socket
+    import tracemalloc
+
+    child, grader_end = socket.socketpair()
+    try:
+        child.sendall(protocol._LEN.pack(400 << 20) + b"x" * 10)
+        child.close()
+        tracemalloc.start()
+        try:
+            with pytest.raises(EOFError):
+                protocol.recv(grader_end)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 8 << 20, f"{peak / 2**20:.0f} MiB held for a message that never came"
+    finally:
+        grader_end.close()
+
+
+def test_a_large_message_arrives_whole_through_the_growing_buffer():
+    import socket
+    import threading
+
+    a, b = socket.socketpair()
+    big = {"x": np.arange(3_000_000, dtype=np.float64)}  # 24 MB: the buffer doubles several times
+    sender = threading.Thread(target=protocol.send, args=(a, big))
+    sender.start()
+    try:
+        got = protocol.recv(b)
+    finally:
+        sender.join()
+        a.close()
+        b.close()
+    assert np.array_equal(got["x"], big["x"])

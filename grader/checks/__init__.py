@@ -748,7 +748,9 @@ def mismatch(got: np.ndarray, want: np.ndarray, rtol: float, atol: float) -> str
     other = ~both & ~((g == w) | (np.isnan(g) & np.isnan(w)))
     if other.any():
         i = tuple(int(j) for j in np.argwhere(other)[0])
-        return f"{int(other.sum())} value(s) non-finite in another way than the reference's; e.g. at index {i} got {g[i]}, expected {w[i]}"
+        return (f"{int(other.sum())} value(s) non-finite in another way than the reference's; e.g. at index {i} got "
+                f"{g[i]}, expected {w[i]} (NaN comes from inf − inf, 0 · inf or 0/0: compute the limit the reference "
+                "reaches, e.g. with log-sum-exp or torch.where)")
     with np.errstate(invalid="ignore"):  # inf - inf where both are the same infinity: not compared (`both`)
         err = np.abs(g - w)
         tol = atol + rtol * np.abs(w)

@@ -194,8 +194,9 @@ class KmeansAutoencoderModel(ModelLevel):
         ae = run.extra["ae"]
         if ae is None:
             return
+        # the reference model outside the `try`: a fault building it is the grader's, never the student's
+        model = ctx.ref.ConvAutoencoder(latent_dim=int(s.latent_dim), channels=tuple(s.channels)).to(ctx.device)
         try:
-            model = ctx.ref.ConvAutoencoder(latent_dim=int(s.latent_dim), channels=tuple(s.channels)).to(ctx.device)
             flat = np.asarray(ae["params"], dtype=np.float32)
             try:
                 harness.load_flat(model, to_torch(flat.reshape(-1), ctx.device))

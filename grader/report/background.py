@@ -181,6 +181,7 @@ class ReportWorker:
         self.submitted: Path | None = None  # the folder the worker was asked to render
         self.warm = False  # the worker said it is warmed up and waiting
         self.drawing = False  # a `draw` request awaits its reply
+        self._drawn: "list[Path] | None" = None  # the paths of the last `draw`, once its reply was read
         self.draw_error: str | None = None  # why the last `draw` came back undrawn
         self._buf = b""  # bytes read from the worker beyond the last full line
 
@@ -243,14 +244,15 @@ class ReportWorker:
         except OSError:
             self.close()
             return False
-        self.drawing = True
+        self.drawing, self._drawn = True, None
         return True
 
     def drawn(self, timeout: float = DRAW_TIMEOUT_S) -> list[Path] | None:
         """The paths the worker drew for the last `draw`; None when it did not (an error, a dead or hung worker,
-        which is then stopped): the caller then draws the plan itself."""
+        which is then stopped): the caller then draws the plan itself. The reply is read once and kept: `submit`
+        may have collected it first, and the plan is then not drawn a second time."""
         if not self.drawing:
-            return None
+            return self._drawn
         self.drawing = False
         try:
             reply = self._read_line(timeout)
@@ -261,7 +263,8 @@ class ReportWorker:
             self.close()  # hung or dead: the report is rendered in this process too
             return None
         self.draw_error = None if reply.get("ok") else str(reply.get("error"))
-        return [Path(p) for p in reply["paths"]] if reply.get("ok") else None
+        self._drawn = [Path(p) for p in reply["paths"]] if reply.get("ok") else None
+        return self._drawn
 
     def _read_line(self, timeout: float) -> dict | None:
         """The worker's next line as JSON; None if none came within `timeout` s. EOFError: the worker is gone."""

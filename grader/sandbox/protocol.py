@@ -132,16 +132,21 @@ def recv_sized(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES, deadline
 
 
 def _recv_exact(sock: socket.socket, n: int, deadline: float | None = None) -> bytearray:
-    """Exactly `n` bytes, read into one buffer (no second copy of a large message)."""
-    buf = bytearray(n)
-    view, got = memoryview(buf), 0
+    """Exactly `n` bytes, read into one buffer (no second copy of a large message). The buffer grows as the bytes
+    arrive (doubling): a header that announces 512 MiB and sends nothing costs the receiver nothing (allocating
+    `n` at once cost the grader 512 MiB for a 4-byte header)."""
+    buf = bytearray(min(n, 1 << 20))
+    got = 0
     while got < n:
+        if got == len(buf):
+            buf += bytes(min(n, 2 * len(buf)) - len(buf))
         if deadline is not None:  # one deadline for the whole message: a reply trickled byte by byte cannot extend it
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("the peer did not send its message in time")
             sock.settimeout(left)
-        k = sock.recv_into(view[got:], min(n - got, 1 << 20))
+        with memoryview(buf) as view, view[got:] as tail:  # released before the buffer grows again
+            k = sock.recv_into(tail, min(len(buf) - got, 1 << 20))
         if not k:
             raise EOFError("peer closed the connection")
         got += k
